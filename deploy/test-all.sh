@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+#
+# deploy/test-all.sh: THE one command that runs every DataCat test.
+# The README and CI (.ci/run) both call exactly this; it exits non-zero if anything fails.
+#
+# Steps (fail fast):
+#   1. dependencies   ClickHouse 18.16 (apt), nats-server 2.15.1 (pip, .local/nats),
+#                     pytest for python3 and for pyenv's Python 2.7.18
+#   2. cargo fmt --all -- --check
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. cargo build --workspace --bins
+#   5. cargo test --workspace
+#   6. pytest python/tests with python3
+#   7. pytest python/tests with Python 2.7.18
+#
+# Exported to the tests (steps 5-7):
+#   DATACAT_NATS_SERVER_BIN        absolute path of .local/nats/bin/nats-server
+#   DATACAT_CLICKHOUSE_SERVER_BIN  /usr/sbin/clickhouse-server
+#   DATACAT_DAEMON_BIN             absolute path of <target>/debug/datacat-daemon
+
+set -euo pipefail
+
+# shellcheck source=deploy/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$DATACAT_ROOT"
+
+TOTAL_STEPS=7
+STEP_NO=0
+STEP_NAME=""
+STEP_T0=$SECONDS
+T0=$SECONDS
+SUMMARY=()
+
+fmt_secs() { printf '%dm%02ds' "$(($1 / 60))" "$(($1 % 60))"; }
+
+end_step() {
+    if [ -n "$STEP_NAME" ]; then
+        SUMMARY+=("$(printf '  ok   %-56s %s' "$STEP_NAME" "$(fmt_secs $((SECONDS - STEP_T0)))")")
+        STEP_NAME=""
+    fi
+}
+
+step() {
+    end_step
+    STEP_NO=$((STEP_NO + 1))
+    STEP_NAME="$*"
+    STEP_T0=$SECONDS
+    printf '\n======================================================================\n'
+    printf '== [%d/%d] %s\n' "$STEP_NO" "$TOTAL_STEPS" "$STEP_NAME"
+    printf '======================================================================\n'
+}
+
+on_exit() {
+    local rc=$?
+    local total=$((SECONDS - T0))
+    printf '\n======================================================================\n'
+    if [ "$rc" -eq 0 ]; then
+        end_step
+        printf '%s\n' "${SUMMARY[@]}"
+        printf 'ALL TESTS PASSED. Total elapsed time: %s (%ds)\n' "$(fmt_secs "$total")" "$total"
+    else
+        [ "${#SUMMARY[@]}" -eq 0 ] || printf '%s\n' "${SUMMARY[@]}"
+        printf '  FAIL %-56s %s\n' "${STEP_NAME:-setup}" "$(fmt_secs $((SECONDS - STEP_T0)))"
+        printf 'FAILED in step [%d/%d] %s (exit status %d). Total elapsed time: %s (%ds)\n' \
+            "$STEP_NO" "$TOTAL_STEPS" "${STEP_NAME:-setup}" "$rc" "$(fmt_secs "$total")" "$total"
+    fi
+    printf '======================================================================\n'
+}
+trap on_exit EXIT
+
+# run_pytest LABEL PYTHON PYTHONPATH: pytest on python/tests. Any non-zero exit fails the run,
+# including 5 ("no tests collected"): the tests exist, so collecting none is an error.
+run_pytest() {
+    local label="$1" py="$2" pypath="$3" rc=0
+    printf '[datacat] %s: %s\n' "$label" "$("$py" --version 2>&1)"
+    # No bytecode files: Python 2 would write stale-prone *.pyc next to the sources.
+    PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$pypath" "$py" -m pytest -p no:cacheprovider -ra python/tests || rc=$?
+    case "$rc" in
+        0) return 0 ;;
+        5) datacat_err "$label: pytest collected no tests in python/tests (exit 5); that counts as a failure" ;;
+        *) datacat_err "$label: pytest failed (exit $rc)" ;;
+    esac
+    return "$rc"
+}
+
+# ---------------------------------------------------------------------------------------------
+step "dependencies"
+datacat_install_deps
+datacat_install_test_deps
+datacat_ensure_cargo
+PY27="$(datacat_py27)"
+PY3_SITE="$(datacat_py3_pythonpath)"
+printf '[datacat] cargo:      %s\n' "$(cargo --version)"
+printf '[datacat] ClickHouse: %s\n' "$DATACAT_CLICKHOUSE_SERVER_BIN"
+printf '[datacat] NATS:       %s (%s)\n' "$DATACAT_NATS_SERVER_BIN" "$("$DATACAT_NATS_SERVER_BIN" --version 2>&1)"
+printf '[datacat] Python:     %s, %s\n' "$(python3 --version 2>&1)" "$("$PY27" --version 2>&1)"
+
+case "$DATACAT_NATS_SERVER_BIN" in /*) ;; *) DATACAT_NATS_SERVER_BIN="$DATACAT_ROOT/$DATACAT_NATS_SERVER_BIN" ;; esac
+export DATACAT_NATS_SERVER_BIN DATACAT_CLICKHOUSE_SERVER_BIN
+DATACAT_DAEMON_BIN="$(datacat_target_dir)/debug/datacat-daemon"
+export DATACAT_DAEMON_BIN
+
+# ---------------------------------------------------------------------------------------------
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+# ---------------------------------------------------------------------------------------------
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# ---------------------------------------------------------------------------------------------
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+if [ ! -x "$DATACAT_DAEMON_BIN" ]; then
+    datacat_err "the build did not produce $DATACAT_DAEMON_BIN (the daemon binary the tests need)"
+    exit 1
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "cargo test --workspace"
+cargo test --workspace
+
+# ---------------------------------------------------------------------------------------------
+step "pytest python/tests (python3)"
+[ -d python/tests ] || { datacat_err "python/tests does not exist"; exit 1; }
+run_pytest "python3" python3 "$DATACAT_ROOT/python${PY3_SITE:+:$PY3_SITE}"
+
+# ---------------------------------------------------------------------------------------------
+step "pytest python/tests (Python 2.7.18)"
+PYENV_VERSION="$DATACAT_PY27_VERSION" run_pytest "Python 2.7.18" "$PY27" "$DATACAT_ROOT/python"

@@ -1,0 +1,241 @@
+//! Applying one batch to a session's progress: the pure heart of ingest.
+//!
+//! Given the progress after batch `seq - 1` and batch `seq`, this produces the progress after
+//! `seq` and the rows to write. It is deterministic, so a batch applied twice (a redelivery,
+//! or two workers racing) produces identical rows, which the warehouse collapses.
+
+use datacat_protocol::api::STATUS_ACTIVE;
+use datacat_protocol::time::epoch_days;
+use datacat_protocol::{deep_merge, Batch, MachineInfo, Record};
+use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow};
+use datacat_warehouse::RowSet;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What ingest remembers about a session between batches (kept in NATS KV).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Progress {
+    /// The sequence number of the next batch to apply.
+    pub next_seq: u64,
+    /// Batches skipped because they never arrived within the wait (recorded, not hidden).
+    pub gaps: u64,
+    pub product: String,
+    pub version: String,
+    pub machine: MachineInfo,
+    pub state: Value,
+    pub status: String,
+    pub end_reason: String,
+    pub started_ms: u64,
+    pub updated_ms: u64,
+    pub ended_ms: u64,
+    pub last_heartbeat_ms: u64,
+    pub event_count: u64,
+}
+
+impl Progress {
+    fn is_terminal(&self) -> bool {
+        matches!(self.status.as_str(), "ended" | "crashed" | "lost")
+    }
+
+    /// The session row as of this progress.
+    pub fn session_row(&self, session_id: &str) -> SessionRow {
+        SessionRow {
+            session_id: session_id.to_string(),
+            product: self.product.clone(),
+            version: self.version.clone(),
+            status: if self.status.is_empty() { STATUS_ACTIVE.to_string() } else { self.status.clone() },
+            end_reason: self.end_reason.clone(),
+            started_date: epoch_days(self.started_ms),
+            started_ms: self.started_ms,
+            updated_ms: self.updated_ms,
+            ended_ms: self.ended_ms,
+            last_heartbeat_ms: self.last_heartbeat_ms,
+            hostname: self.machine.hostname.clone(),
+            machine_id: self.machine.machine_id.clone(),
+            machine: serde_json::to_string(&self.machine).unwrap_or_default(),
+            state: state_json(&self.state),
+            event_count: self.event_count,
+            last_seq: self.next_seq.saturating_sub(1),
+        }
+    }
+}
+
+fn state_json(state: &Value) -> String {
+    if state.is_null() {
+        "{}".to_string()
+    } else {
+        state.to_string()
+    }
+}
+
+/// Applies `batch` (whose seq must be `progress.next_seq`, or later when a gap is accepted)
+/// and appends its rows to `rows`.
+pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
+    let session_id = batch.session_id.as_str();
+    if batch.seq > progress.next_seq {
+        progress.gaps += batch.seq - progress.next_seq;
+    }
+    for (idx, record) in batch.records.iter().enumerate() {
+        let ts_ms = record.ts_ms();
+        if progress.started_ms == 0 {
+            progress.started_ms = ts_ms;
+        }
+        progress.updated_ms = progress.updated_ms.max(ts_ms);
+        let idx = idx as u32;
+        let date = epoch_days(ts_ms);
+        match record {
+            Record::Start(start) => {
+                progress.product = start.product.clone();
+                progress.version = start.version.clone();
+                progress.machine = start.machine.clone();
+                progress.started_ms = start.ts_ms;
+            }
+            Record::State(update) => {
+                deep_merge(&mut progress.state, &update.update);
+                rows.state_history.push(StateHistoryRow {
+                    session_id: session_id.to_string(),
+                    seq: batch.seq,
+                    idx,
+                    ts_ms,
+                    date,
+                    update: update.update.to_string(),
+                    state: state_json(&progress.state),
+                });
+            }
+            Record::Event(event) => {
+                progress.event_count += 1;
+                rows.events.push(EventRow {
+                    session_id: session_id.to_string(),
+                    seq: batch.seq,
+                    idx,
+                    ts_ms,
+                    date,
+                    name: event.name.clone(),
+                    level: event.level.as_str().to_string(),
+                    category: event.category.clone(),
+                    group_name: event.group.clone(),
+                    labels: event.labels.clone(),
+                    message: event.message.clone(),
+                    data: event.data.to_string(),
+                    exception: event
+                        .exception
+                        .as_ref()
+                        .map(|e| serde_json::to_string(e).unwrap_or_default())
+                        .unwrap_or_default(),
+                });
+            }
+            Record::Metric(metric) => rows.metrics.push(MetricRow {
+                session_id: session_id.to_string(),
+                seq: batch.seq,
+                idx,
+                ts_ms,
+                date,
+                name: metric.name.clone(),
+                kind: metric.kind.as_str().to_string(),
+                value: metric.value,
+                unit: metric.unit.clone(),
+                tags: metric.tags.clone(),
+                count: metric.count,
+            }),
+            Record::Heartbeat(_) => progress.last_heartbeat_ms = progress.last_heartbeat_ms.max(ts_ms),
+            Record::End(end) => {
+                // The first terminal status wins.
+                if !progress.is_terminal() {
+                    progress.status = end.status.as_str().to_string();
+                    progress.end_reason = end.reason.clone();
+                    progress.ended_ms = ts_ms;
+                }
+            }
+        }
+    }
+    if progress.status.is_empty() {
+        progress.status = STATUS_ACTIVE.to_string();
+    }
+    progress.next_seq = batch.seq + 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use datacat_protocol::record::{Heartbeat, StateUpdate};
+    use datacat_protocol::{EndStatus, Event, SessionEnd, SessionStart};
+    use serde_json::json;
+
+    use super::*;
+
+    fn batch(seq: u64, records: Vec<Record>) -> Batch {
+        Batch { session_id: "s".into(), seq, records }
+    }
+
+    fn state(ts_ms: u64, update: Value) -> Record {
+        Record::State(StateUpdate { ts_ms, update })
+    }
+
+    fn end(ts_ms: u64, status: EndStatus) -> Record {
+        Record::End(SessionEnd { ts_ms, status, reason: status.as_str().into() })
+    }
+
+    #[test]
+    fn applies_records_in_order_and_produces_rows() {
+        let mut progress = Progress::default();
+        let mut rows = RowSet::default();
+        apply(
+            &mut progress,
+            &batch(0, vec![
+                Record::Start(SessionStart { ts_ms: 10, product: "p".into(), version: "1".into(), machine: Default::default() }),
+                state(11, json!({"a": {"b": 1}})),
+                Record::Event(Event {
+                    ts_ms: 12,
+                    name: "e".into(),
+                    level: Default::default(),
+                    category: String::new(),
+                    group: String::new(),
+                    labels: vec![],
+                    message: String::new(),
+                    data: json!({}),
+                    exception: None,
+                }),
+            ]),
+            &mut rows,
+        );
+        apply(&mut progress, &batch(1, vec![state(13, json!({"a": {"c": 2}})), Record::Heartbeat(Heartbeat { ts_ms: 14 })]), &mut rows);
+
+        assert_eq!(progress.next_seq, 2);
+        assert_eq!(progress.state, json!({"a": {"b": 1, "c": 2}}));
+        assert_eq!(progress.status, "active");
+        assert_eq!(progress.last_heartbeat_ms, 14);
+        assert_eq!(rows.state_history.len(), 2);
+        assert_eq!(rows.state_history[1].state, r#"{"a":{"b":1,"c":2}}"#);
+        assert_eq!((rows.state_history[1].seq, rows.state_history[1].idx), (1, 0));
+        assert_eq!(rows.events.len(), 1);
+        let row = progress.session_row("s");
+        assert_eq!((row.started_ms, row.updated_ms, row.last_seq, row.event_count), (10, 14, 1, 1));
+    }
+
+    #[test]
+    fn first_terminal_status_wins() {
+        let mut progress = Progress::default();
+        let mut rows = RowSet::default();
+        apply(&mut progress, &batch(0, vec![end(5, EndStatus::Crashed)]), &mut rows);
+        apply(&mut progress, &batch(1, vec![end(6, EndStatus::Ended)]), &mut rows);
+        assert_eq!((progress.status.as_str(), progress.ended_ms), ("crashed", 5));
+    }
+
+    #[test]
+    fn applying_twice_from_the_same_progress_gives_identical_rows() {
+        let start = Progress { next_seq: 3, state: json!({"x": 1}), ..Default::default() };
+        let b = batch(3, vec![state(1, json!({"y": [1, 2]})), end(2, EndStatus::Ended)]);
+        let (mut p1, mut r1) = (start.clone(), RowSet::default());
+        let (mut p2, mut r2) = (start, RowSet::default());
+        apply(&mut p1, &b, &mut r1);
+        apply(&mut p2, &b, &mut r2);
+        assert_eq!((p1, r1), (p2, r2));
+    }
+
+    #[test]
+    fn an_accepted_gap_is_counted() {
+        let mut progress = Progress { next_seq: 2, ..Default::default() };
+        apply(&mut progress, &batch(5, vec![]), &mut RowSet::default());
+        assert_eq!((progress.gaps, progress.next_seq), (3, 6));
+    }
+}

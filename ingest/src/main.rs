@@ -1,0 +1,69 @@
+//! `datacat-ingest`: JetStream consumer workers that apply session batches in order and
+//! write them to ClickHouse. Run any number of them against one stream.
+
+mod apply;
+mod config;
+mod http;
+mod setup;
+mod worker;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{Command, Config};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let connection = config.warehouse();
+    match config.command.unwrap_or(Command::Run) {
+        Command::Migrate => {
+            let applied = datacat_warehouse::migrate(&connection).await.context("migrating ClickHouse")?;
+            info!(?applied, database = %connection.database, "schema is current");
+            Ok(())
+        }
+        Command::Run => run(config, connection).await,
+    }
+}
+
+async fn run(config: Config, connection: datacat_warehouse::Connection) -> Result<()> {
+    datacat_warehouse::migrate(&connection).await.context("migrating ClickHouse")?;
+    let nats = setup::connect(&config).await?;
+    let resources = setup::ensure(&nats, &config).await?;
+    let stats = Arc::new(worker::Stats::default());
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind(config.listen).await.context("binding /health and /metrics")?;
+    info!(addr = %listener.local_addr()?, "datacat-ingest serving /health and /metrics");
+    tokio::spawn(http::serve(listener, stats.clone(), shutdown.clone()));
+
+    let writer = datacat_warehouse::Writer::new(&connection)?;
+    worker::Worker::new(nats, resources, writer, stats, &config).run(shutdown).await
+}
+
+async fn shutdown_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    info!("stopping: finishing the current batch");
+    shutdown.cancel();
+}

@@ -1,0 +1,78 @@
+//! Creating (or updating) the stream, the dead-letter stream, the shared consumer and the
+//! progress bucket. Idempotent: every worker runs it at start.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::stream::{self, StorageType};
+use async_nats::jetstream::{self, kv};
+use datacat_protocol::subject;
+
+use crate::config::Config;
+
+pub struct Resources {
+    pub jetstream: jetstream::Context,
+    pub consumer: jetstream::consumer::Consumer<pull::Config>,
+    pub progress: kv::Store,
+}
+
+pub async fn connect(config: &Config) -> Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name("datacat-ingest")
+        .retry_on_initial_connect()
+        .connect(&config.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))
+}
+
+pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Resources> {
+    let jetstream = jetstream::new(client.clone());
+    let stream = jetstream
+        .create_or_update_stream(stream::Config {
+            name: subject::STREAM.to_string(),
+            subjects: vec![subject::SESSION_SUBJECTS.to_string()],
+            storage: StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            max_age: Duration::from_secs(config.stream_max_age_days * 86_400),
+            max_bytes: config.stream_max_bytes,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .context("creating the session stream")?;
+    jetstream
+        .create_or_update_stream(stream::Config {
+            name: subject::DEAD_LETTER_STREAM.to_string(),
+            subjects: vec![subject::DEAD_LETTER_SUBJECT.to_string()],
+            storage: StorageType::File,
+            max_age: Duration::from_secs(30 * 86_400),
+            ..Default::default()
+        })
+        .await
+        .context("creating the dead-letter stream")?;
+    let stream = jetstream.get_stream(&stream.config.name).await?;
+    let consumer = stream
+        .get_or_create_consumer(
+            subject::INGEST_CONSUMER,
+            pull::Config {
+                durable_name: Some(subject::INGEST_CONSUMER.to_string()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("creating the ingest consumer")?;
+    let progress = jetstream
+        .create_or_update_key_value(kv::Config {
+            bucket: subject::PROGRESS_BUCKET.to_string(),
+            history: 1,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .context("creating the progress bucket")?;
+    Ok(Resources { jetstream, consumer, progress })
+}

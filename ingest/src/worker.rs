@@ -1,0 +1,307 @@
+//! The consume loop: fetch a round of messages, apply each session's batches in sequence
+//! order against its progress record, insert all rows, then record progress (compare-and-set)
+//! and ack. Nothing is acked before its rows are in ClickHouse.
+//!
+//! Ordering across workers: a session's progress lives in NATS KV and is only advanced by a
+//! compare-and-set on its revision. A batch older than the progress is a duplicate (acked);
+//! the next one is applied; a newer one waits (NAK with delay) for its predecessor, up to a
+//! bounded number of deliveries after which the gap is recorded and the batch applied.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use async_nats::jetstream::{self, AckKind, Message};
+use datacat_protocol::{decode_batch, subject, Batch};
+use datacat_warehouse::{RowSet, Writer};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::apply::{apply, Progress};
+use crate::config::Config;
+use crate::setup::Resources;
+
+#[derive(Default)]
+pub struct Stats {
+    pub messages: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub gaps: AtomicU64,
+    pub rows: AtomicU64,
+    pub insert_errors: AtomicU64,
+    pub insert_micros: AtomicU64,
+}
+
+pub struct Worker {
+    client: async_nats::Client,
+    resources: Resources,
+    writer: Writer,
+    stats: std::sync::Arc<Stats>,
+    fetch_batch: usize,
+    fetch_wait: Duration,
+    gap_max_deliveries: i64,
+    gap_retry: Duration,
+}
+
+/// What one round decided for one session.
+struct SessionPlan {
+    key: String,
+    revision: Option<u64>,
+    progress: Progress,
+    applied: Vec<Message>,
+    duplicates: Vec<Message>,
+    waiting: Vec<Message>,
+}
+
+/// Delay before a failed round's messages come back.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+impl Worker {
+    pub fn new(
+        client: async_nats::Client,
+        resources: Resources,
+        writer: Writer,
+        stats: std::sync::Arc<Stats>,
+        config: &Config,
+    ) -> Self {
+        Self {
+            client,
+            resources,
+            writer,
+            stats,
+            fetch_batch: config.fetch_batch.max(1),
+            fetch_wait: Duration::from_millis(config.fetch_wait_ms.max(10)),
+            gap_max_deliveries: config.gap_max_deliveries.max(1),
+            gap_retry: Duration::from_millis(config.gap_retry_ms),
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        info!("consuming");
+        while !shutdown.is_cancelled() {
+            let messages = tokio::select! {
+                fetched = self.fetch() => fetched,
+                _ = shutdown.cancelled() => break,
+            };
+            let messages = match messages {
+                Ok(messages) => messages,
+                Err(error) => {
+                    warn!(%error, "fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                continue;
+            }
+            // A round, once fetched, is finished even when shutdown arrives meanwhile.
+            self.process(messages).await;
+            // Acks are fire-and-forget; flushing makes sure they reached the server.
+            if let Err(error) = self.client.flush().await {
+                warn!(%error, "flushing acks failed");
+            }
+        }
+        self.client.flush().await?;
+        info!("stopped");
+        Ok(())
+    }
+
+    async fn fetch(&self) -> Result<Vec<Message>> {
+        let mut batch = self
+            .resources
+            .consumer
+            .batch()
+            .max_messages(self.fetch_batch)
+            .expires(self.fetch_wait)
+            .messages()
+            .await?;
+        let mut messages = Vec::new();
+        while let Some(message) = batch.next().await {
+            match message {
+                Ok(message) => messages.push(message),
+                Err(error) => {
+                    debug!(%error, "fetch ended early");
+                    break;
+                }
+            }
+        }
+        Ok(messages)
+    }
+
+    async fn process(&self, messages: Vec<Message>) {
+        let mut by_session: BTreeMap<String, Vec<(Batch, Message)>> = BTreeMap::new();
+        for message in messages {
+            match decode_batch(&message.payload) {
+                Ok(batch) => by_session.entry(batch.session_id.clone()).or_default().push((batch, message)),
+                Err(error) => self.dead_letter(message, &error.to_string()).await,
+            }
+        }
+
+        let mut rows = RowSet::default();
+        let mut plans = Vec::with_capacity(by_session.len());
+        for (session_id, batches) in by_session {
+            match self.plan_session(&session_id, batches, &mut rows).await {
+                Ok(plan) => plans.push(plan),
+                Err((error, messages)) => {
+                    warn!(%session_id, %error, "reading progress failed; retrying later");
+                    nak_all(messages, RETRY_DELAY).await;
+                }
+            }
+        }
+
+        if !rows.is_empty() {
+            let started = Instant::now();
+            if let Err(error) = self.writer.insert(&rows).await {
+                self.stats.insert_errors.fetch_add(1, Ordering::Relaxed);
+                error!(%error, "insert failed; the round will be redelivered");
+                for plan in plans {
+                    nak_all(plan.applied.into_iter().chain(plan.waiting).collect(), RETRY_DELAY).await;
+                    ack_all(plan.duplicates).await;
+                }
+                return;
+            }
+            self.stats.insert_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.stats.rows.fetch_add(rows.row_count() as u64, Ordering::Relaxed);
+        }
+
+        for plan in plans {
+            self.commit(plan).await;
+        }
+    }
+
+    /// Decides, for one session's batches of this round, which apply, which are duplicates
+    /// and which must wait; appends the applied batches' rows.
+    async fn plan_session(
+        &self,
+        session_id: &str,
+        mut batches: Vec<(Batch, Message)>,
+        rows: &mut RowSet,
+    ) -> Result<SessionPlan, (String, Vec<Message>)> {
+        let key = subject::progress_key(session_id);
+        let entry = match self.resources.progress.entry(key.clone()).await {
+            Ok(entry) => entry,
+            Err(error) => return Err((error.to_string(), batches.into_iter().map(|(_, m)| m).collect())),
+        };
+        let (mut progress, revision) = match entry {
+            Some(entry) if entry.operation == jetstream::kv::Operation::Put => {
+                match serde_json::from_slice::<Progress>(&entry.value) {
+                    Ok(progress) => (progress, Some(entry.revision)),
+                    Err(error) => {
+                        return Err((format!("progress record does not parse: {error}"), batches.into_iter().map(|(_, m)| m).collect()))
+                    }
+                }
+            }
+            Some(entry) => (Progress::default(), Some(entry.revision)),
+            None => (Progress::default(), None),
+        };
+
+        batches.sort_by_key(|(batch, _)| batch.seq);
+        let mut plan = SessionPlan { key, revision, progress: Progress::default(), applied: Vec::new(), duplicates: Vec::new(), waiting: Vec::new() };
+        for (batch, message) in batches {
+            if batch.seq < progress.next_seq || plan.applied.iter().any(|m| same_message(m, &message)) {
+                plan.duplicates.push(message);
+                continue;
+            }
+            if batch.seq > progress.next_seq {
+                let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+                if !plan.waiting.is_empty() || delivered < self.gap_max_deliveries {
+                    plan.waiting.push(message);
+                    continue;
+                }
+                self.stats.gaps.fetch_add(batch.seq - progress.next_seq, Ordering::Relaxed);
+                warn!(%session_id, expected = progress.next_seq, got = batch.seq, "predecessor never arrived; recording the gap");
+            }
+            apply(&mut progress, &batch, rows);
+            plan.applied.push(message);
+        }
+        if !plan.applied.is_empty() {
+            rows.sessions.push(progress.session_row(session_id));
+        }
+        plan.progress = progress;
+        Ok(plan)
+    }
+
+    /// Records the session's new progress; acks what it covers.
+    async fn commit(&self, plan: SessionPlan) {
+        self.stats.duplicates.fetch_add(plan.duplicates.len() as u64, Ordering::Relaxed);
+        ack_all(plan.duplicates).await;
+        nak_all(plan.waiting, self.gap_retry).await;
+        if plan.applied.is_empty() {
+            return;
+        }
+        let value = match serde_json::to_vec(&plan.progress) {
+            Ok(value) => value,
+            Err(error) => {
+                error!(%error, "progress does not serialise");
+                return nak_all(plan.applied, RETRY_DELAY).await;
+            }
+        };
+        let store = &self.resources.progress;
+        let saved = match plan.revision {
+            Some(revision) => store.update(&plan.key, value.into(), revision).await.map(drop).map_err(|e| e.to_string()),
+            None => store.create(&plan.key, value.into()).await.map(drop).map_err(|e| e.to_string()),
+        };
+        match saved {
+            Ok(()) => {
+                self.stats.messages.fetch_add(plan.applied.len() as u64, Ordering::Relaxed);
+                ack_all(plan.applied).await;
+            }
+            Err(error) => {
+                // Another worker moved this session on; its rows equal ours. Re-evaluate.
+                debug!(key = %plan.key, %error, "progress changed under us; redelivering");
+                nak_all(plan.applied, Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    async fn dead_letter(&self, message: Message, reason: &str) {
+        warn!(subject = %message.subject, %reason, "dead-lettering an unusable message");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(subject::DEAD_LETTER_REASON_HEADER, reason);
+        headers.insert("Datacat-Subject", message.subject.as_str());
+        let published = self
+            .resources
+            .jetstream
+            .publish_with_headers(subject::DEAD_LETTER_SUBJECT, headers, message.payload.clone())
+            .await;
+        let stored = match published {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match stored {
+            Ok(()) => {
+                self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                ack_all(vec![message]).await;
+            }
+            Err(error) => {
+                error!(%error, "dead-letter publish failed; retrying later");
+                nak_all(vec![message], RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+fn same_message(a: &Message, b: &Message) -> bool {
+    match (a.info(), b.info()) {
+        (Ok(a), Ok(b)) => a.stream_sequence == b.stream_sequence,
+        _ => false,
+    }
+}
+
+async fn ack_all(messages: Vec<Message>) {
+    for message in messages {
+        if let Err(error) = message.ack().await {
+            warn!(%error, "ack failed; the message will be redelivered and skipped as a duplicate");
+        }
+    }
+}
+
+async fn nak_all(messages: Vec<Message>, delay: Duration) {
+    for message in messages {
+        if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
+            warn!(%error, "nak failed; the message will be redelivered after ack_wait");
+        }
+    }
+}

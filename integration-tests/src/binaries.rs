@@ -1,0 +1,70 @@
+//! Where the programs under test live.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+/// The repository root (this crate lives one level below it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("crate has a parent dir").to_path_buf()
+}
+
+/// The cargo target dir the tests were built into (`target/debug`).
+fn target_profile_dir() -> PathBuf {
+    // current_exe = target/debug/deps/<test>-<hash>
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("target dir")
+}
+
+/// A DataCat binary built by this workspace (`cargo build --workspace --bins`).
+pub fn datacat_bin(name: &str) -> Result<PathBuf> {
+    let path = target_profile_dir().join(name);
+    if !path.is_file() {
+        bail!("{} not found: run `cargo build --workspace --bins` first", path.display());
+    }
+    Ok(path)
+}
+
+/// An external program: `$env_var`, then the repo's `.local/` candidates, then `PATH`.
+pub fn external_bin(env_var: &str, local_candidates: &[&str], name: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env_var) {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!("{env_var}={} does not exist", path.display());
+    }
+    let root = repo_root();
+    for candidate in local_candidates {
+        let path = root.join(candidate);
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let path = dir.join(name);
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+    }
+    bail!("{name} not found: set {env_var} or run deploy/test-all.sh, which installs it")
+}
+
+pub fn nats_server_bin() -> Result<PathBuf> {
+    external_bin("DATACAT_NATS_SERVER_BIN", &[".local/nats/bin/nats-server"], "nats-server")
+}
+
+pub fn clickhouse_server_bin() -> Result<PathBuf> {
+    external_bin("DATACAT_CLICKHOUSE_SERVER_BIN", &[], "clickhouse-server")
+        .or_else(|_| external_bin("DATACAT_CLICKHOUSE_SERVER_BIN", &[], "clickhouse"))
+        .or_else(|error| {
+            let debian = PathBuf::from("/usr/sbin/clickhouse-server");
+            if debian.is_file() {
+                Ok(debian)
+            } else {
+                Err(error)
+            }
+        })
+}

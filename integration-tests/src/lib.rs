@@ -1,0 +1,14 @@
+//! Test harness: real NATS, real ClickHouse and the real DataCat binaries as local processes
+//! on free loopback ports, each stopped (SIGKILL, then reaped) when its handle drops.
+//!
+//! Binaries are found through environment variables first (`DATACAT_NATS_SERVER_BIN`,
+//! `DATACAT_CLICKHOUSE_SERVER_BIN`), then the repo's `.local/` install and `PATH`.
+//! `deploy/test-all.sh` installs them and sets the variables.
+
+pub mod binaries;
+pub mod process;
+pub mod servers;
+pub mod stack;
+
+pub use servers::{ClickHouse, Nats};
+pub use stack::Stack;

@@ -1,0 +1,92 @@
+//! The whole DataCat stack: NATS, ClickHouse, migrations, ingest and query.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::binaries::datacat_bin;
+use crate::process::{free_port, wait_http_ok, ChildGuard};
+use crate::servers::{ClickHouse, Nats};
+
+pub struct Stack {
+    pub nats: Nats,
+    pub clickhouse: ClickHouse,
+    pub database: String,
+    pub query_url: String,
+    pub ingest: Vec<ChildGuard>,
+    pub query: ChildGuard,
+    pub logs: TempDir,
+}
+
+impl Stack {
+    /// Starts everything with one ingest worker and waits until query answers `/health`.
+    pub async fn start() -> Result<Self> {
+        let logs = tempfile::tempdir()?;
+        let nats = Nats::start().await?;
+        let clickhouse = ClickHouse::start().await?;
+        let database = "datacat".to_string();
+
+        let status = Self::command(&nats, &clickhouse, &database, "datacat-ingest")?
+            .arg("migrate")
+            .status()
+            .context("running datacat-ingest migrate")?;
+        ensure!(status.success(), "datacat-ingest migrate failed: {status}");
+
+        let query_port = free_port();
+        let mut query = Self::command(&nats, &clickhouse, &database, "datacat-query")?;
+        query.env("DATACAT_LISTEN", format!("127.0.0.1:{query_port}"));
+        let query = ChildGuard::spawn("datacat-query", query, &logs.path().join("query.log"))?;
+        let query_url = format!("http://127.0.0.1:{query_port}");
+
+        let mut stack = Self { nats, clickhouse, database, query_url, ingest: Vec::new(), query, logs };
+        stack.add_ingest_worker().await?;
+        wait_http_ok(&format!("{}/health", stack.query_url), Duration::from_secs(30), "datacat-query").await?;
+        Ok(stack)
+    }
+
+    fn command(nats: &Nats, clickhouse: &ClickHouse, database: &str, bin: &str) -> Result<Command> {
+        let mut command = Command::new(datacat_bin(bin)?);
+        command
+            .env("DATACAT_NATS_URL", &nats.url)
+            .env("DATACAT_CLICKHOUSE_URL", &clickhouse.url)
+            .env("DATACAT_CLICKHOUSE_DATABASE", database)
+            .env("RUST_LOG", "info");
+        Ok(command)
+    }
+
+    /// Starts one more ingest worker and waits for its `/health`.
+    pub async fn add_ingest_worker(&mut self) -> Result<()> {
+        let port = free_port();
+        let mut command = Self::command(&self.nats, &self.clickhouse, &self.database, "datacat-ingest")?;
+        command.env("DATACAT_LISTEN", format!("127.0.0.1:{port}"));
+        let log = self.logs.path().join(format!("ingest-{}.log", self.ingest.len()));
+        self.ingest.push(ChildGuard::spawn("datacat-ingest", command, &log)?);
+        wait_http_ok(&format!("http://127.0.0.1:{port}/health"), Duration::from_secs(30), "datacat-ingest").await
+    }
+
+    /// GETs a query-service path and parses the JSON answer; fails on non-2xx.
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        let response = reqwest::get(format!("{}{path}", self.query_url)).await?;
+        let status = response.status();
+        let body = response.text().await?;
+        ensure!(status.is_success(), "GET {path} answered {status}: {body}");
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Environment a client process needs to reach this stack.
+    pub fn client_env(&self) -> Result<Vec<(String, String)>> {
+        Ok(vec![
+            ("DATACAT_NATS_URL".into(), self.nats.url.clone()),
+            ("DATACAT_DAEMON_BIN".into(), datacat_bin("datacat-daemon")?.display().to_string()),
+        ])
+    }
+
+    /// The service logs, for failure messages.
+    pub fn log_dir(&self) -> PathBuf {
+        self.logs.path().to_path_buf()
+    }
+}

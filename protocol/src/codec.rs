@@ -1,0 +1,141 @@
+//! The versioned MessagePack encoding of a [`Batch`].
+//!
+//! A message is one format byte followed by the MessagePack of the batch with named fields
+//! (maps, not arrays), so fields can be added without breaking older readers.
+
+use thiserror::Error;
+
+use crate::batch::Batch;
+
+/// The format byte of the current encoding.
+pub const FORMAT_V1: u8 = 1;
+
+#[derive(Debug, Error)]
+pub enum CodecError {
+    #[error("empty message")]
+    Empty,
+    #[error("unsupported batch format {0} (this build reads format {FORMAT_V1})")]
+    UnsupportedFormat(u8),
+    #[error("batch does not decode: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("batch does not encode: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("invalid batch: {0}")]
+    Invalid(String),
+}
+
+pub fn encode_batch(batch: &Batch) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(64 + batch.records.len() * 64);
+    out.push(FORMAT_V1);
+    rmp_serde::encode::write_named(&mut out, batch)?;
+    Ok(out)
+}
+
+pub fn decode_batch(bytes: &[u8]) -> Result<Batch, CodecError> {
+    let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if format != FORMAT_V1 {
+        return Err(CodecError::UnsupportedFormat(format));
+    }
+    let batch: Batch = rmp_serde::from_slice(body)?;
+    validate(&batch)?;
+    Ok(batch)
+}
+
+/// Rejects batches that decode but would corrupt a session.
+fn validate(batch: &Batch) -> Result<(), CodecError> {
+    if batch.session_id.is_empty() || batch.session_id.len() > 128 {
+        return Err(CodecError::Invalid("session_id must be 1 to 128 bytes".into()));
+    }
+    for record in &batch.records {
+        if let crate::Record::State(update) = record {
+            if !update.update.is_object() {
+                return Err(CodecError::Invalid("a state update must be a JSON object".into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::record::*;
+
+    fn sample() -> Batch {
+        Batch {
+            session_id: "0190a6a4-0000-7000-8000-000000000001".into(),
+            seq: 7,
+            records: vec![
+                Record::Start(SessionStart {
+                    ts_ms: 1,
+                    product: "game".into(),
+                    version: "1.0".into(),
+                    machine: MachineInfo { hostname: "h".into(), cpu_count: 8, ..Default::default() },
+                }),
+                Record::State(StateUpdate { ts_ms: 2, update: json!({"a": {"b": [1, 2.5, "x", null]}}) }),
+                Record::Event(Event {
+                    ts_ms: 3,
+                    name: "boom".into(),
+                    level: Level::Error,
+                    category: "c".into(),
+                    group: "g".into(),
+                    labels: vec!["l".into()],
+                    message: "m".into(),
+                    data: json!({"k": u64::MAX, "neg": -3}),
+                    exception: Some(ExceptionInfo {
+                        type_name: "ValueError".into(),
+                        message: "bad".into(),
+                        stacktrace: vec!["tb".into()],
+                        frames: vec![Frame { file: "f.py".into(), line: 3, function: "f".into(), code: "x()".into() }],
+                    }),
+                }),
+                Record::Metric(Metric {
+                    ts_ms: 4,
+                    name: "fps".into(),
+                    kind: MetricKind::Timer,
+                    value: 59.5,
+                    unit: "ms".into(),
+                    tags: vec![],
+                    count: Some(3),
+                }),
+                Record::Heartbeat(Heartbeat { ts_ms: 5 }),
+                Record::End(SessionEnd { ts_ms: 6, status: EndStatus::Crashed, reason: "signal 9".into() }),
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_every_record_kind() {
+        let batch = sample();
+        let bytes = encode_batch(&batch).unwrap();
+        assert_eq!(bytes[0], FORMAT_V1);
+        assert_eq!(decode_batch(&bytes).unwrap(), batch);
+    }
+
+    #[test]
+    fn rejects_unknown_format_and_garbage() {
+        let mut bytes = encode_batch(&sample()).unwrap();
+        bytes[0] = 9;
+        assert!(matches!(decode_batch(&bytes), Err(CodecError::UnsupportedFormat(9))));
+        assert!(matches!(decode_batch(&[]), Err(CodecError::Empty)));
+        assert!(matches!(decode_batch(&[FORMAT_V1, 0xc1, 0xff]), Err(CodecError::Decode(_))));
+    }
+
+    #[test]
+    fn rejects_non_object_state_update() {
+        let batch = Batch {
+            session_id: "s".into(),
+            seq: 0,
+            records: vec![Record::State(StateUpdate { ts_ms: 1, update: json!([1]) })],
+        };
+        let bytes = encode_batch(&batch).unwrap();
+        assert!(matches!(decode_batch(&bytes), Err(CodecError::Invalid(_))));
+    }
+
+    #[test]
+    fn msg_id_names_session_and_seq() {
+        assert_eq!(sample().msg_id(), "0190a6a4-0000-7000-8000-000000000001:7");
+    }
+}

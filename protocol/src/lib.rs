@@ -1,0 +1,24 @@
+//! The DataCat wire contract shared by the daemon, ingest and query.
+//!
+//! * [`record`]: what a session produces (start, state update, event, metric, heartbeat, end).
+//! * [`batch`]: the unit the daemon publishes: one session, one sequence number, many records.
+//! * [`codec`]: the versioned MessagePack encoding of a batch.
+//! * [`subject`]: JetStream stream, subject and key-value names.
+//! * [`merge`]: the deep merge that defines a session's state, and the diff that inverts it.
+//! * [`api`]: the JSON shapes the query service answers with (shared with the dashboard).
+
+pub mod api;
+pub mod batch;
+pub mod codec;
+pub mod merge;
+pub mod record;
+pub mod subject;
+pub mod time;
+
+pub use batch::Batch;
+pub use codec::{decode_batch, encode_batch, CodecError};
+pub use merge::{deep_merge, state_diff};
+pub use record::{
+    EndStatus, Event, ExceptionInfo, Frame, Level, MachineInfo, Metric, MetricKind, Record,
+    SessionEnd, SessionStart,
+};

@@ -1,0 +1,25 @@
+//! Names shared by everything that talks to NATS.
+
+/// The JetStream stream that holds session batches.
+pub const STREAM: &str = "DATACAT";
+/// Subjects of [`STREAM`]; one subject per session.
+pub const SESSION_SUBJECTS: &str = "datacat.session.>";
+/// The durable pull consumer shared by all ingest workers.
+pub const INGEST_CONSUMER: &str = "ingest";
+/// The KV bucket where ingest keeps each session's merge progress.
+pub const PROGRESS_BUCKET: &str = "datacat_progress";
+/// The stream that keeps batches ingest could not use, with the reason.
+pub const DEAD_LETTER_STREAM: &str = "DATACAT_DEAD";
+pub const DEAD_LETTER_SUBJECT: &str = "datacat.dead";
+/// The header that carries why a message was dead-lettered.
+pub const DEAD_LETTER_REASON_HEADER: &str = "Datacat-Error";
+
+/// The subject a session's batches are published on.
+pub fn session_subject(session_id: &str) -> String {
+    format!("datacat.session.{session_id}")
+}
+
+/// The KV key of a session's merge progress (KV keys allow `-` and alphanumerics).
+pub fn progress_key(session_id: &str) -> String {
+    format!("s.{session_id}")
+}

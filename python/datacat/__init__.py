@@ -1,0 +1,38 @@
+"""DataCat Python client: session-based application monitoring.
+
+    import datacat
+    session = datacat.create_session(product="space-game", version="1.5.0")
+    session.update_state({"player": {"level": 3}})
+    session.log_event("level_up", level="info", data={"level": 3})
+    session.log_metric("fps", 59.8, unit="fps")
+    session.end()
+
+Calls go over HTTP to a ``datacat-daemon`` that this process starts on first
+use and shares between all of its sessions (see docs/daemon-api.md).
+Standard library only; Python 2.7.4+ and 3.8+.
+"""
+
+from __future__ import absolute_import
+
+import logging as _logging
+
+from ._daemon import DaemonManager, DaemonStartError, find_daemon_binary
+from ._transport import DaemonHTTPError, TransportError
+from .client import DatacatClient
+from .session import Session, create_session
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "create_session",
+    "Session",
+    "DatacatClient",
+    "DaemonManager",
+    "DaemonStartError",
+    "DaemonHTTPError",
+    "TransportError",
+    "find_daemon_binary",
+]
+
+_logging.getLogger("datacat").addHandler(_logging.NullHandler())

@@ -1,0 +1,274 @@
+"""Building the JSON bodies of the daemon's endpoints (see docs/daemon-api.md).
+
+Pure functions, no I/O: easy to unit-test and shared by the blocking client
+and (later) the async queue, which will send the same items through
+``POST /batch``.
+
+Two kinds of problems are told apart:
+
+* programming errors (missing name, state that is not a dict, non-numeric
+  metric value, unknown metric type) raise ``TypeError``/``ValueError`` at the
+  call site, like any misuse of a Python API;
+* data-dependent problems that can appear in a correct program at run time
+  (a NaN metric, a state that cannot be encoded as JSON) raise
+  ``InvalidRecord``; the client logs and counts those and never lets them
+  escape into the application.
+"""
+
+from __future__ import absolute_import
+
+import datetime
+import json
+import math
+import sys
+import traceback
+
+from ._compat import integer_types, string_types, text_type
+
+EVENT_LEVELS = ("debug", "info", "warning", "error", "critical")
+METRIC_TYPES = ("gauge", "counter", "histogram", "timer")
+
+_LEVEL_ALIASES = {
+    "warn": "warning",
+    "err": "error",
+    "fatal": "critical",
+    "crit": "critical",
+    "information": "info",
+    "notset": "debug",
+    "trace": "debug",
+}
+
+
+try:
+    RecursionError_ = RecursionError
+except NameError:  # Python 2
+    RecursionError_ = RuntimeError
+
+
+class InvalidRecord(ValueError):
+    """A record that cannot be sent (e.g. NaN value, unencodable state)."""
+
+
+def _json_default(obj):
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
+        return obj.isoformat()
+    return text_type(obj)
+
+
+def encode_json(obj):
+    """Serialise ``obj`` to UTF-8 JSON bytes, strictly (no NaN/Infinity).
+
+    Objects JSON does not know (sets, datetimes, custom classes) are converted
+    with a best-effort fallback instead of failing the whole record.
+    """
+    try:
+        text = json.dumps(
+            obj,
+            default=_json_default,
+            allow_nan=False,
+            separators=(",", ":"),
+            ensure_ascii=True,
+        )
+    except (TypeError, ValueError, UnicodeError, RecursionError_) as exc:
+        raise InvalidRecord("cannot encode record as JSON: %s" % (exc,))
+    if isinstance(text, text_type):
+        text = text.encode("utf-8")
+    return text
+
+
+
+def _require_text(value, what):
+    if not isinstance(value, string_types) or not value:
+        raise ValueError("%s must be a non-empty string, got %r" % (what, value))
+    return value
+
+
+def _require_session_id(session_id):
+    return _require_text(session_id, "session_id")
+
+
+def _string_list(values, what):
+    """labels / tags: a list of strings (a single string becomes a 1-item list)."""
+    if values is None:
+        return None
+    if isinstance(values, string_types):
+        return [values]
+    if isinstance(values, dict):
+        # tags={"host": "a"} is a common habit: turn it into ["host:a"].
+        return ["%s:%s" % (k, v) for k, v in sorted(values.items())]
+    try:
+        items = list(values)
+    except TypeError:
+        raise TypeError("%s must be a list of strings, got %r" % (what, values))
+    return [v if isinstance(v, string_types) else text_type(v) for v in items]
+
+
+def normalize_level(level):
+    """Map a level given as text or as a ``logging`` number to the daemon's names.
+
+    ``None`` stays ``None`` (the daemon defaults to ``info``). Unknown text is
+    passed through lower-cased and left to the daemon to judge.
+    """
+    if level is None:
+        return None
+    if isinstance(level, bool):
+        raise TypeError("level must be a string or a logging level number")
+    if isinstance(level, integer_types):
+        if level >= 50:
+            return "critical"
+        if level >= 40:
+            return "error"
+        if level >= 30:
+            return "warning"
+        if level >= 20:
+            return "info"
+        return "debug"
+    if not isinstance(level, string_types):
+        raise TypeError("level must be a string or a logging level number, got %r" % (level,))
+    text = level.strip().lower()
+    return _LEVEL_ALIASES.get(text, text)
+
+
+def _base(session_id, timestamp):
+    body = {"session_id": _require_session_id(session_id)}
+    if timestamp is not None:
+        body["timestamp"] = float(timestamp)
+    return body
+
+
+def build_register(product, version, parent_pid=None, timestamp=None):
+    _require_text(product, "product")
+    _require_text(version, "version")
+    body = {"product": product, "version": version}
+    if parent_pid is not None:
+        body["parent_pid"] = int(parent_pid)
+    if timestamp is not None:
+        body["timestamp"] = float(timestamp)
+    return body
+
+
+def build_state(session_id, state, timestamp=None):
+    if not isinstance(state, dict):
+        raise TypeError("state must be a dict, got %s" % (type(state).__name__,))
+    body = _base(session_id, timestamp)
+    body["state"] = state
+    return body
+
+
+def build_event(
+    session_id,
+    name,
+    level=None,
+    category=None,
+    labels=None,
+    message=None,
+    data=None,
+    group=None,
+    exception=None,
+    timestamp=None,
+):
+    _require_text(name, "event name")
+    # The original documentation shows log_event("name", {"k": "v"}): a dict in
+    # the first optional slot is the event's data, not its level.
+    if isinstance(level, dict) and data is None:
+        level, data = None, level
+    body = _base(session_id, timestamp)
+    body["name"] = name
+    level = normalize_level(level)
+    if level is not None:
+        body["level"] = level
+    if category is not None:
+        body["category"] = text_type(category)
+    if group is not None:
+        body["group"] = text_type(group)
+    labels = _string_list(labels, "labels")
+    if labels is not None:
+        body["labels"] = labels
+    if message is not None:
+        body["message"] = message if isinstance(message, string_types) else text_type(message)
+    if data is not None:
+        body["data"] = data if isinstance(data, dict) else {"value": data}
+    if exception is not None:
+        body["exception"] = exception
+    return body
+
+
+def build_metric(
+    session_id,
+    name,
+    value,
+    tags=None,
+    unit=None,
+    metric_type="gauge",
+    count=None,
+    timestamp=None,
+):
+    _require_text(name, "metric name")
+    if isinstance(value, bool) or value is None:
+        raise TypeError("metric value must be a number, got %r" % (value,))
+    value = float(value)  # TypeError / ValueError for non-numbers: a programming error
+    if math.isnan(value) or math.isinf(value):
+        raise InvalidRecord("metric %r has a non-finite value (%r)" % (name, value))
+    if metric_type is None:
+        metric_type = "gauge"
+    metric_type = text_type(metric_type).lower()
+    if metric_type not in METRIC_TYPES:
+        raise ValueError(
+            "metric_type must be one of %s, got %r" % (", ".join(METRIC_TYPES), metric_type)
+        )
+    body = _base(session_id, timestamp)
+    body["name"] = name
+    body["value"] = value
+    body["type"] = metric_type
+    if unit is not None:
+        body["unit"] = text_type(unit)
+    tags = _string_list(tags, "tags")
+    if tags is not None:
+        body["tags"] = tags
+    if count is not None:
+        body["count"] = int(count)
+    return body
+
+
+def build_heartbeat(session_id, timestamp=None):
+    return _base(session_id, timestamp)
+
+
+def build_end(session_id, reason=None, timestamp=None):
+    body = _base(session_id, timestamp)
+    if reason is not None:
+        body["reason"] = text_type(reason)
+    return body
+
+
+def build_exception(exc_info=None, max_frames=200):
+    """The ``exception`` object of an event from ``sys.exc_info()``-style data.
+
+    Returns None when there is no exception to describe.
+    """
+    if exc_info is None or exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, getattr(exc_info, "__traceback__", None))
+    etype, evalue, tb = exc_info
+    if etype is None:
+        return None
+    frames = []
+    for filename, lineno, function, code in traceback.extract_tb(tb)[-max_frames:]:
+        frames.append(
+            {"file": filename, "line": lineno, "function": function, "code": code or ""}
+        )
+    try:
+        message = text_type(evalue) if evalue is not None else ""
+    except Exception:  # noqa: BLE001 - a broken __str__ must not break logging
+        message = "<unprintable %s>" % (etype.__name__,)
+    return {
+        "type": etype.__name__,
+        "message": message,
+        "stacktrace": [line.rstrip("\n") for line in traceback.format_exception(etype, evalue, tb)],
+        "frames": frames,
+    }

@@ -1,0 +1,230 @@
+"""``DatacatClient``: the lower-level API, one method per daemon endpoint.
+
+Every method takes the session id explicitly. Transport problems (daemon
+missing, exited, refusing, timing out, answering with an error) never raise:
+they are logged on the ``datacat`` logger and counted in ``get_stats()``, and
+the method returns None. Misuse of the API (missing product/version, a state
+that is not a dict, a metric value that is not a number) raises
+``ValueError``/``TypeError`` like any other Python API.
+"""
+
+from __future__ import absolute_import
+
+import logging
+import os
+import threading
+import time
+import traceback
+
+from . import _payload
+from ._compat import string_types
+from ._daemon import DaemonStartError, shared_daemon
+from ._payload import InvalidRecord
+from ._transport import DEFAULT_TIMEOUT, DaemonHTTPError, TransportError
+
+log = logging.getLogger("datacat")
+
+#: ``end`` is answered only after the session's data is flushed to NATS (or
+#: safely queued), so it gets a longer timeout than the other calls.
+DEFAULT_END_TIMEOUT = 60.0
+
+_DAEMON_OPTIONS = ("startup_timeout", "log_path", "extra_args")
+
+_FAILURES = (TransportError, DaemonHTTPError, DaemonStartError, InvalidRecord)
+_UNREACHABLE = ("TransportError", "DaemonStartError")
+
+
+class DatacatClient(object):
+    """Talks to this process's shared daemon (started on first use).
+
+    ``base_url`` is the query service URL, kept for compatibility with the
+    original API (the daemon does not need it). ``daemon_port`` is ``"auto"``
+    or a fixed loopback port for the daemon; ``nats_url`` defaults to
+    ``$DATACAT_NATS_URL``; ``daemon_binary`` overrides the binary lookup.
+    ``daemon`` may be an explicit ``DaemonManager`` instead of the shared one.
+    """
+
+    def __init__(
+        self,
+        base_url=None,
+        daemon_port="auto",
+        nats_url=None,
+        daemon_binary=None,
+        timeout=DEFAULT_TIMEOUT,
+        end_timeout=DEFAULT_END_TIMEOUT,
+        daemon=None,
+        **daemon_options
+    ):
+        unknown = [k for k in daemon_options if k not in _DAEMON_OPTIONS]
+        if unknown:
+            raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(unknown)))
+        self.base_url = base_url.rstrip("/") if base_url else base_url
+        self.timeout = timeout
+        self.end_timeout = end_timeout
+        if daemon is None:
+            daemon = shared_daemon(
+                daemon_port=daemon_port, nats_url=nats_url, daemon_binary=daemon_binary, **daemon_options
+            )
+        self.daemon = daemon
+        self._stats_lock = threading.Lock()
+        self._sent = 0
+        self._failed = 0
+        self._problems = set()  # (call, error type) seen since the last success
+        self.last_error = None
+
+    # Name used by the original client.
+    @property
+    def daemon_manager(self):
+        return self.daemon
+
+    @property
+    def daemon_url(self):
+        return self.daemon.base_url
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def get_stats(self):
+        """``{"sent": n, "failed": n}``: calls the daemon accepted / that were lost."""
+        with self._stats_lock:
+            return {"sent": self._sent, "failed": self._failed}
+
+    def _succeeded(self):
+        with self._stats_lock:
+            self._sent += 1
+            recovered = any(kind in _UNREACHABLE for _, kind in self._problems)
+            self._problems.clear()
+        if recovered:
+            log.info("the daemon accepts calls again")
+
+    def _failed_call(self, what, exc):
+        problem = "%s: %s" % (type(exc).__name__, exc)
+        with self._stats_lock:
+            self._failed += 1
+            key = (what, type(exc).__name__)
+            repeated = key in self._problems
+            self._problems.add(key)
+            self.last_error = problem
+        # One warning per kind of failure until a call succeeds again; repeats go to debug so that a dead
+        # daemon does not flood the application's log at 60 calls a second.
+        if repeated:
+            log.debug("call %s failed: %s", what, problem)
+        else:
+            log.warning("call %s failed, its data is lost (repeats of this failure are logged at debug level): %s",
+                        what, problem)
+        return None
+
+    def _post(self, path, build, *args, **kwargs):
+        """Build a body (programming errors raise), send it (failures are counted)."""
+        timeout = kwargs.pop("_timeout", None) or self.timeout
+        try:
+            body = build(*args, **kwargs)
+        except InvalidRecord as exc:
+            return self._failed_call(path, exc)
+        try:
+            result = self.daemon.request("POST", path, body, timeout=timeout)
+        except _FAILURES as exc:
+            return self._failed_call(path, exc)
+        except Exception as exc:  # noqa: BLE001 - never let monitoring break the application
+            log.debug("unexpected error", exc_info=True)
+            return self._failed_call(path, exc)
+        self._succeeded()
+        return result
+
+    def _session_call(self, path, build, session_id, *args, **kwargs):
+        if session_id is None:
+            # create_session() could not register (daemon unavailable): keep
+            # the application running and account for the lost call.
+            return self._failed_call(path, TransportError("the session was never registered", kind="no-session"))
+        if not isinstance(session_id, string_types):
+            raise TypeError("session_id must be a string, got %r" % (session_id,))
+        kwargs.setdefault("timestamp", time.time())
+        return self._post(path, build, session_id, *args, **kwargs)
+
+    # -- the endpoints -------------------------------------------------------------
+
+    def create_session(self, product, version):
+        """Register a session; return its id, or None if the daemon is unavailable."""
+        if not product or not version:
+            raise ValueError("Product and version are required to create a session")
+        result = self._post(
+            "/register",
+            _payload.build_register,
+            product,
+            version,
+            parent_pid=os.getpid(),
+            timestamp=time.time(),
+        )
+        if result is None:
+            return None
+        session_id = result.get("session_id") if isinstance(result, dict) else None
+        if not session_id:
+            with self._stats_lock:
+                self._sent -= 1
+            return self._failed_call("/register", TransportError(
+                "daemon answered without a session_id: %r" % (result,), kind="bad-response"))
+        return session_id
+
+    #: Name used by the original client.
+    register_session = create_session
+
+    def update_state(self, session_id, state):
+        """Deep-merge ``state`` into the session state (``None`` values delete keys)."""
+        return self._session_call("/state", _payload.build_state, session_id, state)
+
+    def log_event(self, session_id, name, level=None, category=None, labels=None, message=None,
+                  data=None, group=None, exception=None):
+        """Log an event. ``level``: debug/info/warning/error/critical (or a logging number)."""
+        return self._session_call(
+            "/event", _payload.build_event, session_id, name,
+            level=level, category=category, labels=labels, message=message, data=data,
+            group=group, exception=exception,
+        )
+
+    def log_metric(self, session_id, name, value, tags=None, unit=None, metric_type="gauge", count=None):
+        """Log a metric point. ``metric_type``: gauge (default), counter, histogram, timer."""
+        return self._session_call(
+            "/metric", _payload.build_metric, session_id, name, value,
+            tags=tags, unit=unit, metric_type=metric_type, count=count,
+        )
+
+    def log_exception(self, session_id, exc_info=None, extra_data=None, message=None, level="error"):
+        """Log an ``exception`` event for the current (or given) exception."""
+        exception = _payload.build_exception(exc_info)
+        if exception is None:
+            stack = traceback.extract_stack()[:-1]
+            exception = {
+                "type": "Unknown",
+                "message": "",
+                "stacktrace": [line.rstrip("\n") for line in traceback.format_list(stack)],
+                "frames": [
+                    {"file": f, "line": n, "function": fn, "code": c or ""} for f, n, fn, c in stack
+                ],
+            }
+        return self.log_event(
+            session_id,
+            "exception",
+            level=level,
+            category="exception",
+            group="exception",
+            labels=["exception", exception["type"]],
+            message=message if message is not None else exception["message"],
+            data=extra_data,
+            exception=exception,
+        )
+
+    def heartbeat(self, session_id):
+        return self._session_call("/heartbeat", _payload.build_heartbeat, session_id)
+
+    def end_session(self, session_id, reason=None):
+        """End the session; returns after the daemon has flushed its data."""
+        return self._session_call(
+            "/end", _payload.build_end, session_id, reason=reason, _timeout=self.end_timeout
+        )
+
+    def health(self):
+        """The daemon's ``GET /health`` answer, or None if it is unavailable."""
+        try:
+            return self.daemon.request("GET", "/health", timeout=self.timeout)
+        except _FAILURES as exc:
+            log.debug("health check failed: %s", exc)
+            return None

@@ -1,0 +1,106 @@
+//! Mounting the Dioxus LiveView dashboard.
+//!
+//! Every dashboard URL serves a small HTML shell whose script opens a websocket to
+//! `/live/ws?page=<the page's path and query>`; the socket runs the page's virtual DOM.
+//! Links between pages are plain links, so every page has a shareable URL.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::{OriginalUri, Query, State, WebSocketUpgrade};
+use axum::response::{Html, Response};
+use axum::routing::get;
+use axum::Router;
+use datacat_dashboard::{app, AppProps, DataSource, Page, STYLESHEET};
+use datacat_protocol::api::{SessionDetail, SessionQuery, SessionSummary};
+use datacat_warehouse::Reader;
+use dioxus_liveview::{axum_socket, interpreter_glue, LiveViewPool};
+use tokio::runtime::Handle;
+
+use crate::AppState;
+
+pub fn router(runtime: Handle) -> Router<AppState> {
+    let pool = Arc::new(LiveViewPool::new());
+    Router::new()
+        .route("/", get(shell))
+        .route("/sessions", get(shell))
+        .route("/sessions/{id}", get(shell))
+        .route(
+            "/live/ws",
+            get(move |ws: WebSocketUpgrade, query: Query<HashMap<String, String>>, state: State<AppState>| {
+                live(ws, query, state, pool.clone(), runtime.clone())
+            }),
+        )
+}
+
+/// The page shell: stylesheet, mount point, and the LiveView glue for this page.
+async fn shell(OriginalUri(uri): OriginalUri) -> Html<String> {
+    let page = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    let glue = interpreter_glue(&format!("/live/ws?page={}", encode(page)));
+    Html(format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>DataCat</title><style>{STYLESHEET}</style></head>
+<body><div id="main"></div>{glue}</body>
+</html>"#
+    ))
+}
+
+async fn live(
+    ws: WebSocketUpgrade,
+    Query(params): Query<HashMap<String, String>>,
+    State(state): State<AppState>,
+    pool: Arc<LiveViewPool>,
+    runtime: Handle,
+) -> Response {
+    let target = params.get("page").cloned().unwrap_or_else(|| "/".into());
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let page = Page::from_path(path, query);
+    let data: Arc<dyn DataSource> = Arc::new(WarehouseData { reader: state.reader.clone(), runtime });
+    ws.on_upgrade(move |socket| async move {
+        if let Err(error) = pool.launch_with_props(axum_socket(socket), app, AppProps { page, data }).await {
+            tracing::debug!(?error, "dashboard socket closed");
+        }
+    })
+}
+
+/// Percent-encodes everything but unreserved characters, so the value is safe inside the
+/// glue's JavaScript string and a URL.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The dashboard's data, read through the warehouse on the service's main runtime (LiveView
+/// runs pages on its own single-threaded pool).
+struct WarehouseData {
+    reader: Arc<Reader>,
+    runtime: Handle,
+}
+
+#[async_trait]
+impl DataSource for WarehouseData {
+    async fn sessions(&self, query: SessionQuery) -> Result<Vec<SessionSummary>, String> {
+        let reader = self.reader.clone();
+        self.runtime
+            .spawn(async move { reader.list_sessions(&query).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    async fn session(&self, id: String) -> Result<Option<SessionDetail>, String> {
+        let reader = self.reader.clone();
+        self.runtime
+            .spawn(async move { reader.session(&id).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+}

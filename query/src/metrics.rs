@@ -1,0 +1,39 @@
+//! Prometheus `/metrics`: requests and errors by status class.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+static CLIENT_ERRORS: AtomicU64 = AtomicU64::new(0);
+static SERVER_ERRORS: AtomicU64 = AtomicU64::new(0);
+static LATENCY_MICROS: AtomicU64 = AtomicU64::new(0);
+
+pub async fn track(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    REQUESTS.fetch_add(1, Ordering::Relaxed);
+    LATENCY_MICROS.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    if response.status().is_client_error() {
+        CLIENT_ERRORS.fetch_add(1, Ordering::Relaxed);
+    } else if response.status().is_server_error() {
+        SERVER_ERRORS.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}
+
+pub async fn render() -> String {
+    let mut out = String::new();
+    for (name, help, value) in [
+        ("datacat_query_requests_total", "HTTP requests served.", &REQUESTS),
+        ("datacat_query_client_errors_total", "Requests answered 4xx.", &CLIENT_ERRORS),
+        ("datacat_query_server_errors_total", "Requests answered 5xx.", &SERVER_ERRORS),
+        ("datacat_query_request_micros_total", "Time spent serving requests, in microseconds.", &LATENCY_MICROS),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+    }
+    out
+}

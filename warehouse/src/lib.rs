@@ -1,0 +1,72 @@
+//! The ClickHouse side of DataCat, shared by ingest (writes) and query (reads).
+//!
+//! Everything here works on Debian's ClickHouse 18.16 and on current ClickHouse: plain
+//! String / (U)Int / Float64 / Date / Array columns, ReplacingMergeTree tables keyed by each
+//! row's identity so a redelivered batch collapses into the row it duplicates, and queries
+//! that read with `FINAL`. JSON work happens in Rust; ClickHouse stores JSON as text.
+
+pub mod migrations;
+pub mod read;
+pub mod rows;
+pub mod write;
+
+use thiserror::Error;
+
+pub use migrations::{migrate, MIGRATIONS};
+pub use read::Reader;
+pub use write::{RowSet, Writer};
+
+#[derive(Debug, Error)]
+pub enum WarehouseError {
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("stored JSON does not parse: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid database name {0:?}: use letters, digits and underscores")]
+    InvalidDatabase(String),
+}
+
+pub type Result<T, E = WarehouseError> = std::result::Result<T, E>;
+
+/// Where the warehouse lives.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub url: String,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Connection {
+    /// A client bound to the warehouse database.
+    pub fn client(&self) -> Result<clickhouse::Client> {
+        Ok(self.server_client()?.with_database(&self.database))
+    }
+
+    /// A client not bound to a database (the database may not exist yet).
+    fn server_client(&self) -> Result<clickhouse::Client> {
+        validate_identifier(&self.database)?;
+        // 18.16 does not know RowBinaryWithNamesAndTypes, which validation needs.
+        let mut client = clickhouse::Client::default().with_url(&self.url).with_validation(false);
+        if let Some(user) = &self.user {
+            client = client.with_user(user);
+        }
+        if let Some(password) = &self.password {
+            client = client.with_password(password);
+        }
+        Ok(client)
+    }
+}
+
+/// The database name is spliced into DDL (identifiers cannot be bound), so it is restricted.
+fn validate_identifier(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if valid {
+        Ok(())
+    } else {
+        Err(WarehouseError::InvalidDatabase(name.to_string()))
+    }
+}

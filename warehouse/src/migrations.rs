@@ -1,0 +1,136 @@
+//! Versioned, idempotent schema migrations.
+//!
+//! Each migration is a list of statements that are safe to run twice (`IF NOT EXISTS`), so
+//! two workers migrating at once, or a migration interrupted half-way, converge. Applied
+//! versions are recorded in `schema_migrations`.
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::{Connection, Result};
+
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub statements: &'static [&'static str],
+}
+
+/// Every migration, oldest first. Never edit one that has shipped; add a new one.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "sessions, state history, events, metrics",
+    statements: &[
+        // One row per applied batch; FINAL keeps the newest (highest last_seq).
+        "CREATE TABLE IF NOT EXISTS sessions (
+            session_id String,
+            product String,
+            version String,
+            status String,
+            end_reason String,
+            started_date Date,
+            started_ms UInt64,
+            updated_ms UInt64,
+            ended_ms UInt64,
+            last_heartbeat_ms UInt64,
+            hostname String,
+            machine_id String,
+            machine String,
+            state String,
+            event_count UInt64,
+            last_seq UInt64
+        ) ENGINE = ReplacingMergeTree(last_seq)
+        PARTITION BY started_date
+        ORDER BY session_id",
+        // Identity (session_id, seq, idx): a redelivered batch writes identical rows, which
+        // ReplacingMergeTree collapses and FINAL hides.
+        "CREATE TABLE IF NOT EXISTS state_history (
+            session_id String,
+            seq UInt64,
+            idx UInt32,
+            ts_ms UInt64,
+            date Date,
+            update String,
+            state String
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY date
+        ORDER BY (session_id, seq, idx)",
+        "CREATE TABLE IF NOT EXISTS events (
+            session_id String,
+            seq UInt64,
+            idx UInt32,
+            ts_ms UInt64,
+            date Date,
+            name String,
+            level String,
+            category String,
+            group_name String,
+            labels Array(String),
+            message String,
+            data String,
+            exception String
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY date
+        ORDER BY (session_id, seq, idx)",
+        "CREATE TABLE IF NOT EXISTS metrics (
+            session_id String,
+            seq UInt64,
+            idx UInt32,
+            ts_ms UInt64,
+            date Date,
+            name String,
+            kind String,
+            value Float64,
+            unit String,
+            tags Array(String),
+            count Nullable(UInt64)
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY date
+        ORDER BY (session_id, seq, idx)",
+    ],
+}];
+
+#[derive(Row, Serialize, Deserialize)]
+struct AppliedMigration {
+    version: u32,
+    name: String,
+}
+
+/// Creates the database if needed and applies every migration not applied yet.
+/// Returns the versions applied by this call.
+pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
+    let server = connection.server_client()?;
+    server
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {}", connection.database))
+        .execute()
+        .await?;
+    let db = connection.client()?;
+    db.query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version UInt32,
+            name String,
+            applied_at DateTime DEFAULT now()
+        ) ENGINE = MergeTree() ORDER BY version",
+    )
+    .execute()
+    .await?;
+    let applied: Vec<u32> = db
+        .query("SELECT DISTINCT version FROM schema_migrations")
+        .fetch_all::<u32>()
+        .await?;
+
+    let mut newly_applied = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        info!(version = migration.version, name = migration.name, "applying migration");
+        for statement in migration.statements {
+            db.query(statement).execute().await?;
+        }
+        let mut insert = db.insert::<AppliedMigration>("schema_migrations").await?;
+        insert
+            .write(&AppliedMigration { version: migration.version, name: migration.name.to_string() })
+            .await?;
+        insert.end().await?;
+        newly_applied.push(migration.version);
+    }
+    Ok(newly_applied)
+}

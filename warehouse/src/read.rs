@@ -1,0 +1,204 @@
+//! Reading sessions back in the API's shapes. Every user value is bound, never spliced.
+
+use clickhouse::{Client, Row};
+use datacat_protocol::api::{
+    EventView, MetricView, SessionDetail, SessionQuery, SessionSummary, StateSnapshot, STATUS_ACTIVE,
+};
+use datacat_protocol::time::rfc3339_ms;
+use datacat_protocol::{ExceptionInfo, MachineInfo};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow};
+use crate::{Connection, Result};
+
+/// The most sessions one list call returns.
+pub const MAX_PAGE: u32 = 1000;
+pub const DEFAULT_PAGE: u32 = 100;
+
+pub struct Reader {
+    client: Client,
+}
+
+#[derive(Row, Deserialize)]
+struct SessionListRow {
+    session_id: String,
+    product: String,
+    version: String,
+    status: String,
+    end_reason: String,
+    started_ms: u64,
+    updated_ms: u64,
+    ended_ms: u64,
+    hostname: String,
+    machine_id: String,
+    event_count: u64,
+}
+
+impl Reader {
+    pub fn new(connection: &Connection) -> Result<Self> {
+        Ok(Self { client: connection.client()? })
+    }
+
+    /// Answers when the warehouse is reachable.
+    pub async fn ping(&self) -> Result<()> {
+        self.client.query("SELECT 1").fetch_one::<u8>().await?;
+        Ok(())
+    }
+
+    /// Newest sessions first, filtered by exact product / version / status when given.
+    pub async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionSummary>> {
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+        let product = query.product.clone().unwrap_or_default();
+        let version = query.version.clone().unwrap_or_default();
+        let status = query.status.clone().unwrap_or_default();
+        let rows = self
+            .client
+            .query(
+                "SELECT ?fields FROM sessions FINAL
+                 WHERE (? = '' OR product = ?) AND (? = '' OR version = ?) AND (? = '' OR status = ?)
+                 ORDER BY started_ms DESC, session_id
+                 LIMIT ?",
+            )
+            .bind(&product)
+            .bind(&product)
+            .bind(&version)
+            .bind(&version)
+            .bind(&status)
+            .bind(&status)
+            .bind(limit)
+            .fetch_all::<SessionListRow>()
+            .await?;
+        Ok(rows.into_iter().map(summary).collect())
+    }
+
+    /// One session with its whole story, or `None` if it was never seen.
+    pub async fn session(&self, id: &str) -> Result<Option<SessionDetail>> {
+        let Some(row) = self
+            .client
+            .query("SELECT ?fields FROM sessions FINAL WHERE session_id = ? LIMIT 1")
+            .bind(id)
+            .fetch_optional::<SessionRow>()
+            .await?
+        else {
+            return Ok(None);
+        };
+        let history = self
+            .client
+            .query("SELECT ?fields FROM state_history FINAL WHERE session_id = ? ORDER BY seq, idx")
+            .bind(id)
+            .fetch_all::<StateHistoryRow>()
+            .await?;
+        let events = self
+            .client
+            .query("SELECT ?fields FROM events FINAL WHERE session_id = ? ORDER BY ts_ms, seq, idx")
+            .bind(id)
+            .fetch_all::<EventRow>()
+            .await?;
+        let metrics = self
+            .client
+            .query("SELECT ?fields FROM metrics FINAL WHERE session_id = ? ORDER BY ts_ms, seq, idx")
+            .bind(id)
+            .fetch_all::<MetricRow>()
+            .await?;
+        Ok(Some(detail(row, history, events, metrics)?))
+    }
+}
+
+fn optional_time(ms: u64) -> Option<String> {
+    (ms > 0).then(|| rfc3339_ms(ms))
+}
+
+fn summary(row: SessionListRow) -> SessionSummary {
+    SessionSummary {
+        id: row.session_id,
+        product: row.product,
+        version: row.version,
+        status: row.status,
+        end_reason: row.end_reason,
+        created_at: rfc3339_ms(row.started_ms),
+        updated_at: rfc3339_ms(row.updated_ms),
+        ended_at: optional_time(row.ended_ms),
+        hostname: row.hostname,
+        machine_id: row.machine_id,
+        event_count: row.event_count,
+    }
+}
+
+fn parse_json(text: &str) -> Result<Value> {
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(serde_json::from_str(text)?)
+}
+
+fn detail(
+    row: SessionRow,
+    history: Vec<StateHistoryRow>,
+    events: Vec<EventRow>,
+    metrics: Vec<MetricRow>,
+) -> Result<SessionDetail> {
+    let machine: MachineInfo = if row.machine.is_empty() { MachineInfo::default() } else { serde_json::from_str(&row.machine)? };
+    let state_history = history
+        .into_iter()
+        .map(|h| {
+            Ok(StateSnapshot {
+                seq: h.seq,
+                timestamp: rfc3339_ms(h.ts_ms),
+                update: parse_json(&h.update)?,
+                state: parse_json(&h.state)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let events = events
+        .into_iter()
+        .map(|e| {
+            let exception: Option<ExceptionInfo> =
+                if e.exception.is_empty() { None } else { Some(serde_json::from_str(&e.exception)?) };
+            Ok(EventView {
+                timestamp: rfc3339_ms(e.ts_ms),
+                name: e.name,
+                level: e.level,
+                category: e.category,
+                group: e.group_name,
+                labels: e.labels,
+                message: e.message,
+                data: parse_json(&e.data)?,
+                exception,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metrics = metrics
+        .into_iter()
+        .map(|m| MetricView {
+            timestamp: rfc3339_ms(m.ts_ms),
+            name: m.name,
+            kind: m.kind,
+            value: m.value,
+            unit: m.unit,
+            tags: m.tags,
+            count: m.count,
+        })
+        .collect();
+    Ok(SessionDetail {
+        active: row.status == STATUS_ACTIVE,
+        crashed: row.status == "crashed",
+        hung: row.status == "hung",
+        id: row.session_id,
+        product: row.product,
+        version: row.version,
+        status: row.status,
+        end_reason: row.end_reason,
+        created_at: rfc3339_ms(row.started_ms),
+        updated_at: rfc3339_ms(row.updated_ms),
+        ended_at: optional_time(row.ended_ms),
+        last_heartbeat: optional_time(row.last_heartbeat_ms),
+        hostname: row.hostname,
+        machine_id: row.machine_id,
+        machine,
+        state: parse_json(&row.state)?,
+        state_history,
+        events,
+        metrics,
+    })
+}

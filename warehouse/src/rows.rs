@@ -1,0 +1,76 @@
+//! Row types, one per table, field for field in column order.
+//!
+//! A row type that drifts from its table only shows up as garbage or `NotEnoughData` (the
+//! 18.16 server cannot validate types), so each is round-tripped against a real server by the
+//! integration tests.
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct SessionRow {
+    pub session_id: String,
+    pub product: String,
+    pub version: String,
+    pub status: String,
+    pub end_reason: String,
+    /// Days since the Unix epoch (ClickHouse `Date`).
+    pub started_date: u16,
+    pub started_ms: u64,
+    pub updated_ms: u64,
+    /// 0 while the session has not ended.
+    pub ended_ms: u64,
+    pub last_heartbeat_ms: u64,
+    pub hostname: String,
+    pub machine_id: String,
+    /// [`datacat_protocol::MachineInfo`] as JSON.
+    pub machine: String,
+    /// The merged state as JSON.
+    pub state: String,
+    pub event_count: u64,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct StateHistoryRow {
+    pub session_id: String,
+    pub seq: u64,
+    pub idx: u32,
+    pub ts_ms: u64,
+    pub date: u16,
+    pub update: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct EventRow {
+    pub session_id: String,
+    pub seq: u64,
+    pub idx: u32,
+    pub ts_ms: u64,
+    pub date: u16,
+    pub name: String,
+    pub level: String,
+    pub category: String,
+    pub group_name: String,
+    pub labels: Vec<String>,
+    pub message: String,
+    pub data: String,
+    /// [`datacat_protocol::ExceptionInfo`] as JSON, or empty.
+    pub exception: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct MetricRow {
+    pub session_id: String,
+    pub seq: u64,
+    pub idx: u32,
+    pub ts_ms: u64,
+    pub date: u16,
+    pub name: String,
+    pub kind: String,
+    pub value: f64,
+    pub unit: String,
+    pub tags: Vec<String>,
+    pub count: Option<u64>,
+}

@@ -1,0 +1,63 @@
+//! Inserting rows: one `INSERT` per table per call, because ClickHouse wants few large inserts.
+
+use clickhouse::{Client, RowOwned, RowWrite};
+
+use crate::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow};
+use crate::{Connection, Result};
+
+/// Rows accumulated for one insert round.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RowSet {
+    pub sessions: Vec<SessionRow>,
+    pub state_history: Vec<StateHistoryRow>,
+    pub events: Vec<EventRow>,
+    pub metrics: Vec<MetricRow>,
+}
+
+impl RowSet {
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+            && self.state_history.is_empty()
+            && self.events.is_empty()
+            && self.metrics.is_empty()
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.sessions.len() + self.state_history.len() + self.events.len() + self.metrics.len()
+    }
+}
+
+pub struct Writer {
+    client: Client,
+}
+
+impl Writer {
+    pub fn new(connection: &Connection) -> Result<Self> {
+        Ok(Self { client: connection.client()? })
+    }
+
+    /// Inserts every row of the set. Rows are idempotent by identity, so a retry after a
+    /// partial failure is safe.
+    pub async fn insert(&self, rows: &RowSet) -> Result<()> {
+        self.insert_table("state_history", &rows.state_history).await?;
+        self.insert_table("events", &rows.events).await?;
+        self.insert_table("metrics", &rows.metrics).await?;
+        // Sessions last: a session row never points at history that is not there yet.
+        self.insert_table("sessions", &rows.sessions).await
+    }
+
+    async fn insert_table<T>(&self, table: &str, rows: &[T]) -> Result<()>
+    where
+        T: RowOwned + RowWrite,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self.client.insert::<T>(table).await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+}
