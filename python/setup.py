@@ -29,8 +29,11 @@ def _setuptools_major():
 if _setuptools_major() >= 61:
     setuptools.setup()
 else:
-    with io.open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
-        long_description = handle.read()
+    try:
+        with io.open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
+            long_description = handle.read()
+    except IOError:
+        long_description = ""
     setuptools.setup(
         name="datacat",
         version=_version(),

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use datacat_protocol::record::{Event, ExceptionInfo, Level, Metric, MetricKind, Record, SessionEnd, SessionStart};
+use datacat_protocol::record::{
+    Event, ExceptionInfo, Level, Metric, MetricKind, Record, SessionEnd, SessionStart,
+};
 use datacat_protocol::time::{client_ts_ms, now_ms};
 use datacat_protocol::EndStatus;
 use serde::de::DeserializeOwned;
@@ -56,7 +58,11 @@ pub enum ApiError {
     #[error("request body too large")]
     TooLarge,
     #[error("{message}")]
-    InvalidItems { message: String, accepted: usize, rejected: Vec<Value> },
+    InvalidItems {
+        message: String,
+        accepted: usize,
+        rejected: Vec<Value>,
+    },
 }
 
 impl IntoResponse for ApiError {
@@ -71,7 +77,10 @@ impl IntoResponse for ApiError {
         };
         metrics::count_client_error();
         let mut body = json!({"error": code, "message": self.to_string()});
-        if let ApiError::InvalidItems { accepted, rejected, .. } = self {
+        if let ApiError::InvalidItems {
+            accepted, rejected, ..
+        } = self
+        {
             body["accepted"] = json!(accepted);
             body["rejected"] = json!(rejected);
         }
@@ -93,7 +102,8 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
         BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
         other => ApiError::BadRequest(other.body_text()),
     })?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 fn ok() -> Json<Value> {
@@ -108,12 +118,17 @@ struct RegisterBody {
     timestamp: Option<f64>,
 }
 
-async fn register(State(registry): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn register(
+    State(registry): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body: RegisterBody = parse(body)?;
     let product = body.product.filter(|p| !p.trim().is_empty());
     let version = body.version.filter(|v| !v.trim().is_empty());
     let (Some(product), Some(version)) = (product, version) else {
-        return Err(ApiError::BadRequest("product and version are required".into()));
+        return Err(ApiError::BadRequest(
+            "product and version are required".into(),
+        ));
     };
     let session_id = uuid::Uuid::now_v7().to_string();
     let start = SessionStart {
@@ -141,11 +156,18 @@ fn apply_state(registry: &Registry, session_id: &str, body: StateBody) -> Result
     if !body.state.is_object() {
         return Err(ApiError::BadRequest("state must be a JSON object".into()));
     }
-    registry.update_state(session_id, client_ts_ms(body.timestamp, now_ms()), &body.state)?;
+    registry.update_state(
+        session_id,
+        client_ts_ms(body.timestamp, now_ms()),
+        &body.state,
+    )?;
     Ok(())
 }
 
-async fn state(State(registry): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn state(
+    State(registry): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body: Value = parse(body)?;
     let SessionRef { session_id } = from_value(body.clone())?;
     apply_state(&registry, &session_id, from_value(body)?)?;
@@ -179,8 +201,11 @@ impl EventBody {
             return Err(ApiError::BadRequest("event name must not be empty".into()));
         }
         let level = match (&self.level, &self.category) {
-            (Some(level), _) => Level::parse(level)
-                .ok_or_else(|| ApiError::BadRequest(format!("unknown level {level:?}: use debug, info, warning, error or critical")))?,
+            (Some(level), _) => Level::parse(level).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "unknown level {level:?}: use debug, info, warning, error or critical"
+                ))
+            })?,
             // The original used `category` as the level.
             (None, Some(category)) => Level::parse(category).unwrap_or_default(),
             (None, None) => Level::default(),
@@ -188,7 +213,11 @@ impl EventBody {
         let data = match self.data {
             None | Some(Value::Null) => json!({}),
             Some(data @ Value::Object(_)) => data,
-            Some(_) => return Err(ApiError::BadRequest("event data must be a JSON object".into())),
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "event data must be a JSON object".into(),
+                ))
+            }
         };
         let exception = self.exception.or_else(|| {
             self.exception_type.map(|type_name| ExceptionInfo {
@@ -212,7 +241,10 @@ impl EventBody {
     }
 }
 
-async fn event(State(registry): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn event(
+    State(registry): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body: Value = parse(body)?;
     let SessionRef { session_id } = from_value(body.clone())?;
     let record = from_value::<EventBody>(body)?.into_record()?;
@@ -238,12 +270,16 @@ impl MetricBody {
             return Err(ApiError::BadRequest("metric name must not be empty".into()));
         }
         if !self.value.is_finite() {
-            return Err(ApiError::BadRequest("metric value must be a finite number".into()));
+            return Err(ApiError::BadRequest(
+                "metric value must be a finite number".into(),
+            ));
         }
         let kind = match self.kind.as_deref() {
             None | Some("") => MetricKind::Gauge,
             Some(kind) => MetricKind::parse(kind).ok_or_else(|| {
-                ApiError::BadRequest(format!("unknown metric type {kind:?}: use gauge, counter, histogram or timer"))
+                ApiError::BadRequest(format!(
+                    "unknown metric type {kind:?}: use gauge, counter, histogram or timer"
+                ))
             })?,
         };
         Ok(Record::Metric(Metric {
@@ -258,7 +294,10 @@ impl MetricBody {
     }
 }
 
-async fn metric(State(registry): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn metric(
+    State(registry): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body: Value = parse(body)?;
     let SessionRef { session_id } = from_value(body.clone())?;
     let record = from_value::<MetricBody>(body)?.into_record()?;
@@ -272,7 +311,10 @@ struct HeartbeatBody {
     timestamp: Option<f64>,
 }
 
-async fn heartbeat(State(registry): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn heartbeat(
+    State(registry): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body: HeartbeatBody = parse(body)?;
     registry.heartbeat(&body.session_id, client_ts_ms(body.timestamp, now_ms()))?;
     Ok(ok())
@@ -287,7 +329,10 @@ struct EndBody {
 
 /// Ends the session and answers once its batches are acknowledged by JetStream (or the
 /// wait runs out: then the data stays queued here and `delivered` is false).
-async fn end(State(registry): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn end(
+    State(registry): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body: EndBody = parse(body)?;
     let end = SessionEnd {
         ts_ms: client_ts_ms(body.timestamp, now_ms()),
@@ -295,7 +340,9 @@ async fn end(State(registry): State<AppState>, body: Result<Bytes, BytesRejectio
         reason: body.reason.unwrap_or_default(),
     };
     let mut unacked = registry.end(&body.session_id, end)?;
-    let delivered = tokio::time::timeout(registry.end_wait, unacked.wait_for(|n| *n == 0)).await.is_ok();
+    let delivered = tokio::time::timeout(registry.end_wait, unacked.wait_for(|n| *n == 0))
+        .await
+        .is_ok();
     registry.flush_all();
     Ok(Json(json!({"status": "ok", "delivered": delivered})))
 }
@@ -304,7 +351,7 @@ async fn end(State(registry): State<AppState>, body: Result<Bytes, BytesRejectio
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum BatchItem {
     State(StateBody),
-    Event(EventBody),
+    Event(Box<EventBody>),
     Metric(MetricBody),
     Heartbeat { timestamp: Option<f64> },
 }
@@ -317,7 +364,10 @@ struct BatchBody {
 
 /// Many calls in one request, applied in order. Items that are invalid are reported (with
 /// their index) in a 400 answer; the valid ones around them are still applied.
-async fn batch(State(registry): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn batch(
+    State(registry): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body: BatchBody = parse(body)?;
     let mut accepted = 0;
     let mut rejected = Vec::new();
@@ -325,7 +375,9 @@ async fn batch(State(registry): State<AppState>, body: Result<Bytes, BytesReject
         let applied = from_value::<BatchItem>(item).and_then(|item| match item {
             BatchItem::State(state) => apply_state(&registry, &body.session_id, state),
             BatchItem::Event(event) => Ok(registry.push(&body.session_id, event.into_record()?)?),
-            BatchItem::Metric(metric) => Ok(registry.push(&body.session_id, metric.into_record()?)?),
+            BatchItem::Metric(metric) => {
+                Ok(registry.push(&body.session_id, metric.into_record()?)?)
+            }
             BatchItem::Heartbeat { timestamp } => {
                 Ok(registry.heartbeat(&body.session_id, client_ts_ms(timestamp, now_ms()))?)
             }
@@ -340,7 +392,11 @@ async fn batch(State(registry): State<AppState>, body: Result<Bytes, BytesReject
     if rejected.is_empty() {
         return Ok(Json(json!({"status": "ok", "accepted": accepted})));
     }
-    Err(ApiError::InvalidItems { message: format!("{} of the items are invalid", rejected.len()), accepted, rejected })
+    Err(ApiError::InvalidItems {
+        message: format!("{} of the items are invalid", rejected.len()),
+        accepted,
+        rejected,
+    })
 }
 
 async fn health(State(registry): State<AppState>) -> Json<Value> {
@@ -351,4 +407,3 @@ async fn health(State(registry): State<AppState>) -> Json<Value> {
         "queued_batches": registry.queued_batches(),
     }))
 }
-

@@ -10,7 +10,11 @@ use clap::Parser;
 #[command(name = "datacat-daemon", version)]
 pub struct Config {
     /// NATS server to publish session batches to.
-    #[arg(long, env = "DATACAT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "DATACAT_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
 
     /// Address of the client API. Port 0 lets the OS choose; the chosen port is printed on

@@ -30,9 +30,15 @@ fn machine() -> MachineInfo {
         machine_id: machine_id(),
         os_name: System::name().unwrap_or_default(),
         os_version: System::os_version().unwrap_or_default(),
-        cpu_model: cpus.first().map(|c| c.brand().trim().to_string()).unwrap_or_default(),
+        cpu_model: cpus
+            .first()
+            .map(|c| c.brand().trim().to_string())
+            .unwrap_or_default(),
         cpu_count: cpus.len() as u32,
-        total_memory_bytes: system.as_ref().map(System::total_memory).unwrap_or_default(),
+        total_memory_bytes: system
+            .as_ref()
+            .map(System::total_memory)
+            .unwrap_or_default(),
         ..MachineInfo::default()
     }
 }
@@ -58,7 +64,12 @@ fn parent_pid() -> u32 {
 /// The user name owning `pid`, from /proc and /etc/passwd.
 fn process_user(pid: u32) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_string();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_string();
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd
         .lines()

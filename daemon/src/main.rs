@@ -42,7 +42,9 @@ async fn main() -> Result<()> {
         )
         .init();
 
-    let listener = TcpListener::bind(config.listen).await.context("binding the client API")?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .context("binding the client API")?;
     let port = listener.local_addr()?.port();
 
     let shutdown = CancellationToken::new();
@@ -51,7 +53,11 @@ async fn main() -> Result<()> {
     let app = api::router(registry.clone(), config.max_body_bytes);
 
     tokio::spawn(sessions::flush_loop(registry.clone(), shutdown.clone()));
-    tokio::spawn(parent::watch(config.parent_pid, registry.clone(), shutdown.clone()));
+    tokio::spawn(parent::watch(
+        config.parent_pid,
+        registry.clone(),
+        shutdown.clone(),
+    ));
     if config.idle_exit_ms > 0 {
         tokio::spawn(sessions::exit_when_idle(
             registry.clone(),
@@ -65,14 +71,20 @@ async fn main() -> Result<()> {
     info!(port, nats = %config.nats_url, "datacat-daemon ready");
 
     let serve_shutdown = shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
     server.await.context("serving the client API")?;
 
     // Everything the clients logged goes out (or waits in the publisher) before we exit.
     registry.flush_all();
-    let drained = publisher.drain(Duration::from_millis(config.shutdown_grace_ms)).await;
+    let drained = publisher
+        .drain(Duration::from_millis(config.shutdown_grace_ms))
+        .await;
     if !drained {
-        warn!(undelivered = publisher.queued(), "exiting with undelivered batches");
+        warn!(
+            undelivered = publisher.queued(),
+            "exiting with undelivered batches"
+        );
     }
     info!("datacat-daemon stopped");
     Ok(())
@@ -88,7 +100,10 @@ fn announce_ready(port: u16) -> Result<()> {
 
 async fn signal_shutdown(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         warn!("cannot install signal handlers");
         return;
     };

@@ -23,7 +23,11 @@ pub async fn watch(parent_pid: Option<u32>, registry: Arc<Registry>, shutdown: C
         reason = pid_gone(parent_pid, start_time) => reason,
         _ = shutdown.cancelled() => return,
     };
-    let end = SessionEnd { ts_ms: now_ms(), status: EndStatus::Crashed, reason: reason.clone() };
+    let end = SessionEnd {
+        ts_ms: now_ms(),
+        status: EndStatus::Crashed,
+        reason: reason.clone(),
+    };
     let crashed = registry.end_all(&end);
     if crashed > 0 {
         warn!(crashed, %reason, "application gone with open sessions; marked crashed");
@@ -38,14 +42,18 @@ async fn stdin_closed() -> String {
     let mut buffer = [0u8; 256];
     loop {
         match stdin.read(&mut buffer).await {
-            Ok(0) | Err(_) => return "application exited without ending the session (its pipe closed)".into(),
+            Ok(0) | Err(_) => {
+                return "application exited without ending the session (its pipe closed)".into()
+            }
             Ok(_) => {} // Clients never write; ignore anything that arrives.
         }
     }
 }
 
 async fn pid_gone(pid: Option<u32>, start_time: Option<u64>) -> String {
-    let Some(pid) = pid else { return std::future::pending().await };
+    let Some(pid) = pid else {
+        return std::future::pending().await;
+    };
     loop {
         tokio::time::sleep(PID_POLL).await;
         match process_start_time(pid) {

@@ -86,7 +86,9 @@ impl Publisher {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Waits until everything queued is acknowledged, or `timeout`. Returns whether it drained.
@@ -113,7 +115,8 @@ impl Publisher {
                 self.wake.notified().await;
                 continue;
             }
-            self.in_flight.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.in_flight
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
             let failed = self.publish_all(&jetstream, batch).await;
             if failed.is_empty() {
                 backoff = Duration::from_millis(50);
@@ -132,11 +135,19 @@ impl Publisher {
     }
 
     /// Publishes every batch, then awaits all acks; returns the batches that failed.
-    async fn publish_all(&self, jetstream: &jetstream::Context, batch: Vec<Outgoing>) -> Vec<Outgoing> {
+    async fn publish_all(
+        &self,
+        jetstream: &jetstream::Context,
+        batch: Vec<Outgoing>,
+    ) -> Vec<Outgoing> {
         let mut pending = Vec::with_capacity(batch.len());
         for outgoing in batch {
-            let publish = PublishMessage::build().payload(outgoing.payload.clone()).message_id(&outgoing.msg_id);
-            let ack = jetstream.send_publish(outgoing.subject.clone(), publish).await;
+            let publish = PublishMessage::build()
+                .payload(outgoing.payload.clone())
+                .message_id(&outgoing.msg_id);
+            let ack = jetstream
+                .send_publish(outgoing.subject.clone(), publish)
+                .await;
             pending.push((outgoing, ack));
         }
         let (outgoing, acks): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
@@ -154,7 +165,9 @@ impl Publisher {
             match result {
                 Ok(()) => {
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
-                    self.stats.published_bytes.fetch_add(outgoing.payload.len() as u64, Ordering::Relaxed);
+                    self.stats
+                        .published_bytes
+                        .fetch_add(outgoing.payload.len() as u64, Ordering::Relaxed);
                     outgoing.unacked.send_modify(|n| *n = n.saturating_sub(1));
                     debug!(msg_id = %outgoing.msg_id, "batch acknowledged");
                 }

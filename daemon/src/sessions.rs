@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use datacat_protocol::record::{Heartbeat, StateUpdate};
-use datacat_protocol::{deep_merge, encode_batch, state_diff, Batch, Record, SessionEnd, SessionStart};
+use datacat_protocol::{
+    deep_merge, encode_batch, state_diff, Batch, Record, SessionEnd, SessionStart,
+};
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -63,7 +65,9 @@ impl Registry {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Session>> {
         // A panic while holding the lock cannot leave a session half-updated in a way that
         // matters more than losing every session, so keep serving.
-        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Opens a session; its first record says what runs where.
@@ -97,9 +101,15 @@ impl Registry {
     }
 
     /// Applies `f` to an open session, then wakes the flusher if the session filled up.
-    fn with_open<T>(&self, session_id: &str, f: impl FnOnce(&mut Session) -> T) -> Result<T, SessionError> {
+    fn with_open<T>(
+        &self,
+        session_id: &str,
+        f: impl FnOnce(&mut Session) -> T,
+    ) -> Result<T, SessionError> {
         let mut sessions = self.lock();
-        let session = sessions.get_mut(session_id).ok_or_else(|| SessionError::Unknown(session_id.to_string()))?;
+        let session = sessions
+            .get_mut(session_id)
+            .ok_or_else(|| SessionError::Unknown(session_id.to_string()))?;
         if session.ended {
             return Err(SessionError::Ended(session_id.to_string()));
         }
@@ -119,13 +129,23 @@ impl Registry {
 
     /// Merges a partial state; queues only the part that changes the state.
     /// Returns whether anything changed.
-    pub fn update_state(&self, session_id: &str, ts_ms: u64, update: &Value) -> Result<bool, SessionError> {
+    pub fn update_state(
+        &self,
+        session_id: &str,
+        ts_ms: u64,
+        update: &Value,
+    ) -> Result<bool, SessionError> {
         self.with_open(session_id, |session| {
             let mut merged = session.state.clone();
             deep_merge(&mut merged, update);
-            let Some(diff) = state_diff(&session.state, &merged) else { return false };
+            let Some(diff) = state_diff(&session.state, &merged) else {
+                return false;
+            };
             session.state = merged;
-            session.pending.push(Record::State(StateUpdate { ts_ms, update: diff }));
+            session.pending.push(Record::State(StateUpdate {
+                ts_ms,
+                update: diff,
+            }));
             true
         })
     }
@@ -135,7 +155,11 @@ impl Registry {
     }
 
     /// Ends a session and flushes it; returns a receiver of its unacknowledged batch count.
-    pub fn end(&self, session_id: &str, end: SessionEnd) -> Result<watch::Receiver<u64>, SessionError> {
+    pub fn end(
+        &self,
+        session_id: &str,
+        end: SessionEnd,
+    ) -> Result<watch::Receiver<u64>, SessionError> {
         let receiver = self.with_open(session_id, |session| {
             session.pending.push(Record::End(end));
             session.ended = true;
@@ -168,7 +192,11 @@ impl Registry {
             }
             let records = std::mem::take(&mut session.pending);
             for batch_records in split_records(records, self.max_batch_bytes) {
-                let batch = Batch { session_id: session_id.clone(), seq: session.next_seq, records: batch_records };
+                let batch = Batch {
+                    session_id: session_id.clone(),
+                    seq: session.next_seq,
+                    records: batch_records,
+                };
                 match encode_batch(&batch) {
                     Ok(payload) => {
                         session.next_seq += 1;
@@ -248,7 +276,11 @@ pub async fn flush_loop(registry: Arc<Registry>, shutdown: CancellationToken) {
 
 /// Exits once no session is left and everything is delivered, after a short linger in case
 /// the application opens another session.
-pub async fn exit_when_idle(registry: Arc<Registry>, linger: Duration, shutdown: CancellationToken) {
+pub async fn exit_when_idle(
+    registry: Arc<Registry>,
+    linger: Duration,
+    shutdown: CancellationToken,
+) {
     let mut ever_had_session = false;
     let mut idle_since: Option<tokio::time::Instant> = None;
     loop {
@@ -276,7 +308,9 @@ mod tests {
 
     #[test]
     fn split_keeps_order_and_respects_the_limit() {
-        let records: Vec<Record> = (0..100).map(|i| Record::Heartbeat(Heartbeat { ts_ms: i })).collect();
+        let records: Vec<Record> = (0..100)
+            .map(|i| Record::Heartbeat(Heartbeat { ts_ms: i }))
+            .collect();
         let one = rmp_size(&records[0]);
         let chunks = split_records(records.clone(), one * 10);
         assert!(chunks.iter().all(|c| c.len() <= 10));

@@ -19,7 +19,14 @@ pub fn LineChart(title: String, points: Vec<(f64, f64)>) -> Element {
     let path: String = points
         .iter()
         .enumerate()
-        .map(|(i, (x, y))| format!("{}{:.1},{:.1}", if i == 0 { "M" } else { " L" }, scale_x(*x), scale_y(*y)))
+        .map(|(i, (x, y))| {
+            format!(
+                "{}{:.1},{:.1}",
+                if i == 0 { "M" } else { " L" },
+                scale_x(*x),
+                scale_y(*y)
+            )
+        })
         .collect();
     let last = points.last().map(|p| p.1).unwrap_or_default();
     rsx! {
@@ -40,7 +47,9 @@ pub fn LineChart(title: String, points: Vec<(f64, f64)>) -> Element {
 }
 
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    })
 }
 
 /// A zero span (one point, or a flat series) still draws.

@@ -30,7 +30,9 @@ fn hex(byte: u8) -> Option<u8> {
 pub fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -38,7 +40,10 @@ pub fn url_encode(text: &str) -> String {
 
 /// `2026-11-22T10:00:00.123Z` → `2026-11-22 10:00:00`.
 pub fn short_time(rfc3339: &str) -> String {
-    rfc3339.get(..19).map(|t| t.replace('T', " ")).unwrap_or_else(|| rfc3339.to_string())
+    rfc3339
+        .get(..19)
+        .map(|t| t.replace('T', " "))
+        .unwrap_or_else(|| rfc3339.to_string())
 }
 
 #[cfg(test)]
@@ -52,6 +57,9 @@ mod tests {
         assert_eq!(url_decode("%é%"), "%é%");
         assert_eq!(url_encode("a b/✓"), "a%20b%2F%E2%9C%93");
         assert_eq!(url_decode(&url_encode("x&y=z")), "x&y=z");
-        assert_eq!(short_time("2026-11-22T10:00:00.123Z"), "2026-11-22 10:00:00");
+        assert_eq!(
+            short_time("2026-11-22T10:00:00.123Z"),
+            "2026-11-22 10:00:00"
+        );
     }
 }

@@ -35,7 +35,11 @@ pub enum Page {
 impl Page {
     /// Maps a dashboard path (and its query string) to a page.
     pub fn from_path(path: &str, query: &str) -> Page {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+        let segments: Vec<&str> = path
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
         match segments.as_slice() {
             [] | ["sessions"] => Page::Sessions(parse_query(query)),
             ["sessions", id] => Page::Session(id.to_string()),
@@ -97,7 +101,10 @@ mod tests {
 
     #[test]
     fn pages_come_from_paths() {
-        assert_eq!(Page::from_path("/", ""), Page::Sessions(SessionQuery::default()));
+        assert_eq!(
+            Page::from_path("/", ""),
+            Page::Sessions(SessionQuery::default())
+        );
         assert_eq!(
             Page::from_path("/sessions", "status=crashed&product=space%20game&limit=5"),
             Page::Sessions(SessionQuery {
@@ -107,7 +114,13 @@ mod tests {
                 ..Default::default()
             })
         );
-        assert_eq!(Page::from_path("/sessions/abc", ""), Page::Session("abc".into()));
-        assert_eq!(Page::from_path("/nope/x/y", ""), Page::NotFound("/nope/x/y".into()));
+        assert_eq!(
+            Page::from_path("/sessions/abc", ""),
+            Page::Session("abc".into())
+        );
+        assert_eq!(
+            Page::from_path("/nope/x/y", ""),
+            Page::NotFound("/nope/x/y".into())
+        );
     }
 }

@@ -44,7 +44,11 @@ impl Progress {
             session_id: session_id.to_string(),
             product: self.product.clone(),
             version: self.version.clone(),
-            status: if self.status.is_empty() { STATUS_ACTIVE.to_string() } else { self.status.clone() },
+            status: if self.status.is_empty() {
+                STATUS_ACTIVE.to_string()
+            } else {
+                self.status.clone()
+            },
             end_reason: self.end_reason.clone(),
             started_date: epoch_days(self.started_ms),
             started_ms: self.started_ms,
@@ -138,7 +142,9 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                 tags: metric.tags.clone(),
                 count: metric.count,
             }),
-            Record::Heartbeat(_) => progress.last_heartbeat_ms = progress.last_heartbeat_ms.max(ts_ms),
+            Record::Heartbeat(_) => {
+                progress.last_heartbeat_ms = progress.last_heartbeat_ms.max(ts_ms)
+            }
             Record::End(end) => {
                 // The first terminal status wins.
                 if !progress.is_terminal() {
@@ -164,7 +170,11 @@ mod tests {
     use super::*;
 
     fn batch(seq: u64, records: Vec<Record>) -> Batch {
-        Batch { session_id: "s".into(), seq, records }
+        Batch {
+            session_id: "s".into(),
+            seq,
+            records,
+        }
     }
 
     fn state(ts_ms: u64, update: Value) -> Record {
@@ -172,7 +182,11 @@ mod tests {
     }
 
     fn end(ts_ms: u64, status: EndStatus) -> Record {
-        Record::End(SessionEnd { ts_ms, status, reason: status.as_str().into() })
+        Record::End(SessionEnd {
+            ts_ms,
+            status,
+            reason: status.as_str().into(),
+        })
     }
 
     #[test]
@@ -181,24 +195,42 @@ mod tests {
         let mut rows = RowSet::default();
         apply(
             &mut progress,
-            &batch(0, vec![
-                Record::Start(SessionStart { ts_ms: 10, product: "p".into(), version: "1".into(), machine: Default::default() }),
-                state(11, json!({"a": {"b": 1}})),
-                Record::Event(Event {
-                    ts_ms: 12,
-                    name: "e".into(),
-                    level: Default::default(),
-                    category: String::new(),
-                    group: String::new(),
-                    labels: vec![],
-                    message: String::new(),
-                    data: json!({}),
-                    exception: None,
-                }),
-            ]),
+            &batch(
+                0,
+                vec![
+                    Record::Start(SessionStart {
+                        ts_ms: 10,
+                        product: "p".into(),
+                        version: "1".into(),
+                        machine: Default::default(),
+                    }),
+                    state(11, json!({"a": {"b": 1}})),
+                    Record::Event(Event {
+                        ts_ms: 12,
+                        name: "e".into(),
+                        level: Default::default(),
+                        category: String::new(),
+                        group: String::new(),
+                        labels: vec![],
+                        message: String::new(),
+                        data: json!({}),
+                        exception: None,
+                    }),
+                ],
+            ),
             &mut rows,
         );
-        apply(&mut progress, &batch(1, vec![state(13, json!({"a": {"c": 2}})), Record::Heartbeat(Heartbeat { ts_ms: 14 })]), &mut rows);
+        apply(
+            &mut progress,
+            &batch(
+                1,
+                vec![
+                    state(13, json!({"a": {"c": 2}})),
+                    Record::Heartbeat(Heartbeat { ts_ms: 14 }),
+                ],
+            ),
+            &mut rows,
+        );
 
         assert_eq!(progress.next_seq, 2);
         assert_eq!(progress.state, json!({"a": {"b": 1, "c": 2}}));
@@ -206,25 +238,54 @@ mod tests {
         assert_eq!(progress.last_heartbeat_ms, 14);
         assert_eq!(rows.state_history.len(), 2);
         assert_eq!(rows.state_history[1].state, r#"{"a":{"b":1,"c":2}}"#);
-        assert_eq!((rows.state_history[1].seq, rows.state_history[1].idx), (1, 0));
+        assert_eq!(
+            (rows.state_history[1].seq, rows.state_history[1].idx),
+            (1, 0)
+        );
         assert_eq!(rows.events.len(), 1);
         let row = progress.session_row("s");
-        assert_eq!((row.started_ms, row.updated_ms, row.last_seq, row.event_count), (10, 14, 1, 1));
+        assert_eq!(
+            (
+                row.started_ms,
+                row.updated_ms,
+                row.last_seq,
+                row.event_count
+            ),
+            (10, 14, 1, 1)
+        );
     }
 
     #[test]
     fn first_terminal_status_wins() {
         let mut progress = Progress::default();
         let mut rows = RowSet::default();
-        apply(&mut progress, &batch(0, vec![end(5, EndStatus::Crashed)]), &mut rows);
-        apply(&mut progress, &batch(1, vec![end(6, EndStatus::Ended)]), &mut rows);
-        assert_eq!((progress.status.as_str(), progress.ended_ms), ("crashed", 5));
+        apply(
+            &mut progress,
+            &batch(0, vec![end(5, EndStatus::Crashed)]),
+            &mut rows,
+        );
+        apply(
+            &mut progress,
+            &batch(1, vec![end(6, EndStatus::Ended)]),
+            &mut rows,
+        );
+        assert_eq!(
+            (progress.status.as_str(), progress.ended_ms),
+            ("crashed", 5)
+        );
     }
 
     #[test]
     fn applying_twice_from_the_same_progress_gives_identical_rows() {
-        let start = Progress { next_seq: 3, state: json!({"x": 1}), ..Default::default() };
-        let b = batch(3, vec![state(1, json!({"y": [1, 2]})), end(2, EndStatus::Ended)]);
+        let start = Progress {
+            next_seq: 3,
+            state: json!({"x": 1}),
+            ..Default::default()
+        };
+        let b = batch(
+            3,
+            vec![state(1, json!({"y": [1, 2]})), end(2, EndStatus::Ended)],
+        );
         let (mut p1, mut r1) = (start.clone(), RowSet::default());
         let (mut p2, mut r2) = (start, RowSet::default());
         apply(&mut p1, &b, &mut r1);
@@ -234,7 +295,10 @@ mod tests {
 
     #[test]
     fn an_accepted_gap_is_counted() {
-        let mut progress = Progress { next_seq: 2, ..Default::default() };
+        let mut progress = Progress {
+            next_seq: 2,
+            ..Default::default()
+        };
         apply(&mut progress, &batch(5, vec![]), &mut RowSet::default());
         assert_eq!((progress.gaps, progress.next_seq), (3, 6));
     }

@@ -14,37 +14,77 @@ pub struct Config {
     pub command: Option<Command>,
 
     /// NATS server with JetStream.
-    #[arg(long, global = true, env = "DATACAT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
 
     /// ClickHouse HTTP interface.
-    #[arg(long, global = true, env = "DATACAT_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
     pub clickhouse_url: String,
 
     /// ClickHouse database (created by `migrate`).
-    #[arg(long, global = true, env = "DATACAT_CLICKHOUSE_DATABASE", default_value = "datacat")]
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_CLICKHOUSE_DATABASE",
+        default_value = "datacat"
+    )]
     pub clickhouse_database: String,
 
     #[arg(long, global = true, env = "DATACAT_CLICKHOUSE_USER")]
     pub clickhouse_user: Option<String>,
 
-    #[arg(long, global = true, env = "DATACAT_CLICKHOUSE_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_CLICKHOUSE_PASSWORD",
+        hide_env_values = true
+    )]
     pub clickhouse_password: Option<String>,
 
     /// Address of the /health and /metrics endpoints.
-    #[arg(long, global = true, env = "DATACAT_LISTEN", default_value = "127.0.0.1:9464")]
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
     pub listen: SocketAddr,
 
     /// Most messages fetched and inserted per round.
-    #[arg(long, global = true, env = "DATACAT_FETCH_BATCH", default_value_t = 1000)]
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_FETCH_BATCH",
+        default_value_t = 1000
+    )]
     pub fetch_batch: usize,
 
     /// How long a fetch waits for messages before inserting what it has, in milliseconds.
-    #[arg(long, global = true, env = "DATACAT_FETCH_WAIT_MS", default_value_t = 200)]
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_FETCH_WAIT_MS",
+        default_value_t = 200
+    )]
     pub fetch_wait_ms: u64,
 
     /// How long stream data is kept, in days.
-    #[arg(long, global = true, env = "DATACAT_STREAM_MAX_AGE_DAYS", default_value_t = 7)]
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_STREAM_MAX_AGE_DAYS",
+        default_value_t = 7
+    )]
     pub stream_max_age_days: u64,
 
     /// Stream size cap in bytes (-1: unlimited).
@@ -53,10 +93,20 @@ pub struct Config {
 
     /// A batch that arrives before its predecessor is retried this many times (at
     /// `gap_retry_ms` intervals) before the gap is accepted and recorded.
-    #[arg(long, global = true, env = "DATACAT_GAP_MAX_DELIVERIES", default_value_t = 50)]
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_GAP_MAX_DELIVERIES",
+        default_value_t = 50
+    )]
     pub gap_max_deliveries: i64,
 
-    #[arg(long, global = true, env = "DATACAT_GAP_RETRY_MS", default_value_t = 200)]
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_GAP_RETRY_MS",
+        default_value_t = 200
+    )]
     pub gap_retry_ms: u64,
 }
 

@@ -14,8 +14,13 @@ use tokio_util::sync::CancellationToken;
 use crate::worker::Stats;
 
 pub async fn serve(listener: TcpListener, stats: Arc<Stats>, shutdown: CancellationToken) {
-    let app = Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(stats);
-    let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(stats);
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
 }
 
 async fn health(State(stats): State<Arc<Stats>>) -> Json<Value> {
@@ -29,15 +34,43 @@ async fn health(State(stats): State<Arc<Stats>>) -> Json<Value> {
 async fn metrics(State(stats): State<Arc<Stats>>) -> String {
     let mut out = String::new();
     for (name, help, value) in [
-        ("datacat_ingest_messages_total", "Messages applied.", &stats.messages),
-        ("datacat_ingest_duplicates_total", "Messages already applied (redeliveries, retries).", &stats.duplicates),
-        ("datacat_ingest_dead_letters_total", "Messages dead-lettered.", &stats.dead_letters),
-        ("datacat_ingest_gaps_total", "Batches given up on after the gap wait.", &stats.gaps),
+        (
+            "datacat_ingest_messages_total",
+            "Messages applied.",
+            &stats.messages,
+        ),
+        (
+            "datacat_ingest_duplicates_total",
+            "Messages already applied (redeliveries, retries).",
+            &stats.duplicates,
+        ),
+        (
+            "datacat_ingest_dead_letters_total",
+            "Messages dead-lettered.",
+            &stats.dead_letters,
+        ),
+        (
+            "datacat_ingest_gaps_total",
+            "Batches given up on after the gap wait.",
+            &stats.gaps,
+        ),
         ("datacat_ingest_rows_total", "Rows inserted.", &stats.rows),
-        ("datacat_ingest_insert_errors_total", "Failed insert rounds (retried).", &stats.insert_errors),
-        ("datacat_ingest_insert_micros_total", "Time spent inserting, in microseconds.", &stats.insert_micros),
+        (
+            "datacat_ingest_insert_errors_total",
+            "Failed insert rounds (retried).",
+            &stats.insert_errors,
+        ),
+        (
+            "datacat_ingest_insert_micros_total",
+            "Time spent inserting, in microseconds.",
+            &stats.insert_micros,
+        ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            value.load(Ordering::Relaxed)
+        );
     }
     out
 }

@@ -31,7 +31,9 @@ async fn main() -> Result<()> {
     let connection = config.warehouse();
     match config.command.unwrap_or(Command::Run) {
         Command::Migrate => {
-            let applied = datacat_warehouse::migrate(&connection).await.context("migrating ClickHouse")?;
+            let applied = datacat_warehouse::migrate(&connection)
+                .await
+                .context("migrating ClickHouse")?;
             info!(?applied, database = %connection.database, "schema is current");
             Ok(())
         }
@@ -40,24 +42,33 @@ async fn main() -> Result<()> {
 }
 
 async fn run(config: Config, connection: datacat_warehouse::Connection) -> Result<()> {
-    datacat_warehouse::migrate(&connection).await.context("migrating ClickHouse")?;
+    datacat_warehouse::migrate(&connection)
+        .await
+        .context("migrating ClickHouse")?;
     let nats = setup::connect(&config).await?;
     let resources = setup::ensure(&nats, &config).await?;
     let stats = Arc::new(worker::Stats::default());
 
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    let listener = tokio::net::TcpListener::bind(config.listen).await.context("binding /health and /metrics")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .context("binding /health and /metrics")?;
     info!(addr = %listener.local_addr()?, "datacat-ingest serving /health and /metrics");
     tokio::spawn(http::serve(listener, stats.clone(), shutdown.clone()));
 
     let writer = datacat_warehouse::Writer::new(&connection)?;
-    worker::Worker::new(nats, resources, writer, stats, &config).run(shutdown).await
+    worker::Worker::new(nats, resources, writer, stats, &config)
+        .run(shutdown)
+        .await
 }
 
 async fn shutdown_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return;
     };
     tokio::select! {

@@ -74,5 +74,9 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
         })
         .await
         .context("creating the progress bucket")?;
-    Ok(Resources { jetstream, consumer, progress })
+    Ok(Resources {
+        jetstream,
+        consumer,
+        progress,
+    })
 }

@@ -134,7 +134,10 @@ impl Worker {
         let mut by_session: BTreeMap<String, Vec<(Batch, Message)>> = BTreeMap::new();
         for message in messages {
             match decode_batch(&message.payload) {
-                Ok(batch) => by_session.entry(batch.session_id.clone()).or_default().push((batch, message)),
+                Ok(batch) => by_session
+                    .entry(batch.session_id.clone())
+                    .or_default()
+                    .push((batch, message)),
                 Err(error) => self.dead_letter(message, &error.to_string()).await,
             }
         }
@@ -157,13 +160,21 @@ impl Worker {
                 self.stats.insert_errors.fetch_add(1, Ordering::Relaxed);
                 error!(%error, "insert failed; the round will be redelivered");
                 for plan in plans {
-                    nak_all(plan.applied.into_iter().chain(plan.waiting).collect(), RETRY_DELAY).await;
+                    nak_all(
+                        plan.applied.into_iter().chain(plan.waiting).collect(),
+                        RETRY_DELAY,
+                    )
+                    .await;
                     ack_all(plan.duplicates).await;
                 }
                 return;
             }
-            self.stats.insert_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            self.stats.rows.fetch_add(rows.row_count() as u64, Ordering::Relaxed);
+            self.stats
+                .insert_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.stats
+                .rows
+                .fetch_add(rows.row_count() as u64, Ordering::Relaxed);
         }
 
         for plan in plans {
@@ -182,14 +193,22 @@ impl Worker {
         let key = subject::progress_key(session_id);
         let entry = match self.resources.progress.entry(key.clone()).await {
             Ok(entry) => entry,
-            Err(error) => return Err((error.to_string(), batches.into_iter().map(|(_, m)| m).collect())),
+            Err(error) => {
+                return Err((
+                    error.to_string(),
+                    batches.into_iter().map(|(_, m)| m).collect(),
+                ))
+            }
         };
         let (mut progress, revision) = match entry {
             Some(entry) if entry.operation == jetstream::kv::Operation::Put => {
                 match serde_json::from_slice::<Progress>(&entry.value) {
                     Ok(progress) => (progress, Some(entry.revision)),
                     Err(error) => {
-                        return Err((format!("progress record does not parse: {error}"), batches.into_iter().map(|(_, m)| m).collect()))
+                        return Err((
+                            format!("progress record does not parse: {error}"),
+                            batches.into_iter().map(|(_, m)| m).collect(),
+                        ))
                     }
                 }
             }
@@ -198,9 +217,18 @@ impl Worker {
         };
 
         batches.sort_by_key(|(batch, _)| batch.seq);
-        let mut plan = SessionPlan { key, revision, progress: Progress::default(), applied: Vec::new(), duplicates: Vec::new(), waiting: Vec::new() };
+        let mut plan = SessionPlan {
+            key,
+            revision,
+            progress: Progress::default(),
+            applied: Vec::new(),
+            duplicates: Vec::new(),
+            waiting: Vec::new(),
+        };
         for (batch, message) in batches {
-            if batch.seq < progress.next_seq || plan.applied.iter().any(|m| same_message(m, &message)) {
+            if batch.seq < progress.next_seq
+                || plan.applied.iter().any(|m| same_message(m, &message))
+            {
                 plan.duplicates.push(message);
                 continue;
             }
@@ -210,7 +238,9 @@ impl Worker {
                     plan.waiting.push(message);
                     continue;
                 }
-                self.stats.gaps.fetch_add(batch.seq - progress.next_seq, Ordering::Relaxed);
+                self.stats
+                    .gaps
+                    .fetch_add(batch.seq - progress.next_seq, Ordering::Relaxed);
                 warn!(%session_id, expected = progress.next_seq, got = batch.seq, "predecessor never arrived; recording the gap");
             }
             apply(&mut progress, &batch, rows);
@@ -225,7 +255,9 @@ impl Worker {
 
     /// Records the session's new progress; acks what it covers.
     async fn commit(&self, plan: SessionPlan) {
-        self.stats.duplicates.fetch_add(plan.duplicates.len() as u64, Ordering::Relaxed);
+        self.stats
+            .duplicates
+            .fetch_add(plan.duplicates.len() as u64, Ordering::Relaxed);
         ack_all(plan.duplicates).await;
         nak_all(plan.waiting, self.gap_retry).await;
         if plan.applied.is_empty() {
@@ -240,12 +272,22 @@ impl Worker {
         };
         let store = &self.resources.progress;
         let saved = match plan.revision {
-            Some(revision) => store.update(&plan.key, value.into(), revision).await.map(drop).map_err(|e| e.to_string()),
-            None => store.create(&plan.key, value.into()).await.map(drop).map_err(|e| e.to_string()),
+            Some(revision) => store
+                .update(&plan.key, value.into(), revision)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => store
+                .create(&plan.key, value.into())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
         };
         match saved {
             Ok(()) => {
-                self.stats.messages.fetch_add(plan.applied.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .messages
+                    .fetch_add(plan.applied.len() as u64, Ordering::Relaxed);
                 ack_all(plan.applied).await;
             }
             Err(error) => {
@@ -264,7 +306,11 @@ impl Worker {
         let published = self
             .resources
             .jetstream
-            .publish_with_headers(subject::DEAD_LETTER_SUBJECT, headers, message.payload.clone())
+            .publish_with_headers(
+                subject::DEAD_LETTER_SUBJECT,
+                headers,
+                message.payload.clone(),
+            )
             .await;
         let stored = match published {
             Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),

@@ -6,21 +6,30 @@ use anyhow::{bail, Result};
 
 /// The repository root (this crate lives one level below it).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("crate has a parent dir").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate has a parent dir")
+        .to_path_buf()
 }
 
 /// The cargo target dir the tests were built into (`target/debug`).
 fn target_profile_dir() -> PathBuf {
     // current_exe = target/debug/deps/<test>-<hash>
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("target dir")
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target dir")
 }
 
 /// A DataCat binary built by this workspace (`cargo build --workspace --bins`).
 pub fn datacat_bin(name: &str) -> Result<PathBuf> {
     let path = target_profile_dir().join(name);
     if !path.is_file() {
-        bail!("{} not found: run `cargo build --workspace --bins` first", path.display());
+        bail!(
+            "{} not found: run `cargo build --workspace --bins` first",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -53,7 +62,11 @@ pub fn external_bin(env_var: &str, local_candidates: &[&str], name: &str) -> Res
 }
 
 pub fn nats_server_bin() -> Result<PathBuf> {
-    external_bin("DATACAT_NATS_SERVER_BIN", &[".local/nats/bin/nats-server"], "nats-server")
+    external_bin(
+        "DATACAT_NATS_SERVER_BIN",
+        &[".local/nats/bin/nats-server"],
+        "nats-server",
+    )
 }
 
 pub fn clickhouse_server_bin() -> Result<PathBuf> {

@@ -16,11 +16,17 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Starts `command` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Self> {
-        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         command.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = command.spawn().with_context(|| format!("starting {name}: {command:?}"))?;
-        Ok(Self { name: name.to_string(), child: Some(child) })
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {name}: {command:?}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -39,8 +45,13 @@ impl ChildGuard {
 
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
-        let Some(child) = self.child.as_mut() else { bail!("{} already stopped", self.name) };
-        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+        let Some(child) = self.child.as_mut() else {
+            bail!("{} already stopped", self.name)
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
         if !status.success() {
             bail!("kill -TERM {} failed", child.id());
         }
@@ -108,7 +119,9 @@ where
         }
         if Instant::now() > deadline {
             match last_error {
-                Some(error) => bail!("{what} did not happen within {timeout:?}; last error: {error:#}"),
+                Some(error) => {
+                    bail!("{what} did not happen within {timeout:?}; last error: {error:#}")
+                }
                 None => bail!("{what} did not happen within {timeout:?}"),
             }
         }

@@ -44,7 +44,10 @@ impl Nats {
             .arg(self.dir.path().join("store"));
         let log = self.dir.path().join("nats.log");
         self.process = Some(ChildGuard::spawn("nats-server", command, &log)?);
-        let health = format!("http://127.0.0.1:{}/healthz?js-enabled-only=true", self.monitor_port);
+        let health = format!(
+            "http://127.0.0.1:{}/healthz?js-enabled-only=true",
+            self.monitor_port
+        );
         wait_http_ok(&health, Duration::from_secs(20), "nats-server").await
     }
 
@@ -82,7 +85,10 @@ impl ClickHouse {
             process: None,
             dir,
         };
-        clickhouse.restart().await.context("starting clickhouse-server")?;
+        clickhouse
+            .restart()
+            .await
+            .context("starting clickhouse-server")?;
         Ok(clickhouse)
     }
 
@@ -92,7 +98,10 @@ impl ClickHouse {
         if bin_name.ends_with("/clickhouse") {
             command.arg("server");
         }
-        command.arg(format!("--config-file={}", self.dir.path().join("config.xml").display()));
+        command.arg(format!(
+            "--config-file={}",
+            self.dir.path().join("config.xml").display()
+        ));
         command.current_dir(repo_root());
         let log = self.dir.path().join("stdout.log");
         self.process = Some(ChildGuard::spawn("clickhouse-server", command, &log)?);
@@ -106,7 +115,11 @@ impl ClickHouse {
 
     /// Runs one SQL statement over HTTP and returns the body.
     pub async fn sql(&self, sql: &str) -> Result<String> {
-        let response = reqwest::Client::new().post(&self.url).body(sql.to_string()).send().await?;
+        let response = reqwest::Client::new()
+            .post(&self.url)
+            .body(sql.to_string())
+            .send()
+            .await?;
         let status = response.status();
         let body = response.text().await?;
         anyhow::ensure!(status.is_success(), "clickhouse answered {status}: {body}");

@@ -42,9 +42,22 @@ impl Stack {
         let query = ChildGuard::spawn("datacat-query", query, &logs.path().join("query.log"))?;
         let query_url = format!("http://127.0.0.1:{query_port}");
 
-        let mut stack = Self { nats, clickhouse, database, query_url, ingest: Vec::new(), query, logs };
+        let mut stack = Self {
+            nats,
+            clickhouse,
+            database,
+            query_url,
+            ingest: Vec::new(),
+            query,
+            logs,
+        };
         stack.add_ingest_worker().await?;
-        wait_http_ok(&format!("{}/health", stack.query_url), Duration::from_secs(30), "datacat-query").await?;
+        wait_http_ok(
+            &format!("{}/health", stack.query_url),
+            Duration::from_secs(30),
+            "datacat-query",
+        )
+        .await?;
         Ok(stack)
     }
 
@@ -61,11 +74,25 @@ impl Stack {
     /// Starts one more ingest worker and waits for its `/health`.
     pub async fn add_ingest_worker(&mut self) -> Result<()> {
         let port = free_port();
-        let mut command = Self::command(&self.nats, &self.clickhouse, &self.database, "datacat-ingest")?;
+        let mut command = Self::command(
+            &self.nats,
+            &self.clickhouse,
+            &self.database,
+            "datacat-ingest",
+        )?;
         command.env("DATACAT_LISTEN", format!("127.0.0.1:{port}"));
-        let log = self.logs.path().join(format!("ingest-{}.log", self.ingest.len()));
-        self.ingest.push(ChildGuard::spawn("datacat-ingest", command, &log)?);
-        wait_http_ok(&format!("http://127.0.0.1:{port}/health"), Duration::from_secs(30), "datacat-ingest").await
+        let log = self
+            .logs
+            .path()
+            .join(format!("ingest-{}.log", self.ingest.len()));
+        self.ingest
+            .push(ChildGuard::spawn("datacat-ingest", command, &log)?);
+        wait_http_ok(
+            &format!("http://127.0.0.1:{port}/health"),
+            Duration::from_secs(30),
+            "datacat-ingest",
+        )
+        .await
     }
 
     /// GETs a query-service path and parses the JSON answer; fails on non-2xx.
@@ -81,7 +108,10 @@ impl Stack {
     pub fn client_env(&self) -> Result<Vec<(String, String)>> {
         Ok(vec![
             ("DATACAT_NATS_URL".into(), self.nats.url.clone()),
-            ("DATACAT_DAEMON_BIN".into(), datacat_bin("datacat-daemon")?.display().to_string()),
+            (
+                "DATACAT_DAEMON_BIN".into(),
+                datacat_bin("datacat-daemon")?.display().to_string(),
+            ),
         ])
     }
 

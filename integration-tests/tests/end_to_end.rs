@@ -30,7 +30,10 @@ print(s.session_id)
 
 fn run_app(stack: &Stack) -> String {
     let mut command = Command::new("python3");
-    command.arg("-c").arg(APP).env("PYTHONPATH", repo_root().join("python"));
+    command
+        .arg("-c")
+        .arg(APP)
+        .env("PYTHONPATH", repo_root().join("python"));
     for (key, value) in stack.client_env().expect("client env") {
         command.env(key, value);
     }
@@ -42,7 +45,12 @@ fn run_app(stack: &Stack) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout.lines().last().expect("session id printed").trim().to_string()
+    stdout
+        .lines()
+        .last()
+        .expect("session id printed")
+        .trim()
+        .to_string()
 }
 
 fn strip(values: &Value, keep: &[&str]) -> Vec<Value> {
@@ -50,7 +58,13 @@ fn strip(values: &Value, keep: &[&str]) -> Vec<Value> {
         .as_array()
         .expect("array")
         .iter()
-        .map(|item| Value::Object(keep.iter().map(|k| (k.to_string(), item[*k].clone())).collect()))
+        .map(|item| {
+            Value::Object(
+                keep.iter()
+                    .map(|k| (k.to_string(), item[*k].clone()))
+                    .collect(),
+            )
+        })
         .collect()
 }
 
@@ -60,10 +74,19 @@ async fn python_session_arrives_exactly() {
     let session_id = run_app(&stack);
 
     let path = format!("/api/sessions/{session_id}");
-    eventually(Duration::from_secs(30), "the ended session to be visible", || {
-        let (stack, path) = (&stack, path.clone());
-        async move { Ok(stack.get_json(&path).await.is_ok_and(|found| found["status"] == "ended")) }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the ended session to be visible",
+        || {
+            let (stack, path) = (&stack, path.clone());
+            async move {
+                Ok(stack
+                    .get_json(&path)
+                    .await
+                    .is_ok_and(|found| found["status"] == "ended"))
+            }
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e:#}; logs in {}", stack.log_dir().display()));
     let session = stack.get_json(&path).await.unwrap();
@@ -73,7 +96,10 @@ async fn python_session_arrives_exactly() {
     assert_eq!(session["active"], false);
     assert_eq!(session["crashed"], false);
     assert!(session["ended_at"].is_string());
-    assert!(!session["machine"]["hostname"].as_str().unwrap_or_default().is_empty());
+    assert!(!session["machine"]["hostname"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty());
     assert!(session["machine"]["pid"].as_u64().unwrap_or_default() > 0);
 
     let final_state = json!({
@@ -82,7 +108,12 @@ async fn python_session_arrives_exactly() {
     });
     assert_eq!(session["state"], final_state);
 
-    let history: Vec<Value> = session["state_history"].as_array().unwrap().iter().map(|s| s["state"].clone()).collect();
+    let history: Vec<Value> = session["state_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].clone())
+        .collect();
     assert_eq!(
         history,
         vec![
@@ -94,14 +125,20 @@ async fn python_session_arrives_exactly() {
     );
 
     assert_eq!(
-        strip(&session["events"], &["name", "level", "message", "data", "labels"]),
+        strip(
+            &session["events"],
+            &["name", "level", "message", "data", "labels"]
+        ),
         vec![
             json!({"name": "level_loaded", "level": "info", "message": "loaded", "data": {"level": 3, "ok": true}, "labels": ["io"]}),
             json!({"name": "low_fps", "level": "warning", "message": "", "data": {"fps": 12.5}, "labels": []}),
         ]
     );
     assert_eq!(
-        strip(&session["metrics"], &["name", "type", "value", "unit", "tags"]),
+        strip(
+            &session["metrics"],
+            &["name", "type", "value", "unit", "tags"]
+        ),
         vec![
             json!({"name": "fps", "type": "gauge", "value": 59.5, "unit": "fps", "tags": []}),
             json!({"name": "fps", "type": "gauge", "value": 61.0, "unit": "fps", "tags": ["scene:space"]}),
@@ -109,13 +146,23 @@ async fn python_session_arrives_exactly() {
         ]
     );
 
-    let list = stack.get_json("/api/sessions?product=e2e-game").await.unwrap();
-    let ids: Vec<&str> = list["sessions"].as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
+    let list = stack
+        .get_json("/api/sessions?product=e2e-game")
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
     assert_eq!(ids, vec![session_id.as_str()]);
     let none = stack.get_json("/api/sessions?product=other").await.unwrap();
     assert_eq!(none["sessions"], json!([]));
 
-    let missing = reqwest::get(format!("{}/api/sessions/nope", stack.query_url)).await.unwrap();
+    let missing = reqwest::get(format!("{}/api/sessions/nope", stack.query_url))
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"], "not_found");

@@ -84,7 +84,9 @@ async fn read_all<T: clickhouse::RowOwned + clickhouse::RowRead>(
     table: &str,
 ) -> Vec<T> {
     client
-        .query(&format!("SELECT ?fields FROM {table} FINAL ORDER BY session_id"))
+        .query(&format!(
+            "SELECT ?fields FROM {table} FINAL ORDER BY session_id"
+        ))
         .fetch_all::<T>()
         .await
         .unwrap_or_else(|error| panic!("reading {table}: {error}"))
@@ -93,11 +95,25 @@ async fn read_all<T: clickhouse::RowOwned + clickhouse::RowRead>(
 #[tokio::test]
 async fn rows_round_trip_and_duplicates_collapse() {
     let server = ClickHouse::start().await.expect("clickhouse starts");
-    let connection = Connection { url: server.url.clone(), database: "roundtrip".into(), user: None, password: None };
+    let connection = Connection {
+        url: server.url.clone(),
+        database: "roundtrip".into(),
+        user: None,
+        password: None,
+    };
 
     let applied = migrate(&connection).await.expect("first migration");
-    assert_eq!(applied, MIGRATIONS.iter().map(|m| m.version).collect::<Vec<_>>());
-    assert!(migrate(&connection).await.expect("second migration").is_empty(), "migrations are idempotent");
+    assert_eq!(
+        applied,
+        MIGRATIONS.iter().map(|m| m.version).collect::<Vec<_>>()
+    );
+    assert!(
+        migrate(&connection)
+            .await
+            .expect("second migration")
+            .is_empty(),
+        "migrations are idempotent"
+    );
 
     let writer = Writer::new(&connection).unwrap();
     let expected = rows();
@@ -106,9 +122,18 @@ async fn rows_round_trip_and_duplicates_collapse() {
     writer.insert(&expected).await.expect("insert again");
 
     let client = connection.client().unwrap();
-    assert_eq!(read_all::<SessionRow>(&client, "sessions").await, expected.sessions);
-    assert_eq!(read_all::<StateHistoryRow>(&client, "state_history").await, expected.state_history);
-    assert_eq!(read_all::<EventRow>(&client, "events").await, expected.events);
+    assert_eq!(
+        read_all::<SessionRow>(&client, "sessions").await,
+        expected.sessions
+    );
+    assert_eq!(
+        read_all::<StateHistoryRow>(&client, "state_history").await,
+        expected.state_history
+    );
+    assert_eq!(
+        read_all::<EventRow>(&client, "events").await,
+        expected.events
+    );
     let mut metrics = read_all::<MetricRow>(&client, "metrics").await;
     metrics.sort_by_key(|m| m.idx);
     assert_eq!(metrics, expected.metrics);

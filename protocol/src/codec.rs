@@ -44,12 +44,16 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Batch, CodecError> {
 /// Rejects batches that decode but would corrupt a session.
 fn validate(batch: &Batch) -> Result<(), CodecError> {
     if batch.session_id.is_empty() || batch.session_id.len() > 128 {
-        return Err(CodecError::Invalid("session_id must be 1 to 128 bytes".into()));
+        return Err(CodecError::Invalid(
+            "session_id must be 1 to 128 bytes".into(),
+        ));
     }
     for record in &batch.records {
         if let crate::Record::State(update) = record {
             if !update.update.is_object() {
-                return Err(CodecError::Invalid("a state update must be a JSON object".into()));
+                return Err(CodecError::Invalid(
+                    "a state update must be a JSON object".into(),
+                ));
             }
         }
     }
@@ -72,9 +76,16 @@ mod tests {
                     ts_ms: 1,
                     product: "game".into(),
                     version: "1.0".into(),
-                    machine: MachineInfo { hostname: "h".into(), cpu_count: 8, ..Default::default() },
+                    machine: MachineInfo {
+                        hostname: "h".into(),
+                        cpu_count: 8,
+                        ..Default::default()
+                    },
                 }),
-                Record::State(StateUpdate { ts_ms: 2, update: json!({"a": {"b": [1, 2.5, "x", null]}}) }),
+                Record::State(StateUpdate {
+                    ts_ms: 2,
+                    update: json!({"a": {"b": [1, 2.5, "x", null]}}),
+                }),
                 Record::Event(Event {
                     ts_ms: 3,
                     name: "boom".into(),
@@ -88,7 +99,12 @@ mod tests {
                         type_name: "ValueError".into(),
                         message: "bad".into(),
                         stacktrace: vec!["tb".into()],
-                        frames: vec![Frame { file: "f.py".into(), line: 3, function: "f".into(), code: "x()".into() }],
+                        frames: vec![Frame {
+                            file: "f.py".into(),
+                            line: 3,
+                            function: "f".into(),
+                            code: "x()".into(),
+                        }],
                     }),
                 }),
                 Record::Metric(Metric {
@@ -101,7 +117,11 @@ mod tests {
                     count: Some(3),
                 }),
                 Record::Heartbeat(Heartbeat { ts_ms: 5 }),
-                Record::End(SessionEnd { ts_ms: 6, status: EndStatus::Crashed, reason: "signal 9".into() }),
+                Record::End(SessionEnd {
+                    ts_ms: 6,
+                    status: EndStatus::Crashed,
+                    reason: "signal 9".into(),
+                }),
             ],
         }
     }
@@ -118,9 +138,15 @@ mod tests {
     fn rejects_unknown_format_and_garbage() {
         let mut bytes = encode_batch(&sample()).unwrap();
         bytes[0] = 9;
-        assert!(matches!(decode_batch(&bytes), Err(CodecError::UnsupportedFormat(9))));
+        assert!(matches!(
+            decode_batch(&bytes),
+            Err(CodecError::UnsupportedFormat(9))
+        ));
         assert!(matches!(decode_batch(&[]), Err(CodecError::Empty)));
-        assert!(matches!(decode_batch(&[FORMAT_V1, 0xc1, 0xff]), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            decode_batch(&[FORMAT_V1, 0xc1, 0xff]),
+            Err(CodecError::Decode(_))
+        ));
     }
 
     #[test]
@@ -128,7 +154,10 @@ mod tests {
         let batch = Batch {
             session_id: "s".into(),
             seq: 0,
-            records: vec![Record::State(StateUpdate { ts_ms: 1, update: json!([1]) })],
+            records: vec![Record::State(StateUpdate {
+                ts_ms: 1,
+                update: json!([1]),
+            })],
         };
         let bytes = encode_batch(&batch).unwrap();
         assert!(matches!(decode_batch(&bytes), Err(CodecError::Invalid(_))));

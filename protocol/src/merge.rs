@@ -16,7 +16,9 @@ pub fn deep_merge(state: &mut Value, update: &Value) {
     if !state.is_object() {
         *state = Value::Object(Map::new());
     }
-    let Value::Object(target) = state else { unreachable!("made an object above") };
+    let Value::Object(target) = state else {
+        unreachable!("made an object above")
+    };
     merge_objects(target, update);
 }
 
@@ -26,7 +28,9 @@ fn merge_objects(target: &mut Map<String, Value>, update: &Map<String, Value>) {
             (Value::Null, _) => {
                 target.remove(key);
             }
-            (Value::Object(nested), Some(Value::Object(existing))) => merge_objects(existing, nested),
+            (Value::Object(nested), Some(Value::Object(existing))) => {
+                merge_objects(existing, nested)
+            }
             (value, _) => {
                 target.insert(key.clone(), without_nulls(value));
             }
@@ -146,16 +150,23 @@ mod tests {
 
     #[test]
     fn null_deletes_at_any_depth() {
-        let mut state = merged(&[json!({"user": "alice", "count": 5, "data": {"key1": "v1", "key2": "v2"}})]);
+        let mut state =
+            merged(&[json!({"user": "alice", "count": 5, "data": {"key1": "v1", "key2": "v2"}})]);
         deep_merge(&mut state, &json!({"user": null}));
-        assert_eq!(state, json!({"count": 5, "data": {"key1": "v1", "key2": "v2"}}));
+        assert_eq!(
+            state,
+            json!({"count": 5, "data": {"key1": "v1", "key2": "v2"}})
+        );
         deep_merge(&mut state, &json!({"data": {"key1": null}, "absent": null}));
         assert_eq!(state, json!({"count": 5, "data": {"key2": "v2"}}));
     }
 
     #[test]
     fn nulls_inside_inserted_objects_are_dropped() {
-        let state = merged(&[json!({"a": 1}), json!({"a": {"b": null, "c": {"d": null, "e": 2}}})]);
+        let state = merged(&[
+            json!({"a": 1}),
+            json!({"a": {"b": null, "c": {"d": null, "e": 2}}}),
+        ]);
         assert_eq!(state, json!({"a": {"c": {"e": 2}}}));
     }
 
@@ -169,12 +180,16 @@ mod tests {
     fn diff_is_minimal() {
         let old = json!({"a": {"b": 1, "c": 2}, "d": [1], "gone": true});
         let new = json!({"a": {"b": 1, "c": 3}, "d": [1], "added": {"x": 1}});
-        assert_eq!(state_diff(&old, &new), Some(json!({"gone": null, "a": {"c": 3}, "added": {"x": 1}})));
+        assert_eq!(
+            state_diff(&old, &new),
+            Some(json!({"gone": null, "a": {"c": 3}, "added": {"x": 1}}))
+        );
     }
 
     #[test]
     fn flatten_joins_object_paths_and_keeps_arrays() {
-        let leaves = flatten(&json!({"window_state": {"open": ["a", "b"], "active": "a"}, "n": 1, "e": {}}));
+        let leaves =
+            flatten(&json!({"window_state": {"open": ["a", "b"], "active": "a"}, "n": 1, "e": {}}));
         assert_eq!(
             leaves,
             vec![
@@ -203,7 +218,8 @@ mod tests {
     }
 
     fn arb_update() -> impl Strategy<Value = Value> {
-        prop::collection::btree_map("[a-d]", arb_value(), 0..4).prop_map(|m| Value::Object(m.into_iter().collect()))
+        prop::collection::btree_map("[a-d]", arb_value(), 0..4)
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
     }
 
     /// Arrays are opaque values (they replace wholesale), so only object members count.

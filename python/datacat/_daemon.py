@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import weakref
 
 from ._compat import PY2, open_devnull, popen_wait, register_after_fork, set_cloexec

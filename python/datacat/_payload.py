@@ -245,6 +245,26 @@ def build_end(session_id, reason=None, timestamp=None):
     return body
 
 
+def _frame(filename, lineno, function, code):
+    # The daemon wants every field, with an unsigned line number.
+    return {
+        "file": text_type(filename or ""),
+        "line": int(lineno) if lineno and lineno > 0 else 0,
+        "function": text_type(function or ""),
+        "code": text_type(code or ""),
+    }
+
+
+def stack_exception(stack):
+    """An ``exception`` object for "no exception": type ``Unknown`` and the given stack."""
+    return {
+        "type": "Unknown",
+        "message": "",
+        "stacktrace": [line.rstrip("\n") for line in traceback.format_list(stack)],
+        "frames": [_frame(*entry[:4]) for entry in stack],
+    }
+
+
 def build_exception(exc_info=None, max_frames=200):
     """The ``exception`` object of an event from ``sys.exc_info()``-style data.
 
@@ -259,9 +279,7 @@ def build_exception(exc_info=None, max_frames=200):
         return None
     frames = []
     for filename, lineno, function, code in traceback.extract_tb(tb)[-max_frames:]:
-        frames.append(
-            {"file": filename, "line": lineno, "function": function, "code": code or ""}
-        )
+        frames.append(_frame(filename, lineno, function, code))
     try:
         message = text_type(evalue) if evalue is not None else ""
     except Exception:  # noqa: BLE001 - a broken __str__ must not break logging

@@ -34,6 +34,17 @@ _FAILURES = (TransportError, DaemonHTTPError, DaemonStartError, InvalidRecord)
 _UNREACHABLE = ("TransportError", "DaemonStartError")
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_stack():
+    """The current stack without this package's own frames."""
+    stack = traceback.extract_stack()
+    while stack and os.path.dirname(os.path.abspath(stack[-1][0])) == _PACKAGE_DIR:
+        stack.pop()
+    return stack
+
+
 class DatacatClient(object):
     """Talks to this process's shared daemon (started on first use).
 
@@ -191,15 +202,8 @@ class DatacatClient(object):
         """Log an ``exception`` event for the current (or given) exception."""
         exception = _payload.build_exception(exc_info)
         if exception is None:
-            stack = traceback.extract_stack()[:-1]
-            exception = {
-                "type": "Unknown",
-                "message": "",
-                "stacktrace": [line.rstrip("\n") for line in traceback.format_list(stack)],
-                "frames": [
-                    {"file": f, "line": n, "function": fn, "code": c or ""} for f, n, fn, c in stack
-                ],
-            }
+            # No exception being handled: record where log_exception was called from.
+            exception = _payload.stack_exception(_caller_stack())
         return self.log_event(
             session_id,
             "exception",
@@ -217,9 +221,15 @@ class DatacatClient(object):
 
     def end_session(self, session_id, reason=None):
         """End the session; returns after the daemon has flushed its data."""
-        return self._session_call(
+        result = self._session_call(
             "/end", _payload.build_end, session_id, reason=reason, _timeout=self.end_timeout
         )
+        if isinstance(result, dict) and result.get("delivered") is False:
+            # The daemon keeps the data queued and goes on retrying; it is lost only if
+            # the daemon itself dies before NATS comes back.
+            log.warning("session %s ended, but NATS has not acknowledged its data yet; "
+                        "the daemon keeps it queued", session_id)
+        return result
 
     def health(self):
         """The daemon's ``GET /health`` answer, or None if it is unavailable."""

@@ -9,7 +9,7 @@ datacat-daemon, ends the sessions and prints their ids, one per line:
 
 Environment: DATACAT_NATS_URL (where the daemon publishes; default
 nats://127.0.0.1:4222), DATACAT_DAEMON_BIN (the daemon binary, else the
-usual lookup). Exits with status 1 if any call was lost.
+usual lookup), DATACAT_QUERY_URL (the query service, informational). Exits with status 1 if any call was lost.
 Runs on Python 2.7 and 3.x in a few seconds.
 """
 
@@ -36,7 +36,8 @@ PLAYS = [
 
 
 def play(number, version, pilot, levels, sun_crash, nats_url, rng):
-    session = datacat.create_session(product="space-game", version=version, nats_url=nats_url)
+    session = datacat.create_session(os.environ.get("DATACAT_QUERY_URL"), product="space-game",
+                                     version=version, nats_url=nats_url)
     if session.session_id is None:
         print("session %d: could not be created: %s" % (number, session.client.last_error),
               file=sys.stderr)

@@ -118,8 +118,14 @@ def nats_url(nats_server_bin):
         with open(log_path, "rb") as handle:
             tail = handle.read()[-2000:].decode("utf-8", "replace")
         pytest.fail("nats-server did not start: %s\n%s" % (problem, tail), pytrace=False)
+    url = "nats://127.0.0.1:%d" % port
+    # The stream datacat-ingest creates at start; without it the daemon's
+    # publishes are never acknowledged and /end answers "delivered": false.
+    import natsutil
+
+    natsutil.ensure_stream(url)
     try:
-        yield "nats://127.0.0.1:%d" % port
+        yield url
     finally:
         proc.terminate()
         try:
@@ -129,11 +135,13 @@ def nats_url(nats_server_bin):
 
 
 @pytest.fixture
-def live(daemon_bin, nats_url):
+def live(daemon_bin, nats_url, tmpdir, monkeypatch):
     """Keyword arguments for create_session()/DatacatClient() against the real daemon.
 
-    Every test starts and ends without shared daemons of its own.
+    Every test starts and ends without shared daemons of its own; the daemons'
+    logs go to the test's temporary directory.
     """
+    monkeypatch.setenv("DATACAT_DAEMON_LOG", os.path.join(str(tmpdir), "daemon.log"))
     _daemon.stop_shared_daemons(timeout=10.0)
     try:
         yield {"daemon_binary": daemon_bin, "nats_url": nats_url}

@@ -4,6 +4,7 @@ from __future__ import absolute_import
 
 import logging
 import os
+import sys
 import time
 
 import pytest
@@ -248,3 +249,26 @@ def test_public_api():
     for name in ("create_session", "Session", "DatacatClient", "DaemonManager", "__version__"):
         assert hasattr(datacat, name)
     assert datacat.__version__ == "0.1.0"
+
+
+def test_log_exception_without_active_exception(session, stub):
+    if hasattr(sys, "exc_clear"):
+        sys.exc_clear()  # Python 2 keeps the last handled exception around
+    session.log_exception()
+    exc = stub.bodies("/event")[0]["exception"]
+    assert exc["type"] == "Unknown"
+    assert exc["frames"] and all(isinstance(f["line"], int) for f in exc["frames"])
+    assert exc["frames"][-1]["function"] == "test_log_exception_without_active_exception"
+
+
+def test_end_not_delivered_is_success_with_warning(caplog):
+    class Undelivered(StubDaemon):
+        def request(self, method, path, body=None, timeout=None):
+            if path == "/end":
+                return {"status": "ok", "delivered": False}
+            return StubDaemon.request(self, method, path, body, timeout)
+
+    client = DatacatClient(daemon=Undelivered())
+    assert client.end_session("sid") == {"status": "ok", "delivered": False}
+    assert client.get_stats() == {"sent": 1, "failed": 0}
+    assert any("not acknowledged" in r.getMessage() for r in caplog.records)

@@ -17,12 +17,21 @@ import uuid
 import pytest
 
 import datacat
-from datacat import DaemonManager, DatacatClient, _daemon
+from datacat import DaemonManager, DatacatClient
 from datacat._compat import popen_wait
 
+import natsutil
 from conftest import PYTHON_DIR, http_raw
 
-OK = {"status": "ok"}
+
+def ok(answer):
+    """A success answer of the daemon: 200 {"status": "ok", ...}."""
+    return isinstance(answer, dict) and answer.get("status") == "ok"
+
+
+def delivered(answer):
+    """/end's answer when the session's data is acknowledged by JetStream."""
+    return ok(answer) and answer.get("delivered", True) is True
 
 
 def _pid_alive(pid):
@@ -75,13 +84,16 @@ def test_register_returns_session_id(live):
     uuid.UUID(session.session_id)  # a UUID, as the contract says
     other = datacat.create_session(product="space-game", version="1.4.0", **live)
     assert other.session_id != session.session_id
-    assert session.end() == OK
-    assert other.end() == OK
+    assert delivered(session.end())
+    assert delivered(other.end())
 
 
 def test_every_call_returns_without_error(live):
     s = datacat.create_session("http://127.0.0.1:9", "space-game", "1.5.0", **live)
     assert s.session_id, s.client.last_error
+    transport = s.client.daemon._transport
+    connection = transport._conn
+    assert connection is not None
     results = [
         s.update_state({"window_state": {"open": ["main", "space probe"], "active": "main"},
                         "player": {"level": 1, "health": 100}}),
@@ -104,9 +116,21 @@ def test_every_call_returns_without_error(live):
         raise ValueError("probe lost")
     except ValueError:
         results.append(s.log_exception(extra_data={"probe": "alpha"}))
-    results.append(s.end(reason="finished"))
-    assert s.get_stats() == {"sent": 1 + len(results), "failed": 0}, s.client.last_error
-    assert results == [OK] * len(results)
+    assert transport._conn is connection, "calls must share one kept-alive connection"
+    end = s.end(reason="finished")
+    assert s.get_stats() == {"sent": 2 + len(results), "failed": 0}, s.client.last_error
+    assert all(ok(r) for r in results), results
+    assert delivered(end), end
+
+
+def test_end_returns_after_the_data_is_in_jetstream(live):
+    s = datacat.create_session(product="space-game", version="1.4.0", **live)
+    assert s.session_id
+    for i in range(50):
+        s.log_metric("fps", 60 - i * 0.1)
+    assert delivered(s.end())
+    # no sleep: end() answered only after the batches were acknowledged
+    assert natsutil.session_message_count(live["nats_url"], s.session_id) >= 1
 
 
 def test_two_sessions_share_one_daemon(live):
@@ -121,8 +145,8 @@ def test_two_sessions_share_one_daemon(live):
     # a lower-level client with the same settings also uses it
     c = DatacatClient(**live)
     assert c.daemon is manager
-    assert c.heartbeat(a.session_id) == OK
-    assert a.end() == OK and b.end() == OK
+    assert ok(c.heartbeat(a.session_id))
+    assert delivered(a.end()) and delivered(b.end())
 
 
 def test_bad_input_gets_4xx_json_and_daemon_keeps_serving(live):
@@ -145,13 +169,15 @@ def test_bad_input_gets_4xx_json_and_daemon_keeps_serving(live):
         assert isinstance(answer, dict), (path, answer)
         assert answer.get("error") and answer.get("message"), (path, answer)
 
-    status, answer = http_raw(port, "POST", "/state", b"x" * (2 << 20), headers)
-    assert status in (400, 413), (status, answer)
+    # larger than the daemon's default body limit (8 MiB)
+    status, answer = http_raw(port, "POST", "/state", b"x" * (9 << 20), headers)
+    assert status == 413, (status, answer)
+    assert answer.get("error"), answer
 
     status, health = http_raw(port, "GET", "/health")
     assert status == 200 and health["status"] == "ok"
-    assert s.update_state({"still": "working"}) == OK
-    assert s.end() == OK
+    assert ok(s.update_state({"still": "working"}))
+    assert ok(s.end())
     assert s.client.daemon.starts == 1
 
 
@@ -181,13 +207,13 @@ def test_daemon_killed_does_not_raise_and_is_counted(live):
     t = datacat.create_session(product="space-game", version="1.4.0", **live)
     assert t.session_id, t.client.last_error
     assert manager.pid != old_pid
-    assert t.log_event("after_restart") == OK
-    assert t.end() == OK
+    assert ok(t.log_event("after_restart"))
+    assert ok(t.end())
 
 
 def test_new_daemon_after_the_old_one_exited(live):
     s = datacat.create_session(product="space-game", version="1.4.0", **live)
-    assert s.end() == OK
+    assert ok(s.end())
     manager = s.client.daemon
     old_pid = manager.pid
     manager.process.stdin.close()  # the daemon flushes and exits
@@ -195,7 +221,7 @@ def test_new_daemon_after_the_old_one_exited(live):
     t = datacat.create_session(product="space-game", version="1.4.0", **live)
     assert t.session_id, t.client.last_error
     assert t.client.daemon is manager and manager.pid != old_pid
-    assert t.end() == OK
+    assert ok(t.end())
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -210,8 +236,8 @@ def test_forked_child_gets_its_own_daemon(live):
         try:
             os.close(read_end)
             c = datacat.create_session(product="space-game", version="1.4.0", **live)
-            ok = c.session_id is not None and c.log_event("in_child") == OK and c.end() == OK
-            os.write(write_end, ("%s %s" % (c.client.daemon.pid, ok)).encode("ascii"))
+            good = c.session_id is not None and ok(c.log_event("in_child")) and ok(c.end())
+            os.write(write_end, ("%s %s" % (c.client.daemon.pid, good)).encode("ascii"))
             c.client.daemon.stop(timeout=10)
             code = 0
         finally:
@@ -221,13 +247,13 @@ def test_forked_child_gets_its_own_daemon(live):
     os.close(read_end)
     _, status = os.waitpid(pid, 0)
     assert status == 0
-    child_daemon, ok = answer.split()
-    assert ok == "True"
+    child_daemon, good = answer.split()
+    assert good == "True"
     assert int(child_daemon) != parent_daemon
     # the parent's daemon is untouched
     assert s.client.daemon.pid == parent_daemon
-    assert s.log_event("in_parent") == OK
-    assert s.end() == OK
+    assert ok(s.log_event("in_parent"))
+    assert ok(s.end())
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")

@@ -215,3 +215,36 @@ def test_handshake_malformed_line(tmpdir):
     with pytest.raises(DaemonStartError) as info:
         manager.start()
     assert "malformed ready line" in str(info.value)
+
+
+@posix_only
+def test_refused_request_starts_a_new_daemon_and_retries_once(tmpdir):
+    """A daemon that is alive but no longer listening is replaced; the request is retried."""
+    # Announces a port nobody listens on, then waits for stdin EOF.
+    import socket
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    dead_port = sock.getsockname()[1]
+    sock.close()
+    path = script(tmpdir, "deaf", """
+        import sys
+        sys.stdout.write("DATACAT_DAEMON_READY %d\\n")
+        sys.stdout.flush()
+        sys.stdin.read()
+    """ % dead_port)
+    from datacat._transport import TransportError
+    manager = DaemonManager(daemon_binary=path, log_path="devnull")
+    manager.start()
+    first = manager.process
+    with pytest.raises(TransportError) as info:
+        manager.request("POST", "/heartbeat", {"session_id": "s"})
+    assert info.value.kind == "refused"
+    assert manager.starts == 2  # replaced once, retried once, then gave up
+    assert manager.process is not first
+    assert _compat_wait(first, 10) == 0  # the old one was asked to exit (stdin closed)
+    manager.stop(timeout=10)
+
+
+def _compat_wait(proc, timeout):
+    from datacat._compat import popen_wait
+    return popen_wait(proc, timeout)

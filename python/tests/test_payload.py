@@ -138,3 +138,12 @@ def test_exception_payload():
     assert exc["frames"][-1]["code"] == 'raise ValueError("bad thing")'
     assert isinstance(exc["frames"][-1]["line"], int)
     assert p.build_exception((None, None, None)) is None
+
+
+def test_exception_frames_always_complete():
+    frame = p._frame(None, None, None, None)
+    assert frame == {"file": "", "line": 0, "function": "", "code": ""}
+    import traceback
+    exc = p.stack_exception(traceback.extract_stack())
+    assert exc["type"] == "Unknown" and exc["message"] == ""
+    assert exc["frames"][-1]["function"] == "test_exception_frames_always_complete"

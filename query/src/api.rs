@@ -17,7 +17,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", get(session))
         .method_not_allowed_fallback(|| async {
-            (axum::http::StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": "method_not_allowed", "message": "method not allowed"})))
+            (
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                Json(json!({"error": "method_not_allowed", "message": "method not allowed"})),
+            )
         })
 }
 
@@ -38,7 +41,10 @@ async fn list_sessions(
 }
 
 /// `GET /api/sessions/{id}`: the session with state, state history, events and metrics.
-async fn session(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<SessionDetail>, ApiError> {
+async fn session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionDetail>, ApiError> {
     state
         .reader
         .session(&id)

@@ -13,7 +13,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// ClickHouse HTTP interface.
-    #[arg(long, env = "DATACAT_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(
+        long,
+        env = "DATACAT_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
     pub clickhouse_url: String,
 
     /// ClickHouse database (created by `datacat-ingest migrate`).

@@ -28,9 +28,13 @@ pub fn router(runtime: Handle) -> Router<AppState> {
         .route("/sessions/{id}", get(shell))
         .route(
             "/live/ws",
-            get(move |ws: WebSocketUpgrade, query: Query<HashMap<String, String>>, state: State<AppState>| {
-                live(ws, query, state, pool.clone(), runtime.clone())
-            }),
+            get(
+                move |ws: WebSocketUpgrade,
+                      query: Query<HashMap<String, String>>,
+                      state: State<AppState>| {
+                    live(ws, query, state, pool.clone(), runtime.clone())
+                },
+            ),
         )
 }
 
@@ -58,9 +62,15 @@ async fn live(
     let target = params.get("page").cloned().unwrap_or_else(|| "/".into());
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let page = Page::from_path(path, query);
-    let data: Arc<dyn DataSource> = Arc::new(WarehouseData { reader: state.reader.clone(), runtime });
+    let data: Arc<dyn DataSource> = Arc::new(WarehouseData {
+        reader: state.reader.clone(),
+        runtime,
+    });
     ws.on_upgrade(move |socket| async move {
-        if let Err(error) = pool.launch_with_props(axum_socket(socket), app, AppProps { page, data }).await {
+        if let Err(error) = pool
+            .launch_with_props(axum_socket(socket), app, AppProps { page, data })
+            .await
+        {
             tracing::debug!(?error, "dashboard socket closed");
         }
     })
@@ -71,7 +81,9 @@ async fn live(
 fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

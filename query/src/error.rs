@@ -26,6 +26,13 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "warehouse_unavailable")
             }
         };
-        (status, Json(ErrorBody { error: code.to_string(), message: self.to_string() })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: code.to_string(),
+                message: self.to_string(),
+            }),
+        )
+            .into_response()
     }
 }

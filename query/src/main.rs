@@ -42,16 +42,23 @@ async fn main() -> Result<()> {
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state);
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await.context("binding the HTTP listener")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .context("binding the HTTP listener")?;
     info!(addr = %listener.local_addr()?, "datacat-query serving the API and dashboard");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     info!("stopped");
     Ok(())
 }
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -28,12 +28,32 @@ pub async fn track(request: Request, next: Next) -> Response {
 pub async fn render() -> String {
     let mut out = String::new();
     for (name, help, value) in [
-        ("datacat_query_requests_total", "HTTP requests served.", &REQUESTS),
-        ("datacat_query_client_errors_total", "Requests answered 4xx.", &CLIENT_ERRORS),
-        ("datacat_query_server_errors_total", "Requests answered 5xx.", &SERVER_ERRORS),
-        ("datacat_query_request_micros_total", "Time spent serving requests, in microseconds.", &LATENCY_MICROS),
+        (
+            "datacat_query_requests_total",
+            "HTTP requests served.",
+            &REQUESTS,
+        ),
+        (
+            "datacat_query_client_errors_total",
+            "Requests answered 4xx.",
+            &CLIENT_ERRORS,
+        ),
+        (
+            "datacat_query_server_errors_total",
+            "Requests answered 5xx.",
+            &SERVER_ERRORS,
+        ),
+        (
+            "datacat_query_request_micros_total",
+            "Time spent serving requests, in microseconds.",
+            &LATENCY_MICROS,
+        ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            value.load(Ordering::Relaxed)
+        );
     }
     out
 }

@@ -47,7 +47,9 @@ impl Connection {
     fn server_client(&self) -> Result<clickhouse::Client> {
         validate_identifier(&self.database)?;
         // 18.16 does not know RowBinaryWithNamesAndTypes, which validation needs.
-        let mut client = clickhouse::Client::default().with_url(&self.url).with_validation(false);
+        let mut client = clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_validation(false);
         if let Some(user) = &self.user {
             client = client.with_user(user);
         }

@@ -101,7 +101,10 @@ struct AppliedMigration {
 pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
     let server = connection.server_client()?;
     server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {}", connection.database))
+        .query(&format!(
+            "CREATE DATABASE IF NOT EXISTS {}",
+            connection.database
+        ))
         .execute()
         .await?;
     let db = connection.client()?;
@@ -121,13 +124,20 @@ pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
 
     let mut newly_applied = Vec::new();
     for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        info!(version = migration.version, name = migration.name, "applying migration");
+        info!(
+            version = migration.version,
+            name = migration.name,
+            "applying migration"
+        );
         for statement in migration.statements {
             db.query(statement).execute().await?;
         }
         let mut insert = db.insert::<AppliedMigration>("schema_migrations").await?;
         insert
-            .write(&AppliedMigration { version: migration.version, name: migration.name.to_string() })
+            .write(&AppliedMigration {
+                version: migration.version,
+                name: migration.name.to_string(),
+            })
             .await?;
         insert.end().await?;
         newly_applied.push(migration.version);

@@ -2,7 +2,8 @@
 
 use clickhouse::{Client, Row};
 use datacat_protocol::api::{
-    EventView, MetricView, SessionDetail, SessionQuery, SessionSummary, StateSnapshot, STATUS_ACTIVE,
+    EventView, MetricView, SessionDetail, SessionQuery, SessionSummary, StateSnapshot,
+    STATUS_ACTIVE,
 };
 use datacat_protocol::time::rfc3339_ms;
 use datacat_protocol::{ExceptionInfo, MachineInfo};
@@ -37,7 +38,9 @@ struct SessionListRow {
 
 impl Reader {
     pub fn new(connection: &Connection) -> Result<Self> {
-        Ok(Self { client: connection.client()? })
+        Ok(Self {
+            client: connection.client()?,
+        })
     }
 
     /// Answers when the warehouse is reachable.
@@ -97,7 +100,9 @@ impl Reader {
             .await?;
         let metrics = self
             .client
-            .query("SELECT ?fields FROM metrics FINAL WHERE session_id = ? ORDER BY ts_ms, seq, idx")
+            .query(
+                "SELECT ?fields FROM metrics FINAL WHERE session_id = ? ORDER BY ts_ms, seq, idx",
+            )
             .bind(id)
             .fetch_all::<MetricRow>()
             .await?;
@@ -138,7 +143,11 @@ fn detail(
     events: Vec<EventRow>,
     metrics: Vec<MetricRow>,
 ) -> Result<SessionDetail> {
-    let machine: MachineInfo = if row.machine.is_empty() { MachineInfo::default() } else { serde_json::from_str(&row.machine)? };
+    let machine: MachineInfo = if row.machine.is_empty() {
+        MachineInfo::default()
+    } else {
+        serde_json::from_str(&row.machine)?
+    };
     let state_history = history
         .into_iter()
         .map(|h| {
@@ -153,8 +162,11 @@ fn detail(
     let events = events
         .into_iter()
         .map(|e| {
-            let exception: Option<ExceptionInfo> =
-                if e.exception.is_empty() { None } else { Some(serde_json::from_str(&e.exception)?) };
+            let exception: Option<ExceptionInfo> = if e.exception.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_str(&e.exception)?)
+            };
             Ok(EventView {
                 timestamp: rfc3339_ms(e.ts_ms),
                 name: e.name,

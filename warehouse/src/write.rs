@@ -33,13 +33,16 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(connection: &Connection) -> Result<Self> {
-        Ok(Self { client: connection.client()? })
+        Ok(Self {
+            client: connection.client()?,
+        })
     }
 
     /// Inserts every row of the set. Rows are idempotent by identity, so a retry after a
     /// partial failure is safe.
     pub async fn insert(&self, rows: &RowSet) -> Result<()> {
-        self.insert_table("state_history", &rows.state_history).await?;
+        self.insert_table("state_history", &rows.state_history)
+            .await?;
         self.insert_table("events", &rows.events).await?;
         self.insert_table("metrics", &rows.metrics).await?;
         // Sessions last: a session row never points at history that is not there yet.

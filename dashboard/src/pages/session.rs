@@ -22,7 +22,9 @@ pub fn SessionPage(id: String) -> Element {
     let view = match &*detail.read() {
         None => rsx! { p { class: "muted", "Loading session…" } },
         Some(Err(error)) => rsx! { p { class: "error", "Could not load the session: {error}" } },
-        Some(Ok(None)) => rsx! { p { class: "empty", "No session {id}. " a { href: "/", "Back to sessions" } } },
+        Some(Ok(None)) => {
+            rsx! { p { class: "empty", "No session {id}. " a { href: "/", "Back to sessions" } } }
+        }
         Some(Ok(Some(session))) => rsx! { SessionView { session: session.clone() } },
     };
     view
@@ -31,10 +33,17 @@ pub fn SessionPage(id: String) -> Element {
 #[component]
 fn SessionView(session: SessionDetail) -> Element {
     let state = serde_json::to_string_pretty(&session.state).unwrap_or_default();
-    let ended = session.ended_at.as_deref().map(short_time).unwrap_or_else(|| "—".into());
+    let ended = session
+        .ended_at
+        .as_deref()
+        .map(short_time)
+        .unwrap_or_else(|| "—".into());
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for (i, metric) in session.metrics.iter().enumerate() {
-        series.entry(metric.name.clone()).or_default().push((i as f64, metric.value));
+        series
+            .entry(metric.name.clone())
+            .or_default()
+            .push((i as f64, metric.value));
     }
     rsx! {
         section { class: "session-header",
@@ -82,7 +91,11 @@ fn SessionView(session: SessionDetail) -> Element {
 
 #[component]
 fn EventRow(event: EventView) -> Element {
-    let data = if event.data.as_object().is_some_and(|o| o.is_empty()) { String::new() } else { event.data.to_string() };
+    let data = if event.data.as_object().is_some_and(|o| o.is_empty()) {
+        String::new()
+    } else {
+        event.data.to_string()
+    };
     rsx! {
         tr { class: "level-{event.level}",
             td { "{short_time(&event.timestamp)}" }
