@@ -33,14 +33,7 @@ const READY_LINE: &str = "DATACAT_DAEMON_READY";
 #[tokio::main]
 async fn main() -> Result<()> {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    datacat_service::init_tracing();
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -65,7 +58,7 @@ async fn main() -> Result<()> {
             shutdown.clone(),
         ));
     }
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    tokio::spawn(datacat_service::cancel_on_signal(shutdown.clone()));
 
     announce_ready(port)?;
     info!(port, nats = %config.nats_url, "datacat-daemon ready");
@@ -96,20 +89,4 @@ fn announce_ready(port: u16) -> Result<()> {
     writeln!(stdout, "{READY_LINE} {port}")?;
     stdout.flush()?;
     Ok(())
-}
-
-async fn signal_shutdown(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: flushing and exiting"),
-        _ = int.recv() => info!("SIGINT: flushing and exiting"),
-    }
-    shutdown.cancel();
 }

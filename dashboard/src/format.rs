@@ -26,7 +26,8 @@ fn hex(byte: u8) -> Option<u8> {
     (byte as char).to_digit(16).map(|d| d as u8)
 }
 
-/// Percent-encoding for one query value.
+/// Percent-encodes everything but unreserved characters: safe in a URL query value and
+/// inside a JavaScript string literal.
 pub fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use datacat_protocol::api::{SessionDetail, SessionQuery, SessionSummary};
 use dioxus::prelude::*;
 
+pub use format::url_encode;
 pub use style::STYLESHEET;
 
 /// Where pages get their data.

@@ -22,34 +22,8 @@ pub struct Config {
     )]
     pub nats_url: String,
 
-    /// ClickHouse HTTP interface.
-    #[arg(
-        long,
-        global = true,
-        env = "DATACAT_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:8123"
-    )]
-    pub clickhouse_url: String,
-
-    /// ClickHouse database (created by `migrate`).
-    #[arg(
-        long,
-        global = true,
-        env = "DATACAT_CLICKHOUSE_DATABASE",
-        default_value = "datacat"
-    )]
-    pub clickhouse_database: String,
-
-    #[arg(long, global = true, env = "DATACAT_CLICKHOUSE_USER")]
-    pub clickhouse_user: Option<String>,
-
-    #[arg(
-        long,
-        global = true,
-        env = "DATACAT_CLICKHOUSE_PASSWORD",
-        hide_env_values = true
-    )]
-    pub clickhouse_password: Option<String>,
+    #[command(flatten)]
+    pub clickhouse: datacat_warehouse::ClickHouseArgs,
 
     /// Address of the /health and /metrics endpoints.
     #[arg(
@@ -116,15 +90,4 @@ pub enum Command {
     Run,
     /// Apply the ClickHouse schema migrations and exit.
     Migrate,
-}
-
-impl Config {
-    pub fn warehouse(&self) -> datacat_warehouse::Connection {
-        datacat_warehouse::Connection {
-            url: self.clickhouse_url.clone(),
-            database: self.clickhouse_database.clone(),
-            user: self.clickhouse_user.clone(),
-            password: self.clickhouse_password.clone(),
-        }
-    }
 }

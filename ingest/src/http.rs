@@ -1,12 +1,12 @@
 //! `/health` and Prometheus `/metrics`.
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use datacat_service::{prometheus_text, Sample};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,45 +32,37 @@ async fn health(State(stats): State<Arc<Stats>>) -> Json<Value> {
 }
 
 async fn metrics(State(stats): State<Arc<Stats>>) -> String {
-    let mut out = String::new();
-    for (name, help, value) in [
-        (
+    prometheus_text(&[
+        Sample::counter(
             "datacat_ingest_messages_total",
             "Messages applied.",
             &stats.messages,
         ),
-        (
+        Sample::counter(
             "datacat_ingest_duplicates_total",
             "Messages already applied (redeliveries, retries).",
             &stats.duplicates,
         ),
-        (
+        Sample::counter(
             "datacat_ingest_dead_letters_total",
             "Messages dead-lettered.",
             &stats.dead_letters,
         ),
-        (
+        Sample::counter(
             "datacat_ingest_gaps_total",
             "Batches given up on after the gap wait.",
             &stats.gaps,
         ),
-        ("datacat_ingest_rows_total", "Rows inserted.", &stats.rows),
-        (
+        Sample::counter("datacat_ingest_rows_total", "Rows inserted.", &stats.rows),
+        Sample::counter(
             "datacat_ingest_insert_errors_total",
             "Failed insert rounds (retried).",
             &stats.insert_errors,
         ),
-        (
+        Sample::counter(
             "datacat_ingest_insert_micros_total",
             "Time spent inserting, in microseconds.",
             &stats.insert_micros,
         ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            value.load(Ordering::Relaxed)
-        );
-    }
-    out
+    ])
 }

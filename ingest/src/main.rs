@@ -19,16 +19,9 @@ use crate::config::{Command, Config};
 #[tokio::main]
 async fn main() -> Result<()> {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    datacat_service::init_tracing();
 
-    let connection = config.warehouse();
+    let connection = config.clickhouse.connection();
     match config.command.unwrap_or(Command::Run) {
         Command::Migrate => {
             let applied = datacat_warehouse::migrate(&connection)
@@ -50,7 +43,7 @@ async fn run(config: Config, connection: datacat_warehouse::Connection) -> Resul
     let stats = Arc::new(worker::Stats::default());
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    tokio::spawn(datacat_service::cancel_on_signal(shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .context("binding /health and /metrics")?;
@@ -61,20 +54,4 @@ async fn run(config: Config, connection: datacat_warehouse::Connection) -> Resul
     worker::Worker::new(nats, resources, writer, stats, &config)
         .run(shutdown)
         .await
-}
-
-async fn shutdown_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    info!("stopping: finishing the current batch");
-    shutdown.cancel();
 }

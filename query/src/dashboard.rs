@@ -12,7 +12,7 @@ use axum::extract::{OriginalUri, Query, State, WebSocketUpgrade};
 use axum::response::{Html, Response};
 use axum::routing::get;
 use axum::Router;
-use datacat_dashboard::{app, AppProps, DataSource, Page, STYLESHEET};
+use datacat_dashboard::{app, url_encode, AppProps, DataSource, Page, STYLESHEET};
 use datacat_protocol::api::{SessionDetail, SessionQuery, SessionSummary};
 use datacat_warehouse::Reader;
 use dioxus_liveview::{axum_socket, interpreter_glue, LiveViewPool};
@@ -41,7 +41,7 @@ pub fn router(runtime: Handle) -> Router<AppState> {
 /// The page shell: stylesheet, mount point, and the LiveView glue for this page.
 async fn shell(OriginalUri(uri): OriginalUri) -> Html<String> {
     let page = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-    let glue = interpreter_glue(&format!("/live/ws?page={}", encode(page)));
+    let glue = interpreter_glue(&format!("/live/ws?page={}", url_encode(page)));
     Html(format!(
         r#"<!DOCTYPE html>
 <html lang="en">
@@ -74,19 +74,6 @@ async fn live(
             tracing::debug!(?error, "dashboard socket closed");
         }
     })
-}
-
-/// Percent-encodes everything but unreserved characters, so the value is safe inside the
-/// glue's JavaScript string and a URL.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The dashboard's data, read through the warehouse on the service's main runtime (LiveView

@@ -25,16 +25,9 @@ pub struct AppState {
 #[tokio::main]
 async fn main() -> Result<()> {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    datacat_service::init_tracing();
 
-    let reader = Arc::new(Reader::new(&config.warehouse())?);
+    let reader = Arc::new(Reader::new(&config.clickhouse.connection())?);
     let state = AppState { reader };
     let app = Router::new()
         .merge(api::router())
@@ -46,23 +39,11 @@ async fn main() -> Result<()> {
         .await
         .context("binding the HTTP listener")?;
     info!(addr = %listener.local_addr()?, "datacat-query serving the API and dashboard");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(datacat_service::cancel_on_signal(shutdown.clone()));
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

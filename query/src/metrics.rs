@@ -1,11 +1,11 @@
 //! Prometheus `/metrics`: requests and errors by status class.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
+use datacat_service::{prometheus_text, Sample};
 
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
 static CLIENT_ERRORS: AtomicU64 = AtomicU64::new(0);
@@ -26,34 +26,26 @@ pub async fn track(request: Request, next: Next) -> Response {
 }
 
 pub async fn render() -> String {
-    let mut out = String::new();
-    for (name, help, value) in [
-        (
+    prometheus_text(&[
+        Sample::counter(
             "datacat_query_requests_total",
             "HTTP requests served.",
             &REQUESTS,
         ),
-        (
+        Sample::counter(
             "datacat_query_client_errors_total",
             "Requests answered 4xx.",
             &CLIENT_ERRORS,
         ),
-        (
+        Sample::counter(
             "datacat_query_server_errors_total",
             "Requests answered 5xx.",
             &SERVER_ERRORS,
         ),
-        (
+        Sample::counter(
             "datacat_query_request_micros_total",
             "Time spent serving requests, in microseconds.",
             &LATENCY_MICROS,
         ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            value.load(Ordering::Relaxed)
-        );
-    }
-    out
+    ])
 }

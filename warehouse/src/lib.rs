@@ -28,6 +28,50 @@ pub enum WarehouseError {
 
 pub type Result<T, E = WarehouseError> = std::result::Result<T, E>;
 
+/// ClickHouse connection flags, shared by every binary that talks to the warehouse.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP interface.
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    pub clickhouse_url: String,
+
+    /// ClickHouse database (created by `datacat-ingest migrate`).
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_CLICKHOUSE_DATABASE",
+        default_value = "datacat"
+    )]
+    pub clickhouse_database: String,
+
+    #[arg(long, global = true, env = "DATACAT_CLICKHOUSE_USER")]
+    pub clickhouse_user: Option<String>,
+
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_CLICKHOUSE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub clickhouse_password: Option<String>,
+}
+
+impl ClickHouseArgs {
+    pub fn connection(&self) -> Connection {
+        Connection {
+            url: self.clickhouse_url.clone(),
+            database: self.clickhouse_database.clone(),
+            user: self.clickhouse_user.clone(),
+            password: self.clickhouse_password.clone(),
+        }
+    }
+}
+
 /// Where the warehouse lives.
 #[derive(Debug, Clone)]
 pub struct Connection {

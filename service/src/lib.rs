@@ -1,0 +1,112 @@
+//! What every DataCat service process shares: logging setup, shutdown on signals, and
+//! Prometheus text rendering.
+
+use std::fmt::Write;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Logs to stderr (stdout may be a handshake pipe), filtered by `RUST_LOG` (default `info`),
+/// coloured only on a terminal.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+pub async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+        _ = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}
+
+/// The Prometheus type of a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+}
+
+/// One sample of the Prometheus text format.
+pub struct Sample<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
+    pub kind: MetricType,
+    pub value: u64,
+}
+
+impl<'a> Sample<'a> {
+    /// A counter read from an atomic.
+    pub fn counter(name: &'a str, help: &'a str, value: &AtomicU64) -> Self {
+        Self {
+            name,
+            help,
+            kind: MetricType::Counter,
+            value: value.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn gauge(name: &'a str, help: &'a str, value: u64) -> Self {
+        Self {
+            name,
+            help,
+            kind: MetricType::Gauge,
+            value,
+        }
+    }
+}
+
+/// Renders samples in the Prometheus text exposition format.
+pub fn prometheus_text(samples: &[Sample<'_>]) -> String {
+    let mut out = String::new();
+    for sample in samples {
+        let kind = match sample.kind {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {kind}\n{} {}",
+            sample.name, sample.help, sample.name, sample.name, sample.value
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_text_format() {
+        let text = prometheus_text(&[Sample {
+            name: "x_total",
+            help: "Xs.",
+            kind: MetricType::Counter,
+            value: 3,
+        }]);
+        assert_eq!(
+            text,
+            "# HELP x_total Xs.\n# TYPE x_total counter\nx_total 3\n"
+        );
+    }
+}
