@@ -3,29 +3,34 @@
 //! Bodies are parsed by hand rather than with axum's `Json` extractor so every rejection is
 //! a JSON error with a clear message, and the daemon keeps serving whatever it is sent.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use datacat_protocol::record::{
-    Event, ExceptionInfo, Level, Metric, MetricKind, Record, SessionEnd, SessionStart,
-};
+use datacat_protocol::record::{SessionEnd, SessionStart};
 use datacat_protocol::time::{client_ts_ms, now_ms};
 use datacat_protocol::EndStatus;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::bodies::{parse_lenient, BadBody, EventBody, MetricBody, MetricCall, StateBody};
 use crate::machine;
 use crate::metrics;
 use crate::sessions::{Registry, SessionError};
 
 type AppState = Arc<Registry>;
+type Body = Result<Bytes, BytesRejection>;
+
+/// The heartbeat timeout when a client starts monitoring without one (the original's).
+const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn router(registry: Arc<Registry>, max_body_bytes: usize) -> Router {
     Router::new()
@@ -34,10 +39,16 @@ pub fn router(registry: Arc<Registry>, max_body_bytes: usize) -> Router {
         .route("/event", post(event))
         .route("/metric", post(metric))
         .route("/heartbeat", post(heartbeat))
+        .route("/start_heartbeat_monitor", post(start_monitor))
+        .route("/stop_heartbeat_monitor", post(stop_monitor))
+        .route("/pause_heartbeat", post(pause))
+        .route("/resume_heartbeat", post(resume))
         .route("/end", post(end))
         .route("/batch", post(batch))
         .route("/health", get(health))
         .route("/metrics", get(metrics::render))
+        .route("/session", get(session))
+        .route("/sessions", get(sessions))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -97,17 +108,50 @@ impl From<SessionError> for ApiError {
     }
 }
 
-fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+impl From<BadBody> for ApiError {
+    fn from(error: BadBody) -> Self {
+        ApiError::BadRequest(error.0)
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| match rejection {
         BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
         other => ApiError::BadRequest(other.body_text()),
     })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    Ok(parse_lenient(&body)?)
+}
+
+fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// Splits a body into its `session_id` and the rest.
+fn with_session<T: DeserializeOwned>(body: Body) -> Result<(String, T), ApiError> {
+    #[derive(Deserialize)]
+    struct SessionRef {
+        session_id: String,
+    }
+    let value: Value = parse(body)?;
+    let SessionRef { session_id } = from_value(value.clone())?;
+    Ok((session_id, from_value(value)?))
 }
 
 fn ok() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// Seconds from a client, as a duration (positive and finite, at most a day).
+fn timeout(seconds: Option<f64>) -> Result<Option<Duration>, ApiError> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+            Ok(Some(Duration::from_secs_f64(s)))
+        }
+        Some(s) => Err(ApiError::BadRequest(format!(
+            "timeout must be between 0 and 86400 seconds, not {s}"
+        ))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -118,10 +162,7 @@ struct RegisterBody {
     timestamp: Option<f64>,
 }
 
-async fn register(
-    State(registry): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+async fn register(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let body: RegisterBody = parse(body)?;
     let product = body.product.filter(|p| !p.trim().is_empty());
     let version = body.version.filter(|v| !v.trim().is_empty());
@@ -141,205 +182,111 @@ async fn register(
     Ok(Json(json!({"session_id": session_id})))
 }
 
-#[derive(Deserialize)]
-struct SessionRef {
-    session_id: String,
+async fn state(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let (session_id, body): (String, StateBody) = with_session(body)?;
+    let (ts_ms, update) = body.checked()?;
+    registry.update_state(&session_id, ts_ms, &update)?;
+    Ok(ok())
 }
 
-#[derive(Deserialize)]
-struct StateBody {
-    state: Value,
-    timestamp: Option<f64>,
+async fn event(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let (session_id, body): (String, EventBody) = with_session(body)?;
+    registry.push(&session_id, body.into_record()?)?;
+    Ok(ok())
 }
 
-fn apply_state(registry: &Registry, session_id: &str, body: StateBody) -> Result<(), ApiError> {
-    if !body.state.is_object() {
-        return Err(ApiError::BadRequest("state must be a JSON object".into()));
+fn apply_metric(registry: &Registry, session_id: &str, body: MetricBody) -> Result<(), ApiError> {
+    match body.into_call()? {
+        MetricCall::Point(record) => registry.push(session_id, record)?,
+        MetricCall::CounterDelta {
+            name,
+            tags,
+            unit,
+            delta,
+        } => registry.aggregate(session_id, |a| a.add_to_counter(name, tags, unit, delta))?,
+        MetricCall::Observation {
+            name,
+            tags,
+            unit,
+            bounds,
+            value,
+        } => registry.aggregate(session_id, |a| a.observe(name, tags, unit, &bounds, value))?,
     }
-    registry.update_state(
-        session_id,
-        client_ts_ms(body.timestamp, now_ms()),
-        &body.state,
-    )?;
     Ok(())
 }
 
-async fn state(
-    State(registry): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let body: Value = parse(body)?;
-    let SessionRef { session_id } = from_value(body.clone())?;
-    apply_state(&registry, &session_id, from_value(body)?)?;
-    Ok(ok())
-}
-
-fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    serde_json::from_value(value).map_err(|e| ApiError::BadRequest(e.to_string()))
-}
-
-/// An event as clients send it. The original's flat exception fields are still accepted.
-#[derive(Deserialize)]
-struct EventBody {
-    name: String,
-    level: Option<String>,
-    category: Option<String>,
-    group: Option<String>,
-    labels: Option<Vec<String>>,
-    message: Option<String>,
-    data: Option<Value>,
-    exception: Option<ExceptionInfo>,
-    stacktrace: Option<Vec<String>>,
-    exception_type: Option<String>,
-    exception_msg: Option<String>,
-    timestamp: Option<f64>,
-}
-
-impl EventBody {
-    fn into_record(self) -> Result<Record, ApiError> {
-        if self.name.trim().is_empty() {
-            return Err(ApiError::BadRequest("event name must not be empty".into()));
-        }
-        let level = match (&self.level, &self.category) {
-            (Some(level), _) => Level::parse(level).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "unknown level {level:?}: use debug, info, warning, error or critical"
-                ))
-            })?,
-            // The original used `category` as the level.
-            (None, Some(category)) => Level::parse(category).unwrap_or_default(),
-            (None, None) => Level::default(),
-        };
-        let data = match self.data {
-            None | Some(Value::Null) => json!({}),
-            Some(data @ Value::Object(_)) => data,
-            Some(_) => {
-                return Err(ApiError::BadRequest(
-                    "event data must be a JSON object".into(),
-                ))
-            }
-        };
-        let exception = self.exception.or_else(|| {
-            self.exception_type.map(|type_name| ExceptionInfo {
-                type_name,
-                message: self.exception_msg.unwrap_or_default(),
-                stacktrace: self.stacktrace.unwrap_or_default(),
-                frames: Vec::new(),
-            })
-        });
-        Ok(Record::Event(Event {
-            ts_ms: client_ts_ms(self.timestamp, now_ms()),
-            name: self.name,
-            level,
-            category: self.category.unwrap_or_default(),
-            group: self.group.unwrap_or_default(),
-            labels: self.labels.unwrap_or_default(),
-            message: self.message.unwrap_or_default(),
-            data,
-            exception,
-        }))
-    }
-}
-
-async fn event(
-    State(registry): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let body: Value = parse(body)?;
-    let SessionRef { session_id } = from_value(body.clone())?;
-    let record = from_value::<EventBody>(body)?.into_record()?;
-    registry.push(&session_id, record)?;
-    Ok(ok())
-}
-
-#[derive(Deserialize)]
-struct MetricBody {
-    name: String,
-    value: f64,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    unit: Option<String>,
-    tags: Option<Vec<String>>,
-    count: Option<u64>,
-    timestamp: Option<f64>,
-}
-
-impl MetricBody {
-    fn into_record(self) -> Result<Record, ApiError> {
-        if self.name.trim().is_empty() {
-            return Err(ApiError::BadRequest("metric name must not be empty".into()));
-        }
-        if !self.value.is_finite() {
-            return Err(ApiError::BadRequest(
-                "metric value must be a finite number".into(),
-            ));
-        }
-        let kind = match self.kind.as_deref() {
-            None | Some("") => MetricKind::Gauge,
-            Some(kind) => MetricKind::parse(kind).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "unknown metric type {kind:?}: use gauge, counter, histogram or timer"
-                ))
-            })?,
-        };
-        Ok(Record::Metric(Metric {
-            ts_ms: client_ts_ms(self.timestamp, now_ms()),
-            name: self.name,
-            kind,
-            value: self.value,
-            unit: self.unit.unwrap_or_default(),
-            tags: self.tags.unwrap_or_default(),
-            count: self.count,
-        }))
-    }
-}
-
-async fn metric(
-    State(registry): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let body: Value = parse(body)?;
-    let SessionRef { session_id } = from_value(body.clone())?;
-    let record = from_value::<MetricBody>(body)?.into_record()?;
-    registry.push(&session_id, record)?;
+async fn metric(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let (session_id, body): (String, MetricBody) = with_session(body)?;
+    apply_metric(&registry, &session_id, body)?;
     Ok(ok())
 }
 
 #[derive(Deserialize)]
 struct HeartbeatBody {
-    session_id: String,
+    /// Seconds without a heartbeat after which the session is hung; starts monitoring.
+    timeout: Option<f64>,
     timestamp: Option<f64>,
 }
 
-async fn heartbeat(
+async fn heartbeat(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let (session_id, body): (String, HeartbeatBody) = with_session(body)?;
+    registry.heartbeat(
+        &session_id,
+        client_ts_ms(body.timestamp, now_ms()),
+        timeout(body.timeout)?,
+    )?;
+    Ok(ok())
+}
+
+async fn start_monitor(
     State(registry): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body: HeartbeatBody = parse(body)?;
-    registry.heartbeat(&body.session_id, client_ts_ms(body.timestamp, now_ms()))?;
+    let (session_id, body): (String, HeartbeatBody) = with_session(body)?;
+    registry.start_monitor(
+        &session_id,
+        timeout(body.timeout)?.unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT),
+    )?;
+    Ok(ok())
+}
+
+async fn stop_monitor(
+    State(registry): State<AppState>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let (session_id, _): (String, Value) = with_session(body)?;
+    registry.stop_monitor(&session_id)?;
+    Ok(ok())
+}
+
+async fn pause(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let (session_id, _): (String, Value) = with_session(body)?;
+    registry.pause_monitor(&session_id, true)?;
+    Ok(ok())
+}
+
+async fn resume(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let (session_id, _): (String, Value) = with_session(body)?;
+    registry.pause_monitor(&session_id, false)?;
     Ok(ok())
 }
 
 #[derive(Deserialize)]
 struct EndBody {
-    session_id: String,
     reason: Option<String>,
     timestamp: Option<f64>,
 }
 
 /// Ends the session and answers once its batches are acknowledged by JetStream (or the
-/// wait runs out: then the data stays queued here and `delivered` is false).
-async fn end(
-    State(registry): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let body: EndBody = parse(body)?;
+/// wait runs out: then the data stays in the spool and `delivered` is false).
+async fn end(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let (session_id, body): (String, EndBody) = with_session(body)?;
     let end = SessionEnd {
         ts_ms: client_ts_ms(body.timestamp, now_ms()),
         status: EndStatus::Ended,
         reason: body.reason.unwrap_or_default(),
     };
-    let mut unacked = registry.end(&body.session_id, end)?;
+    let mut unacked = registry.end(&session_id, end)?;
     let delivered = tokio::time::timeout(registry.end_wait, unacked.wait_for(|n| *n == 0))
         .await
         .is_ok();
@@ -353,33 +300,33 @@ enum BatchItem {
     State(StateBody),
     Event(Box<EventBody>),
     Metric(MetricBody),
-    Heartbeat { timestamp: Option<f64> },
+    Heartbeat(HeartbeatBody),
 }
 
 #[derive(Deserialize)]
 struct BatchBody {
-    session_id: String,
     items: Vec<Value>,
 }
 
 /// Many calls in one request, applied in order. Items that are invalid are reported (with
 /// their index) in a 400 answer; the valid ones around them are still applied.
-async fn batch(
-    State(registry): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let body: BatchBody = parse(body)?;
+async fn batch(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let (session_id, body): (String, BatchBody) = with_session(body)?;
     let mut accepted = 0;
     let mut rejected = Vec::new();
     for (index, item) in body.items.into_iter().enumerate() {
         let applied = from_value::<BatchItem>(item).and_then(|item| match item {
-            BatchItem::State(state) => apply_state(&registry, &body.session_id, state),
-            BatchItem::Event(event) => Ok(registry.push(&body.session_id, event.into_record()?)?),
-            BatchItem::Metric(metric) => {
-                Ok(registry.push(&body.session_id, metric.into_record()?)?)
+            BatchItem::State(state) => {
+                let (ts_ms, update) = state.checked()?;
+                Ok(registry
+                    .update_state(&session_id, ts_ms, &update)
+                    .map(drop)?)
             }
-            BatchItem::Heartbeat { timestamp } => {
-                Ok(registry.heartbeat(&body.session_id, client_ts_ms(timestamp, now_ms()))?)
+            BatchItem::Event(event) => Ok(registry.push(&session_id, event.into_record()?)?),
+            BatchItem::Metric(metric) => apply_metric(&registry, &session_id, metric),
+            BatchItem::Heartbeat(beat) => {
+                let ts_ms = client_ts_ms(beat.timestamp, now_ms());
+                Ok(registry.heartbeat(&session_id, ts_ms, timeout(beat.timeout)?)?)
             }
         });
         match applied {
@@ -400,10 +347,34 @@ async fn batch(
 }
 
 async fn health(State(registry): State<AppState>) -> Json<Value> {
+    let spool = &registry.publisher().spool.stats;
+    use std::sync::atomic::Ordering::Relaxed;
     Json(json!({
         "status": "ok",
         "sessions": registry.session_count(),
         "pending_records": registry.pending_records(),
-        "queued_batches": registry.queued_batches(),
+        "spooled_bytes": spool.pending_bytes.load(Relaxed),
+        "dropped_batches": spool.dropped_batches.load(Relaxed),
+        "dropped_records": spool.dropped_records.load(Relaxed),
+        "published_batches": registry.publisher().stats.published.load(Relaxed),
     }))
+}
+
+/// `GET /session?session_id=...`: what this daemon holds of a session (never proxied: the
+/// daemon serves the application, not the warehouse).
+async fn session(
+    State(registry): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let id = params
+        .get("session_id")
+        .ok_or_else(|| ApiError::BadRequest("missing session_id parameter".into()))?;
+    registry
+        .describe(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("session {id} is not known to this daemon")))
+}
+
+async fn sessions(State(registry): State<AppState>) -> Json<Value> {
+    Json(json!({"sessions": registry.describe_all()}))
 }

@@ -1,6 +1,7 @@
 //! Command-line and environment configuration.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 
@@ -51,7 +52,38 @@ pub struct Config {
     #[arg(long, env = "DATACAT_END_WAIT_MS", default_value_t = 10_000)]
     pub end_wait_ms: u64,
 
-    /// How long to keep trying to deliver queued batches when exiting.
+    /// Where batches wait until JetStream acknowledges them. Default:
+    /// `$XDG_STATE_HOME/datacat/spool`, else `~/.local/state/datacat/spool`.
+    #[arg(long, env = "DATACAT_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Most bytes of undelivered batches kept on disk; above it the oldest are dropped
+    /// (and the loss is reported in each affected session).
+    #[arg(long, env = "DATACAT_SPOOL_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub spool_max_bytes: u64,
+
+    /// A session with nothing to send still tells ingest it is alive this often (ms), so a
+    /// vanished daemon's sessions can be marked lost.
+    #[arg(long, env = "DATACAT_ALIVE_INTERVAL_MS", default_value_t = 10_000)]
+    pub alive_interval_ms: u64,
+
+    /// How long to keep trying to deliver spooled batches when exiting (what is left stays
+    /// spooled for the next daemon).
     #[arg(long, env = "DATACAT_SHUTDOWN_GRACE_MS", default_value_t = 5000)]
     pub shutdown_grace_ms: u64,
+}
+
+impl Config {
+    pub fn spool_root(&self) -> PathBuf {
+        if let Some(dir) = &self.spool_dir {
+            return dir.clone();
+        }
+        let state_home = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state"))
+            })
+            .unwrap_or_else(std::env::temp_dir);
+        state_home.join("datacat").join("spool")
+    }
 }

@@ -5,13 +5,16 @@
 //! stdout, never write stdout again. The client holds our stdin open; EOF means the
 //! application is gone (see `parent`).
 
+mod aggregate;
 mod api;
+mod bodies;
 mod config;
 mod machine;
 mod metrics;
 mod parent;
 mod publisher;
 mod sessions;
+mod spool;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::publisher::Publisher;
 use crate::sessions::Registry;
+use crate::spool::Spool;
 
 /// The line the client waits for; the port follows it.
 const READY_LINE: &str = "DATACAT_DAEMON_READY";
@@ -41,8 +45,18 @@ async fn main() -> Result<()> {
     let port = listener.local_addr()?.port();
 
     let shutdown = CancellationToken::new();
-    let publisher = Publisher::start(&config).await?;
+    let daemon_id = uuid::Uuid::now_v7().to_string();
+    let spool_root = config.spool_root();
+    let spool = Spool::open(&spool_root, &daemon_id, &config.nats_url)
+        .with_context(|| format!("opening the spool under {}", spool_root.display()))?;
+    let (publisher, mut drops) = Publisher::start(&config, Arc::new(spool)).await?;
     let registry = Arc::new(Registry::new(&config, publisher.clone()));
+    let reporter = registry.clone();
+    tokio::spawn(async move {
+        while let Some((session_id, batches, records)) = drops.recv().await {
+            reporter.report_dropped(&session_id, batches, records);
+        }
+    });
     let app = api::router(registry.clone(), config.max_body_bytes);
 
     tokio::spawn(sessions::flush_loop(registry.clone(), shutdown.clone()));
@@ -68,17 +82,19 @@ async fn main() -> Result<()> {
         .with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
     server.await.context("serving the client API")?;
 
-    // Everything the clients logged goes out (or waits in the publisher) before we exit.
+    // Everything the clients logged is spooled; what cannot be delivered in the grace time
+    // stays spooled for the next daemon.
     registry.flush_all();
     let drained = publisher
         .drain(Duration::from_millis(config.shutdown_grace_ms))
         .await;
     if !drained {
         warn!(
-            undelivered = publisher.queued(),
+            spooled_bytes = publisher.spool.pending_bytes(),
             "exiting with undelivered batches"
         );
     }
+    publisher.spool.close();
     info!("datacat-daemon stopped");
     Ok(())
 }

@@ -16,6 +16,7 @@ pub fn count_client_error() {
 
 pub async fn render(State(registry): State<Arc<Registry>>) -> String {
     let stats = &registry.publisher().stats;
+    let spool = &registry.publisher().spool.stats;
     prometheus_text(&[
         Sample::gauge(
             "datacat_daemon_sessions",
@@ -28,9 +29,24 @@ pub async fn render(State(registry): State<Arc<Registry>>) -> String {
             registry.pending_records() as u64,
         ),
         Sample::gauge(
-            "datacat_daemon_queued_batches",
-            "Batches not yet acknowledged by JetStream.",
-            registry.queued_batches() as u64,
+            "datacat_daemon_spooled_bytes",
+            "Bytes of batches not yet acknowledged by JetStream.",
+            spool.pending_bytes.load(Ordering::Relaxed),
+        ),
+        Sample::counter(
+            "datacat_daemon_dropped_batches_total",
+            "Batches dropped (spool full).",
+            &spool.dropped_batches,
+        ),
+        Sample::counter(
+            "datacat_daemon_dropped_records_total",
+            "Records dropped (spool full).",
+            &spool.dropped_records,
+        ),
+        Sample::counter(
+            "datacat_daemon_adopted_spools_total",
+            "Spools of dead daemons adopted.",
+            &spool.adopted_dirs,
         ),
         Sample::counter(
             "datacat_daemon_published_batches_total",

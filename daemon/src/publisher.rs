@@ -1,36 +1,30 @@
-//! Publishing batches to JetStream: pipelined acks, `Nats-Msg-Id` dedupe, and retries until
-//! every batch is acknowledged.
+//! Publishing spooled batches to JetStream: pipelined acks, `Nats-Msg-Id` dedupe, retries
+//! until every batch is acknowledged.
 //!
-//! Batches wait in an in-memory queue. One task takes whatever is queued, publishes it all
-//! without waiting, then collects the acks; failed batches go back to the front of the
-//! queue and are retried with backoff (the message id makes a retry of an applied publish a
-//! no-op on the server).
+//! The publisher reads chunks of batches from the [`Spool`], publishes a chunk without
+//! waiting, collects the acks, retries the failed ones with backoff, and only then commits
+//! the chunk (which lets the spool delete delivered segments). While the spool is over its
+//! byte cap, the oldest segment is dropped instead and the loss is reported per session.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
 use async_nats::jetstream::{self, message::PublishMessage};
-use bytes::Bytes;
+use datacat_protocol::subject::session_subject;
 use futures::future::join_all;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, warn};
 
 use crate::config::Config;
+use crate::spool::{Spool, SpoolEntry};
 
 /// Most batches published before waiting for their acks.
-const PIPELINE_DEPTH: usize = 512;
-
-/// One batch on its way to JetStream.
-pub struct Outgoing {
-    pub subject: String,
-    pub msg_id: String,
-    pub payload: Bytes,
-    /// The session's count of unacknowledged batches, decremented on ack.
-    pub unacked: watch::Sender<u64>,
-}
+const PIPELINE_DEPTH: usize = 256;
+/// How often to look for spools of dead daemons to adopt.
+const ADOPT_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct PublisherStats {
@@ -39,20 +33,25 @@ pub struct PublisherStats {
     pub published_bytes: AtomicU64,
 }
 
+/// Batches of one session that were dropped: (session id, batches, records).
+pub type DropReport = (String, u64, u64);
+
 #[derive(Clone)]
 pub struct Publisher {
-    queue: Arc<Mutex<VecDeque<Outgoing>>>,
+    pub spool: Arc<Spool>,
     wake: Arc<Notify>,
-    idle: Arc<Notify>,
-    /// Batches taken from the queue whose acks are still awaited.
-    in_flight: Arc<AtomicU64>,
+    /// Per open session, its count of batches not yet acknowledged.
+    unacked: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
     pub stats: Arc<PublisherStats>,
 }
 
 impl Publisher {
     /// Connects (in the background: NATS may be down now and come up later) and starts the
-    /// publishing task.
-    pub async fn start(config: &Config) -> Result<Self> {
+    /// publishing task. Dropped batches are reported on the returned channel.
+    pub async fn start(
+        config: &Config,
+        spool: Arc<Spool>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<DropReport>)> {
         let client = async_nats::ConnectOptions::new()
             .name("datacat-daemon")
             .retry_on_initial_connect()
@@ -61,122 +60,191 @@ impl Publisher {
             .await?;
         let jetstream = jetstream::new(client);
         let publisher = Self {
-            queue: Arc::default(),
+            spool,
             wake: Arc::default(),
-            idle: Arc::default(),
-            in_flight: Arc::default(),
+            unacked: Arc::default(),
             stats: Arc::default(),
         };
-        tokio::spawn(publisher.clone().run(jetstream));
-        Ok(publisher)
+        let (drops, reports) = mpsc::unbounded_channel();
+        tokio::spawn(
+            publisher
+                .clone()
+                .run(jetstream, config.spool_max_bytes, drops),
+        );
+        Ok((publisher, reports))
     }
 
-    pub fn enqueue(&self, batches: Vec<Outgoing>) {
-        self.lock().extend(batches);
+    /// Starts counting a session's unacknowledged batches; the receiver sees the count.
+    pub fn track(&self, session_id: &str) -> watch::Receiver<u64> {
+        let mut unacked = self.lock_unacked();
+        unacked
+            .entry(session_id.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    pub fn forget(&self, session_id: &str) {
+        self.lock_unacked().remove(session_id);
+    }
+
+    /// Spools batches (counted as unacknowledged until published or dropped) and wakes the
+    /// publishing task.
+    pub fn enqueue(&self, entries: &[SpoolEntry]) -> std::io::Result<()> {
+        self.spool.append(entries)?;
+        self.adjust(entries.iter().map(|e| e.session_id.as_str()), |n| n + 1);
         self.wake.notify_one();
+        Ok(())
     }
 
-    /// Batches not yet acknowledged (queued or in flight).
-    pub fn queued(&self) -> usize {
-        self.lock().len() + self.in_flight()
+    fn adjust<'a>(&self, sessions: impl Iterator<Item = &'a str>, f: impl Fn(u64) -> u64) {
+        let unacked = self.lock_unacked();
+        for session_id in sessions {
+            if let Some(count) = unacked.get(session_id) {
+                count.send_modify(|n| *n = f(*n));
+            }
+        }
     }
 
-    fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed) as usize
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
-        self.queue
+    fn lock_unacked(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
+        self.unacked
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits until everything queued is acknowledged, or `timeout`. Returns whether it drained.
+    /// Waits until the spool is empty, or `timeout`. Returns whether it emptied.
     pub async fn drain(&self, timeout: Duration) -> bool {
         let wait = async {
-            while self.queued() > 0 {
+            while self.spool.pending_bytes() > 0 {
                 self.wake.notify_one();
-                let _ = tokio::time::timeout(Duration::from_millis(50), self.idle.notified()).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
         tokio::time::timeout(timeout, wait).await.is_ok()
     }
 
-    async fn run(self, jetstream: jetstream::Context) {
-        let mut backoff = Duration::from_millis(50);
+    async fn run(
+        self,
+        jetstream: jetstream::Context,
+        cap: u64,
+        drops: mpsc::UnboundedSender<DropReport>,
+    ) {
+        let mut last_adopt = tokio::time::Instant::now();
         loop {
-            let batch: Vec<Outgoing> = {
-                let mut queue = self.lock();
-                let n = queue.len().min(PIPELINE_DEPTH);
-                queue.drain(..n).collect()
+            if last_adopt.elapsed() >= ADOPT_INTERVAL {
+                self.spool.adopt_orphans();
+                last_adopt = tokio::time::Instant::now();
+            }
+            let Some(chunk) = self.spool.next_chunk(PIPELINE_DEPTH) else {
+                let _ = tokio::time::timeout(ADOPT_INTERVAL, self.wake.notified()).await;
+                continue;
             };
-            if batch.is_empty() {
-                self.idle.notify_waiters();
-                self.wake.notified().await;
-                continue;
-            }
-            self.in_flight
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let failed = self.publish_all(&jetstream, batch).await;
-            if failed.is_empty() {
-                backoff = Duration::from_millis(50);
-                continue;
-            }
-            // Back to the front, in order, then wait before trying again.
-            {
-                let mut queue = self.lock();
-                for outgoing in failed.into_iter().rev() {
-                    queue.push_front(outgoing);
+            let mut pending: Vec<&SpoolEntry> = chunk.entries.iter().collect();
+            let mut backoff = Duration::from_millis(50);
+            let delivered = loop {
+                pending = self.publish_all(&jetstream, pending).await;
+                if pending.is_empty() {
+                    break true;
                 }
+                if self.spool.over(cap) {
+                    break false;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            };
+            if delivered {
+                self.spool.commit(&chunk);
+                continue;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            let unsent: std::collections::HashSet<(&str, u64)> = pending
+                .iter()
+                .map(|e| (e.session_id.as_str(), e.seq))
+                .collect();
+            let acked: std::collections::HashSet<(String, u64)> = chunk
+                .entries
+                .iter()
+                .filter(|e| !unsent.contains(&(e.session_id.as_str(), e.seq)))
+                .map(|e| (e.session_id.clone(), e.seq))
+                .collect();
+            let mut lost = self.spool.drop_oldest(chunk);
+            lost.retain(|e| !acked.contains(&(e.session_id.clone(), e.seq)));
+            let stats = &self.spool.stats;
+            stats
+                .dropped_batches
+                .fetch_add(lost.len() as u64, Ordering::Relaxed);
+            stats.dropped_records.fetch_add(
+                lost.iter().map(|e| u64::from(e.records)).sum(),
+                Ordering::Relaxed,
+            );
+            warn!(
+                batches = lost.len(),
+                "spool over its byte cap; dropped the oldest segment"
+            );
+            self.adjust(lost.iter().map(|e| e.session_id.as_str()), |n| {
+                n.saturating_sub(1)
+            });
+            let mut per_session: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+            for entry in &lost {
+                let totals = per_session.entry(&entry.session_id).or_default();
+                totals.0 += 1;
+                totals.1 += u64::from(entry.records);
+            }
+            for (session_id, (batches, records)) in per_session {
+                let _ = drops.send((session_id.to_string(), batches, records));
+            }
         }
     }
 
-    /// Publishes every batch, then awaits all acks; returns the batches that failed.
-    async fn publish_all(
+    /// Publishes every entry, then awaits all acks; returns the entries that failed.
+    async fn publish_all<'a>(
         &self,
         jetstream: &jetstream::Context,
-        batch: Vec<Outgoing>,
-    ) -> Vec<Outgoing> {
-        let mut pending = Vec::with_capacity(batch.len());
-        for outgoing in batch {
+        entries: Vec<&'a SpoolEntry>,
+    ) -> Vec<&'a SpoolEntry> {
+        let mut acks = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let msg_id = format!("{}:{}", entry.session_id, entry.seq);
             let publish = PublishMessage::build()
-                .payload(outgoing.payload.clone())
-                .message_id(&outgoing.msg_id);
-            let ack = jetstream
-                .send_publish(outgoing.subject.clone(), publish)
-                .await;
-            pending.push((outgoing, ack));
+                .payload(entry.payload.clone())
+                .message_id(&msg_id);
+            acks.push(
+                jetstream
+                    .send_publish(session_subject(&entry.session_id), publish)
+                    .await,
+            );
         }
-        let (outgoing, acks): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
         let results = join_all(acks.into_iter().map(|ack| async move {
             match ack {
-                Ok(future) => future.await.map(|_| ()).map_err(|e| e.to_string()),
+                Ok(future) => future.await.map(drop).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             }
         }))
         .await;
 
         let mut failed = Vec::new();
-        for (outgoing, result) in outgoing.into_iter().zip(results) {
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        for (entry, result) in entries.into_iter().zip(results) {
             match result {
                 Ok(()) => {
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
                     self.stats
                         .published_bytes
-                        .fetch_add(outgoing.payload.len() as u64, Ordering::Relaxed);
-                    outgoing.unacked.send_modify(|n| *n = n.saturating_sub(1));
-                    debug!(msg_id = %outgoing.msg_id, "batch acknowledged");
+                        .fetch_add(entry.payload.len() as u64, Ordering::Relaxed);
+                    self.adjust(std::iter::once(entry.session_id.as_str()), |n| {
+                        n.saturating_sub(1)
+                    });
+                    debug!(session = %entry.session_id, seq = entry.seq, "batch acknowledged");
                 }
                 Err(error) => {
                     self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(msg_id = %outgoing.msg_id, %error, "publish failed; will retry");
-                    failed.push(outgoing);
+                    debug!(session = %entry.session_id, seq = entry.seq, %error, "publish failed; will retry");
+                    failed.push(entry);
                 }
             }
+        }
+        if !failed.is_empty() {
+            warn!(
+                failed = failed.len(),
+                "publishing to JetStream failed; retrying (batches stay spooled)"
+            );
         }
         failed
     }

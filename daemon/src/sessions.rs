@@ -1,24 +1,27 @@
-//! Per-session buffers: the change filter, sequencing into batches, and end-of-session
-//! bookkeeping.
+//! Per-session buffers: the change filter, aggregation, heartbeat monitoring, sequencing
+//! into batches, and end-of-session bookkeeping.
 //!
 //! Client calls only append to a session's pending records (under one short lock); the
-//! flush loop turns pending records into numbered batches and hands them to the publisher.
+//! flush loop turns pending records into numbered batches and spools them for publishing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use datacat_protocol::record::{Heartbeat, StateUpdate};
+use datacat_protocol::record::{Alive, DataDropped, HangChange, Heartbeat, StateUpdate};
+use datacat_protocol::time::{now_ms, rfc3339_ms};
 use datacat_protocol::{
     deep_merge, encode_batch, state_diff, Batch, Record, SessionEnd, SessionStart,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::aggregate::Aggregates;
 use crate::config::Config;
-use crate::publisher::{Outgoing, Publisher};
+use crate::publisher::Publisher;
+use crate::spool::SpoolEntry;
 
 /// Why a call about a session cannot be served.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -29,14 +32,30 @@ pub enum SessionError {
     Ended(String),
 }
 
+/// Hang detection for a session whose client asked for it.
+#[derive(Default)]
+struct HeartbeatMonitor {
+    /// `None` until the client starts monitoring: no monitoring, no false hangs.
+    timeout: Option<Duration>,
+    paused: bool,
+    last_ms: u64,
+    hung: bool,
+}
+
 struct Session {
+    product: String,
+    version: String,
+    started_ms: u64,
     pending: Vec<Record>,
+    aggregates: Aggregates,
     next_seq: u64,
     /// The merged state as the client sees it, to send only what changed.
     state: Value,
     ended: bool,
-    /// Batches handed to the publisher and not yet acknowledged.
-    unacked: watch::Sender<u64>,
+    heartbeat: HeartbeatMonitor,
+    /// When a batch of this session was last cut (for liveness records).
+    last_batch_ms: u64,
+    unacked: watch::Receiver<u64>,
 }
 
 pub struct Registry {
@@ -46,6 +65,7 @@ pub struct Registry {
     flush_records: usize,
     max_batch_bytes: usize,
     flush_interval: Duration,
+    alive_interval_ms: u64,
     pub end_wait: Duration,
 }
 
@@ -58,6 +78,7 @@ impl Registry {
             flush_records: config.flush_records,
             max_batch_bytes: config.max_batch_bytes,
             flush_interval: Duration::from_millis(config.flush_interval_ms),
+            alive_interval_ms: config.alive_interval_ms,
             end_wait: Duration::from_millis(config.end_wait_ms),
         }
     }
@@ -70,15 +91,24 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
     /// Opens a session; its first record says what runs where.
     pub fn register(&self, session_id: String, start: SessionStart) {
-        let state = Value::Object(Default::default());
         let session = Session {
+            product: start.product.clone(),
+            version: start.version.clone(),
+            started_ms: start.ts_ms,
             pending: vec![Record::Start(start)],
+            aggregates: Aggregates::default(),
             next_seq: 0,
-            state,
+            state: Value::Object(Default::default()),
             ended: false,
-            unacked: watch::channel(0).0,
+            heartbeat: HeartbeatMonitor::default(),
+            last_batch_ms: now_ms(),
+            unacked: self.publisher.track(&session_id),
         };
         self.lock().insert(session_id, session);
         self.flush_now.notify_one();
@@ -86,14 +116,6 @@ impl Registry {
 
     pub fn session_count(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn queued_batches(&self) -> usize {
-        self.publisher.queued()
-    }
-
-    pub fn publisher(&self) -> &Publisher {
-        &self.publisher
     }
 
     pub fn pending_records(&self) -> usize {
@@ -127,6 +149,15 @@ impl Registry {
         self.with_open(session_id, |session| session.pending.push(record))
     }
 
+    /// Updates an aggregate of the session (sent at the next flush if it changed).
+    pub fn aggregate(
+        &self,
+        session_id: &str,
+        f: impl FnOnce(&mut Aggregates),
+    ) -> Result<(), SessionError> {
+        self.with_open(session_id, |session| f(&mut session.aggregates))
+    }
+
     /// Merges a partial state; queues only the part that changes the state.
     /// Returns whether anything changed.
     pub fn update_state(
@@ -150,8 +181,111 @@ impl Registry {
         })
     }
 
-    pub fn heartbeat(&self, session_id: &str, ts_ms: u64) -> Result<(), SessionError> {
-        self.push(session_id, Record::Heartbeat(Heartbeat { ts_ms }))
+    /// A heartbeat: recorded (one pending at most: only the latest matters), ends a hang,
+    /// and with `timeout` starts (or retunes) hang monitoring.
+    pub fn heartbeat(
+        &self,
+        session_id: &str,
+        ts_ms: u64,
+        timeout: Option<Duration>,
+    ) -> Result<(), SessionError> {
+        self.with_open(session_id, |session| {
+            let monitor = &mut session.heartbeat;
+            monitor.last_ms = monitor.last_ms.max(ts_ms);
+            monitor.paused = false;
+            if timeout.is_some() {
+                monitor.timeout = timeout;
+            }
+            if monitor.hung {
+                monitor.hung = false;
+                let timeout_ms = monitor.timeout.unwrap_or_default().as_millis() as u64;
+                session.pending.push(Record::Hang(HangChange {
+                    ts_ms,
+                    hung: false,
+                    last_heartbeat_ms: ts_ms,
+                    timeout_ms,
+                }));
+            }
+            match session
+                .pending
+                .iter_mut()
+                .rev()
+                .find(|r| matches!(r, Record::Heartbeat(_)))
+            {
+                Some(Record::Heartbeat(pending)) => pending.ts_ms = pending.ts_ms.max(ts_ms),
+                _ => session.pending.push(Record::Heartbeat(Heartbeat { ts_ms })),
+            }
+        })
+    }
+
+    pub fn start_monitor(&self, session_id: &str, timeout: Duration) -> Result<(), SessionError> {
+        self.with_open(session_id, |session| {
+            let monitor = &mut session.heartbeat;
+            monitor.timeout = Some(timeout);
+            monitor.paused = false;
+            monitor.last_ms = now_ms();
+        })
+    }
+
+    pub fn stop_monitor(&self, session_id: &str) -> Result<(), SessionError> {
+        self.with_open(session_id, |session| session.heartbeat.timeout = None)
+    }
+
+    /// Pausing stops hang detection (a long load, a debugger); resuming restarts the clock.
+    pub fn pause_monitor(&self, session_id: &str, paused: bool) -> Result<(), SessionError> {
+        self.with_open(session_id, |session| {
+            session.heartbeat.paused = paused;
+            if !paused {
+                session.heartbeat.last_ms = now_ms();
+            }
+        })
+    }
+
+    /// Marks monitored sessions whose heartbeat is overdue as hung (once per hang).
+    pub fn check_hangs(&self, now: u64) {
+        let mut found = false;
+        for (session_id, session) in self.lock().iter_mut().filter(|(_, s)| !s.ended) {
+            let monitor = &mut session.heartbeat;
+            let Some(timeout) = monitor.timeout else {
+                continue;
+            };
+            let timeout_ms = timeout.as_millis() as u64;
+            if monitor.paused || monitor.hung || now.saturating_sub(monitor.last_ms) <= timeout_ms {
+                continue;
+            }
+            monitor.hung = true;
+            found = true;
+            warn!(%session_id, last_heartbeat = %rfc3339_ms(monitor.last_ms), "heartbeat overdue: session hung");
+            let change = HangChange {
+                ts_ms: now,
+                hung: true,
+                last_heartbeat_ms: monitor.last_ms,
+                timeout_ms,
+            };
+            session.pending.push(Record::Hang(change));
+        }
+        if found {
+            self.flush_now.notify_one();
+        }
+    }
+
+    /// Records that some of a session's batches were dropped (reported in the session).
+    pub fn report_dropped(&self, session_id: &str, batches: u64, records: u64) {
+        let reason = "the daemon's spool was full while NATS was unreachable".to_string();
+        let dropped = Record::Dropped(DataDropped {
+            ts_ms: now_ms(),
+            batches,
+            records,
+            reason,
+        });
+        let mut sessions = self.lock();
+        match sessions.get_mut(session_id) {
+            // Even an ended session takes this: the loss belongs in its story.
+            Some(session) => session.pending.push(dropped),
+            None => {
+                warn!(%session_id, batches, records, "dropped data of a session this daemon no longer has")
+            }
+        }
     }
 
     /// Ends a session and flushes it; returns a receiver of its unacknowledged batch count.
@@ -163,7 +297,7 @@ impl Registry {
         let receiver = self.with_open(session_id, |session| {
             session.pending.push(Record::End(end));
             session.ended = true;
-            session.unacked.subscribe()
+            session.unacked.clone()
         })?;
         self.flush_all();
         Ok(receiver)
@@ -181,17 +315,45 @@ impl Registry {
         ended
     }
 
-    /// Turns every session's pending records into batches for the publisher, and forgets
-    /// ended sessions whose batches are all acknowledged.
+    /// What the daemon holds of one session (`GET /session`).
+    pub fn describe(&self, session_id: &str) -> Option<Value> {
+        self.lock()
+            .get(session_id)
+            .map(|session| describe(session_id, session))
+    }
+
+    /// Every session the daemon holds (`GET /sessions`).
+    pub fn describe_all(&self) -> Vec<Value> {
+        let sessions = self.lock();
+        let mut all: Vec<Value> = sessions
+            .iter()
+            .map(|(id, session)| describe(id, session))
+            .collect();
+        all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        all
+    }
+
+    /// Turns every session's pending records into batches and spools them; forgets ended
+    /// sessions whose batches are all acknowledged.
     pub fn flush_all(&self) {
-        let mut outgoing = Vec::new();
+        let now = now_ms();
+        let mut entries = Vec::new();
         let mut sessions = self.lock();
         for (session_id, session) in sessions.iter_mut() {
+            session.pending.extend(session.aggregates.take_changed(now));
+            if session.pending.is_empty()
+                && !session.ended
+                && now.saturating_sub(session.last_batch_ms) >= self.alive_interval_ms
+            {
+                session.pending.push(Record::Alive(Alive { ts_ms: now }));
+            }
             if session.pending.is_empty() {
                 continue;
             }
+            session.last_batch_ms = now;
             let records = std::mem::take(&mut session.pending);
             for batch_records in split_records(records, self.max_batch_bytes) {
+                let count = batch_records.len() as u32;
                 let batch = Batch {
                     session_id: session_id.clone(),
                     seq: session.next_seq,
@@ -200,12 +362,11 @@ impl Registry {
                 match encode_batch(&batch) {
                     Ok(payload) => {
                         session.next_seq += 1;
-                        session.unacked.send_modify(|n| *n += 1);
-                        outgoing.push(Outgoing {
-                            subject: datacat_protocol::subject::session_subject(session_id),
-                            msg_id: batch.msg_id(),
+                        entries.push(SpoolEntry {
+                            session_id: session_id.clone(),
+                            seq: batch.seq,
+                            records: count,
                             payload: payload.into(),
-                            unacked: session.unacked.clone(),
                         });
                     }
                     // Records come from validated JSON, so this is a bug, not bad input.
@@ -213,12 +374,53 @@ impl Registry {
                 }
             }
         }
-        sessions.retain(|_, s| !(s.ended && s.pending.is_empty() && *s.unacked.borrow() == 0));
-        drop(sessions);
-        if !outgoing.is_empty() {
-            self.publisher.enqueue(outgoing);
+        if !entries.is_empty() {
+            if let Err(err) = self.publisher.enqueue(&entries) {
+                error!(%err, batches = entries.len(), "cannot write the spool; these batches are lost");
+                for entry in &entries {
+                    if let Some(session) = sessions.get_mut(&entry.session_id) {
+                        let reason = format!("the daemon could not write its spool: {err}");
+                        let dropped = DataDropped {
+                            ts_ms: now,
+                            batches: 1,
+                            records: u64::from(entry.records),
+                            reason,
+                        };
+                        session.pending.push(Record::Dropped(dropped));
+                    }
+                }
+            }
         }
+        let publisher = &self.publisher;
+        sessions.retain(|session_id, s| {
+            let done = s.ended && s.pending.is_empty() && *s.unacked.borrow() == 0;
+            if done {
+                publisher.forget(session_id);
+            }
+            !done
+        });
     }
+}
+
+fn describe(session_id: &str, session: &Session) -> Value {
+    json!({
+        "id": session_id,
+        "product": session.product,
+        "version": session.version,
+        "created_at": rfc3339_ms(session.started_ms),
+        "ended": session.ended,
+        "state": session.state,
+        "pending_records": session.pending.len(),
+        "unacked_batches": *session.unacked.borrow(),
+        "next_seq": session.next_seq,
+        "heartbeat_monitor": {
+            "enabled": session.heartbeat.timeout.is_some(),
+            "timeout_seconds": session.heartbeat.timeout.map(|t| t.as_secs_f64()),
+            "paused": session.heartbeat.paused,
+            "hung": session.heartbeat.hung,
+            "last_heartbeat": (session.heartbeat.last_ms > 0).then(|| rfc3339_ms(session.heartbeat.last_ms)),
+        },
+    })
 }
 
 /// Splits records into chunks whose encoded size stays under `max_bytes` (a single record
@@ -242,7 +444,7 @@ fn split_records(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
     chunks
 }
 
-/// Encoded size of one record; a cheap upper-bound guess is not enough when a client logs
+/// Encoded size of one record; a cheap guess is not enough when a client logs
 /// megabyte-sized data, so measure.
 fn rmp_size(record: &Record) -> usize {
     struct Counter(usize);
@@ -260,7 +462,7 @@ fn rmp_size(record: &Record) -> usize {
     counter.0
 }
 
-/// Flushes on the interval, or at once when a session fills up.
+/// Flushes on the interval, or at once when a session fills up; checks for hangs.
 pub async fn flush_loop(registry: Arc<Registry>, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(registry.flush_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -270,6 +472,7 @@ pub async fn flush_loop(registry: Arc<Registry>, shutdown: CancellationToken) {
             _ = registry.flush_now.notified() => {}
             _ = shutdown.cancelled() => return,
         }
+        registry.check_hangs(now_ms());
         registry.flush_all();
     }
 }
@@ -285,8 +488,9 @@ pub async fn exit_when_idle(
     let mut idle_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let idle = registry.session_count() == 0 && registry.publisher.queued() == 0;
-        ever_had_session |= registry.session_count() > 0;
+        let sessions = registry.session_count();
+        ever_had_session |= sessions > 0;
+        let idle = sessions == 0 && registry.publisher.spool.pending_bytes() == 0;
         if !(idle && ever_had_session) {
             idle_since = None;
             continue;
@@ -302,8 +506,6 @@ pub async fn exit_when_idle(
 
 #[cfg(test)]
 mod tests {
-    use datacat_protocol::record::Heartbeat;
-
     use super::*;
 
     #[test]

@@ -5,12 +5,12 @@
 //! or two workers racing) produces identical rows, which the warehouse collapses.
 
 use datacat_protocol::api::STATUS_ACTIVE;
-use datacat_protocol::time::epoch_days;
-use datacat_protocol::{deep_merge, Batch, MachineInfo, Record};
+use datacat_protocol::time::{epoch_days, rfc3339_ms};
+use datacat_protocol::{deep_merge, Batch, EndStatus, Level, MachineInfo, Record};
 use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow};
 use datacat_warehouse::RowSet;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// What ingest remembers about a session between batches (kept in NATS KV).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,6 +31,9 @@ pub struct Progress {
     pub ended_ms: u64,
     pub last_heartbeat_ms: u64,
     pub event_count: u64,
+    pub hang_count: u32,
+    pub hung_ms: u64,
+    pub dropped_records: u64,
 }
 
 impl Progress {
@@ -61,8 +64,43 @@ impl Progress {
             state: state_json(&self.state),
             event_count: self.event_count,
             last_seq: self.next_seq.saturating_sub(1),
+            hang_count: self.hang_count,
+            hung_ms: self.hung_ms,
+            dropped_records: self.dropped_records,
+            gaps: self.gaps,
         }
     }
+}
+
+const STATUS_HUNG: &str = "hung";
+
+/// A status transition the system detected, shown on the session's timeline as an event of
+/// the `datacat` group.
+fn system_event(
+    progress: &mut Progress,
+    rows: &mut RowSet,
+    session_id: &str,
+    seq: u64,
+    idx: u32,
+    ts_ms: u64,
+    (name, level, message, data): (&str, Level, &str, Value),
+) {
+    progress.event_count += 1;
+    rows.events.push(EventRow {
+        session_id: session_id.to_string(),
+        seq,
+        idx,
+        ts_ms,
+        date: epoch_days(ts_ms),
+        name: name.to_string(),
+        level: level.as_str().to_string(),
+        category: "datacat".to_string(),
+        group_name: "datacat".to_string(),
+        labels: Vec::new(),
+        message: message.to_string(),
+        data: data.to_string(),
+        exception: String::new(),
+    });
 }
 
 fn state_json(state: &Value) -> String {
@@ -130,6 +168,17 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                 });
             }
             Record::Metric(metric) => rows.metrics.push(MetricRow {
+                bucket_bounds: metric
+                    .histogram
+                    .as_ref()
+                    .map(|h| h.bounds.clone())
+                    .unwrap_or_default(),
+                bucket_counts: metric
+                    .histogram
+                    .as_ref()
+                    .map(|h| h.counts.clone())
+                    .unwrap_or_default(),
+                hist_sum: metric.histogram.as_ref().map(|h| h.sum).unwrap_or_default(),
                 session_id: session_id.to_string(),
                 seq: batch.seq,
                 idx,
@@ -140,19 +189,100 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                 value: metric.value,
                 unit: metric.unit.clone(),
                 tags: metric.tags.clone(),
-                count: metric.count,
+                count: metric.histogram.as_ref().map(|h| h.count).or(metric.count),
             }),
             Record::Heartbeat(_) => {
                 progress.last_heartbeat_ms = progress.last_heartbeat_ms.max(ts_ms)
             }
             Record::End(end) => {
                 // The first terminal status wins.
-                if !progress.is_terminal() {
-                    progress.status = end.status.as_str().to_string();
-                    progress.end_reason = end.reason.clone();
-                    progress.ended_ms = ts_ms;
+                if progress.is_terminal() {
+                    continue;
+                }
+                progress.status = end.status.as_str().to_string();
+                progress.end_reason = end.reason.clone();
+                progress.ended_ms = ts_ms;
+                if end.status != EndStatus::Ended {
+                    let name = format!("session_{}", end.status.as_str());
+                    let data = json!({"reason": end.reason});
+                    system_event(
+                        progress,
+                        rows,
+                        session_id,
+                        batch.seq,
+                        idx,
+                        ts_ms,
+                        (&name, Level::Critical, &end.reason, data),
+                    );
                 }
             }
+            Record::Hang(hang) if hang.hung => {
+                if progress.is_terminal() || progress.status == STATUS_HUNG {
+                    continue;
+                }
+                progress.status = STATUS_HUNG.to_string();
+                progress.hang_count += 1;
+                progress.hung_ms = ts_ms;
+                let silent_s = ts_ms.saturating_sub(hang.last_heartbeat_ms) / 1000;
+                let message = format!(
+                    "no heartbeat for {silent_s} s (timeout {} s)",
+                    hang.timeout_ms / 1000
+                );
+                let data = json!({
+                    "last_heartbeat": rfc3339_ms(hang.last_heartbeat_ms),
+                    "seconds_since_heartbeat": silent_s,
+                    "timeout_seconds": hang.timeout_ms as f64 / 1000.0,
+                });
+                system_event(
+                    progress,
+                    rows,
+                    session_id,
+                    batch.seq,
+                    idx,
+                    ts_ms,
+                    ("application_appears_hung", Level::Error, &message, data),
+                );
+            }
+            Record::Hang(_) => {
+                if progress.status != STATUS_HUNG {
+                    continue;
+                }
+                progress.status = STATUS_ACTIVE.to_string();
+                let hung_s = ts_ms.saturating_sub(progress.hung_ms) / 1000;
+                let message = format!("heartbeats resumed after {hung_s} s");
+                system_event(
+                    progress,
+                    rows,
+                    session_id,
+                    batch.seq,
+                    idx,
+                    ts_ms,
+                    (
+                        "application_recovered",
+                        Level::Info,
+                        &message,
+                        json!({"hung_seconds": hung_s}),
+                    ),
+                );
+            }
+            Record::Dropped(dropped) => {
+                progress.dropped_records += dropped.records;
+                let message = format!(
+                    "{} records in {} batches dropped: {}",
+                    dropped.records, dropped.batches, dropped.reason
+                );
+                let data = json!({"batches": dropped.batches, "records": dropped.records, "reason": dropped.reason});
+                system_event(
+                    progress,
+                    rows,
+                    session_id,
+                    batch.seq,
+                    idx,
+                    ts_ms,
+                    ("data_dropped", Level::Error, &message, data),
+                );
+            }
+            Record::Alive(_) => {}
         }
     }
     if progress.status.is_empty() {
@@ -301,5 +431,100 @@ mod tests {
         };
         apply(&mut progress, &batch(5, vec![]), &mut RowSet::default());
         assert_eq!((progress.gaps, progress.next_seq), (3, 6));
+    }
+
+    fn hang(ts_ms: u64, hung: bool) -> Record {
+        Record::Hang(datacat_protocol::HangChange {
+            ts_ms,
+            hung,
+            last_heartbeat_ms: 1_000,
+            timeout_ms: 5_000,
+        })
+    }
+
+    #[test]
+    fn hang_and_recovery_are_remembered_and_shown_as_events() {
+        let mut progress = Progress::default();
+        let mut rows = RowSet::default();
+        apply(
+            &mut progress,
+            &batch(0, vec![hang(7_000, true), hang(7_500, true)]),
+            &mut rows,
+        );
+        assert_eq!(
+            (
+                progress.status.as_str(),
+                progress.hang_count,
+                progress.hung_ms
+            ),
+            ("hung", 1, 7_000)
+        );
+        apply(
+            &mut progress,
+            &batch(1, vec![hang(9_000, false), hang(9_100, false)]),
+            &mut rows,
+        );
+        assert_eq!(
+            (progress.status.as_str(), progress.hang_count),
+            ("active", 1)
+        );
+        let names: Vec<_> = rows
+            .events
+            .iter()
+            .map(|e| (e.name.as_str(), e.level.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("application_appears_hung", "error"),
+                ("application_recovered", "info")
+            ]
+        );
+        assert!(
+            rows.events[0]
+                .data
+                .contains(r#""seconds_since_heartbeat":6"#),
+            "{}",
+            rows.events[0].data
+        );
+        assert_eq!(progress.event_count, 2);
+    }
+
+    #[test]
+    fn a_crash_is_an_event_and_ends_a_hang() {
+        let mut progress = Progress::default();
+        let mut rows = RowSet::default();
+        apply(
+            &mut progress,
+            &batch(
+                0,
+                vec![hang(1, true), end(2, EndStatus::Crashed), hang(3, false)],
+            ),
+            &mut rows,
+        );
+        assert_eq!(progress.status, "crashed");
+        assert_eq!(
+            rows.events.last().map(|e| e.name.as_str()),
+            Some("session_crashed")
+        );
+        assert_eq!(rows.events.len(), 2, "no recovery after the end");
+    }
+
+    #[test]
+    fn drops_are_counted() {
+        let mut progress = Progress::default();
+        let dropped = Record::Dropped(datacat_protocol::DataDropped {
+            ts_ms: 1,
+            batches: 2,
+            records: 30,
+            reason: "spool full".into(),
+        });
+        apply(
+            &mut progress,
+            &batch(0, vec![dropped]),
+            &mut RowSet::default(),
+        );
+        assert_eq!(progress.dropped_records, 30);
+        assert_eq!(progress.session_row("s").dropped_records, 30);
     }
 }

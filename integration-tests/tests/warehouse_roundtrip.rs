@@ -23,6 +23,10 @@ fn rows() -> RowSet {
             state: r#"{"a":{"b":[1,2]}}"#.into(),
             event_count: 2,
             last_seq: u64::MAX - 1,
+            hang_count: 2,
+            hung_ms: 1_728_000_000_900,
+            dropped_records: 17,
+            gaps: 1,
         }],
         state_history: vec![StateHistoryRow {
             session_id: "s-1".into(),
@@ -61,6 +65,9 @@ fn rows() -> RowSet {
                 unit: "".into(),
                 tags: vec![],
                 count: None,
+                bucket_bounds: vec![],
+                bucket_counts: vec![],
+                hist_sum: 0.0,
             },
             MetricRow {
                 session_id: "s-1".into(),
@@ -74,6 +81,9 @@ fn rows() -> RowSet {
                 unit: "seconds".into(),
                 tags: vec!["a:b".into()],
                 count: Some(7),
+                bucket_bounds: vec![0.5, 1.0],
+                bucket_counts: vec![3, 0, 4],
+                hist_sum: 12.25,
             },
         ],
     }

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::record::{ExceptionInfo, MachineInfo};
+use crate::record::{ExceptionInfo, Histogram, MachineInfo};
 
 /// Lifecycle status of a session.
 pub const STATUS_ACTIVE: &str = "active";
@@ -51,6 +51,14 @@ pub struct SessionDetail {
     pub hostname: String,
     pub machine_id: String,
     pub machine: MachineInfo,
+    /// How often the session was detected hung (it stays remembered after recovery).
+    pub hang_count: u32,
+    /// When the current or last hang started.
+    pub hung_at: Option<String>,
+    /// Records the daemon could not keep (its spool was full).
+    pub dropped_records: u64,
+    /// Batches that never arrived (given up on after the gap wait).
+    pub gaps: u64,
     pub state: Value,
     pub state_history: Vec<StateSnapshot>,
     pub events: Vec<EventView>,
@@ -92,6 +100,8 @@ pub struct MetricView {
     pub tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<Histogram>,
 }
 
 /// Filters of the sessions list.

@@ -115,7 +115,26 @@ mod tests {
                     unit: "ms".into(),
                     tags: vec![],
                     count: Some(3),
+                    histogram: Some(Histogram {
+                        bounds: vec![1.0],
+                        counts: vec![2, 1],
+                        sum: 3.5,
+                        count: 3,
+                    }),
                 }),
+                Record::Hang(HangChange {
+                    ts_ms: 5,
+                    hung: true,
+                    last_heartbeat_ms: 1,
+                    timeout_ms: 60_000,
+                }),
+                Record::Dropped(DataDropped {
+                    ts_ms: 5,
+                    batches: 2,
+                    records: 40,
+                    reason: "spool full".into(),
+                }),
+                Record::Alive(Alive { ts_ms: 5 }),
                 Record::Heartbeat(Heartbeat { ts_ms: 5 }),
                 Record::End(SessionEnd {
                     ts_ms: 6,

@@ -19,6 +19,6 @@ pub use batch::Batch;
 pub use codec::{decode_batch, encode_batch, CodecError};
 pub use merge::{deep_merge, state_diff};
 pub use record::{
-    EndStatus, Event, ExceptionInfo, Frame, Level, MachineInfo, Metric, MetricKind, Record,
-    SessionEnd, SessionStart,
+    Alive, DataDropped, EndStatus, Event, ExceptionInfo, Frame, HangChange, Histogram, Level,
+    MachineInfo, Metric, MetricKind, Record, SessionEnd, SessionStart,
 };

@@ -16,6 +16,12 @@ pub enum Record {
     Metric(Metric),
     Heartbeat(Heartbeat),
     End(SessionEnd),
+    /// The daemon detected a hang, or the recovery from one.
+    Hang(HangChange),
+    /// The daemon had to drop data (its spool was full); what and how much.
+    Dropped(DataDropped),
+    /// The daemon is alive and the session open, though nothing else happened.
+    Alive(Alive),
 }
 
 impl Record {
@@ -28,6 +34,9 @@ impl Record {
             Record::Metric(r) => r.ts_ms,
             Record::Heartbeat(r) => r.ts_ms,
             Record::End(r) => r.ts_ms,
+            Record::Hang(r) => r.ts_ms,
+            Record::Dropped(r) => r.ts_ms,
+            Record::Alive(r) => r.ts_ms,
         }
     }
 }
@@ -195,6 +204,63 @@ pub struct Metric {
     /// Iteration count, for timers.
     #[serde(default)]
     pub count: Option<u64>,
+    /// Bucketed observations, for histograms aggregated by the daemon.
+    #[serde(default)]
+    pub histogram: Option<Histogram>,
+}
+
+/// A histogram's state: per-bucket (not cumulative) counts.
+///
+/// `counts` has one more entry than `bounds`: the last counts observations above the last
+/// bound (the +Inf bucket), so every number stays finite and JSON-safe.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Upper bounds, ascending, finite.
+    pub bounds: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+/// The bucket bounds used when a client gives none (seconds, like the original's).
+pub const DEFAULT_HISTOGRAM_BOUNDS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+impl Histogram {
+    /// An empty histogram over `bounds` (sorted, deduplicated, non-finite ones dropped: the
+    /// +Inf bucket always exists).
+    pub fn new(bounds: &[f64]) -> Self {
+        let mut bounds: Vec<f64> = bounds.iter().copied().filter(|b| b.is_finite()).collect();
+        bounds.sort_by(f64::total_cmp);
+        bounds.dedup();
+        let counts = vec![0; bounds.len() + 1];
+        Self {
+            bounds,
+            counts,
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, value: f64) {
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|bound| value <= *bound)
+            .unwrap_or(self.bounds.len());
+        self.counts[bucket] += 1;
+        self.sum += value;
+        self.count += 1;
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
 }
 
 /// The application is alive.
@@ -236,6 +302,49 @@ pub struct SessionEnd {
     pub reason: String,
 }
 
+/// A change of the hang state of a session with heartbeat monitoring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HangChange {
+    pub ts_ms: u64,
+    /// `true`: heartbeats stopped; `false`: they resumed.
+    pub hung: bool,
+    pub last_heartbeat_ms: u64,
+    /// The client's timeout that was exceeded.
+    pub timeout_ms: u64,
+}
+
+/// Data of this session the daemon could not keep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataDropped {
+    pub ts_ms: u64,
+    pub batches: u64,
+    pub records: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alive {
+    pub ts_ms: u64,
+}
+
 fn empty_object() -> Value {
     Value::Object(Default::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_per_bucket_with_an_overflow() {
+        let mut h = Histogram::new(&[1.0, f64::INFINITY, 0.5, 1.0, f64::NAN]);
+        assert_eq!(h.bounds, vec![0.5, 1.0]);
+        for v in [0.1, 0.5, 0.7, 1.0, 9.0] {
+            h.observe(v);
+        }
+        assert_eq!(h.counts, vec![2, 2, 1]);
+        assert_eq!((h.count, h.sum), (5, 11.3));
+        assert!((h.mean() - 2.26).abs() < 1e-9);
+        assert_eq!(Histogram::new(&[]).mean(), 0.0);
+    }
 }

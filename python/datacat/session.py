@@ -2,13 +2,42 @@
 
 from __future__ import absolute_import
 
+import atexit
 import logging
+import os
 import threading
+import weakref
 
 from .client import DatacatClient
 from ._transport import TransportError
 
 log = logging.getLogger("datacat")
+
+# The reason recorded for a session still open when the interpreter exits normally: the
+# application did not crash, it just never called end(). (A process that dies is reported
+# as crashed by the daemon, which sees its pipe close.)
+EXIT_REASON = "process exited without calling end()"
+
+_open_sessions = weakref.WeakSet()
+_exit_hook_lock = threading.Lock()
+_exit_hook_installed = []
+
+
+def _end_open_sessions():
+    pid = os.getpid()
+    for session in list(_open_sessions):
+        # A forked child inherits its parent's sessions; they are the parent's to end.
+        if session._pid == pid and not session.ended:
+            session.end(reason=EXIT_REASON)
+
+
+def _track_open_session(session):
+    with _exit_hook_lock:
+        if not _exit_hook_installed:
+            atexit.register(_end_open_sessions)
+            _exit_hook_installed.append(True)
+        _open_sessions.add(session)
+
 
 # Options of the original create_session() that this version accepts and ignores.
 _LEGACY_OPTIONS = ("async_mode", "queue_size", "use_daemon")
@@ -34,6 +63,9 @@ class Session(object):
         self._end_lock = threading.Lock()
         self._ended = False
         self._end_result = None
+        self._pid = os.getpid()
+        if session_id is not None:
+            _track_open_session(self)
 
     def __repr__(self):
         return "<datacat.Session %s %s/%s%s>" % (
@@ -98,6 +130,7 @@ class Session(object):
             if self._ended:
                 return self._end_result
             self._ended = True
+            _open_sessions.discard(self)
             self._end_result = self.client.end_session(self.session_id, reason=reason)
             return self._end_result
 

@@ -35,6 +35,22 @@ except ImportError:  # Python 2
     from urllib2 import urlopen
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_spool():
+    """Daemons started by the tests spool into a temporary directory, not the user's."""
+    spool = tempfile.mkdtemp(prefix="datacat-py-spool-")
+    previous = os.environ.get("DATACAT_SPOOL_DIR")
+    os.environ["DATACAT_SPOOL_DIR"] = spool
+    try:
+        yield spool
+    finally:
+        if previous is None:
+            os.environ.pop("DATACAT_SPOOL_DIR", None)
+        else:
+            os.environ["DATACAT_SPOOL_DIR"] = previous
+        shutil.rmtree(spool, ignore_errors=True)
+
+
 def free_port():
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:

@@ -13,16 +13,31 @@ use crate::{Connection, Result};
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    pub statements: &'static [&'static str],
+    pub steps: &'static [Step],
+}
+
+/// One idempotent schema change.
+pub enum Step {
+    /// A statement that is safe to repeat (`CREATE ... IF NOT EXISTS`).
+    Sql(&'static str),
+    /// `ALTER TABLE ADD COLUMN`, skipped when the column exists (18.16 has no
+    /// `ADD COLUMN IF NOT EXISTS`).
+    AddColumn {
+        table: &'static str,
+        column: &'static str,
+        definition: &'static str,
+    },
 }
 
 /// Every migration, oldest first. Never edit one that has shipped; add a new one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "sessions, state history, events, metrics",
-    statements: &[
-        // One row per applied batch; FINAL keeps the newest (highest last_seq).
-        "CREATE TABLE IF NOT EXISTS sessions (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "sessions, state history, events, metrics",
+        steps: &[
+            // One row per applied batch; FINAL keeps the newest (highest last_seq).
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS sessions (
             session_id String,
             product String,
             version String,
@@ -42,9 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = ReplacingMergeTree(last_seq)
         PARTITION BY started_date
         ORDER BY session_id",
-        // Identity (session_id, seq, idx): a redelivered batch writes identical rows, which
-        // ReplacingMergeTree collapses and FINAL hides.
-        "CREATE TABLE IF NOT EXISTS state_history (
+            ),
+            // Identity (session_id, seq, idx): a redelivered batch writes identical rows, which
+            // ReplacingMergeTree collapses and FINAL hides.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS state_history (
             session_id String,
             seq UInt64,
             idx UInt32,
@@ -55,7 +72,9 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = ReplacingMergeTree()
         PARTITION BY date
         ORDER BY (session_id, seq, idx)",
-        "CREATE TABLE IF NOT EXISTS events (
+            ),
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS events (
             session_id String,
             seq UInt64,
             idx UInt32,
@@ -72,7 +91,9 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = ReplacingMergeTree()
         PARTITION BY date
         ORDER BY (session_id, seq, idx)",
-        "CREATE TABLE IF NOT EXISTS metrics (
+            ),
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS metrics (
             session_id String,
             seq UInt64,
             idx UInt32,
@@ -87,8 +108,51 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = ReplacingMergeTree()
         PARTITION BY date
         ORDER BY (session_id, seq, idx)",
-    ],
-}];
+            ),
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "hang, drop and gap counts; histogram buckets",
+        steps: &[
+            Step::AddColumn {
+                table: "sessions",
+                column: "hang_count",
+                definition: "UInt32",
+            },
+            Step::AddColumn {
+                table: "sessions",
+                column: "hung_ms",
+                definition: "UInt64",
+            },
+            Step::AddColumn {
+                table: "sessions",
+                column: "dropped_records",
+                definition: "UInt64",
+            },
+            Step::AddColumn {
+                table: "sessions",
+                column: "gaps",
+                definition: "UInt64",
+            },
+            Step::AddColumn {
+                table: "metrics",
+                column: "bucket_bounds",
+                definition: "Array(Float64)",
+            },
+            Step::AddColumn {
+                table: "metrics",
+                column: "bucket_counts",
+                definition: "Array(UInt64)",
+            },
+            Step::AddColumn {
+                table: "metrics",
+                column: "hist_sum",
+                definition: "Float64",
+            },
+        ],
+    },
+];
 
 #[derive(Row, Serialize, Deserialize)]
 struct AppliedMigration {
@@ -129,8 +193,8 @@ pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
             name = migration.name,
             "applying migration"
         );
-        for statement in migration.statements {
-            db.query(statement).execute().await?;
+        for step in migration.steps {
+            apply_step(&db, &connection.database, step).await?;
         }
         let mut insert = db.insert::<AppliedMigration>("schema_migrations").await?;
         insert
@@ -143,4 +207,32 @@ pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
         newly_applied.push(migration.version);
     }
     Ok(newly_applied)
+}
+
+async fn apply_step(db: &clickhouse::Client, database: &str, step: &Step) -> Result<()> {
+    match step {
+        Step::Sql(sql) => db.query(sql).execute().await?,
+        Step::AddColumn {
+            table,
+            column,
+            definition,
+        } => {
+            let exists: u64 = db
+                .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+                .bind(database)
+                .bind(*table)
+                .bind(*column)
+                .fetch_one()
+                .await?;
+            if exists == 0 {
+                // Names come from MIGRATIONS (constants), never from input.
+                db.query(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                ))
+                .execute()
+                .await?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use datacat_protocol::api::{
     STATUS_ACTIVE,
 };
 use datacat_protocol::time::rfc3339_ms;
-use datacat_protocol::{ExceptionInfo, MachineInfo};
+use datacat_protocol::{ExceptionInfo, Histogram, MachineInfo};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -184,6 +184,12 @@ fn detail(
         .into_iter()
         .map(|m| MetricView {
             timestamp: rfc3339_ms(m.ts_ms),
+            histogram: (!m.bucket_counts.is_empty()).then(|| Histogram {
+                bounds: m.bucket_bounds,
+                counts: m.bucket_counts,
+                sum: m.hist_sum,
+                count: m.count.unwrap_or_default(),
+            }),
             name: m.name,
             kind: m.kind,
             value: m.value,
@@ -208,6 +214,10 @@ fn detail(
         hostname: row.hostname,
         machine_id: row.machine_id,
         machine,
+        hang_count: row.hang_count,
+        hung_at: optional_time(row.hung_ms),
+        dropped_records: row.dropped_records,
+        gaps: row.gaps,
         state: parse_json(&row.state)?,
         state_history,
         events,

@@ -29,6 +29,11 @@ pub struct SessionRow {
     pub state: String,
     pub event_count: u64,
     pub last_seq: u64,
+    pub hang_count: u32,
+    /// When the current or last hang started (0: never hung).
+    pub hung_ms: u64,
+    pub dropped_records: u64,
+    pub gaps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -73,4 +78,8 @@ pub struct MetricRow {
     pub unit: String,
     pub tags: Vec<String>,
     pub count: Option<u64>,
+    /// Histogram upper bounds; `bucket_counts` has one more entry (the +Inf bucket).
+    pub bucket_bounds: Vec<f64>,
+    pub bucket_counts: Vec<u64>,
+    pub hist_sum: f64,
 }

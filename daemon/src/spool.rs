@@ -1,0 +1,553 @@
+//! The daemon's durable queue: every batch is appended to an on-disk segment before it is
+//! published, and a segment is deleted once all its batches are acknowledged.
+//!
+//! * A daemon killed with `kill -9` loses nothing it had flushed: the next daemon for the
+//!   same NATS server adopts its spool directory (the dead daemon's lock is gone) and
+//!   delivers it. The `Nats-Msg-Id` dedupe and ingest's sequence check make a batch that
+//!   was published but not yet deleted harmless.
+//! * Memory stays bounded during long outages: the publisher reads from disk.
+//! * The spool has a byte cap; above it the oldest segment is dropped and every dropped
+//!   batch is counted per session, so the loss is reported, never silent.
+//!
+//! Layout: `<root>/<daemon id>/{lock, meta.json, <n>.seg}`. A segment is a sequence of
+//! entries `0xDC, u32 body length, u32 crc32(body), body` with body
+//! `u16 id length, session id, u64 seq, u32 record count, batch payload`.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+const MAGIC: u8 = 0xDC;
+const HEADER: usize = 9;
+/// A segment is sealed once it is this big, so acknowledged data can be deleted.
+const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One batch as spooled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolEntry {
+    pub session_id: String,
+    pub seq: u64,
+    pub records: u32,
+    pub payload: Bytes,
+}
+
+/// Entries read from one segment, to publish and then [`Spool::commit`].
+pub struct Chunk {
+    pub entries: Vec<SpoolEntry>,
+    source: usize,
+    segment: u64,
+    end_offset: u64,
+}
+
+#[derive(Default)]
+pub struct SpoolStats {
+    pub pending_bytes: AtomicU64,
+    pub dropped_batches: AtomicU64,
+    pub dropped_records: AtomicU64,
+    pub adopted_dirs: AtomicU64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    nats_url: String,
+    pid: u32,
+}
+
+/// A directory of segments, ours or adopted from a dead daemon.
+struct Source {
+    dir: PathBuf,
+    /// Held for as long as we own the directory.
+    _lock: File,
+    segments: VecDeque<u64>,
+    /// Read position in the front segment.
+    offset: u64,
+    own: bool,
+}
+
+struct Writer {
+    file: BufWriter<File>,
+    segment: u64,
+    bytes: u64,
+}
+
+struct State {
+    /// Adopted directories first, ours last.
+    sources: Vec<Source>,
+    writer: Writer,
+}
+
+pub struct Spool {
+    root: PathBuf,
+    nats_url: String,
+    state: Mutex<State>,
+    pub stats: SpoolStats,
+}
+
+fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:016}.seg"))
+}
+
+fn open_segment(dir: &Path, segment: u64) -> std::io::Result<BufWriter<File>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(segment_path(dir, segment))?;
+    Ok(BufWriter::with_capacity(256 * 1024, file))
+}
+
+impl Spool {
+    /// Creates this daemon's spool directory under `root`, locked for its lifetime.
+    pub fn open(root: &Path, daemon_id: &str, nats_url: &str) -> std::io::Result<Self> {
+        let dir = root.join(daemon_id);
+        fs::create_dir_all(&dir)?;
+        let lock = File::create(dir.join("lock"))?;
+        lock.try_lock()
+            .map_err(|e| std::io::Error::other(format!("locking {}: {e}", dir.display())))?;
+        let meta = Meta {
+            nats_url: nats_url.to_string(),
+            pid: std::process::id(),
+        };
+        fs::write(dir.join("meta.json"), serde_json::to_vec(&meta)?)?;
+        let writer = Writer {
+            file: open_segment(&dir, 1)?,
+            segment: 1,
+            bytes: 0,
+        };
+        let own = Source {
+            dir,
+            _lock: lock,
+            segments: VecDeque::from([1]),
+            offset: 0,
+            own: true,
+        };
+        let spool = Self {
+            root: root.to_path_buf(),
+            nats_url: nats_url.to_string(),
+            state: Mutex::new(State {
+                sources: vec![own],
+                writer,
+            }),
+            stats: SpoolStats::default(),
+        };
+        spool.adopt_orphans();
+        Ok(spool)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn pending_bytes(&self) -> u64 {
+        self.stats.pending_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Takes over the spool directories of dead daemons that published to the same NATS.
+    /// Returns how many were adopted.
+    pub fn adopt_orphans(&self) -> usize {
+        let Ok(dirs) = fs::read_dir(&self.root) else {
+            return 0;
+        };
+        let mut adopted = 0;
+        for dir in dirs.flatten().map(|entry| entry.path()) {
+            if self.lock().sources.iter().any(|s| s.dir == dir) {
+                continue;
+            }
+            let Some(meta) = fs::read(dir.join("meta.json"))
+                .ok()
+                .and_then(|m| serde_json::from_slice::<Meta>(&m).ok())
+            else {
+                continue;
+            };
+            if meta.nats_url != self.nats_url {
+                continue;
+            }
+            let Ok(lock) = OpenOptions::new().write(true).open(dir.join("lock")) else {
+                continue;
+            };
+            if lock.try_lock().is_err() {
+                continue; // Its daemon is alive.
+            }
+            let mut segments: Vec<u64> = fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+                .collect();
+            segments.sort_unstable();
+            let bytes: u64 = segments
+                .iter()
+                .filter_map(|s| fs::metadata(segment_path(&dir, *s)).ok())
+                .map(|m| m.len())
+                .sum();
+            if segments.is_empty() || bytes == 0 {
+                let _ = fs::remove_dir_all(&dir);
+                continue;
+            }
+            info!(dir = %dir.display(), dead_pid = meta.pid, bytes, "adopting the spool of a daemon that died");
+            self.stats.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.stats.adopted_dirs.fetch_add(1, Ordering::Relaxed);
+            let source = Source {
+                dir,
+                _lock: lock,
+                segments: segments.into(),
+                offset: 0,
+                own: false,
+            };
+            let mut state = self.lock();
+            let at = state.sources.len() - 1;
+            state.sources.insert(at, source);
+            adopted += 1;
+        }
+        adopted
+    }
+
+    /// Appends batches (in order) and makes them visible to readers.
+    pub fn append(&self, entries: &[SpoolEntry]) -> std::io::Result<()> {
+        let mut state = self.lock();
+        let mut written = 0;
+        for entry in entries {
+            let encoded = encode(entry);
+            state.writer.file.write_all(&encoded)?;
+            state.writer.bytes += encoded.len() as u64;
+            written += encoded.len() as u64;
+        }
+        state.writer.file.flush()?;
+        self.stats
+            .pending_bytes
+            .fetch_add(written, Ordering::Relaxed);
+        if state.writer.bytes >= SEGMENT_BYTES {
+            let next = state.writer.segment + 1;
+            let dir = own(&state).dir.clone();
+            state.writer = Writer {
+                file: open_segment(&dir, next)?,
+                segment: next,
+                bytes: 0,
+            };
+            own_mut(&mut state).segments.push_back(next);
+        }
+        Ok(())
+    }
+
+    /// The next entries to publish (at most `max`), oldest first, or `None` when everything
+    /// is read. Exhausted segments are deleted on the way.
+    pub fn next_chunk(&self, max: usize) -> Option<Chunk> {
+        loop {
+            let (source, segment, offset, path, active) = {
+                let mut state = self.lock();
+                let index = state.sources.iter().position(|s| !s.segments.is_empty())?;
+                let writer_segment = state.writer.segment;
+                let source = &mut state.sources[index];
+                let segment = *source.segments.front()?;
+                let active = source.own && segment == writer_segment;
+                (
+                    index,
+                    segment,
+                    source.offset,
+                    segment_path(&source.dir, segment),
+                    active,
+                )
+            };
+            let data = read_from(&path, offset).unwrap_or_default();
+            let (entries, used, corrupt) = decode_entries(&data, max);
+            if corrupt {
+                warn!(path = %path.display(), offset = offset + used as u64, "corrupt spool entry; skipping the rest of the segment");
+            }
+            if !entries.is_empty() {
+                return Some(Chunk {
+                    entries,
+                    source,
+                    segment,
+                    end_offset: offset + used as u64,
+                });
+            }
+            if active {
+                return None; // Caught up with the writer.
+            }
+            let skipped = data.len() as u64;
+            self.finish_segment(source, segment, skipped);
+        }
+    }
+
+    /// Marks a chunk delivered.
+    pub fn commit(&self, chunk: &Chunk) {
+        let mut state = self.lock();
+        let Some(source) = state.sources.get_mut(chunk.source) else {
+            return;
+        };
+        if source.segments.front() == Some(&chunk.segment) && chunk.end_offset > source.offset {
+            let delivered = chunk.end_offset - source.offset;
+            source.offset = chunk.end_offset;
+            self.stats
+                .pending_bytes
+                .fetch_sub(delivered.min(self.pending_bytes()), Ordering::Relaxed);
+        }
+    }
+
+    /// Deletes a fully read segment (and an adopted directory once it is empty).
+    /// `unread` bytes at its end (a torn write, corruption) leave the pending count too.
+    fn finish_segment(&self, source_index: usize, segment: u64, unread: u64) {
+        let mut state = self.lock();
+        let writer_segment = state.writer.segment;
+        let source = &mut state.sources[source_index];
+        if source.segments.front() != Some(&segment) || (source.own && segment == writer_segment) {
+            return;
+        }
+        let _ = fs::remove_file(segment_path(&source.dir, segment));
+        source.segments.pop_front();
+        source.offset = 0;
+        self.stats
+            .pending_bytes
+            .fetch_sub(unread.min(self.pending_bytes()), Ordering::Relaxed);
+        if !source.own && source.segments.is_empty() {
+            let _ = fs::remove_dir_all(&source.dir);
+            state.sources.remove(source_index);
+        }
+    }
+
+    /// Whether the unsent data is above `cap` bytes.
+    pub fn over(&self, cap: u64) -> bool {
+        self.pending_bytes() > cap
+    }
+
+    /// Drops the oldest unsent segment (the one `chunk` came from), returning every batch it
+    /// still held so the caller can count and report what was lost.
+    pub fn drop_oldest(&self, chunk: Chunk) -> Vec<SpoolEntry> {
+        let path = {
+            let state = self.lock();
+            segment_path(&state.sources[chunk.source].dir, chunk.segment)
+        };
+        let offset = self.lock().sources[chunk.source].offset;
+        let data = read_from(&path, offset).unwrap_or_default();
+        let (entries, _, _) = decode_entries(&data, usize::MAX);
+        {
+            // A segment being written is sealed first so it can go.
+            let mut state = self.lock();
+            if state.sources[chunk.source].own && state.writer.segment == chunk.segment {
+                let next = chunk.segment + 1;
+                let dir = own(&state).dir.clone();
+                if let Ok(file) = open_segment(&dir, next) {
+                    state.writer = Writer {
+                        file,
+                        segment: next,
+                        bytes: 0,
+                    };
+                    own_mut(&mut state).segments.push_back(next);
+                }
+            }
+        }
+        self.finish_segment(chunk.source, chunk.segment, data.len() as u64);
+        entries
+    }
+
+    /// On a clean exit with nothing left to send, the directory goes; otherwise it stays
+    /// for the next daemon.
+    pub fn close(&self) {
+        let state = self.lock();
+        let own = own(&state);
+        if self.pending_bytes() == 0 && state.sources.len() == 1 {
+            let _ = fs::remove_dir_all(&own.dir);
+        } else {
+            info!(dir = %own.dir.display(), bytes = self.pending_bytes(), "leaving undelivered batches for the next daemon");
+        }
+    }
+}
+
+fn own(state: &State) -> &Source {
+    state.sources.last().expect("our own source is always last")
+}
+
+fn own_mut(state: &mut State) -> &mut Source {
+    state
+        .sources
+        .last_mut()
+        .expect("our own source is always last")
+}
+
+fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    Ok(data)
+}
+
+fn encode(entry: &SpoolEntry) -> Vec<u8> {
+    let id = entry.session_id.as_bytes();
+    let mut body = Vec::with_capacity(2 + id.len() + 12 + entry.payload.len());
+    body.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    body.extend_from_slice(id);
+    body.extend_from_slice(&entry.seq.to_le_bytes());
+    body.extend_from_slice(&entry.records.to_le_bytes());
+    body.extend_from_slice(&entry.payload);
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.push(MAGIC);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes up to `max` complete entries; returns them, the bytes they used, and whether a
+/// corrupt entry stopped the decoding (an incomplete one at the end is just not there yet).
+fn decode_entries(data: &[u8], max: usize) -> (Vec<SpoolEntry>, usize, bool) {
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while entries.len() < max && data.len() - at >= HEADER {
+        let header = &data[at..at + HEADER];
+        let len = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[5..9].try_into().expect("4 bytes"));
+        if header[0] != MAGIC {
+            return (entries, at, true);
+        }
+        let Some(body) = data.get(at + HEADER..at + HEADER + len) else {
+            break;
+        };
+        let Some(entry) = (crc32fast::hash(body) == crc)
+            .then(|| decode_body(body))
+            .flatten()
+        else {
+            return (entries, at, true);
+        };
+        entries.push(entry);
+        at += HEADER + len;
+    }
+    (entries, at, false)
+}
+
+fn decode_body(body: &[u8]) -> Option<SpoolEntry> {
+    let id_len = u16::from_le_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let session_id = std::str::from_utf8(body.get(2..2 + id_len)?)
+        .ok()?
+        .to_string();
+    let rest = body.get(2 + id_len..)?;
+    let seq = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+    let records = u32::from_le_bytes(rest.get(8..12)?.try_into().ok()?);
+    let payload = Bytes::copy_from_slice(rest.get(12..)?);
+    Some(SpoolEntry {
+        session_id,
+        seq,
+        records,
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, size: usize) -> SpoolEntry {
+        SpoolEntry {
+            session_id: "s-1".into(),
+            seq,
+            records: 3,
+            payload: Bytes::from(vec![seq as u8; size]),
+        }
+    }
+
+    fn drain(spool: &Spool) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Some(chunk) = spool.next_chunk(7) {
+            seqs.extend(chunk.entries.iter().map(|e| e.seq));
+            spool.commit(&chunk);
+        }
+        seqs
+    }
+
+    #[test]
+    fn entries_come_back_in_order_across_segments() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path(), "a", "nats://x").unwrap();
+        let entries: Vec<_> = (0..40).map(|seq| entry(seq, 300_000)).collect();
+        for pair in entries.chunks(2) {
+            spool.append(pair).unwrap();
+        }
+        assert_eq!(drain(&spool), (0..40).collect::<Vec<_>>());
+        assert_eq!(spool.pending_bytes(), 0);
+        let segments = fs::read_dir(root.path().join("a"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
+            .count();
+        assert_eq!(segments, 1, "delivered sealed segments are deleted");
+        spool.close();
+        assert!(
+            !root.path().join("a").exists(),
+            "a clean exit removes the directory"
+        );
+    }
+
+    #[test]
+    fn a_dead_daemons_spool_is_adopted_by_the_next_one_for_the_same_nats() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = Spool::open(root.path(), "dead", "nats://x").unwrap();
+        dead.append(&[entry(1, 10), entry(2, 10)]).unwrap();
+        let other_nats = Spool::open(root.path(), "other", "nats://y").unwrap();
+        assert_eq!(
+            other_nats.adopt_orphans(),
+            0,
+            "the lock is held while the daemon lives"
+        );
+        drop(dead); // The process dies: its lock goes.
+        assert_eq!(
+            other_nats.adopt_orphans(),
+            0,
+            "another NATS server's data is not ours to send"
+        );
+        let next = Spool::open(root.path(), "next", "nats://x").unwrap();
+        next.append(&[entry(3, 10)]).unwrap();
+        assert_eq!(drain(&next), vec![1, 2, 3]);
+        assert!(!root.path().join("dead").exists());
+    }
+
+    #[test]
+    fn a_torn_tail_is_skipped_and_the_rest_delivered() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = Spool::open(root.path(), "dead", "nats://x").unwrap();
+        dead.append(&[entry(1, 10), entry(2, 10)]).unwrap();
+        let path = segment_path(&root.path().join("dead"), 1);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[MAGIC, 200, 0, 0, 0, 1, 2]).unwrap(); // Killed mid-write.
+        drop(file);
+        drop(dead);
+        let next = Spool::open(root.path(), "next", "nats://x").unwrap();
+        assert_eq!(drain(&next), vec![1, 2]);
+        assert_eq!(next.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn dropping_the_oldest_segment_returns_what_was_lost() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path(), "a", "nats://x").unwrap();
+        spool.append(&[entry(1, 100), entry(2, 100)]).unwrap();
+        assert!(spool.over(100));
+        let chunk = spool.next_chunk(1).unwrap();
+        let lost = spool.drop_oldest(chunk);
+        assert_eq!(lost.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(spool.pending_bytes(), 0);
+        spool.append(&[entry(3, 100)]).unwrap();
+        assert_eq!(drain(&spool), vec![3], "writing goes on in a fresh segment");
+    }
+
+    #[test]
+    fn corruption_is_detected() {
+        let mut bytes = encode(&entry(1, 20));
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        let (entries, used, corrupt) = decode_entries(&bytes, 10);
+        assert!(entries.is_empty() && used == 0 && corrupt);
+    }
+}
