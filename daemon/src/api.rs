@@ -299,7 +299,7 @@ async fn end(State(registry): State<AppState>, body: Body) -> Result<Json<Value>
 enum BatchItem {
     State(StateBody),
     Event(Box<EventBody>),
-    Metric(MetricBody),
+    Metric(Box<MetricBody>),
     Heartbeat(HeartbeatBody),
 }
 
@@ -323,7 +323,7 @@ async fn batch(State(registry): State<AppState>, body: Body) -> Result<Json<Valu
                     .map(drop)?)
             }
             BatchItem::Event(event) => Ok(registry.push(&session_id, event.into_record()?)?),
-            BatchItem::Metric(metric) => apply_metric(&registry, &session_id, metric),
+            BatchItem::Metric(metric) => apply_metric(&registry, &session_id, *metric),
             BatchItem::Heartbeat(beat) => {
                 let ts_ms = client_ts_ms(beat.timestamp, now_ms());
                 Ok(registry.heartbeat(&session_id, ts_ms, timeout(beat.timeout)?)?)
