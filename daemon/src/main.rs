@@ -34,11 +34,18 @@ use crate::spool::Spool;
 /// The line the client waits for; the port follows it.
 const READY_LINE: &str = "DATACAT_DAEMON_READY";
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let config = Config::parse();
     datacat_service::init_tracing();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(run(config));
+    // The stdin watcher is a blocking read that only returns when the application closes the
+    // pipe; do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
 
+async fn run(config: Config) -> Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .context("binding the client API")?;

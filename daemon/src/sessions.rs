@@ -4,7 +4,7 @@
 //! Client calls only append to a session's pending records (under one short lock); the
 //! flush loop turns pending records into numbered batches and spools them for publishing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -58,8 +58,19 @@ struct Session {
     unacked: watch::Receiver<u64>,
 }
 
+/// How many ended-and-delivered session ids are remembered, so late calls about them get a
+/// clear "has ended" rather than "unknown".
+const REMEMBERED_ENDED: usize = 10_000;
+
+#[derive(Default)]
+struct Sessions {
+    open: HashMap<String, Session>,
+    /// Ended sessions already forgotten, newest last.
+    ended: VecDeque<String>,
+}
+
 pub struct Registry {
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: Mutex<Sessions>,
     publisher: Publisher,
     flush_now: Notify,
     flush_records: usize,
@@ -72,7 +83,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(config: &Config, publisher: Publisher) -> Self {
         Self {
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
             publisher,
             flush_now: Notify::new(),
             flush_records: config.flush_records,
@@ -83,7 +94,7 @@ impl Registry {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Session>> {
+    fn lock(&self) -> MutexGuard<'_, Sessions> {
         // A panic while holding the lock cannot leave a session half-updated in a way that
         // matters more than losing every session, so keep serving.
         self.sessions
@@ -110,16 +121,16 @@ impl Registry {
             last_batch_ms: now_ms(),
             unacked: self.publisher.track(&session_id),
         };
-        self.lock().insert(session_id, session);
+        self.lock().open.insert(session_id, session);
         self.flush_now.notify_one();
     }
 
     pub fn session_count(&self) -> usize {
-        self.lock().len()
+        self.lock().open.len()
     }
 
     pub fn pending_records(&self) -> usize {
-        self.lock().values().map(|s| s.pending.len()).sum()
+        self.lock().open.values().map(|s| s.pending.len()).sum()
     }
 
     /// Applies `f` to an open session, then wakes the flusher if the session filled up.
@@ -129,9 +140,12 @@ impl Registry {
         f: impl FnOnce(&mut Session) -> T,
     ) -> Result<T, SessionError> {
         let mut sessions = self.lock();
-        let session = sessions
-            .get_mut(session_id)
-            .ok_or_else(|| SessionError::Unknown(session_id.to_string()))?;
+        let Some(session) = sessions.open.get_mut(session_id) else {
+            if sessions.ended.iter().any(|id| id == session_id) {
+                return Err(SessionError::Ended(session_id.to_string()));
+            }
+            return Err(SessionError::Unknown(session_id.to_string()));
+        };
         if session.ended {
             return Err(SessionError::Ended(session_id.to_string()));
         }
@@ -244,7 +258,7 @@ impl Registry {
     /// Marks monitored sessions whose heartbeat is overdue as hung (once per hang).
     pub fn check_hangs(&self, now: u64) {
         let mut found = false;
-        for (session_id, session) in self.lock().iter_mut().filter(|(_, s)| !s.ended) {
+        for (session_id, session) in self.lock().open.iter_mut().filter(|(_, s)| !s.ended) {
             let monitor = &mut session.heartbeat;
             let Some(timeout) = monitor.timeout else {
                 continue;
@@ -279,7 +293,7 @@ impl Registry {
             reason,
         });
         let mut sessions = self.lock();
-        match sessions.get_mut(session_id) {
+        match sessions.open.get_mut(session_id) {
             // Even an ended session takes this: the loss belongs in its story.
             Some(session) => session.pending.push(dropped),
             None => {
@@ -306,7 +320,7 @@ impl Registry {
     /// Ends every open session (the application is gone); returns how many.
     pub fn end_all(&self, end: &SessionEnd) -> usize {
         let mut ended = 0;
-        for session in self.lock().values_mut().filter(|s| !s.ended) {
+        for session in self.lock().open.values_mut().filter(|s| !s.ended) {
             session.pending.push(Record::End(end.clone()));
             session.ended = true;
             ended += 1;
@@ -318,6 +332,7 @@ impl Registry {
     /// What the daemon holds of one session (`GET /session`).
     pub fn describe(&self, session_id: &str) -> Option<Value> {
         self.lock()
+            .open
             .get(session_id)
             .map(|session| describe(session_id, session))
     }
@@ -326,6 +341,7 @@ impl Registry {
     pub fn describe_all(&self) -> Vec<Value> {
         let sessions = self.lock();
         let mut all: Vec<Value> = sessions
+            .open
             .iter()
             .map(|(id, session)| describe(id, session))
             .collect();
@@ -339,7 +355,7 @@ impl Registry {
         let now = now_ms();
         let mut entries = Vec::new();
         let mut sessions = self.lock();
-        for (session_id, session) in sessions.iter_mut() {
+        for (session_id, session) in sessions.open.iter_mut() {
             session.pending.extend(session.aggregates.take_changed(now));
             if session.pending.is_empty()
                 && !session.ended
@@ -378,7 +394,7 @@ impl Registry {
             if let Err(err) = self.publisher.enqueue(&entries) {
                 error!(%err, batches = entries.len(), "cannot write the spool; these batches are lost");
                 for entry in &entries {
-                    if let Some(session) = sessions.get_mut(&entry.session_id) {
+                    if let Some(session) = sessions.open.get_mut(&entry.session_id) {
                         let reason = format!("the daemon could not write its spool: {err}");
                         let dropped = DataDropped {
                             ts_ms: now,
@@ -391,14 +407,20 @@ impl Registry {
                 }
             }
         }
-        let publisher = &self.publisher;
-        sessions.retain(|session_id, s| {
-            let done = s.ended && s.pending.is_empty() && *s.unacked.borrow() == 0;
-            if done {
-                publisher.forget(session_id);
+        let done: Vec<String> = sessions
+            .open
+            .iter()
+            .filter(|(_, s)| s.ended && s.pending.is_empty() && *s.unacked.borrow() == 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for session_id in done {
+            sessions.open.remove(&session_id);
+            self.publisher.forget(&session_id);
+            sessions.ended.push_back(session_id);
+            if sessions.ended.len() > REMEMBERED_ENDED {
+                sessions.ended.pop_front();
             }
-            !done
-        });
+        }
     }
 }
 

@@ -6,9 +6,12 @@
 //! `deploy/test-all.sh` installs them and sets the variables.
 
 pub mod binaries;
+pub mod daemon;
 pub mod process;
+pub mod python;
 pub mod servers;
 pub mod stack;
 
+pub use daemon::Daemon;
 pub use servers::{ClickHouse, Nats};
 pub use stack::Stack;

@@ -25,7 +25,15 @@ pub struct Stack {
 impl Stack {
     /// Starts everything with one ingest worker and waits until query answers `/health`.
     pub async fn start() -> Result<Self> {
-        let logs = tempfile::tempdir()?;
+        // DATACAT_KEEP_TEST_DIRS=1 keeps logs and spools for a post-mortem.
+        let keep = std::env::var_os("DATACAT_KEEP_TEST_DIRS").is_some();
+        let logs = tempfile::Builder::new()
+            .prefix("datacat-stack-")
+            .disable_cleanup(keep)
+            .tempdir()?;
+        if keep {
+            eprintln!("stack logs kept in {}", logs.path().display());
+        }
         let nats = Nats::start().await?;
         let clickhouse = ClickHouse::start().await?;
         let database = "datacat".to_string();
@@ -112,7 +120,54 @@ impl Stack {
                 "DATACAT_DAEMON_BIN".into(),
                 datacat_bin("datacat-daemon")?.display().to_string(),
             ),
+            (
+                "DATACAT_SPOOL_DIR".into(),
+                self.spool_dir().display().to_string(),
+            ),
         ])
+    }
+
+    /// Where this stack's daemons spool (inside its temp dir, never the user's home).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.logs.path().join("spool")
+    }
+
+    /// A daemon for this stack, as an application would start it.
+    pub fn daemon(&self, name: &str, env: &[(&str, &str)]) -> Result<crate::Daemon> {
+        crate::Daemon::start(
+            &self.nats.url,
+            &self.spool_dir(),
+            &self.logs.path().join(format!("{name}.log")),
+            env,
+        )
+    }
+
+    /// Polls a session until `done` holds for it; returns it. Fails after `timeout` with the
+    /// last answer.
+    pub async fn wait_session(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last = Value::Null;
+        loop {
+            if let Ok(session) = self.get_json(&format!("/api/sessions/{id}")).await {
+                if done(&session) {
+                    return Ok(session);
+                }
+                last = session;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "session {id} did not reach the expected state within {timeout:?}; last: status={} events={}; logs in {}",
+                last["status"],
+                last["events"].as_array().map(Vec::len).unwrap_or_default(),
+                self.log_dir().display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The service logs, for failure messages.

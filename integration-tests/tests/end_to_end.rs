@@ -1,12 +1,10 @@
 //! A real Python session through the real daemon, NATS, ingest, ClickHouse and query: the
 //! API must return exactly what was logged.
 
-use std::process::Command;
 use std::time::Duration;
 
-use datacat_integration_tests::binaries::repo_root;
 use datacat_integration_tests::process::eventually;
-use datacat_integration_tests::Stack;
+use datacat_integration_tests::{python, Stack};
 use serde_json::{json, Value};
 
 /// Logs a known story and prints the session id as the last line.
@@ -29,28 +27,7 @@ print(s.session_id)
 "#;
 
 fn run_app(stack: &Stack) -> String {
-    let mut command = Command::new("python3");
-    command
-        .arg("-c")
-        .arg(APP)
-        .env("PYTHONPATH", repo_root().join("python"));
-    for (key, value) in stack.client_env().expect("client env") {
-        command.env(key, value);
-    }
-    let output = command.output().expect("running python3");
-    assert!(
-        output.status.success(),
-        "the Python app failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .last()
-        .expect("session id printed")
-        .trim()
-        .to_string()
+    python::last_line(&python::run(stack, APP).expect("the Python app runs"))
 }
 
 fn strip(values: &Value, keep: &[&str]) -> Vec<Value> {
