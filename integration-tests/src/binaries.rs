@@ -12,14 +12,16 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The cargo target dir the tests were built into (`target/debug`).
+/// The cargo profile dir this program was built into (`target/debug`, `target/release`):
+/// test binaries live in its `deps/`, other binaries directly in it.
 fn target_profile_dir() -> PathBuf {
-    // current_exe = target/debug/deps/<test>-<hash>
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .expect("target dir")
+    let exe = std::env::current_exe().expect("own executable path");
+    let dir = exe.parent().expect("executable has a dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// A DataCat binary built by this workspace (`cargo build --workspace --bins`).

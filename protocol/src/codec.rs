@@ -154,6 +154,32 @@ mod tests {
     }
 
     #[test]
+    fn empty_optional_fields_stay_off_the_wire_and_come_back() {
+        let event = Record::Event(Event {
+            ts_ms: 1,
+            name: "e".into(),
+            level: Level::Info,
+            category: String::new(),
+            group: String::new(),
+            labels: vec![],
+            message: String::new(),
+            data: json!({}),
+            exception: None,
+        });
+        let batch = Batch {
+            session_id: "s".into(),
+            seq: 0,
+            records: vec![event],
+        };
+        let bytes = encode_batch(&batch).unwrap();
+        assert!(
+            !bytes.windows(8).any(|w| w == b"category"),
+            "empty fields are not encoded"
+        );
+        assert_eq!(decode_batch(&bytes).unwrap(), batch);
+    }
+
+    #[test]
     fn rejects_unknown_format_and_garbage() {
         let mut bytes = encode_batch(&sample()).unwrap();
         bytes[0] = 9;
