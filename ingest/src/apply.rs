@@ -5,9 +5,10 @@
 //! or two workers racing) produces identical rows, which the warehouse collapses.
 
 use datacat_protocol::api::STATUS_ACTIVE;
+use datacat_protocol::merge::flatten;
 use datacat_protocol::time::{epoch_days, rfc3339_ms};
 use datacat_protocol::{deep_merge, Batch, EndStatus, Level, MachineInfo, Record};
-use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow};
+use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow, StatePathRow};
 use datacat_warehouse::RowSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -20,6 +21,8 @@ pub struct Progress {
     pub next_seq: u64,
     /// Batches skipped because they never arrived within the wait (recorded, not hidden).
     pub gaps: u64,
+    /// Their sequence numbers (the latest 1000), so one arriving late is applied then.
+    pub skipped: Vec<u64>,
     pub product: String,
     pub version: String,
     pub machine: MachineInfo,
@@ -34,6 +37,8 @@ pub struct Progress {
     pub hang_count: u32,
     pub hung_ms: u64,
     pub dropped_records: u64,
+    /// When ingest last applied a batch (ingest's clock): what the lost sweeper trusts.
+    pub seen_ms: u64,
 }
 
 impl Progress {
@@ -68,11 +73,110 @@ impl Progress {
             hung_ms: self.hung_ms,
             dropped_records: self.dropped_records,
             gaps: self.gaps,
+            seen_ms: self.seen_ms,
         }
     }
 }
 
 const STATUS_HUNG: &str = "hung";
+
+/// Identifies the sweeper's `session_lost` event: no record of a batch has this index.
+const LOST_EVENT_IDX: u32 = u32::MAX;
+
+/// Marks a session whose daemon went silent as `lost`, with its event. Returns false (and
+/// changes nothing) when the session already ended.
+pub fn mark_lost(
+    progress: &mut Progress,
+    session_id: &str,
+    now_ms: u64,
+    reason: &str,
+    rows: &mut RowSet,
+) -> bool {
+    if progress.is_terminal() {
+        return false;
+    }
+    progress.status = "lost".to_string();
+    progress.end_reason = reason.to_string();
+    progress.ended_ms = now_ms;
+    progress.event_count += 1;
+    lost_rows(progress, session_id, rows);
+    true
+}
+
+/// The rows that show a lost session (again, if an earlier write of them failed).
+pub fn lost_rows(progress: &mut Progress, session_id: &str, rows: &mut RowSet) {
+    let seq = progress.next_seq.saturating_sub(1);
+    let (ended_ms, reason) = (progress.ended_ms, progress.end_reason.clone());
+    let data = json!({"reason": reason, "last_seen": rfc3339_ms(progress.seen_ms)});
+    let event = ("session_lost", Level::Critical, reason.as_str(), data);
+    // The event is counted once, by mark_lost; rebuilding the rows must not count it again.
+    let event_count = progress.event_count;
+    system_event(
+        progress,
+        rows,
+        session_id,
+        seq,
+        LOST_EVENT_IDX,
+        ended_ms,
+        event,
+    );
+    progress.event_count = event_count;
+    rows.sessions.push(progress.session_row(session_id));
+}
+
+/// Calls `f(path, Some(value))` for every leaf that is new or different in `after`, and
+/// `f(path, None)` for every leaf of `before` that is gone.
+fn changed_paths(
+    before: &[(String, Value)],
+    after: &[(String, Value)],
+    mut f: impl FnMut(&str, Option<&Value>),
+) {
+    let old: std::collections::HashMap<&str, &Value> =
+        before.iter().map(|(p, v)| (p.as_str(), v)).collect();
+    let new: std::collections::HashSet<&str> = after.iter().map(|(p, _)| p.as_str()).collect();
+    for (path, value) in after {
+        if old.get(path.as_str()) != Some(&value) {
+            f(path, Some(value));
+        }
+    }
+    for (path, _) in before {
+        if !new.contains(path.as_str()) {
+            f(path, None);
+        }
+    }
+}
+
+/// How a leaf is stored for lookups: a string as its text, anything else as JSON.
+pub fn leaf_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn path_row(
+    session_id: &str,
+    seq: u64,
+    idx: u32,
+    ts_ms: u64,
+    path: &str,
+    value: Option<&Value>,
+) -> StatePathRow {
+    StatePathRow {
+        session_id: session_id.to_string(),
+        seq,
+        idx,
+        ts_ms,
+        date: epoch_days(ts_ms),
+        path: path.to_string(),
+        value: value.map(leaf_text).unwrap_or_default(),
+        elements: match value {
+            Some(Value::Array(items)) => items.iter().map(leaf_text).collect(),
+            _ => Vec::new(),
+        },
+        removed: u8::from(value.is_none()),
+    }
+}
 
 /// A status transition the system detected, shown on the session's timeline as an event of
 /// the `datacat` group.
@@ -115,8 +219,17 @@ fn state_json(state: &Value) -> String {
 /// and appends its rows to `rows`.
 pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
     let session_id = batch.session_id.as_str();
-    if batch.seq > progress.next_seq {
+    if batch.seq < progress.next_seq {
+        // A predecessor that was given up on: applied now, and no longer a gap.
+        if progress.skipped.contains(&batch.seq) {
+            progress.skipped.retain(|seq| *seq != batch.seq);
+            progress.gaps = progress.gaps.saturating_sub(1);
+        }
+    } else if batch.seq > progress.next_seq {
         progress.gaps += batch.seq - progress.next_seq;
+        progress.skipped.extend(progress.next_seq..batch.seq);
+        let excess = progress.skipped.len().saturating_sub(MAX_SKIPPED);
+        progress.skipped.drain(..excess);
     }
     for (idx, record) in batch.records.iter().enumerate() {
         let ts_ms = record.ts_ms();
@@ -134,7 +247,13 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                 progress.started_ms = start.ts_ms;
             }
             Record::State(update) => {
+                let before = flatten(&progress.state);
                 deep_merge(&mut progress.state, &update.update);
+                let after = flatten(&progress.state);
+                changed_paths(&before, &after, |path, value| {
+                    rows.state_paths
+                        .push(path_row(session_id, batch.seq, idx, ts_ms, path, value));
+                });
                 rows.state_history.push(StateHistoryRow {
                     session_id: session_id.to_string(),
                     seq: batch.seq,
@@ -288,8 +407,11 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
     if progress.status.is_empty() {
         progress.status = STATUS_ACTIVE.to_string();
     }
-    progress.next_seq = batch.seq + 1;
+    progress.next_seq = progress.next_seq.max(batch.seq + 1);
 }
+
+/// How many skipped sequence numbers a session remembers.
+const MAX_SKIPPED: usize = 1000;
 
 #[cfg(test)]
 mod tests {
@@ -386,6 +508,93 @@ mod tests {
     }
 
     #[test]
+    fn changed_state_leaves_become_path_rows() {
+        let mut progress = Progress::default();
+        let mut rows = RowSet::default();
+        apply(
+            &mut progress,
+            &batch(
+                0,
+                vec![state(
+                    1,
+                    json!({"w": {"open": ["a", "space probe"], "active": "a"}, "n": 1}),
+                )],
+            ),
+            &mut rows,
+        );
+        apply(
+            &mut progress,
+            &batch(
+                1,
+                vec![state(2, json!({"w": {"active": "space probe"}, "n": null}))],
+            ),
+            &mut rows,
+        );
+        let paths: Vec<_> = rows
+            .state_paths
+            .iter()
+            .map(|r| {
+                (
+                    r.seq,
+                    r.path.as_str(),
+                    r.value.as_str(),
+                    r.elements.clone(),
+                    r.removed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                (
+                    0,
+                    "w.open",
+                    r#"["a","space probe"]"#,
+                    vec!["a".to_string(), "space probe".to_string()],
+                    0
+                ),
+                (0, "w.active", "a", vec![], 0),
+                (0, "n", "1", vec![], 0),
+                (1, "w.active", "space probe", vec![], 0),
+                (1, "n", "", vec![], 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lost_session_is_marked_once_and_rows_can_be_rebuilt() {
+        let mut progress = Progress {
+            next_seq: 4,
+            seen_ms: 5,
+            status: "active".into(),
+            event_count: 2,
+            ..Default::default()
+        };
+        let mut rows = RowSet::default();
+        assert!(mark_lost(&mut progress, "s", 9_000, "silent", &mut rows));
+        assert_eq!(
+            (
+                progress.status.as_str(),
+                progress.ended_ms,
+                progress.event_count
+            ),
+            ("lost", 9_000, 3)
+        );
+        let mut again = RowSet::default();
+        lost_rows(&mut progress, "s", &mut again);
+        assert_eq!(again, rows, "a repair writes the same rows");
+        assert_eq!(progress.event_count, 3);
+        assert!(
+            !mark_lost(&mut progress, "s", 9_500, "silent", &mut RowSet::default()),
+            "first terminal status wins"
+        );
+        assert_eq!(
+            (rows.events[0].seq, rows.events[0].name.as_str()),
+            (3, "session_lost")
+        );
+    }
+
+    #[test]
     fn first_terminal_status_wins() {
         let mut progress = Progress::default();
         let mut rows = RowSet::default();
@@ -424,13 +633,28 @@ mod tests {
     }
 
     #[test]
-    fn an_accepted_gap_is_counted() {
+    fn an_accepted_gap_is_counted_and_a_late_predecessor_still_applied() {
         let mut progress = Progress {
             next_seq: 2,
             ..Default::default()
         };
         apply(&mut progress, &batch(5, vec![]), &mut RowSet::default());
-        assert_eq!((progress.gaps, progress.next_seq), (3, 6));
+        assert_eq!(
+            (progress.gaps, progress.next_seq, progress.skipped.clone()),
+            (3, 6, vec![2, 3, 4])
+        );
+        let mut rows = RowSet::default();
+        apply(
+            &mut progress,
+            &batch(3, vec![state(9, json!({"late": true}))]),
+            &mut rows,
+        );
+        assert_eq!(
+            (progress.gaps, progress.next_seq, progress.skipped.clone()),
+            (2, 6, vec![2, 4])
+        );
+        assert_eq!(progress.state, json!({"late": true}));
+        assert_eq!(rows.state_history.len(), 1);
     }
 
     fn hang(ts_ms: u64, hung: bool) -> Record {

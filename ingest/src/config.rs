@@ -65,16 +65,19 @@ pub struct Config {
     #[arg(long, global = true, env = "DATACAT_STREAM_MAX_BYTES", default_value_t = -1, allow_hyphen_values = true)]
     pub stream_max_bytes: i64,
 
-    /// A batch that arrives before its predecessor is retried this many times (at
-    /// `gap_retry_ms` intervals) before the gap is accepted and recorded.
+    /// How long a batch that arrived before its predecessor waits for it (seconds, from its
+    /// publication) before the gap is accepted and recorded. Longer than the ack wait, so a
+    /// dead worker's unacknowledged batches come back first. A predecessor arriving later
+    /// still is applied then, never dropped.
     #[arg(
         long,
         global = true,
-        env = "DATACAT_GAP_MAX_DELIVERIES",
-        default_value_t = 50
+        env = "DATACAT_GAP_WAIT_SECS",
+        default_value_t = 60
     )]
-    pub gap_max_deliveries: i64,
+    pub gap_wait_secs: u64,
 
+    /// Delay before a waiting batch is looked at again (grows with each delivery, to 2 s).
     #[arg(
         long,
         global = true,
@@ -82,6 +85,52 @@ pub struct Config {
         default_value_t = 200
     )]
     pub gap_retry_ms: u64,
+
+    /// How long a worker may hold a message before JetStream gives it to another worker.
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_ACK_WAIT_SECS",
+        default_value_t = 30
+    )]
+    pub ack_wait_secs: u64,
+
+    /// A message delivered this many times without being applied is dead-lettered.
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_MAX_DELIVERIES",
+        default_value_t = 200
+    )]
+    pub max_deliveries: i64,
+
+    /// How often the sweeper (one worker at a time, by lease) runs, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_SWEEP_INTERVAL_MS",
+        default_value_t = 5000
+    )]
+    pub sweep_interval_ms: u64,
+
+    /// An open session whose daemon has been silent this long is marked lost (seconds).
+    /// Daemons send a liveness record every 10 s.
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_LOST_AFTER_SECS",
+        default_value_t = 60
+    )]
+    pub lost_after_secs: u64,
+
+    /// Days of data kept in ClickHouse; older daily partitions are dropped (0: keep all).
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_RETENTION_DAYS",
+        default_value_t = 90
+    )]
+    pub retention_days: u64,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]

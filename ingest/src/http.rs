@@ -61,8 +61,43 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
         ),
         Sample::counter(
             "datacat_ingest_insert_micros_total",
-            "Time spent inserting, in microseconds.",
+            "Time spent inserting, in microseconds (divide by inserts for the mean latency).",
             &stats.insert_micros,
+        ),
+        Sample::counter(
+            "datacat_ingest_inserts_total",
+            "Insert rounds.",
+            &stats.inserts,
+        ),
+        Sample::counter(
+            "datacat_ingest_rows_sessions_total",
+            "Rows inserted into sessions.",
+            &stats.rows_sessions,
+        ),
+        Sample::counter(
+            "datacat_ingest_rows_state_history_total",
+            "Rows inserted into state_history.",
+            &stats.rows_state_history,
+        ),
+        Sample::counter(
+            "datacat_ingest_rows_state_paths_total",
+            "Rows inserted into state_paths.",
+            &stats.rows_state_paths,
+        ),
+        Sample::counter(
+            "datacat_ingest_rows_events_total",
+            "Rows inserted into events.",
+            &stats.rows_events,
+        ),
+        Sample::counter(
+            "datacat_ingest_rows_metrics_total",
+            "Rows inserted into metrics.",
+            &stats.rows_metrics,
+        ),
+        Sample::gauge(
+            "datacat_ingest_consumer_lag",
+            "Messages in the stream not yet delivered to the consumer.",
+            stats.lag.load(Ordering::Relaxed),
         ),
     ])
 }

@@ -5,6 +5,7 @@ mod apply;
 mod config;
 mod http;
 mod setup;
+mod sweeper;
 mod worker;
 
 use std::sync::Arc;
@@ -49,6 +50,22 @@ async fn run(config: Config, connection: datacat_warehouse::Connection) -> Resul
         .context("binding /health and /metrics")?;
     info!(addr = %listener.local_addr()?, "datacat-ingest serving /health and /metrics");
     tokio::spawn(http::serve(listener, stats.clone(), shutdown.clone()));
+
+    let sweeper = sweeper::Sweeper {
+        worker_id: format!(
+            "{}-{}",
+            std::process::id(),
+            datacat_protocol::time::now_ms()
+        ),
+        leases: resources.leases.clone(),
+        progress: resources.progress.clone(),
+        maintenance: datacat_warehouse::Maintenance::new(&connection)?,
+        writer: datacat_warehouse::Writer::new(&connection)?,
+        interval: std::time::Duration::from_millis(config.sweep_interval_ms.max(100)),
+        lost_after: std::time::Duration::from_secs(config.lost_after_secs),
+        retention_days: config.retention_days,
+    };
+    tokio::spawn(sweeper.run(shutdown.clone()));
 
     let writer = datacat_warehouse::Writer::new(&connection)?;
     worker::Worker::new(nats, resources, writer, stats, &config)

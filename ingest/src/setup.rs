@@ -15,6 +15,7 @@ pub struct Resources {
     pub jetstream: jetstream::Context,
     pub consumer: jetstream::consumer::Consumer<pull::Config>,
     pub progress: kv::Store,
+    pub leases: kv::Store,
 }
 
 pub async fn connect(config: &Config) -> Result<async_nats::Client> {
@@ -58,7 +59,7 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
             pull::Config {
                 durable_name: Some(subject::INGEST_CONSUMER.to_string()),
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
                 max_ack_pending: 20_000,
                 ..Default::default()
             },
@@ -74,9 +75,19 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
         })
         .await
         .context("creating the progress bucket")?;
+    let leases = jetstream
+        .create_or_update_key_value(kv::Config {
+            bucket: subject::LEASE_BUCKET.to_string(),
+            history: 1,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .context("creating the lease bucket")?;
     Ok(Resources {
         jetstream,
         consumer,
         progress,
+        leases,
     })
 }

@@ -32,6 +32,14 @@ pub struct Stats {
     pub rows: AtomicU64,
     pub insert_errors: AtomicU64,
     pub insert_micros: AtomicU64,
+    pub inserts: AtomicU64,
+    pub rows_sessions: AtomicU64,
+    pub rows_state_history: AtomicU64,
+    pub rows_state_paths: AtomicU64,
+    pub rows_events: AtomicU64,
+    pub rows_metrics: AtomicU64,
+    /// Messages in the stream not yet delivered to the consumer, as of the last delivery.
+    pub lag: AtomicU64,
 }
 
 pub struct Worker {
@@ -41,8 +49,9 @@ pub struct Worker {
     stats: std::sync::Arc<Stats>,
     fetch_batch: usize,
     fetch_wait: Duration,
-    gap_max_deliveries: i64,
+    gap_wait: Duration,
     gap_retry: Duration,
+    max_deliveries: i64,
 }
 
 /// What one round decided for one session.
@@ -57,6 +66,19 @@ struct SessionPlan {
 
 /// Delay before a failed round's messages come back.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+impl Stats {
+    fn count_rows(&self, rows: &RowSet) {
+        let add = |counter: &AtomicU64, n: usize| counter.fetch_add(n as u64, Ordering::Relaxed);
+        add(&self.rows, rows.row_count());
+        add(&self.inserts, 1);
+        add(&self.rows_sessions, rows.sessions.len());
+        add(&self.rows_state_history, rows.state_history.len());
+        add(&self.rows_state_paths, rows.state_paths.len());
+        add(&self.rows_events, rows.events.len());
+        add(&self.rows_metrics, rows.metrics.len());
+    }
+}
 
 impl Worker {
     pub fn new(
@@ -73,8 +95,9 @@ impl Worker {
             stats,
             fetch_batch: config.fetch_batch.max(1),
             fetch_wait: Duration::from_millis(config.fetch_wait_ms.max(10)),
-            gap_max_deliveries: config.gap_max_deliveries.max(1),
-            gap_retry: Duration::from_millis(config.gap_retry_ms),
+            gap_wait: Duration::from_secs(config.gap_wait_secs),
+            gap_retry: Duration::from_millis(config.gap_retry_ms.max(10)),
+            max_deliveries: config.max_deliveries.max(2),
         }
     }
 
@@ -133,6 +156,15 @@ impl Worker {
     async fn process(&self, messages: Vec<Message>) {
         let mut by_session: BTreeMap<String, Vec<(Batch, Message)>> = BTreeMap::new();
         for message in messages {
+            if let Ok(info) = message.info() {
+                self.stats.lag.store(info.pending, Ordering::Relaxed);
+                if info.delivered > self.max_deliveries {
+                    let reason =
+                        format!("delivered {} times without being applied", info.delivered);
+                    self.dead_letter(message, &reason).await;
+                    continue;
+                }
+            }
             match decode_batch(&message.payload) {
                 Ok(batch) => by_session
                     .entry(batch.session_id.clone())
@@ -172,9 +204,7 @@ impl Worker {
             self.stats
                 .insert_micros
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            self.stats
-                .rows
-                .fetch_add(rows.row_count() as u64, Ordering::Relaxed);
+            self.stats.count_rows(&rows);
         }
 
         for plan in plans {
@@ -226,15 +256,21 @@ impl Worker {
             waiting: Vec::new(),
         };
         for (batch, message) in batches {
-            if batch.seq < progress.next_seq
+            // Older than the progress: a duplicate, unless it is a predecessor the session
+            // gave up waiting for (then it is applied late, not dropped).
+            let late = batch.seq < progress.next_seq && progress.skipped.contains(&batch.seq);
+            if (batch.seq < progress.next_seq && !late)
                 || plan.applied.iter().any(|m| same_message(m, &message))
             {
                 plan.duplicates.push(message);
                 continue;
             }
             if batch.seq > progress.next_seq {
-                let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-                if !plan.waiting.is_empty() || delivered < self.gap_max_deliveries {
+                let waited = message
+                    .info()
+                    .map(|info| age(info.published))
+                    .unwrap_or_default();
+                if !plan.waiting.is_empty() || waited < self.gap_wait {
                     plan.waiting.push(message);
                     continue;
                 }
@@ -247,6 +283,7 @@ impl Worker {
             plan.applied.push(message);
         }
         if !plan.applied.is_empty() {
+            progress.seen_ms = datacat_protocol::time::now_ms();
             rows.sessions.push(progress.session_row(session_id));
         }
         plan.progress = progress;
@@ -259,7 +296,16 @@ impl Worker {
             .duplicates
             .fetch_add(plan.duplicates.len() as u64, Ordering::Relaxed);
         ack_all(plan.duplicates).await;
-        nak_all(plan.waiting, self.gap_retry).await;
+        for message in plan.waiting {
+            // Back off: a predecessor that is not here yet is usually seconds away.
+            let delivered = message
+                .info()
+                .map(|info| info.delivered)
+                .unwrap_or(1)
+                .max(1) as u32;
+            let delay = (self.gap_retry * delivered).min(Duration::from_secs(2));
+            nak_all(vec![message], delay).await;
+        }
         if plan.applied.is_empty() {
             return;
         }
@@ -327,6 +373,13 @@ impl Worker {
             }
         }
     }
+}
+
+/// How long ago JetStream stored a message.
+fn age(published: time::OffsetDateTime) -> Duration {
+    (time::OffsetDateTime::now_utc() - published)
+        .try_into()
+        .unwrap_or_default()
 }
 
 fn same_message(a: &Message, b: &Message) -> bool {

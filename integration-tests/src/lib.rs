@@ -11,6 +11,7 @@ pub mod process;
 pub mod python;
 pub mod servers;
 pub mod stack;
+pub mod workload;
 
 pub use daemon::Daemon;
 pub use servers::{ClickHouse, Nats};

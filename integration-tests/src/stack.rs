@@ -18,6 +18,8 @@ pub struct Stack {
     pub database: String,
     pub query_url: String,
     pub ingest: Vec<ChildGuard>,
+    /// Each ingest worker's /health and /metrics port, by index.
+    pub ingest_ports: Vec<u16>,
     pub query: ChildGuard,
     pub logs: TempDir,
 }
@@ -56,6 +58,7 @@ impl Stack {
             database,
             query_url,
             ingest: Vec::new(),
+            ingest_ports: Vec::new(),
             query,
             logs,
         };
@@ -95,12 +98,35 @@ impl Stack {
             .join(format!("ingest-{}.log", self.ingest.len()));
         self.ingest
             .push(ChildGuard::spawn("datacat-ingest", command, &log)?);
+        self.ingest_ports.push(port);
         wait_http_ok(
             &format!("http://127.0.0.1:{port}/health"),
             Duration::from_secs(30),
             "datacat-ingest",
         )
         .await
+    }
+
+    /// One counter or gauge from ingest worker `index`'s /metrics.
+    pub async fn ingest_metric(&self, index: usize, name: &str) -> Result<u64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.ingest_ports[index]);
+        let text = reqwest::get(url).await?.text().await?;
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .with_context(|| format!("{name} not in /metrics"))
+    }
+
+    /// A JetStream context on this stack's NATS.
+    pub async fn jetstream(&self) -> Result<async_nats::jetstream::Context> {
+        Ok(async_nats::jetstream::new(
+            async_nats::connect(&self.nats.url).await?,
+        ))
     }
 
     /// GETs a query-service path and parses the JSON answer; fails on non-2xx.

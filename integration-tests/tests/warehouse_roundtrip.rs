@@ -1,7 +1,7 @@
 //! Every row type round-trips through a real ClickHouse server, and migrations are idempotent.
 
 use datacat_integration_tests::ClickHouse;
-use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow};
+use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow, StatePathRow};
 use datacat_warehouse::{migrate, Connection, RowSet, Writer, MIGRATIONS};
 
 fn rows() -> RowSet {
@@ -27,7 +27,32 @@ fn rows() -> RowSet {
             hung_ms: 1_728_000_000_900,
             dropped_records: 17,
             gaps: 1,
+            seen_ms: 1_728_000_003_000,
         }],
+        state_paths: vec![
+            StatePathRow {
+                session_id: "s-1".into(),
+                seq: 3,
+                idx: 1,
+                ts_ms: 1_728_000_000_200,
+                date: 20_000,
+                path: "a.b".into(),
+                value: "[1,2]".into(),
+                elements: vec!["1".into(), "2".into()],
+                removed: 0,
+            },
+            StatePathRow {
+                session_id: "s-1".into(),
+                seq: 3,
+                idx: 1,
+                ts_ms: 1_728_000_000_200,
+                date: 20_000,
+                path: "gone".into(),
+                value: String::new(),
+                elements: vec![],
+                removed: 1,
+            },
+        ],
         state_history: vec![StateHistoryRow {
             session_id: "s-1".into(),
             seq: 3,
@@ -144,6 +169,9 @@ async fn rows_round_trip_and_duplicates_collapse() {
         read_all::<EventRow>(&client, "events").await,
         expected.events
     );
+    let mut paths = read_all::<StatePathRow>(&client, "state_paths").await;
+    paths.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(paths, expected.state_paths);
     let mut metrics = read_all::<MetricRow>(&client, "metrics").await;
     metrics.sort_by_key(|m| m.idx);
     assert_eq!(metrics, expected.metrics);

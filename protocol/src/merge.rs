@@ -86,7 +86,10 @@ pub fn state_diff(old: &Value, new: &Value) -> Option<Value> {
 /// whole as one leaf. Used for "state now / ever had" lookups.
 pub fn flatten(state: &Value) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    flatten_into(state, &mut String::new(), &mut out);
+    // A state is an object; anything else (the `null` before the first update) has no leaves.
+    if state.is_object() {
+        flatten_into(state, &mut String::new(), &mut out);
+    }
     out
 }
 
@@ -184,6 +187,12 @@ mod tests {
             state_diff(&old, &new),
             Some(json!({"gone": null, "a": {"c": 3}, "added": {"x": 1}}))
         );
+    }
+
+    #[test]
+    fn flatten_of_no_state_is_empty() {
+        assert!(flatten(&Value::Null).is_empty());
+        assert!(flatten(&json!({})).is_empty());
     }
 
     #[test]

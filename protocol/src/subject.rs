@@ -8,6 +8,8 @@ pub const SESSION_SUBJECTS: &str = "datacat.session.>";
 pub const INGEST_CONSUMER: &str = "ingest";
 /// The KV bucket where ingest keeps each session's merge progress.
 pub const PROGRESS_BUCKET: &str = "datacat_progress";
+/// The KV bucket of leases (which worker runs the single-instance sweeper).
+pub const LEASE_BUCKET: &str = "datacat_leases";
 /// The stream that keeps batches ingest could not use, with the reason.
 pub const DEAD_LETTER_STREAM: &str = "DATACAT_DEAD";
 pub const DEAD_LETTER_SUBJECT: &str = "datacat.dead";

@@ -18,6 +18,22 @@ pub fn rfc3339_ms(ms: u64) -> String {
         .unwrap_or_default()
 }
 
+/// The UTC date of Unix milliseconds as `YYYY-MM-DD` (how ClickHouse names a date partition).
+pub fn iso_date(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map(|t| {
+            let date = t.date();
+            format!(
+                "{:04}-{:02}-{:02}",
+                date.year(),
+                u8::from(date.month()),
+                date.day()
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// Days since the Unix epoch, the way ClickHouse stores a `Date`.
 pub fn epoch_days(ms: u64) -> u16 {
     (ms / 86_400_000).min(u64::from(u16::MAX)) as u16
@@ -39,6 +55,8 @@ mod tests {
     fn formats_milliseconds() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(iso_date(1_700_000_000_123), "2023-11-14");
+        assert_eq!(iso_date(0), "1970-01-01");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! row's identity so a redelivered batch collapses into the row it duplicates, and queries
 //! that read with `FINAL`. JSON work happens in Rust; ClickHouse stores JSON as text.
 
+pub mod maintenance;
 pub mod migrations;
 pub mod read;
 pub mod rows;
@@ -12,6 +13,7 @@ pub mod write;
 
 use thiserror::Error;
 
+pub use maintenance::Maintenance;
 pub use migrations::{migrate, MIGRATIONS};
 pub use read::Reader;
 pub use write::{RowSet, Writer};

@@ -152,6 +152,35 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 3,
+        name: "flattened state paths; ingest-side liveness",
+        steps: &[
+            // One row per state leaf that changed: "state now", "ever had" and "array
+            // contains" filters become lookups by (path, value) instead of JSON parsing.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS state_paths (
+                session_id String,
+                seq UInt64,
+                idx UInt32,
+                ts_ms UInt64,
+                date Date,
+                path String,
+                value String,
+                elements Array(String),
+                removed UInt8
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY date
+            ORDER BY (path, value, session_id, seq, idx)",
+            ),
+            // When ingest (its clock, not the application's) last heard of the session.
+            Step::AddColumn {
+                table: "sessions",
+                column: "seen_ms",
+                definition: "UInt64",
+            },
+        ],
+    },
 ];
 
 #[derive(Row, Serialize, Deserialize)]

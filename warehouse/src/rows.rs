@@ -34,6 +34,8 @@ pub struct SessionRow {
     pub hung_ms: u64,
     pub dropped_records: u64,
     pub gaps: u64,
+    /// When ingest last applied a batch of the session (ingest's clock).
+    pub seen_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -45,6 +47,24 @@ pub struct StateHistoryRow {
     pub date: u16,
     pub update: String,
     pub state: String,
+}
+
+/// One state leaf that changed (see `datacat_protocol::merge::flatten`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct StatePathRow {
+    pub session_id: String,
+    pub seq: u64,
+    pub idx: u32,
+    pub ts_ms: u64,
+    pub date: u16,
+    /// Object keys joined with `.`.
+    pub path: String,
+    /// A string leaf as its text; any other leaf as JSON. Empty when removed.
+    pub value: String,
+    /// An array leaf's elements, encoded like `value`.
+    pub elements: Vec<String>,
+    /// 1 when the path stopped existing.
+    pub removed: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 
 use clickhouse::{Client, RowOwned, RowWrite};
 
-use crate::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow};
+use crate::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow, StatePathRow};
 use crate::{Connection, Result};
 
 /// Rows accumulated for one insert round.
@@ -10,6 +10,7 @@ use crate::{Connection, Result};
 pub struct RowSet {
     pub sessions: Vec<SessionRow>,
     pub state_history: Vec<StateHistoryRow>,
+    pub state_paths: Vec<StatePathRow>,
     pub events: Vec<EventRow>,
     pub metrics: Vec<MetricRow>,
 }
@@ -18,12 +19,17 @@ impl RowSet {
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
             && self.state_history.is_empty()
+            && self.state_paths.is_empty()
             && self.events.is_empty()
             && self.metrics.is_empty()
     }
 
     pub fn row_count(&self) -> usize {
-        self.sessions.len() + self.state_history.len() + self.events.len() + self.metrics.len()
+        self.sessions.len()
+            + self.state_history.len()
+            + self.state_paths.len()
+            + self.events.len()
+            + self.metrics.len()
     }
 }
 
@@ -43,6 +49,7 @@ impl Writer {
     pub async fn insert(&self, rows: &RowSet) -> Result<()> {
         self.insert_table("state_history", &rows.state_history)
             .await?;
+        self.insert_table("state_paths", &rows.state_paths).await?;
         self.insert_table("events", &rows.events).await?;
         self.insert_table("metrics", &rows.metrics).await?;
         // Sessions last: a session row never points at history that is not there yet.

@@ -1,0 +1,202 @@
+//! Ingest gives the same visible result whatever happens: 1 worker or 3 with one killed
+//! mid-stream, a ClickHouse outage, redeliveries, duplicates, out-of-order batches, poison.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use datacat_integration_tests::workload::Workload;
+use datacat_integration_tests::Stack;
+use serde_json::Value;
+
+/// Every session of the workload as the API shows it, once all of them have ended.
+async fn ingested(
+    stack: &Stack,
+    workload: &Workload,
+    timeout: Duration,
+) -> BTreeMap<String, Value> {
+    let mut sessions = BTreeMap::new();
+    for (id, expected) in &workload.expected {
+        let want_events = expected.events;
+        let session = stack
+            .wait_session(id, timeout, |s| {
+                s["status"] == expected.status
+                    && s["events"]
+                        .as_array()
+                        .is_some_and(|e| e.len() >= want_events)
+            })
+            .await
+            .unwrap();
+        sessions.insert(id.clone(), session);
+    }
+    sessions
+}
+
+fn check_expected(workload: &Workload, sessions: &BTreeMap<String, Value>) {
+    for (id, expected) in &workload.expected {
+        let session = &sessions[id];
+        let len = |key: &str| session[key].as_array().map(Vec::len).unwrap_or_default();
+        assert_eq!(session["state"], expected.state, "{id} state");
+        assert_eq!(len("state_history"), expected.history, "{id} history");
+        assert_eq!(len("events"), expected.events, "{id} events");
+        assert_eq!(len("metrics"), expected.metrics, "{id} metrics");
+        assert_eq!(session["status"], expected.status, "{id} status");
+        assert_eq!(session["gaps"], 0, "{id} gaps");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_and_three_with_one_killed_give_identical_results() {
+    let workload = Workload::generate("workers", 150, 12, 8, 42);
+
+    let one = Stack::start().await.expect("stack starts");
+    workload
+        .publish(&one.jetstream().await.unwrap(), 40)
+        .await
+        .unwrap();
+    let by_one = ingested(&one, &workload, Duration::from_secs(120)).await;
+    drop(one);
+    check_expected(&workload, &by_one);
+
+    let mut three = Stack::start().await.expect("stack starts");
+    three.add_ingest_worker().await.unwrap();
+    three.add_ingest_worker().await.unwrap();
+    workload
+        .publish(&three.jetstream().await.unwrap(), 40)
+        .await
+        .unwrap();
+    // Kill worker 1 while it is busy: after it applied some messages, before the end.
+    let mut applied_before_kill = 0;
+    for _ in 0..200 {
+        applied_before_kill = three
+            .ingest_metric(1, "datacat_ingest_messages_total")
+            .await
+            .unwrap_or_default();
+        if applied_before_kill > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    three.ingest.remove(1); // kill -9 (SIGKILL on drop)
+    three.ingest_ports.remove(1);
+    assert!(applied_before_kill > 0, "worker 1 never took part");
+    let by_three = ingested(&three, &workload, Duration::from_secs(120)).await;
+    check_expected(&workload, &by_three);
+    let total = workload.batches.len() as u64;
+    assert!(
+        applied_before_kill < total,
+        "the kill happened mid-stream ({applied_before_kill} of {total})"
+    );
+
+    // Identical, field for field: states, histories, events, metrics, statuses, times.
+    for (id, session) in &by_one {
+        assert_eq!(
+            session, &by_three[id],
+            "session {id} differs between 1 and 3 workers"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thirty_second_clickhouse_outage_loses_nothing() {
+    let mut stack = Stack::start().await.expect("stack starts");
+    let workload = Workload::generate("ch-outage", 60, 10, 6, 7);
+    let (first, second) = workload.batches.split_at(workload.batches.len() / 2);
+    let js = stack.jetstream().await.unwrap();
+    let half = |batches: &[datacat_protocol::Batch]| Workload {
+        product: workload.product.clone(),
+        batches: batches.to_vec(),
+        expected: Default::default(),
+    };
+    half(first).publish(&js, 0).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    stack.clickhouse.stop();
+    half(second).publish(&js, 10).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    stack.clickhouse.restart().await.unwrap();
+
+    let sessions = ingested(&stack, &workload, Duration::from_secs(120)).await;
+    check_expected(&workload, &sessions);
+    assert!(
+        stack
+            .ingest_metric(0, "datacat_ingest_insert_errors_total")
+            .await
+            .unwrap()
+            > 0,
+        "the outage was felt"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_and_the_rest_ingested() {
+    let stack = Stack::start().await.expect("stack starts");
+    let js = stack.jetstream().await.unwrap();
+    let workload = Workload::generate("poison", 20, 5, 5, 3);
+
+    let mut wrong_format = datacat_protocol::encode_batch(&workload.batches[0]).unwrap();
+    wrong_format[0] = 99;
+    let mut non_object_state = workload.batches[1].clone();
+    non_object_state.session_id = "poisoned-state".into();
+    non_object_state.records = vec![datacat_protocol::Record::State(
+        datacat_protocol::record::StateUpdate {
+            ts_ms: 1,
+            update: serde_json::json!(["not", "an", "object"]),
+        },
+    )];
+    let poisons: Vec<(&str, Vec<u8>)> = vec![
+        ("datacat.session.garbage", b"\x00\x01 not a batch".to_vec()),
+        ("datacat.session.wrong-format", wrong_format),
+        (
+            "datacat.session.poisoned-state",
+            rmp_like(&non_object_state),
+        ),
+    ];
+    for (subject, payload) in &poisons {
+        js.publish(subject.to_string(), payload.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    workload.publish(&js, 0).await.unwrap();
+
+    let sessions = ingested(&stack, &workload, Duration::from_secs(60)).await;
+    check_expected(&workload, &sessions);
+
+    let mut dead = js
+        .get_stream(datacat_protocol::subject::DEAD_LETTER_STREAM)
+        .await
+        .unwrap();
+    let count = dead.info().await.unwrap().state.messages;
+    assert_eq!(count, 3, "every poison message is dead-lettered, once");
+    for seq in 1..=count {
+        let message = dead.get_raw_message(seq).await.unwrap();
+        let headers = message.headers;
+        let reason = headers
+            .get(datacat_protocol::subject::DEAD_LETTER_REASON_HEADER)
+            .map(|v| v.to_string());
+        assert!(
+            reason.as_deref().is_some_and(|r| !r.is_empty()),
+            "a reason is kept: {headers:?}"
+        );
+    }
+    assert_eq!(
+        stack
+            .ingest_metric(0, "datacat_ingest_dead_letters_total")
+            .await
+            .unwrap(),
+        3
+    );
+    assert!(
+        stack
+            .get_json("/api/sessions/poisoned-state")
+            .await
+            .is_err(),
+        "nothing of a poison batch is visible"
+    );
+}
+
+/// A correctly framed batch that fails validation.
+fn rmp_like(batch: &datacat_protocol::Batch) -> Vec<u8> {
+    datacat_protocol::encode_batch(batch).unwrap()
+}
