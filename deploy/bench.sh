@@ -5,6 +5,9 @@
 #
 #   deploy/bench.sh daemon    events/s from a batching client through one daemon into
 #                             JetStream; daemon RSS idle and under load
+#   deploy/bench.sh ingest    rows/s from JetStream into ClickHouse with 1, 2, 3 workers,
+#                             against a raw ClickHouse insert of the same rows
+#   deploy/bench.sh           all of them
 #
 # Environment: BENCH_EVENTS, BENCH_BATCH, BENCH_CLIENTS (see each benchmark's source).
 
@@ -17,15 +20,19 @@ which="${1:-all}"
 datacat_install_deps
 export DATACAT_NATS_SERVER_BIN="$DATACAT_ROOT/.local/nats/bin/nats-server"
 
-run_daemon() {
-    cargo build --release -p datacat-daemon -p datacat-integration-tests --bins
-    target/release/bench-daemon
-}
+export DATACAT_CLICKHOUSE_SERVER_BIN="${DATACAT_CLICKHOUSE_SERVER_BIN:-/usr/sbin/clickhouse-server}"
+cargo build --release -p datacat-daemon -p datacat-ingest -p datacat-integration-tests --bins
 
 case "$which" in
-    daemon | all) run_daemon ;;
+    daemon) target/release/bench-daemon ;;
+    ingest) target/release/bench-ingest ;;
+    all)
+        target/release/bench-daemon
+        echo
+        target/release/bench-ingest
+        ;;
     *)
-        echo "unknown benchmark: $which (try: daemon)" >&2
+        echo "unknown benchmark: $which (try: daemon, ingest, all)" >&2
         exit 2
         ;;
 esac

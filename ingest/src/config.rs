@@ -39,7 +39,7 @@ pub struct Config {
         long,
         global = true,
         env = "DATACAT_FETCH_BATCH",
-        default_value_t = 1000
+        default_value_t = 5000
     )]
     pub fetch_batch: usize,
 

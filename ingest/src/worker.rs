@@ -15,7 +15,7 @@ use anyhow::Result;
 use async_nats::jetstream::{self, AckKind, Message};
 use datacat_protocol::{decode_batch, subject, Batch};
 use datacat_warehouse::{RowSet, Writer};
-use futures::StreamExt;
+use futures::{stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -52,7 +52,13 @@ pub struct Worker {
     gap_wait: Duration,
     gap_retry: Duration,
     max_deliveries: i64,
+    /// The progress (and KV revision) this worker last wrote per session. Used only when a
+    /// batch is exactly the cached next one; the compare-and-set catches a stale entry.
+    cache: std::sync::Mutex<std::collections::HashMap<String, (Progress, u64)>>,
 }
+
+/// Sessions whose progress a worker keeps in memory before it starts over.
+const CACHE_SESSIONS: usize = 100_000;
 
 /// What one round decided for one session.
 struct SessionPlan {
@@ -63,6 +69,9 @@ struct SessionPlan {
     duplicates: Vec<Message>,
     waiting: Vec<Message>,
 }
+
+/// Sessions whose progress is read or written at once.
+const KV_CONCURRENCY: usize = 256;
 
 /// Delay before a failed round's messages come back.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -98,6 +107,7 @@ impl Worker {
             gap_wait: Duration::from_secs(config.gap_wait_secs),
             gap_retry: Duration::from_millis(config.gap_retry_ms.max(10)),
             max_deliveries: config.max_deliveries.max(2),
+            cache: Default::default(),
         }
     }
 
@@ -120,7 +130,13 @@ impl Worker {
                 continue;
             }
             // A round, once fetched, is finished even when shutdown arrives meanwhile.
+            let (count, started) = (messages.len(), Instant::now());
             self.process(messages).await;
+            debug!(
+                messages = count,
+                took_ms = started.elapsed().as_millis() as u64,
+                "round done"
+            );
             // Acks are fire-and-forget; flushing makes sure they reached the server.
             if let Err(error) = self.client.flush().await {
                 warn!(%error, "flushing acks failed");
@@ -174,11 +190,31 @@ impl Worker {
             }
         }
 
+        // Sessions are independent: their progress records are read concurrently (one KV
+        // round trip per session, not one after another).
+        let round = Instant::now();
+        let planned: Vec<_> = stream::iter(by_session)
+            .map(|(session_id, batches)| async move {
+                let mut rows = RowSet::default();
+                let plan = self.plan_session(&session_id, batches, &mut rows).await;
+                (session_id, plan, rows)
+            })
+            .buffer_unordered(KV_CONCURRENCY)
+            .collect()
+            .await;
+        debug!(
+            sessions = planned.len(),
+            took_ms = round.elapsed().as_millis() as u64,
+            "planned"
+        );
         let mut rows = RowSet::default();
-        let mut plans = Vec::with_capacity(by_session.len());
-        for (session_id, batches) in by_session {
-            match self.plan_session(&session_id, batches, &mut rows).await {
-                Ok(plan) => plans.push(plan),
+        let mut plans = Vec::with_capacity(planned.len());
+        for (session_id, plan, session_rows) in planned {
+            match plan {
+                Ok(plan) => {
+                    rows.append(session_rows);
+                    plans.push(plan);
+                }
                 Err((error, messages)) => {
                     warn!(%session_id, %error, "reading progress failed; retrying later");
                     nak_all(messages, RETRY_DELAY).await;
@@ -205,11 +241,16 @@ impl Worker {
                 .insert_micros
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             self.stats.count_rows(&rows);
+            debug!(
+                rows = rows.row_count(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "inserted"
+            );
         }
 
-        for plan in plans {
-            self.commit(plan).await;
-        }
+        stream::iter(plans)
+            .for_each_concurrent(KV_CONCURRENCY, |plan| self.commit(plan))
+            .await;
     }
 
     /// Decides, for one session's batches of this round, which apply, which are duplicates
@@ -221,32 +262,63 @@ impl Worker {
         rows: &mut RowSet,
     ) -> Result<SessionPlan, (String, Vec<Message>)> {
         let key = subject::progress_key(session_id);
-        let entry = match self.resources.progress.entry(key.clone()).await {
-            Ok(entry) => entry,
-            Err(error) => {
-                return Err((
-                    error.to_string(),
-                    batches.into_iter().map(|(_, m)| m).collect(),
-                ))
-            }
+        batches.sort_by_key(|(batch, _)| batch.seq);
+        let first_seq = batches.first().map(|(batch, _)| batch.seq);
+        let cached = self
+            .cache_lock()
+            .get(&key)
+            .filter(|(p, _)| Some(p.next_seq) == first_seq)
+            .cloned();
+        let (progress, revision) = match cached {
+            Some((progress, revision)) => (progress, Some(revision)),
+            None => self.read_progress(&key).await.map_err(|error| {
+                (
+                    error,
+                    batches.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(),
+                )
+            })?,
         };
-        let (mut progress, revision) = match entry {
+        self.plan_batches(session_id, key, progress, revision, batches, rows)
+    }
+
+    fn cache_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Progress, u64)>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A session's progress and its KV revision (`None`: never written).
+    async fn read_progress(&self, key: &str) -> Result<(Progress, Option<u64>), String> {
+        let entry = self
+            .resources
+            .progress
+            .entry(key.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(match entry {
             Some(entry) if entry.operation == jetstream::kv::Operation::Put => {
-                match serde_json::from_slice::<Progress>(&entry.value) {
-                    Ok(progress) => (progress, Some(entry.revision)),
-                    Err(error) => {
-                        return Err((
-                            format!("progress record does not parse: {error}"),
-                            batches.into_iter().map(|(_, m)| m).collect(),
-                        ))
-                    }
-                }
+                let progress = serde_json::from_slice::<Progress>(&entry.value)
+                    .map_err(|error| format!("progress record does not parse: {error}"))?;
+                (progress, Some(entry.revision))
             }
             Some(entry) => (Progress::default(), Some(entry.revision)),
             None => (Progress::default(), None),
-        };
+        })
+    }
 
-        batches.sort_by_key(|(batch, _)| batch.seq);
+    /// Decides which batches apply, which are duplicates and which must wait, given the
+    /// session's progress; appends the applied batches' rows.
+    fn plan_batches(
+        &self,
+        session_id: &str,
+        key: String,
+        mut progress: Progress,
+        revision: Option<u64>,
+        batches: Vec<(Batch, Message)>,
+        rows: &mut RowSet,
+    ) -> Result<SessionPlan, (String, Vec<Message>)> {
         let mut plan = SessionPlan {
             key,
             revision,
@@ -321,16 +393,21 @@ impl Worker {
             Some(revision) => store
                 .update(&plan.key, value.into(), revision)
                 .await
-                .map(drop)
                 .map_err(|e| e.to_string()),
             None => store
                 .create(&plan.key, value.into())
                 .await
-                .map(drop)
                 .map_err(|e| e.to_string()),
         };
         match saved {
-            Ok(()) => {
+            Ok(revision) => {
+                {
+                    let mut cache = self.cache_lock();
+                    if cache.len() >= CACHE_SESSIONS {
+                        cache.clear();
+                    }
+                    cache.insert(plan.key.clone(), (plan.progress, revision));
+                }
                 self.stats
                     .messages
                     .fetch_add(plan.applied.len() as u64, Ordering::Relaxed);
@@ -339,6 +416,7 @@ impl Worker {
             Err(error) => {
                 // Another worker moved this session on; its rows equal ours. Re-evaluate.
                 debug!(key = %plan.key, %error, "progress changed under us; redelivering");
+                self.cache_lock().remove(&plan.key);
                 nak_all(plan.applied, Duration::from_millis(50)).await;
             }
         }

@@ -22,11 +22,18 @@ pub struct Stack {
     pub ingest_ports: Vec<u16>,
     pub query: ChildGuard,
     pub logs: TempDir,
+    /// Extra environment for every ingest worker.
+    pub ingest_env: Vec<(String, String)>,
 }
 
 impl Stack {
     /// Starts everything with one ingest worker and waits until query answers `/health`.
     pub async fn start() -> Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Stack::start`], with extra settings for the ingest workers.
+    pub async fn start_with(ingest_env: &[(&str, &str)]) -> Result<Self> {
         // DATACAT_KEEP_TEST_DIRS=1 keeps logs and spools for a post-mortem.
         let keep = std::env::var_os("DATACAT_KEEP_TEST_DIRS").is_some();
         let logs = tempfile::Builder::new()
@@ -59,6 +66,10 @@ impl Stack {
             query_url,
             ingest: Vec::new(),
             ingest_ports: Vec::new(),
+            ingest_env: ingest_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             query,
             logs,
         };
@@ -92,6 +103,7 @@ impl Stack {
             "datacat-ingest",
         )?;
         command.env("DATACAT_LISTEN", format!("127.0.0.1:{port}"));
+        command.envs(self.ingest_env.iter().map(|(k, v)| (k, v)));
         let log = self
             .logs
             .path()

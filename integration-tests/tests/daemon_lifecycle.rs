@@ -186,3 +186,56 @@ async fn only_monitored_sessions_hang_and_they_recover() {
     assert_eq!(quiet["hang_count"], 0);
     assert_eq!(event_names(&quiet), vec!["probe"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_daemon_vanished_is_lost_but_a_quiet_one_is_not() {
+    let stack = Stack::start_with(&[
+        ("DATACAT_LOST_AFTER_SECS", "3"),
+        ("DATACAT_SWEEP_INTERVAL_MS", "300"),
+    ])
+    .await
+    .expect("stack starts");
+    let alive_every = [("DATACAT_ALIVE_INTERVAL_MS", "500")];
+    let mut doomed = stack.daemon("doomed-daemon", &alive_every).unwrap();
+    let quiet = stack.daemon("quiet-daemon", &alive_every).unwrap();
+    let vanished = doomed.register("vanishing", "1").await.unwrap();
+    let idle = quiet.register("idle", "1").await.unwrap();
+    doomed
+        .post(
+            "/event",
+            json!({"session_id": vanished, "name": "last_words"}),
+        )
+        .await
+        .unwrap();
+    stack
+        .wait_session(&vanished, Duration::from_secs(30), |s| {
+            !s["events"].as_array().unwrap().is_empty()
+        })
+        .await
+        .unwrap();
+    doomed.kill().unwrap(); // No crash report can come from a dead daemon.
+
+    let lost = stack
+        .wait_session(&vanished, Duration::from_secs(30), |s| {
+            s["status"] == "lost"
+        })
+        .await
+        .unwrap();
+    assert!(
+        lost["end_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no word from the session's daemon"),
+        "{}",
+        lost["end_reason"]
+    );
+    assert_eq!(event_names(&lost), vec!["last_words", "session_lost"]);
+
+    // The idle session said nothing all along, but its daemon kept it alive.
+    let idle_session = stack
+        .get_json(&format!("/api/sessions/{idle}"))
+        .await
+        .unwrap();
+    assert!(now_ms() - ms(&idle_session["created_at"]) > 3000);
+    assert_eq!(idle_session["status"], "active");
+}

@@ -24,6 +24,15 @@ impl RowSet {
             && self.metrics.is_empty()
     }
 
+    /// Moves every row of `other` into this set.
+    pub fn append(&mut self, mut other: RowSet) {
+        self.sessions.append(&mut other.sessions);
+        self.state_history.append(&mut other.state_history);
+        self.state_paths.append(&mut other.state_paths);
+        self.events.append(&mut other.events);
+        self.metrics.append(&mut other.metrics);
+    }
+
     pub fn row_count(&self) -> usize {
         self.sessions.len()
             + self.state_history.len()
@@ -47,11 +56,13 @@ impl Writer {
     /// Inserts every row of the set. Rows are idempotent by identity, so a retry after a
     /// partial failure is safe.
     pub async fn insert(&self, rows: &RowSet) -> Result<()> {
-        self.insert_table("state_history", &rows.state_history)
-            .await?;
-        self.insert_table("state_paths", &rows.state_paths).await?;
-        self.insert_table("events", &rows.events).await?;
-        self.insert_table("metrics", &rows.metrics).await?;
+        // One request per table, all at once: ClickHouse inserts them in parallel.
+        tokio::try_join!(
+            self.insert_table("state_history", &rows.state_history),
+            self.insert_table("state_paths", &rows.state_paths),
+            self.insert_table("events", &rows.events),
+            self.insert_table("metrics", &rows.metrics),
+        )?;
         // Sessions last: a session row never points at history that is not there yet.
         self.insert_table("sessions", &rows.sessions).await
     }

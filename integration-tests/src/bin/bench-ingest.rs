@@ -1,0 +1,199 @@
+//! Benchmark: rows per second from JetStream into ClickHouse with 1, 2 and 3 ingest workers,
+//! against the raw ClickHouse insert rate of the same rows measured in the same run.
+//! Prints figures; asserts nothing.
+//!
+//! Run it with `deploy/bench.sh ingest`. Options (environment): `BENCH_SESSIONS` (2000),
+//! `BENCH_BATCHES` per session (10), `BENCH_RECORDS` per batch (50), `BENCH_WORKERS` (3).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use datacat_integration_tests::binaries::datacat_bin;
+use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
+use datacat_integration_tests::workload::Workload;
+use datacat_integration_tests::{ClickHouse, Nats};
+use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow, StatePathRow};
+use datacat_warehouse::{migrate, Connection, RowSet, Writer};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn metric(port: u16, name: &str) -> u64 {
+    let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Ingests the whole workload with `workers` workers into `database`; returns (rows, seconds).
+async fn ingest_run(
+    clickhouse: &ClickHouse,
+    workload: &Workload,
+    workers: usize,
+    database: &str,
+    logs: &std::path::Path,
+) -> Result<(u64, f64)> {
+    let nats = Nats::start().await?;
+    let mut processes = Vec::new();
+    let mut ports = Vec::new();
+    for w in 0..workers {
+        let port = free_port();
+        let mut command = std::process::Command::new(datacat_bin("datacat-ingest")?);
+        command
+            .env("DATACAT_NATS_URL", &nats.url)
+            .env("DATACAT_CLICKHOUSE_URL", &clickhouse.url)
+            .env("DATACAT_CLICKHOUSE_DATABASE", database)
+            .env("DATACAT_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_INGEST_LOG").unwrap_or_else(|_| "warn".into()),
+            );
+        processes.push(ChildGuard::spawn(
+            "datacat-ingest",
+            command,
+            &logs.join(format!("{database}-{w}.log")),
+        )?);
+        wait_http_ok(
+            &format!("http://127.0.0.1:{port}/health"),
+            Duration::from_secs(30),
+            "datacat-ingest",
+        )
+        .await?;
+        ports.push(port);
+    }
+    let jetstream = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
+    let started = Instant::now();
+    workload.publish(&jetstream, 0).await?;
+    let total = workload.batches.len() as u64;
+    loop {
+        let mut applied = 0;
+        for port in &ports {
+            applied += metric(*port, "datacat_ingest_messages_total").await;
+        }
+        if applied >= total {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "ingest did not finish ({applied} of {total})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut rows = 0;
+    for port in &ports {
+        rows += metric(*port, "datacat_ingest_rows_total").await;
+    }
+    Ok((rows, seconds))
+}
+
+/// The rows ingest wrote, read back for the raw-insert baseline.
+async fn read_back(connection: &Connection) -> Result<RowSet> {
+    let client = connection.client()?;
+    Ok(RowSet {
+        sessions: client
+            .query("SELECT ?fields FROM sessions")
+            .fetch_all::<SessionRow>()
+            .await?,
+        state_history: client
+            .query("SELECT ?fields FROM state_history")
+            .fetch_all::<StateHistoryRow>()
+            .await?,
+        state_paths: client
+            .query("SELECT ?fields FROM state_paths")
+            .fetch_all::<StatePathRow>()
+            .await?,
+        events: client
+            .query("SELECT ?fields FROM events")
+            .fetch_all::<EventRow>()
+            .await?,
+        metrics: client
+            .query("SELECT ?fields FROM metrics")
+            .fetch_all::<MetricRow>()
+            .await?,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let sessions = env_usize("BENCH_SESSIONS", 2000);
+    let batches = env_usize("BENCH_BATCHES", 10);
+    let records = env_usize("BENCH_RECORDS", 50);
+    let max_workers = env_usize("BENCH_WORKERS", 3).max(1);
+    let workload = Workload::generate("bench", sessions, batches, records, 11);
+    let clickhouse = ClickHouse::start().await?;
+    let logs = tempfile::Builder::new()
+        .prefix("bench-ingest-")
+        .disable_cleanup(std::env::var_os("BENCH_INGEST_LOG").is_some())
+        .tempdir()?;
+    if std::env::var_os("BENCH_INGEST_LOG").is_some() {
+        eprintln!("ingest logs in {}", logs.path().display());
+    }
+
+    let mut runs = Vec::new();
+    for workers in 1..=max_workers {
+        let database = format!("bench_w{workers}");
+        runs.push((
+            workers,
+            ingest_run(&clickhouse, &workload, workers, &database, logs.path()).await?,
+        ));
+    }
+
+    // The same rows, inserted directly: one insert per table per 100 000 rows.
+    let source = Connection {
+        url: clickhouse.url.clone(),
+        database: "bench_w1".into(),
+        user: None,
+        password: None,
+    };
+    let rows = read_back(&source).await?;
+    let raw = Connection {
+        database: "bench_raw".into(),
+        ..source
+    };
+    migrate(&raw).await?;
+    let writer = Writer::new(&raw)?;
+    let started = Instant::now();
+    let chunk = 100_000;
+    for part in 0..rows.row_count().div_ceil(chunk) {
+        let range = |len: usize| (part * chunk).min(len)..((part + 1) * chunk).min(len);
+        let slice = RowSet {
+            sessions: rows.sessions[range(rows.sessions.len())].to_vec(),
+            state_history: rows.state_history[range(rows.state_history.len())].to_vec(),
+            state_paths: rows.state_paths[range(rows.state_paths.len())].to_vec(),
+            events: rows.events[range(rows.events.len())].to_vec(),
+            metrics: rows.metrics[range(rows.metrics.len())].to_vec(),
+        };
+        writer.insert(&slice).await?;
+    }
+    let raw_seconds = started.elapsed().as_secs_f64();
+    let raw_rate = rows.row_count() as f64 / raw_seconds;
+
+    println!(
+        "ingest benchmark: {sessions} sessions x {batches} batches x {records} records = {} records in {} JetStream messages",
+        sessions * batches * records,
+        workload.batches.len()
+    );
+    println!(
+        "  raw ClickHouse insert of the same rows   {:>9.0} rows/s ({} rows in {:.2} s)",
+        raw_rate,
+        rows.row_count(),
+        raw_seconds
+    );
+    for (workers, (ingested_rows, seconds)) in runs {
+        let rate = ingested_rows as f64 / seconds;
+        println!(
+            "  JetStream -> ClickHouse, {workers} worker(s)     {:>9.0} rows/s ({ingested_rows} rows in {seconds:.2} s)   {:>5.1} % of raw   target >= 60 %",
+            rate,
+            100.0 * rate / raw_rate
+        );
+    }
+    Ok(())
+}
