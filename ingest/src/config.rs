@@ -77,12 +77,13 @@ pub struct Config {
     )]
     pub gap_wait_secs: u64,
 
-    /// Delay before a waiting batch is looked at again (grows with each delivery, to 2 s).
+    /// Delay before a waiting batch is looked at again, in milliseconds (multiplied by its
+    /// delivery count, at most 2 s): its predecessor is usually on another worker, a commit away.
     #[arg(
         long,
         global = true,
         env = "DATACAT_GAP_RETRY_MS",
-        default_value_t = 200
+        default_value_t = 20
     )]
     pub gap_retry_ms: u64,
 
