@@ -239,6 +239,10 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
         progress.updated_ms = progress.updated_ms.max(ts_ms);
         let idx = idx as u32;
         let date = epoch_days(ts_ms);
+        // A status transition's event sits where the record that caused it sits.
+        let system_event_here = |progress: &mut Progress, rows: &mut RowSet, event| {
+            system_event(progress, rows, session_id, batch.seq, idx, ts_ms, event)
+        };
         match record {
             Record::Start(start) => {
                 progress.product = start.product.clone();
@@ -324,15 +328,7 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                 if end.status != EndStatus::Ended {
                     let name = format!("session_{}", end.status.as_str());
                     let data = json!({"reason": end.reason});
-                    system_event(
-                        progress,
-                        rows,
-                        session_id,
-                        batch.seq,
-                        idx,
-                        ts_ms,
-                        (&name, Level::Critical, &end.reason, data),
-                    );
+                    system_event_here(progress, rows, (&name, Level::Critical, &end.reason, data));
                 }
             }
             Record::Hang(hang) if hang.hung => {
@@ -352,13 +348,9 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                     "seconds_since_heartbeat": silent_s,
                     "timeout_seconds": hang.timeout_ms as f64 / 1000.0,
                 });
-                system_event(
+                system_event_here(
                     progress,
                     rows,
-                    session_id,
-                    batch.seq,
-                    idx,
-                    ts_ms,
                     ("application_appears_hung", Level::Error, &message, data),
                 );
             }
@@ -369,13 +361,9 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                 progress.status = STATUS_ACTIVE.to_string();
                 let hung_s = ts_ms.saturating_sub(progress.hung_ms) / 1000;
                 let message = format!("heartbeats resumed after {hung_s} s");
-                system_event(
+                system_event_here(
                     progress,
                     rows,
-                    session_id,
-                    batch.seq,
-                    idx,
-                    ts_ms,
                     (
                         "application_recovered",
                         Level::Info,
@@ -391,13 +379,9 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                     dropped.records, dropped.batches, dropped.reason
                 );
                 let data = json!({"batches": dropped.batches, "records": dropped.records, "reason": dropped.reason});
-                system_event(
+                system_event_here(
                     progress,
                     rows,
-                    session_id,
-                    batch.seq,
-                    idx,
-                    ts_ms,
                     ("data_dropped", Level::Error, &message, data),
                 );
             }
