@@ -295,6 +295,23 @@ cmd_logs() {
     done
 }
 
+# Waits (up to 30 s) until every session the demo printed is visible and finished in the
+# query API, so the dashboard shows the whole demo when it is opened.
+wait_demo_visible() {
+    local ids id deadline=$((SECONDS + 30))
+    ids=$(grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' "$LOG_DIR/demo.log" | tail -n 3)
+    for id in $ids; do
+        until curl -fsS "$QUERY_URL/api/sessions/$id" 2>/dev/null | grep -qE '"status":"(ended|crashed)"'; do
+            if [ "$SECONDS" -ge "$deadline" ]; then
+                datacat_err "session $id is not visible yet; see $(rel "$LOG_DIR/ingest.log")"
+                return 0
+            fi
+            sleep 0.2
+        done
+    done
+    datacat_log "the demo's sessions are ingested and visible"
+}
+
 cmd_demo() {
     local demo="$DATACAT_ROOT/python/examples/demo_app.py"
     [ -f "$demo" ] || datacat_die "$(rel "$demo") not found"
@@ -313,6 +330,8 @@ cmd_demo() {
     echo
     if [ "$rc" != 0 ]; then
         datacat_err "the demo app exited with status $rc (see $(rel "$LOG_DIR/demo.log")); the stack keeps running"
+    else
+        wait_demo_visible
     fi
     printf '==================================================================\n'
     printf '  Dashboard: %s/\n' "$QUERY_URL"
