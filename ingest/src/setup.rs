@@ -53,41 +53,36 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
         .await
         .context("creating the dead-letter stream")?;
     let stream = jetstream.get_stream(&stream.config.name).await?;
+    // Create or update: a changed setting reaches an existing consumer too.
     let consumer = stream
-        .get_or_create_consumer(
-            subject::INGEST_CONSUMER,
-            pull::Config {
-                durable_name: Some(subject::INGEST_CONSUMER.to_string()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
-                max_ack_pending: 20_000,
-                ..Default::default()
-            },
-        )
+        .create_consumer(pull::Config {
+            durable_name: Some(subject::INGEST_CONSUMER.to_string()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
         .await
         .context("creating the ingest consumer")?;
-    let progress = jetstream
-        .create_or_update_key_value(kv::Config {
-            bucket: subject::PROGRESS_BUCKET.to_string(),
-            history: 1,
-            storage: StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .context("creating the progress bucket")?;
-    let leases = jetstream
-        .create_or_update_key_value(kv::Config {
-            bucket: subject::LEASE_BUCKET.to_string(),
-            history: 1,
-            storage: StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .context("creating the lease bucket")?;
+    let progress = bucket(&jetstream, subject::PROGRESS_BUCKET).await?;
+    let leases = bucket(&jetstream, subject::LEASE_BUCKET).await?;
     Ok(Resources {
         jetstream,
         consumer,
         progress,
         leases,
     })
+}
+
+/// A file-backed KV bucket keeping only the latest value per key.
+async fn bucket(jetstream: &jetstream::Context, name: &str) -> Result<kv::Store> {
+    jetstream
+        .create_or_update_key_value(kv::Config {
+            bucket: name.to_string(),
+            history: 1,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("creating the {name} bucket"))
 }
