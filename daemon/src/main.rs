@@ -62,6 +62,7 @@ async fn run(config: Config) -> Result<()> {
     tokio::spawn(async move {
         while let Some((session_id, batches, records)) = drops.recv().await {
             reporter.report_dropped(&session_id, batches, records);
+            reporter.publisher().release(&session_id, batches);
         }
     });
     let app = api::router(registry.clone(), config.max_body_bytes);

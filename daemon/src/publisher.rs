@@ -83,6 +83,12 @@ impl Publisher {
             .subscribe()
     }
 
+    /// Dropped batches of a session no longer count as unacknowledged. Called after the
+    /// session recorded the loss, so it cannot be forgotten before it does.
+    pub fn release(&self, session_id: &str, batches: u64) {
+        self.adjust(std::iter::once(session_id), |n| n.saturating_sub(batches));
+    }
+
     pub fn forget(&self, session_id: &str) {
         self.lock_unacked().remove(session_id);
     }
@@ -90,8 +96,14 @@ impl Publisher {
     /// Spools batches (counted as unacknowledged until published or dropped) and wakes the
     /// publishing task.
     pub fn enqueue(&self, entries: &[SpoolEntry]) -> std::io::Result<()> {
-        self.spool.append(entries)?;
+        // Counted before they can be published: an ack must never arrive before its +1.
         self.adjust(entries.iter().map(|e| e.session_id.as_str()), |n| n + 1);
+        if let Err(error) = self.spool.append(entries) {
+            self.adjust(entries.iter().map(|e| e.session_id.as_str()), |n| {
+                n.saturating_sub(1)
+            });
+            return Err(error);
+        }
         self.wake.notify_one();
         Ok(())
     }
@@ -140,17 +152,19 @@ impl Publisher {
             };
             let mut pending: Vec<&SpoolEntry> = chunk.entries.iter().collect();
             let mut backoff = Duration::from_millis(50);
-            let delivered = loop {
-                pending = self.publish_all(&jetstream, pending).await;
-                if pending.is_empty() {
-                    break true;
-                }
-                if self.spool.over(cap) {
-                    break false;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            };
+            // Over the cap, the oldest segment goes at once (one per pass, until under it).
+            let delivered = !self.spool.over(cap)
+                && loop {
+                    pending = self.publish_all(&jetstream, pending).await;
+                    if pending.is_empty() {
+                        break true;
+                    }
+                    if self.spool.over(cap) {
+                        break false;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                };
             if delivered {
                 self.spool.commit(&chunk);
                 continue;
@@ -179,9 +193,6 @@ impl Publisher {
                 batches = lost.len(),
                 "spool over its byte cap; dropped the oldest segment"
             );
-            self.adjust(lost.iter().map(|e| e.session_id.as_str()), |n| {
-                n.saturating_sub(1)
-            });
             let mut per_session: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
             for entry in &lost {
                 let totals = per_session.entry(&entry.session_id).or_default();

@@ -227,7 +227,11 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
         }
     } else if batch.seq > progress.next_seq {
         progress.gaps += batch.seq - progress.next_seq;
-        progress.skipped.extend(progress.next_seq..batch.seq);
+        // A corrupt or absurd seq must not allocate billions of entries.
+        let from = progress
+            .next_seq
+            .max(batch.seq.saturating_sub(MAX_SKIPPED as u64));
+        progress.skipped.extend(from..batch.seq);
         let excess = progress.skipped.len().saturating_sub(MAX_SKIPPED);
         progress.skipped.drain(..excess);
     }
@@ -391,7 +395,7 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
     if progress.status.is_empty() {
         progress.status = STATUS_ACTIVE.to_string();
     }
-    progress.next_seq = progress.next_seq.max(batch.seq + 1);
+    progress.next_seq = progress.next_seq.max(batch.seq.saturating_add(1));
 }
 
 /// How many skipped sequence numbers a session remembers.

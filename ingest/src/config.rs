@@ -65,17 +65,19 @@ pub struct Config {
     #[arg(long, global = true, env = "DATACAT_STREAM_MAX_BYTES", default_value_t = -1, allow_hyphen_values = true)]
     pub stream_max_bytes: i64,
 
-    /// How long a batch that arrived before its predecessor waits for it (seconds, from its
-    /// publication) before the gap is accepted and recorded. Longer than the ack wait, so a
-    /// dead worker's unacknowledged batches come back first. A predecessor arriving later
-    /// still is applied then, never dropped.
+    /// How many times a batch that arrived before its predecessor is looked at again before
+    /// the gap is accepted and recorded. The delays grow (`gap_retry_ms` times the delivery
+    /// count, at most 2 s): 80 deliveries wait about 65 s, longer than the ack wait, so a
+    /// dead worker's unacknowledged batches come back first. Counted in deliveries, not time
+    /// since publication, so a backlog cannot make every gap look old. A predecessor arriving
+    /// later still is applied then, never dropped.
     #[arg(
         long,
         global = true,
-        env = "DATACAT_GAP_WAIT_SECS",
-        default_value_t = 60
+        env = "DATACAT_GAP_MAX_DELIVERIES",
+        default_value_t = 80
     )]
-    pub gap_wait_secs: u64,
+    pub gap_max_deliveries: i64,
 
     /// Delay before a waiting batch is looked at again, in milliseconds (multiplied by its
     /// delivery count, at most 2 s): its predecessor is usually on another worker, a commit away.

@@ -57,6 +57,8 @@ async fn run(config: Config, connection: datacat_warehouse::Connection) -> Resul
     tokio::spawn(http::serve(listener, stats.clone(), shutdown.clone()));
 
     let sweeper = sweeper::Sweeper {
+        nats: nats.clone(),
+        consumer: resources.consumer.clone(),
         worker_id: format!(
             "{}-{}",
             std::process::id(),

@@ -64,8 +64,11 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
         })
         .await
         .context("creating the ingest consumer")?;
-    let progress = bucket(&jetstream, subject::PROGRESS_BUCKET).await?;
-    let leases = bucket(&jetstream, subject::LEASE_BUCKET).await?;
+    // Progress outlives the stream's messages (a late batch still finds its session), and
+    // then goes: ClickHouse keeps the history.
+    let progress_age = Duration::from_secs(config.stream_max_age_days.max(1) * 4 * 86_400);
+    let progress = bucket(&jetstream, subject::PROGRESS_BUCKET, progress_age).await?;
+    let leases = bucket(&jetstream, subject::LEASE_BUCKET, Duration::ZERO).await?;
     Ok(Resources {
         jetstream,
         consumer,
@@ -74,12 +77,17 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
     })
 }
 
-/// A file-backed KV bucket keeping only the latest value per key.
-async fn bucket(jetstream: &jetstream::Context, name: &str) -> Result<kv::Store> {
+/// A file-backed KV bucket keeping only the latest value per key (`max_age` zero: forever).
+async fn bucket(
+    jetstream: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+) -> Result<kv::Store> {
     jetstream
         .create_or_update_key_value(kv::Config {
             bucket: name.to_string(),
             history: 1,
+            max_age,
             storage: StorageType::File,
             ..Default::default()
         })

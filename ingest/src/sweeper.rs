@@ -25,6 +25,8 @@ struct Lease {
 
 pub struct Sweeper {
     pub worker_id: String,
+    pub nats: async_nats::Client,
+    pub consumer: async_nats::jetstream::consumer::PullConsumer,
     pub leases: kv::Store,
     pub progress: kv::Store,
     pub maintenance: Maintenance,
@@ -38,10 +40,17 @@ pub struct Sweeper {
 impl Sweeper {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut last_retention: Option<tokio::time::Instant> = None;
+        // Silence only means a vanished daemon when ingest could have heard it: NATS up and
+        // the consumer caught up, continuously, for `lost_after`. After an outage or a
+        // backlog the sessions' liveness records may still be on their way.
+        let mut unsure_since = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
                 _ = shutdown.cancelled() => return,
+            }
+            if !self.caught_up().await {
+                unsure_since = tokio::time::Instant::now();
             }
             match self.hold_lease().await {
                 Ok(true) => {}
@@ -51,8 +60,10 @@ impl Sweeper {
                     continue;
                 }
             }
-            if let Err(error) = self.sweep_lost().await {
-                warn!(%error, "marking lost sessions failed; will retry");
+            if unsure_since.elapsed() >= self.lost_after {
+                if let Err(error) = self.sweep_lost().await {
+                    warn!(%error, "marking lost sessions failed; will retry");
+                }
             }
             if self.retention_days > 0
                 && last_retention.is_none_or(|at| at.elapsed() >= RETENTION_EVERY)
@@ -66,6 +77,17 @@ impl Sweeper {
                     Err(error) => warn!(%error, "retention failed; will retry"),
                 }
             }
+        }
+    }
+
+    /// NATS is connected and every message of the stream has been delivered to ingest.
+    async fn caught_up(&self) -> bool {
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return false;
+        }
+        match self.consumer.get_info().await {
+            Ok(info) => info.num_pending == 0,
+            Err(_) => false,
         }
     }
 

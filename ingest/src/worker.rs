@@ -49,13 +49,17 @@ pub struct Worker {
     stats: std::sync::Arc<Stats>,
     fetch_batch: usize,
     fetch_wait: Duration,
-    gap_wait: Duration,
+    gap_max_deliveries: i64,
     gap_retry: Duration,
     max_deliveries: i64,
     /// The progress (and KV revision) this worker last wrote per session. Used only when a
     /// batch is exactly the cached next one; the compare-and-set catches a stale entry.
+    shutdown: CancellationToken,
     cache: std::sync::Mutex<std::collections::HashMap<String, (Progress, u64)>>,
 }
+
+/// How long a cached progress may be used without reading KV again (milliseconds).
+const CACHE_FRESH_MS: u64 = 10_000;
 
 /// Sessions whose progress a worker keeps in memory before it starts over.
 const CACHE_SESSIONS: usize = 100_000;
@@ -104,14 +108,16 @@ impl Worker {
             stats,
             fetch_batch: config.fetch_batch.max(1),
             fetch_wait: Duration::from_millis(config.fetch_wait_ms.max(10)),
-            gap_wait: Duration::from_secs(config.gap_wait_secs),
+            gap_max_deliveries: config.gap_max_deliveries.max(1),
             gap_retry: Duration::from_millis(config.gap_retry_ms.max(10)),
-            max_deliveries: config.max_deliveries.max(2),
+            max_deliveries: config.max_deliveries.max(config.gap_max_deliveries + 1),
             cache: Default::default(),
+            shutdown: CancellationToken::new(),
         }
     }
 
-    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
+        self.shutdown = shutdown.clone();
         info!("consuming");
         while !shutdown.is_cancelled() {
             let messages = tokio::select! {
@@ -232,9 +238,8 @@ impl Worker {
 
         if !rows.is_empty() {
             let started = Instant::now();
-            if let Err(error) = self.writer.insert(&rows).await {
-                self.stats.insert_errors.fetch_add(1, Ordering::Relaxed);
-                error!(%error, "insert failed; the round will be redelivered");
+            if !self.insert_until_done(&rows, &plans).await {
+                // Shutting down mid-outage: everything comes back to some worker later.
                 for plan in plans {
                     nak_all(
                         plan.applied.into_iter().chain(plan.waiting).collect(),
@@ -261,6 +266,33 @@ impl Worker {
             .await;
     }
 
+    /// Inserts the round's rows, retrying with backoff while ClickHouse is unavailable. The
+    /// round's messages are kept (their ack deadline extended), not redelivered: an outage
+    /// must not count against a message's deliveries and dead-letter good data.
+    /// Returns false only when shutdown interrupts the retries.
+    async fn insert_until_done(&self, rows: &RowSet, plans: &[SessionPlan]) -> bool {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let Err(error) = self.writer.insert(rows).await else {
+                return true;
+            };
+            self.stats.insert_errors.fetch_add(1, Ordering::Relaxed);
+            error!(%error, retry_in = ?backoff, "insert failed; keeping the round and retrying");
+            for message in plans
+                .iter()
+                .flat_map(|p| p.applied.iter().chain(&p.waiting).chain(&p.duplicates))
+            {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+            let _ = self.client.flush().await;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.shutdown.cancelled() => return false,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
     /// Decides, for one session's batches of this round, which apply, which are duplicates
     /// and which must wait; appends the applied batches' rows.
     async fn plan_session(
@@ -276,6 +308,11 @@ impl Worker {
             .cache_lock()
             .get(&key)
             .filter(|(p, _)| Some(p.next_seq) == first_seq)
+            // Only a fresh entry: the sweeper rewrites progress of sessions silent for
+            // `lost_after`, and a stale "active" must not produce events before its CAS fails.
+            .filter(|(p, _)| {
+                datacat_protocol::time::now_ms().saturating_sub(p.seen_ms) < CACHE_FRESH_MS
+            })
             .cloned();
         let (progress, revision) = match cached {
             Some((progress, revision)) => (progress, Some(revision)),
@@ -346,11 +383,8 @@ impl Worker {
                 continue;
             }
             if batch.seq > progress.next_seq {
-                let waited = message
-                    .info()
-                    .map(|info| age(info.published))
-                    .unwrap_or_default();
-                if !plan.waiting.is_empty() || waited < self.gap_wait {
+                let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+                if !plan.waiting.is_empty() || delivered < self.gap_max_deliveries {
                     plan.waiting.push(message);
                     continue;
                 }
@@ -414,7 +448,12 @@ impl Worker {
                     if cache.len() >= CACHE_SESSIONS {
                         cache.clear();
                     }
-                    cache.insert(plan.key.clone(), (plan.progress, revision));
+                    // An ended session rarely gets another batch: not worth the memory.
+                    if plan.progress.status == "active" || plan.progress.status == "hung" {
+                        cache.insert(plan.key.clone(), (plan.progress, revision));
+                    } else {
+                        cache.remove(&plan.key);
+                    }
                 }
                 self.stats
                     .messages
@@ -459,13 +498,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// How long ago JetStream stored a message.
-fn age(published: time::OffsetDateTime) -> Duration {
-    (time::OffsetDateTime::now_utc() - published)
-        .try_into()
-        .unwrap_or_default()
 }
 
 fn same_message(a: &Message, b: &Message) -> bool {
