@@ -56,6 +56,11 @@ impl Publisher {
             .name("datacat-daemon")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
+            // Back within a second of NATS returning: spooled data (and the liveness records
+            // that keep quiet sessions from being marked lost) should not wait.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(100 * attempts.min(10) as u64)
+            })
             .connect(&config.nats_url)
             .await?;
         let jetstream = jetstream::new(client);

@@ -321,16 +321,10 @@ impl Spool {
     /// Drops the oldest unsent segment (the one `chunk` came from), returning every batch it
     /// still held so the caller can count and report what was lost.
     pub fn drop_oldest(&self, chunk: Chunk) -> Vec<SpoolEntry> {
-        let path = {
-            let state = self.lock();
-            segment_path(&state.sources[chunk.source].dir, chunk.segment)
-        };
-        let offset = self.lock().sources[chunk.source].offset;
-        let data = read_from(&path, offset).unwrap_or_default();
-        let (entries, _, _) = decode_entries(&data, usize::MAX);
-        {
-            // A segment being written is sealed first so it can go.
+        let (path, offset) = {
             let mut state = self.lock();
+            // A segment being written is sealed first, under the same lock, so nothing can be
+            // appended to it after it is read below (and then deleted unreported).
             if state.sources[chunk.source].own && state.writer.segment == chunk.segment {
                 let next = chunk.segment + 1;
                 let dir = own(&state).dir.clone();
@@ -343,7 +337,11 @@ impl Spool {
                     own_mut(&mut state).segments.push_back(next);
                 }
             }
-        }
+            let source = &state.sources[chunk.source];
+            (segment_path(&source.dir, chunk.segment), source.offset)
+        };
+        let data = read_from(&path, offset).unwrap_or_default();
+        let (entries, _, _) = decode_entries(&data, usize::MAX);
         self.finish_segment(chunk.source, chunk.segment, data.len() as u64);
         entries
     }

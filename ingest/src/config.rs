@@ -116,8 +116,9 @@ pub struct Config {
     )]
     pub sweep_interval_ms: u64,
 
-    /// An open session whose daemon has been silent this long is marked lost (seconds).
-    /// Daemons send a liveness record every 10 s.
+    /// An open session whose daemon has been silent this long is marked lost (seconds),
+    /// counted only while NATS is up and ingest has caught up. Keep it well above the
+    /// daemons' liveness interval (10 s) plus their reconnect delay (under 1 s).
     #[arg(
         long,
         global = true,

@@ -22,6 +22,7 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client> {
     async_nats::ConnectOptions::new()
         .name("datacat-ingest")
         .retry_on_initial_connect()
+        .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
         .connect(&config.nats_url)
         .await
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))

@@ -122,17 +122,18 @@ impl Sweeper {
         let now = now_ms();
         let cutoff = now.saturating_sub(self.lost_after.as_millis() as u64);
         let candidates = self.maintenance.stale_sessions(cutoff, 1000).await?;
+        // One insert for the whole sweep (18.16 makes a part per insert). If it fails, the
+        // sessions are lost in KV but not visible, and the next sweep writes them again.
+        let mut rows = RowSet::default();
         for session_id in candidates {
             let key = subject::progress_key(&session_id);
             let Some(entry) = self.progress.entry(key.clone()).await? else {
                 continue;
             };
             let mut progress: Progress = serde_json::from_slice(&entry.value)?;
-            let mut rows = RowSet::default();
             if progress.status == "lost" {
                 // Recorded in KV but not visible: an earlier insert failed. Write it again.
                 lost_rows(&mut progress, &session_id, &mut rows);
-                self.writer.insert(&rows).await?;
                 continue;
             }
             if progress.seen_ms >= cutoff {
@@ -140,7 +141,8 @@ impl Sweeper {
             }
             let silent_s = now.saturating_sub(progress.seen_ms) / 1000;
             let reason = format!("no word from the session's daemon for {silent_s} s");
-            if !mark_lost(&mut progress, &session_id, now, &reason, &mut rows) {
+            let mut session_rows = RowSet::default();
+            if !mark_lost(&mut progress, &session_id, now, &reason, &mut session_rows) {
                 continue;
             }
             let value = serde_json::to_vec(&progress)?;
@@ -153,8 +155,11 @@ impl Sweeper {
                 debug!(%session_id, "session moved on while being swept; not lost");
                 continue;
             }
-            self.writer.insert(&rows).await?;
+            rows.append(session_rows);
             warn!(%session_id, silent_s, "session lost");
+        }
+        if !rows.is_empty() {
+            self.writer.insert(&rows).await?;
         }
         Ok(())
     }

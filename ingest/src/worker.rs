@@ -376,9 +376,9 @@ impl Worker {
             // Older than the progress: a duplicate, unless it is a predecessor the session
             // gave up waiting for (then it is applied late, not dropped).
             let late = batch.seq < progress.next_seq && progress.skipped.contains(&batch.seq);
-            if (batch.seq < progress.next_seq && !late)
-                || plan.applied.iter().any(|m| same_message(m, &message))
-            {
+            // (A second copy in the same round is caught here too: applying the first moved
+            // next_seq on, or took its seq out of `skipped`.)
+            if batch.seq < progress.next_seq && !late {
                 plan.duplicates.push(message);
                 continue;
             }
@@ -497,13 +497,6 @@ impl Worker {
                 nak_all(vec![message], RETRY_DELAY).await;
             }
         }
-    }
-}
-
-fn same_message(a: &Message, b: &Message) -> bool {
-    match (a.info(), b.info()) {
-        (Ok(a), Ok(b)) => a.stream_sequence == b.stream_sequence,
-        _ => false,
     }
 }
 

@@ -239,3 +239,47 @@ async fn a_session_whose_daemon_vanished_is_lost_but_a_quiet_one_is_not() {
     assert!(now_ms() - ms(&idle_session["created_at"]) > 3000);
     assert_eq!(idle_session["status"], "active");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_longer_than_lost_after_loses_no_session() {
+    // lost_after must exceed the liveness interval plus a reconnect (daemons retry within 1 s).
+    let mut stack = Stack::start_with(&[
+        ("DATACAT_LOST_AFTER_SECS", "4"),
+        ("DATACAT_SWEEP_INTERVAL_MS", "200"),
+    ])
+    .await
+    .expect("stack starts");
+    let daemon = stack
+        .daemon("daemon", &[("DATACAT_ALIVE_INTERVAL_MS", "300")])
+        .unwrap();
+    let id = daemon.register("patient", "1").await.unwrap();
+    daemon
+        .post("/event", json!({"session_id": id, "name": "before"}))
+        .await
+        .unwrap();
+    stack
+        .wait_session(&id, Duration::from_secs(30), |s| {
+            !s["events"].as_array().unwrap().is_empty()
+        })
+        .await
+        .unwrap();
+
+    // Nobody hears the daemon for 2.5 times lost_after; its liveness records wait in its
+    // spool. Once NATS is back they arrive, and the sweeper must have waited for them.
+    stack.nats.stop();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stack.nats.restart().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    daemon
+        .post("/event", json!({"session_id": id, "name": "after"}))
+        .await
+        .unwrap();
+    let session = stack
+        .wait_session(&id, Duration::from_secs(30), |s| {
+            s["events"].as_array().unwrap().len() >= 2
+        })
+        .await
+        .unwrap();
+    assert_eq!(session["status"], "active", "{}", session["end_reason"]);
+    assert_eq!(event_names(&session), vec!["before", "after"]);
+}
