@@ -235,6 +235,9 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
         let excess = progress.skipped.len().saturating_sub(MAX_SKIPPED);
         progress.skipped.drain(..excess);
     }
+    // The state's leaves after the previous update of this batch: the next update's "before".
+    // (Only state updates change the state, so it stays valid between them.)
+    let mut leaves: Option<Vec<(String, Value)>> = None;
     for (idx, record) in batch.records.iter().enumerate() {
         let ts_ms = record.ts_ms();
         if progress.started_ms == 0 {
@@ -255,13 +258,14 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                 progress.started_ms = start.ts_ms;
             }
             Record::State(update) => {
-                let before = flatten(&progress.state);
+                let before = leaves.take().unwrap_or_else(|| flatten(&progress.state));
                 deep_merge(&mut progress.state, &update.update);
                 let after = flatten(&progress.state);
                 changed_paths(&before, &after, |path, value| {
                     rows.state_paths
                         .push(path_row(session_id, batch.seq, idx, ts_ms, path, value));
                 });
+                leaves = Some(after);
                 rows.state_history.push(StateHistoryRow {
                     session_id: session_id.to_string(),
                     seq: batch.seq,
@@ -580,6 +584,46 @@ mod tests {
             (rows.events[0].seq, rows.events[0].name.as_str()),
             (3, "session_lost")
         );
+    }
+
+    #[test]
+    fn path_rows_do_not_depend_on_how_updates_are_batched() {
+        let updates = [
+            json!({"w": {"open": ["a"], "active": "a"}}),
+            json!({"w": {"open": ["a", "b"]}, "x": 1}),
+            json!({"w": null}),
+        ];
+        let paths = |rows: &RowSet| -> Vec<_> {
+            rows.state_paths
+                .iter()
+                .map(|r| {
+                    (
+                        r.path.clone(),
+                        r.value.clone(),
+                        r.elements.clone(),
+                        r.removed,
+                    )
+                })
+                .collect()
+        };
+        let mut together = RowSet::default();
+        let records = updates
+            .iter()
+            .enumerate()
+            .map(|(i, u)| state(i as u64, u.clone()))
+            .collect();
+        apply(&mut Progress::default(), &batch(0, records), &mut together);
+        let mut apart = RowSet::default();
+        let mut progress = Progress::default();
+        for (i, update) in updates.iter().enumerate() {
+            apply(
+                &mut progress,
+                &batch(i as u64, vec![state(i as u64, update.clone())]),
+                &mut apart,
+            );
+        }
+        assert_eq!(paths(&together), paths(&apart));
+        assert_eq!(paths(&together).len(), 6, "{:?}", paths(&together));
     }
 
     #[test]
