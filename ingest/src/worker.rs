@@ -304,16 +304,16 @@ impl Worker {
         let key = subject::progress_key(session_id);
         batches.sort_by_key(|(batch, _)| batch.seq);
         let first_seq = batches.first().map(|(batch, _)| batch.seq);
+        // Taken out, not cloned: commit puts the new progress back.
         let cached = self
             .cache_lock()
-            .get(&key)
+            .remove(&key)
             .filter(|(p, _)| Some(p.next_seq) == first_seq)
             // Only a fresh entry: the sweeper rewrites progress of sessions silent for
             // `lost_after`, and a stale "active" must not produce events before its CAS fails.
             .filter(|(p, _)| {
                 datacat_protocol::time::now_ms().saturating_sub(p.seen_ms) < CACHE_FRESH_MS
-            })
-            .cloned();
+            });
         let (progress, revision) = match cached {
             Some((progress, revision)) => (progress, Some(revision)),
             None => self.read_progress(&key).await.map_err(|error| {

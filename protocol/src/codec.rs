@@ -155,17 +155,7 @@ mod tests {
 
     #[test]
     fn empty_optional_fields_stay_off_the_wire_and_come_back() {
-        let event = Record::Event(Event {
-            ts_ms: 1,
-            name: "e".into(),
-            level: Level::Info,
-            category: String::new(),
-            group: String::new(),
-            labels: vec![],
-            message: String::new(),
-            data: json!({}),
-            exception: None,
-        });
+        let event = Record::Event(Event::named(1, "e"));
         let batch = Batch {
             session_id: "s".into(),
             seq: 0,

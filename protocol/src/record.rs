@@ -134,6 +134,23 @@ pub struct Event {
     pub exception: Option<ExceptionInfo>,
 }
 
+impl Event {
+    /// An event with only a name: info level, no labels, message or data.
+    pub fn named(ts_ms: u64, name: &str) -> Self {
+        Self {
+            ts_ms,
+            name: name.to_string(),
+            level: Level::Info,
+            category: String::new(),
+            group: String::new(),
+            labels: Vec::new(),
+            message: String::new(),
+            data: empty_object(),
+            exception: None,
+        }
+    }
+}
+
 /// An exception as the client saw it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
