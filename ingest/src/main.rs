@@ -4,6 +4,8 @@
 mod apply;
 mod config;
 mod http;
+mod plan;
+mod progress_cache;
 mod setup;
 mod sweeper;
 mod worker;
@@ -22,8 +24,19 @@ use crate::config::{Command, Config};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (v3 numbering).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Every round allocates and frees its rows; returning that memory to the OS after 10 ms
+    // (mimalloc's default) made the kernel zero fresh pages for each round: a quarter of
+    // ingest's CPU time in perf. The memory is reused instead.
+    // SAFETY: sets a plain integer option; mimalloc reads it on its next purge decision.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1)
+    };
     let config = Config::parse();
     datacat_service::init_tracing();
 

@@ -7,20 +7,23 @@
 //! the next one is applied; a newer one waits (NAK with delay) for its predecessor, up to a
 //! bounded number of deliveries after which the gap is recorded and the batch applied.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use async_nats::jetstream::{self, AckKind, Message};
-use datacat_protocol::{decode_batch, subject, Batch};
+use async_nats::jetstream::{AckKind, Message};
+use datacat_protocol::subject;
 use datacat_warehouse::{RowSet, Writer};
 use futures::{stream, StreamExt};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::apply::{apply, Progress};
 use crate::config::Config;
+use crate::plan::{Round, SessionPlan, KV_CONCURRENCY};
+use crate::progress_cache::{Base, ProgressCache};
 use crate::setup::Resources;
 
 #[derive(Default)]
@@ -44,41 +47,32 @@ pub struct Stats {
 
 pub struct Worker {
     client: async_nats::Client,
-    resources: Resources,
+    pub(crate) resources: Resources,
     writer: Writer,
-    stats: std::sync::Arc<Stats>,
+    pub(crate) stats: Arc<Stats>,
     fetch_batch: usize,
     fetch_wait: Duration,
-    gap_max_deliveries: i64,
+    pub(crate) gap_max_deliveries: i64,
     gap_retry: Duration,
-    max_deliveries: i64,
-    /// The progress (and KV revision) this worker last wrote per session. Used only when a
-    /// batch is exactly the cached next one; the compare-and-set catches a stale entry.
+    pub(crate) max_deliveries: i64,
     shutdown: CancellationToken,
-    cache: std::sync::Mutex<std::collections::HashMap<String, (Progress, u64)>>,
+    pub(crate) cache: ProgressCache,
 }
-
-/// How long a cached progress may be used without reading KV again (milliseconds).
-const CACHE_FRESH_MS: u64 = 10_000;
-
-/// Sessions whose progress a worker keeps in memory before it starts over.
-const CACHE_SESSIONS: usize = 100_000;
-
-/// What one round decided for one session.
-struct SessionPlan {
-    key: String,
-    revision: Option<u64>,
-    progress: Progress,
-    applied: Vec<Message>,
-    duplicates: Vec<Message>,
-    waiting: Vec<Message>,
-}
-
-/// Sessions whose progress is read or written at once.
-const KV_CONCURRENCY: usize = 256;
 
 /// Delay before a failed round's messages come back.
-const RETRY_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How often the messages of a round held back (while the previous round waits for
+/// ClickHouse) get their ack deadline extended.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(5);
+
+/// What a finished round did to each session's progress record: the new KV revision, or
+/// `None` when it was not written (the next round's plans built on it are void).
+#[derive(Default)]
+struct Outcomes {
+    round: u64,
+    revisions: HashMap<String, Option<u64>>,
+}
 
 impl Stats {
     fn count_rows(&self, rows: &RowSet) {
@@ -98,7 +92,7 @@ impl Worker {
         client: async_nats::Client,
         resources: Resources,
         writer: Writer,
-        stats: std::sync::Arc<Stats>,
+        stats: Arc<Stats>,
         config: &Config,
     ) -> Self {
         Self {
@@ -111,20 +105,29 @@ impl Worker {
             gap_max_deliveries: config.gap_max_deliveries.max(1),
             gap_retry: Duration::from_millis(config.gap_retry_ms.max(10)),
             max_deliveries: config.max_deliveries.max(config.gap_max_deliveries + 1),
-            cache: Default::default(),
+            cache: ProgressCache::default(),
             shutdown: CancellationToken::new(),
         }
     }
 
+    /// Rounds are pipelined: while one round is inserted and committed (ClickHouse and
+    /// NATS doing the work), the next is fetched, decoded and planned (ingest doing it).
+    /// Commits stay in round order, so a plan built on the previous round's progress
+    /// knows whether that progress was written before it writes its own.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         self.shutdown = shutdown.clone();
+        let worker = Arc::new(self);
         info!("consuming");
+        let mut in_flight: Option<JoinHandle<Outcomes>> = None;
+        let mut finished = Outcomes::default();
+        let mut next_round = 0;
         while !shutdown.is_cancelled() {
             let messages = tokio::select! {
-                fetched = self.fetch() => fetched,
+                fetched = worker.fetch() => fetched,
                 _ = shutdown.cancelled() => break,
             };
             let messages = match messages {
+                Ok(messages) if messages.is_empty() => continue,
                 Ok(messages) => messages,
                 Err(error) => {
                     warn!(%error, "fetch failed; retrying");
@@ -132,25 +135,49 @@ impl Worker {
                     continue;
                 }
             };
-            if messages.is_empty() {
-                continue;
-            }
             // A round, once fetched, is finished even when shutdown arrives meanwhile.
-            let (count, started) = (messages.len(), Instant::now());
-            self.process(messages).await;
-            debug!(
-                messages = count,
-                took_ms = started.elapsed().as_millis() as u64,
-                "round done"
-            );
-            // Acks are fire-and-forget; flushing makes sure they reached the server.
-            if let Err(error) = self.client.flush().await {
-                warn!(%error, "flushing acks failed");
+            next_round += 1;
+            let round = worker.plan_round(next_round, messages).await;
+            if let Some(previous) = in_flight.take() {
+                finished = worker.wait_keeping_alive(previous, &round).await;
             }
+            let (worker, base) = (worker.clone(), std::mem::take(&mut finished));
+            in_flight = Some(tokio::spawn(
+                async move { worker.finish(round, base).await },
+            ));
         }
-        self.client.flush().await?;
+        if let Some(previous) = in_flight {
+            let _ = previous.await;
+        }
+        worker.client.flush().await?;
         info!("stopped");
         Ok(())
+    }
+
+    /// Waits for the round in flight, extending the ack deadline of the one planned behind
+    /// it for as long as that takes (a ClickHouse outage must not get it redelivered).
+    async fn wait_keeping_alive(
+        &self,
+        mut previous: JoinHandle<Outcomes>,
+        held: &Round,
+    ) -> Outcomes {
+        let mut keep_alive = tokio::time::interval(KEEP_ALIVE_EVERY);
+        keep_alive.tick().await;
+        loop {
+            tokio::select! {
+                outcomes = &mut previous => {
+                    return outcomes.unwrap_or_else(|error| {
+                        error!(%error, "a round's task failed; its successors are retried");
+                        Outcomes::default()
+                    });
+                }
+                _ = keep_alive.tick() => {
+                    for message in held.messages() {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        }
     }
 
     async fn fetch(&self) -> Result<Vec<Message>> {
@@ -175,80 +202,32 @@ impl Worker {
         Ok(messages)
     }
 
-    async fn process(&self, messages: Vec<Message>) {
-        let mut by_session: BTreeMap<String, Vec<(Batch, Message)>> = BTreeMap::new();
-        for message in messages {
-            if let Ok(info) = message.info() {
-                self.stats.lag.store(info.pending, Ordering::Relaxed);
-                if info.delivered > self.max_deliveries {
-                    let reason =
-                        format!("delivered {} times without being applied", info.delivered);
-                    self.dead_letter(message, &reason).await;
-                    continue;
-                }
-            }
-            match decode_batch(&message.payload) {
-                Ok(batch) => by_session
-                    .entry(batch.session_id.clone())
-                    .or_default()
-                    .push((batch, message)),
-                Err(error) => self.dead_letter(message, &error.to_string()).await,
-            }
-        }
-
-        // Sessions are independent: their progress records are read concurrently (one KV
-        // round trip per session, not one after another).
-        let round = Instant::now();
-        let planned: Vec<_> = stream::iter(by_session)
-            .map(|(session_id, batches)| async move {
-                let mut rows = RowSet::default();
-                let plan = self.plan_session(&session_id, batches, &mut rows).await;
-                (session_id, plan, rows)
-            })
-            .buffer_unordered(KV_CONCURRENCY)
-            .collect()
-            .await;
-        debug!(
-            sessions = planned.len(),
-            took_ms = round.elapsed().as_millis() as u64,
-            "planned"
-        );
-        // Sized once: appending a thousand sessions' rows into growing vectors was a
-        // noticeable share of ingest's time (memmove and page faults in perf).
-        let mut rows = RowSet::default();
-        let total = |f: fn(&RowSet) -> usize| planned.iter().map(|(_, _, r)| f(r)).sum::<usize>();
-        rows.sessions.reserve(total(|r| r.sessions.len()));
-        rows.state_history.reserve(total(|r| r.state_history.len()));
-        rows.state_paths.reserve(total(|r| r.state_paths.len()));
-        rows.events.reserve(total(|r| r.events.len()));
-        rows.metrics.reserve(total(|r| r.metrics.len()));
-        let mut plans = Vec::with_capacity(planned.len());
-        for (session_id, plan, session_rows) in planned {
-            match plan {
-                Ok(plan) => {
-                    rows.append(session_rows);
-                    plans.push(plan);
-                }
-                Err((error, messages)) => {
-                    warn!(%session_id, %error, "reading progress failed; retrying later");
-                    nak_all(messages, RETRY_DELAY).await;
-                }
-            }
-        }
-
+    /// Inserts a planned round's rows, then commits each session's progress and acks.
+    /// `previous` is what the round before did: plans built on it need its revisions.
+    async fn finish(&self, round: Round, previous: Outcomes) -> Outcomes {
+        let started = Instant::now();
+        let Round { id, rows, plans } = round;
+        let mut outcomes = Outcomes {
+            round: id,
+            revisions: HashMap::with_capacity(plans.len()),
+        };
         if !rows.is_empty() {
-            let started = Instant::now();
             if !self.insert_until_done(&rows, &plans).await {
                 // Shutting down mid-outage: everything comes back to some worker later.
                 for plan in plans {
+                    self.cache.forget(&plan.key);
+                    outcomes.revisions.insert(plan.key, None);
                     nak_all(
-                        plan.applied.into_iter().chain(plan.waiting).collect(),
+                        plan.applied
+                            .into_iter()
+                            .chain(plan.waiting)
+                            .chain(plan.duplicates)
+                            .collect(),
                         RETRY_DELAY,
                     )
                     .await;
-                    ack_all(plan.duplicates).await;
                 }
-                return;
+                return outcomes;
             }
             self.stats
                 .insert_micros
@@ -260,10 +239,22 @@ impl Worker {
                 "inserted"
             );
         }
-
-        stream::iter(plans)
-            .for_each_concurrent(KV_CONCURRENCY, |plan| self.commit(plan))
+        drop(rows);
+        let committed: Vec<_> = stream::iter(plans)
+            .map(|plan| self.commit(id, plan, &previous))
+            .buffer_unordered(KV_CONCURRENCY)
+            .collect()
             .await;
+        outcomes.revisions.extend(committed.into_iter().flatten());
+        if let Err(error) = self.client.flush().await {
+            warn!(%error, "flushing acks failed");
+        }
+        debug!(
+            round = id,
+            took_ms = started.elapsed().as_millis() as u64,
+            "round finished"
+        );
+        outcomes
     }
 
     /// Inserts the round's rows, retrying with backoff while ClickHouse is unavailable. The
@@ -278,11 +269,14 @@ impl Worker {
             };
             self.stats.insert_errors.fetch_add(1, Ordering::Relaxed);
             error!(%error, retry_in = ?backoff, "insert failed; keeping the round and retrying");
-            for message in plans
-                .iter()
-                .flat_map(|p| p.applied.iter().chain(&p.waiting).chain(&p.duplicates))
-            {
-                let _ = message.ack_with(AckKind::Progress).await;
+            // Plain loops: an iterator adapter's closure here trips the compiler's `Send`
+            // inference for the spawned round.
+            for plan in plans {
+                for message in [&plan.applied, &plan.waiting, &plan.duplicates] {
+                    for message in message {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
             }
             let _ = self.client.flush().await;
             tokio::select! {
@@ -293,123 +287,14 @@ impl Worker {
         }
     }
 
-    /// Decides, for one session's batches of this round, which apply, which are duplicates
-    /// and which must wait; appends the applied batches' rows.
-    async fn plan_session(
+    /// Records the session's new progress (compare-and-set on the record its plan was built
+    /// on); acks what it covers. Returns the session's outcome when the plan wrote one.
+    async fn commit(
         &self,
-        session_id: &str,
-        mut batches: Vec<(Batch, Message)>,
-        rows: &mut RowSet,
-    ) -> Result<SessionPlan, (String, Vec<Message>)> {
-        let key = subject::progress_key(session_id);
-        batches.sort_by_key(|(batch, _)| batch.seq);
-        let first_seq = batches.first().map(|(batch, _)| batch.seq);
-        // Taken out, not cloned: commit puts the new progress back.
-        let cached = self
-            .cache_lock()
-            .remove(&key)
-            .filter(|(p, _)| Some(p.next_seq) == first_seq)
-            // Only a fresh entry: the sweeper rewrites progress of sessions silent for
-            // `lost_after`, and a stale "active" must not produce events before its CAS fails.
-            .filter(|(p, _)| {
-                datacat_protocol::time::now_ms().saturating_sub(p.seen_ms) < CACHE_FRESH_MS
-            });
-        let (progress, revision) = match cached {
-            Some((progress, revision)) => (progress, Some(revision)),
-            None => self.read_progress(&key).await.map_err(|error| {
-                (
-                    error,
-                    batches.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(),
-                )
-            })?,
-        };
-        self.plan_batches(session_id, key, progress, revision, batches, rows)
-    }
-
-    fn cache_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Progress, u64)>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// A session's progress and its KV revision (`None`: never written).
-    async fn read_progress(&self, key: &str) -> Result<(Progress, Option<u64>), String> {
-        let entry = self
-            .resources
-            .progress
-            .entry(key.to_string())
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(match entry {
-            Some(entry) if entry.operation == jetstream::kv::Operation::Put => {
-                let progress = serde_json::from_slice::<Progress>(&entry.value)
-                    .map_err(|error| format!("progress record does not parse: {error}"))?;
-                (progress, Some(entry.revision))
-            }
-            Some(entry) => (Progress::default(), Some(entry.revision)),
-            None => (Progress::default(), None),
-        })
-    }
-
-    /// Decides which batches apply, which are duplicates and which must wait, given the
-    /// session's progress; appends the applied batches' rows.
-    fn plan_batches(
-        &self,
-        session_id: &str,
-        key: String,
-        mut progress: Progress,
-        revision: Option<u64>,
-        batches: Vec<(Batch, Message)>,
-        rows: &mut RowSet,
-    ) -> Result<SessionPlan, (String, Vec<Message>)> {
-        let mut plan = SessionPlan {
-            key,
-            revision,
-            progress: Progress::default(),
-            applied: Vec::new(),
-            duplicates: Vec::new(),
-            waiting: Vec::new(),
-        };
-        for (batch, message) in batches {
-            // Older than the progress: a duplicate, unless it is a predecessor the session
-            // gave up waiting for (then it is applied late, not dropped).
-            let late = batch.seq < progress.next_seq && progress.skipped.contains(&batch.seq);
-            // (A second copy in the same round is caught here too: applying the first moved
-            // next_seq on, or took its seq out of `skipped`.)
-            if batch.seq < progress.next_seq && !late {
-                plan.duplicates.push(message);
-                continue;
-            }
-            if batch.seq > progress.next_seq {
-                let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-                if !plan.waiting.is_empty() || delivered < self.gap_max_deliveries {
-                    plan.waiting.push(message);
-                    continue;
-                }
-                self.stats
-                    .gaps
-                    .fetch_add(batch.seq - progress.next_seq, Ordering::Relaxed);
-                warn!(%session_id, expected = progress.next_seq, got = batch.seq, "predecessor never arrived; recording the gap");
-            }
-            apply(&mut progress, &batch, rows);
-            plan.applied.push(message);
-        }
-        if !plan.applied.is_empty() {
-            progress.seen_ms = datacat_protocol::time::now_ms();
-            rows.sessions.push(progress.session_row(session_id));
-        }
-        plan.progress = progress;
-        Ok(plan)
-    }
-
-    /// Records the session's new progress; acks what it covers.
-    async fn commit(&self, plan: SessionPlan) {
-        self.stats
-            .duplicates
-            .fetch_add(plan.duplicates.len() as u64, Ordering::Relaxed);
-        ack_all(plan.duplicates).await;
+        round: u64,
+        plan: SessionPlan,
+        previous: &Outcomes,
+    ) -> Option<(String, Option<u64>)> {
         for message in plan.waiting {
             // Back off: a predecessor that is not here yet is usually seconds away.
             let delivered = message
@@ -420,56 +305,63 @@ impl Worker {
             let delay = (self.gap_retry * delivered).min(Duration::from_secs(2));
             nak_all(vec![message], delay).await;
         }
-        if plan.applied.is_empty() {
-            return;
-        }
-        let value = match serde_json::to_vec(&plan.progress) {
-            Ok(value) => value,
-            Err(error) => {
-                error!(%error, "progress does not serialise");
-                return nak_all(plan.applied, RETRY_DELAY).await;
+        // Built on the previous round's progress: only valid if that was written.
+        let base = match plan.base {
+            Base::Round(base_round) => {
+                let written = (previous.round == base_round)
+                    .then(|| previous.revisions.get(&plan.key).copied().flatten())
+                    .flatten();
+                match written {
+                    Some(revision) => Base::Revision(revision),
+                    None => {
+                        // Duplicates were judged against that progress too: re-judge them.
+                        let all = plan.applied.into_iter().chain(plan.duplicates).collect();
+                        nak_all(all, Duration::from_millis(50)).await;
+                        self.cache.forget(&plan.key);
+                        return Some((plan.key, None));
+                    }
+                }
             }
+            base => base,
         };
+        self.stats
+            .duplicates
+            .fetch_add(plan.duplicates.len() as u64, Ordering::Relaxed);
+        ack_all(plan.duplicates).await;
+        if plan.applied.is_empty() {
+            return None;
+        }
         let store = &self.resources.progress;
-        let saved = match plan.revision {
-            Some(revision) => store
-                .update(&plan.key, value.into(), revision)
+        let saved = match base {
+            Base::Revision(revision) => store
+                .update(&plan.key, plan.value.into(), revision)
                 .await
                 .map_err(|e| e.to_string()),
-            None => store
-                .create(&plan.key, value.into())
+            _ => store
+                .create(&plan.key, plan.value.into())
                 .await
                 .map_err(|e| e.to_string()),
         };
         match saved {
             Ok(revision) => {
-                {
-                    let mut cache = self.cache_lock();
-                    if cache.len() >= CACHE_SESSIONS {
-                        cache.clear();
-                    }
-                    // An ended session rarely gets another batch: not worth the memory.
-                    if plan.progress.status == "active" || plan.progress.status == "hung" {
-                        cache.insert(plan.key.clone(), (plan.progress, revision));
-                    } else {
-                        cache.remove(&plan.key);
-                    }
-                }
+                self.cache.committed(&plan.key, round, revision);
                 self.stats
                     .messages
                     .fetch_add(plan.applied.len() as u64, Ordering::Relaxed);
                 ack_all(plan.applied).await;
+                Some((plan.key, Some(revision)))
             }
             Err(error) => {
                 // Another worker moved this session on; its rows equal ours. Re-evaluate.
                 debug!(key = %plan.key, %error, "progress changed under us; redelivering");
-                self.cache_lock().remove(&plan.key);
+                self.cache.forget(&plan.key);
                 nak_all(plan.applied, Duration::from_millis(50)).await;
+                Some((plan.key, None))
             }
         }
     }
 
-    async fn dead_letter(&self, message: Message, reason: &str) {
+    pub(crate) async fn dead_letter(&self, message: Message, reason: &str) {
         warn!(subject = %message.subject, %reason, "dead-lettering an unusable message");
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(subject::DEAD_LETTER_REASON_HEADER, reason);
@@ -500,7 +392,7 @@ impl Worker {
     }
 }
 
-async fn ack_all(messages: Vec<Message>) {
+pub(crate) async fn ack_all(messages: Vec<Message>) {
     for message in messages {
         if let Err(error) = message.ack().await {
             warn!(%error, "ack failed; the message will be redelivered and skipped as a duplicate");
@@ -508,7 +400,7 @@ async fn ack_all(messages: Vec<Message>) {
     }
 }
 
-async fn nak_all(messages: Vec<Message>, delay: Duration) {
+pub(crate) async fn nak_all(messages: Vec<Message>, delay: Duration) {
     for message in messages {
         if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
             warn!(%error, "nak failed; the message will be redelivered after ack_wait");

@@ -176,3 +176,32 @@ async fn rows_round_trip_and_duplicates_collapse() {
     metrics.sort_by_key(|m| m.idx);
     assert_eq!(metrics, expected.metrics);
 }
+
+/// Replicas of ingest start together and each migrates: none of them may fail.
+#[tokio::test]
+async fn concurrent_migrations_all_succeed() {
+    let server = ClickHouse::start().await.expect("clickhouse starts");
+    let connection = Connection {
+        url: server.url.clone(),
+        database: "concurrent".into(),
+        user: None,
+        password: None,
+    };
+    let results = futures::future::join_all((0..4).map(|_| migrate(&connection))).await;
+    for result in results {
+        result.expect("every concurrent migration succeeds");
+    }
+    let columns: Vec<String> = connection
+        .client()
+        .unwrap()
+        .query(
+            "SELECT name FROM system.columns WHERE database = 'concurrent' AND table = 'sessions'",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    assert!(
+        columns.contains(&"dropped_records".to_string()),
+        "{columns:?}"
+    );
+}

@@ -246,22 +246,39 @@ async fn apply_step(db: &clickhouse::Client, database: &str, step: &Step) -> Res
             column,
             definition,
         } => {
-            let exists: u64 = db
-                .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
-                .bind(database)
-                .bind(*table)
-                .bind(*column)
-                .fetch_one()
-                .await?;
-            if exists == 0 {
-                // Names come from MIGRATIONS (constants), never from input.
-                db.query(&format!(
+            if column_exists(db, database, table, column).await? {
+                return Ok(());
+            }
+            // Names come from MIGRATIONS (constants), never from input.
+            let added = db
+                .query(&format!(
                     "ALTER TABLE {table} ADD COLUMN {column} {definition}"
                 ))
                 .execute()
-                .await?;
+                .await;
+            // Workers starting together race to add it: the loser finds it there.
+            if let Err(error) = added {
+                if !column_exists(db, database, table, column).await? {
+                    return Err(error.into());
+                }
             }
         }
     }
     Ok(())
+}
+
+async fn column_exists(
+    db: &clickhouse::Client,
+    database: &str,
+    table: &str,
+    column: &str,
+) -> Result<bool> {
+    let count: u64 = db
+        .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+        .bind(database)
+        .bind(table)
+        .bind(column)
+        .fetch_one()
+        .await?;
+    Ok(count > 0)
 }

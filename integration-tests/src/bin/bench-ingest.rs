@@ -1,5 +1,6 @@
 //! Benchmark: rows per second from JetStream into ClickHouse with 1, 2 and 3 ingest workers,
-//! against the raw ClickHouse insert rate of the same rows measured in the same run.
+//! against the raw ClickHouse insert rate of the same rows measured in the same run. The
+//! workload is published before the clock starts, so the figure is ingest's, not the publisher's.
 //! Prints figures; asserts nothing.
 //!
 //! Run it with `deploy/bench.sh ingest`. Options (environment): `BENCH_SESSIONS` (2000),
@@ -32,15 +33,15 @@ async fn metric(port: u16, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Ingests the whole workload with `workers` workers into `database`; returns (rows, seconds).
-async fn ingest_run(
+/// Starts `workers` ingest workers; returns them with their metrics ports.
+async fn start_workers(
+    nats: &Nats,
     clickhouse: &ClickHouse,
-    workload: &Workload,
     workers: usize,
     database: &str,
     logs: &std::path::Path,
-) -> Result<(u64, f64)> {
-    let nats = Nats::start().await?;
+    attempt: &str,
+) -> Result<(Vec<ChildGuard>, Vec<u16>)> {
     let mut processes = Vec::new();
     let mut ports = Vec::new();
     for w in 0..workers {
@@ -58,19 +59,43 @@ async fn ingest_run(
         processes.push(ChildGuard::spawn(
             "datacat-ingest",
             command,
-            &logs.join(format!("{database}-{w}.log")),
+            &logs.join(format!("{database}-{attempt}-{w}.log")),
         )?);
+        ports.push(port);
+    }
+    for port in &ports {
         wait_http_ok(
             &format!("http://127.0.0.1:{port}/health"),
             Duration::from_secs(30),
             "datacat-ingest",
         )
         .await?;
-        ports.push(port);
+    }
+    Ok((processes, ports))
+}
+
+/// Ingests the whole workload with `workers` workers into `database`; returns (rows, seconds).
+/// The workload is in JetStream before the clock starts: this measures ingest, not the
+/// publisher. The clock includes starting the workers.
+async fn ingest_run(
+    clickhouse: &ClickHouse,
+    workload: &Workload,
+    workers: usize,
+    database: &str,
+    logs: &std::path::Path,
+) -> Result<(u64, f64)> {
+    let nats = Nats::start().await?;
+    // The first start creates the schema, stream and consumer; nothing is published yet.
+    let (mut setup, _) = start_workers(&nats, clickhouse, workers, database, logs, "setup").await?;
+    for process in &mut setup {
+        process.terminate(Duration::from_secs(10))?;
     }
     let jetstream = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
-    let started = Instant::now();
     workload.publish(&jetstream, 0).await?;
+
+    let started = Instant::now();
+    let (_processes, ports) =
+        start_workers(&nats, clickhouse, workers, database, logs, "run").await?;
     let total = workload.batches.len() as u64;
     loop {
         let mut applied = 0;

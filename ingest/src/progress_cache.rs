@@ -1,0 +1,137 @@
+//! The session progress a worker keeps in memory between rounds.
+//!
+//! Reading a session's progress from NATS KV is a round trip per session; a worker that
+//! applied a session's last batch usually gets its next one too, so it keeps what it wrote.
+//! With rounds pipelined (the next round is planned while the previous one is inserted and
+//! committed), an entry can also be the not yet committed result of the round in flight.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::apply::Progress;
+
+/// What a session's progress record in KV must look like for a new one to replace it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// No record yet: create it.
+    New,
+    /// The record at this KV revision.
+    Revision(u64),
+    /// The record the given round writes; its commit tells the revision (or that it failed).
+    Round(u64),
+}
+
+/// How long a committed progress may be used without reading KV again (milliseconds). The
+/// sweeper rewrites progress of sessions silent for `lost_after`, and a stale "active" must
+/// not produce rows before its compare-and-set fails.
+const FRESH_MS: u64 = 10_000;
+
+/// Sessions kept before the cache starts over.
+const CAPACITY: usize = 100_000;
+
+#[derive(Default)]
+pub struct ProgressCache {
+    entries: Mutex<HashMap<String, (Progress, Base)>>,
+}
+
+impl ProgressCache {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, (Progress, Base)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the entry out (no clone of the state) when it continues at `next_seq` and is
+    /// either in flight or fresh.
+    pub fn take(&self, key: &str, next_seq: u64) -> Option<(Progress, Base)> {
+        let (progress, base) = self.lock().remove(key)?;
+        let fresh = match base {
+            Base::Round(_) => true,
+            Base::Revision(_) => {
+                datacat_protocol::time::now_ms().saturating_sub(progress.seen_ms) < FRESH_MS
+            }
+            Base::New => false,
+        };
+        (fresh && progress.next_seq == next_seq).then_some((progress, base))
+    }
+
+    pub fn put(&self, key: String, progress: Progress, base: Base) {
+        let mut entries = self.lock();
+        if entries.len() >= CAPACITY {
+            // Losing entries only costs KV reads: the compare-and-set guards correctness.
+            entries.clear();
+        }
+        entries.insert(key, (progress, base));
+    }
+
+    /// Round `round` committed the session at `revision`: an entry still waiting for exactly
+    /// that commit becomes a committed one (or goes, when the session ended).
+    pub fn committed(&self, key: &str, round: u64, revision: u64) {
+        let mut entries = self.lock();
+        if let Some((progress, base)) = entries.get_mut(key) {
+            if *base == Base::Round(round) {
+                if matches!(progress.status.as_str(), "active" | "hung") {
+                    *base = Base::Revision(revision);
+                } else {
+                    // An ended session rarely gets another batch: not worth the memory.
+                    entries.remove(key);
+                }
+            }
+        }
+    }
+
+    /// The session's record moved on without us: whatever we hold is no base for anything.
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(next_seq: u64, status: &str) -> Progress {
+        Progress {
+            next_seq,
+            status: status.into(),
+            seen_ms: datacat_protocol::time::now_ms(),
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn only_the_continuing_entry_is_taken() {
+        let cache = ProgressCache::default();
+        cache.put("a".into(), progress(3, "active"), Base::Revision(7));
+        assert!(cache.take("a", 4).is_none(), "seq 4 does not continue 3");
+        // A failed take drops the entry: the caller reads KV instead.
+        assert!(cache.take("a", 3).is_none());
+        cache.put("a".into(), progress(3, "active"), Base::Revision(7));
+        assert_eq!(cache.take("a", 3).map(|(_, b)| b), Some(Base::Revision(7)));
+    }
+
+    #[test]
+    fn stale_committed_entries_are_not_used_but_in_flight_ones_are() {
+        let cache = ProgressCache::default();
+        let mut old = progress(1, "active");
+        old.seen_ms -= FRESH_MS + 1;
+        cache.put("a".into(), old.clone(), Base::Revision(1));
+        assert!(cache.take("a", 1).is_none());
+        cache.put("a".into(), old, Base::Round(5));
+        assert_eq!(cache.take("a", 1).map(|(_, b)| b), Some(Base::Round(5)));
+    }
+
+    #[test]
+    fn a_commit_settles_only_its_own_round() {
+        let cache = ProgressCache::default();
+        cache.put("a".into(), progress(2, "active"), Base::Round(5));
+        cache.committed("a", 4, 10);
+        assert_eq!(cache.take("a", 2).map(|(_, b)| b), Some(Base::Round(5)));
+        cache.put("a".into(), progress(2, "active"), Base::Round(5));
+        cache.committed("a", 5, 11);
+        assert_eq!(cache.take("a", 2).map(|(_, b)| b), Some(Base::Revision(11)));
+        cache.put("b".into(), progress(2, "ended"), Base::Round(5));
+        cache.committed("b", 5, 12);
+        assert!(cache.take("b", 2).is_none(), "ended sessions are not kept");
+    }
+}
