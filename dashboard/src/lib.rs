@@ -28,7 +28,7 @@ pub trait DataSource: Send + Sync {
 /// Which page to show; parsed from the URL by the host.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Page {
-    Sessions(SessionQuery),
+    Sessions(Box<SessionQuery>),
     Session(String),
     NotFound(String),
 }
@@ -42,7 +42,7 @@ impl Page {
             .filter(|s| !s.is_empty())
             .collect();
         match segments.as_slice() {
-            [] | ["sessions"] => Page::Sessions(parse_query(query)),
+            [] | ["sessions"] => Page::Sessions(Box::new(parse_query(query))),
             ["sessions", id] => Page::Session(id.to_string()),
             _ => Page::NotFound(path.to_string()),
         }
@@ -50,20 +50,7 @@ impl Page {
 }
 
 fn parse_query(query: &str) -> SessionQuery {
-    let mut parsed = SessionQuery::default();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = format::url_decode(value);
-        let value = (!value.is_empty()).then_some(value);
-        match key {
-            "product" => parsed.product = value,
-            "version" => parsed.version = value,
-            "status" => parsed.status = value,
-            "limit" => parsed.limit = value.and_then(|v| v.parse().ok()),
-            _ => {}
-        }
-    }
-    parsed
+    SessionQuery::parse(query, &[]).unwrap_or_default()
 }
 
 /// The root component's props: the page and the data source.
@@ -81,7 +68,7 @@ pub struct Data(pub Arc<dyn DataSource>);
 pub fn app(props: AppProps) -> Element {
     use_context_provider(|| Data(props.data.clone()));
     let body = match props.page {
-        Page::Sessions(query) => rsx! { pages::sessions::SessionsPage { query } },
+        Page::Sessions(query) => rsx! { pages::sessions::SessionsPage { query: *query.clone() } },
         Page::Session(id) => rsx! { pages::session::SessionPage { id } },
         Page::NotFound(path) => rsx! {
             div { class: "empty", "No page at {path}. " a { href: "/", "Back to sessions" } }
@@ -102,18 +89,15 @@ mod tests {
 
     #[test]
     fn pages_come_from_paths() {
-        assert_eq!(
-            Page::from_path("/", ""),
-            Page::Sessions(SessionQuery::default())
-        );
+        assert_eq!(Page::from_path("/", ""), Page::Sessions(Box::default()));
         assert_eq!(
             Page::from_path("/sessions", "status=crashed&product=space%20game&limit=5"),
-            Page::Sessions(SessionQuery {
+            Page::Sessions(Box::new(SessionQuery {
                 product: Some("space game".into()),
                 status: Some("crashed".into()),
                 limit: Some(5),
                 ..Default::default()
-            })
+            }))
         );
         assert_eq!(
             Page::from_path("/sessions/abc", ""),

@@ -104,14 +104,96 @@ pub struct MetricView {
     pub histogram: Option<Histogram>,
 }
 
-/// Filters of the sessions list.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SessionQuery {
-    pub product: Option<String>,
-    pub version: Option<String>,
-    pub status: Option<String>,
-    pub limit: Option<u32>,
+pub use crate::query::{Order, PathValue, SessionQuery, SortKey};
+
+/// A page of the sessions list; `next_cursor` fetches the next one (absent on the last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionSummary>,
+    pub next_cursor: Option<String>,
+}
+
+/// One product version: its sessions by status and how many did not crash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductSummary {
+    pub product: String,
+    pub version: String,
+    pub sessions: u64,
+    /// Sessions per status (`active`, `hung`, `ended`, `crashed`, `lost`).
+    pub statuses: std::collections::BTreeMap<String, u64>,
+    /// Share of sessions that did not crash (0..1).
+    pub crash_free_rate: f64,
+    pub last_started_at: String,
+}
+
+/// Which per-session figure of a metric the explorer ranks and distributes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricStat {
+    #[default]
+    Peak,
+    Min,
+    Avg,
+    Last,
+}
+
+/// A metric summarised over one session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionMetric {
+    pub session_id: String,
+    pub product: String,
+    pub version: String,
+    pub status: String,
+    pub peak: f64,
+    pub min: f64,
+    pub avg: f64,
+    pub last: f64,
+    pub points: u64,
+}
+
+/// Sessions whose chosen figure falls in `[lower, upper)` (the last bucket includes `upper`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistributionBucket {
+    pub lower: f64,
+    pub upper: f64,
+    pub sessions: u64,
+}
+
+/// A metric across the sessions matching a filter: a table (ranked by `stat`, highest
+/// first) and the distribution of `stat` over all of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricAcrossSessions {
+    pub metric: String,
+    pub stat: MetricStat,
+    /// Sessions that matched and have the metric (the table may be cut at its limit).
+    pub matched_sessions: u64,
+    pub sessions: Vec<SessionMetric>,
+    pub distribution: Vec<DistributionBucket>,
+}
+
+/// One metric of one session over time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSeries {
+    pub name: String,
+    pub kind: String,
+    pub unit: String,
+    pub points: Vec<MetricView>,
+}
+
+/// A page of one session's events; `next_offset` fetches the next one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    pub next_offset: Option<u64>,
+}
+
+/// The difference between two points of a session's state history: applying `diff` (a deep
+/// merge, `null` deletes) to the state at `from_seq` gives the state at `to_seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateDiffView {
+    pub from: StateSnapshot,
+    pub to: StateSnapshot,
+    pub diff: Value,
 }
 
 /// A JSON error body: `{"error": "<code>", "message": "<human text>"}`.

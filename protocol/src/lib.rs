@@ -5,12 +5,14 @@
 //! * [`codec`]: the versioned MessagePack encoding of a batch.
 //! * [`subject`]: JetStream stream, subject and key-value names.
 //! * [`merge`]: the deep merge that defines a session's state, and the diff that inverts it.
+//! * [`query`]: the sessions-list filters, parsed from and written to URL query strings.
 //! * [`api`]: the JSON shapes the query service answers with (shared with the dashboard).
 
 pub mod api;
 pub mod batch;
 pub mod codec;
 pub mod merge;
+pub mod query;
 pub mod record;
 pub mod subject;
 pub mod time;

@@ -18,6 +18,15 @@ pub fn rfc3339_ms(ms: u64) -> String {
         .unwrap_or_default()
 }
 
+/// A point in time given as Unix milliseconds or an RFC 3339 timestamp.
+pub fn parse_time_ms(text: &str) -> Option<u64> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Some(ms);
+    }
+    let parsed = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    u64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// The UTC date of Unix milliseconds as `YYYY-MM-DD` (how ClickHouse names a date partition).
 pub fn iso_date(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
@@ -57,6 +66,12 @@ mod tests {
         assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(iso_date(1_700_000_000_123), "2023-11-14");
         assert_eq!(iso_date(0), "1970-01-01");
+        assert_eq!(
+            parse_time_ms("2023-11-14T22:13:20.123Z"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(parse_time_ms("1700000000123"), Some(1_700_000_000_123));
+        assert_eq!(parse_time_ms("yesterday"), None);
     }
 
     #[test]

@@ -1,10 +1,15 @@
-//! The REST API.
+//! The REST API: routes and the read endpoints. Query strings are parsed by hand (repeatable
+//! filters like `state=a%3D1&state=b%3D2`, and an error naming any unknown parameter).
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use datacat_protocol::api::{SessionDetail, SessionQuery};
+use datacat_protocol::api::{
+    EventPage, MetricAcrossSessions, MetricSeries, MetricStat, ProductSummary, SessionDetail,
+    SessionPage, SessionQuery, StateDiffView, StateSnapshot,
+};
+use datacat_protocol::query::pairs;
+use datacat_warehouse::{EventFilter, StatePoint};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -16,6 +21,12 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics::render))
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", get(session))
+        .route("/api/sessions/{id}/events", get(session_events))
+        .route("/api/sessions/{id}/metrics", get(session_metrics))
+        .route("/api/sessions/{id}/state", get(session_state))
+        .route("/api/sessions/{id}/state/diff", get(session_state_diff))
+        .route("/api/products", get(products))
+        .route("/api/metrics/{name}/sessions", get(metric_across_sessions))
         .method_not_allowed_fallback(|| async {
             (
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
@@ -30,14 +41,49 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({"status": "ok"})))
 }
 
-/// `GET /api/sessions?product=&version=&status=&limit=`: newest first.
+/// The query's `key=value` pairs, checked against the parameters an endpoint takes.
+fn params(query: &Option<String>, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    let pairs = pairs(query.as_deref().unwrap_or_default());
+    if let Some((key, _)) = pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown parameter {key:?}; this endpoint takes {allowed:?}"
+        )));
+    }
+    Ok(pairs)
+}
+
+fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, v)| k == key && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
+fn number<T: std::str::FromStr>(
+    pairs: &[(String, String)],
+    key: &str,
+) -> Result<Option<T>, ApiError> {
+    param(pairs, key)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                ApiError::BadRequest(format!("{key} must be a non-negative integer, got {v:?}"))
+            })
+        })
+        .transpose()
+}
+
+pub fn session_query(query: &Option<String>, extra: &[&str]) -> Result<SessionQuery, ApiError> {
+    SessionQuery::parse(query.as_deref().unwrap_or_default(), extra).map_err(ApiError::BadRequest)
+}
+
+/// `GET /api/sessions`: the sessions matching every filter given, a page at a time.
 async fn list_sessions(
     State(state): State<AppState>,
-    query: Result<Query<SessionQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    let sessions = state.reader.list_sessions(&query).await?;
-    Ok(Json(json!({"sessions": sessions})))
+    RawQuery(query): RawQuery,
+) -> Result<Json<SessionPage>, ApiError> {
+    let query = session_query(&query, &[])?;
+    Ok(Json(state.reader.list_sessions(&query).await?))
 }
 
 /// `GET /api/sessions/{id}`: the session with state, state history, events and metrics.
@@ -50,5 +96,120 @@ async fn session(
         .session(&id)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no session {id}")))
+        .ok_or_else(|| not_found(&id))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no session {id}"))
+}
+
+/// `GET /api/sessions/{id}/events?level=&name=&category=&limit=&offset=`.
+async fn session_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<EventPage>, ApiError> {
+    let pairs = params(&query, &["level", "name", "category", "limit", "offset"])?;
+    if !state.reader.session_exists(&id).await? {
+        return Err(not_found(&id));
+    }
+    let filter = EventFilter {
+        level: param(&pairs, "level").map(str::to_string),
+        name: param(&pairs, "name").map(str::to_string),
+        category: param(&pairs, "category").map(str::to_string),
+        limit: number(&pairs, "limit")?,
+        offset: number(&pairs, "offset")?.unwrap_or(0),
+    };
+    Ok(Json(state.reader.session_events(&id, &filter).await?))
+}
+
+/// `GET /api/sessions/{id}/metrics?name=`: one series per metric name.
+async fn session_metrics(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let pairs = params(&query, &["name"])?;
+    if !state.reader.session_exists(&id).await? {
+        return Err(not_found(&id));
+    }
+    let series: Vec<MetricSeries> = state
+        .reader
+        .session_metrics(&id, param(&pairs, "name"))
+        .await?;
+    Ok(Json(json!({ "metrics": series })))
+}
+
+/// `GET /api/sessions/{id}/state?seq=|at=`: the state after batch `seq`, or as of `at`.
+async fn session_state(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<StateSnapshot>, ApiError> {
+    let pairs = params(&query, &["seq", "at"])?;
+    let point = StatePoint::parse(param(&pairs, "seq"), param(&pairs, "at"))?;
+    state
+        .reader
+        .state_at(&id, point)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
+}
+
+/// `GET /api/sessions/{id}/state/diff?from_seq=|from_at=&to_seq=|to_at=`.
+async fn session_state_diff(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<StateDiffView>, ApiError> {
+    let pairs = params(&query, &["from_seq", "from_at", "to_seq", "to_at"])?;
+    let from = StatePoint::parse(param(&pairs, "from_seq"), param(&pairs, "from_at"))?;
+    let to = StatePoint::parse(param(&pairs, "to_seq"), param(&pairs, "to_at"))?;
+    state
+        .reader
+        .state_diff(&id, from, to)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
+}
+
+/// `GET /api/products`: per product and version, sessions by status and the crash-free
+/// rate; takes the sessions-list filters.
+async fn products(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let query = session_query(&query, &[])?;
+    let products: Vec<ProductSummary> = state.reader.products(&query).await?;
+    Ok(Json(json!({ "products": products })))
+}
+
+/// `GET /api/metrics/{name}/sessions?stat=peak|min|avg|last&<session filters>`: the metric
+/// summarised per matching session, ranked by `stat`, with its distribution.
+async fn metric_across_sessions(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<MetricAcrossSessions>, ApiError> {
+    let pairs = pairs(query.as_deref().unwrap_or_default());
+    let stat = match param(&pairs, "stat").unwrap_or("peak") {
+        "peak" => MetricStat::Peak,
+        "min" => MetricStat::Min,
+        "avg" => MetricStat::Avg,
+        "last" => MetricStat::Last,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "stat must be peak, min, avg or last, got {other:?}"
+            )))
+        }
+    };
+    let mut filters = session_query(&query, &["stat"])?;
+    let limit = filters.limit.take().unwrap_or(100);
+    filters.cursor = None;
+    Ok(Json(
+        state
+            .reader
+            .metric_across_sessions(&name, &filters, stat, limit)
+            .await?,
+    ))
 }

@@ -14,4 +14,12 @@ pub struct Config {
 
     #[command(flatten)]
     pub clickhouse: datacat_warehouse::ClickHouseArgs,
+
+    /// Token required to read (API and dashboard). Unset: reads are open.
+    #[arg(long, env = "DATACAT_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+
+    /// Token required for direct writes (it also reads). Unset: writes are open.
+    #[arg(long, env = "DATACAT_WRITE_TOKEN", hide_env_values = true)]
+    pub write_token: Option<String>,
 }

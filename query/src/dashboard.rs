@@ -88,7 +88,7 @@ impl DataSource for WarehouseData {
     async fn sessions(&self, query: SessionQuery) -> Result<Vec<SessionSummary>, String> {
         let reader = self.reader.clone();
         self.runtime
-            .spawn(async move { reader.list_sessions(&query).await })
+            .spawn(async move { reader.list_sessions(&query).await.map(|page| page.sessions) })
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())

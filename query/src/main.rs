@@ -1,6 +1,7 @@
 //! `datacat-query`: the REST API over ClickHouse, and the dashboard (Dioxus LiveView).
 
 mod api;
+mod auth;
 mod config;
 mod dashboard;
 mod error;
@@ -20,6 +21,7 @@ use crate::config::Config;
 #[derive(Clone)]
 pub struct AppState {
     pub reader: Arc<Reader>,
+    pub tokens: Arc<auth::Tokens>,
 }
 
 #[tokio::main]
@@ -28,10 +30,25 @@ async fn main() -> Result<()> {
     datacat_service::init_tracing();
 
     let reader = Arc::new(Reader::new(&config.clickhouse.connection())?);
-    let state = AppState { reader };
+    let tokens = auth::Tokens {
+        read: config.read_token.clone().filter(|t| !t.is_empty()),
+        write: config.write_token.clone().filter(|t| !t.is_empty()),
+    };
+    let state = AppState {
+        reader,
+        tokens: Arc::new(tokens),
+    };
     let app = Router::new()
         .merge(api::router())
         .merge(dashboard::router(tokio::runtime::Handle::current()))
+        .route(
+            "/login",
+            axum::routing::get(auth::login_form).post(auth::login),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ))
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state);
 

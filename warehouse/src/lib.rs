@@ -5,10 +5,13 @@
 //! row's identity so a redelivered batch collapses into the row it duplicates, and queries
 //! that read with `FINAL`. JSON work happens in Rust; ClickHouse stores JSON as text.
 
+pub mod explore;
+pub mod filter;
 pub mod maintenance;
 pub mod migrations;
 pub mod read;
 pub mod rows;
+pub mod session_parts;
 pub mod write;
 
 use thiserror::Error;
@@ -16,6 +19,7 @@ use thiserror::Error;
 pub use maintenance::Maintenance;
 pub use migrations::{migrate, MIGRATIONS};
 pub use read::Reader;
+pub use session_parts::{EventFilter, StatePoint};
 pub use write::{RowSet, Writer};
 
 #[derive(Debug, Error)]
@@ -26,6 +30,9 @@ pub enum WarehouseError {
     Json(#[from] serde_json::Error),
     #[error("invalid database name {0:?}: use letters, digits and underscores")]
     InvalidDatabase(String),
+    /// A request the warehouse cannot answer as asked (a bad cursor, say): the caller's fault.
+    #[error("{0}")]
+    InvalidInput(String),
 }
 
 pub type Result<T, E = WarehouseError> = std::result::Result<T, E>;

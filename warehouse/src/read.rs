@@ -2,14 +2,15 @@
 
 use clickhouse::{Client, Row};
 use datacat_protocol::api::{
-    EventView, MetricView, SessionDetail, SessionQuery, SessionSummary, StateSnapshot,
-    STATUS_ACTIVE,
+    EventView, MetricView, SessionDetail, SessionPage, SessionQuery, SessionSummary, SortKey,
+    StateSnapshot, STATUS_ACTIVE,
 };
 use datacat_protocol::time::rfc3339_ms;
 use datacat_protocol::{ExceptionInfo, Histogram, MachineInfo};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::filter::{session_page, Cursor};
 use crate::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow};
 use crate::{Connection, Result};
 
@@ -18,7 +19,7 @@ pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 100;
 
 pub struct Reader {
-    client: Client,
+    pub(crate) client: Client,
 }
 
 #[derive(Row, Deserialize)]
@@ -49,30 +50,35 @@ impl Reader {
         Ok(())
     }
 
-    /// Newest sessions first, filtered by exact product / version / status when given.
-    pub async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionSummary>> {
+    /// One page of the sessions matching `query`, in its order (newest started first by
+    /// default), after its cursor.
+    pub async fn list_sessions(&self, query: &SessionQuery) -> Result<SessionPage> {
         let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-        let product = query.product.clone().unwrap_or_default();
-        let version = query.version.clone().unwrap_or_default();
-        let status = query.status.clone().unwrap_or_default();
-        let rows = self
-            .client
-            .query(
-                "SELECT ?fields FROM sessions FINAL
-                 WHERE (? = '' OR product = ?) AND (? = '' OR version = ?) AND (? = '' OR status = ?)
-                 ORDER BY started_ms DESC, session_id
-                 LIMIT ?",
-            )
-            .bind(&product)
-            .bind(&product)
-            .bind(&version)
-            .bind(&version)
-            .bind(&status)
-            .bind(&status)
-            .bind(limit)
+        let sql = session_page(query, "?fields", limit)?;
+        let rows = sql
+            .bind_to(self.client.query(&sql.text))
             .fetch_all::<SessionListRow>()
             .await?;
-        Ok(rows.into_iter().map(summary).collect())
+        let next_cursor = (rows.len() == limit as usize)
+            .then(|| rows.last())
+            .flatten()
+            .map(|last| {
+                let value = match query.sort {
+                    SortKey::Started => last.started_ms,
+                    SortKey::Updated => last.updated_ms,
+                    SortKey::Ended => last.ended_ms,
+                    SortKey::Events => last.event_count,
+                };
+                Cursor {
+                    value,
+                    session_id: last.session_id.clone(),
+                }
+                .encode()
+            });
+        Ok(SessionPage {
+            sessions: rows.into_iter().map(summary).collect(),
+            next_cursor,
+        })
     }
 
     /// One session with its whole story, or `None` if it was never seen.
@@ -130,7 +136,7 @@ fn summary(row: SessionListRow) -> SessionSummary {
     }
 }
 
-fn parse_json(text: &str) -> Result<Value> {
+pub(crate) fn parse_json(text: &str) -> Result<Value> {
     if text.is_empty() {
         return Ok(Value::Null);
     }
@@ -150,54 +156,13 @@ fn detail(
     };
     let state_history = history
         .into_iter()
-        .map(|h| {
-            Ok(StateSnapshot {
-                seq: h.seq,
-                timestamp: rfc3339_ms(h.ts_ms),
-                update: parse_json(&h.update)?,
-                state: parse_json(&h.state)?,
-            })
-        })
+        .map(snapshot)
         .collect::<Result<Vec<_>>>()?;
     let events = events
         .into_iter()
-        .map(|e| {
-            let exception: Option<ExceptionInfo> = if e.exception.is_empty() {
-                None
-            } else {
-                Some(serde_json::from_str(&e.exception)?)
-            };
-            Ok(EventView {
-                timestamp: rfc3339_ms(e.ts_ms),
-                name: e.name,
-                level: e.level,
-                category: e.category,
-                group: e.group_name,
-                labels: e.labels,
-                message: e.message,
-                data: parse_json(&e.data)?,
-                exception,
-            })
-        })
+        .map(event_view)
         .collect::<Result<Vec<_>>>()?;
-    let metrics = metrics
-        .into_iter()
-        .map(|m| MetricView {
-            timestamp: rfc3339_ms(m.ts_ms),
-            histogram: (!m.bucket_counts.is_empty()).then(|| Histogram {
-                bounds: m.bucket_bounds,
-                counts: m.bucket_counts,
-                sum: m.hist_sum,
-                count: m.count.unwrap_or_default(),
-            }),
-            name: m.name,
-            kind: m.kind,
-            value: m.value,
-            unit: m.unit,
-            tags: m.tags,
-            count: m.count,
-        })
-        .collect();
+    let metrics = metrics.into_iter().map(metric_view).collect();
     Ok(SessionDetail {
         active: row.status == STATUS_ACTIVE,
         crashed: row.status == "crashed",
@@ -223,4 +188,50 @@ fn detail(
         events,
         metrics,
     })
+}
+
+pub(crate) fn snapshot(h: StateHistoryRow) -> Result<StateSnapshot> {
+    Ok(StateSnapshot {
+        seq: h.seq,
+        timestamp: rfc3339_ms(h.ts_ms),
+        update: parse_json(&h.update)?,
+        state: parse_json(&h.state)?,
+    })
+}
+
+pub(crate) fn event_view(e: EventRow) -> Result<EventView> {
+    let exception: Option<ExceptionInfo> = if e.exception.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_str(&e.exception)?)
+    };
+    Ok(EventView {
+        timestamp: rfc3339_ms(e.ts_ms),
+        name: e.name,
+        level: e.level,
+        category: e.category,
+        group: e.group_name,
+        labels: e.labels,
+        message: e.message,
+        data: parse_json(&e.data)?,
+        exception,
+    })
+}
+
+pub(crate) fn metric_view(m: MetricRow) -> MetricView {
+    MetricView {
+        timestamp: rfc3339_ms(m.ts_ms),
+        histogram: (!m.bucket_counts.is_empty()).then(|| Histogram {
+            bounds: m.bucket_bounds,
+            counts: m.bucket_counts,
+            sum: m.hist_sum,
+            count: m.count.unwrap_or_default(),
+        }),
+        name: m.name,
+        kind: m.kind,
+        value: m.value,
+        unit: m.unit,
+        tags: m.tags,
+        count: m.count,
+    }
 }

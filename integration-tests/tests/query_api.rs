@@ -1,0 +1,410 @@
+//! The query API over real NATS, ingest and ClickHouse with a small hand-made set of
+//! sessions: each filter, sort, page, aggregation and sub-resource returns exactly the
+//! expected sessions; bad requests get JSON 400/404; tokens guard reads and writes.
+
+use std::time::Duration;
+
+use datacat_integration_tests::binaries::datacat_bin;
+use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
+use datacat_integration_tests::Stack;
+use datacat_protocol::record::{
+    Event, Level, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
+};
+use datacat_protocol::subject::session_subject;
+use datacat_protocol::{encode_batch, Batch, EndStatus, MachineInfo, Record};
+use serde_json::{json, Value};
+
+const T0: u64 = 1_795_000_000_000;
+
+fn start(ts_ms: u64, product: &str, host: &str) -> Record {
+    Record::Start(SessionStart {
+        ts_ms,
+        product: product.into(),
+        version: "1.0".into(),
+        machine: MachineInfo {
+            hostname: host.into(),
+            machine_id: format!("machine-{host}"),
+            ..Default::default()
+        },
+    })
+}
+
+fn state(ts_ms: u64, update: Value) -> Record {
+    Record::State(StateUpdate { ts_ms, update })
+}
+
+fn memory(ts_ms: u64, value: f64) -> Record {
+    Record::Metric(Metric {
+        ts_ms,
+        name: "memory_usage".into(),
+        kind: MetricKind::Gauge,
+        value,
+        unit: "MB".into(),
+        tags: vec![],
+        count: None,
+        histogram: None,
+    })
+}
+
+fn event(ts_ms: u64, name: &str, level: Level) -> Record {
+    Record::Event(Event {
+        ts_ms,
+        name: name.into(),
+        level,
+        category: "game".into(),
+        group: String::new(),
+        labels: vec![],
+        message: format!("{name} happened"),
+        data: json!({"n": 1}),
+        exception: None,
+    })
+}
+
+fn end(ts_ms: u64, status: EndStatus, reason: &str) -> Record {
+    Record::End(SessionEnd {
+        ts_ms,
+        status,
+        reason: reason.into(),
+    })
+}
+
+/// s1: ada -> grace, had "space probe" open then closed it, memory 100/300/200, a "boom"
+/// error, crashed (segfault). s2: ada with "space probe" open, memory 50/80, an info event,
+/// ended. s3 (another product): linus, memory 500, still active.
+fn sessions() -> Vec<Batch> {
+    let s1 = vec![
+        Batch {
+            session_id: "s1".into(),
+            seq: 0,
+            records: vec![
+                start(T0, "qa-game", "h1"),
+                state(
+                    T0 + 1,
+                    json!({"pilot": "ada", "window": {"open": ["main menu", "space probe"]}}),
+                ),
+                memory(T0 + 2, 100.0),
+                memory(T0 + 3, 300.0),
+            ],
+        },
+        Batch {
+            session_id: "s1".into(),
+            seq: 1,
+            records: vec![
+                state(
+                    T0 + 10,
+                    json!({"pilot": "grace", "window": {"open": ["main menu"]}}),
+                ),
+                memory(T0 + 11, 200.0),
+                event(T0 + 12, "boom", Level::Error),
+                end(T0 + 13, EndStatus::Crashed, "segfault in renderer"),
+            ],
+        },
+    ];
+    let s2 = vec![Batch {
+        session_id: "s2".into(),
+        seq: 0,
+        records: vec![
+            start(T0 + 1000, "qa-game", "h2"),
+            state(
+                T0 + 1001,
+                json!({"pilot": "ada", "window": {"open": ["space probe"]}}),
+            ),
+            memory(T0 + 1002, 50.0),
+            memory(T0 + 1003, 80.0),
+            event(T0 + 1004, "loaded", Level::Info),
+            end(T0 + 1005, EndStatus::Ended, "player quit"),
+        ],
+    }];
+    let s3 = vec![Batch {
+        session_id: "s3".into(),
+        seq: 0,
+        records: vec![
+            start(T0 + 2000, "qa-tool", "h3"),
+            state(
+                T0 + 2001,
+                json!({"pilot": "linus", "window": {"open": ["inventory"]}}),
+            ),
+            memory(T0 + 2002, 500.0),
+        ],
+    }];
+    [s1, s2, s3].concat()
+}
+
+async fn get(base: &str, path: &str) -> (u16, Value) {
+    let response = reqwest::get(format!("{base}{path}"))
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let body = response.text().await.expect("body");
+    let value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: not JSON: {body}"));
+    (status, value)
+}
+
+async fn ids(base: &str, query: &str) -> Vec<String> {
+    let (status, body) = get(base, &format!("/api/sessions?{query}")).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn filters_aggregations_and_sub_resources_answer_exactly() {
+    let stack = Stack::start().await.expect("stack starts");
+    let jetstream = stack.jetstream().await.unwrap();
+    for batch in sessions() {
+        let payload = encode_batch(&batch).unwrap();
+        jetstream
+            .publish(session_subject(&batch.session_id), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    for id in ["s1", "s2", "s3"] {
+        stack
+            .wait_session(id, Duration::from_secs(30), |s| {
+                s["state"]["pilot"].is_string() && s["status"] != "active" || s["id"] == "s3"
+            })
+            .await
+            .unwrap();
+    }
+    stack
+        .wait_session("s1", Duration::from_secs(30), |s| s["status"] == "crashed")
+        .await
+        .unwrap();
+    let base = stack.query_url.as_str();
+
+    // Filters: each one, exactly.
+    let cases: &[(&str, &[&str])] = &[
+        ("", &["s3", "s2", "s1"]),
+        ("product=qa-game", &["s2", "s1"]),
+        ("product=qa-tool", &["s3"]),
+        ("version=1.0&status=crashed", &["s1"]),
+        ("status=active", &["s3"]),
+        ("hostname=h2", &["s2"]),
+        ("machine_id=machine-h3", &["s3"]),
+        ("state=pilot%3Dgrace", &["s1"]),
+        ("state=pilot%3Dada", &["s2"]),
+        ("ever=pilot%3Dada", &["s2", "s1"]),
+        ("ever=pilot%3Dada&state=pilot%3Dgrace", &["s1"]),
+        ("contains=window.open%3Dspace%20probe", &["s2"]),
+        ("ever_contains=window.open%3Dspace%20probe", &["s2", "s1"]),
+        ("contains=window.open%3Dmain%20menu", &["s1"]),
+        ("event=boom", &["s1"]),
+        ("level=error", &["s1"]),
+        ("level=info", &["s2"]),
+        ("q=SEGFAULT", &["s1"]),
+        ("q=linus", &["s3"]),
+        (&format!("from={}", T0 + 500), &["s3", "s2"]),
+        (&format!("to={}", T0 + 1500), &["s2", "s1"]),
+        ("from=2026-01-01T00:00:00Z&to=2026-06-01T00:00:00Z", &[]),
+        ("sort=started&order=asc", &["s1", "s2", "s3"]),
+        ("sort=events&order=desc", &["s1", "s2", "s3"]),
+        ("state=pilot%3Dnobody", &[]),
+    ];
+    for (query, expected) in cases {
+        assert_eq!(ids(base, query).await, *expected, "filter {query:?}");
+    }
+
+    // Cursor pagination walks every session once, in order.
+    let (_, first) = get(base, "/api/sessions?limit=2").await;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    assert_eq!(ids(base, &format!("limit=2&cursor={cursor}")).await, ["s1"]);
+    let (_, last) = get(base, &format!("/api/sessions?limit=2&cursor={cursor}")).await;
+    assert!(last["next_cursor"].is_null());
+
+    // Products summary.
+    let (status, products) = get(base, "/api/products").await;
+    assert_eq!(status, 200);
+    let game = &products["products"][0];
+    assert_eq!(game["product"], "qa-game");
+    assert_eq!(game["sessions"], 2);
+    assert_eq!(game["statuses"], json!({"crashed": 1, "ended": 1}));
+    assert_eq!(game["crash_free_rate"], 0.5);
+    assert_eq!(products["products"][1]["statuses"], json!({"active": 1}));
+
+    // The seeds' question: peak memory of sessions whose window had "space probe" open.
+    let (status, peak) = get(
+        base,
+        "/api/metrics/memory_usage/sessions?ever_contains=window.open%3Dspace%20probe",
+    )
+    .await;
+    assert_eq!(status, 200, "{peak}");
+    assert_eq!(peak["matched_sessions"], 2);
+    let rows: Vec<(String, f64)> = peak["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["session_id"].as_str().unwrap().into(),
+                s["peak"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, [("s1".to_string(), 300.0), ("s2".to_string(), 80.0)]);
+    assert_eq!(peak["sessions"][0]["min"], 100.0);
+    assert_eq!(peak["sessions"][0]["avg"], 200.0);
+    assert_eq!(peak["sessions"][0]["last"], 200.0);
+    assert_eq!(peak["sessions"][0]["points"], 3);
+    let counted: u64 = peak["distribution"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["sessions"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 2);
+    let (_, last) = get(
+        base,
+        "/api/metrics/memory_usage/sessions?stat=last&product=qa-game",
+    )
+    .await;
+    assert_eq!(last["sessions"][0]["session_id"], "s1");
+    assert_eq!(last["sessions"][0]["last"], 200.0);
+
+    // Sub-resources.
+    let (_, events) = get(base, "/api/sessions/s1/events?level=error").await;
+    let names: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["boom"],
+        "level=error leaves out the critical crash event"
+    );
+    let (_, critical) = get(base, "/api/sessions/s1/events?level=critical").await;
+    assert_eq!(
+        critical["events"].as_array().unwrap().len(),
+        1,
+        "{critical}"
+    );
+    let (_, page) = get(base, "/api/sessions/s1/events?limit=1").await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next_offset"], 1);
+    let (_, metrics) = get(base, "/api/sessions/s1/metrics").await;
+    assert_eq!(metrics["metrics"][0]["name"], "memory_usage");
+    assert_eq!(metrics["metrics"][0]["points"].as_array().unwrap().len(), 3);
+    let (_, at0) = get(base, "/api/sessions/s1/state?seq=0").await;
+    assert_eq!(at0["state"]["pilot"], "ada");
+    let (_, now) = get(base, "/api/sessions/s1/state").await;
+    assert_eq!(now["state"]["pilot"], "grace");
+    let (_, at_time) = get(base, &format!("/api/sessions/s1/state?at={}", T0 + 5)).await;
+    assert_eq!(at_time["state"]["pilot"], "ada");
+    let (_, diff) = get(base, "/api/sessions/s1/state/diff?from_seq=0&to_seq=1").await;
+    assert_eq!(diff["diff"]["pilot"], "grace");
+    assert_eq!(diff["diff"]["window"]["open"], json!(["main menu"]));
+
+    // Errors: JSON with the right status.
+    for (path, status) in [
+        ("/api/sessions?colour=red", 400),
+        ("/api/sessions?limit=many", 400),
+        ("/api/sessions?cursor=zz", 400),
+        ("/api/sessions?status=exploded", 400),
+        ("/api/sessions/nope", 404),
+        ("/api/sessions/nope/events", 404),
+        ("/api/sessions/nope/state", 404),
+        ("/api/sessions/s1/state?seq=x", 400),
+        ("/api/metrics/memory_usage/sessions?stat=median", 400),
+    ] {
+        let (got, body) = get(base, path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(
+            body["error"].is_string() && body["message"].is_string(),
+            "{path}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_guard_reads_and_writes() {
+    let stack = Stack::start().await.expect("stack starts");
+    let port = free_port();
+    let mut command = std::process::Command::new(datacat_bin("datacat-query").unwrap());
+    command
+        .env("DATACAT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DATACAT_CLICKHOUSE_URL", &stack.clickhouse.url)
+        .env("DATACAT_CLICKHOUSE_DATABASE", &stack.database)
+        .env("DATACAT_READ_TOKEN", "reader-secret")
+        .env("DATACAT_WRITE_TOKEN", "writer-secret");
+    let _query = ChildGuard::spawn(
+        "datacat-query",
+        command,
+        &stack.logs.path().join("query-auth.log"),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http_ok(&format!("{base}/health"), Duration::from_secs(30), "query")
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let status = |token: Option<&str>, method: reqwest::Method, path: &str| {
+        let mut request = client.request(method, format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            if status >= 400 {
+                let body: Value = response.json().await.expect("JSON error body");
+                assert!(body["error"].is_string(), "{body}");
+            }
+            status
+        }
+    };
+    use reqwest::Method;
+    assert_eq!(status(None, Method::GET, "/api/sessions").await, 401);
+    assert_eq!(
+        status(Some("wrong"), Method::GET, "/api/sessions").await,
+        401
+    );
+    assert_eq!(
+        status(Some("reader-secret"), Method::GET, "/api/sessions").await,
+        200
+    );
+    assert_eq!(
+        status(Some("writer-secret"), Method::GET, "/api/sessions").await,
+        200
+    );
+    assert_eq!(status(None, Method::GET, "/health").await, 200);
+    assert_eq!(status(None, Method::GET, "/metrics").await, 200);
+    // Writes: the read token is refused.
+    assert_eq!(
+        status(Some("reader-secret"), Method::POST, "/api/sessions").await,
+        403
+    );
+    assert_eq!(status(None, Method::POST, "/api/sessions").await, 401);
+    // The dashboard sends a browser without a token to the login form.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = no_redirect.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 303);
+    assert_eq!(page.headers()["location"], "/login");
+    let login = no_redirect
+        .post(format!("{base}/login"))
+        .form(&[("token", "reader-secret")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("datacat_token="), "{cookie}");
+    let page = no_redirect
+        .get(format!("{base}/"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+}

@@ -1,0 +1,328 @@
+//! The sessions-list filters: one type for the REST API, the exports, the metric explorer and
+//! the dashboard, read from and written back to a URL query string (so a filtered view is a
+//! link that can be shared).
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::parse_time_ms;
+
+/// `path=value`: a flattened state path (`window_state.open`) and a leaf value. Strings match
+/// their text, other leaves their JSON (`true`, `3`, `1.5`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathValue {
+    pub path: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortKey {
+    #[default]
+    Started,
+    Updated,
+    Ended,
+    Events,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    #[default]
+    Desc,
+    Asc,
+}
+
+/// Which sessions, in which order. Every filter given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionQuery {
+    pub product: Option<String>,
+    pub version: Option<String>,
+    pub status: Option<String>,
+    /// Started at or after (Unix ms; the query string takes RFC 3339 too).
+    pub from_ms: Option<u64>,
+    /// Started before.
+    pub to_ms: Option<u64>,
+    pub hostname: Option<String>,
+    pub machine_id: Option<String>,
+    /// The state now has `path = value`.
+    pub state: Vec<PathValue>,
+    /// The state had `path = value` at some point.
+    pub ever: Vec<PathValue>,
+    /// The array at `path` contains `value` now.
+    pub contains: Vec<PathValue>,
+    /// The array at `path` contained `value` at some point.
+    pub ever_contains: Vec<PathValue>,
+    /// Has an event with this name.
+    pub event: Option<String>,
+    /// Has an event at this level.
+    pub level: Option<String>,
+    /// Text search over id, product, version, host, end reason and state.
+    pub q: Option<String>,
+    pub sort: SortKey,
+    pub order: Order,
+    pub limit: Option<u32>,
+    /// Where the previous page ended (from its `next_cursor`).
+    pub cursor: Option<String>,
+}
+
+/// Statuses a session can have.
+pub const STATUSES: &[&str] = &["active", "hung", "ended", "crashed", "lost"];
+/// Event levels.
+pub const LEVELS: &[&str] = &["debug", "info", "warning", "error", "critical"];
+
+impl SessionQuery {
+    /// Parses a URL query string (`product=game&state=level.name%3Dmars&sort=updated`).
+    /// Unknown parameters are errors, so a typo does not silently widen a filter; `extra`
+    /// names parameters the caller handles itself (they are skipped).
+    pub fn parse(query: &str, extra: &[&str]) -> Result<Self, String> {
+        let mut parsed = SessionQuery::default();
+        for (key, value) in pairs(query) {
+            let text = || (!value.is_empty()).then(|| value.clone());
+            let path_value = || -> Result<PathValue, String> {
+                let (path, v) = value
+                    .split_once('=')
+                    .ok_or_else(|| format!("{key} must be path=value, got {value:?}"))?;
+                if path.is_empty() {
+                    return Err(format!("{key} needs a path before '=', got {value:?}"));
+                }
+                Ok(PathValue {
+                    path: path.to_string(),
+                    value: v.to_string(),
+                })
+            };
+            let time = || -> Result<Option<u64>, String> {
+                if value.is_empty() {
+                    return Ok(None);
+                }
+                parse_time_ms(&value).map(Some).ok_or_else(|| {
+                    format!("{key} must be Unix milliseconds or RFC 3339, got {value:?}")
+                })
+            };
+            match key.as_str() {
+                "product" => parsed.product = text(),
+                "version" => parsed.version = text(),
+                "status" => {
+                    if !value.is_empty() && !STATUSES.contains(&value.as_str()) {
+                        return Err(format!("status must be one of {STATUSES:?}, got {value:?}"));
+                    }
+                    parsed.status = text();
+                }
+                "from" => parsed.from_ms = time()?,
+                "to" => parsed.to_ms = time()?,
+                "hostname" => parsed.hostname = text(),
+                "machine_id" => parsed.machine_id = text(),
+                "state" => parsed.state.push(path_value()?),
+                "ever" => parsed.ever.push(path_value()?),
+                "contains" => parsed.contains.push(path_value()?),
+                "ever_contains" => parsed.ever_contains.push(path_value()?),
+                "event" => parsed.event = text(),
+                "level" => {
+                    if !value.is_empty() && !LEVELS.contains(&value.as_str()) {
+                        return Err(format!("level must be one of {LEVELS:?}, got {value:?}"));
+                    }
+                    parsed.level = text();
+                }
+                "q" => parsed.q = text(),
+                "sort" => {
+                    parsed.sort = match value.as_str() {
+                        "" | "started" => SortKey::Started,
+                        "updated" => SortKey::Updated,
+                        "ended" => SortKey::Ended,
+                        "events" => SortKey::Events,
+                        _ => {
+                            return Err(format!(
+                                "sort must be started, updated, ended or events, got {value:?}"
+                            ))
+                        }
+                    }
+                }
+                "order" => {
+                    parsed.order = match value.as_str() {
+                        "" | "desc" => Order::Desc,
+                        "asc" => Order::Asc,
+                        _ => return Err(format!("order must be asc or desc, got {value:?}")),
+                    }
+                }
+                "limit" => {
+                    parsed.limit = match value.as_str() {
+                        "" => None,
+                        v => Some(v.parse().map_err(|_| {
+                            format!("limit must be a positive integer, got {value:?}")
+                        })?),
+                    }
+                }
+                "cursor" => parsed.cursor = text(),
+                other if extra.contains(&other) => {}
+                other => return Err(format!("unknown parameter {other:?}")),
+            }
+        }
+        if let (Some(from), Some(to)) = (parsed.from_ms, parsed.to_ms) {
+            if from > to {
+                return Err("from must not be after to".into());
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The query string that parses back to this query (without the cursor).
+    pub fn to_query_string(&self) -> String {
+        let mut out = Vec::new();
+        let mut push = |key: &str, value: &str| {
+            out.push(format!("{key}={}", encode(value)));
+        };
+        for (key, value) in [
+            ("product", &self.product),
+            ("version", &self.version),
+            ("status", &self.status),
+            ("hostname", &self.hostname),
+            ("machine_id", &self.machine_id),
+            ("event", &self.event),
+            ("level", &self.level),
+            ("q", &self.q),
+        ] {
+            if let Some(value) = value {
+                push(key, value);
+            }
+        }
+        for (key, value) in [("from", self.from_ms), ("to", self.to_ms)] {
+            if let Some(value) = value {
+                push(key, &value.to_string());
+            }
+        }
+        for (key, list) in [
+            ("state", &self.state),
+            ("ever", &self.ever),
+            ("contains", &self.contains),
+            ("ever_contains", &self.ever_contains),
+        ] {
+            for pv in list {
+                push(key, &format!("{}={}", pv.path, pv.value));
+            }
+        }
+        if self.sort != SortKey::Started {
+            push("sort", sort_name(self.sort));
+        }
+        if self.order != Order::Desc {
+            push("order", "asc");
+        }
+        if let Some(limit) = self.limit {
+            push("limit", &limit.to_string());
+        }
+        out.join("&")
+    }
+}
+
+fn sort_name(sort: SortKey) -> &'static str {
+    match sort {
+        SortKey::Started => "started",
+        SortKey::Updated => "updated",
+        SortKey::Ended => "ended",
+        SortKey::Events => "events",
+    }
+}
+
+/// The decoded `key=value` pairs of a query string.
+pub fn pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+/// Percent-decoding of a query-string component (`+` is a space).
+pub fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match (hex_digit(bytes[i + 1]), hex_digit(bytes[i + 2])) {
+                    (Some(high), Some(low)) => {
+                        out.push(high << 4 | low);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_digit(byte: u8) -> Option<u8> {
+    (byte as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Percent-encoding of a query-string component.
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_filter_and_round_trips() {
+        let query = SessionQuery::parse(
+            "product=space%20game&status=crashed&from=2026-01-01T00:00:00Z&to=1800000000000\
+             &state=level.name%3Dmars&ever=window_state.open%3Dtrue&contains=tags%3Da%3Db\
+             &event=boom&level=error&q=probe&sort=updated&order=asc&limit=5",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(query.product.as_deref(), Some("space game"));
+        assert_eq!(query.from_ms, Some(1_767_225_600_000));
+        assert_eq!(query.state[0].path, "level.name");
+        assert_eq!(query.state[0].value, "mars");
+        assert_eq!(query.contains[0].value, "a=b", "a value may contain '='");
+        assert_eq!(query.sort, SortKey::Updated);
+        assert_eq!(query.order, Order::Asc);
+        let again = SessionQuery::parse(&query.to_query_string(), &[]).unwrap();
+        assert_eq!(again, query);
+    }
+
+    #[test]
+    fn bad_parameters_are_explained() {
+        for (query, needle) in [
+            ("limit=ten", "limit"),
+            ("status=exploded", "status"),
+            ("state=novalue", "path=value"),
+            ("from=yesterday", "from"),
+            ("from=2000&to=1000", "after"),
+            ("colour=red", "unknown parameter"),
+            ("sort=size", "sort"),
+        ] {
+            let error = SessionQuery::parse(query, &[]).unwrap_err();
+            assert!(error.contains(needle), "{query}: {error}");
+        }
+        assert!(SessionQuery::parse("format=csv", &["format"]).is_ok());
+    }
+
+    #[test]
+    fn percent_coding_round_trips() {
+        for text in ["a b", "100%", "x=y&z", "ünï", "%zz"] {
+            assert_eq!(decode(&encode(text)), text);
+        }
+        assert_eq!(decode("%zz"), "%zz");
+        assert_eq!(decode("a+b%2"), "a b%2");
+    }
+}

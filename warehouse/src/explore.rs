@@ -1,0 +1,224 @@
+//! Questions across sessions: the products summary and one metric over the sessions matching
+//! a filter (the metric explorer).
+
+use std::collections::BTreeMap;
+
+use clickhouse::Row;
+use datacat_protocol::api::{
+    DistributionBucket, MetricAcrossSessions, MetricStat, ProductSummary, SessionMetric,
+    SessionQuery,
+};
+use datacat_protocol::time::rfc3339_ms;
+use serde::Deserialize;
+
+use crate::filter::{matching_sessions, Param, Sql};
+use crate::{Reader, Result};
+
+/// Most sessions the metric explorer lists (the distribution covers all of them).
+pub const MAX_METRIC_SESSIONS: u32 = 10_000;
+/// Buckets of the metric explorer's distribution.
+pub const DISTRIBUTION_BUCKETS: usize = 20;
+
+#[derive(Row, Deserialize)]
+struct ProductStatusRow {
+    product: String,
+    version: String,
+    status: String,
+    sessions: u64,
+    last_started_ms: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct SessionMetricRow {
+    session_id: String,
+    product: String,
+    version: String,
+    status: String,
+    peak: f64,
+    min: f64,
+    avg: f64,
+    last: f64,
+    points: u64,
+}
+
+impl Reader {
+    /// Per product and version (of the sessions matching `query`): sessions per status and
+    /// the crash-free rate. Newest product versions first.
+    pub async fn products(&self, query: &SessionQuery) -> Result<Vec<ProductSummary>> {
+        let matching = matching_sessions(query, "product, version, status, started_ms");
+        let sql = Sql {
+            text: format!(
+                "SELECT product, version, status, count() AS sessions,
+                        max(started_ms) AS last_started_ms
+                 FROM ({}) GROUP BY product, version, status",
+                matching.text
+            ),
+            params: matching.params,
+        };
+        let rows = sql
+            .bind_to(self.client.query(&sql.text))
+            .fetch_all::<ProductStatusRow>()
+            .await?;
+        let mut products: BTreeMap<(String, String), (BTreeMap<String, u64>, u64)> =
+            BTreeMap::new();
+        for row in rows {
+            let entry = products.entry((row.product, row.version)).or_default();
+            *entry.0.entry(row.status).or_default() += row.sessions;
+            entry.1 = entry.1.max(row.last_started_ms);
+        }
+        let mut summaries: Vec<ProductSummary> = products
+            .into_iter()
+            .map(|((product, version), (statuses, last_started_ms))| {
+                let sessions: u64 = statuses.values().sum();
+                let crashed = statuses.get("crashed").copied().unwrap_or(0);
+                ProductSummary {
+                    product,
+                    version,
+                    sessions,
+                    crash_free_rate: 1.0 - crashed as f64 / sessions.max(1) as f64,
+                    statuses,
+                    last_started_at: rfc3339_ms(last_started_ms),
+                }
+            })
+            .collect();
+        summaries.sort_by(|a, b| {
+            a.product
+                .cmp(&b.product)
+                .then_with(|| b.last_started_at.cmp(&a.last_started_at))
+        });
+        Ok(summaries)
+    }
+
+    /// `metric` summarised per session (peak, min, avg, last) over the sessions matching
+    /// `query`, ranked by `stat`, with the distribution of `stat`.
+    pub async fn metric_across_sessions(
+        &self,
+        metric: &str,
+        query: &SessionQuery,
+        stat: MetricStat,
+        limit: u32,
+    ) -> Result<MetricAcrossSessions> {
+        let matching = matching_sessions(query, "session_id, product, version, status");
+        // Metric rows are deduplicated by identity (a redelivered batch wrote them twice)
+        // before they are summarised; cheaper than FINAL over the whole table.
+        let mut params = vec![Param::Str(metric.to_string())];
+        params.extend(matching.params.iter().cloned());
+        params.extend(matching.params.iter().cloned());
+        let sql = Sql {
+            text: format!(
+                "SELECT session_id, product, version, status, peak, min, avg, last, points
+                 FROM (
+                     SELECT session_id, max(value) AS peak, min(value) AS min,
+                            avg(value) AS avg, argMax(value, (ts_ms, seq, idx)) AS last,
+                            count() AS points
+                     FROM (
+                         SELECT session_id, seq, idx, any(ts_ms) AS ts_ms, any(value) AS value
+                         FROM metrics
+                         WHERE name = ? AND session_id IN (SELECT session_id FROM ({}))
+                         GROUP BY session_id, seq, idx
+                     )
+                     GROUP BY session_id
+                 ) ANY INNER JOIN ({}) USING session_id",
+                matching.text, matching.text
+            ),
+            params,
+        };
+        let rows = sql
+            .bind_to(self.client.query(&sql.text))
+            .fetch_all::<SessionMetricRow>()
+            .await?;
+        let mut sessions: Vec<SessionMetric> = rows
+            .into_iter()
+            .map(|r| SessionMetric {
+                session_id: r.session_id,
+                product: r.product,
+                version: r.version,
+                status: r.status,
+                peak: r.peak,
+                min: r.min,
+                avg: r.avg,
+                last: r.last,
+                points: r.points,
+            })
+            .collect();
+        let figure = |m: &SessionMetric| match stat {
+            MetricStat::Peak => m.peak,
+            MetricStat::Min => m.min,
+            MetricStat::Avg => m.avg,
+            MetricStat::Last => m.last,
+        };
+        sessions.sort_by(|a, b| {
+            figure(b)
+                .total_cmp(&figure(a))
+                .then_with(|| a.session_id.cmp(&b.session_id))
+        });
+        let values: Vec<f64> = sessions.iter().map(figure).collect();
+        let matched_sessions = sessions.len() as u64;
+        sessions.truncate(limit.clamp(1, MAX_METRIC_SESSIONS) as usize);
+        Ok(MetricAcrossSessions {
+            metric: metric.to_string(),
+            stat,
+            matched_sessions,
+            sessions,
+            distribution: distribution(&values, DISTRIBUTION_BUCKETS),
+        })
+    }
+}
+
+/// Equal-width buckets from the smallest to the largest value.
+pub fn distribution(values: &[f64], buckets: usize) -> Vec<DistributionBucket> {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let (Some(low), Some(high)) = (
+        finite.iter().copied().reduce(f64::min),
+        finite.iter().copied().reduce(f64::max),
+    ) else {
+        return Vec::new();
+    };
+    if low == high {
+        return vec![DistributionBucket {
+            lower: low,
+            upper: high,
+            sessions: finite.len() as u64,
+        }];
+    }
+    let width = (high - low) / buckets as f64;
+    let mut counts = vec![0u64; buckets];
+    for value in finite {
+        let index = (((value - low) / width) as usize).min(buckets - 1);
+        counts[index] += 1;
+    }
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, sessions)| DistributionBucket {
+            lower: low + width * i as f64,
+            upper: if i + 1 == buckets {
+                high
+            } else {
+                low + width * (i + 1) as f64
+            },
+            sessions,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distribution_covers_every_value_once() {
+        let values = [0.0, 1.0, 2.5, 10.0, 10.0, f64::NAN];
+        let buckets = distribution(&values, 4);
+        assert_eq!(buckets.len(), 4);
+        assert_eq!(buckets.iter().map(|b| b.sessions).sum::<u64>(), 5);
+        assert_eq!(buckets[0].lower, 0.0);
+        assert_eq!(buckets[3].upper, 10.0);
+        assert_eq!(
+            buckets[3].sessions, 2,
+            "the maximum falls in the last bucket"
+        );
+        assert_eq!(distribution(&[3.0, 3.0], 4).len(), 1);
+        assert!(distribution(&[], 4).is_empty());
+    }
+}

@@ -1,0 +1,280 @@
+//! Sessions-list filters as SQL: the text has `?` placeholders and the values travel beside it
+//! as parameters (the client escapes them); nothing a user typed is spliced into the text.
+//!
+//! `sessions` is a ReplacingMergeTree read with `FINAL`. On ClickHouse 18.16 a condition on a
+//! non-key column can be moved to PREWHERE and then run before FINAL collapses a session's
+//! versions (an old "active" row would match after the session ended). So conditions on the
+//! sorting key (`session_id IN ...`) go inside the FINAL read, where they are safe and prune,
+//! and conditions on other columns go outside it.
+
+use clickhouse::query::Query;
+use datacat_protocol::api::{Order, PathValue, SessionQuery, SortKey};
+
+use crate::{Result, WarehouseError};
+
+/// A value bound to a `?` placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Str(String),
+    U64(u64),
+}
+
+/// SQL text with its parameters, in placeholder order.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Sql {
+    pub text: String,
+    pub params: Vec<Param>,
+}
+
+impl Sql {
+    pub fn bind_to(&self, mut query: Query) -> Query {
+        for param in &self.params {
+            query = match param {
+                Param::Str(value) => query.bind(value.as_str()),
+                Param::U64(value) => query.bind(*value),
+            };
+        }
+        query
+    }
+}
+
+/// Conditions joined with AND, each with its parameters.
+#[derive(Default)]
+struct Conditions {
+    parts: Vec<String>,
+    params: Vec<Param>,
+}
+
+impl Conditions {
+    fn add(&mut self, condition: &str, params: impl IntoIterator<Item = Param>) {
+        self.parts.push(condition.to_string());
+        self.params.extend(params);
+    }
+
+    fn where_clause(&self) -> String {
+        if self.parts.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.parts.join(" AND "))
+        }
+    }
+}
+
+fn s(value: &str) -> Param {
+    Param::Str(value.to_string())
+}
+
+/// The latest row per session for one path decides what the state holds "now".
+const NOW_BY_PATH: &str = "session_id IN (SELECT session_id FROM state_paths WHERE path = ? \
+     GROUP BY session_id HAVING argMax(removed, (seq, idx)) = 0 AND ";
+
+/// The column a sort key orders by.
+pub fn sort_column(sort: SortKey) -> &'static str {
+    match sort {
+        SortKey::Started => "started_ms",
+        SortKey::Updated => "updated_ms",
+        SortKey::Ended => "ended_ms",
+        SortKey::Events => "event_count",
+    }
+}
+
+/// `SELECT <columns> FROM` the sessions matching `query` (no order, no limit). `columns` is
+/// a constant list of `sessions` columns (or `?fields`).
+pub fn matching_sessions(query: &SessionQuery, columns: &str) -> Sql {
+    let mut key = Conditions::default();
+    let state_filters: [(&Vec<PathValue>, &str); 4] = [
+        (&query.state, "argMax(value, (seq, idx)) = ?)"),
+        (&query.contains, "has(argMax(elements, (seq, idx)), ?))"),
+        (
+            &query.ever,
+            "session_id IN (SELECT session_id FROM state_paths WHERE path = ? AND value = ? AND removed = 0)",
+        ),
+        (
+            &query.ever_contains,
+            "session_id IN (SELECT session_id FROM state_paths WHERE path = ? AND has(elements, ?))",
+        ),
+    ];
+    for (filters, tail) in state_filters {
+        for PathValue { path, value } in filters {
+            let condition = if tail.starts_with("session_id") {
+                tail.to_string()
+            } else {
+                format!("{NOW_BY_PATH}{tail}")
+            };
+            key.add(&condition, [s(path), s(value)]);
+        }
+    }
+    if let Some(name) = &query.event {
+        key.add(
+            "session_id IN (SELECT session_id FROM events WHERE name = ?)",
+            [s(name)],
+        );
+    }
+    if let Some(level) = &query.level {
+        key.add(
+            "session_id IN (SELECT session_id FROM events WHERE level = ?)",
+            [s(level)],
+        );
+    }
+
+    let mut attributes = Conditions::default();
+    for (column, value) in [
+        ("product", &query.product),
+        ("version", &query.version),
+        ("status", &query.status),
+        ("hostname", &query.hostname),
+        ("machine_id", &query.machine_id),
+    ] {
+        if let Some(value) = value {
+            attributes.add(&format!("{column} = ?"), [s(value)]);
+        }
+    }
+    if let Some(from) = query.from_ms {
+        attributes.add("started_ms >= ?", [Param::U64(from)]);
+    }
+    if let Some(to) = query.to_ms {
+        attributes.add("started_ms < ?", [Param::U64(to)]);
+    }
+    if let Some(text) = &query.q {
+        attributes.add(
+            "positionCaseInsensitiveUTF8(concat(session_id, ' ', product, ' ', version, ' ', \
+             hostname, ' ', end_reason, ' ', state), ?) > 0",
+            [s(text)],
+        );
+    }
+
+    let mut params = key.params.clone();
+    params.extend(attributes.params.iter().cloned());
+    Sql {
+        text: format!(
+            "SELECT {columns} FROM (SELECT * FROM sessions FINAL{}){}",
+            key.where_clause(),
+            attributes.where_clause()
+        ),
+        params,
+    }
+}
+
+/// Where a page ended: the sort value and session id of its last row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub value: u64,
+    pub session_id: String,
+}
+
+impl Cursor {
+    /// Opaque to clients: hex of `value:session_id`.
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.value, self.session_id)
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    pub fn decode(text: &str) -> Result<Self> {
+        let invalid = || WarehouseError::InvalidInput(format!("cursor {text:?} is not valid"));
+        if !text.len().is_multiple_of(2) || !text.is_ascii() {
+            return Err(invalid());
+        }
+        let bytes = (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| invalid())?;
+        let plain = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let (value, session_id) = plain.split_once(':').ok_or_else(invalid)?;
+        Ok(Cursor {
+            value: value.parse().map_err(|_| invalid())?,
+            session_id: session_id.to_string(),
+        })
+    }
+}
+
+/// One page of matching sessions in the query's order, starting after its cursor.
+pub fn session_page(query: &SessionQuery, columns: &str, limit: u32) -> Result<Sql> {
+    let matching = matching_sessions(query, "*");
+    let column = sort_column(query.sort);
+    let (direction, comparison) = match query.order {
+        Order::Desc => ("DESC", "<"),
+        Order::Asc => ("ASC", ">"),
+    };
+    let mut params = matching.params;
+    let after = match &query.cursor {
+        Some(cursor) => {
+            let cursor = Cursor::decode(cursor)?;
+            params.extend([
+                Param::U64(cursor.value),
+                Param::U64(cursor.value),
+                Param::Str(cursor.session_id),
+            ]);
+            format!(" WHERE ({column} {comparison} ? OR ({column} = ? AND session_id > ?))")
+        }
+        None => String::new(),
+    };
+    params.push(Param::U64(u64::from(limit)));
+    Ok(Sql {
+        text: format!(
+            "SELECT {columns} FROM ({}){after} ORDER BY {column} {direction}, session_id LIMIT ?",
+            matching.text
+        ),
+        params,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_conditions_go_inside_final_and_the_rest_outside() {
+        let query = SessionQuery::parse("status=crashed&state=a.b%3D1&event=boom", &[]).unwrap();
+        let sql = matching_sessions(&query, "session_id");
+        let inner_end = sql.text.find(") WHERE").expect("outer where");
+        assert!(sql.text[..inner_end].contains("FROM state_paths WHERE path = ?"));
+        assert!(sql.text[..inner_end].contains("FROM events WHERE name = ?"));
+        assert!(sql.text[inner_end..].contains("status = ?"));
+        assert_eq!(
+            sql.params,
+            vec![s("a.b"), s("1"), s("boom"), s("crashed")],
+            "parameters follow placeholder order"
+        );
+        assert_eq!(sql.text.matches('?').count(), sql.params.len());
+    }
+
+    #[test]
+    fn user_text_never_reaches_the_sql_text() {
+        let query = SessionQuery::parse(
+            "product=x'%3B%20DROP%20TABLE%20sessions&q=%27&state=p%27%3Dv%27",
+            &[],
+        )
+        .unwrap();
+        let sql = session_page(&query, "session_id", 10).unwrap();
+        assert!(!sql.text.contains("DROP"));
+        assert_eq!(sql.text.matches('?').count(), sql.params.len());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_bad_ones_are_refused() {
+        let cursor = Cursor {
+            value: 1_700_000_000_000,
+            session_id: "abc:def".into(),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        for bad in ["zz", "abc", "31", "é1"] {
+            assert!(Cursor::decode(bad).is_err(), "{bad}");
+        }
+        let query = SessionQuery {
+            cursor: Some(cursor.encode()),
+            sort: SortKey::Events,
+            order: Order::Asc,
+            ..Default::default()
+        };
+        let sql = session_page(&query, "session_id", 5).unwrap();
+        assert!(sql
+            .text
+            .contains("event_count > ? OR (event_count = ? AND session_id > ?)"));
+        assert!(sql
+            .text
+            .ends_with("ORDER BY event_count ASC, session_id LIMIT ?"));
+    }
+}
