@@ -93,7 +93,7 @@ fn presented(request: &Request) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-        .map(|t| datacat_protocol::query::decode(t))
+        .map(datacat_protocol::query::decode)
 }
 
 pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
