@@ -3,14 +3,16 @@
 //! for a predecessor. Applying produces the round's rows; nothing is written here.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::{self, Message};
 use datacat_protocol::{decode_batch, subject, Batch};
 use datacat_warehouse::RowSet;
 use futures::{stream, StreamExt};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::apply::{apply, Progress};
 use crate::progress_cache::Base;
@@ -47,8 +49,12 @@ impl Round {
 }
 
 impl Worker {
-    pub(crate) async fn plan_round(&self, id: u64, messages: Vec<Message>) -> Round {
-        let mut by_session: BTreeMap<String, Vec<(Batch, Message)>> = BTreeMap::new();
+    /// Plans a round. Decoding and applying are CPU work, so sessions are split into one
+    /// shard per core and planned in parallel (a session stays in one shard: shards are
+    /// chosen by subject, and a batch whose session id disagrees with its subject is refused).
+    pub(crate) async fn plan_round(self: &Arc<Self>, id: u64, messages: Vec<Message>) -> Round {
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8));
+        let mut sharded: Vec<Vec<Message>> = (0..shards).map(|_| Vec::new()).collect();
         for message in messages {
             if let Ok(info) = message.info() {
                 self.stats.lag.store(info.pending, Ordering::Relaxed);
@@ -59,27 +65,27 @@ impl Worker {
                     continue;
                 }
             }
-            match decode_batch(&message.payload) {
-                Ok(batch) => by_session
-                    .entry(batch.session_id.clone())
-                    .or_default()
-                    .push((batch, message)),
-                Err(error) => self.dead_letter(message, &error.to_string()).await,
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            message.subject.as_str().hash(&mut hasher);
+            sharded[hasher.finish() as usize % shards].push(message);
+        }
+        let started = Instant::now();
+        let tasks: Vec<_> = sharded
+            .into_iter()
+            .filter(|shard| !shard.is_empty())
+            .map(|shard| {
+                let worker = self.clone();
+                tokio::spawn(async move { worker.plan_shard(id, shard, shards).await })
+            })
+            .collect();
+        let mut planned = Vec::new();
+        for task in tasks {
+            match task.await {
+                Ok(shard) => planned.extend(shard),
+                // The shard's messages are not acked: they come back after the ack wait.
+                Err(error) => error!(%error, "planning a shard failed"),
             }
         }
-
-        // Sessions are independent: their progress records are read concurrently (one KV
-        // round trip per session, not one after another).
-        let started = Instant::now();
-        let planned: Vec<_> = stream::iter(by_session)
-            .map(|(session_id, batches)| async move {
-                let mut rows = RowSet::default();
-                let plan = self.plan_session(id, &session_id, batches, &mut rows).await;
-                (session_id, plan, rows)
-            })
-            .buffer_unordered(KV_CONCURRENCY)
-            .collect()
-            .await;
         debug!(
             sessions = planned.len(),
             took_ms = started.elapsed().as_millis() as u64,
@@ -108,6 +114,45 @@ impl Worker {
             }
         }
         Round { id, rows, plans }
+    }
+
+    /// Decodes one shard's messages and plans its sessions.
+    async fn plan_shard(
+        &self,
+        round: u64,
+        messages: Vec<Message>,
+        shards: usize,
+    ) -> Vec<(String, Result<SessionPlan, (String, Vec<Message>)>, RowSet)> {
+        let mut by_session: BTreeMap<String, Vec<(Batch, Message)>> = BTreeMap::new();
+        for message in messages {
+            match decode_batch(&message.payload) {
+                Ok(batch) if subject::session_subject(&batch.session_id) == message.subject.as_str() => {
+                    by_session
+                        .entry(batch.session_id.clone())
+                        .or_default()
+                        .push((batch, message))
+                }
+                Ok(batch) => {
+                    let reason = format!(
+                        "batch of session {:?} published on subject {:?}",
+                        batch.session_id, message.subject
+                    );
+                    self.dead_letter(message, &reason).await
+                }
+                Err(error) => self.dead_letter(message, &error.to_string()).await,
+            }
+        }
+        // Sessions are independent: their progress records are read concurrently (one KV
+        // round trip per session, not one after another).
+        stream::iter(by_session)
+            .map(|(session_id, batches)| async move {
+                let mut rows = RowSet::default();
+                let plan = self.plan_session(round, &session_id, batches, &mut rows).await;
+                (session_id, plan, rows)
+            })
+            .buffer_unordered((KV_CONCURRENCY / shards).max(16))
+            .collect()
+            .await
     }
 
     /// Decides, for one session's batches of this round, which apply, which are duplicates

@@ -150,6 +150,11 @@ async fn poison_messages_are_dead_lettered_and_the_rest_ingested() {
             "datacat.session.poisoned-state",
             rmp_like(&non_object_state),
         ),
+        // A valid batch on another session's subject: refused, not merged into that session.
+        (
+            "datacat.session.someone-else",
+            datacat_protocol::encode_batch(&workload.batches[2]).unwrap(),
+        ),
     ];
     for (subject, payload) in &poisons {
         js.publish(subject.to_string(), payload.clone().into())
@@ -168,7 +173,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_ingested() {
         .await
         .unwrap();
     let count = dead.info().await.unwrap().state.messages;
-    assert_eq!(count, 3, "every poison message is dead-lettered, once");
+    assert_eq!(count, 4, "every poison message is dead-lettered, once");
     for seq in 1..=count {
         let message = dead.get_raw_message(seq).await.unwrap();
         let headers = message.headers;
@@ -185,7 +190,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_ingested() {
             .ingest_metric(0, "datacat_ingest_dead_letters_total")
             .await
             .unwrap(),
-        3
+        4
     );
     assert!(
         stack
