@@ -15,16 +15,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use datacat_protocol::record::{SessionEnd, SessionStart};
-use datacat_protocol::time::{client_ts_ms, now_ms};
 use datacat_protocol::EndStatus;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::bodies::{parse_lenient, BadBody, EventBody, MetricBody, MetricCall, StateBody};
 use crate::machine;
 use crate::metrics;
 use crate::sessions::{Registry, SessionError};
+use datacat_protocol::calls::{
+    parse_lenient, ts, BadBody, BatchBody, BatchItem, ClientTime, EndBody, EventBody,
+    HeartbeatBody, MetricBody, MetricCall, StateBody,
+};
 
 type AppState = Arc<Registry>;
 type Body = Result<Bytes, BytesRejection>;
@@ -159,7 +161,7 @@ struct RegisterBody {
     product: Option<String>,
     version: Option<String>,
     parent_pid: Option<u32>,
-    timestamp: Option<f64>,
+    timestamp: Option<ClientTime>,
 }
 
 async fn register(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
@@ -173,7 +175,7 @@ async fn register(State(registry): State<AppState>, body: Body) -> Result<Json<V
     };
     let session_id = uuid::Uuid::now_v7().to_string();
     let start = SessionStart {
-        ts_ms: client_ts_ms(body.timestamp, now_ms()),
+        ts_ms: ts(body.timestamp),
         product,
         version,
         machine: machine::info(body.parent_pid),
@@ -221,20 +223,9 @@ async fn metric(State(registry): State<AppState>, body: Body) -> Result<Json<Val
     Ok(ok())
 }
 
-#[derive(Deserialize)]
-struct HeartbeatBody {
-    /// Seconds without a heartbeat after which the session is hung; starts monitoring.
-    timeout: Option<f64>,
-    timestamp: Option<f64>,
-}
-
 async fn heartbeat(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let (session_id, body): (String, HeartbeatBody) = with_session(body)?;
-    registry.heartbeat(
-        &session_id,
-        client_ts_ms(body.timestamp, now_ms()),
-        timeout(body.timeout)?,
-    )?;
+    registry.heartbeat(&session_id, ts(body.timestamp), timeout(body.timeout)?)?;
     Ok(ok())
 }
 
@@ -271,18 +262,12 @@ async fn resume(State(registry): State<AppState>, body: Body) -> Result<Json<Val
     Ok(ok())
 }
 
-#[derive(Deserialize)]
-struct EndBody {
-    reason: Option<String>,
-    timestamp: Option<f64>,
-}
-
 /// Ends the session and answers once its batches are acknowledged by JetStream (or the
 /// wait runs out: then the data stays in the spool and `delivered` is false).
 async fn end(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let (session_id, body): (String, EndBody) = with_session(body)?;
     let end = SessionEnd {
-        ts_ms: client_ts_ms(body.timestamp, now_ms()),
+        ts_ms: ts(body.timestamp),
         status: EndStatus::Ended,
         reason: body.reason.unwrap_or_default(),
     };
@@ -292,20 +277,6 @@ async fn end(State(registry): State<AppState>, body: Body) -> Result<Json<Value>
         .is_ok();
     registry.flush_all();
     Ok(Json(json!({"status": "ok", "delivered": delivered})))
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum BatchItem {
-    State(StateBody),
-    Event(Box<EventBody>),
-    Metric(Box<MetricBody>),
-    Heartbeat(HeartbeatBody),
-}
-
-#[derive(Deserialize)]
-struct BatchBody {
-    items: Vec<Value>,
 }
 
 /// Many calls in one request, applied in order. Items that are invalid are reported (with
@@ -325,7 +296,7 @@ async fn batch(State(registry): State<AppState>, body: Body) -> Result<Json<Valu
             BatchItem::Event(event) => Ok(registry.push(&session_id, event.into_record()?)?),
             BatchItem::Metric(metric) => apply_metric(&registry, &session_id, *metric),
             BatchItem::Heartbeat(beat) => {
-                let ts_ms = client_ts_ms(beat.timestamp, now_ms());
+                let ts_ms = ts(beat.timestamp);
                 Ok(registry.heartbeat(&session_id, ts_ms, timeout(beat.timeout)?)?)
             }
         });

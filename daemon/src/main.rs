@@ -7,7 +7,6 @@
 
 mod aggregate;
 mod api;
-mod bodies;
 mod config;
 mod machine;
 mod metrics;

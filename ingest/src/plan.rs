@@ -126,7 +126,9 @@ impl Worker {
         let mut by_session: BTreeMap<String, Vec<(Batch, Message)>> = BTreeMap::new();
         for message in messages {
             match decode_batch(&message.payload) {
-                Ok(batch) if subject::session_subject(&batch.session_id) == message.subject.as_str() => {
+                Ok(batch)
+                    if subject::session_subject(&batch.session_id) == message.subject.as_str() =>
+                {
                     by_session
                         .entry(batch.session_id.clone())
                         .or_default()
@@ -147,7 +149,9 @@ impl Worker {
         stream::iter(by_session)
             .map(|(session_id, batches)| async move {
                 let mut rows = RowSet::default();
-                let plan = self.plan_session(round, &session_id, batches, &mut rows).await;
+                let plan = self
+                    .plan_session(round, &session_id, batches, &mut rows)
+                    .await;
                 (session_id, plan, rows)
             })
             .buffer_unordered((KV_CONCURRENCY / shards).max(16))

@@ -408,3 +408,141 @@ async fn tokens_guard_reads_and_writes() {
         .unwrap();
     assert_eq!(page.status().as_u16(), 200);
 }
+
+async fn post(base: &str, path: &str, body: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"));
+    (status, value)
+}
+
+/// A client without a daemon writes through the query service: everything it sent arrives,
+/// in order, and bad calls are refused without losing the good ones.
+#[tokio::test]
+async fn direct_writes_arrive_exactly() {
+    let stack = Stack::start().await.expect("stack starts");
+    let base = stack.query_url.as_str();
+    // Direct writes connect to NATS in the background: the first create may find it not
+    // ready yet (503), never anything else.
+    let mut created = (0, Value::Null);
+    for _ in 0..50 {
+        created = post(
+            base,
+            "/api/sessions",
+            r#"{"product": "direct", "version": "2.0", "hostname": "box", "machine_id": "m-9"}"#,
+        )
+        .await;
+        if created.0 != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(created.0, 200, "{}", created.1);
+    let id = created.1["session_id"].as_str().unwrap().to_string();
+    let at = |op: &str| format!("/api/sessions/{id}/{op}");
+
+    for (op, body) in [
+        ("state", r#"{"level": {"name": "mars"}, "tags": ["a"]}"#),
+        (
+            "state",
+            r#"{"state": {"level": {"boss": true}}, "timestamp": "2026-11-01T00:00:00Z"}"#,
+        ),
+        (
+            "events",
+            r#"{"name": "loaded", "level": "info", "data": {"ms": 12}}"#,
+        ),
+        (
+            "metrics",
+            r#"{"name": "fps", "value": 59.5, "type": "gauge"}"#,
+        ),
+        (
+            "metrics",
+            r#"{"name": "load_time", "type": "histogram", "value": 0.3}"#,
+        ),
+        ("heartbeat", ""),
+    ] {
+        let (status, body) = post(base, &at(op), body).await;
+        assert_eq!(status, 200, "{op}: {body}");
+    }
+    let (status, batch) = post(
+        base,
+        &at("batch"),
+        r#"{"items": [
+            {"kind": "event", "name": "boss_fight", "level": "warning"},
+            {"kind": "event", "name": ""},
+            {"kind": "state", "state": {"level": {"name": "venus"}}},
+            {"kind": "metric", "name": "fps", "value": "fast"}
+        ]}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{batch}");
+    assert_eq!(batch["accepted"], 2);
+    let bad: Vec<u64> = batch["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(bad, [1, 3]);
+
+    // Refusals: JSON, with the right status, and nothing written.
+    for (path, body, expected) in [
+        (at("state"), "[1, 2]", 400),
+        (at("events"), "{not json", 400),
+        (
+            at("metrics"),
+            r#"{"name": "hits", "type": "counter", "delta": 1}"#,
+            400,
+        ),
+        (
+            "/api/sessions/never-created/events".to_string(),
+            r#"{"name": "x"}"#,
+            404,
+        ),
+        ("/api/sessions".to_string(), r#"{"product": "only"}"#, 400),
+    ] {
+        let (status, body) = post(base, &path, body).await;
+        assert_eq!(status, expected, "{path}: {body}");
+        assert!(body["message"].is_string(), "{body}");
+    }
+    let huge = format!(r#"{{"blob": "{}"}}"#, "x".repeat(5 * 1024 * 1024));
+    let (status, body) = post(base, &at("state"), &huge).await;
+    assert_eq!(status, 413, "{body}");
+
+    let (status, _) = post(base, &at("crash"), r#"{"reason": "gpu hang"}"#).await;
+    assert_eq!(status, 200);
+
+    let session = stack
+        .wait_session(&id, Duration::from_secs(30), |s| s["status"] == "crashed")
+        .await
+        .unwrap();
+    assert_eq!(session["product"], "direct");
+    assert_eq!(session["hostname"], "box");
+    assert_eq!(session["machine_id"], "m-9");
+    assert_eq!(session["end_reason"], "gpu hang");
+    assert_eq!(
+        session["state"],
+        json!({"level": {"name": "venus", "boss": true}, "tags": ["a"]})
+    );
+    assert_eq!(session["state_history"].as_array().unwrap().len(), 3);
+    let events: Vec<&str> = session["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(events.starts_with(&["loaded", "boss_fight"]), "{events:?}");
+    assert_eq!(events.len(), 3, "two events and the crash: {events:?}");
+    let metrics = session["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 2, "{metrics:?}");
+    let histogram = metrics.iter().find(|m| m["name"] == "load_time").unwrap();
+    assert_eq!(histogram["histogram"]["count"], 1);
+    assert_eq!(session["gaps"], 0, "every sequence number was published");
+}

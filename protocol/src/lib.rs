@@ -2,6 +2,7 @@
 //!
 //! * [`record`]: what a session produces (start, state update, event, metric, heartbeat, end).
 //! * [`batch`]: the unit the daemon publishes: one session, one sequence number, many records.
+//! * [`calls`]: client calls (JSON bodies) and the records they become.
 //! * [`codec`]: the versioned MessagePack encoding of a batch.
 //! * [`subject`]: JetStream stream, subject and key-value names.
 //! * [`merge`]: the deep merge that defines a session's state, and the diff that inverts it.
@@ -10,6 +11,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod calls;
 pub mod codec;
 pub mod merge;
 pub mod query;

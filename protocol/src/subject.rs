@@ -11,6 +11,14 @@ pub const PROGRESS_BUCKET: &str = "datacat_progress";
 /// The KV bucket of leases (which worker runs the single-instance sweeper).
 pub const LEASE_BUCKET: &str = "datacat_leases";
 /// The stream that keeps batches ingest could not use, with the reason.
+/// NATS KV bucket holding the next batch sequence of sessions written directly through the
+/// query service (no daemon), so replicas of it number a session's batches without gaps.
+pub const DIRECT_WRITES_BUCKET: &str = "datacat_direct_writes";
+/// Its key for a session.
+pub fn direct_write_key(session_id: &str) -> String {
+    format!("w.{session_id}")
+}
+
 pub const DEAD_LETTER_STREAM: &str = "DATACAT_DEAD";
 pub const DEAD_LETTER_SUBJECT: &str = "datacat.dead";
 /// The header that carries why a message was dead-lettered.

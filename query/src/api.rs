@@ -2,7 +2,7 @@
 //! filters like `state=a%3D1&state=b%3D2`, and an error naming any unknown parameter).
 
 use axum::extract::{Path, RawQuery, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use datacat_protocol::api::{
     EventPage, MetricAcrossSessions, MetricSeries, MetricStat, ProductSummary, SessionDetail,
@@ -12,6 +12,7 @@ use datacat_protocol::query::pairs;
 use datacat_warehouse::{EventFilter, StatePoint};
 use serde_json::{json, Value};
 
+use crate::direct;
 use crate::error::ApiError;
 use crate::{metrics, AppState};
 
@@ -19,11 +20,24 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics::render))
-        .route("/api/sessions", get(list_sessions))
+        .route("/api/sessions", get(list_sessions).post(direct::create))
         .route("/api/sessions/{id}", get(session))
-        .route("/api/sessions/{id}/events", get(session_events))
-        .route("/api/sessions/{id}/metrics", get(session_metrics))
-        .route("/api/sessions/{id}/state", get(session_state))
+        .route(
+            "/api/sessions/{id}/events",
+            get(session_events).post(direct::event),
+        )
+        .route(
+            "/api/sessions/{id}/metrics",
+            get(session_metrics).post(direct::metric),
+        )
+        .route(
+            "/api/sessions/{id}/state",
+            get(session_state).post(direct::state),
+        )
+        .route("/api/sessions/{id}/heartbeat", post(direct::heartbeat))
+        .route("/api/sessions/{id}/end", post(direct::end))
+        .route("/api/sessions/{id}/crash", post(direct::crash))
+        .route("/api/sessions/{id}/batch", post(direct::batch))
         .route("/api/sessions/{id}/state/diff", get(session_state_diff))
         .route("/api/products", get(products))
         .route("/api/metrics/{name}/sessions", get(metric_across_sessions))

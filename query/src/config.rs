@@ -12,6 +12,15 @@ pub struct Config {
     #[arg(long, env = "DATACAT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// NATS server with JetStream, for direct writes (clients without a daemon). Reads work
+    /// without it.
+    #[arg(
+        long,
+        env = "DATACAT_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+
     #[command(flatten)]
     pub clickhouse: datacat_warehouse::ClickHouseArgs,
 

@@ -14,7 +14,20 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
     Unauthorized(String),
+    /// Some items of a batch were invalid (the others were written).
+    #[error("{message}")]
+    InvalidItems {
+        message: String,
+        accepted: usize,
+        rejected: Vec<serde_json::Value>,
+    },
     #[error("{0}")]
     Forbidden(String),
     #[error("the warehouse is unavailable: {0}")]
@@ -36,6 +49,10 @@ impl IntoResponse for ApiError {
         let (status, code) = match &self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::InvalidItems { .. } => (StatusCode::BAD_REQUEST, "invalid_items"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Warehouse(error) => {
@@ -43,13 +60,17 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "warehouse_unavailable")
             }
         };
-        (
-            status,
-            Json(ErrorBody {
-                error: code.to_string(),
-                message: self.to_string(),
-            }),
-        )
-            .into_response()
+        let mut body = serde_json::json!(ErrorBody {
+            error: code.to_string(),
+            message: self.to_string(),
+        });
+        if let ApiError::InvalidItems {
+            accepted, rejected, ..
+        } = self
+        {
+            body["accepted"] = serde_json::json!(accepted);
+            body["rejected"] = serde_json::json!(rejected);
+        }
+        (status, Json(body)).into_response()
     }
 }

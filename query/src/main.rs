@@ -4,8 +4,10 @@ mod api;
 mod auth;
 mod config;
 mod dashboard;
+mod direct;
 mod error;
 mod metrics;
+mod writes;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use crate::config::Config;
 pub struct AppState {
     pub reader: Arc<Reader>,
     pub tokens: Arc<auth::Tokens>,
+    pub writer: writes::DirectWriter,
 }
 
 #[tokio::main]
@@ -37,6 +40,7 @@ async fn main() -> Result<()> {
     let state = AppState {
         reader,
         tokens: Arc::new(tokens),
+        writer: writes::DirectWriter::connect_in_background(config.nats_url.clone()),
     };
     let app = Router::new()
         .merge(api::router())

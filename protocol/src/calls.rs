@@ -1,11 +1,13 @@
-//! Request bodies as clients send them, and their conversion into records.
+//! Calls as clients send them (JSON bodies to the daemon, or to the query service's direct
+//! writes), and their conversion into records. One parser for both, so a call means the same
+//! wherever it is sent.
 //!
-//! Field names follow the original daemon's API so existing clients keep working.
+//! Field names follow the original API so existing clients keep working.
 
-use datacat_protocol::record::{
+use crate::record::{
     Event, ExceptionInfo, Level, Metric, MetricKind, Record, DEFAULT_HISTOGRAM_BOUNDS,
 };
-use datacat_protocol::time::{client_ts_ms, now_ms};
+use crate::time::{client_ts_ms, now_ms, parse_time_ms};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -68,14 +70,29 @@ fn rewrite_non_finite_tokens(body: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
-fn ts(timestamp: Option<f64>) -> u64 {
-    client_ts_ms(timestamp, now_ms())
+/// A client's timestamp: Unix seconds (what the clients send) or RFC 3339 text (what the
+/// original server took).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ClientTime {
+    Seconds(f64),
+    Text(String),
+}
+
+/// The record time of a call: the client's timestamp when it makes sense, else now.
+pub fn ts(timestamp: Option<ClientTime>) -> u64 {
+    let seconds = match timestamp {
+        Some(ClientTime::Seconds(seconds)) => Some(seconds),
+        Some(ClientTime::Text(text)) => parse_time_ms(&text).map(|ms| ms as f64 / 1000.0),
+        None => None,
+    };
+    client_ts_ms(seconds, now_ms())
 }
 
 #[derive(Deserialize)]
 pub struct StateBody {
     pub state: Value,
-    pub timestamp: Option<f64>,
+    pub timestamp: Option<ClientTime>,
 }
 
 impl StateBody {
@@ -101,7 +118,7 @@ pub struct EventBody {
     stacktrace: Option<Vec<String>>,
     exception_type: Option<String>,
     exception_msg: Option<String>,
-    timestamp: Option<f64>,
+    timestamp: Option<ClientTime>,
 }
 
 impl EventBody {
@@ -179,7 +196,7 @@ pub struct MetricBody {
     /// For histograms: bucket upper bounds (also accepted as `metadata.buckets`).
     buckets: Option<Vec<Value>>,
     metadata: Option<Value>,
-    timestamp: Option<f64>,
+    timestamp: Option<ClientTime>,
 }
 
 fn finite(value: &Value, what: &str) -> Result<f64, BadBody> {
@@ -254,6 +271,38 @@ impl MetricBody {
             histogram: None,
         })))
     }
+}
+
+/// A heartbeat; `timeout` (seconds without one after which the session is hung) starts
+/// hang monitoring where a daemon watches.
+#[derive(Deserialize)]
+pub struct HeartbeatBody {
+    pub timeout: Option<f64>,
+    pub timestamp: Option<ClientTime>,
+}
+
+/// The end of a session, normal or not.
+#[derive(Deserialize)]
+pub struct EndBody {
+    pub reason: Option<String>,
+    pub timestamp: Option<ClientTime>,
+}
+
+/// One item of a batch call.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BatchItem {
+    State(StateBody),
+    Event(Box<EventBody>),
+    Metric(Box<MetricBody>),
+    Heartbeat(HeartbeatBody),
+}
+
+/// Many calls in one request, applied in order. Items stay JSON until each is checked, so
+/// one bad item is reported by index and the rest still apply.
+#[derive(Deserialize)]
+pub struct BatchBody {
+    pub items: Vec<Value>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,279 @@
+//! The direct-write endpoints (the seeds' API for clients without a daemon):
+//! `POST /api/sessions`, `/api/sessions/{id}/state|events|metrics|heartbeat|end|crash|batch`.
+//! Bodies are parsed by the same code as the daemon's, so a call means the same either way.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::Json;
+use datacat_protocol::calls::{
+    parse_lenient, ts, BadBody, BatchBody, BatchItem, ClientTime, EndBody, EventBody,
+    HeartbeatBody, MetricBody, MetricCall, StateBody,
+};
+use datacat_protocol::record::{
+    Heartbeat, Histogram, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
+};
+use datacat_protocol::{EndStatus, MachineInfo, Record};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The largest body a direct write takes.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// A request body of at most [`MAX_BODY_BYTES`]; anything else is a JSON 413 / 400.
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, ApiError> {
+        let body = request.into_body();
+        match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(error) => {
+                let too_large = std::error::Error::source(&error)
+                    .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+                if too_large {
+                    Err(ApiError::PayloadTooLarge(format!(
+                        "the body is larger than {MAX_BODY_BYTES} bytes"
+                    )))
+                } else {
+                    Err(ApiError::BadRequest(format!(
+                        "reading the body failed: {error}"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl From<BadBody> for ApiError {
+    fn from(error: BadBody) -> Self {
+        ApiError::BadRequest(error.0)
+    }
+}
+
+fn ok() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// An empty body is `{}` (heartbeat, end and crash take none).
+fn parse_or_empty<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::from_value(json!({}))?);
+    }
+    Ok(parse_lenient(body)?)
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(error: serde_json::Error) -> Self {
+        ApiError::BadRequest(format!("invalid body: {error}"))
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    product: Option<String>,
+    version: Option<String>,
+    machine_id: Option<String>,
+    hostname: Option<String>,
+    timestamp: Option<ClientTime>,
+}
+
+/// `POST /api/sessions`: `{"product", "version", "machine_id"?, "hostname"?}` ->
+/// `{"session_id"}`.
+pub async fn create(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let body: CreateBody = parse_lenient(&body)?;
+    let product = body.product.filter(|p| !p.trim().is_empty());
+    let version = body.version.filter(|v| !v.trim().is_empty());
+    let (Some(product), Some(version)) = (product, version) else {
+        return Err(ApiError::BadRequest(
+            "product and version are required".into(),
+        ));
+    };
+    let session_id = uuid::Uuid::now_v7().to_string();
+    let start = Record::Start(SessionStart {
+        ts_ms: ts(body.timestamp),
+        product,
+        version,
+        machine: MachineInfo {
+            hostname: body.hostname.unwrap_or_default(),
+            machine_id: body.machine_id.unwrap_or_default(),
+            ..Default::default()
+        },
+    });
+    state.writer.create(&session_id, vec![start]).await?;
+    Ok(Json(json!({"session_id": session_id})))
+}
+
+/// A state update: `{"state": {...}, "timestamp"?}` (what the daemon takes) or the partial
+/// state itself (what the original server took from direct clients).
+fn state_record(body: Value) -> Result<Record, ApiError> {
+    let wrapped = body.get("state").is_some_and(Value::is_object);
+    let body: StateBody = if wrapped {
+        serde_json::from_value(body)?
+    } else {
+        StateBody {
+            state: body,
+            timestamp: None,
+        }
+    };
+    let (ts_ms, update) = body.checked()?;
+    Ok(Record::State(StateUpdate { ts_ms, update }))
+}
+
+/// A metric as stored: the server keeps no running totals, so a counter `delta` is refused
+/// and a histogram observation is stored as a histogram of that one value.
+fn metric_record(body: MetricBody) -> Result<Record, ApiError> {
+    match body.into_call()? {
+        MetricCall::Point(record) => Ok(record),
+        MetricCall::CounterDelta { .. } => Err(ApiError::BadRequest(
+            "a counter delta needs a daemon to keep the total; send the total as value".into(),
+        )),
+        MetricCall::Observation {
+            name,
+            tags,
+            unit,
+            bounds,
+            value,
+        } => {
+            let mut histogram = Histogram::new(&bounds);
+            histogram.observe(value);
+            Ok(Record::Metric(Metric {
+                ts_ms: ts(None),
+                name,
+                kind: MetricKind::Histogram,
+                value,
+                unit,
+                tags,
+                count: Some(1),
+                histogram: Some(histogram),
+            }))
+        }
+    }
+}
+
+pub async fn state(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let record = state_record(parse_lenient(&body)?)?;
+    app.writer.append(&id, vec![record]).await?;
+    Ok(ok())
+}
+
+pub async fn event(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let body: EventBody = parse_lenient(&body)?;
+    app.writer.append(&id, vec![body.into_record()?]).await?;
+    Ok(ok())
+}
+
+pub async fn metric(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let body: MetricBody = parse_lenient(&body)?;
+    app.writer.append(&id, vec![metric_record(body)?]).await?;
+    Ok(ok())
+}
+
+pub async fn heartbeat(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let body: HeartbeatBody = parse_or_empty(&body)?;
+    let record = Record::Heartbeat(Heartbeat {
+        ts_ms: ts(body.timestamp),
+    });
+    app.writer.append(&id, vec![record]).await?;
+    Ok(ok())
+}
+
+async fn finish(app: &AppState, id: &str, body: &Bytes, status: EndStatus) -> Result<(), ApiError> {
+    let body: EndBody = parse_or_empty(body)?;
+    let default_reason = match status {
+        EndStatus::Crashed => "abnormal_termination",
+        _ => "",
+    };
+    let record = Record::End(SessionEnd {
+        ts_ms: ts(body.timestamp),
+        status,
+        reason: body.reason.unwrap_or_else(|| default_reason.to_string()),
+    });
+    app.writer.append(id, vec![record]).await
+}
+
+pub async fn end(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    finish(&app, &id, &body, EndStatus::Ended).await?;
+    Ok(ok())
+}
+
+pub async fn crash(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    finish(&app, &id, &body, EndStatus::Crashed).await?;
+    Ok(ok())
+}
+
+/// `POST /api/sessions/{id}/batch` `{"items": [{"kind": "state"|"event"|"metric"|"heartbeat",
+/// ...}]}`: the valid items are published as one batch, in order; invalid ones are listed
+/// by index (400) and the rest still written.
+pub async fn batch(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let body: BatchBody = parse_lenient(&body)?;
+    let mut records = Vec::with_capacity(body.items.len());
+    let mut rejected = Vec::new();
+    for (index, item) in body.items.into_iter().enumerate() {
+        let record = serde_json::from_value::<BatchItem>(item)
+            .map_err(ApiError::from)
+            .and_then(|item| match item {
+                BatchItem::State(state) => {
+                    let (ts_ms, update) = state.checked()?;
+                    Ok(Record::State(StateUpdate { ts_ms, update }))
+                }
+                BatchItem::Event(event) => Ok(event.into_record()?),
+                BatchItem::Metric(metric) => metric_record(*metric),
+                BatchItem::Heartbeat(beat) => Ok(Record::Heartbeat(Heartbeat {
+                    ts_ms: ts(beat.timestamp),
+                })),
+            });
+        match record {
+            Ok(record) => records.push(record),
+            Err(error) => rejected.push(json!({"index": index, "message": error.to_string()})),
+        }
+    }
+    let accepted = records.len();
+    if !records.is_empty() {
+        app.writer.append(&id, records).await?;
+    }
+    if rejected.is_empty() {
+        Ok(Json(json!({"status": "ok", "accepted": accepted})))
+    } else {
+        Err(ApiError::InvalidItems {
+            message: format!("{} of the items are invalid", rejected.len()),
+            accepted,
+            rejected,
+        })
+    }
+}
