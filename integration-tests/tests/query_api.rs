@@ -304,6 +304,65 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
     assert_eq!(diff["diff"]["pilot"], "grace");
     assert_eq!(diff["diff"]["window"]["open"], json!(["main menu"]));
 
+    // Exports: NDJSON and CSV for a filter, and the seeds' two export endpoints.
+    let text = |path: String| async move {
+        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        response.text().await.unwrap()
+    };
+    let ndjson = text("/api/export/sessions?product=qa-game".into()).await;
+    let exported: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let exported_ids: Vec<&str> = exported.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(exported_ids, ["s1", "s2"], "oldest first");
+    let csv = text("/api/export/sessions?format=csv&status=crashed".into()).await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "id,product,version,status,end_reason,created_at,updated_at,ended_at,hostname,machine_id,event_count");
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(
+        lines[1].starts_with("s1,qa-game,1.0,crashed,segfault in renderer,"),
+        "{csv}"
+    );
+    let events = text("/api/export/events?ever=pilot%3Dada".into()).await;
+    let event_sessions: Vec<String> = events
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["session_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        event_sessions,
+        ["s1", "s1", "s2"],
+        "boom, the crash, loaded"
+    );
+    let metrics_csv =
+        text("/api/export/metrics?format=csv&name=memory_usage&product=qa-tool".into()).await;
+    assert_eq!(metrics_csv.lines().count(), 2, "{metrics_csv}");
+    assert!(
+        metrics_csv
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains(",memory_usage,gauge,500.0,MB,"),
+        "{metrics_csv}"
+    );
+    let data: Value =
+        serde_json::from_str(&text("/api/data/sessions?product=qa-game".into()).await).unwrap();
+    let data = data.as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["id"], "s1");
+    assert_eq!(data[0]["state_history"].as_array().unwrap().len(), 2);
+    assert_eq!(data[0]["metrics"].as_array().unwrap().len(), 3);
+    let grafana: Value = serde_json::from_str(&text("/api/grafana/sessions".into()).await).unwrap();
+    assert_eq!(grafana.as_array().unwrap().len(), 3);
+    assert_eq!(grafana[0]["crashed"], true);
+    assert_eq!(grafana[0]["duration_seconds"], 0.013);
+
     // Errors: JSON with the right status.
     for (path, status) in [
         ("/api/sessions?colour=red", 400),
@@ -315,6 +374,8 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
         ("/api/sessions/nope/state", 404),
         ("/api/sessions/s1/state?seq=x", 400),
         ("/api/metrics/memory_usage/sessions?stat=median", 400),
+        ("/api/export/sessions?format=xml", 400),
+        ("/api/export/things", 404),
     ] {
         let (got, body) = get(base, path).await;
         assert_eq!(got, status, "{path}: {body}");

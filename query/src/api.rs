@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::direct;
 use crate::error::ApiError;
+use crate::export;
 use crate::{metrics, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -40,6 +41,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/sessions/{id}/batch", post(direct::batch))
         .route("/api/sessions/{id}/state/diff", get(session_state_diff))
         .route("/api/products", get(products))
+        .route("/api/export/{kind}", get(export::export))
+        .route("/api/data/sessions", get(export::data_sessions))
+        .route("/api/grafana/sessions", get(export::grafana_sessions))
         .route("/api/metrics/{name}/sessions", get(metric_across_sessions))
         .method_not_allowed_fallback(|| async {
             (

@@ -6,6 +6,7 @@ mod config;
 mod dashboard;
 mod direct;
 mod error;
+mod export;
 mod metrics;
 mod writes;
 

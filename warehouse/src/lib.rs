@@ -6,6 +6,7 @@
 //! that read with `FINAL`. JSON work happens in Rust; ClickHouse stores JSON as text.
 
 pub mod explore;
+pub mod export;
 pub mod filter;
 pub mod maintenance;
 pub mod migrations;

@@ -23,7 +23,7 @@ pub struct Reader {
 }
 
 #[derive(Row, Deserialize)]
-struct SessionListRow {
+pub(crate) struct SessionListRow {
     session_id: String,
     product: String,
     version: String,
@@ -120,7 +120,7 @@ fn optional_time(ms: u64) -> Option<String> {
     (ms > 0).then(|| rfc3339_ms(ms))
 }
 
-fn summary(row: SessionListRow) -> SessionSummary {
+pub(crate) fn summary(row: SessionListRow) -> SessionSummary {
     SessionSummary {
         id: row.session_id,
         product: row.product,

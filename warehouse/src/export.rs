@@ -1,0 +1,108 @@
+//! Streaming exports: every session, event or metric point of the sessions matching a
+//! filter, read from ClickHouse row by row (never all in memory), in a stable order.
+
+use datacat_protocol::api::{EventView, MetricView, SessionQuery, SessionSummary};
+use futures::{Stream, StreamExt, TryStreamExt};
+
+use crate::filter::{matching_sessions, Param, Sql};
+use crate::read::{event_view, metric_view, summary, SessionListRow};
+use crate::rows::{EventRow, MetricRow};
+use crate::{Reader, Result};
+
+/// Most rows one export returns.
+pub const MAX_EXPORT_ROWS: u64 = 10_000_000;
+
+/// An exported event or metric point, with its session.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Owned<T> {
+    pub session_id: String,
+    #[serde(flatten)]
+    pub item: T,
+}
+
+impl Reader {
+    /// The matching sessions, oldest first.
+    pub fn export_sessions(
+        &self,
+        query: &SessionQuery,
+        limit: u64,
+    ) -> Result<impl Stream<Item = Result<SessionSummary>> + Send + 'static> {
+        let matching = matching_sessions(query, "?fields");
+        let mut params = matching.params;
+        params.push(Param::U64(limit.min(MAX_EXPORT_ROWS)));
+        let sql = Sql {
+            text: format!("{} ORDER BY started_ms, session_id LIMIT ?", matching.text),
+            params,
+        };
+        let cursor = sql
+            .bind_to(self.client.query(&sql.text))
+            .fetch::<SessionListRow>()?;
+        Ok(cursor.map_ok(summary).map_err(Into::into))
+    }
+
+    /// The events of the matching sessions, by session then time.
+    pub fn export_events(
+        &self,
+        query: &SessionQuery,
+        limit: u64,
+    ) -> Result<impl Stream<Item = Result<Owned<EventView>>> + Send + 'static> {
+        let sql = of_matching("events", query, "", limit, Vec::new());
+        let cursor = sql
+            .bind_to(self.client.query(&sql.text))
+            .fetch::<EventRow>()?;
+        Ok(cursor.map(|row| {
+            let row = row?;
+            Ok(Owned {
+                session_id: row.session_id.clone(),
+                item: event_view(row)?,
+            })
+        }))
+    }
+
+    /// The metric points (all, or of metric `name`) of the matching sessions.
+    pub fn export_metrics(
+        &self,
+        query: &SessionQuery,
+        name: Option<&str>,
+        limit: u64,
+    ) -> Result<impl Stream<Item = Result<Owned<MetricView>>> + Send + 'static> {
+        let (condition, params) = match name {
+            Some(name) => (" AND name = ?", vec![Param::Str(name.to_string())]),
+            None => ("", Vec::new()),
+        };
+        let sql = of_matching("metrics", query, condition, limit, params);
+        let cursor = sql
+            .bind_to(self.client.query(&sql.text))
+            .fetch::<MetricRow>()?;
+        Ok(cursor.map(|row| {
+            let row = row?;
+            Ok(Owned {
+                session_id: row.session_id.clone(),
+                item: metric_view(row),
+            })
+        }))
+    }
+}
+
+/// `SELECT ?fields FROM <table> FINAL` for the matching sessions, in session and time order.
+fn of_matching(
+    table: &str,
+    query: &SessionQuery,
+    condition: &str,
+    limit: u64,
+    extra: Vec<Param>,
+) -> Sql {
+    let matching = matching_sessions(query, "session_id");
+    let mut params = matching.params;
+    params.extend(extra);
+    params.push(Param::U64(limit.min(MAX_EXPORT_ROWS)));
+    Sql {
+        // Copies of one row are identical, so filtering before FINAL is safe here.
+        text: format!(
+            "SELECT ?fields FROM {table} FINAL WHERE session_id IN ({}){condition} \
+             ORDER BY session_id, ts_ms, seq, idx LIMIT ?",
+            matching.text
+        ),
+        params,
+    }
+}
