@@ -28,6 +28,7 @@ DATACAT_NATS_VERSION="2.15.1"
 DATACAT_NATS_INSTALL_DIR="$DATACAT_LOCAL/nats"
 DATACAT_LOCAL_NATS_BIN="$DATACAT_NATS_INSTALL_DIR/bin/nats-server"
 DATACAT_PY27_VERSION="2.7.18"
+DATACAT_SCHEMATHESIS_VERSION="4.32.5"
 DATACAT_CLICKHOUSE_TEMPLATE_DIR="$DATACAT_ROOT/deploy/clickhouse"
 
 : "${DATACAT_CLICKHOUSE_SERVER_BIN:=/usr/sbin/clickhouse-server}"
@@ -199,6 +200,17 @@ datacat_install_test_deps() {
         site="$(datacat_py3_pythonpath)" || return 1
         PYTHONPATH="$site" python3 -c 'import pytest' ||
             { datacat_err "pytest still not importable by python3 after installing it"; return 1; }
+    fi
+
+    # Schemathesis (fuzzes the query API from its OpenAPI document), in its own directory so
+    # its dependencies never meet the clients' test environment.
+    local st_dir="$DATACAT_ROOT/.local/schemathesis"
+    if ! PYTHONPATH="$st_dir" python3 -c 'import schemathesis' >/dev/null 2>&1; then
+        datacat_log "installing schemathesis==$DATACAT_SCHEMATHESIS_VERSION into .local/schemathesis"
+        python3 -m pip install --disable-pip-version-check --no-input --upgrade \
+            --target "$st_dir" "schemathesis==$DATACAT_SCHEMATHESIS_VERSION" || return 1
+        PYTHONPATH="$st_dir" python3 -c 'import schemathesis' ||
+            { datacat_err "schemathesis still not importable after installing it"; return 1; }
     fi
 
     # Python 2.7.18 from pyenv: pytest 4.6.11 (the last release supporting 2.7).

@@ -83,3 +83,20 @@ pub fn clickhouse_server_bin() -> Result<PathBuf> {
             }
         })
 }
+
+/// The directory schemathesis is installed in (`python3 -m schemathesis.cli` runs with it on
+/// `PYTHONPATH`): `DATACAT_SCHEMATHESIS_DIR`, else `.local/schemathesis` (test-all.sh puts it
+/// there).
+pub fn schemathesis_dir() -> Result<PathBuf> {
+    let dir = std::env::var_os("DATACAT_SCHEMATHESIS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".local/schemathesis"));
+    if dir.join("schemathesis").is_dir() {
+        return Ok(dir);
+    }
+    bail!(
+        "schemathesis not found in {}: set DATACAT_SCHEMATHESIS_DIR or run deploy/test-all.sh, \
+         which installs it",
+        dir.display()
+    )
+}

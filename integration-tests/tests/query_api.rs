@@ -607,3 +607,75 @@ async fn direct_writes_arrive_exactly() {
     assert_eq!(histogram["histogram"]["count"], 1);
     assert_eq!(session["gaps"], 0, "every sequence number was published");
 }
+
+/// Schemathesis fuzzes every operation of the OpenAPI document (reads over seeded data, and
+/// direct writes): no answer may be a 5xx.
+#[tokio::test]
+async fn schemathesis_finds_no_server_error() {
+    let dir = datacat_integration_tests::binaries::schemathesis_dir().unwrap();
+    let stack = Stack::start().await.expect("stack starts");
+    let jetstream = stack.jetstream().await.unwrap();
+    for batch in sessions() {
+        let payload = encode_batch(&batch).unwrap();
+        jetstream
+            .publish(session_subject(&batch.session_id), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    stack
+        .wait_session("s1", Duration::from_secs(30), |s| s["status"] == "crashed")
+        .await
+        .unwrap();
+    // Direct writes answer 503 until their NATS connection is up: wait for it first.
+    let mut ready = false;
+    for _ in 0..100 {
+        let (status, _) = post(
+            &stack.query_url,
+            "/api/sessions",
+            r#"{"product": "p", "version": "1"}"#,
+        )
+        .await;
+        if status == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "direct writes never became ready");
+
+    let report = stack.logs.path().join("schemathesis.txt");
+    let output = tokio::process::Command::new("python3")
+        .args(["-m", "schemathesis.cli", "run"])
+        .arg(format!("{}/api/openapi.json", stack.query_url))
+        .args([
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--seed",
+            "7",
+        ])
+        .env("PYTHONPATH", &dir)
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .await
+        .expect("schemathesis runs");
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    std::fs::write(&report, &text).unwrap();
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{}",
+        text.lines()
+            .rev()
+            .take(80)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(text.contains("passed"), "{text}");
+}

@@ -13,7 +13,7 @@ use crate::record::{ExceptionInfo, Histogram, MachineInfo};
 pub const STATUS_ACTIVE: &str = "active";
 
 /// One row of the sessions list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionSummary {
     pub id: String,
     pub product: String,
@@ -31,7 +31,7 @@ pub struct SessionSummary {
 }
 
 /// Everything about one session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionDetail {
     pub id: String,
     pub product: String,
@@ -66,7 +66,7 @@ pub struct SessionDetail {
 }
 
 /// The whole state right after one accepted update.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateSnapshot {
     pub seq: u64,
     pub timestamp: String,
@@ -75,7 +75,7 @@ pub struct StateSnapshot {
     pub state: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventView {
     pub timestamp: String,
     pub name: String,
@@ -89,7 +89,7 @@ pub struct EventView {
     pub exception: Option<ExceptionInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricView {
     pub timestamp: String,
     pub name: String,
@@ -107,14 +107,40 @@ pub struct MetricView {
 pub use crate::query::{Order, PathValue, SessionQuery, SortKey};
 
 /// A page of the sessions list; `next_cursor` fetches the next one (absent on the last).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionPage {
     pub sessions: Vec<SessionSummary>,
     pub next_cursor: Option<String>,
 }
 
+/// `GET /api/products`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProductsAnswer {
+    pub products: Vec<ProductSummary>,
+}
+
+/// `GET /api/sessions/{id}/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MetricsAnswer {
+    pub metrics: Vec<MetricSeries>,
+}
+
+/// A write was accepted: `{"status": "ok"}` (a batch adds how many items it took).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WriteAnswer {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<usize>,
+}
+
+/// `POST /api/sessions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedSession {
+    pub session_id: String,
+}
+
 /// One product version: its sessions by status and how many did not crash.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductSummary {
     pub product: String,
     pub version: String,
@@ -127,7 +153,7 @@ pub struct ProductSummary {
 }
 
 /// Which per-session figure of a metric the explorer ranks and distributes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricStat {
     #[default]
@@ -138,7 +164,7 @@ pub enum MetricStat {
 }
 
 /// A metric summarised over one session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionMetric {
     pub session_id: String,
     pub product: String,
@@ -152,7 +178,7 @@ pub struct SessionMetric {
 }
 
 /// Sessions whose chosen figure falls in `[lower, upper)` (the last bucket includes `upper`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DistributionBucket {
     pub lower: f64,
     pub upper: f64,
@@ -161,7 +187,7 @@ pub struct DistributionBucket {
 
 /// A metric across the sessions matching a filter: a table (ranked by `stat`, highest
 /// first) and the distribution of `stat` over all of them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricAcrossSessions {
     pub metric: String,
     pub stat: MetricStat,
@@ -172,7 +198,7 @@ pub struct MetricAcrossSessions {
 }
 
 /// One metric of one session over time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricSeries {
     pub name: String,
     pub kind: String,
@@ -181,7 +207,7 @@ pub struct MetricSeries {
 }
 
 /// A page of one session's events; `next_offset` fetches the next one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventPage {
     pub events: Vec<EventView>,
     pub next_offset: Option<u64>,
@@ -189,7 +215,7 @@ pub struct EventPage {
 
 /// The difference between two points of a session's state history: applying `diff` (a deep
 /// merge, `null` deletes) to the state at `from_seq` gives the state at `to_seq`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateDiffView {
     pub from: StateSnapshot,
     pub to: StateSnapshot,
@@ -197,7 +223,7 @@ pub struct StateDiffView {
 }
 
 /// A JSON error body: `{"error": "<code>", "message": "<human text>"}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
     pub message: String,

@@ -72,7 +72,7 @@ fn rewrite_non_finite_tokens(body: &[u8]) -> Option<Vec<u8>> {
 
 /// A client's timestamp: Unix seconds (what the clients send) or RFC 3339 text (what the
 /// original server took).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ClientTime {
     Seconds(f64),
@@ -89,7 +89,7 @@ pub fn ts(timestamp: Option<ClientTime>) -> u64 {
     client_ts_ms(seconds, now_ms())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct StateBody {
     pub state: Value,
     pub timestamp: Option<ClientTime>,
@@ -105,7 +105,7 @@ impl StateBody {
 }
 
 /// An event. The original's flat exception fields are accepted too.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EventBody {
     name: String,
     level: Option<String>,
@@ -182,7 +182,7 @@ pub enum MetricCall {
     },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct MetricBody {
     name: String,
     value: Option<Value>,
@@ -275,14 +275,14 @@ impl MetricBody {
 
 /// A heartbeat; `timeout` (seconds without one after which the session is hung) starts
 /// hang monitoring where a daemon watches.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatBody {
     pub timeout: Option<f64>,
     pub timestamp: Option<ClientTime>,
 }
 
 /// The end of a session, normal or not.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EndBody {
     pub reason: Option<String>,
     pub timestamp: Option<ClientTime>,
@@ -300,7 +300,7 @@ pub enum BatchItem {
 
 /// Many calls in one request, applied in order. Items stay JSON until each is checked, so
 /// one bad item is reported by index and the rest still apply.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct BatchBody {
     pub items: Vec<Value>,
 }

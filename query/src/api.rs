@@ -5,8 +5,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use datacat_protocol::api::{
-    EventPage, MetricAcrossSessions, MetricSeries, MetricStat, ProductSummary, SessionDetail,
-    SessionPage, SessionQuery, StateDiffView, StateSnapshot,
+    ErrorBody, EventPage, MetricAcrossSessions, MetricStat, MetricsAnswer, ProductsAnswer,
+    SessionDetail, SessionPage, SessionQuery, StateDiffView, StateSnapshot,
 };
 use datacat_protocol::query::pairs;
 use datacat_warehouse::{EventFilter, StatePoint};
@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use crate::direct;
 use crate::error::ApiError;
 use crate::export;
+use crate::openapi;
+use crate::openapi::{EventParams, SessionFilters};
 use crate::{metrics, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -44,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/export/{kind}", get(export::export))
         .route("/api/data/sessions", get(export::data_sessions))
         .route("/api/grafana/sessions", get(export::grafana_sessions))
+        .route("/api/openapi.json", get(openapi::document))
         .route("/api/metrics/{name}/sessions", get(metric_across_sessions))
         .method_not_allowed_fallback(|| async {
             (
@@ -53,6 +56,9 @@ pub fn router() -> Router<AppState> {
         })
 }
 
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "ClickHouse answers", body = Object),
+              (status = 503, description = "ClickHouse does not answer", body = ErrorBody)))]
 /// Healthy when ClickHouse answers.
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.reader.ping().await?;
@@ -95,6 +101,8 @@ pub fn session_query(query: &Option<String>, extra: &[&str]) -> Result<SessionQu
     SessionQuery::parse(query.as_deref().unwrap_or_default(), extra).map_err(ApiError::BadRequest)
 }
 
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(SessionFilters),
+    responses((status = 200, body = SessionPage), (status = 400, body = ErrorBody)))]
 /// `GET /api/sessions`: the sessions matching every filter given, a page at a time.
 async fn list_sessions(
     State(state): State<AppState>,
@@ -104,6 +112,8 @@ async fn list_sessions(
     Ok(Json(state.reader.list_sessions(&query).await?))
 }
 
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, body = SessionDetail), (status = 404, body = ErrorBody)))]
 /// `GET /api/sessions/{id}`: the session with state, state history, events and metrics.
 async fn session(
     State(state): State<AppState>,
@@ -121,6 +131,9 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no session {id}"))
 }
 
+#[utoipa::path(get, path = "/api/sessions/{id}/events", tag = "sessions",
+    params(("id" = String, Path), EventParams),
+    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 /// `GET /api/sessions/{id}/events?level=&name=&category=&limit=&offset=`.
 async fn session_events(
     State(state): State<AppState>,
@@ -141,23 +154,31 @@ async fn session_events(
     Ok(Json(state.reader.session_events(&id, &filter).await?))
 }
 
+#[utoipa::path(get, path = "/api/sessions/{id}/metrics", tag = "sessions",
+    params(("id" = String, Path), ("name" = Option<String>, Query, description = "Only this metric")),
+    responses((status = 200, body = MetricsAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 /// `GET /api/sessions/{id}/metrics?name=`: one series per metric name.
 async fn session_metrics(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MetricsAnswer>, ApiError> {
     let pairs = params(&query, &["name"])?;
     if !state.reader.session_exists(&id).await? {
         return Err(not_found(&id));
     }
-    let series: Vec<MetricSeries> = state
+    let metrics = state
         .reader
         .session_metrics(&id, param(&pairs, "name"))
         .await?;
-    Ok(Json(json!({ "metrics": series })))
+    Ok(Json(MetricsAnswer { metrics }))
 }
 
+#[utoipa::path(get, path = "/api/sessions/{id}/state", tag = "sessions",
+    params(("id" = String, Path),
+           ("seq" = Option<u64>, Query, description = "The state after this batch"),
+           ("at" = Option<String>, Query, description = "The state as of this time (Unix ms or RFC 3339)")),
+    responses((status = 200, body = StateSnapshot), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 /// `GET /api/sessions/{id}/state?seq=|at=`: the state after batch `seq`, or as of `at`.
 async fn session_state(
     State(state): State<AppState>,
@@ -174,6 +195,11 @@ async fn session_state(
         .ok_or_else(|| not_found(&id))
 }
 
+#[utoipa::path(get, path = "/api/sessions/{id}/state/diff", tag = "sessions",
+    params(("id" = String, Path),
+           ("from_seq" = Option<u64>, Query), ("from_at" = Option<String>, Query),
+           ("to_seq" = Option<u64>, Query), ("to_at" = Option<String>, Query)),
+    responses((status = 200, body = StateDiffView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 /// `GET /api/sessions/{id}/state/diff?from_seq=|from_at=&to_seq=|to_at=`.
 async fn session_state_diff(
     State(state): State<AppState>,
@@ -191,17 +217,24 @@ async fn session_state_diff(
         .ok_or_else(|| not_found(&id))
 }
 
+#[utoipa::path(get, path = "/api/products", tag = "analysis", params(SessionFilters),
+    responses((status = 200, body = ProductsAnswer), (status = 400, body = ErrorBody)))]
 /// `GET /api/products`: per product and version, sessions by status and the crash-free
 /// rate; takes the sessions-list filters.
 async fn products(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProductsAnswer>, ApiError> {
     let query = session_query(&query, &[])?;
-    let products: Vec<ProductSummary> = state.reader.products(&query).await?;
-    Ok(Json(json!({ "products": products })))
+    let products = state.reader.products(&query).await?;
+    Ok(Json(ProductsAnswer { products }))
 }
 
+#[utoipa::path(get, path = "/api/metrics/{name}/sessions", tag = "analysis",
+    params(("name" = String, Path, description = "Metric name"),
+           ("stat" = Option<MetricStat>, Query, description = "Figure to rank and distribute"),
+           SessionFilters),
+    responses((status = 200, body = MetricAcrossSessions), (status = 400, body = ErrorBody)))]
 /// `GET /api/metrics/{name}/sessions?stat=peak|min|avg|last&<session filters>`: the metric
 /// summarised per matching session, ranked by `stat`, with its distribution.
 async fn metric_across_sessions(

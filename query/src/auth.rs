@@ -117,6 +117,8 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
 }
 
 /// `GET /login`: a form asking for the token.
+#[utoipa::path(get, path = "/login", tag = "service",
+    responses((status = 200, description = "The sign-in form", content_type = "text/html", body = String)))]
 pub async fn login_form() -> Html<&'static str> {
     Html(
         "<!doctype html><html><head><title>DataCat: sign in</title></head><body \
@@ -126,12 +128,16 @@ pub async fn login_form() -> Html<&'static str> {
     )
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct LoginForm {
     token: String,
 }
 
 /// `POST /login`: a valid token becomes an HttpOnly cookie; then on to the dashboard.
+#[utoipa::path(post, path = "/login", tag = "service",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "Signed in; to the dashboard"),
+              (status = 401, body = datacat_protocol::api::ErrorBody)))]
 pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
     if state.tokens.grant(Some(&form.token)) == Grant::None {
         return ApiError::Unauthorized("the token is not valid".into()).into_response();

@@ -5,6 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::Json;
+use datacat_protocol::api::{CreatedSession, ErrorBody, WriteAnswer};
 use datacat_protocol::calls::{
     parse_lenient, ts, BadBody, BatchBody, BatchItem, ClientTime, EndBody, EventBody,
     HeartbeatBody, MetricBody, MetricCall, StateBody,
@@ -55,8 +56,11 @@ impl From<BadBody> for ApiError {
     }
 }
 
-fn ok() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+fn ok() -> Json<WriteAnswer> {
+    Json(WriteAnswer {
+        status: "ok".into(),
+        accepted: None,
+    })
 }
 
 /// An empty body is `{}` (heartbeat, end and crash take none).
@@ -73,8 +77,8 @@ impl From<serde_json::Error> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
-struct CreateBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct CreateBody {
     product: Option<String>,
     version: Option<String>,
     machine_id: Option<String>,
@@ -82,12 +86,14 @@ struct CreateBody {
     timestamp: Option<ClientTime>,
 }
 
+#[utoipa::path(post, path = "/api/sessions", tag = "direct writes", request_body = CreateBody,
+    responses((status = 200, body = CreatedSession), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 /// `POST /api/sessions`: `{"product", "version", "machine_id"?, "hostname"?}` ->
 /// `{"session_id"}`.
 pub async fn create(
     State(state): State<AppState>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CreatedSession>, ApiError> {
     let body: CreateBody = parse_lenient(&body)?;
     let product = body.product.filter(|p| !p.trim().is_empty());
     let version = body.version.filter(|v| !v.trim().is_empty());
@@ -108,7 +114,7 @@ pub async fn create(
         },
     });
     state.writer.create(&session_id, vec![start]).await?;
-    Ok(Json(json!({"session_id": session_id})))
+    Ok(Json(CreatedSession { session_id }))
 }
 
 /// A state update: `{"state": {...}, "timestamp"?}` (what the daemon takes) or the partial
@@ -158,41 +164,57 @@ fn metric_record(body: MetricBody) -> Result<Record, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/api/sessions/{id}/state", tag = "direct writes",
+    params(("id" = String, Path, description = "A session created with POST /api/sessions")),
+    request_body = Object,
+    responses((status = 200, body = WriteAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn state(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteAnswer>, ApiError> {
     let record = state_record(parse_lenient(&body)?)?;
     app.writer.append(&id, vec![record]).await?;
     Ok(ok())
 }
 
+#[utoipa::path(post, path = "/api/sessions/{id}/events", tag = "direct writes",
+    params(("id" = String, Path, description = "A session created with POST /api/sessions")),
+    request_body = EventBody,
+    responses((status = 200, body = WriteAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn event(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteAnswer>, ApiError> {
     let body: EventBody = parse_lenient(&body)?;
     app.writer.append(&id, vec![body.into_record()?]).await?;
     Ok(ok())
 }
 
+#[utoipa::path(post, path = "/api/sessions/{id}/metrics", tag = "direct writes",
+    params(("id" = String, Path, description = "A session created with POST /api/sessions")),
+    request_body = MetricBody,
+    responses((status = 200, body = WriteAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn metric(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteAnswer>, ApiError> {
     let body: MetricBody = parse_lenient(&body)?;
     app.writer.append(&id, vec![metric_record(body)?]).await?;
     Ok(ok())
 }
 
+#[utoipa::path(post, path = "/api/sessions/{id}/heartbeat", tag = "direct writes",
+    params(("id" = String, Path, description = "A session created with POST /api/sessions")),
+    request_body = HeartbeatBody,
+    responses((status = 200, body = WriteAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn heartbeat(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteAnswer>, ApiError> {
     let body: HeartbeatBody = parse_or_empty(&body)?;
     let record = Record::Heartbeat(Heartbeat {
         ts_ms: ts(body.timestamp),
@@ -215,24 +237,36 @@ async fn finish(app: &AppState, id: &str, body: &Bytes, status: EndStatus) -> Re
     app.writer.append(id, vec![record]).await
 }
 
+#[utoipa::path(post, path = "/api/sessions/{id}/end", tag = "direct writes",
+    params(("id" = String, Path, description = "A session created with POST /api/sessions")),
+    request_body = EndBody,
+    responses((status = 200, body = WriteAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn end(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteAnswer>, ApiError> {
     finish(&app, &id, &body, EndStatus::Ended).await?;
     Ok(ok())
 }
 
+#[utoipa::path(post, path = "/api/sessions/{id}/crash", tag = "direct writes",
+    params(("id" = String, Path, description = "A session created with POST /api/sessions")),
+    request_body = EndBody,
+    responses((status = 200, body = WriteAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn crash(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteAnswer>, ApiError> {
     finish(&app, &id, &body, EndStatus::Crashed).await?;
     Ok(ok())
 }
 
+#[utoipa::path(post, path = "/api/sessions/{id}/batch", tag = "direct writes",
+    params(("id" = String, Path, description = "A session created with POST /api/sessions")),
+    request_body = BatchBody,
+    responses((status = 200, body = WriteAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 /// `POST /api/sessions/{id}/batch` `{"items": [{"kind": "state"|"event"|"metric"|"heartbeat",
 /// ...}]}`: the valid items are published as one batch, in order; invalid ones are listed
 /// by index (400) and the rest still written.
@@ -240,7 +274,7 @@ pub async fn batch(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteAnswer>, ApiError> {
     let body: BatchBody = parse_lenient(&body)?;
     let mut records = Vec::with_capacity(body.items.len());
     let mut rejected = Vec::new();
@@ -268,7 +302,10 @@ pub async fn batch(
         app.writer.append(&id, records).await?;
     }
     if rejected.is_empty() {
-        Ok(Json(json!({"status": "ok", "accepted": accepted})))
+        Ok(Json(WriteAnswer {
+            status: "ok".into(),
+            accepted: Some(accepted),
+        }))
     } else {
         Err(ApiError::InvalidItems {
             message: format!("{} of the items are invalid", rejected.len()),

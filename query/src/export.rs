@@ -6,7 +6,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use datacat_protocol::api::SessionQuery;
+use datacat_protocol::api::{ErrorBody, SessionDetail, SessionQuery};
 use datacat_protocol::query::pairs;
 use datacat_protocol::time::parse_time_ms;
 use futures::{stream, Stream, StreamExt, TryStreamExt};
@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::api::session_query;
 use crate::error::ApiError;
+use crate::openapi::SessionFilters;
 use crate::AppState;
 
 /// Sessions in one `/api/data/sessions` answer (each comes with its whole story).
@@ -147,6 +148,13 @@ fn stream_response<T: Serialize + Send + 'static>(
         .into_response()
 }
 
+#[utoipa::path(get, path = "/api/export/{kind}", tag = "export",
+    params(("kind" = String, Path, description = "sessions, events or metrics"),
+           ("format" = Option<String>, Query, description = "ndjson (default) or csv"),
+           ("name" = Option<String>, Query, description = "metrics only: just this metric"),
+           SessionFilters),
+    responses((status = 200, description = "NDJSON or CSV, streamed", content_type = "application/x-ndjson", body = String),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 /// `GET /api/export/{kind}?format=ndjson|csv&limit=&<session filters>` (`name=` for metrics).
 pub async fn export(
     State(state): State<AppState>,
@@ -183,6 +191,8 @@ pub async fn export(
     })
 }
 
+#[utoipa::path(get, path = "/api/data/sessions", tag = "export", params(SessionFilters),
+    responses((status = 200, body = Vec<SessionDetail>), (status = 400, body = ErrorBody)))]
 /// `GET /api/data/sessions?<session filters>&limit=`: the seeds' export, a JSON array of
 /// sessions with state, history, events and metrics (at most 10 000 per call; page with the
 /// filters, e.g. `from`/`to`).
@@ -226,6 +236,8 @@ pub async fn data_sessions(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/api/grafana/sessions", tag = "export", params(SessionFilters),
+    responses((status = 200, description = "Flat session rows", body = Vec<Object>), (status = 400, body = ErrorBody)))]
 /// `GET /api/grafana/sessions?<session filters>`: flat rows for Grafana's JSON data sources
 /// (times as RFC 3339 and epoch milliseconds, duration in seconds).
 pub async fn grafana_sessions(

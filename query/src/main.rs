@@ -8,6 +8,7 @@ mod direct;
 mod error;
 mod export;
 mod metrics;
+mod openapi;
 mod writes;
 
 use std::sync::Arc;

@@ -25,6 +25,9 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
+/// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn render() -> String {
     prometheus_text(&[
         Sample::counter(

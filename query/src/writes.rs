@@ -80,15 +80,22 @@ impl DirectWriter {
 
     /// Appends `records` to a session created by [`DirectWriter::create`] as its next batch.
     pub async fn append(&self, session_id: &str, records: Vec<Record>) -> Result<(), ApiError> {
+        // Ids this service hands out are UUIDs; anything else cannot be one of its sessions
+        // (and may not even be a valid KV key or subject token).
+        let plausible = !session_id.is_empty()
+            && session_id.len() <= 128
+            && session_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !plausible {
+            return Err(not_created(session_id));
+        }
         let connected = self.connected()?;
         let key = direct_write_key(session_id);
         for _ in 0..SEQUENCE_ATTEMPTS {
             let entry = connected.sequences.entry(&key).await.map_err(unavailable)?;
             let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
-                return Err(ApiError::NotFound(format!(
-                    "session {session_id} was not created by a direct write (POST /api/sessions); \
-                     a daemon's sessions are written through that daemon"
-                )));
+                return Err(not_created(session_id));
             };
             let seq: u64 = std::str::from_utf8(&entry.value)
                 .ok()
@@ -112,6 +119,13 @@ impl DirectWriter {
             "too many concurrent writes to session {session_id}"
         )))
     }
+}
+
+fn not_created(session_id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "session {session_id:?} was not created by a direct write (POST /api/sessions); \
+         a daemon's sessions are written through that daemon"
+    ))
 }
 
 async fn connect(nats_url: &str) -> Result<Connected, String> {
