@@ -7,6 +7,8 @@
 #                             JetStream; daemon RSS idle and under load
 #   deploy/bench.sh ingest    rows/s from JetStream into ClickHouse with 1, 2, 3 workers,
 #                             against a raw ClickHouse insert of the same rows
+#   deploy/bench.sh query     query latency (p50 / p95) over 1 M sessions, 10 M events and
+#                             10 M metric points
 #   deploy/bench.sh           all of them
 #
 # Environment: BENCH_EVENTS, BENCH_BATCH, BENCH_CLIENTS (see each benchmark's source).
@@ -21,18 +23,21 @@ datacat_install_deps
 export DATACAT_NATS_SERVER_BIN="$DATACAT_ROOT/.local/nats/bin/nats-server"
 
 export DATACAT_CLICKHOUSE_SERVER_BIN="${DATACAT_CLICKHOUSE_SERVER_BIN:-/usr/sbin/clickhouse-server}"
-cargo build --release -p datacat-daemon -p datacat-ingest -p datacat-integration-tests --bins
+cargo build --release -p datacat-daemon -p datacat-ingest -p datacat-query -p datacat-integration-tests --bins
 
 case "$which" in
     daemon) target/release/bench-daemon ;;
     ingest) target/release/bench-ingest ;;
+    query) target/release/bench-query ;;
     all)
         target/release/bench-daemon
         echo
         target/release/bench-ingest
+        echo
+        target/release/bench-query
         ;;
     *)
-        echo "unknown benchmark: $which (try: daemon, ingest, all)" >&2
+        echo "unknown benchmark: $which (try: daemon, ingest, query, all)" >&2
         exit 2
         ;;
 esac

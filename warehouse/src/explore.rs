@@ -29,11 +29,8 @@ struct ProductStatusRow {
 }
 
 #[derive(Row, Deserialize)]
-struct SessionMetricRow {
+struct MetricStatsRow {
     session_id: String,
-    product: String,
-    version: String,
-    status: String,
     peak: f64,
     min: f64,
     avg: f64,
@@ -98,42 +95,37 @@ impl Reader {
         stat: MetricStat,
         limit: u32,
     ) -> Result<MetricAcrossSessions> {
-        let matching = matching_sessions(query, "session_id, product, version, status");
+        let matching = matching_sessions(query, "session_id");
         // Metric rows are deduplicated by identity (a redelivered batch wrote them twice)
         // before they are summarised; cheaper than FINAL over the whole table.
         let mut params = vec![Param::Str(metric.to_string())];
-        params.extend(matching.params.iter().cloned());
-        params.extend(matching.params.iter().cloned());
+        params.extend(matching.params);
         let sql = Sql {
             text: format!(
-                "SELECT session_id, product, version, status, peak, min, avg, last, points
+                "SELECT session_id, max(value) AS peak, min(value) AS min, avg(value) AS avg,
+                        argMax(value, (ts_ms, seq, idx)) AS last, count() AS points
                  FROM (
-                     SELECT session_id, max(value) AS peak, min(value) AS min,
-                            avg(value) AS avg, argMax(value, (ts_ms, seq, idx)) AS last,
-                            count() AS points
-                     FROM (
-                         SELECT session_id, seq, idx, any(ts_ms) AS ts_ms, any(value) AS value
-                         FROM metrics
-                         WHERE name = ? AND session_id IN (SELECT session_id FROM ({}))
-                         GROUP BY session_id, seq, idx
-                     )
-                     GROUP BY session_id
-                 ) ANY INNER JOIN ({}) USING session_id",
-                matching.text, matching.text
+                     SELECT session_id, seq, idx, any(ts_ms) AS ts_ms, any(value) AS value
+                     FROM metrics
+                     WHERE name = ? AND session_id IN ({})
+                     GROUP BY session_id, seq, idx
+                 )
+                 GROUP BY session_id",
+                matching.text
             ),
             params,
         };
         let rows = sql
             .bind_to(self.client.query(&sql.text))
-            .fetch_all::<SessionMetricRow>()
+            .fetch_all::<MetricStatsRow>()
             .await?;
         let mut sessions: Vec<SessionMetric> = rows
             .into_iter()
             .map(|r| SessionMetric {
                 session_id: r.session_id,
-                product: r.product,
-                version: r.version,
-                status: r.status,
+                product: String::new(),
+                version: String::new(),
+                status: String::new(),
                 peak: r.peak,
                 min: r.min,
                 avg: r.avg,
@@ -155,6 +147,7 @@ impl Reader {
         let values: Vec<f64> = sessions.iter().map(figure).collect();
         let matched_sessions = sessions.len() as u64;
         sessions.truncate(limit.clamp(1, MAX_METRIC_SESSIONS) as usize);
+        self.describe_sessions(&mut sessions).await?;
         Ok(MetricAcrossSessions {
             metric: metric.to_string(),
             stat,
@@ -162,6 +155,49 @@ impl Reader {
             sessions,
             distribution: distribution(&values, DISTRIBUTION_BUCKETS),
         })
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct SessionLabelRow {
+    session_id: String,
+    product: String,
+    version: String,
+    status: String,
+}
+
+impl Reader {
+    /// Fills in product, version and status of the listed sessions (a key lookup).
+    async fn describe_sessions(&self, sessions: &mut [SessionMetric]) -> Result<()> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let placeholders = vec!["?"; sessions.len()].join(", ");
+        let sql = Sql {
+            text: format!(
+                "SELECT session_id, product, version, status FROM sessions FINAL
+                 WHERE session_id IN ({placeholders})"
+            ),
+            params: sessions
+                .iter()
+                .map(|s| Param::Str(s.session_id.clone()))
+                .collect(),
+        };
+        let labels: std::collections::HashMap<String, SessionLabelRow> = sql
+            .bind_to(self.client.query(&sql.text))
+            .fetch_all::<SessionLabelRow>()
+            .await?
+            .into_iter()
+            .map(|row| (row.session_id.clone(), row))
+            .collect();
+        for session in sessions {
+            if let Some(label) = labels.get(&session.session_id) {
+                session.product = label.product.clone();
+                session.version = label.version.clone();
+                session.status = label.status.clone();
+            }
+        }
+        Ok(())
     }
 }
 
