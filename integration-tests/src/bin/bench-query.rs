@@ -5,7 +5,9 @@
 //!   - the sessions list with an "ever had" filter
 //!   - a metric aggregated across sessions (the seeds' example: peak `memory_usage` of
 //!     sessions whose `window.open` contained "space probe"), target p95 <= 500 ms
+//!
 //! Prints figures; asserts nothing. Run it with `deploy/bench.sh query`.
+//!
 //! Options (environment): `BENCH_SESSIONS` (1 000 000), `BENCH_EVENTS` (10 000 000),
 //! `BENCH_METRICS` (10 000 000), `BENCH_REQUESTS` per question (40).
 
