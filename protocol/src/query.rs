@@ -66,6 +66,9 @@ pub struct SessionQuery {
     pub cursor: Option<String>,
 }
 
+/// The latest time a filter may name (2100-01-01): larger values are mistakes, not filters.
+pub const MAX_TIME_MS: u64 = 4_102_444_800_000;
+
 /// Statuses a session can have.
 pub const STATUSES: &[&str] = &["active", "hung", "ended", "crashed", "lost"];
 /// Event levels.
@@ -95,9 +98,13 @@ impl SessionQuery {
                 if value.is_empty() {
                     return Ok(None);
                 }
-                parse_time_ms(&value).map(Some).ok_or_else(|| {
-                    format!("{key} must be Unix milliseconds or RFC 3339, got {value:?}")
-                })
+                match parse_time_ms(&value) {
+                    Some(ms) if ms <= MAX_TIME_MS => Ok(Some(ms)),
+                    Some(_) => Err(format!("{key} must be before the year 2100, got {value:?}")),
+                    None => Err(format!(
+                        "{key} must be Unix milliseconds or RFC 3339, got {value:?}"
+                    )),
+                }
             };
             match key.as_str() {
                 "product" => parsed.product = text(),
@@ -308,6 +315,7 @@ mod tests {
             ("state=novalue", "path=value"),
             ("from=yesterday", "from"),
             ("from=2000&to=1000", "after"),
+            ("to=99999999999999999", "2100"),
             ("colour=red", "unknown parameter"),
             ("sort=size", "sort"),
         ] {
