@@ -124,24 +124,27 @@ pub fn lost_rows(progress: &mut Progress, session_id: &str, rows: &mut RowSet) {
     rows.sessions.push(progress.session_row(session_id));
 }
 
-/// Calls `f(path, Some(value))` for every leaf that is new or different in `after`, and
-/// `f(path, None)` for every leaf of `before` that is gone.
+/// Calls `f(path, value, removed)` for every leaf that changed between `before` and
+/// `after`: a removal (`removed = true`, the old value) for each leaf that changed or went,
+/// then the new value of each leaf that is new or changed. The removal rows are what make
+/// "the state now has" an index range on (path, value).
 fn changed_paths(
     before: &[(String, Value)],
     after: &[(String, Value)],
-    mut f: impl FnMut(&str, Option<&Value>),
+    mut f: impl FnMut(&str, &Value, bool),
 ) {
     let old: std::collections::HashMap<&str, &Value> =
         before.iter().map(|(p, v)| (p.as_str(), v)).collect();
-    let new: std::collections::HashSet<&str> = after.iter().map(|(p, _)| p.as_str()).collect();
-    for (path, value) in after {
-        if old.get(path.as_str()) != Some(&value) {
-            f(path, Some(value));
+    let new: std::collections::HashMap<&str, &Value> =
+        after.iter().map(|(p, v)| (p.as_str(), v)).collect();
+    for (path, value) in before {
+        if new.get(path.as_str()) != Some(&value) {
+            f(path, value, true);
         }
     }
-    for (path, _) in before {
-        if !new.contains(path.as_str()) {
-            f(path, None);
+    for (path, value) in after {
+        if old.get(path.as_str()) != Some(&value) {
+            f(path, value, false);
         }
     }
 }
@@ -160,7 +163,8 @@ fn path_row(
     idx: u32,
     ts_ms: u64,
     path: &str,
-    value: Option<&Value>,
+    value: &Value,
+    removed: bool,
 ) -> StatePathRow {
     StatePathRow {
         session_id: session_id.to_string(),
@@ -169,12 +173,12 @@ fn path_row(
         ts_ms,
         date: epoch_days(ts_ms),
         path: path.to_string(),
-        value: value.map(leaf_text).unwrap_or_default(),
+        value: leaf_text(value),
         elements: match value {
-            Some(Value::Array(items)) => items.iter().map(leaf_text).collect(),
+            Value::Array(items) => items.iter().map(leaf_text).collect(),
             _ => Vec::new(),
         },
-        removed: u8::from(value.is_none()),
+        removed: u8::from(removed),
     }
 }
 
@@ -261,9 +265,10 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                 let before = leaves.take().unwrap_or_else(|| flatten(&progress.state));
                 deep_merge(&mut progress.state, &update.update);
                 let after = flatten(&progress.state);
-                changed_paths(&before, &after, |path, value| {
-                    rows.state_paths
-                        .push(path_row(session_id, batch.seq, idx, ts_ms, path, value));
+                changed_paths(&before, &after, |path, value, removed| {
+                    rows.state_paths.push(path_row(
+                        session_id, batch.seq, idx, ts_ms, path, value, removed,
+                    ));
                 });
                 leaves = Some(after);
                 rows.state_history.push(StateHistoryRow {
@@ -537,8 +542,10 @@ mod tests {
                 ),
                 (0, "w.active", "a", vec![], 0),
                 (0, "n", "1", vec![], 0),
+                // The old values leave (what "now" filters see), then the new one arrives.
+                (1, "w.active", "a", vec![], 1),
+                (1, "n", "1", vec![], 1),
                 (1, "w.active", "space probe", vec![], 0),
-                (1, "n", "", vec![], 1),
             ]
         );
     }
@@ -613,7 +620,8 @@ mod tests {
             );
         }
         assert_eq!(paths(&together), paths(&apart));
-        assert_eq!(paths(&together).len(), 6, "{:?}", paths(&together));
+        // Two new leaves; open changes (out, in) and x arrives; open and active go.
+        assert_eq!(paths(&together).len(), 7, "{:?}", paths(&together));
     }
 
     #[test]

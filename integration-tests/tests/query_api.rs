@@ -269,6 +269,23 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
     assert_eq!(last["sessions"][0]["session_id"], "s1");
     assert_eq!(last["sessions"][0]["last"], 200.0);
 
+    // A point written twice (a redelivered batch whose copy ClickHouse has not merged away
+    // yet) is still counted once.
+    stack
+        .clickhouse
+        .sql(&format!(
+            "INSERT INTO {}.metrics SELECT * FROM {}.metrics WHERE session_id = 's1' AND seq = 0",
+            stack.database, stack.database
+        ))
+        .await
+        .unwrap();
+    let (_, again) = get(base, "/api/metrics/memory_usage/sessions?product=qa-game").await;
+    assert_eq!(again["sessions"][0]["session_id"], "s1");
+    assert_eq!(again["sessions"][0]["points"], 3, "{again}");
+    assert_eq!(again["sessions"][0]["avg"], 200.0, "{again}");
+    let (_, detail) = get(base, "/api/sessions/s1").await;
+    assert_eq!(detail["metrics"].as_array().unwrap().len(), 3);
+
     // Sub-resources.
     let (_, events) = get(base, "/api/sessions/s1/events?level=error").await;
     let names: Vec<&str> = events["events"]

@@ -11,7 +11,7 @@ use datacat_protocol::api::{
 use datacat_protocol::time::rfc3339_ms;
 use serde::Deserialize;
 
-use crate::filter::{matching_sessions, Param, Sql};
+use crate::filter::{matching_session_ids, matching_sessions, Param, Sql};
 use crate::{Reader, Result};
 
 /// Most sessions the metric explorer lists (the distribution covers all of them).
@@ -33,9 +33,16 @@ struct MetricStatsRow {
     session_id: String,
     peak: f64,
     min: f64,
-    avg: f64,
+    sum: f64,
     last: f64,
+    rows: u64,
     points: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct SumRow {
+    session_id: String,
+    sum: f64,
 }
 
 impl Reader {
@@ -95,30 +102,40 @@ impl Reader {
         stat: MetricStat,
         limit: u32,
     ) -> Result<MetricAcrossSessions> {
-        let matching = matching_sessions(query, "session_id");
-        // Metric rows are deduplicated by identity (a redelivered batch wrote them twice)
-        // before they are summarised; cheaper than FINAL over the whole table.
+        let matching = matching_session_ids(query);
+        // One pass without deduplication; copies of a point (a redelivered batch not merged
+        // away yet) only change sum and count, and show as count > distinct points. Those
+        // few sessions are summed again exactly.
         let mut params = vec![Param::Str(metric.to_string())];
         params.extend(matching.params);
         let sql = Sql {
             text: format!(
-                "SELECT session_id, max(value) AS peak, min(value) AS min, avg(value) AS avg,
-                        argMax(value, (ts_ms, seq, idx)) AS last, count() AS points
-                 FROM (
-                     SELECT session_id, seq, idx, any(ts_ms) AS ts_ms, any(value) AS value
-                     FROM metrics
-                     WHERE name = ? AND session_id IN ({})
-                     GROUP BY session_id, seq, idx
-                 )
+                "SELECT session_id, max(value) AS peak, min(value) AS min, sum(value) AS sum,
+                        argMax(value, (ts_ms, seq, idx)) AS last, count() AS rows,
+                        uniqExact(seq, idx) AS points
+                 FROM metrics WHERE name = ? AND session_id IN ({})
                  GROUP BY session_id",
                 matching.text
             ),
             params,
         };
-        let rows = sql
+        let mut rows = sql
             .bind_to(self.client.query(&sql.text))
             .fetch_all::<MetricStatsRow>()
             .await?;
+        let copied: Vec<String> = rows
+            .iter()
+            .filter(|r| r.rows != r.points)
+            .map(|r| r.session_id.clone())
+            .collect();
+        if !copied.is_empty() {
+            let exact = self.exact_sums(metric, &copied).await?;
+            for row in rows.iter_mut() {
+                if let Some(sum) = exact.get(&row.session_id) {
+                    row.sum = *sum;
+                }
+            }
+        }
         let mut sessions: Vec<SessionMetric> = rows
             .into_iter()
             .map(|r| SessionMetric {
@@ -128,7 +145,7 @@ impl Reader {
                 status: String::new(),
                 peak: r.peak,
                 min: r.min,
-                avg: r.avg,
+                avg: r.sum / r.points.max(1) as f64,
                 last: r.last,
                 points: r.points,
             })
@@ -167,6 +184,34 @@ struct SessionLabelRow {
 }
 
 impl Reader {
+    /// The sum of `metric` over each listed session's distinct points.
+    async fn exact_sums(
+        &self,
+        metric: &str,
+        sessions: &[String],
+    ) -> Result<std::collections::HashMap<String, f64>> {
+        let placeholders = vec!["?"; sessions.len()].join(", ");
+        let mut params = vec![Param::Str(metric.to_string())];
+        params.extend(sessions.iter().map(|s| Param::Str(s.clone())));
+        let sql = Sql {
+            text: format!(
+                "SELECT session_id, sum(value) AS sum FROM (
+                     SELECT session_id, seq, idx, any(value) AS value FROM metrics
+                     WHERE name = ? AND session_id IN ({placeholders})
+                     GROUP BY session_id, seq, idx
+                 ) GROUP BY session_id"
+            ),
+            params,
+        };
+        Ok(sql
+            .bind_to(self.client.query(&sql.text))
+            .fetch_all::<SumRow>()
+            .await?
+            .into_iter()
+            .map(|row| (row.session_id, row.sum))
+            .collect())
+    }
+
     /// Fills in product, version and status of the listed sessions (a key lookup).
     async fn describe_sessions(&self, sessions: &mut [SessionMetric]) -> Result<()> {
         if sessions.is_empty() {
@@ -175,8 +220,9 @@ impl Reader {
         let placeholders = vec!["?"; sessions.len()].join(", ");
         let sql = Sql {
             text: format!(
-                "SELECT session_id, product, version, status FROM sessions FINAL
-                 WHERE session_id IN ({placeholders})"
+                "SELECT session_id, product, version, status FROM sessions
+                 WHERE session_id IN ({placeholders})
+                 ORDER BY session_id, last_seq DESC LIMIT 1 BY session_id"
             ),
             params: sessions
                 .iter()

@@ -1,5 +1,5 @@
 //! Benchmark: query latency over a large warehouse. Seeds (server-side, `INSERT ... SELECT
-//! FROM numbers()`) 1 M sessions, 10 M events, 10 M metric points and 3 M state-path rows,
+//! FROM numbers()`) 1 M sessions, 10 M events, 10 M metric points and 4 M state-path rows,
 //! starts `datacat-query` and prints p50 / p95 of:
 //!   - the sessions list with a state filter ("now"), target p95 <= 100 ms
 //!   - the sessions list with an "ever had" filter
@@ -44,15 +44,17 @@ fn seed_sql(sessions: u64, events: u64, metrics: u64, t0: u64) -> Vec<String> {
                 10, 1, 0, 0, 0, 0, 0
              FROM numbers({sessions})"
         ),
-        // "pilot" changes once: "now" and "ever" differ.
+        // "pilot" changes once: "now" and "ever" differ. Rows as ingest writes them: the
+        // first value; at the change, the old value's removal and the new value.
         format!(
             "INSERT INTO bench.state_paths (session_id, seq, idx, ts_ms, date, path, value,
                 elements, removed)
-             SELECT concat('s-', toString(intDiv(number, 2))), number % 2, 0,
-                {t0} + intDiv(number, 2) * 1000 + number % 2,
-                toDate(toDateTime(intDiv({t0} + intDiv(number, 2) * 1000, 1000))), 'pilot',
-                concat('pilot-', toString((intDiv(number, 2) + number % 2) % 1000)), [], 0
-             FROM numbers({sessions} * 2)"
+             SELECT concat('s-', toString(intDiv(number, 3))), if(number % 3 = 0, 0, 1), 0,
+                {t0} + intDiv(number, 3) * 1000 + if(number % 3 = 0, 0, 1),
+                toDate(toDateTime(intDiv({t0} + intDiv(number, 3) * 1000, 1000))), 'pilot',
+                concat('pilot-', toString((intDiv(number, 3) + if(number % 3 = 2, 1, 0)) % 1000)),
+                [], if(number % 3 = 1, 1, 0)
+             FROM numbers({sessions} * 3)"
         ),
         // One session in ten had "space probe" open.
         format!(
@@ -177,7 +179,7 @@ async fn main() -> Result<()> {
     ];
     println!(
         "query benchmark: {sessions} sessions, {events} events, {metrics} metric points, {} state-path rows (seeded in {seeded:.1} s)",
-        sessions * 3
+        sessions * 4
     );
     let client = reqwest::Client::new();
     for (name, path, target) in questions {
