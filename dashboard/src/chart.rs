@@ -60,3 +60,41 @@ fn span(lo: f64, hi: f64) -> f64 {
         1.0
     }
 }
+
+/// A bar chart of labelled values (histogram buckets, counts per day).
+#[component]
+pub fn BarChart(title: String, bars: Vec<(String, f64)>) -> Element {
+    if bars.is_empty() {
+        return rsx! {};
+    }
+    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max);
+    let slot = (WIDTH - 2.0 * PAD) / bars.len() as f64;
+    let bar_width = (slot * 0.8).max(1.0);
+    let height = |v: f64| (v / span(0.0, max)) * (HEIGHT - 2.0 * PAD);
+    // Label at most ~12 bars, evenly spaced, so labels never overlap.
+    let label_every = bars.len().div_ceil(12).max(1);
+    let total: f64 = bars.iter().map(|b| b.1).sum();
+    rsx! {
+        figure { class: "chart bar-chart",
+            figcaption { "{title} " span { class: "muted", "max {max} · total {total} · {bars.len()} bars" } }
+            svg { view_box: "0 0 {WIDTH} {HEIGHT}", width: "100%", height: "{HEIGHT}",
+                line { x1: "{PAD}", y1: "{HEIGHT - PAD}", x2: "{WIDTH - PAD}", y2: "{HEIGHT - PAD}", class: "axis" }
+                text { x: "2", y: "{PAD}", class: "tick", "{max}" }
+                for (i, (label, value)) in bars.iter().enumerate() {
+                    rect {
+                        key: "{i}",
+                        x: "{PAD + i as f64 * slot + (slot - bar_width) / 2.0:.1}",
+                        y: "{HEIGHT - PAD - height(*value):.1}",
+                        width: "{bar_width:.1}",
+                        height: "{height(*value):.1}",
+                        class: "bar",
+                        title { "{label}: {value}" }
+                    }
+                    if i % label_every == 0 {
+                        text { x: "{PAD + i as f64 * slot:.1}", y: "{HEIGHT - 8.0}", class: "tick", "{label}" }
+                    }
+                }
+            }
+        }
+    }
+}

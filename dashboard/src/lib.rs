@@ -12,7 +12,10 @@ mod style;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datacat_protocol::api::{SessionDetail, SessionQuery, SessionSummary};
+use datacat_protocol::api::{
+    MetricAcrossSessions, MetricStat, ProductSummary, SessionDetail, SessionPage, SessionQuery,
+    TrendPoint,
+};
 use dioxus::prelude::*;
 
 pub use format::url_encode;
@@ -21,8 +24,24 @@ pub use style::STYLESHEET;
 /// Where pages get their data.
 #[async_trait]
 pub trait DataSource: Send + Sync {
-    async fn sessions(&self, query: SessionQuery) -> Result<Vec<SessionSummary>, String>;
+    async fn sessions(&self, query: SessionQuery) -> Result<SessionPage, String>;
     async fn session(&self, id: String) -> Result<Option<SessionDetail>, String>;
+    async fn products(&self, query: SessionQuery) -> Result<Vec<ProductSummary>, String>;
+    async fn trend(&self, query: SessionQuery) -> Result<Vec<TrendPoint>, String>;
+    async fn metric_across(
+        &self,
+        metric: String,
+        query: SessionQuery,
+        stat: MetricStat,
+    ) -> Result<MetricAcrossSessions, String>;
+}
+
+/// The metric explorer's question: a metric, a figure, and which sessions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Exploration {
+    pub metric: String,
+    pub stat: MetricStat,
+    pub query: SessionQuery,
 }
 
 /// Which page to show; parsed from the URL by the host.
@@ -30,6 +49,10 @@ pub trait DataSource: Send + Sync {
 pub enum Page {
     Sessions(Box<SessionQuery>),
     Session(String),
+    Products(Box<SessionQuery>),
+    Metrics(Box<Exploration>),
+    /// The URL's filters do not parse: say why instead of showing everything.
+    BadFilter(String),
     NotFound(String),
 }
 
@@ -41,16 +64,45 @@ impl Page {
             .split('/')
             .filter(|s| !s.is_empty())
             .collect();
+        let parsed = |extra: &[&str]| SessionQuery::parse(query, extra);
         match segments.as_slice() {
-            [] | ["sessions"] => Page::Sessions(Box::new(parse_query(query))),
-            ["sessions", id] => Page::Session(id.to_string()),
+            [] | ["sessions"] => match parsed(&[]) {
+                Ok(query) => Page::Sessions(Box::new(query)),
+                Err(error) => Page::BadFilter(error),
+            },
+            ["sessions", id] => Page::Session(datacat_protocol::query::decode(id)),
+            ["products"] => match parsed(&[]) {
+                Ok(query) => Page::Products(Box::new(query)),
+                Err(error) => Page::BadFilter(error),
+            },
+            ["explore"] => {
+                let pairs = datacat_protocol::query::pairs(query);
+                let get = |key: &str| {
+                    pairs
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == key)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                let stat = match get("stat").as_str() {
+                    "min" => MetricStat::Min,
+                    "avg" => MetricStat::Avg,
+                    "last" => MetricStat::Last,
+                    _ => MetricStat::Peak,
+                };
+                match parsed(&["name", "stat"]) {
+                    Ok(query) => Page::Metrics(Box::new(Exploration {
+                        metric: get("name"),
+                        stat,
+                        query,
+                    })),
+                    Err(error) => Page::BadFilter(error),
+                }
+            }
             _ => Page::NotFound(path.to_string()),
         }
     }
-}
-
-fn parse_query(query: &str) -> SessionQuery {
-    SessionQuery::parse(query, &[]).unwrap_or_default()
 }
 
 /// The root component's props: the page and the data source.
@@ -68,8 +120,15 @@ pub struct Data(pub Arc<dyn DataSource>);
 pub fn app(props: AppProps) -> Element {
     use_context_provider(|| Data(props.data.clone()));
     let body = match props.page {
-        Page::Sessions(query) => rsx! { pages::sessions::SessionsPage { query: *query.clone() } },
+        Page::Sessions(query) => rsx! { pages::sessions::SessionsPage { query: *query } },
         Page::Session(id) => rsx! { pages::session::SessionPage { id } },
+        Page::Products(query) => rsx! { pages::products::ProductsPage { query: *query } },
+        Page::Metrics(exploration) => {
+            rsx! { pages::explorer::ExplorerPage { exploration: *exploration } }
+        }
+        Page::BadFilter(error) => rsx! {
+            div { class: "error", "The filters in this link do not work: {error}. " a { href: "/", "All sessions" } }
+        },
         Page::NotFound(path) => rsx! {
             div { class: "empty", "No page at {path}. " a { href: "/", "Back to sessions" } }
         },
@@ -77,7 +136,11 @@ pub fn app(props: AppProps) -> Element {
     rsx! {
         header { class: "topbar",
             a { class: "brand", href: "/", "DataCat" }
-            nav { a { href: "/", "Sessions" } }
+            nav {
+                a { href: "/", "Sessions" }
+                a { href: "/products", "Products" }
+                a { href: "/explore", "Metric explorer" }
+            }
         }
         main { class: "content", {body} }
     }
@@ -107,5 +170,22 @@ mod tests {
             Page::from_path("/nope/x/y", ""),
             Page::NotFound("/nope/x/y".into())
         );
+        assert!(matches!(
+            Page::from_path("/", "status=exploded"),
+            Page::BadFilter(_)
+        ));
+        let Page::Metrics(exploration) = Page::from_path(
+            "/explore",
+            "name=memory_usage&stat=avg&ever_contains=w.open%3Dspace%20probe",
+        ) else {
+            panic!("the metric explorer")
+        };
+        assert_eq!(exploration.metric, "memory_usage");
+        assert_eq!(exploration.stat, MetricStat::Avg);
+        assert_eq!(exploration.query.ever_contains[0].value, "space probe");
+        assert!(matches!(
+            Page::from_path("/products", "product=x"),
+            Page::Products(_)
+        ));
     }
 }

@@ -31,4 +31,29 @@ pre.state { background: #fff; padding: .8rem; border: 1px solid #e3e6eb; overflo
 .chart .series { fill: none; stroke: #175cd3; stroke-width: 2; }
 .chart .dot { fill: #175cd3; }
 .chart .tick { font-size: 10px; fill: #6b7385; }
+.chart .bar { fill: #175cd3; }
+.topbar nav { display: flex; gap: 1rem; }
+.filters { flex-direction: column; align-items: stretch; background: #fff; padding: .6rem; border: 1px solid #e3e6eb; }
+.filters .row { display: flex; flex-wrap: wrap; gap: .8rem; align-items: end; }
+.filters label { font-size: .85rem; color: #344054; }
+.pager { margin: .8rem 0; }
+.rate.bad { color: #b42318; font-weight: 600; }
+.last-moments { border-left: 4px solid #b42318; padding-left: 1rem; margin: 1rem 0; background: #fff7f6; }
+.timeline { list-style: none; padding: 0; margin: 0; }
+.timeline .event { padding: .3rem .5rem; border-bottom: 1px solid #e3e6eb; background: #fff; }
+.timeline .time { color: #6b7385; font-size: .85rem; margin-right: .5rem; }
+.timeline .badge { margin-right: .5rem; }
+.timeline details { margin: .2rem 0 .2rem 1.5rem; }
+.timeline pre { background: #f6f7f9; padding: .4rem; overflow: auto; margin: .2rem 0; }
+.exception summary { color: #b42318; }
+.frames { margin: .2rem 0; font-size: .85rem; }
+.json-tree { background: #fff; border: 1px solid #e3e6eb; padding: .5rem; font-family: ui-monospace, monospace; font-size: .85rem; }
+.json-node, .json-leaf { margin-left: 1rem; }
+.json-tree > .json-node { margin-left: 0; }
+.json-key { color: #6941c6; }
+.json-value { color: #067647; }
+.history label { display: block; margin: .3rem 0; }
+.history input[type=range] { width: 40%; vertical-align: middle; }
+.columns { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
+pre.diff { background: #fff; border: 1px solid #e3e6eb; padding: .5rem; overflow: auto; }
 "#;

@@ -119,6 +119,22 @@ pub struct ProductsAnswer {
     pub products: Vec<ProductSummary>,
 }
 
+/// Sessions started on one day (UTC) and how many of them crashed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TrendPoint {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub sessions: u64,
+    pub crashed: u64,
+    pub crash_free_rate: f64,
+}
+
+/// `GET /api/products/trend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TrendAnswer {
+    pub days: Vec<TrendPoint>,
+}
+
 /// `GET /api/sessions/{id}/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricsAnswer {

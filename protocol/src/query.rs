@@ -119,6 +119,8 @@ impl SessionQuery {
                 "to" => parsed.to_ms = time()?,
                 "hostname" => parsed.hostname = text(),
                 "machine_id" => parsed.machine_id = text(),
+                // An empty box of a form: no filter.
+                "state" | "ever" | "contains" | "ever_contains" if value.is_empty() => {}
                 "state" => parsed.state.push(path_value()?),
                 "ever" => parsed.ever.push(path_value()?),
                 "contains" => parsed.contains.push(path_value()?),
@@ -323,6 +325,11 @@ mod tests {
             assert!(error.contains(needle), "{query}: {error}");
         }
         assert!(SessionQuery::parse("format=csv", &["format"]).is_ok());
+        assert_eq!(
+            SessionQuery::parse("state=&ever=&q=&from=&status=", &[]).unwrap(),
+            SessionQuery::default(),
+            "a form's empty boxes are no filters"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use datacat_protocol::api::{
     ErrorBody, EventPage, MetricAcrossSessions, MetricStat, MetricsAnswer, ProductsAnswer,
-    SessionDetail, SessionPage, SessionQuery, StateDiffView, StateSnapshot,
+    SessionDetail, SessionPage, SessionQuery, StateDiffView, StateSnapshot, TrendAnswer,
 };
 use datacat_protocol::query::pairs;
 use datacat_warehouse::{EventFilter, StatePoint};
@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/sessions/{id}/batch", post(direct::batch))
         .route("/api/sessions/{id}/state/diff", get(session_state_diff))
         .route("/api/products", get(products))
+        .route("/api/products/trend", get(product_trend))
         .route("/api/export/{kind}", get(export::export))
         .route("/api/data/sessions", get(export::data_sessions))
         .route("/api/grafana/sessions", get(export::grafana_sessions))
@@ -228,6 +229,18 @@ async fn products(
     let query = session_query(&query, &[])?;
     let products = state.reader.products(&query).await?;
     Ok(Json(ProductsAnswer { products }))
+}
+
+#[utoipa::path(get, path = "/api/products/trend", tag = "analysis", params(SessionFilters),
+    responses((status = 200, body = TrendAnswer), (status = 400, body = ErrorBody)))]
+/// `GET /api/products/trend`: sessions and crashes per start day of the matching sessions.
+async fn product_trend(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<TrendAnswer>, ApiError> {
+    let query = session_query(&query, &[])?;
+    let days = state.reader.product_trend(&query).await?;
+    Ok(Json(TrendAnswer { days }))
 }
 
 #[utoipa::path(get, path = "/api/metrics/{name}/sessions", tag = "analysis",

@@ -13,7 +13,10 @@ use axum::response::{Html, Response};
 use axum::routing::get;
 use axum::Router;
 use datacat_dashboard::{app, url_encode, AppProps, DataSource, Page, STYLESHEET};
-use datacat_protocol::api::{SessionDetail, SessionQuery, SessionSummary};
+use datacat_protocol::api::{
+    MetricAcrossSessions, MetricStat, ProductSummary, SessionDetail, SessionPage, SessionQuery,
+    TrendPoint,
+};
 use datacat_warehouse::Reader;
 use dioxus_liveview::{axum_socket, interpreter_glue, LiveViewPool};
 use tokio::runtime::Handle;
@@ -26,6 +29,8 @@ pub fn router(runtime: Handle) -> Router<AppState> {
         .route("/", get(shell))
         .route("/sessions", get(shell))
         .route("/sessions/{id}", get(shell))
+        .route("/products", get(shell))
+        .route("/explore", get(shell))
         .route(
             "/live/ws",
             get(
@@ -83,23 +88,53 @@ struct WarehouseData {
     runtime: Handle,
 }
 
-#[async_trait]
-impl DataSource for WarehouseData {
-    async fn sessions(&self, query: SessionQuery) -> Result<Vec<SessionSummary>, String> {
+impl WarehouseData {
+    /// Runs a warehouse read on the service's runtime; errors become the page's message.
+    async fn run<T, F>(
+        &self,
+        read: impl FnOnce(Arc<Reader>) -> F + Send + 'static,
+    ) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = datacat_warehouse::Result<T>> + Send + 'static,
+    {
         let reader = self.reader.clone();
         self.runtime
-            .spawn(async move { reader.list_sessions(&query).await.map(|page| page.sessions) })
+            .spawn(async move { read(reader).await })
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     }
+}
+
+#[async_trait]
+impl DataSource for WarehouseData {
+    async fn sessions(&self, query: SessionQuery) -> Result<SessionPage, String> {
+        self.run(move |r| async move { r.list_sessions(&query).await })
+            .await
+    }
 
     async fn session(&self, id: String) -> Result<Option<SessionDetail>, String> {
-        let reader = self.reader.clone();
-        self.runtime
-            .spawn(async move { reader.session(&id).await })
+        self.run(move |r| async move { r.session(&id).await }).await
+    }
+
+    async fn products(&self, query: SessionQuery) -> Result<Vec<ProductSummary>, String> {
+        self.run(move |r| async move { r.products(&query).await })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+    }
+
+    async fn trend(&self, query: SessionQuery) -> Result<Vec<TrendPoint>, String> {
+        self.run(move |r| async move { r.product_trend(&query).await })
+            .await
+    }
+
+    async fn metric_across(
+        &self,
+        metric: String,
+        query: SessionQuery,
+        stat: MetricStat,
+    ) -> Result<MetricAcrossSessions, String> {
+        self.run(move |r| async move { r.metric_across_sessions(&metric, &query, stat, 100).await })
+            .await
     }
 }

@@ -6,7 +6,7 @@ use datacat_protocol::api::{
     CreatedSession, DistributionBucket, ErrorBody, EventPage, EventView, MetricAcrossSessions,
     MetricSeries, MetricStat, MetricView, MetricsAnswer, ProductSummary, ProductsAnswer,
     SessionDetail, SessionMetric, SessionPage, SessionSummary, StateDiffView, StateSnapshot,
-    WriteAnswer,
+    TrendAnswer, TrendPoint, WriteAnswer,
 };
 use datacat_protocol::calls::{
     BatchBody, ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, StateBody,
@@ -97,6 +97,7 @@ pub struct EventParams {
         crate::api::session_state,
         crate::api::session_state_diff,
         crate::api::products,
+        crate::api::product_trend,
         crate::api::metric_across_sessions,
         crate::direct::create,
         crate::direct::state,
@@ -114,7 +115,7 @@ pub struct EventParams {
     components(schemas(
         ErrorBody, SessionPage, SessionSummary, SessionDetail, StateSnapshot, EventView,
         MetricView, EventPage, MetricsAnswer, MetricSeries, StateDiffView, ProductsAnswer,
-        ProductSummary, MetricAcrossSessions, SessionMetric, DistributionBucket, MetricStat,
+        ProductSummary, TrendAnswer, TrendPoint, MetricAcrossSessions, SessionMetric, DistributionBucket, MetricStat,
         CreatedSession, WriteAnswer, ClientTime, StateBody, EventBody, MetricBody,
         HeartbeatBody, EndBody, BatchBody, crate::direct::CreateBody, crate::auth::LoginForm,
     ))

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use clickhouse::Row;
 use datacat_protocol::api::{
     DistributionBucket, MetricAcrossSessions, MetricStat, ProductSummary, SessionMetric,
-    SessionQuery,
+    SessionQuery, TrendPoint,
 };
 use datacat_protocol::time::rfc3339_ms;
 use serde::Deserialize;
@@ -37,6 +37,13 @@ struct MetricStatsRow {
     last: f64,
     rows: u64,
     points: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct TrendRow {
+    day: u16,
+    sessions: u64,
+    crashed: u64,
 }
 
 #[derive(Row, Deserialize)]
@@ -91,6 +98,35 @@ impl Reader {
                 .then_with(|| b.last_started_at.cmp(&a.last_started_at))
         });
         Ok(summaries)
+    }
+
+    /// Sessions per start day (UTC) of the sessions matching `query`, with crashes; oldest
+    /// day first, at most the last 366 days that have sessions.
+    pub async fn product_trend(&self, query: &SessionQuery) -> Result<Vec<TrendPoint>> {
+        let matching = matching_sessions(query, "started_date, status");
+        let sql = Sql {
+            text: format!(
+                "SELECT toUInt16(started_date) AS day, count() AS sessions,
+                        countIf(status = 'crashed') AS crashed
+                 FROM ({}) GROUP BY started_date ORDER BY started_date DESC LIMIT 366",
+                matching.text
+            ),
+            params: matching.params,
+        };
+        let mut days: Vec<TrendPoint> = sql
+            .bind_to(self.client.query(&sql.text))
+            .fetch_all::<TrendRow>()
+            .await?
+            .into_iter()
+            .map(|row| TrendPoint {
+                date: datacat_protocol::time::iso_date(u64::from(row.day) * 86_400_000),
+                sessions: row.sessions,
+                crashed: row.crashed,
+                crash_free_rate: 1.0 - row.crashed as f64 / row.sessions.max(1) as f64,
+            })
+            .collect();
+        days.reverse();
+        Ok(days)
     }
 
     /// `metric` summarised per session (peak, min, avg, last) over the sessions matching

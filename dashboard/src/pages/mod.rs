@@ -1,10 +1,128 @@
+//! The pages, and the pieces several of them share.
+
+pub mod explorer;
+pub mod products;
 pub mod session;
 pub mod sessions;
+mod state;
+mod timeline;
 
+use std::time::Duration;
+
+use datacat_protocol::api::{Order, PathValue, SessionQuery, SortKey};
+use datacat_protocol::query::{LEVELS, STATUSES};
 use dioxus::prelude::*;
+
+/// How often live pages (the sessions list, an active session) fetch again.
+pub const LIVE_EVERY: Duration = Duration::from_secs(2);
 
 /// A status as a coloured badge.
 #[component]
 pub fn StatusBadge(status: String) -> Element {
     rsx! { span { class: "badge status-{status}", "{status}" } }
+}
+
+fn path_values(list: &[PathValue]) -> Vec<String> {
+    let mut values: Vec<String> = list
+        .iter()
+        .map(|pv| format!("{}={}", pv.path, pv.value))
+        .collect();
+    // One empty box to add another.
+    values.push(String::new());
+    values
+}
+
+fn time_value(ms: Option<u64>) -> String {
+    ms.map(datacat_protocol::time::rfc3339_ms)
+        .unwrap_or_default()
+}
+
+/// Every sessions filter, as a GET form: submitting it puts the filters in the URL, so a
+/// filtered view is a link to share. `action` is the page the form shows again; `extra`
+/// inputs (name, value) ride along (the metric explorer's metric and figure).
+#[component]
+pub fn FilterForm(query: SessionQuery, action: String, extra: Vec<(String, String)>) -> Element {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let status = text(&query.status);
+    let level = text(&query.level);
+    let sort = match query.sort {
+        SortKey::Started => "started",
+        SortKey::Updated => "updated",
+        SortKey::Ended => "ended",
+        SortKey::Events => "events",
+    };
+    let ascending = query.order == Order::Asc;
+    let state_lists = [
+        ("state", "State now (path=value)", path_values(&query.state)),
+        ("ever", "State ever (path=value)", path_values(&query.ever)),
+        (
+            "contains",
+            "Array now contains (path=value)",
+            path_values(&query.contains),
+        ),
+        (
+            "ever_contains",
+            "Array ever contained (path=value)",
+            path_values(&query.ever_contains),
+        ),
+    ];
+    rsx! {
+        form { class: "filters", method: "get", action: "{action}",
+            for (name, value) in extra.iter() {
+                input { r#type: "hidden", name: "{name}", value: "{value}" }
+            }
+            div { class: "row",
+                label { "Search " input { name: "q", value: "{text(&query.q)}", placeholder: "id, host, reason, state…" } }
+                label { "Product " input { name: "product", value: "{text(&query.product)}" } }
+                label { "Version " input { name: "version", value: "{text(&query.version)}", size: "8" } }
+                label { "Status "
+                    select { name: "status",
+                        option { value: "", selected: status.is_empty(), "any" }
+                        for s in STATUSES {
+                            option { value: "{s}", selected: status == *s, "{s}" }
+                        }
+                    }
+                }
+                label { "Host " input { name: "hostname", value: "{text(&query.hostname)}", size: "10" } }
+            }
+            div { class: "row",
+                label { "From " input { name: "from", value: "{time_value(query.from_ms)}", placeholder: "2026-11-01T00:00:00Z", size: "22" } }
+                label { "To " input { name: "to", value: "{time_value(query.to_ms)}", size: "22" } }
+                label { "Has event " input { name: "event", value: "{text(&query.event)}", size: "12" } }
+                label { "Event level "
+                    select { name: "level",
+                        option { value: "", selected: level.is_empty(), "any" }
+                        for l in LEVELS {
+                            option { value: "{l}", selected: level == *l, "{l}" }
+                        }
+                    }
+                }
+                label { "Sort "
+                    select { name: "sort",
+                        for s in ["started", "updated", "ended", "events"] {
+                            option { value: "{s}", selected: sort == s, "{s}" }
+                        }
+                    }
+                }
+                label { "Order "
+                    select { name: "order",
+                        option { value: "desc", selected: !ascending, "newest / most first" }
+                        option { value: "asc", selected: ascending, "oldest / least first" }
+                    }
+                }
+            }
+            div { class: "row",
+                for (name, label, values) in state_lists {
+                    label { "{label} "
+                        for value in values {
+                            input { name: "{name}", value: "{value}", size: "18" }
+                        }
+                    }
+                }
+            }
+            button { r#type: "submit", "Apply filters" }
+            " "
+            a { href: "{action}", "Clear" }
+        }
+    }
 }

@@ -1,23 +1,43 @@
-//! One session's story: header, events, state and its history, metrics.
+//! One session's story: the header, for a crashed or hung session its last moments first,
+//! the timeline, the state with its history, and the metrics. An active session's page
+//! updates itself.
 
 use std::collections::BTreeMap;
 
-use datacat_protocol::api::{EventView, SessionDetail};
+use datacat_protocol::api::{MetricView, SessionDetail};
+use datacat_protocol::time::parse_time_ms;
 use dioxus::prelude::*;
 
-use crate::chart::LineChart;
+use crate::chart::{BarChart, LineChart};
 use crate::format::short_time;
-use crate::pages::StatusBadge;
+use crate::pages::state::{JsonTree, StateHistory};
+use crate::pages::timeline::Timeline;
+use crate::pages::{StatusBadge, LIVE_EVERY};
 use crate::Data;
+
+/// Events shown in "last moments".
+const LAST_MOMENTS: usize = 10;
 
 #[component]
 pub fn SessionPage(id: String) -> Element {
     let data = use_context::<Data>();
+    let mut detail = use_signal(|| None::<Result<Option<SessionDetail>, String>>);
     let session_id = id.clone();
-    let detail = use_resource(move || {
+    use_future(move || {
         let data = data.clone();
         let id = session_id.clone();
-        async move { data.0.session(id).await }
+        async move {
+            loop {
+                let answer = data.0.session(id.clone()).await;
+                let live =
+                    matches!(&answer, Ok(Some(s)) if s.status == "active" || s.status == "hung");
+                detail.set(Some(answer));
+                if !live {
+                    break;
+                }
+                tokio::time::sleep(LIVE_EVERY).await;
+            }
+        }
     });
     let view = match &*detail.read() {
         None => rsx! { p { class: "muted", "Loading session…" } },
@@ -30,21 +50,65 @@ pub fn SessionPage(id: String) -> Element {
     view
 }
 
+fn duration(session: &SessionDetail) -> String {
+    let start = parse_time_ms(&session.created_at).unwrap_or_default();
+    let end = session
+        .ended_at
+        .as_deref()
+        .or(Some(session.updated_at.as_str()))
+        .and_then(parse_time_ms)
+        .unwrap_or(start);
+    let seconds = end.saturating_sub(start) / 1000;
+    let running = if session.ended_at.is_none() {
+        " so far"
+    } else {
+        ""
+    };
+    match seconds {
+        s if s < 60 => format!("{s} s{running}"),
+        s if s < 3600 => format!("{} min {} s{running}", s / 60, s % 60),
+        s => format!("{} h {} min{running}", s / 3600, (s % 3600) / 60),
+    }
+}
+
 #[component]
 fn SessionView(session: SessionDetail) -> Element {
-    let state = serde_json::to_string_pretty(&session.state).unwrap_or_default();
     let ended = session
         .ended_at
         .as_deref()
         .map(short_time)
         .unwrap_or_else(|| "—".into());
-    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for (i, metric) in session.metrics.iter().enumerate() {
-        series
-            .entry(metric.name.clone())
-            .or_default()
-            .push((i as f64, metric.value));
-    }
+    let troubled = matches!(session.status.as_str(), "crashed" | "hung" | "lost");
+    let last_events: Vec<_> = session
+        .events
+        .iter()
+        .rev()
+        .take(LAST_MOMENTS)
+        .cloned()
+        .collect();
+    let machine = &session.machine;
+    let os = format!("{} {}", machine.os_name, machine.os_version);
+    let cpus = (machine.cpu_count > 0).then(|| format!("{} CPUs", machine.cpu_count));
+    let id = (!session.machine_id.is_empty()).then(|| format!("id {}", session.machine_id));
+    let machine_facts: Vec<String> = [
+        Some(machine.hostname.clone()),
+        Some(os.trim().to_string()),
+        cpus,
+        id,
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|fact| !fact.is_empty())
+    .collect();
+    let machine_line = machine_facts.join(" · ");
+    let process = if machine.pid > 0 {
+        format!(
+            "pid {} {} ({})",
+            machine.pid, machine.executable, machine.user
+        )
+    } else {
+        "—".to_string()
+    };
     rsx! {
         section { class: "session-header",
             h1 { "{session.product} {session.version} " StatusBadge { status: session.status.clone() } }
@@ -52,57 +116,81 @@ fn SessionView(session: SessionDetail) -> Element {
                 dt { "Session" } dd { class: "mono", "{session.id}" }
                 dt { "Started" } dd { "{short_time(&session.created_at)}" }
                 dt { "Ended" } dd { "{ended}" }
-                dt { "End reason" } dd { "{session.end_reason}" }
-                dt { "Host" } dd { "{session.machine.hostname} ({session.machine.os_name} {session.machine.os_version})" }
-                dt { "Process" } dd { "pid {session.machine.pid} {session.machine.executable}" }
-            }
-        }
-        section {
-            h2 { "Events ({session.events.len()})" }
-            if session.events.is_empty() {
-                p { class: "muted", "No events." }
-            } else {
-                table { class: "events",
-                    thead { tr { th { "Time" } th { "Level" } th { "Name" } th { "Message" } th { "Data" } } }
-                    tbody {
-                        for (i, event) in session.events.iter().enumerate() {
-                            EventRow { key: "{i}", event: event.clone() }
-                        }
-                    }
+                dt { "Duration" } dd { "{duration(&session)}" }
+                if !session.end_reason.is_empty() {
+                    dt { "End reason" } dd { class: "end-reason", "{session.end_reason}" }
+                }
+                dt { "Machine" } dd { "{machine_line}" }
+                dt { "Process" } dd { "{process}" }
+                if session.hang_count > 0 {
+                    dt { "Hangs" } dd { "{session.hang_count}" }
+                }
+                if session.dropped_records > 0 || session.gaps > 0 {
+                    dt { "Lost data" } dd { class: "error", "{session.dropped_records} records dropped, {session.gaps} batches never arrived" }
                 }
             }
         }
+        if troubled {
+            section { class: "last-moments",
+                h2 { "Last moments before it {session.status}" }
+                p { class: "muted", "The last {last_events.len()} events, newest first, and the state at the end." }
+                Timeline { events: last_events }
+                JsonTree { value: session.state.clone() }
+            }
+        }
+        section {
+            h2 { "Timeline ({session.events.len()} events)" }
+            Timeline { events: session.events.clone() }
+        }
         section {
             h2 { "State" }
-            pre { class: "state", "{state}" }
-            p { class: "muted", "{session.state_history.len()} state changes" }
+            JsonTree { value: session.state.clone() }
+            h3 { "History ({session.state_history.len()} changes)" }
+            StateHistory { history: session.state_history.clone() }
         }
         section {
             h2 { "Metrics" }
-            if series.is_empty() {
-                p { class: "muted", "No metrics." }
-            }
-            for (name, points) in series.into_iter() {
-                LineChart { key: "{name}", title: name.clone(), points }
-            }
+            Metrics { metrics: session.metrics.clone() }
         }
     }
 }
 
+/// One chart per metric: a line over time for gauges, counters and timers; bars of the
+/// latest buckets for histograms.
 #[component]
-fn EventRow(event: EventView) -> Element {
-    let data = if event.data.as_object().is_some_and(|o| o.is_empty()) {
-        String::new()
-    } else {
-        event.data.to_string()
-    };
-    rsx! {
-        tr { class: "level-{event.level}",
-            td { "{short_time(&event.timestamp)}" }
-            td { span { class: "badge level-{event.level}", "{event.level}" } }
-            td { "{event.name}" }
-            td { "{event.message}" }
-            td { class: "mono", "{data}" }
-        }
+fn Metrics(metrics: Vec<MetricView>) -> Element {
+    if metrics.is_empty() {
+        return rsx! { p { class: "muted", "No metrics." } };
     }
+    let mut series: BTreeMap<String, Vec<&MetricView>> = BTreeMap::new();
+    for metric in &metrics {
+        series.entry(metric.name.clone()).or_default().push(metric);
+    }
+    let charts = series.into_iter().map(|(name, points)| {
+        let latest = points.last().copied();
+        let unit = latest.map(|m| m.unit.clone()).unwrap_or_default();
+        let title = if unit.is_empty() { name.clone() } else { format!("{name} ({unit})") };
+        match latest.and_then(|m| m.histogram.clone()) {
+            Some(histogram) => {
+                let mut bars: Vec<(String, f64)> = histogram
+                    .bounds
+                    .iter()
+                    .zip(&histogram.counts)
+                    .map(|(bound, count)| (format!("≤{bound}"), *count as f64))
+                    .collect();
+                if let Some(overflow) = histogram.counts.get(histogram.bounds.len()) {
+                    bars.push(("more".to_string(), *overflow as f64));
+                }
+                rsx! { BarChart { key: "{name}", title: format!("{title}: {} observations", histogram.count), bars } }
+            }
+            None => {
+                let line: Vec<(f64, f64)> = points
+                    .iter()
+                    .map(|m| (parse_time_ms(&m.timestamp).unwrap_or_default() as f64 / 1000.0, m.value))
+                    .collect();
+                rsx! { LineChart { key: "{name}", title, points: line } }
+            }
+        }
+    });
+    rsx! { for chart in charts { {chart} } }
 }

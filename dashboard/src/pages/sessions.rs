@@ -1,64 +1,98 @@
-//! The sessions list.
+//! The sessions list: every filter, sortable columns, cursor pages, live.
 
-use datacat_protocol::api::SessionQuery;
+use datacat_protocol::api::{Order, SessionPage, SessionQuery, SortKey};
 use dioxus::prelude::*;
 
 use crate::format::{short_time, url_encode};
-use crate::pages::StatusBadge;
+use crate::pages::{FilterForm, StatusBadge, LIVE_EVERY};
 use crate::Data;
-
-const STATUSES: [&str; 5] = ["active", "ended", "crashed", "hung", "lost"];
 
 #[component]
 pub fn SessionsPage(query: SessionQuery) -> Element {
     let data = use_context::<Data>();
+    let mut page = use_signal(|| None::<Result<SessionPage, String>>);
     let filter = query.clone();
-    let sessions = use_resource(move || {
+    // Live: fetched again every few seconds, replacing the table only when the answer is in.
+    use_future(move || {
         let data = data.clone();
         let filter = filter.clone();
-        async move { data.0.sessions(filter).await }
+        async move {
+            loop {
+                let answer = data.0.sessions(filter.clone()).await;
+                page.set(Some(answer));
+                tokio::time::sleep(LIVE_EVERY).await;
+            }
+        }
     });
-    let product = query.product.clone().unwrap_or_default();
-    let version = query.version.clone().unwrap_or_default();
-    let status = query.status.clone().unwrap_or_default();
-    let body = match &*sessions.read() {
+    let base = query.to_query_string();
+    let sort_link = |key: SortKey, name: &str| {
+        let mut next = query.clone();
+        let order = if query.sort == key && query.order == Order::Desc {
+            Order::Asc
+        } else {
+            Order::Desc
+        };
+        next.sort = key;
+        next.order = order;
+        next.cursor = None;
+        let arrow = match (query.sort == key, query.order) {
+            (true, Order::Desc) => " ↓",
+            (true, Order::Asc) => " ↑",
+            _ => "",
+        };
+        (
+            format!("/?{}", next.to_query_string()),
+            format!("{name}{arrow}"),
+        )
+    };
+    let (started_href, started_label) = sort_link(SortKey::Started, "Started");
+    let (updated_href, updated_label) = sort_link(SortKey::Updated, "Updated");
+    let (ended_href, ended_label) = sort_link(SortKey::Ended, "Ended");
+    let (events_href, events_label) = sort_link(SortKey::Events, "Events");
+    let body = match &*page.read() {
         None => rsx! { p { class: "muted", "Loading sessions…" } },
         Some(Err(error)) => rsx! { p { class: "error", "Could not load sessions: {error}" } },
-        Some(Ok(list)) if list.is_empty() => rsx! { p { class: "empty", "No sessions match." } },
+        Some(Ok(list)) if list.sessions.is_empty() => {
+            rsx! { p { class: "empty", "No sessions match." } }
+        }
         Some(Ok(list)) => rsx! {
             table { class: "sessions",
-                thead { tr { th { "Status" } th { "Product" } th { "Version" } th { "Started" } th { "Host" } th { "Events" } th { "Session" } } }
+                thead { tr {
+                    th { "Status" } th { "Product" } th { "Version" }
+                    th { a { href: "{started_href}", "{started_label}" } }
+                    th { a { href: "{updated_href}", "{updated_label}" } }
+                    th { a { href: "{ended_href}", "{ended_label}" } }
+                    th { "Host" }
+                    th { a { href: "{events_href}", "{events_label}" } }
+                    th { "End reason" } th { "Session" }
+                } }
                 tbody {
-                    for session in list.iter() {
-                        tr { key: "{session.id}",
+                    for session in list.sessions.iter() {
+                        tr { key: "{session.id}", class: "session-row status-row-{session.status}",
                             td { StatusBadge { status: session.status.clone() } }
                             td { a { href: "/?product={url_encode(&session.product)}", "{session.product}" } }
                             td { "{session.version}" }
                             td { "{short_time(&session.created_at)}" }
+                            td { "{short_time(&session.updated_at)}" }
+                            td { "{session.ended_at.as_deref().map(short_time).unwrap_or_default()}" }
                             td { "{session.hostname}" }
                             td { "{session.event_count}" }
-                            td { a { class: "mono", href: "/sessions/{session.id}", "{session.id}" } }
+                            td { "{session.end_reason}" }
+                            td { a { class: "mono", href: "/sessions/{url_encode(&session.id)}", "{session.id}" } }
                         }
                     }
+                }
+            }
+            if let Some(cursor) = &list.next_cursor {
+                p { class: "pager",
+                    a { href: "/?{base}&cursor={url_encode(cursor)}", "Next page →" }
                 }
             }
         },
     };
     rsx! {
         h1 { "Sessions" }
-        form { class: "filters", method: "get", action: "/",
-            label { "Product " input { name: "product", value: "{product}" } }
-            label { "Version " input { name: "version", value: "{version}" } }
-            label { "Status "
-                select { name: "status",
-                    option { value: "", selected: status.is_empty(), "any" }
-                    for s in STATUSES {
-                        option { value: "{s}", selected: status == s, "{s}" }
-                    }
-                }
-            }
-            button { r#type: "submit", "Filter" }
-        }
+        FilterForm { query: query.clone(), action: "/".to_string(), extra: Vec::new() }
         {body}
     }
 }
