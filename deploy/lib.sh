@@ -183,6 +183,16 @@ datacat_install_deps() {
 }
 
 datacat_install_test_deps() {
+    # Debian's Chromium and ChromeDriver: the dashboard test drives a real headless browser.
+    if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 ||
+            { datacat_err "missing chromium/chromium-driver and apt-get is not available"; return 1; }
+        datacat_log "installing chromium chromium-driver with apt-get"
+        datacat_as_root apt-get update || return 1
+        datacat_as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -o DPkg::Lock::Timeout=300 chromium chromium-driver || return 1
+    fi
+
     # Python 3: pytest (any version). Try a normal pip install; if this python3 is an
     # "externally managed" system interpreter (PEP 668), install into .local/py3-site instead
     # (test-all.sh puts it on PYTHONPATH).

@@ -6,7 +6,8 @@
 # Steps (fail fast):
 #   1. dependencies   ClickHouse 18.16 (apt), nats-server 2.15.1 (pip, .local/nats),
 #                     pytest for python3 and for pyenv's Python 2.7.18, schemathesis
-#                     (.local/schemathesis, fuzzes the query API in step 5)
+#                     (.local/schemathesis, fuzzes the query API in step 5), Debian's
+#                     chromium + chromium-driver (the dashboard test drives a real browser)
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo build --workspace --bins

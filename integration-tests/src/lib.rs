@@ -6,6 +6,7 @@
 //! `deploy/test-all.sh` installs them and sets the variables.
 
 pub mod binaries;
+pub mod browser;
 pub mod daemon;
 pub mod process;
 pub mod python;

@@ -84,6 +84,7 @@ pub fn FilterForm(query: SessionQuery, action: String, extra: Vec<(String, Strin
                     }
                 }
                 label { "Host " input { name: "hostname", value: "{text(&query.hostname)}", size: "10" } }
+                label { "Machine id " input { name: "machine_id", value: "{text(&query.machine_id)}", size: "10" } }
             }
             div { class: "row",
                 label { "From " input { name: "from", value: "{time_value(query.from_ms)}", placeholder: "2026-11-01T00:00:00Z", size: "22" } }

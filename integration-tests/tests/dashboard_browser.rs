@@ -1,0 +1,359 @@
+//! The dashboard in a real headless Chromium over seeded data (real NATS, ingest, ClickHouse
+//! and query): each page loads, a filter applied through the form lands in the URL and
+//! narrows the list, a crashed session opens with its last moments, timeline, exception
+//! frames, state tree, history diff and charts. Screenshots are saved in
+//! `target/dashboard-screenshots/`.
+
+use std::time::Duration;
+
+use datacat_integration_tests::binaries::repo_root;
+use datacat_integration_tests::browser::Browser;
+use datacat_integration_tests::Stack;
+use datacat_protocol::record::{
+    Event, Frame, Level, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
+};
+use datacat_protocol::subject::session_subject;
+use datacat_protocol::{
+    encode_batch, Batch, EndStatus, ExceptionInfo, Histogram, MachineInfo, Record,
+};
+use serde_json::json;
+
+const T0: u64 = 1_795_000_000_000;
+
+fn start(ts_ms: u64, product: &str) -> Record {
+    Record::Start(SessionStart {
+        ts_ms,
+        product: product.into(),
+        version: "2.1".into(),
+        machine: MachineInfo {
+            hostname: "rig-7".into(),
+            os_name: "Linux".into(),
+            ..Default::default()
+        },
+    })
+}
+
+fn gauge(ts_ms: u64, value: f64) -> Record {
+    Record::Metric(Metric {
+        ts_ms,
+        name: "memory_usage".into(),
+        kind: MetricKind::Gauge,
+        value,
+        unit: "MB".into(),
+        tags: vec![],
+        count: None,
+        histogram: None,
+    })
+}
+
+fn batches() -> Vec<Batch> {
+    let mut histogram = Histogram::new(&[0.1, 0.5, 1.0]);
+    for v in [0.05, 0.3, 0.4, 2.0] {
+        histogram.observe(v);
+    }
+    let crash = Record::Event(Event {
+        ts_ms: T0 + 20,
+        name: "unhandled_exception".into(),
+        level: Level::Error,
+        category: "game".into(),
+        group: String::new(),
+        labels: vec![],
+        message: "ZeroDivisionError <b>not bold</b>".into(),
+        data: json!({"speed": 0}),
+        exception: Some(ExceptionInfo {
+            type_name: "ZeroDivisionError".into(),
+            message: "division by zero".into(),
+            stacktrace: vec![],
+            frames: vec![Frame {
+                file: "game/physics.py".into(),
+                line: 42,
+                function: "step".into(),
+                code: "speed = distance / dt".into(),
+            }],
+        }),
+    });
+    vec![
+        Batch {
+            session_id: "crashy".into(),
+            seq: 0,
+            records: vec![
+                start(T0, "qa-game"),
+                Record::State(StateUpdate {
+                    ts_ms: T0 + 1,
+                    update: json!({"pilot": "ada", "window": {"open": ["main menu", "space probe"]}}),
+                }),
+                gauge(T0 + 2, 200.0),
+                gauge(T0 + 3, 350.0),
+                Record::Metric(Metric {
+                    ts_ms: T0 + 4,
+                    name: "load_time".into(),
+                    kind: MetricKind::Histogram,
+                    value: 0.0,
+                    unit: "s".into(),
+                    tags: vec![],
+                    count: Some(4),
+                    histogram: Some(histogram),
+                }),
+            ],
+        },
+        Batch {
+            session_id: "crashy".into(),
+            seq: 1,
+            records: vec![
+                Record::State(StateUpdate {
+                    ts_ms: T0 + 10,
+                    update: json!({"pilot": "grace", "boss": true}),
+                }),
+                gauge(T0 + 11, 500.0),
+                crash,
+                Record::End(SessionEnd {
+                    ts_ms: T0 + 30,
+                    status: EndStatus::Crashed,
+                    reason: "ZeroDivisionError: division by zero".into(),
+                }),
+            ],
+        },
+        Batch {
+            session_id: "calm".into(),
+            seq: 0,
+            records: vec![
+                start(T0 + 1000, "qa-game"),
+                gauge(T0 + 1001, 120.0),
+                Record::End(SessionEnd {
+                    ts_ms: T0 + 1002,
+                    status: EndStatus::Ended,
+                    reason: "player quit".into(),
+                }),
+            ],
+        },
+        Batch {
+            session_id: "other".into(),
+            seq: 0,
+            records: vec![start(T0 + 2000, "qa-tool")],
+        },
+    ]
+}
+
+#[tokio::test]
+async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
+    let stack = Stack::start().await.expect("stack starts");
+    let jetstream = stack.jetstream().await.unwrap();
+    for batch in batches() {
+        let payload = encode_batch(&batch).unwrap();
+        jetstream
+            .publish(session_subject(&batch.session_id), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    for (id, status) in [
+        ("crashy", "crashed"),
+        ("calm", "ended"),
+        ("other", "active"),
+    ] {
+        stack
+            .wait_session(id, Duration::from_secs(30), |s| s["status"] == status)
+            .await
+            .unwrap();
+    }
+    let shots = repo_root().join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let browser = Browser::start(&stack.logs.path().join("chromedriver.log"))
+        .await
+        .expect("chromedriver and chromium start");
+    let base = &stack.query_url;
+
+    // The sessions list, then a filter applied through the form.
+    browser.goto(&format!("{base}/")).await.unwrap();
+    if let Err(error) = browser.wait_for_exactly("tr.session-row", 3).await {
+        browser
+            .screenshot(&shots.join("0-failed.png"))
+            .await
+            .unwrap();
+        panic!("{error}\n{}", browser.page_text().await.unwrap());
+    }
+    browser
+        .screenshot(&shots.join("1-sessions.png"))
+        .await
+        .unwrap();
+    // Live: a session that starts while the list is open appears without a reload.
+    let late = Batch {
+        session_id: "late".into(),
+        seq: 0,
+        records: vec![start(T0 + 3000, "qa-tool")],
+    };
+    jetstream
+        .publish(session_subject("late"), encode_batch(&late).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    browser.wait_for_exactly("tr.session-row", 4).await.unwrap();
+    let product = browser.wait_for("input[name=product]", 1).await.unwrap();
+    browser.type_into(&product[0], "qa-game").await.unwrap();
+    let apply = browser
+        .find_all("form.filters button[type=submit]")
+        .await
+        .unwrap();
+    browser.click(&apply[0]).await.unwrap();
+    browser.wait_for_exactly("tr.session-row", 2).await.unwrap();
+    assert!(
+        browser.url().await.unwrap().contains("product=qa-game"),
+        "the filter is in the URL"
+    );
+    browser
+        .screenshot(&shots.join("2-filtered.png"))
+        .await
+        .unwrap();
+
+    // A state filter through the URL: only the session whose state has it now.
+    browser
+        .goto(&format!("{base}/?state=pilot%3Dgrace"))
+        .await
+        .unwrap();
+    browser.wait_for_exactly("tr.session-row", 1).await.unwrap();
+
+    // Open the crashed session from the list.
+    browser
+        .goto(&format!("{base}/?status=crashed"))
+        .await
+        .unwrap();
+    let link = browser
+        .wait_for("a[href='/sessions/crashy']", 1)
+        .await
+        .unwrap();
+    browser.click(&link[0]).await.unwrap();
+    browser.wait_for("section.last-moments", 1).await.unwrap();
+    let text = browser.page_text().await.unwrap();
+    for expected in [
+        "Last moments before it crashed",
+        "ZeroDivisionError: division by zero",
+        "game/physics.py:42",
+        "unhandled_exception",
+        "session_crashed",
+        "<b>not bold</b>",
+        "grace",
+        "rig-7",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} not on the session page:\n{text}"
+        );
+    }
+    let timeline = browser.wait_for(".timeline .event", 2).await.unwrap();
+    assert!(
+        timeline.len() >= 4,
+        "last moments and the timeline list the events"
+    );
+    browser.wait_for(".json-tree .json-key", 3).await.unwrap();
+    browser
+        .wait_for("figure.chart path.series", 1)
+        .await
+        .unwrap();
+    browser
+        .wait_for("figure.bar-chart rect.bar", 4)
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .find_all("script[src*='http']")
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing loads from elsewhere"
+    );
+    // The history slider: back to the first snapshot, then the diff shows the first state.
+    let slider = browser.wait_for("input.history-to", 1).await.unwrap();
+    browser.click(&slider[0]).await.unwrap();
+    browser
+        .type_into(&slider[0], "\u{E012}\u{E012}")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let diff = browser.find_all("pre.diff").await.unwrap();
+        let shown = browser.text(&diff[0]).await.unwrap();
+        if shown.contains("\"ada\"") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the diff never showed snapshot 1: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser
+        .screenshot(&shots.join("3-crashed-session.png"))
+        .await
+        .unwrap();
+
+    // Live: an active session's page shows new state without a reload.
+    browser
+        .goto(&format!("{base}/sessions/other"))
+        .await
+        .unwrap();
+    browser.wait_for("section.session-header", 1).await.unwrap();
+    let update = Batch {
+        session_id: "other".into(),
+        seq: 1,
+        records: vec![Record::State(StateUpdate {
+            ts_ms: T0 + 2001,
+            update: json!({"wave": 9}),
+        })],
+    };
+    jetstream
+        .publish(
+            session_subject("other"),
+            encode_batch(&update).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !browser.page_text().await.unwrap().contains("wave") {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the new state never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Products and the metric explorer.
+    browser.goto(&format!("{base}/products")).await.unwrap();
+    browser
+        .wait_for("table.products tbody tr", 2)
+        .await
+        .unwrap();
+    let text = browser.page_text().await.unwrap();
+    assert!(
+        text.contains("50.0 %"),
+        "qa-game: one of two crashed:\n{text}"
+    );
+    browser
+        .screenshot(&shots.join("4-products.png"))
+        .await
+        .unwrap();
+    browser
+        .goto(&format!(
+            "{base}/explore?name=memory_usage&stat=peak&ever_contains=window.open%3Dspace%20probe"
+        ))
+        .await
+        .unwrap();
+    browser
+        .wait_for_exactly("table.explorer tbody tr", 1)
+        .await
+        .unwrap();
+    let text = browser.page_text().await.unwrap();
+    assert!(text.contains("crashy") && text.contains("500"), "{text}");
+    browser
+        .wait_for("figure.bar-chart rect.bar", 1)
+        .await
+        .unwrap();
+    browser
+        .screenshot(&shots.join("5-explorer.png"))
+        .await
+        .unwrap();
+    browser.close().await.unwrap();
+}
