@@ -24,8 +24,8 @@ use crate::machine;
 use crate::metrics;
 use crate::sessions::{Registry, SessionError};
 use datacat_protocol::calls::{
-    parse_lenient, ts, BadBody, BatchBody, BatchItem, ClientTime, EndBody, EventBody,
-    HeartbeatBody, MetricBody, MetricCall, StateBody,
+    parse_lenient, product_and_version, ts, BadBody, BatchBody, BatchItem, ClientTime, EndBody,
+    EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
 };
 
 type AppState = Arc<Registry>;
@@ -166,13 +166,7 @@ struct RegisterBody {
 
 async fn register(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let body: RegisterBody = parse(body)?;
-    let product = body.product.filter(|p| !p.trim().is_empty());
-    let version = body.version.filter(|v| !v.trim().is_empty());
-    let (Some(product), Some(version)) = (product, version) else {
-        return Err(ApiError::BadRequest(
-            "product and version are required".into(),
-        ));
-    };
+    let (product, version) = product_and_version(body.product, body.version)?;
     let session_id = uuid::Uuid::now_v7().to_string();
     let start = SessionStart {
         ts_ms: ts(body.timestamp),

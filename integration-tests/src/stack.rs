@@ -134,6 +134,22 @@ impl Stack {
             .with_context(|| format!("{name} not in /metrics"))
     }
 
+    /// Publishes batches as a daemon would (one message each, stored before the next).
+    pub async fn publish(&self, batches: &[datacat_protocol::Batch]) -> Result<()> {
+        let jetstream = self.jetstream().await?;
+        for batch in batches {
+            let payload = datacat_protocol::encode_batch(batch)?;
+            jetstream
+                .publish(
+                    datacat_protocol::subject::session_subject(&batch.session_id),
+                    payload.into(),
+                )
+                .await?
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A JetStream context on this stack's NATS.
     pub async fn jetstream(&self) -> Result<async_nats::jetstream::Context> {
         Ok(async_nats::jetstream::new(

@@ -12,10 +12,7 @@ use datacat_integration_tests::Stack;
 use datacat_protocol::record::{
     Event, Frame, Level, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
 };
-use datacat_protocol::subject::session_subject;
-use datacat_protocol::{
-    encode_batch, Batch, EndStatus, ExceptionInfo, Histogram, MachineInfo, Record,
-};
+use datacat_protocol::{Batch, EndStatus, ExceptionInfo, Histogram, MachineInfo, Record};
 use serde_json::json;
 
 const T0: u64 = 1_795_000_000_000;
@@ -137,16 +134,7 @@ fn batches() -> Vec<Batch> {
 #[tokio::test]
 async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
     let stack = Stack::start().await.expect("stack starts");
-    let jetstream = stack.jetstream().await.unwrap();
-    for batch in batches() {
-        let payload = encode_batch(&batch).unwrap();
-        jetstream
-            .publish(session_subject(&batch.session_id), payload.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    stack.publish(&batches()).await.unwrap();
     for (id, status) in [
         ("crashy", "crashed"),
         ("calm", "ended"),
@@ -183,12 +171,7 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
         seq: 0,
         records: vec![start(T0 + 3000, "qa-tool")],
     };
-    jetstream
-        .publish(session_subject("late"), encode_batch(&late).unwrap().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    stack.publish(&[late]).await.unwrap();
     browser.wait_for_exactly("tr.session-row", 4).await.unwrap();
     let product = browser.wait_for("input[name=product]", 1).await.unwrap();
     browser.type_into(&product[0], "qa-game").await.unwrap();
@@ -302,15 +285,7 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
             update: json!({"wave": 9}),
         })],
     };
-    jetstream
-        .publish(
-            session_subject("other"),
-            encode_batch(&update).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    stack.publish(&[update]).await.unwrap();
     let started = std::time::Instant::now();
     while !browser.page_text().await.unwrap().contains("wave") {
         assert!(

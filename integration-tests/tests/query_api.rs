@@ -10,8 +10,7 @@ use datacat_integration_tests::Stack;
 use datacat_protocol::record::{
     Event, Level, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
 };
-use datacat_protocol::subject::session_subject;
-use datacat_protocol::{encode_batch, Batch, EndStatus, MachineInfo, Record};
+use datacat_protocol::{Batch, EndStatus, MachineInfo, Record};
 use serde_json::{json, Value};
 
 const T0: u64 = 1_795_000_000_000;
@@ -154,16 +153,7 @@ async fn ids(base: &str, query: &str) -> Vec<String> {
 #[tokio::test]
 async fn filters_aggregations_and_sub_resources_answer_exactly() {
     let stack = Stack::start().await.expect("stack starts");
-    let jetstream = stack.jetstream().await.unwrap();
-    for batch in sessions() {
-        let payload = encode_batch(&batch).unwrap();
-        jetstream
-            .publish(session_subject(&batch.session_id), payload.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    stack.publish(&sessions()).await.unwrap();
     for id in ["s1", "s2", "s3"] {
         stack
             .wait_session(id, Duration::from_secs(30), |s| {
@@ -631,16 +621,7 @@ async fn direct_writes_arrive_exactly() {
 async fn schemathesis_finds_no_server_error() {
     let dir = datacat_integration_tests::binaries::schemathesis_dir().unwrap();
     let stack = Stack::start().await.expect("stack starts");
-    let jetstream = stack.jetstream().await.unwrap();
-    for batch in sessions() {
-        let payload = encode_batch(&batch).unwrap();
-        jetstream
-            .publish(session_subject(&batch.session_id), payload.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    stack.publish(&sessions()).await.unwrap();
     stack
         .wait_session("s1", Duration::from_secs(30), |s| s["status"] == "crashed")
         .await

@@ -273,6 +273,19 @@ impl MetricBody {
     }
 }
 
+/// The product and version a new session needs: both present and not blank.
+pub fn product_and_version(
+    product: Option<String>,
+    version: Option<String>,
+) -> Result<(String, String), BadBody> {
+    let product = product.filter(|p| !p.trim().is_empty());
+    let version = version.filter(|v| !v.trim().is_empty());
+    match (product, version) {
+        (Some(product), Some(version)) => Ok((product, version)),
+        _ => Err(BadBody("product and version are required".into())),
+    }
+}
+
 /// A heartbeat; `timeout` (seconds without one after which the session is hung) starts
 /// hang monitoring where a daemon watches.
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -7,8 +7,8 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::Json;
 use datacat_protocol::api::{CreatedSession, ErrorBody, WriteAnswer};
 use datacat_protocol::calls::{
-    parse_lenient, ts, BadBody, BatchBody, BatchItem, ClientTime, EndBody, EventBody,
-    HeartbeatBody, MetricBody, MetricCall, StateBody,
+    parse_lenient, product_and_version, ts, BadBody, BatchBody, BatchItem, ClientTime, EndBody,
+    EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
 };
 use datacat_protocol::record::{
     Heartbeat, Histogram, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
@@ -95,13 +95,7 @@ pub async fn create(
     Body(body): Body,
 ) -> Result<Json<CreatedSession>, ApiError> {
     let body: CreateBody = parse_lenient(&body)?;
-    let product = body.product.filter(|p| !p.trim().is_empty());
-    let version = body.version.filter(|v| !v.trim().is_empty());
-    let (Some(product), Some(version)) = (product, version) else {
-        return Err(ApiError::BadRequest(
-            "product and version are required".into(),
-        ));
-    };
+    let (product, version) = product_and_version(body.product, body.version)?;
     let session_id = uuid::Uuid::now_v7().to_string();
     let start = Record::Start(SessionStart {
         ts_ms: ts(body.timestamp),
