@@ -10,6 +10,8 @@ use datacat_protocol::time::{epoch_days, rfc3339_ms};
 use datacat_protocol::{deep_merge, Batch, EndStatus, Level, MachineInfo, Record};
 use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow, StatePathRow};
 use datacat_warehouse::RowSet;
+
+use crate::metric_summary::{self, observe, MetricSummary};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -39,6 +41,10 @@ pub struct Progress {
     pub dropped_records: u64,
     /// When ingest last applied a batch (ingest's clock): what the lost sweeper trusts.
     pub seen_ms: u64,
+    /// Each metric summarised so far (peak, min, sum, points, last).
+    pub metrics: std::collections::BTreeMap<String, MetricSummary>,
+    /// Batches applied: the version of the summaries' rows (always increasing).
+    pub applied_batches: u64,
 }
 
 impl Progress {
@@ -242,6 +248,7 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
     // The state's leaves after the previous update of this batch: the next update's "before".
     // (Only state updates change the state, so it stays valid between them.)
     let mut leaves: Option<Vec<(String, Value)>> = None;
+    let mut touched_metrics = std::collections::BTreeSet::new();
     for (idx, record) in batch.records.iter().enumerate() {
         let ts_ms = record.ts_ms();
         if progress.started_ms == 0 {
@@ -303,30 +310,34 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                         .unwrap_or_default(),
                 });
             }
-            Record::Metric(metric) => rows.metrics.push(MetricRow {
-                bucket_bounds: metric
-                    .histogram
-                    .as_ref()
-                    .map(|h| h.bounds.clone())
-                    .unwrap_or_default(),
-                bucket_counts: metric
-                    .histogram
-                    .as_ref()
-                    .map(|h| h.counts.clone())
-                    .unwrap_or_default(),
-                hist_sum: metric.histogram.as_ref().map(|h| h.sum).unwrap_or_default(),
-                session_id: session_id.to_string(),
-                seq: batch.seq,
-                idx,
-                ts_ms,
-                date,
-                name: metric.name.clone(),
-                kind: metric.kind.as_str().to_string(),
-                value: metric.value,
-                unit: metric.unit.clone(),
-                tags: metric.tags.clone(),
-                count: metric.histogram.as_ref().map(|h| h.count).or(metric.count),
-            }),
+            Record::Metric(metric) => {
+                observe(&mut progress.metrics, metric, ts_ms);
+                touched_metrics.insert(metric.name.clone());
+                rows.metrics.push(MetricRow {
+                    bucket_bounds: metric
+                        .histogram
+                        .as_ref()
+                        .map(|h| h.bounds.clone())
+                        .unwrap_or_default(),
+                    bucket_counts: metric
+                        .histogram
+                        .as_ref()
+                        .map(|h| h.counts.clone())
+                        .unwrap_or_default(),
+                    hist_sum: metric.histogram.as_ref().map(|h| h.sum).unwrap_or_default(),
+                    session_id: session_id.to_string(),
+                    seq: batch.seq,
+                    idx,
+                    ts_ms,
+                    date,
+                    name: metric.name.clone(),
+                    kind: metric.kind.as_str().to_string(),
+                    value: metric.value,
+                    unit: metric.unit.clone(),
+                    tags: metric.tags.clone(),
+                    count: metric.histogram.as_ref().map(|h| h.count).or(metric.count),
+                })
+            }
             Record::Heartbeat(_) => {
                 progress.last_heartbeat_ms = progress.last_heartbeat_ms.max(ts_ms)
             }
@@ -405,6 +416,16 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
         progress.status = STATUS_ACTIVE.to_string();
     }
     progress.next_seq = progress.next_seq.max(batch.seq.saturating_add(1));
+    // Summaries are versioned by applied batches, not by seq: a late predecessor applied
+    // after its successors must still win over the summary written before it.
+    progress.applied_batches += 1;
+    rows.metric_sessions.extend(metric_summary::rows(
+        &progress.metrics,
+        &touched_metrics,
+        session_id,
+        progress.applied_batches,
+        epoch_days(progress.started_ms),
+    ));
 }
 
 /// How many skipped sequence numbers a session remembers.
@@ -685,6 +706,43 @@ mod tests {
         );
         assert_eq!(progress.state, json!({"late": true}));
         assert_eq!(rows.state_history.len(), 1);
+    }
+
+    #[test]
+    fn metric_summaries_count_each_point_once_and_a_late_batch_still_wins() {
+        let fps = |ts_ms: u64, value: f64| {
+            Record::Metric(datacat_protocol::Metric {
+                ts_ms,
+                name: "fps".into(),
+                kind: datacat_protocol::MetricKind::Gauge,
+                value,
+                unit: String::new(),
+                tags: vec![],
+                count: None,
+                histogram: None,
+            })
+        };
+        let mut progress = Progress::default();
+        let mut rows = RowSet::default();
+        apply(&mut progress, &batch(0, vec![fps(1, 10.0)]), &mut rows);
+        apply(&mut progress, &batch(2, vec![fps(3, 30.0)]), &mut rows);
+        // Batch 1 arrives after 2 (its gap was given up on): applied late, counted once.
+        apply(&mut progress, &batch(1, vec![fps(2, 20.0)]), &mut rows);
+        let latest = rows
+            .metric_sessions
+            .iter()
+            .max_by_key(|r| r.version)
+            .unwrap();
+        assert_eq!(latest.version, 3, "versions follow application, not seq");
+        assert_eq!((latest.points, latest.sum, latest.peak), (3, 60.0, 30.0));
+        assert_eq!(latest.last, 30.0, "the latest point by time");
+        let mut again = RowSet::default();
+        let mut replay = Progress::default();
+        for seq in [0, 2, 1] {
+            let value = [10.0, 20.0, 30.0][seq as usize];
+            apply(&mut replay, &batch(seq, vec![fps(seq + 1, value)]), &mut again);
+        }
+        assert_eq!(again.metric_sessions, rows.metric_sessions, "deterministic");
     }
 
     fn hang(ts_ms: u64, hung: bool) -> Record {

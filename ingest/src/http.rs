@@ -94,6 +94,11 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
             "Rows inserted into metrics.",
             &stats.rows_metrics,
         ),
+        Sample::counter(
+            "datacat_ingest_rows_metric_sessions_total",
+            "Rows inserted into metric_sessions (per-session metric summaries).",
+            &stats.rows_metric_sessions,
+        ),
         Sample::gauge(
             "datacat_ingest_consumer_lag",
             "Messages in the stream not yet delivered to the consumer.",

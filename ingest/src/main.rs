@@ -4,6 +4,7 @@
 mod apply;
 mod config;
 mod http;
+mod metric_summary;
 mod plan;
 mod progress_cache;
 mod setup;

@@ -41,6 +41,7 @@ pub struct Stats {
     pub rows_state_paths: AtomicU64,
     pub rows_events: AtomicU64,
     pub rows_metrics: AtomicU64,
+    pub rows_metric_sessions: AtomicU64,
     /// Messages in the stream not yet delivered to the consumer, as of the last delivery.
     pub lag: AtomicU64,
 }
@@ -84,6 +85,7 @@ impl Stats {
         add(&self.rows_state_paths, rows.state_paths.len());
         add(&self.rows_events, rows.events.len());
         add(&self.rows_metrics, rows.metrics.len());
+        add(&self.rows_metric_sessions, rows.metric_sessions.len());
     }
 }
 

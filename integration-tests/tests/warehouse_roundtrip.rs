@@ -1,7 +1,9 @@
 //! Every row type round-trips through a real ClickHouse server, and migrations are idempotent.
 
 use datacat_integration_tests::ClickHouse;
-use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow, StatePathRow};
+use datacat_warehouse::rows::{
+    EventRow, MetricRow, MetricSessionRow, SessionRow, StateHistoryRow, StatePathRow,
+};
 use datacat_warehouse::{migrate, Connection, RowSet, Writer, MIGRATIONS};
 
 fn rows() -> RowSet {
@@ -111,6 +113,18 @@ fn rows() -> RowSet {
                 hist_sum: 12.25,
             },
         ],
+        metric_sessions: vec![MetricSessionRow {
+            name: "fps".into(),
+            session_id: "s-1".into(),
+            version: 4,
+            date: 20_000,
+            peak: 60.5,
+            min: -0.25,
+            sum: 120.0,
+            points: 3,
+            last: 59.0,
+            last_ts_ms: 1_728_000_000_400,
+        }],
     }
 }
 
@@ -175,6 +189,10 @@ async fn rows_round_trip_and_duplicates_collapse() {
     let mut metrics = read_all::<MetricRow>(&client, "metrics").await;
     metrics.sort_by_key(|m| m.idx);
     assert_eq!(metrics, expected.metrics);
+    assert_eq!(
+        read_all::<MetricSessionRow>(&client, "metric_sessions").await,
+        expected.metric_sessions
+    );
 }
 
 /// Replicas of ingest start together and each migrates: none of them may fail.

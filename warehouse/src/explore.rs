@@ -35,7 +35,6 @@ struct MetricStatsRow {
     min: f64,
     sum: f64,
     last: f64,
-    rows: u64,
     points: u64,
 }
 
@@ -44,12 +43,6 @@ struct TrendRow {
     day: u16,
     sessions: u64,
     crashed: u64,
-}
-
-#[derive(Row, Deserialize)]
-struct SumRow {
-    session_id: String,
-    sum: f64,
 }
 
 impl Reader {
@@ -139,39 +132,25 @@ impl Reader {
         limit: u32,
     ) -> Result<MetricAcrossSessions> {
         let matching = matching_session_ids(query);
-        // One pass without deduplication; copies of a point (a redelivered batch not merged
-        // away yet) only change sum and count, and show as count > distinct points. Those
-        // few sessions are summed again exactly.
+        // Ingest keeps each session's summary of each metric (points counted exactly once);
+        // the latest version per session is the answer. Keyed by name: a range read.
         let mut params = vec![Param::Str(metric.to_string())];
         params.extend(matching.params);
         let sql = Sql {
             text: format!(
-                "SELECT session_id, max(value) AS peak, min(value) AS min, sum(value) AS sum,
-                        argMax(value, (ts_ms, seq, idx)) AS last, count() AS rows,
-                        uniqExact(seq, idx) AS points
-                 FROM metrics WHERE name = ? AND session_id IN ({})
+                "SELECT session_id, argMax(peak, version) AS peak, argMax(min, version) AS min,
+                        argMax(sum, version) AS sum, argMax(last, version) AS last,
+                        argMax(points, version) AS points
+                 FROM metric_sessions WHERE name = ? AND session_id IN ({})
                  GROUP BY session_id",
                 matching.text
             ),
             params,
         };
-        let mut rows = sql
+        let rows = sql
             .bind_to(self.client.query(&sql.text))
             .fetch_all::<MetricStatsRow>()
             .await?;
-        let copied: Vec<String> = rows
-            .iter()
-            .filter(|r| r.rows != r.points)
-            .map(|r| r.session_id.clone())
-            .collect();
-        if !copied.is_empty() {
-            let exact = self.exact_sums(metric, &copied).await?;
-            for row in rows.iter_mut() {
-                if let Some(sum) = exact.get(&row.session_id) {
-                    row.sum = *sum;
-                }
-            }
-        }
         let mut sessions: Vec<SessionMetric> = rows
             .into_iter()
             .map(|r| SessionMetric {
@@ -220,34 +199,6 @@ struct SessionLabelRow {
 }
 
 impl Reader {
-    /// The sum of `metric` over each listed session's distinct points.
-    async fn exact_sums(
-        &self,
-        metric: &str,
-        sessions: &[String],
-    ) -> Result<std::collections::HashMap<String, f64>> {
-        let placeholders = vec!["?"; sessions.len()].join(", ");
-        let mut params = vec![Param::Str(metric.to_string())];
-        params.extend(sessions.iter().map(|s| Param::Str(s.clone())));
-        let sql = Sql {
-            text: format!(
-                "SELECT session_id, sum(value) AS sum FROM (
-                     SELECT session_id, seq, idx, any(value) AS value FROM metrics
-                     WHERE name = ? AND session_id IN ({placeholders})
-                     GROUP BY session_id, seq, idx
-                 ) GROUP BY session_id"
-            ),
-            params,
-        };
-        Ok(sql
-            .bind_to(self.client.query(&sql.text))
-            .fetch_all::<SumRow>()
-            .await?
-            .into_iter()
-            .map(|row| (row.session_id, row.sum))
-            .collect())
-    }
-
     /// Fills in product, version and status of the listed sessions (a key lookup).
     async fn describe_sessions(&self, sessions: &mut [SessionMetric]) -> Result<()> {
         if sessions.is_empty() {

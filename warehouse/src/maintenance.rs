@@ -6,12 +6,13 @@ use tracing::info;
 use crate::{Connection, Result};
 
 /// Tables partitioned by day, each with the column that decides its partition.
-const DAILY_TABLES: [&str; 5] = [
+const DAILY_TABLES: [&str; 6] = [
     "sessions",
     "state_history",
     "state_paths",
     "events",
     "metrics",
+    "metric_sessions",
 ];
 
 pub struct Maintenance {

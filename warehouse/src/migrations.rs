@@ -181,6 +181,29 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 4,
+        name: "per-session metric summaries",
+        steps: &[
+            // Keyed by metric name first: "this metric across sessions" is a range read.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS metric_sessions (
+                name String,
+                session_id String,
+                version UInt64,
+                date Date,
+                peak Float64,
+                min Float64,
+                sum Float64,
+                points UInt64,
+                last Float64,
+                last_ts_ms UInt64
+            ) ENGINE = ReplacingMergeTree(version)
+            PARTITION BY date
+            ORDER BY (name, session_id)",
+            ),
+        ],
+    },
 ];
 
 #[derive(Row, Serialize, Deserialize)]

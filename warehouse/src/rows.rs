@@ -103,3 +103,22 @@ pub struct MetricRow {
     pub bucket_counts: Vec<u64>,
     pub hist_sum: f64,
 }
+
+/// One metric summarised over a session so far (versioned by the batch that last changed
+/// it): what the metric explorer reads instead of every point.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct MetricSessionRow {
+    pub name: String,
+    pub session_id: String,
+    /// How many batches of the session were applied when this summary held; the highest
+    /// wins (ReplacingMergeTree's version, and `argMax` on read).
+    pub version: u64,
+    /// The session's start date (its partition, so retention drops it with the session).
+    pub date: u16,
+    pub peak: f64,
+    pub min: f64,
+    pub sum: f64,
+    pub points: u64,
+    pub last: f64,
+    pub last_ts_ms: u64,
+}

@@ -2,7 +2,9 @@
 
 use clickhouse::{Client, RowOwned, RowWrite};
 
-use crate::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow, StatePathRow};
+use crate::rows::{
+    EventRow, MetricRow, MetricSessionRow, SessionRow, StateHistoryRow, StatePathRow,
+};
 use crate::{Connection, Result};
 
 /// Rows accumulated for one insert round.
@@ -13,6 +15,7 @@ pub struct RowSet {
     pub state_paths: Vec<StatePathRow>,
     pub events: Vec<EventRow>,
     pub metrics: Vec<MetricRow>,
+    pub metric_sessions: Vec<MetricSessionRow>,
 }
 
 impl RowSet {
@@ -22,6 +25,7 @@ impl RowSet {
             && self.state_paths.is_empty()
             && self.events.is_empty()
             && self.metrics.is_empty()
+            && self.metric_sessions.is_empty()
     }
 
     /// Moves every row of `other` into this set.
@@ -31,6 +35,7 @@ impl RowSet {
         self.state_paths.append(&mut other.state_paths);
         self.events.append(&mut other.events);
         self.metrics.append(&mut other.metrics);
+        self.metric_sessions.append(&mut other.metric_sessions);
     }
 
     pub fn row_count(&self) -> usize {
@@ -39,6 +44,7 @@ impl RowSet {
             + self.state_paths.len()
             + self.events.len()
             + self.metrics.len()
+            + self.metric_sessions.len()
     }
 }
 
@@ -62,6 +68,7 @@ impl Writer {
             self.insert_table("state_paths", &rows.state_paths),
             self.insert_table("events", &rows.events),
             self.insert_table("metrics", &rows.metrics),
+            self.insert_table("metric_sessions", &rows.metric_sessions),
         )?;
         // Sessions last: a session row never points at history that is not there yet.
         self.insert_table("sessions", &rows.sessions).await

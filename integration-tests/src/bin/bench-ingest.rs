@@ -13,7 +13,9 @@ use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::workload::Workload;
 use datacat_integration_tests::{ClickHouse, Nats};
-use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow, StatePathRow};
+use datacat_warehouse::rows::{
+    EventRow, MetricRow, MetricSessionRow, SessionRow, StateHistoryRow, StatePathRow,
+};
 use datacat_warehouse::{migrate, Connection, RowSet, Writer};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -143,6 +145,10 @@ async fn read_back(connection: &Connection) -> Result<RowSet> {
             .query("SELECT ?fields FROM metrics")
             .fetch_all::<MetricRow>()
             .await?,
+        metric_sessions: client
+            .query("SELECT ?fields FROM metric_sessions")
+            .fetch_all::<MetricSessionRow>()
+            .await?,
     })
 }
 
@@ -195,6 +201,7 @@ async fn main() -> Result<()> {
             state_paths: rows.state_paths[range(rows.state_paths.len())].to_vec(),
             events: rows.events[range(rows.events.len())].to_vec(),
             metrics: rows.metrics[range(rows.metrics.len())].to_vec(),
+            metric_sessions: rows.metric_sessions[range(rows.metric_sessions.len())].to_vec(),
         };
         writer.insert(&slice).await?;
     }

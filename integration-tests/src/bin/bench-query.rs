@@ -87,6 +87,14 @@ fn seed_sql(sessions: u64, events: u64, metrics: u64, t0: u64) -> Vec<String> {
                 toFloat64((number * 7919) % 1000), '', [], NULL, [], [], 0
              FROM numbers({metrics})"
         ),
+        // What ingest keeps per session and metric (here computed from the points).
+        format!(
+            "INSERT INTO bench.metric_sessions (name, session_id, version, date, peak, min, sum,
+                points, last, last_ts_ms)
+             SELECT name, session_id, max(seq) + 1, any(date), max(value), min(value),
+                sum(value), count(), argMax(value, ts_ms), max(ts_ms)
+             FROM bench.metrics GROUP BY name, session_id"
+        ),
     ]
 }
 
@@ -130,14 +138,26 @@ async fn main() -> Result<()> {
         }
     };
     if std::env::var_os("BENCH_SKIP_SEED").is_none() {
-        for table in ["sessions", "state_paths", "events", "metrics"] {
+        for table in [
+            "sessions",
+            "state_paths",
+            "events",
+            "metrics",
+            "metric_sessions",
+        ] {
             sql(format!("TRUNCATE TABLE bench.{table}")).await?;
         }
         for text in seed_sql(sessions, events, metrics, t0) {
             sql(text).await?;
         }
         // Merged parts, as a warehouse that has been running a while has them.
-        for table in ["sessions", "state_paths", "events", "metrics"] {
+        for table in [
+            "sessions",
+            "state_paths",
+            "events",
+            "metrics",
+            "metric_sessions",
+        ] {
             sql(format!("OPTIMIZE TABLE bench.{table} FINAL")).await?;
         }
     }
