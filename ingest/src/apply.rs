@@ -740,7 +740,11 @@ mod tests {
         let mut replay = Progress::default();
         for seq in [0, 2, 1] {
             let value = [10.0, 20.0, 30.0][seq as usize];
-            apply(&mut replay, &batch(seq, vec![fps(seq + 1, value)]), &mut again);
+            apply(
+                &mut replay,
+                &batch(seq, vec![fps(seq + 1, value)]),
+                &mut again,
+            );
         }
         assert_eq!(again.metric_sessions, rows.metric_sessions, "deterministic");
     }
