@@ -223,3 +223,68 @@ async fn concurrent_migrations_all_succeed() {
         "{columns:?}"
     );
 }
+
+/// The plain list by start reads a window of the newest rows; with many unmerged versions
+/// per session it must still return whole pages of each session's latest version, in order,
+/// and its cursor pages must walk every session once (newest first and oldest first).
+#[tokio::test]
+async fn plain_lists_walk_every_session_once_whatever_the_versions() {
+    let server = ClickHouse::start().await.expect("clickhouse starts");
+    let connection = Connection {
+        url: server.url.clone(),
+        database: "windowed".into(),
+        user: None,
+        password: None,
+    };
+    migrate(&connection).await.unwrap();
+    let template = rows().sessions.remove(0);
+    let writer = Writer::new(&connection).unwrap();
+    // 60 sessions; session n has n % 7 + 1 versions, each written in its own insert (parts
+    // that are not merged yet); the latest says "ended".
+    for version in 0..7u64 {
+        let mut set = RowSet::default();
+        for n in 0..60u64 {
+            if version <= n % 7 {
+                let last = version == n % 7;
+                set.sessions.push(SessionRow {
+                    session_id: format!("w-{n:02}"),
+                    started_ms: 1_728_000_000_000 + n * 1000,
+                    last_seq: version,
+                    status: if last { "ended" } else { "active" }.into(),
+                    ..template.clone()
+                });
+            }
+        }
+        writer.insert(&set).await.unwrap();
+    }
+    let reader = datacat_warehouse::Reader::new(&connection).unwrap();
+    for order in ["desc", "asc"] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut text = format!("limit=5&order={order}");
+            if let Some(cursor) = &cursor {
+                text.push_str(&format!("&cursor={cursor}"));
+            }
+            let query = datacat_protocol::api::SessionQuery::parse(&text, &[]).unwrap();
+            let page = reader.list_sessions(&query).await.unwrap();
+            for session in &page.sessions {
+                assert_eq!(
+                    session.status, "ended",
+                    "{}: the latest version",
+                    session.id
+                );
+            }
+            seen.extend(page.sessions.into_iter().map(|s| s.id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let mut expected: Vec<String> = (0..60).map(|n| format!("w-{n:02}")).collect();
+        if order == "desc" {
+            expected.reverse();
+        }
+        assert_eq!(seen, expected, "{order}");
+    }
+}

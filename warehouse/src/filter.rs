@@ -227,6 +227,64 @@ impl Cursor {
     }
 }
 
+/// Whether `query` filters nothing and sorts by start: then a page can be read from the
+/// few newest (or oldest) rows instead of collapsing every session's versions.
+pub fn is_plain_by_start(query: &SessionQuery) -> bool {
+    query.sort == SortKey::Started
+        && key_subqueries(query).is_empty()
+        && attribute_conditions(query).parts.is_empty()
+}
+
+/// For a plain list by start: the start time of the `window`-th row past the cursor (row
+/// level, versions included), and the page of sessions started at or beyond it. A session's
+/// versions share its start, so the window holds whole sessions; when it holds fewer than a
+/// page (many versions not merged yet) the caller widens it.
+pub fn windowed_by_start(
+    query: &SessionQuery,
+    columns: &str,
+    limit: u32,
+    window: u64,
+) -> Result<(Sql, Sql)> {
+    let (direction, comparison, bound) = match query.order {
+        Order::Desc => ("DESC", "<", ">="),
+        Order::Asc => ("ASC", ">", "<="),
+    };
+    let mut cursor_params = Vec::new();
+    let after = match &query.cursor {
+        Some(cursor) => {
+            let cursor = Cursor::decode(cursor)?;
+            cursor_params = vec![
+                Param::U64(cursor.value),
+                Param::U64(cursor.value),
+                Param::Str(cursor.session_id),
+            ];
+            format!(" AND (started_ms {comparison} ? OR (started_ms = ? AND session_id > ?))")
+        }
+        None => String::new(),
+    };
+    let mut threshold_params = cursor_params.clone();
+    threshold_params.push(Param::U64(window.saturating_sub(1)));
+    let threshold = Sql {
+        text: format!(
+            "SELECT started_ms FROM sessions WHERE 1{after} \
+             ORDER BY started_ms {direction} LIMIT ?, 1"
+        ),
+        params: threshold_params,
+    };
+    // The threshold is bound as the first parameter of the page query by the caller.
+    let mut page_params = cursor_params;
+    page_params.push(Param::U64(u64::from(limit)));
+    let page = Sql {
+        text: format!(
+            "SELECT {columns} FROM (SELECT * FROM sessions WHERE started_ms {bound} ?{after} \
+             ORDER BY session_id, last_seq DESC LIMIT 1 BY session_id) \
+             ORDER BY started_ms {direction}, session_id LIMIT ?"
+        ),
+        params: page_params,
+    };
+    Ok((threshold, page))
+}
+
 /// One page of matching sessions in the query's order, starting after its cursor.
 pub fn session_page(query: &SessionQuery, columns: &str, limit: u32) -> Result<Sql> {
     let matching = matching_sessions(query, "*");

@@ -10,7 +10,7 @@ use datacat_protocol::{ExceptionInfo, Histogram, MachineInfo};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::filter::{session_page, Cursor};
+use crate::filter::{is_plain_by_start, session_page, windowed_by_start, Cursor};
 use crate::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow};
 use crate::{Connection, Result};
 
@@ -54,11 +54,15 @@ impl Reader {
     /// default), after its cursor.
     pub async fn list_sessions(&self, query: &SessionQuery) -> Result<SessionPage> {
         let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-        let sql = session_page(query, "?fields", limit)?;
-        let rows = sql
-            .bind_to(self.client.query(&sql.text))
-            .fetch_all::<SessionListRow>()
-            .await?;
+        let rows = match self.plain_page_by_start(query, limit).await? {
+            Some(rows) => rows,
+            None => {
+                let sql = session_page(query, "?fields", limit)?;
+                sql.bind_to(self.client.query(&sql.text))
+                    .fetch_all::<SessionListRow>()
+                    .await?
+            }
+        };
         let next_cursor = (rows.len() == limit as usize)
             .then(|| rows.last())
             .flatten()
@@ -79,6 +83,39 @@ impl Reader {
             sessions: rows.into_iter().map(summary).collect(),
             next_cursor,
         })
+    }
+
+    /// The unfiltered list by start (the dashboard's first page, polled while open) read
+    /// from a window of the newest rows: `None` when the window reaches the end of the table
+    /// (then the general query is as cheap).
+    async fn plain_page_by_start(
+        &self,
+        query: &SessionQuery,
+        limit: u32,
+    ) -> Result<Option<Vec<SessionListRow>>> {
+        if !is_plain_by_start(query) {
+            return Ok(None);
+        }
+        let mut window = u64::from(limit) * 4;
+        loop {
+            let (threshold, page) = windowed_by_start(query, "?fields", limit, window)?;
+            let bound: Option<u64> = threshold
+                .bind_to(self.client.query(&threshold.text))
+                .fetch_optional()
+                .await?;
+            let Some(bound) = bound else {
+                return Ok(None);
+            };
+            let rows = page
+                .bind_to(self.client.query(&page.text).bind(bound))
+                .fetch_all::<SessionListRow>()
+                .await?;
+            if rows.len() == limit as usize {
+                return Ok(Some(rows));
+            }
+            // Too many unmerged versions in the window: widen it.
+            window = window.saturating_mul(8);
+        }
     }
 
     /// One session with its whole story, or `None` if it was never seen.
