@@ -1,0 +1,412 @@
+//! Tests of [`super`]: applying batches to a session's progress.
+
+use datacat_protocol::record::{Heartbeat, StateUpdate};
+use datacat_protocol::{EndStatus, Event, SessionEnd, SessionStart};
+use serde_json::json;
+
+use super::*;
+
+fn batch(seq: u64, records: Vec<Record>) -> Batch {
+    Batch {
+        session_id: "s".into(),
+        seq,
+        records,
+    }
+}
+
+fn state(ts_ms: u64, update: Value) -> Record {
+    Record::State(StateUpdate { ts_ms, update })
+}
+
+fn end(ts_ms: u64, status: EndStatus) -> Record {
+    Record::End(SessionEnd {
+        ts_ms,
+        status,
+        reason: status.as_str().into(),
+    })
+}
+
+#[test]
+fn applies_records_in_order_and_produces_rows() {
+    let mut progress = Progress::default();
+    let mut rows = RowSet::default();
+    apply(
+        &mut progress,
+        &batch(
+            0,
+            vec![
+                Record::Start(SessionStart {
+                    ts_ms: 10,
+                    product: "p".into(),
+                    version: "1".into(),
+                    machine: Default::default(),
+                }),
+                state(11, json!({"a": {"b": 1}})),
+                Record::Event(Event::named(12, "e")),
+            ],
+        ),
+        &mut rows,
+    );
+    apply(
+        &mut progress,
+        &batch(
+            1,
+            vec![
+                state(13, json!({"a": {"c": 2}})),
+                Record::Heartbeat(Heartbeat { ts_ms: 14 }),
+            ],
+        ),
+        &mut rows,
+    );
+
+    assert_eq!(progress.next_seq, 2);
+    assert_eq!(progress.state, json!({"a": {"b": 1, "c": 2}}));
+    assert_eq!(progress.status, "active");
+    assert_eq!(progress.last_heartbeat_ms, 14);
+    assert_eq!(rows.state_history.len(), 2);
+    assert_eq!(rows.state_history[1].state, r#"{"a":{"b":1,"c":2}}"#);
+    assert_eq!(
+        (rows.state_history[1].seq, rows.state_history[1].idx),
+        (1, 0)
+    );
+    assert_eq!(rows.events.len(), 1);
+    let row = progress.session_row("s");
+    assert_eq!(
+        (
+            row.started_ms,
+            row.updated_ms,
+            row.last_seq,
+            row.event_count
+        ),
+        (10, 14, 1, 1)
+    );
+}
+
+#[test]
+fn changed_state_leaves_become_path_rows() {
+    let mut progress = Progress::default();
+    let mut rows = RowSet::default();
+    apply(
+        &mut progress,
+        &batch(
+            0,
+            vec![state(
+                1,
+                json!({"w": {"open": ["a", "space probe"], "active": "a"}, "n": 1}),
+            )],
+        ),
+        &mut rows,
+    );
+    apply(
+        &mut progress,
+        &batch(
+            1,
+            vec![state(2, json!({"w": {"active": "space probe"}, "n": null}))],
+        ),
+        &mut rows,
+    );
+    let paths: Vec<_> = rows
+        .state_paths
+        .iter()
+        .map(|r| {
+            (
+                r.seq,
+                r.path.as_str(),
+                r.value.as_str(),
+                r.elements.clone(),
+                r.removed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            (
+                0,
+                "w.open",
+                r#"["a","space probe"]"#,
+                vec!["a".to_string(), "space probe".to_string()],
+                0
+            ),
+            (0, "w.active", "a", vec![], 0),
+            (0, "n", "1", vec![], 0),
+            // The old values leave (what "now" filters see), then the new one arrives.
+            (1, "w.active", "a", vec![], 1),
+            (1, "n", "1", vec![], 1),
+            (1, "w.active", "space probe", vec![], 0),
+        ]
+    );
+}
+
+#[test]
+fn a_lost_session_is_marked_once_and_rows_can_be_rebuilt() {
+    let mut progress = Progress {
+        next_seq: 4,
+        seen_ms: 5,
+        status: "active".into(),
+        event_count: 2,
+        ..Default::default()
+    };
+    let mut rows = RowSet::default();
+    assert!(mark_lost(&mut progress, "s", 9_000, "silent", &mut rows));
+    assert_eq!(
+        (
+            progress.status.as_str(),
+            progress.ended_ms,
+            progress.event_count
+        ),
+        ("lost", 9_000, 3)
+    );
+    let mut again = RowSet::default();
+    lost_rows(&mut progress, "s", &mut again);
+    assert_eq!(again, rows, "a repair writes the same rows");
+    assert_eq!(progress.event_count, 3);
+    assert!(
+        !mark_lost(&mut progress, "s", 9_500, "silent", &mut RowSet::default()),
+        "first terminal status wins"
+    );
+    assert_eq!(
+        (rows.events[0].seq, rows.events[0].name.as_str()),
+        (3, "session_lost")
+    );
+}
+
+#[test]
+fn path_rows_do_not_depend_on_how_updates_are_batched() {
+    let updates = [
+        json!({"w": {"open": ["a"], "active": "a"}}),
+        json!({"w": {"open": ["a", "b"]}, "x": 1}),
+        json!({"w": null}),
+    ];
+    let paths = |rows: &RowSet| -> Vec<_> {
+        rows.state_paths
+            .iter()
+            .map(|r| {
+                (
+                    r.path.clone(),
+                    r.value.clone(),
+                    r.elements.clone(),
+                    r.removed,
+                )
+            })
+            .collect()
+    };
+    let mut together = RowSet::default();
+    let records = updates
+        .iter()
+        .enumerate()
+        .map(|(i, u)| state(i as u64, u.clone()))
+        .collect();
+    apply(&mut Progress::default(), &batch(0, records), &mut together);
+    let mut apart = RowSet::default();
+    let mut progress = Progress::default();
+    for (i, update) in updates.iter().enumerate() {
+        apply(
+            &mut progress,
+            &batch(i as u64, vec![state(i as u64, update.clone())]),
+            &mut apart,
+        );
+    }
+    assert_eq!(paths(&together), paths(&apart));
+    // Two new leaves; open changes (out, in) and x arrives; open and active go.
+    assert_eq!(paths(&together).len(), 7, "{:?}", paths(&together));
+}
+
+#[test]
+fn first_terminal_status_wins() {
+    let mut progress = Progress::default();
+    let mut rows = RowSet::default();
+    apply(
+        &mut progress,
+        &batch(0, vec![end(5, EndStatus::Crashed)]),
+        &mut rows,
+    );
+    apply(
+        &mut progress,
+        &batch(1, vec![end(6, EndStatus::Ended)]),
+        &mut rows,
+    );
+    assert_eq!(
+        (progress.status.as_str(), progress.ended_ms),
+        ("crashed", 5)
+    );
+}
+
+#[test]
+fn applying_twice_from_the_same_progress_gives_identical_rows() {
+    let start = Progress {
+        next_seq: 3,
+        state: json!({"x": 1}),
+        ..Default::default()
+    };
+    let b = batch(
+        3,
+        vec![state(1, json!({"y": [1, 2]})), end(2, EndStatus::Ended)],
+    );
+    let (mut p1, mut r1) = (start.clone(), RowSet::default());
+    let (mut p2, mut r2) = (start, RowSet::default());
+    apply(&mut p1, &b, &mut r1);
+    apply(&mut p2, &b, &mut r2);
+    assert_eq!((p1, r1), (p2, r2));
+}
+
+#[test]
+fn an_accepted_gap_is_counted_and_a_late_predecessor_still_applied() {
+    let mut progress = Progress {
+        next_seq: 2,
+        ..Default::default()
+    };
+    apply(&mut progress, &batch(5, vec![]), &mut RowSet::default());
+    assert_eq!(
+        (progress.gaps, progress.next_seq, progress.skipped.clone()),
+        (3, 6, vec![2, 3, 4])
+    );
+    let mut rows = RowSet::default();
+    apply(
+        &mut progress,
+        &batch(3, vec![state(9, json!({"late": true}))]),
+        &mut rows,
+    );
+    assert_eq!(
+        (progress.gaps, progress.next_seq, progress.skipped.clone()),
+        (2, 6, vec![2, 4])
+    );
+    assert_eq!(progress.state, json!({"late": true}));
+    assert_eq!(rows.state_history.len(), 1);
+}
+
+#[test]
+fn metric_summaries_count_each_point_once_and_a_late_batch_still_wins() {
+    let fps = |ts_ms: u64, value: f64| {
+        Record::Metric(datacat_protocol::Metric {
+            ts_ms,
+            name: "fps".into(),
+            kind: datacat_protocol::MetricKind::Gauge,
+            value,
+            unit: String::new(),
+            tags: vec![],
+            count: None,
+            histogram: None,
+        })
+    };
+    let mut progress = Progress::default();
+    let mut rows = RowSet::default();
+    apply(&mut progress, &batch(0, vec![fps(1, 10.0)]), &mut rows);
+    apply(&mut progress, &batch(2, vec![fps(3, 30.0)]), &mut rows);
+    // Batch 1 arrives after 2 (its gap was given up on): applied late, counted once.
+    apply(&mut progress, &batch(1, vec![fps(2, 20.0)]), &mut rows);
+    let latest = rows
+        .metric_sessions
+        .iter()
+        .max_by_key(|r| r.version)
+        .unwrap();
+    assert_eq!(latest.version, 3, "versions follow application, not seq");
+    assert_eq!((latest.points, latest.sum, latest.peak), (3, 60.0, 30.0));
+    assert_eq!(latest.last, 30.0, "the latest point by time");
+    let mut again = RowSet::default();
+    let mut replay = Progress::default();
+    for seq in [0, 2, 1] {
+        let value = [10.0, 20.0, 30.0][seq as usize];
+        apply(
+            &mut replay,
+            &batch(seq, vec![fps(seq + 1, value)]),
+            &mut again,
+        );
+    }
+    assert_eq!(again.metric_sessions, rows.metric_sessions, "deterministic");
+}
+
+fn hang(ts_ms: u64, hung: bool) -> Record {
+    Record::Hang(datacat_protocol::HangChange {
+        ts_ms,
+        hung,
+        last_heartbeat_ms: 1_000,
+        timeout_ms: 5_000,
+    })
+}
+
+#[test]
+fn hang_and_recovery_are_remembered_and_shown_as_events() {
+    let mut progress = Progress::default();
+    let mut rows = RowSet::default();
+    apply(
+        &mut progress,
+        &batch(0, vec![hang(7_000, true), hang(7_500, true)]),
+        &mut rows,
+    );
+    assert_eq!(
+        (
+            progress.status.as_str(),
+            progress.hang_count,
+            progress.hung_ms
+        ),
+        ("hung", 1, 7_000)
+    );
+    apply(
+        &mut progress,
+        &batch(1, vec![hang(9_000, false), hang(9_100, false)]),
+        &mut rows,
+    );
+    assert_eq!(
+        (progress.status.as_str(), progress.hang_count),
+        ("active", 1)
+    );
+    let names: Vec<_> = rows
+        .events
+        .iter()
+        .map(|e| (e.name.as_str(), e.level.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("application_appears_hung", "error"),
+            ("application_recovered", "info")
+        ]
+    );
+    assert!(
+        rows.events[0]
+            .data
+            .contains(r#""seconds_since_heartbeat":6"#),
+        "{}",
+        rows.events[0].data
+    );
+    assert_eq!(progress.event_count, 2);
+}
+
+#[test]
+fn a_crash_is_an_event_and_ends_a_hang() {
+    let mut progress = Progress::default();
+    let mut rows = RowSet::default();
+    apply(
+        &mut progress,
+        &batch(
+            0,
+            vec![hang(1, true), end(2, EndStatus::Crashed), hang(3, false)],
+        ),
+        &mut rows,
+    );
+    assert_eq!(progress.status, "crashed");
+    assert_eq!(
+        rows.events.last().map(|e| e.name.as_str()),
+        Some("session_crashed")
+    );
+    assert_eq!(rows.events.len(), 2, "no recovery after the end");
+}
+
+#[test]
+fn drops_are_counted() {
+    let mut progress = Progress::default();
+    let dropped = Record::Dropped(datacat_protocol::DataDropped {
+        ts_ms: 1,
+        batches: 2,
+        records: 30,
+        reason: "spool full".into(),
+    });
+    apply(
+        &mut progress,
+        &batch(0, vec![dropped]),
+        &mut RowSet::default(),
+    );
+    assert_eq!(progress.dropped_records, 30);
+    assert_eq!(progress.session_row("s").dropped_records, 30);
+}
