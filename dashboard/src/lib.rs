@@ -77,15 +77,9 @@ impl Page {
             },
             ["explore"] => {
                 let pairs = datacat_protocol::query::pairs(query);
-                let get = |key: &str| {
-                    pairs
-                        .iter()
-                        .rev()
-                        .find(|(k, _)| k == key)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_default()
-                };
-                let stat = match get("stat").as_str() {
+                let get =
+                    |key: &str| datacat_protocol::query::param(&pairs, key).unwrap_or_default();
+                let stat = match get("stat") {
                     "min" => MetricStat::Min,
                     "avg" => MetricStat::Avg,
                     "last" => MetricStat::Last,
@@ -93,7 +87,7 @@ impl Page {
                 };
                 match parsed(&["name", "stat"]) {
                     Ok(query) => Page::Metrics(Box::new(Exploration {
-                        metric: get("name"),
+                        metric: get("name").to_string(),
                         stat,
                         query,
                     })),

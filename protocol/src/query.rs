@@ -243,6 +243,15 @@ pub fn pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The last non-empty value of `key` among decoded pairs (a form's empty box is no value).
+pub fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, v)| k == key && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
 /// Percent-decoding of a query-string component (`+` is a space).
 pub fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -330,6 +339,14 @@ mod tests {
             SessionQuery::default(),
             "a form's empty boxes are no filters"
         );
+    }
+
+    #[test]
+    fn the_last_non_empty_value_counts() {
+        let pairs = pairs("a=1&b=&a=2&a=");
+        assert_eq!(param(&pairs, "a"), Some("2"));
+        assert_eq!(param(&pairs, "b"), None);
+        assert_eq!(param(&pairs, "c"), None);
     }
 
     #[test]

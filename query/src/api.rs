@@ -8,7 +8,7 @@ use datacat_protocol::api::{
     ErrorBody, EventPage, MetricAcrossSessions, MetricStat, MetricsAnswer, ProductsAnswer,
     SessionDetail, SessionPage, SessionQuery, StateDiffView, StateSnapshot, TrendAnswer,
 };
-use datacat_protocol::query::pairs;
+use datacat_protocol::query::{pairs, param};
 use datacat_warehouse::{EventFilter, StatePoint};
 use serde_json::{json, Value};
 
@@ -75,14 +75,6 @@ fn params(query: &Option<String>, allowed: &[&str]) -> Result<Vec<(String, Strin
         )));
     }
     Ok(pairs)
-}
-
-fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .rev()
-        .find(|(k, v)| k == key && !v.is_empty())
-        .map(|(_, v)| v.as_str())
 }
 
 fn number<T: std::str::FromStr>(

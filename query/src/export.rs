@@ -7,7 +7,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use datacat_protocol::api::{ErrorBody, SessionDetail, SessionQuery};
-use datacat_protocol::query::pairs;
+use datacat_protocol::query::{pairs, param};
 use datacat_protocol::time::parse_time_ms;
 use futures::{stream, Stream, StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -93,13 +93,8 @@ fn export_params(
     allowed.extend_from_slice(extra);
     let mut filters = session_query(query, &allowed)?;
     let pairs = pairs(query.as_deref().unwrap_or_default());
-    let format = match pairs
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "format")
-        .map(|(_, v)| v.as_str())
-    {
-        None | Some("" | "ndjson") => Format::Ndjson,
+    let format = match param(&pairs, "format") {
+        None | Some("ndjson") => Format::Ndjson,
         Some("csv") => Format::Csv,
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
@@ -176,11 +171,7 @@ pub async fn export(
         "metrics" => {
             let (format, limit, filters) = export_params(&query, &["name"])?;
             let pairs = pairs(query.as_deref().unwrap_or_default());
-            let name = pairs
-                .iter()
-                .rev()
-                .find(|(k, v)| k == "name" && !v.is_empty());
-            let rows = reader.export_metrics(&filters, name.map(|(_, v)| v.as_str()), limit)?;
+            let rows = reader.export_metrics(&filters, param(&pairs, "name"), limit)?;
             stream_response(format, "metrics", METRIC_COLUMNS, rows)
         }
         other => {
@@ -220,20 +211,27 @@ pub async fn data_sessions(
             async move { reader.session(&id).await.map_err(std::io::Error::other) }
         })
         // A session deleted by retention meanwhile is skipped.
-        .try_filter_map(|detail| futures::future::ready(Ok(detail)))
-        .enumerate()
-        .map(|(i, detail)| {
-            let separator = if i == 0 { "" } else { "," };
-            detail.map(|d| Bytes::from(format!("{separator}{}", json!(d))))
-        });
+        .try_filter_map(|detail| futures::future::ready(Ok(detail)));
+    Ok(json_array(details))
+}
+
+/// Streams items as one JSON array, written as they come (a read error cuts it short).
+fn json_array<T: Serialize>(
+    items: impl Stream<Item = std::io::Result<T>> + Send + 'static,
+) -> Response {
+    let elements = items.enumerate().map(|(i, item)| {
+        let separator = if i == 0 { "" } else { "," };
+        let text = serde_json::to_string(&item?).map_err(std::io::Error::other)?;
+        Ok::<_, std::io::Error>(Bytes::from(format!("{separator}{text}")))
+    });
     let body = stream::iter([Ok(Bytes::from_static(b"["))])
-        .chain(details)
+        .chain(elements)
         .chain(stream::iter([Ok(Bytes::from_static(b"]"))]));
-    Ok((
+    (
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(body),
     )
-        .into_response())
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/api/grafana/sessions", tag = "export", params(SessionFilters),
@@ -260,17 +258,7 @@ pub async fn grafana_sessions(
             "event_count": s.event_count,
         }))
     });
-    let body = rows.enumerate().map(|(i, row)| {
-        row.map(|row| Bytes::from(format!("{}{row}", if i == 0 { "" } else { "," })))
-    });
-    let body = stream::iter([Ok(Bytes::from_static(b"["))])
-        .chain(body)
-        .chain(stream::iter([Ok(Bytes::from_static(b"]"))]));
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(body),
-    )
-        .into_response())
+    Ok(json_array(rows))
 }
 
 #[cfg(test)]

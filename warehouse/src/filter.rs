@@ -227,6 +227,27 @@ impl Cursor {
     }
 }
 
+/// `(column < ? OR (column = ? AND session_id > ?))` (`>` when ascending) for the query's
+/// cursor, with its parameters; nothing without a cursor.
+fn after_cursor(query: &SessionQuery, column: &str) -> Result<Option<(String, Vec<Param>)>> {
+    let Some(cursor) = &query.cursor else {
+        return Ok(None);
+    };
+    let cursor = Cursor::decode(cursor)?;
+    let comparison = match query.order {
+        Order::Desc => "<",
+        Order::Asc => ">",
+    };
+    Ok(Some((
+        format!("({column} {comparison} ? OR ({column} = ? AND session_id > ?))"),
+        vec![
+            Param::U64(cursor.value),
+            Param::U64(cursor.value),
+            Param::Str(cursor.session_id),
+        ],
+    )))
+}
+
 /// Whether `query` filters nothing and sorts by start: then a page can be read from the
 /// few newest (or oldest) rows instead of collapsing every session's versions.
 pub fn is_plain_by_start(query: &SessionQuery) -> bool {
@@ -245,22 +266,13 @@ pub fn windowed_by_start(
     limit: u32,
     window: u64,
 ) -> Result<(Sql, Sql)> {
-    let (direction, comparison, bound) = match query.order {
-        Order::Desc => ("DESC", "<", ">="),
-        Order::Asc => ("ASC", ">", "<="),
+    let (direction, bound) = match query.order {
+        Order::Desc => ("DESC", ">="),
+        Order::Asc => ("ASC", "<="),
     };
-    let mut cursor_params = Vec::new();
-    let after = match &query.cursor {
-        Some(cursor) => {
-            let cursor = Cursor::decode(cursor)?;
-            cursor_params = vec![
-                Param::U64(cursor.value),
-                Param::U64(cursor.value),
-                Param::Str(cursor.session_id),
-            ];
-            format!(" AND (started_ms {comparison} ? OR (started_ms = ? AND session_id > ?))")
-        }
-        None => String::new(),
+    let (after, cursor_params) = match after_cursor(query, "started_ms")? {
+        Some((condition, params)) => (format!(" AND {condition}"), params),
+        None => (String::new(), Vec::new()),
     };
     let mut threshold_params = cursor_params.clone();
     threshold_params.push(Param::U64(window.saturating_sub(1)));
@@ -289,20 +301,15 @@ pub fn windowed_by_start(
 pub fn session_page(query: &SessionQuery, columns: &str, limit: u32) -> Result<Sql> {
     let matching = matching_sessions(query, "*");
     let column = sort_column(query.sort);
-    let (direction, comparison) = match query.order {
-        Order::Desc => ("DESC", "<"),
-        Order::Asc => ("ASC", ">"),
+    let direction = match query.order {
+        Order::Desc => "DESC",
+        Order::Asc => "ASC",
     };
     let mut params = matching.params;
-    let after = match &query.cursor {
-        Some(cursor) => {
-            let cursor = Cursor::decode(cursor)?;
-            params.extend([
-                Param::U64(cursor.value),
-                Param::U64(cursor.value),
-                Param::Str(cursor.session_id),
-            ]);
-            format!(" WHERE ({column} {comparison} ? OR ({column} = ? AND session_id > ?))")
+    let after = match after_cursor(query, column)? {
+        Some((condition, more)) => {
+            params.extend(more);
+            format!(" WHERE {condition}")
         }
         None => String::new(),
     };
