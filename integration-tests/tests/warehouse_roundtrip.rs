@@ -128,6 +128,16 @@ fn rows() -> RowSet {
     }
 }
 
+/// A connection to `database` on the test's server (no credentials).
+fn connection(server: &ClickHouse, database: &str) -> Connection {
+    Connection {
+        url: server.url.clone(),
+        database: database.into(),
+        user: None,
+        password: None,
+    }
+}
+
 async fn read_all<T: clickhouse::RowOwned + clickhouse::RowRead>(
     client: &clickhouse::Client,
     table: &str,
@@ -144,12 +154,7 @@ async fn read_all<T: clickhouse::RowOwned + clickhouse::RowRead>(
 #[tokio::test]
 async fn rows_round_trip_and_duplicates_collapse() {
     let server = ClickHouse::start().await.expect("clickhouse starts");
-    let connection = Connection {
-        url: server.url.clone(),
-        database: "roundtrip".into(),
-        user: None,
-        password: None,
-    };
+    let connection = connection(&server, "roundtrip");
 
     let applied = migrate(&connection).await.expect("first migration");
     assert_eq!(
@@ -199,12 +204,7 @@ async fn rows_round_trip_and_duplicates_collapse() {
 #[tokio::test]
 async fn concurrent_migrations_all_succeed() {
     let server = ClickHouse::start().await.expect("clickhouse starts");
-    let connection = Connection {
-        url: server.url.clone(),
-        database: "concurrent".into(),
-        user: None,
-        password: None,
-    };
+    let connection = connection(&server, "concurrent");
     let results = futures::future::join_all((0..4).map(|_| migrate(&connection))).await;
     for result in results {
         result.expect("every concurrent migration succeeds");
@@ -230,12 +230,7 @@ async fn concurrent_migrations_all_succeed() {
 #[tokio::test]
 async fn plain_lists_walk_every_session_once_whatever_the_versions() {
     let server = ClickHouse::start().await.expect("clickhouse starts");
-    let connection = Connection {
-        url: server.url.clone(),
-        database: "windowed".into(),
-        user: None,
-        password: None,
-    };
+    let connection = connection(&server, "windowed");
     migrate(&connection).await.unwrap();
     let template = rows().sessions.remove(0);
     let writer = Writer::new(&connection).unwrap();
