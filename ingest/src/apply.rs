@@ -5,9 +5,9 @@
 //! or two workers racing) produces identical rows, which the warehouse collapses.
 
 use datacat_protocol::api::STATUS_ACTIVE;
-use datacat_protocol::merge::flatten;
+use datacat_protocol::merge::merge_reporting;
 use datacat_protocol::time::{epoch_days, rfc3339_ms};
-use datacat_protocol::{deep_merge, Batch, EndStatus, Level, MachineInfo, Record};
+use datacat_protocol::{Batch, EndStatus, Level, MachineInfo, Record};
 use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow, StatePathRow};
 use datacat_warehouse::RowSet;
 
@@ -130,37 +130,18 @@ pub fn lost_rows(progress: &mut Progress, session_id: &str, rows: &mut RowSet) {
     rows.sessions.push(progress.session_row(session_id));
 }
 
-/// Calls `f(path, value, removed)` for every leaf that changed between `before` and
-/// `after`: a removal (`removed = true`, the old value) for each leaf that changed or went,
-/// then the new value of each leaf that is new or changed. The removal rows are what make
-/// "the state now has" an index range on (path, value).
-fn changed_paths(
-    before: &[(String, Value)],
-    after: &[(String, Value)],
-    mut f: impl FnMut(&str, &Value, bool),
-) {
-    let old: std::collections::HashMap<&str, &Value> =
-        before.iter().map(|(p, v)| (p.as_str(), v)).collect();
-    let new: std::collections::HashMap<&str, &Value> =
-        after.iter().map(|(p, v)| (p.as_str(), v)).collect();
-    for (path, value) in before {
-        if new.get(path.as_str()) != Some(&value) {
-            f(path, value, true);
-        }
-    }
-    for (path, value) in after {
-        if old.get(path.as_str()) != Some(&value) {
-            f(path, value, false);
-        }
-    }
-}
-
 /// How a leaf is stored for lookups: a string as its text, anything else as JSON.
 pub fn leaf_text(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
-        other => other.to_string(),
+        other => json_text(other),
     }
+}
+
+/// JSON text of a value. (`Value`'s `Display` goes through `fmt` and checks UTF-8 chunk by
+/// chunk: measurably slower on ingest's hot path.)
+fn json_text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 fn path_row(
@@ -212,7 +193,7 @@ fn system_event(
         group_name: "datacat".to_string(),
         labels: Vec::new(),
         message: message.to_string(),
-        data: data.to_string(),
+        data: json_text(&data),
         exception: String::new(),
     });
 }
@@ -221,7 +202,7 @@ fn state_json(state: &Value) -> String {
     if state.is_null() {
         "{}".to_string()
     } else {
-        state.to_string()
+        json_text(state)
     }
 }
 
@@ -245,9 +226,6 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
         let excess = progress.skipped.len().saturating_sub(MAX_SKIPPED);
         progress.skipped.drain(..excess);
     }
-    // The state's leaves after the previous update of this batch: the next update's "before".
-    // (Only state updates change the state, so it stays valid between them.)
-    let mut leaves: Option<Vec<(String, Value)>> = None;
     let mut touched_metrics = std::collections::BTreeSet::new();
     for (idx, record) in batch.records.iter().enumerate() {
         let ts_ms = record.ts_ms();
@@ -269,22 +247,24 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                 progress.started_ms = start.ts_ms;
             }
             Record::State(update) => {
-                let before = leaves.take().unwrap_or_else(|| flatten(&progress.state));
-                deep_merge(&mut progress.state, &update.update);
-                let after = flatten(&progress.state);
-                changed_paths(&before, &after, |path, value, removed| {
-                    rows.state_paths.push(path_row(
-                        session_id, batch.seq, idx, ts_ms, path, value, removed,
-                    ));
-                });
-                leaves = Some(after);
+                // Removal rows (the old value of a leaf that changed or went) make "the state
+                // now has" an index range on (path, value), like "ever had".
+                merge_reporting(
+                    &mut progress.state,
+                    &update.update,
+                    |path, value, removed| {
+                        rows.state_paths.push(path_row(
+                            session_id, batch.seq, idx, ts_ms, path, value, removed,
+                        ));
+                    },
+                );
                 rows.state_history.push(StateHistoryRow {
                     session_id: session_id.to_string(),
                     seq: batch.seq,
                     idx,
                     ts_ms,
                     date,
-                    update: update.update.to_string(),
+                    update: json_text(&update.update),
                     state: state_json(&progress.state),
                 });
             }
@@ -302,7 +282,7 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                     group_name: event.group.clone(),
                     labels: event.labels.clone(),
                     message: event.message.clone(),
-                    data: event.data.to_string(),
+                    data: json_text(&event.data),
                     exception: event
                         .exception
                         .as_ref()

@@ -93,6 +93,74 @@ pub fn flatten(state: &Value) -> Vec<(String, Value)> {
     out
 }
 
+/// Merges `update` into `state` like [`deep_merge`] and reports the leaves that changed:
+/// `f(path, old value, true)` for each leaf that changed or went, then `f(path, new value,
+/// false)` for each leaf that is new or changed. Only the top-level keys the update names
+/// are flattened (a merge touches nothing else), so the cost follows the update, not the
+/// whole state.
+pub fn merge_reporting(state: &mut Value, update: &Value, mut f: impl FnMut(&str, &Value, bool)) {
+    let touched = match (&*state, update) {
+        (Value::Object(_), Value::Object(update)) => Some(update),
+        _ => None,
+    };
+    let leaves_of = |state: &Value| match touched {
+        Some(keys) => {
+            let mut out = Vec::new();
+            for key in keys.keys() {
+                if let Some(value) = state.get(key) {
+                    let mut path = key.clone();
+                    flatten_into(value, &mut path, &mut out);
+                }
+            }
+            out
+        }
+        None => flatten(state),
+    };
+    let before = leaves_of(state);
+    deep_merge(state, update);
+    let after = leaves_of(state);
+    report_changes(&before, &after, &mut f);
+}
+
+/// Calls `f` for the leaves that differ between `before` and `after` (removals first).
+fn report_changes(
+    before: &[(String, Value)],
+    after: &[(String, Value)],
+    f: &mut impl FnMut(&str, &Value, bool),
+) {
+    // Updates touch a handful of leaves: a linear scan beats hashing them.
+    if before.len().max(after.len()) <= 32 {
+        fn find<'a>(leaves: &'a [(String, Value)], path: &str) -> Option<&'a Value> {
+            leaves.iter().find(|(p, _)| p == path).map(|(_, v)| v)
+        }
+        for (path, value) in before {
+            if find(after, path) != Some(value) {
+                f(path, value, true);
+            }
+        }
+        for (path, value) in after {
+            if find(before, path) != Some(value) {
+                f(path, value, false);
+            }
+        }
+        return;
+    }
+    fn index(leaves: &[(String, Value)]) -> std::collections::HashMap<&str, &Value> {
+        leaves.iter().map(|(p, v)| (p.as_str(), v)).collect()
+    }
+    let (old, new) = (index(before), index(after));
+    for (path, value) in before {
+        if new.get(path.as_str()) != Some(&value) {
+            f(path, value, true);
+        }
+    }
+    for (path, value) in after {
+        if old.get(path.as_str()) != Some(&value) {
+            f(path, value, false);
+        }
+    }
+}
+
 fn flatten_into(value: &Value, path: &mut String, out: &mut Vec<(String, Value)>) {
     match value {
         Value::Object(map) if !map.is_empty() || path.is_empty() => {
@@ -257,6 +325,38 @@ mod tests {
                 deep_merge(&mut patched, &diff);
             }
             prop_assert_eq!(patched, new);
+        }
+
+        #[test]
+        fn merge_reporting_reports_exactly_the_changed_leaves(
+            steps in prop::collection::vec(arb_update(), 0..4),
+            update in arb_update(),
+            from_nothing in any::<bool>(),
+        ) {
+            let mut state = if from_nothing { Value::Null } else { merged(&steps) };
+            let mut expected = Vec::new();
+            let before = flatten(&state);
+            let mut full = state.clone();
+            deep_merge(&mut full, &update);
+            let after = flatten(&full);
+            for (path, value) in &before {
+                if !after.contains(&(path.clone(), value.clone())) {
+                    expected.push((path.clone(), value.clone(), true));
+                }
+            }
+            for (path, value) in &after {
+                if !before.contains(&(path.clone(), value.clone())) {
+                    expected.push((path.clone(), value.clone(), false));
+                }
+            }
+            let mut reported = Vec::new();
+            merge_reporting(&mut state, &update, |path, value, removed| {
+                reported.push((path.to_string(), value.clone(), removed));
+            });
+            prop_assert_eq!(&state, &full);
+            expected.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+            reported.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+            prop_assert_eq!(reported, expected);
         }
 
         #[test]
