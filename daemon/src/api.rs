@@ -261,8 +261,8 @@ async fn resume(State(registry): State<AppState>, body: Body) -> Result<Json<Val
 async fn end(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let (session_id, body): (String, EndBody) = with_session(body)?;
     let end = SessionEnd {
+        status: body.status(EndStatus::Ended),
         ts_ms: ts(body.timestamp),
-        status: EndStatus::Ended,
         reason: body.reason.unwrap_or_default(),
     };
     let mut unacked = registry.end(&session_id, end)?;

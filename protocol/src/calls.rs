@@ -5,7 +5,7 @@
 //! Field names follow the original API so existing clients keep working.
 
 use crate::record::{
-    Event, ExceptionInfo, Level, Metric, MetricKind, Record, DEFAULT_HISTOGRAM_BOUNDS,
+    EndStatus, Event, ExceptionInfo, Level, Metric, MetricKind, Record, DEFAULT_HISTOGRAM_BOUNDS,
 };
 use crate::time::{client_ts_ms, now_ms, parse_time_ms};
 use serde::de::DeserializeOwned;
@@ -298,7 +298,20 @@ pub struct HeartbeatBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct EndBody {
     pub reason: Option<String>,
+    /// True ends the session as `crashed` (a client that caught its application's uncaught
+    /// exception); the default is `ended`.
+    pub crashed: Option<bool>,
     pub timestamp: Option<ClientTime>,
+}
+
+impl EndBody {
+    /// The status this body asks for, given the endpoint's own default.
+    pub fn status(&self, default: EndStatus) -> EndStatus {
+        match self.crashed {
+            Some(true) => EndStatus::Crashed,
+            _ => default,
+        }
+    }
 }
 
 /// One item of a batch call.

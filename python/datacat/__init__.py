@@ -8,7 +8,10 @@
     session.end()
 
 Calls go over HTTP to a ``datacat-daemon`` that this process starts on first
-use and shares between all of its sessions (see docs/daemon-api.md).
+use and shares between all of its sessions (see docs/daemon-api.md), or with
+``use_daemon=False`` to the query service's direct-write endpoints.
+``async_mode=True`` makes every call a buffer append, shipped in batches by a
+background thread.
 Standard library only; Python 2.7.4+ and 3.8+.
 """
 
@@ -16,10 +19,14 @@ from __future__ import absolute_import
 
 import logging as _logging
 
+from ._async import AsyncSession
 from ._daemon import DaemonManager, DaemonStartError, find_daemon_binary
+from ._direct import DirectBackend
+from ._log_handler import DatacatHandler, DatacatLoggingHandler, DatacatLogHandler
+from ._monitor import HeartbeatMonitor
 from ._transport import DaemonHTTPError, TransportError
 from .client import DatacatClient
-from .session import Session, create_session
+from .session import Session, Timer, create_session
 
 __version__ = "0.1.0"
 
@@ -27,7 +34,14 @@ __all__ = [
     "__version__",
     "create_session",
     "Session",
+    "AsyncSession",
+    "Timer",
+    "HeartbeatMonitor",
+    "DatacatHandler",
+    "DatacatLogHandler",
+    "DatacatLoggingHandler",
     "DatacatClient",
+    "DirectBackend",
     "DaemonManager",
     "DaemonStartError",
     "DaemonHTTPError",

@@ -206,6 +206,9 @@ def build_metric(
     metric_type="gauge",
     count=None,
     timestamp=None,
+    delta=None,
+    buckets=None,
+    metadata=None,
 ):
     _require_text(name, "metric name")
     if isinstance(value, bool) or value is None:
@@ -231,6 +234,27 @@ def build_metric(
         body["tags"] = tags
     if count is not None:
         body["count"] = int(count)
+    if delta is not None:
+        body["delta"] = float(delta)
+    if metadata:
+        body["metadata"] = dict(metadata)  # a copy: the caller's dict is never changed
+    if buckets is not None:
+        body["buckets"] = [_bound(b) for b in buckets]
+    return body
+
+
+def _bound(bound):
+    """A histogram bucket bound: a number, or ``"+Inf"`` (JSON has no infinity)."""
+    if isinstance(bound, string_types):
+        return bound
+    bound = float(bound)
+    return "+Inf" if math.isinf(bound) and bound > 0 else bound
+
+
+def batch_item(kind, body):
+    """A ``/batch`` item from a single call's body: ``kind`` added, ``session_id`` removed."""
+    body.pop("session_id", None)
+    body["kind"] = kind
     return body
 
 
@@ -238,10 +262,19 @@ def build_heartbeat(session_id, timestamp=None):
     return _base(session_id, timestamp)
 
 
-def build_end(session_id, reason=None, timestamp=None):
+def build_end(session_id, reason=None, timestamp=None, crashed=False):
     body = _base(session_id, timestamp)
     if reason is not None:
         body["reason"] = text_type(reason)
+    if crashed:
+        body["crashed"] = True
+    return body
+
+
+def build_heartbeat_monitor(session_id, timeout=None):
+    body = _base(session_id, None)
+    if timeout is not None:
+        body["timeout"] = float(timeout)
     return body
 
 

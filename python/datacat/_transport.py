@@ -72,15 +72,27 @@ def classify_error(exc):
     return "error"
 
 
+def _no_delay(sock):
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, IOError, AttributeError):
+        pass
+
+
 class _Connection(http_client.HTTPConnection):
     """HTTPConnection with Nagle off: small JSON requests go out at once."""
 
     def connect(self):
         http_client.HTTPConnection.connect(self)
-        try:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except (OSError, IOError, AttributeError):
-            pass
+        _no_delay(self.sock)
+
+
+class _SecureConnection(http_client.HTTPSConnection):
+    """The same over TLS (the query service behind a TLS proxy)."""
+
+    def connect(self):
+        http_client.HTTPSConnection.connect(self)
+        _no_delay(self.sock)
 
 
 class HTTPJSONTransport(object):
@@ -88,10 +100,12 @@ class HTTPJSONTransport(object):
 
     user_agent = "datacat-python"
 
-    def __init__(self, host, port, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, host, port, timeout=DEFAULT_TIMEOUT, secure=False):
         self.host = host
         self.port = int(port)
         self.timeout = timeout
+        self.secure = secure
+        self.extra_headers = {}
         self._lock = threading.Lock()
         self._conn = None
         self._conn_used = False
@@ -99,7 +113,7 @@ class HTTPJSONTransport(object):
 
     @property
     def base_url(self):
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % ("https" if self.secure else "http", self.host, self.port)
 
     # -- connection management (call with the lock held) -------------------
 
@@ -122,7 +136,8 @@ class HTTPJSONTransport(object):
 
     def _get_conn(self, timeout):
         if self._conn is None:
-            self._conn = _Connection(self.host, self.port, timeout=timeout)
+            connection = _SecureConnection if self.secure else _Connection
+            self._conn = connection(self.host, self.port, timeout=timeout)
             self._conn_used = False
         conn = self._conn
         conn.timeout = timeout
@@ -149,6 +164,7 @@ class HTTPJSONTransport(object):
             timeout = self.timeout
         data = None
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
+        headers.update(self.extra_headers)
         if body is not None:
             data = body if isinstance(body, bytes) else encode_json(body)
             headers["Content-Type"] = "application/json"

@@ -17,8 +17,9 @@ import time
 import traceback
 
 from . import _payload
-from ._compat import string_types
+from ._compat import quote as _quote, string_types
 from ._daemon import DaemonStartError, shared_daemon
+from ._direct import DirectBackend
 from ._payload import InvalidRecord
 from ._transport import DEFAULT_TIMEOUT, DaemonHTTPError, TransportError
 
@@ -45,11 +46,17 @@ def _caller_stack():
     return stack
 
 
+def _build_batch(session_id, items, timestamp=None):
+    # Each item carries its own call time; the request's own timestamp is not needed.
+    return {"session_id": _payload._require_session_id(session_id), "items": items}
+
+
 class DatacatClient(object):
     """Talks to this process's shared daemon (started on first use).
 
-    ``base_url`` is the query service URL, kept for compatibility with the
-    original API (the daemon does not need it). ``daemon_port`` is ``"auto"``
+    ``base_url`` is the query service URL: with ``use_daemon=False`` the calls
+    go there (its direct-write endpoints; ``token`` or ``$DATACAT_WRITE_TOKEN``
+    as bearer token); with a daemon it is not needed. ``daemon_port`` is ``"auto"``
     or a fixed loopback port for the daemon; ``nats_url`` defaults to
     ``$DATACAT_NATS_URL``; ``daemon_binary`` overrides the binary lookup.
     ``daemon`` may be an explicit ``DaemonManager`` instead of the shared one.
@@ -64,6 +71,8 @@ class DatacatClient(object):
         timeout=DEFAULT_TIMEOUT,
         end_timeout=DEFAULT_END_TIMEOUT,
         daemon=None,
+        use_daemon=True,
+        token=None,
         **daemon_options
     ):
         unknown = [k for k in daemon_options if k not in _DAEMON_OPTIONS]
@@ -72,6 +81,9 @@ class DatacatClient(object):
         self.base_url = base_url.rstrip("/") if base_url else base_url
         self.timeout = timeout
         self.end_timeout = end_timeout
+        self.use_daemon = bool(use_daemon)
+        if daemon is None and not use_daemon:
+            daemon = DirectBackend(base_url, token=token, timeout=timeout)
         if daemon is None:
             daemon = shared_daemon(
                 daemon_port=daemon_port, nats_url=nats_url, daemon_binary=daemon_binary, **daemon_options
@@ -191,12 +203,26 @@ class DatacatClient(object):
             group=group, exception=exception,
         )
 
-    def log_metric(self, session_id, name, value, tags=None, unit=None, metric_type="gauge", count=None):
-        """Log a metric point. ``metric_type``: gauge (default), counter, histogram, timer."""
+    def log_metric(self, session_id, name, value, tags=None, unit=None, metric_type="gauge", count=None,
+                   metadata=None, delta=None, buckets=None):
+        """Log a metric point. ``metric_type``: gauge (default), counter, histogram, timer.
+
+        A counter with ``delta`` is added to the daemon's running total; a histogram
+        value is one observation, bucketed by ``buckets`` (or ``metadata["buckets"]``).
+        """
         return self._session_call(
             "/metric", _payload.build_metric, session_id, name, value,
             tags=tags, unit=unit, metric_type=metric_type, count=count,
+            metadata=metadata, delta=delta, buckets=buckets,
         )
+
+    def send_batch(self, session_id, items):
+        """Many calls in one request (``items`` as built by ``_payload.batch_item``).
+
+        Returns the answer, or None when the request was lost. Items the receiver
+        rejects are logged; the others are applied.
+        """
+        return self._session_call("/batch", _build_batch, session_id, items)
 
     def log_exception(self, session_id, exc_info=None, extra_data=None, message=None, level="error"):
         """Log an ``exception`` event for the current (or given) exception."""
@@ -219,10 +245,45 @@ class DatacatClient(object):
     def heartbeat(self, session_id):
         return self._session_call("/heartbeat", _payload.build_heartbeat, session_id)
 
-    def end_session(self, session_id, reason=None):
-        """End the session; returns after the daemon has flushed its data."""
+    def start_heartbeat_monitor(self, session_id, timeout=None):
+        """Ask the daemon to mark the session hung when a heartbeat is ``timeout`` s overdue."""
+        return self._monitor_call("/start_heartbeat_monitor", session_id, timeout)
+
+    def stop_heartbeat_monitor(self, session_id):
+        return self._monitor_call("/stop_heartbeat_monitor", session_id)
+
+    def pause_heartbeat_monitoring(self, session_id):
+        return self._monitor_call("/pause_heartbeat", session_id)
+
+    def resume_heartbeat_monitoring(self, session_id):
+        return self._monitor_call("/resume_heartbeat", session_id)
+
+    def _monitor_call(self, path, session_id, timeout=None):
+        if session_id is None:
+            return self._failed_call(path, TransportError("the session was never registered", kind="no-session"))
+        return self._post(path, _payload.build_heartbeat_monitor, session_id, timeout)
+
+    def get_session(self, session_id):
+        """What the daemon holds of the session (``GET /session``), or None."""
+        return self._get("/session?session_id=%s" % (_quote(session_id or ""),))
+
+    def get_all_sessions(self):
+        """The daemon's view of all its sessions (a list), or None."""
+        answer = self._get("/sessions")
+        return answer.get("sessions") if isinstance(answer, dict) else None
+
+    def _get(self, path):
+        try:
+            return self.daemon.request("GET", path, timeout=self.timeout)
+        except _FAILURES as exc:
+            log.debug("GET %s failed: %s", path, exc)
+            return None
+
+    def end_session(self, session_id, reason=None, crashed=False):
+        """End the session (``crashed=True``: as crashed); returns after the data is flushed."""
         result = self._session_call(
-            "/end", _payload.build_end, session_id, reason=reason, _timeout=self.end_timeout
+            "/end", _payload.build_end, session_id, reason=reason, crashed=crashed,
+            _timeout=self.end_timeout
         )
         if isinstance(result, dict) and result.get("delivered") is False:
             # The daemon keeps the data queued and goes on retrying; it is lost only if

@@ -3,15 +3,19 @@
 from __future__ import absolute_import
 
 import atexit
+import functools
 import logging
 import os
 import threading
+import time
 import weakref
 
 from .client import DatacatClient
 from ._transport import TransportError
 
 log = logging.getLogger("datacat")
+
+_monotonic = getattr(time, "perf_counter", time.time)
 
 # The reason recorded for a session still open when the interpreter exits normally: the
 # application did not crash, it just never called end(). (A process that dies is reported
@@ -39,11 +43,70 @@ def _track_open_session(session):
         _open_sessions.add(session)
 
 
-# Options of the original create_session() that this version accepts and ignores.
-_LEGACY_OPTIONS = ("async_mode", "queue_size", "use_daemon")
+class Timer(object):
+    """Times a block (or a decorated function) and logs a ``timer`` metric.
+
+    ``unit``: ``"seconds"`` (default) or ``"milliseconds"``/``"ms"``. ``count``
+    (settable inside the block as ``timer.count``) is sent when > 0. The metric
+    is logged even when the block raises; the exception is not swallowed.
+    """
+
+    def __init__(self, session, name, count=None, tags=None, unit="seconds"):
+        self.session = session
+        self.name = name
+        self.count = count or 0
+        self.tags = tags
+        self.unit = unit
+        self.elapsed = None
+        self._started = None
+
+    def __enter__(self):
+        self._started = _monotonic()
+        return self
+
+    def __exit__(self, exc_type, exc_value, tb):
+        seconds = _monotonic() - self._started
+        self.elapsed = seconds
+        value = seconds * 1000.0 if self.unit in ("ms", "milliseconds") else seconds
+        self.session.log_metric(self.name, value, tags=self.tags, unit=self.unit,
+                                metric_type="timer", count=self.count if self.count > 0 else None)
+        return False
+
+    def __call__(self, function):
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            with Timer(self.session, self.name, self.count, self.tags, self.unit):
+                return function(*args, **kwargs)
+
+        return timed
 
 
-class Session(object):
+class _TypedMetrics(object):
+    """Typed metric helpers over ``log_metric`` (shared by Session and AsyncSession)."""
+
+    def log_gauge(self, name, value, tags=None, unit=None):
+        """A value that goes up and down (memory, fps)."""
+        return self.log_metric(name, value, tags=tags, unit=unit, metric_type="gauge")
+
+    def log_counter(self, name, delta=1, tags=None, unit=None):
+        """Add ``delta`` to a running total the daemon keeps."""
+        return self.log_metric(name, 0, tags=tags, unit=unit, metric_type="counter", delta=delta)
+
+    def log_histogram(self, name, value, unit=None, tags=None, buckets=None, metadata=None):
+        """One observation of a distribution, bucketed by ``buckets`` (upper bounds)."""
+        return self.log_metric(name, value, tags=tags, unit=unit, metric_type="histogram",
+                               metadata=metadata, buckets=buckets)
+
+    def log_timer(self, name, duration, count=None, tags=None, unit="seconds"):
+        """A measured duration."""
+        return self.log_metric(name, duration, tags=tags, unit=unit, metric_type="timer", count=count)
+
+    def timer(self, name, count=None, tags=None, unit="seconds"):
+        """``with session.timer("load"):`` (or ``@session.timer("load")``) logs a timer."""
+        return Timer(self, name, count=count, tags=tags, unit=unit)
+
+
+class Session(_TypedMetrics):
     """One run of the application: state, events, metrics, end.
 
     All methods return the daemon's JSON answer (a dict) on success and None
@@ -63,6 +126,7 @@ class Session(object):
         self._end_lock = threading.Lock()
         self._ended = False
         self._end_result = None
+        self._monitor = None
         self._pid = os.getpid()
         if session_id is not None:
             _track_open_session(self)
@@ -90,7 +154,7 @@ class Session(object):
         return self.client.update_state(self.session_id, state)
 
     def log_event(self, name, level=None, category=None, labels=None, message=None, data=None,
-                  group=None):
+                  group=None, exception=None):
         """Log an event; ``level`` is debug/info/warning/error/critical (default info).
 
         ``log_event("name", {"k": "v"})`` (data in the first optional slot, as
@@ -99,30 +163,67 @@ class Session(object):
         if self._closed("/event"):
             return None
         return self.client.log_event(self.session_id, name, level=level, category=category,
-                                     labels=labels, message=message, data=data, group=group)
+                                     labels=labels, message=message, data=data, group=group,
+                                     exception=exception)
 
-    def log_metric(self, name, value, tags=None, unit=None, metric_type="gauge", count=None):
+    def log_metric(self, name, value, tags=None, unit=None, metric_type="gauge", count=None,
+                   metadata=None, delta=None, buckets=None):
         """Log one metric point (``metric_type``: gauge, counter, histogram, timer)."""
         if self._closed("/metric"):
             return None
         return self.client.log_metric(self.session_id, name, value, tags=tags, unit=unit,
-                                      metric_type=metric_type, count=count)
+                                      metric_type=metric_type, count=count, metadata=metadata,
+                                      delta=delta, buckets=buckets)
 
-    def log_exception(self, exc_info=None, extra_data=None, message=None):
+    def log_exception(self, exc_info=None, extra_data=None, message=None, level="error"):
         """Log the exception being handled (or ``exc_info``) with its traceback."""
         if self._closed("/event"):
             return None
         return self.client.log_exception(self.session_id, exc_info=exc_info,
-                                         extra_data=extra_data, message=message)
+                                         extra_data=extra_data, message=message, level=level)
 
     def heartbeat(self):
-        """Tell the daemon the application is alive."""
+        """Tell the daemon (and this session's heartbeat monitor) the application is alive."""
         if self._closed("/heartbeat"):
             return None
+        if self._monitor is not None:
+            self._monitor.beat()
         return self.client.heartbeat(self.session_id)
 
-    def end(self, reason=None):
-        """End the session. Blocks until the daemon has flushed the session's data.
+    # -- hang detection --------------------------------------------------------------
+
+    def start_heartbeat_monitor(self, timeout=60, check_interval=5, _beat=None):
+        """Watch for hangs: the daemon marks the session hung when ``heartbeat()`` is
+        ``timeout`` s overdue, and this process sends the stacks of all its threads
+        then. Calling it again restarts the monitor with the new settings."""
+        from ._monitor import HeartbeatMonitor
+
+        if self._monitor is not None:
+            self._monitor.stop()
+        self._monitor = HeartbeatMonitor(self, timeout=timeout, check_interval=check_interval,
+                                         beat=_beat)
+        return self._monitor.start()
+
+    def stop_heartbeat_monitor(self):
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.stop()
+        return self.client.stop_heartbeat_monitor(self.session_id)
+
+    def pause_heartbeat_monitoring(self):
+        """Suspend hang detection (a long load screen that cannot beat)."""
+        if self._monitor is not None:
+            self._monitor.pause()
+        return self.client.pause_heartbeat_monitoring(self.session_id)
+
+    def resume_heartbeat_monitoring(self):
+        if self._monitor is not None:
+            self._monitor.resume()
+        return self.client.resume_heartbeat_monitoring(self.session_id)
+
+    def end(self, reason=None, crashed=False):
+        """End the session (``crashed=True``: as crashed). Blocks until the daemon has
+        flushed the session's data.
 
         Calling it again does nothing and returns the first call's result.
         """
@@ -131,8 +232,22 @@ class Session(object):
                 return self._end_result
             self._ended = True
             _open_sessions.discard(self)
-            self._end_result = self.client.end_session(self.session_id, reason=reason)
+            if self._monitor is not None:
+                self._monitor.stop()
+            self._end_result = self.client.end_session(self.session_id, reason=reason, crashed=crashed)
             return self._end_result
+
+    def shutdown(self, timeout=None, reason=None, crashed=False):
+        """Same as ``end`` (a blocking session has nothing buffered)."""
+        return self.end(reason=reason, crashed=crashed)
+
+    def flush(self, timeout=None):
+        """Nothing to wait for: a blocking session's calls are sent when made."""
+        return True
+
+    def get_details(self):
+        """What the daemon holds of this session, or None."""
+        return self.client.get_session(self.session_id)
 
     def get_stats(self):
         """``{"sent": n, "failed": n}`` for this session's client."""
@@ -147,27 +262,47 @@ class Session(object):
 
 
 def create_session(base_url=None, product=None, version=None, nats_url=None, daemon_port="auto",
-                   **kwargs):
-    """Register a new session with this process's daemon and return a ``Session``.
+                   async_mode=False, queue_size=10000, use_daemon=True, drop_on_full=True,
+                   capture_uncaught=True, **kwargs):
+    """Register a new session and return a ``Session`` (or an ``AsyncSession``).
 
     ``product`` and ``version`` are required (``ValueError`` otherwise).
-    ``base_url`` is the query service URL, kept for compatibility. ``nats_url``
-    (default ``$DATACAT_NATS_URL``) is handed to the daemon when it starts.
-    Further keyword arguments go to ``DatacatClient`` (``daemon_binary``,
-    ``timeout``, ``end_timeout``, ``startup_timeout``, ``log_path``).
 
-    If the daemon cannot be started or reached, the returned session has
-    ``session_id`` None and drops its calls (logged and counted): monitoring
-    never stops the application.
+    * ``use_daemon`` (default True): calls go to this process's shared daemon
+      (started on first use; ``nats_url``, default ``$DATACAT_NATS_URL``, is
+      handed to it). ``use_daemon=False`` sends them to the query service at
+      ``base_url`` instead (its direct-write endpoints; ``token=`` or
+      ``$DATACAT_WRITE_TOKEN``).
+    * ``async_mode``: calls only append to a buffer of ``queue_size`` calls that
+      a background thread ships in batches; ``drop_on_full`` (default) drops
+      and counts calls when it is full, False blocks the caller instead.
+      Further options: ``batch_size``, ``flush_interval``, ``exit_timeout``.
+    * ``capture_uncaught`` (default True): an uncaught exception is logged and
+      the session ends ``crashed`` with it.
+
+    Other keyword arguments go to ``DatacatClient`` (``daemon_binary``,
+    ``timeout``, ``end_timeout``, ``startup_timeout``, ``log_path``, ``token``).
+    If the daemon cannot be started or reached, the session has ``session_id``
+    None and drops its calls (logged and counted): monitoring never stops the
+    application.
     """
     if not product or not version:
         raise ValueError("Product and version are required to create a session")
-    for option in _LEGACY_OPTIONS:
+    async_options = {}
+    for option in ("batch_size", "flush_interval", "exit_timeout"):
         if option in kwargs:
-            value = kwargs.pop(option)
-            if option == "async_mode" and value:
-                log.warning("async_mode is not available in this version; "
-                            "using a blocking session")
-    client = DatacatClient(base_url, daemon_port=daemon_port, nats_url=nats_url, **kwargs)
+            async_options[option] = kwargs.pop(option)
+    client = DatacatClient(base_url, daemon_port=daemon_port, nats_url=nats_url,
+                           use_daemon=use_daemon, **kwargs)
     session_id = client.create_session(product, version)
-    return Session(client, session_id, product=product, version=version)
+    session = Session(client, session_id, product=product, version=version)
+    if async_mode:
+        from ._async import AsyncSession
+
+        session = AsyncSession(session, queue_size=queue_size, drop_on_full=drop_on_full,
+                               **async_options)
+    if capture_uncaught:
+        from ._uncaught import install_uncaught_hook
+
+        install_uncaught_hook()
+    return session

@@ -224,11 +224,15 @@ def test_create_session_options(monkeypatch, stub):
         datacat.create_session(product="p", version="1", no_such_option=1)
 
 
-def test_async_mode_warns(monkeypatch, stub, caplog):
+def test_async_mode_gives_an_async_session(monkeypatch, stub):
     monkeypatch.setattr(datacat.client, "shared_daemon", lambda **kw: stub)
-    s = datacat.create_session(product="p", version="1", async_mode=True)
-    assert isinstance(s, session_module.Session)
-    assert any("async_mode" in r.getMessage() for r in caplog.records)
+    s = datacat.create_session(product="p", version="1", async_mode=True, queue_size=7,
+                               capture_uncaught=False)
+    try:
+        assert isinstance(s, datacat.AsyncSession)
+        assert s.queue_size == 7 and s.session_id == "sid-1"
+    finally:
+        s.end()
 
 
 def test_log_exception(session, stub):

@@ -219,6 +219,7 @@ pub async fn heartbeat(
 
 async fn finish(app: &AppState, id: &str, body: &Bytes, status: EndStatus) -> Result<(), ApiError> {
     let body: EndBody = parse_or_empty(body)?;
+    let status = body.status(status);
     let default_reason = match status {
         EndStatus::Crashed => "abnormal_termination",
         _ => "",
