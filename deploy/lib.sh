@@ -28,6 +28,7 @@ DATACAT_NATS_VERSION="2.15.1"
 DATACAT_NATS_INSTALL_DIR="$DATACAT_LOCAL/nats"
 DATACAT_LOCAL_NATS_BIN="$DATACAT_NATS_INSTALL_DIR/bin/nats-server"
 DATACAT_PY27_VERSION="2.7.18"
+DATACAT_PY38_VERSION="3.8.18"
 DATACAT_SCHEMATHESIS_VERSION="4.32.5"
 DATACAT_CLICKHOUSE_TEMPLATE_DIR="$DATACAT_ROOT/deploy/clickhouse"
 
@@ -103,26 +104,32 @@ datacat_as_root() {
     fi
 }
 
-# datacat_py27: print the path of pyenv's Python 2.7.18 interpreter.
-datacat_py27() {
-    local root="" cand
+# datacat_pyenv_python VERSION [OVERRIDE]: print the path of pyenv's Python VERSION
+# interpreter (OVERRIDE, when set, is tried first).
+datacat_pyenv_python() {
+    local version="$1" override="${2:-}" root="" cand
     if command -v pyenv >/dev/null 2>&1; then
         root="$(pyenv root 2>/dev/null || true)"
     fi
     for cand in \
-        ${DATACAT_PY27:+"$DATACAT_PY27"} \
-        ${root:+"$root/versions/$DATACAT_PY27_VERSION/bin/python"} \
-        ${PYENV_ROOT:+"$PYENV_ROOT/versions/$DATACAT_PY27_VERSION/bin/python"} \
-        "$HOME/.pyenv/versions/$DATACAT_PY27_VERSION/bin/python"; do
+        ${override:+"$override"} \
+        ${root:+"$root/versions/$version/bin/python"} \
+        ${PYENV_ROOT:+"$PYENV_ROOT/versions/$version/bin/python"} \
+        "$HOME/.pyenv/versions/$version/bin/python"; do
         if [ -x "$cand" ]; then
             printf '%s\n' "$cand"
             return 0
         fi
     done
-    datacat_err "Python $DATACAT_PY27_VERSION not found (looked in \$(pyenv root)/versions/$DATACAT_PY27_VERSION," \
-        "\$PYENV_ROOT and ~/.pyenv; set DATACAT_PY27 to the interpreter's path)"
+    datacat_err "Python $version not found (looked in \$(pyenv root)/versions/$version," \
+        "\$PYENV_ROOT and ~/.pyenv)"
     return 1
 }
+
+# datacat_py27 / datacat_py38: pyenv's Python 2.7.18 and 3.8.18 (DATACAT_PY27 / DATACAT_PY38
+# override the paths).
+datacat_py27() { datacat_pyenv_python "$DATACAT_PY27_VERSION" "${DATACAT_PY27:-}"; }
+datacat_py38() { datacat_pyenv_python "$DATACAT_PY38_VERSION" "${DATACAT_PY38:-}"; }
 
 # datacat_py3_site: fallback site dir for python3's pytest, used when python3 is a system
 # interpreter that refuses pip installs (PEP 668): .local/py3-site/<major.minor>.
@@ -221,6 +228,15 @@ datacat_install_test_deps() {
             --target "$st_dir" "schemathesis==$DATACAT_SCHEMATHESIS_VERSION" || return 1
         PYTHONPATH="$st_dir" python3 -c 'import schemathesis' ||
             { datacat_err "schemathesis still not importable after installing it"; return 1; }
+    fi
+
+    # Python 3.8.18 from pyenv (the oldest Python 3 the client supports): pytest 8.3.5.
+    local py38
+    py38="$(datacat_py38)" || return 1
+    if ! PYENV_VERSION="$DATACAT_PY38_VERSION" "$py38" -c 'import pytest' >/dev/null 2>&1; then
+        datacat_log "installing pytest==8.3.5 for Python $DATACAT_PY38_VERSION ($py38)"
+        PYENV_VERSION="$DATACAT_PY38_VERSION" "$py38" -m pip install --disable-pip-version-check \
+            --no-input "pytest==8.3.5" || return 1
     fi
 
     # Python 2.7.18 from pyenv: pytest 4.6.11 (the last release supporting 2.7).

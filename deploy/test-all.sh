@@ -13,7 +13,8 @@
 #   4. cargo build --workspace --bins
 #   5. cargo test --workspace
 #   6. pytest python/tests with python3
-#   7. pytest python/tests with Python 2.7.18
+#   7. pytest python/tests with Python 3.8.18 (the oldest Python 3 the client supports)
+#   8. pytest python/tests with Python 2.7.18
 #
 # Exported to the tests (steps 5-7):
 #   DATACAT_NATS_SERVER_BIN        absolute path of .local/nats/bin/nats-server
@@ -26,7 +27,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$DATACAT_ROOT"
 
-TOTAL_STEPS=7
+TOTAL_STEPS=8
 STEP_NO=0
 STEP_NAME=""
 STEP_T0=$SECONDS
@@ -91,11 +92,12 @@ datacat_install_deps
 datacat_install_test_deps
 datacat_ensure_cargo
 PY27="$(datacat_py27)"
+PY38="$(datacat_py38)"
 PY3_SITE="$(datacat_py3_pythonpath)"
 printf '[datacat] cargo:      %s\n' "$(cargo --version)"
 printf '[datacat] ClickHouse: %s\n' "$DATACAT_CLICKHOUSE_SERVER_BIN"
 printf '[datacat] NATS:       %s (%s)\n' "$DATACAT_NATS_SERVER_BIN" "$("$DATACAT_NATS_SERVER_BIN" --version 2>&1)"
-printf '[datacat] Python:     %s, %s\n' "$(python3 --version 2>&1)" "$("$PY27" --version 2>&1)"
+printf '[datacat] Python:     %s, %s, %s\n' "$(python3 --version 2>&1)" "$("$PY38" --version 2>&1)" "$("$PY27" --version 2>&1)"
 
 case "$DATACAT_NATS_SERVER_BIN" in /*) ;; *) DATACAT_NATS_SERVER_BIN="$DATACAT_ROOT/$DATACAT_NATS_SERVER_BIN" ;; esac
 export DATACAT_NATS_SERVER_BIN DATACAT_CLICKHOUSE_SERVER_BIN
@@ -126,6 +128,10 @@ cargo test --workspace
 step "pytest python/tests (python3)"
 [ -d python/tests ] || { datacat_err "python/tests does not exist"; exit 1; }
 run_pytest "python3" python3 "$DATACAT_ROOT/python${PY3_SITE:+:$PY3_SITE}"
+
+# ---------------------------------------------------------------------------------------------
+step "pytest python/tests (Python 3.8.18)"
+PYENV_VERSION="$DATACAT_PY38_VERSION" run_pytest "Python 3.8.18" "$PY38" "$DATACAT_ROOT/python"
 
 # ---------------------------------------------------------------------------------------------
 step "pytest python/tests (Python 2.7.18)"

@@ -35,27 +35,21 @@ from .session import _TypedMetrics, _open_sessions, _track_open_session
 
 log = logging.getLogger("datacat")
 
-_STATE, _EVENT, _METRIC, _HEARTBEAT = range(4)
+_STATE, _EVENT, _METRIC, _HEARTBEAT, _STATE_JSON, _EVENT_JSON = range(6)
 
 #: marshal handles dict/list/str/number/bool/None; anything else is copied through JSON.
 _MARSHAL_ERRORS = (ValueError, TypeError)
 
+_LEVEL_NAMES = frozenset(_payload.EVENT_LEVELS)
+_INF = float("inf")
+
 _time = time.time
+_dumps = marshal.dumps
 
 
-def _snapshot(value):
-    """A frozen copy of a dict the caller may change after the call returns."""
-    try:
-        return (True, marshal.dumps(value))
-    except _MARSHAL_ERRORS:
-        return (False, _payload.encode_json(value))
-
-
-def _thaw(snapshot):
-    marshalled, data = snapshot
-    if marshalled:
-        return marshal.loads(data)
-    return json.loads(data.decode("utf-8"))
+def _json_copy(value):
+    """The copy for what marshal refuses (datetimes, custom objects): JSON text."""
+    return json.loads(_payload.encode_json(value).decode("utf-8"))
 
 
 class AsyncSession(_TypedMetrics):
@@ -89,7 +83,7 @@ class AsyncSession(_TypedMetrics):
         self._ended = False
         self._end_result = None
         self._pid = os.getpid()
-        self._thread = None
+        self._thread = self._sender = None
         self._start_thread()
         if hasattr(os, "register_at_fork"):
             register_after_fork(self._after_fork)
@@ -121,7 +115,7 @@ class AsyncSession(_TypedMetrics):
 
     def _full(self, entry):
         """The buffer is full: count a drop, or wait for room. Returns True if queued."""
-        if self.drop_on_full or threading.current_thread() is self._thread:
+        if self.drop_on_full or threading.current_thread() in (self._thread, self._sender):
             with self._lock:
                 self._stats["dropped"] += 1
                 first = "dropped" not in self._warned
@@ -139,7 +133,11 @@ class AsyncSession(_TypedMetrics):
 
     def update_state(self, state):
         """Deep-merge ``state`` into the session state (a copy is taken now)."""
-        entry = (_STATE, _time(), _snapshot(state) if isinstance(state, dict) else state)
+        try:
+            entry = (_STATE, _time(), _dumps(state))
+        except _MARSHAL_ERRORS:
+            entry = (_STATE_JSON, _time(), state)
+            entry = self._copied(entry, 2)
         if len(self._buffer) >= self.queue_size:
             return self._full(entry)
         self._append(entry)
@@ -148,8 +146,12 @@ class AsyncSession(_TypedMetrics):
     def log_event(self, name, level=None, category=None, labels=None, message=None, data=None,
                   group=None, exception=None):
         """Log an event (see ``Session.log_event``)."""
-        entry = (_EVENT, _time(), name, level, category, labels, message,
-                 data if data is None else _snapshot(data), group, exception)
+        try:
+            entry = (_EVENT, _time(), name, level, category, labels, message,
+                     data if data is None else _dumps(data), group, exception)
+        except _MARSHAL_ERRORS:
+            entry = self._copied((_EVENT_JSON, _time(), name, level, category, labels, message, data,
+                                  group, exception), 7)
         if len(self._buffer) >= self.queue_size:
             return self._full(entry)
         self._append(entry)
@@ -164,6 +166,15 @@ class AsyncSession(_TypedMetrics):
             return self._full(entry)
         self._append(entry)
         return True
+
+    def _copied(self, entry, index):
+        """``entry`` with its value at ``index`` copied through JSON (None if it cannot be)."""
+        try:
+            value = _json_copy(entry[index])
+        except InvalidRecord as exc:
+            self._reject("call rejected: %s" % (exc,))
+            value = None
+        return entry[:index] + (value,) + entry[index + 1:]
 
     def heartbeat(self):
         """Tell the daemon the application is alive (and the session's monitor, if any)."""
@@ -207,9 +218,17 @@ class AsyncSession(_TypedMetrics):
     # -- the shipper -------------------------------------------------------------------
 
     def _start_thread(self):
-        self._thread = threading.Thread(target=self._run, name="datacat-async-%s" % (self.session_id,))
+        # Two stages, so that turning calls into JSON overlaps with the daemon's work on
+        # the previous request: the packer converts and encodes, the sender posts (one
+        # request at a time, in order).
+        self._ready = collections.deque()
+        self._sending = False
+        self._thread = threading.Thread(target=self._pack_loop, name="datacat-async-%s" % (self.session_id,))
         self._thread.daemon = True
         self._thread.start()
+        self._sender = threading.Thread(target=self._send_loop, name="datacat-send-%s" % (self.session_id,))
+        self._sender.daemon = True
+        self._sender.start()
 
     def _append_checking_fork(self, entry):
         if os.getpid() != self._pid:
@@ -218,7 +237,7 @@ class AsyncSession(_TypedMetrics):
 
     def _after_fork(self):
         # The child has a copy of the parent's buffer (the parent sends it) and no
-        # shipper thread: start clean.
+        # shipper threads: start clean.
         self._buffer.clear()
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)
@@ -228,16 +247,24 @@ class AsyncSession(_TypedMetrics):
         if not self._stopping:
             self._start_thread()
 
-    def _run(self):
+    def _pending(self):
+        """Calls made but not yet answered for (call with the lock held)."""
+        return bool(self._buffer or self._busy or self._ready or self._sending)
+
+    def _pack_loop(self):
         buffer, pop = self._buffer, self._buffer.popleft
         while True:
             if not buffer:
                 if self._stopping:
+                    with self._progress:
+                        self._progress.notify_all()
                     return
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
                 continue
-            with self._lock:
+            with self._progress:
+                while len(self._ready) >= 2:  # the sender is behind: hold the calls here
+                    self._progress.wait(0.1)
                 self._busy = True
             entries = []
             try:
@@ -246,25 +273,67 @@ class AsyncSession(_TypedMetrics):
             except IndexError:
                 pass
             try:
-                self._ship(entries)
+                packed = self._pack(entries)
             except Exception:  # noqa: BLE001 - the shipper must survive anything
-                log.exception("datacat: shipping %d calls failed", len(entries))
+                log.exception("datacat: packing %d calls failed", len(entries))
                 self._count("failed", len(entries))
+                packed = None
             with self._progress:
+                if packed is not None:
+                    self._ready.append(packed)
                 self._busy = False
                 self._progress.notify_all()
 
-    def _ship(self, entries):
+    def _send_loop(self):
+        while True:
+            with self._progress:
+                while not self._ready:
+                    if self._stopping and not self._thread.is_alive():
+                        return
+                    self._progress.wait(0.1)
+                packed = self._ready.popleft()
+                self._sending = True
+            try:
+                self._send(*packed)
+            except Exception:  # noqa: BLE001
+                log.exception("datacat: sending %d calls failed", packed[1])
+                self._count("failed", packed[1])
+            with self._progress:
+                self._sending = False
+                self._progress.notify_all()
+
+    def _pack(self, entries):
+        """The ``/batch`` body (JSON bytes) for ``entries`` and how many items it holds;
+        None when nothing is left to send."""
         items = []
         for entry in entries:
             try:
                 items.append(self._item(entry))
             except (TypeError, ValueError, InvalidRecord) as exc:
                 self._reject("call rejected before sending: %s" % (exc,))
-        if not items or self.session_id is None:
+        if not items:
+            return None
+        if self.session_id is None:
             self._count("failed", len(items))
-            return
-        body = {"session_id": self.session_id, "items": items}
+            return None
+        # session_id first, always (DirectBackend reads it from the head of the bytes).
+        head = _payload.encode_json({"session_id": self.session_id})[:-1] + b',"items":'
+        try:
+            return head + _payload.encode_json(items) + b"}", len(items)
+        except InvalidRecord:
+            pass
+        # Some item cannot be JSON (a NaN deep in its data): reject it, keep the others.
+        encoded = []
+        for item in items:
+            try:
+                encoded.append(_payload.encode_json(item))
+            except InvalidRecord as exc:
+                self._reject("call rejected before sending: %s" % (exc,))
+        if not encoded:
+            return None
+        return head + b"[" + b",".join(encoded) + b"]}", len(encoded)
+
+    def _send(self, body, count):
         try:
             answer = self.client.daemon.request("POST", "/batch", body, timeout=self.client.timeout)
         except DaemonHTTPError as exc:
@@ -273,36 +342,56 @@ class AsyncSession(_TypedMetrics):
             for problem in rejected:
                 self._reject("item rejected by the daemon: %s" % (problem.get("message"),))
             self._count("sent", accepted)
-            self._count("failed", len(items) - accepted - len(rejected))
+            self._count("failed", count - accepted - len(rejected))
             if not rejected:
                 self.client._failed_call("/batch", exc)
             return
         except Exception as exc:  # noqa: BLE001 - transport failures are counted, never raised
-            self._count("failed", len(items))
+            self._count("failed", count)
             self.client._failed_call("/batch", exc)
             return
-        self._count("sent", int(answer.get("accepted", len(items))) if isinstance(answer, dict) else len(items))
+        self._count("sent", int(answer.get("accepted", count)) if isinstance(answer, dict) else count)
         self._count("batches", 1)
         self.client._succeeded()
 
     def _item(self, entry):
         kind, timestamp, sid = entry[0], entry[1], self.session_id or "-"
-        if kind == _EVENT:
+        if kind == _EVENT or kind == _EVENT_JSON:
             _, _, name, level, category, labels, message, data, group, exception = entry
+            if kind == _EVENT and data is not None:
+                data = marshal.loads(data)
+            # The common shapes skip the general builder: it is most of the shipper's time.
+            if (name and name.__class__ is str and (level is None or level in _LEVEL_NAMES)
+                    and (data is None or data.__class__ is dict)
+                    and (message is None or message.__class__ is str)
+                    and category is None and labels is None and group is None and exception is None):
+                item = {"kind": "event", "timestamp": timestamp, "name": name}
+                if level is not None:
+                    item["level"] = level
+                if message is not None:
+                    item["message"] = message
+                if data is not None:
+                    item["data"] = data
+                return item
             body = _payload.build_event(sid, name, level=level, category=category, labels=labels,
-                                        message=message, data=data if data is None else _thaw(data),
-                                        group=group, exception=exception, timestamp=timestamp)
+                                        message=message, data=data, group=group, exception=exception,
+                                        timestamp=timestamp)
             return _payload.batch_item("event", body)
         if kind == _METRIC:
             _, _, name, value, tags, unit, metric_type, count, metadata, delta, buckets = entry
+            if (name and name.__class__ is str and value.__class__ in (int, float)
+                    and metric_type == "gauge" and -_INF < value < _INF and tags is None
+                    and unit is None and count is None and metadata is None and delta is None
+                    and buckets is None):
+                return {"kind": "metric", "timestamp": timestamp, "name": name,
+                        "value": float(value), "type": "gauge"}
             body = _payload.build_metric(sid, name, value, tags=tags, unit=unit, metric_type=metric_type,
                                          count=count, timestamp=timestamp, delta=delta, buckets=buckets,
                                          metadata=metadata)
             return _payload.batch_item("metric", body)
-        if kind == _STATE:
-            state = entry[2]
-            body = _payload.build_state(sid, _thaw(state) if isinstance(state, tuple) else state,
-                                        timestamp=timestamp)
+        if kind == _STATE or kind == _STATE_JSON:
+            state = marshal.loads(entry[2]) if kind == _STATE else entry[2]
+            body = _payload.build_state(sid, state, timestamp=timestamp)
             return _payload.batch_item("state", body)
         return _payload.batch_item("heartbeat", _payload.build_heartbeat(sid, timestamp=timestamp))
 
@@ -330,9 +419,9 @@ class AsyncSession(_TypedMetrics):
         if self._pid != os.getpid():
             self._after_fork()
         with self._progress:
-            while self._buffer or self._busy:
+            while self._pending():
                 remaining = deadline - time.time()
-                if remaining <= 0 or not self._thread.is_alive():
+                if remaining <= 0 or not self._sender.is_alive():
                     return False
                 self._wake.set()
                 self._progress.wait(min(remaining, 0.05))
@@ -361,6 +450,7 @@ class AsyncSession(_TypedMetrics):
         self._stopping = True
         self._wake.set()
         self._thread.join(max(0.1, min(timeout, 1.0)))
+        self._sender.join(max(0.1, min(timeout, 1.0)))
         left = len(self._buffer)
         if left:
             self._buffer.clear()

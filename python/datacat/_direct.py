@@ -10,7 +10,9 @@ hang detection is the client's ``HeartbeatMonitor`` alone.
 
 from __future__ import absolute_import
 
+import json
 import os
+import re
 
 from ._compat import quote, urlsplit
 from ._transport import DEFAULT_TIMEOUT, HTTPJSONTransport
@@ -23,6 +25,9 @@ _SESSION_PATHS = {
     "/heartbeat": "heartbeat",
     "/batch": "batch",
 }
+
+#: A pre-encoded /batch body starts with its session id (see AsyncSession._pack).
+_SESSION_HEAD = re.compile(br'^\{"session_id":("(?:[^"\\]|\\.)*")')
 
 #: Hang monitoring lives in the daemon; without one these calls have nothing to do.
 _DAEMON_ONLY = ("/start_heartbeat_monitor", "/stop_heartbeat_monitor", "/pause_heartbeat",
@@ -71,9 +76,16 @@ class DirectBackend(object):
             return "/api/sessions", body
         if path in _DAEMON_ONLY:
             return None, None
-        session = quote(str(body.get("session_id", "")), safe="")
+        if isinstance(body, bytes):
+            head = _SESSION_HEAD.match(body)
+            session_id = json.loads(head.group(1).decode("utf-8")) if head else ""
+        else:
+            session_id = body.get("session_id", "")
+        session = quote(session_id.encode("utf-8") if not isinstance(session_id, str) else session_id,
+                        safe="")
         if path == "/end":
-            return "/api/sessions/%s/%s" % (session, "crash" if body.get("crashed") else "end"), body
+            crashed = not isinstance(body, bytes) and body.get("crashed")
+            return "/api/sessions/%s/%s" % (session, "crash" if crashed else "end"), body
         if path in _SESSION_PATHS:
             return "/api/sessions/%s/%s" % (session, _SESSION_PATHS[path]), body
         raise ValueError("no direct-write route for %s %s" % (method, path))

@@ -4,6 +4,7 @@ test_async_integration.py)."""
 
 from __future__ import absolute_import
 
+import json
 import logging
 import os
 import subprocess
@@ -35,6 +36,8 @@ class BatchStub(object):
 
     def request(self, method, path, body=None, timeout=None):
         self.gate.wait(10)
+        if isinstance(body, bytes):  # /batch bodies arrive encoded
+            body = json.loads(body.decode("utf-8"))
         self.calls.append((path, body))
         if self.error is not None:
             raise self.error
@@ -328,6 +331,8 @@ def test_direct_backend_routes_daemon_calls_to_the_query_service():
     assert route("POST", "/event", {"session_id": "a b"})[0] == "/api/sessions/a%20b/events"
     assert route("POST", "/metric", {"session_id": "s"})[0] == "/api/sessions/s/metrics"
     assert route("POST", "/batch", {"session_id": "s"})[0] == "/api/sessions/s/batch"
+    encoded = b'{"session_id":"s/1","items":[]}'  # as AsyncSession sends it
+    assert route("POST", "/batch", encoded) == ("/api/sessions/s%2F1/batch", encoded)
     assert route("POST", "/end", {"session_id": "s"})[0] == "/api/sessions/s/end"
     assert route("POST", "/end", {"session_id": "s", "crashed": True})[0] == "/api/sessions/s/crash"
     assert route("POST", "/pause_heartbeat", {"session_id": "s"}) == (None, None)
