@@ -9,6 +9,8 @@
 #                             against a raw ClickHouse insert of the same rows
 #   deploy/bench.sh query     query latency (p50 / p95) over 1 M sessions, 10 M events and
 #                             10 M metric points
+#   deploy/bench.sh python    the Python client: per-call cost in async mode, events/s
+#                             delivered from one process to a real daemon
 #   deploy/bench.sh           all of them
 #
 # Environment: BENCH_EVENTS, BENCH_BATCH, BENCH_CLIENTS (see each benchmark's source).
@@ -29,15 +31,18 @@ case "$which" in
     daemon) target/release/bench-daemon ;;
     ingest) target/release/bench-ingest ;;
     query) target/release/bench-query ;;
+    python) DATACAT_DAEMON_BIN="$DATACAT_ROOT/target/release/datacat-daemon" python3 python/bench/bench_client.py ;;
     all)
         target/release/bench-daemon
         echo
         target/release/bench-ingest
         echo
         target/release/bench-query
+        echo
+        DATACAT_DAEMON_BIN="$DATACAT_ROOT/target/release/datacat-daemon" python3 python/bench/bench_client.py
         ;;
     *)
-        echo "unknown benchmark: $which (try: daemon, ingest, query, all)" >&2
+        echo "unknown benchmark: $which (try: daemon, ingest, query, python, all)" >&2
         exit 2
         ;;
 esac
