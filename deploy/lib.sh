@@ -126,6 +126,20 @@ datacat_pyenv_python() {
     return 1
 }
 
+# datacat_pyenv_pytest VERSION PYTHON REQUIREMENT: pip-install REQUIREMENT (a pytest) for
+# pyenv's Python VERSION at PYTHON unless it already imports pytest.
+datacat_pyenv_pytest() {
+    local version="$1" py="$2" requirement="$3"
+    [ -n "$py" ] || return 1
+    if ! PYENV_VERSION="$version" "$py" -c 'import pytest' >/dev/null 2>&1; then
+        datacat_log "installing $requirement for Python $version ($py)"
+        PYENV_VERSION="$version" "$py" -m pip install --disable-pip-version-check \
+            --no-input "$requirement" || return 1
+        PYENV_VERSION="$version" "$py" -c 'import pytest' ||
+            { datacat_err "pytest still not importable by $py after installing it"; return 1; }
+    fi
+}
+
 # datacat_py27 / datacat_py38: pyenv's Python 2.7.18 and 3.8.18 (DATACAT_PY27 / DATACAT_PY38
 # override the paths).
 datacat_py27() { datacat_pyenv_python "$DATACAT_PY27_VERSION" "${DATACAT_PY27:-}"; }
@@ -230,25 +244,10 @@ datacat_install_test_deps() {
             { datacat_err "schemathesis still not importable after installing it"; return 1; }
     fi
 
-    # Python 3.8.18 from pyenv (the oldest Python 3 the client supports): pytest 8.3.5.
-    local py38
-    py38="$(datacat_py38)" || return 1
-    if ! PYENV_VERSION="$DATACAT_PY38_VERSION" "$py38" -c 'import pytest' >/dev/null 2>&1; then
-        datacat_log "installing pytest==8.3.5 for Python $DATACAT_PY38_VERSION ($py38)"
-        PYENV_VERSION="$DATACAT_PY38_VERSION" "$py38" -m pip install --disable-pip-version-check \
-            --no-input "pytest==8.3.5" || return 1
-    fi
-
-    # Python 2.7.18 from pyenv: pytest 4.6.11 (the last release supporting 2.7).
-    local py27
-    py27="$(datacat_py27)" || return 1
-    if ! PYENV_VERSION="$DATACAT_PY27_VERSION" "$py27" -c 'import pytest' >/dev/null 2>&1; then
-        datacat_log "installing pytest==4.6.11 for Python $DATACAT_PY27_VERSION ($py27)"
-        PYENV_VERSION="$DATACAT_PY27_VERSION" "$py27" -m pip install --disable-pip-version-check \
-            --no-input "pytest==4.6.11" || return 1
-        PYENV_VERSION="$DATACAT_PY27_VERSION" "$py27" -c 'import pytest' ||
-            { datacat_err "pytest still not importable by $py27 after installing it"; return 1; }
-    fi
+    # pyenv's Python 3.8.18 (the oldest Python 3 the client supports) and 2.7.18, each with
+    # the last pytest that supports it.
+    datacat_pyenv_pytest "$DATACAT_PY38_VERSION" "$(datacat_py38)" "pytest==8.3.5" || return 1
+    datacat_pyenv_pytest "$DATACAT_PY27_VERSION" "$(datacat_py27)" "pytest==4.6.11" || return 1
 }
 
 # ---------------------------------------------------------------------------------------------
