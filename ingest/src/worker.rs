@@ -17,6 +17,7 @@ use async_nats::jetstream::{AckKind, Message};
 use datacat_protocol::subject;
 use datacat_warehouse::{RowSet, Writer};
 use futures::{stream, StreamExt};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -62,6 +63,12 @@ pub struct Worker {
 
 /// Delay before a failed round's messages come back.
 pub(crate) const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// A round being inserted and committed, and the signal that its insert is done.
+struct InFlight {
+    task: JoinHandle<Outcomes>,
+    inserted: oneshot::Receiver<()>,
+}
 
 /// How often the messages of a round held back (while the previous round waits for
 /// ClickHouse) get their ack deadline extended.
@@ -112,16 +119,15 @@ impl Worker {
         }
     }
 
-    /// Rounds are pipelined: while one round is inserted and committed (ClickHouse and
-    /// NATS doing the work), the next is fetched, decoded and planned (ingest doing it).
-    /// Commits stay in round order, so a plan built on the previous round's progress
-    /// knows whether that progress was written before it writes its own.
+    /// Rounds are pipelined three deep: while round N commits its progress (NATS), round
+    /// N+1 is inserted (ClickHouse) and round N+2 is fetched, decoded and planned (ingest).
+    /// One insert at a time, and commits in round order: a plan built on the previous
+    /// round's progress knows whether that progress was written before it writes its own.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         self.shutdown = shutdown.clone();
         let worker = Arc::new(self);
         info!("consuming");
-        let mut in_flight: Option<JoinHandle<Outcomes>> = None;
-        let mut finished = Outcomes::default();
+        let mut in_flight: Option<InFlight> = None;
         let mut next_round = 0;
         while !shutdown.is_cancelled() {
             let messages = tokio::select! {
@@ -140,41 +146,42 @@ impl Worker {
             // A round, once fetched, is finished even when shutdown arrives meanwhile.
             next_round += 1;
             let round = worker.plan_round(next_round, messages).await;
-            if let Some(previous) = in_flight.take() {
-                finished = worker.wait_keeping_alive(previous, &round).await;
-            }
-            let (worker, base) = (worker.clone(), std::mem::take(&mut finished));
-            in_flight = Some(tokio::spawn(
-                async move { worker.finish(round, base).await },
-            ));
+            let previous = match in_flight.take() {
+                Some(previous) => {
+                    let messages: Vec<&Message> = round.messages().collect();
+                    let _ = worker.keeping_alive(previous.inserted, &messages).await;
+                    Some(previous.task)
+                }
+                None => None,
+            };
+            let (inserted, inserted_rx) = oneshot::channel();
+            let task_worker = worker.clone();
+            let task =
+                tokio::spawn(async move { task_worker.finish(round, previous, inserted).await });
+            in_flight = Some(InFlight {
+                task,
+                inserted: inserted_rx,
+            });
         }
         if let Some(previous) = in_flight {
-            let _ = previous.await;
+            let _ = previous.task.await;
         }
         worker.client.flush().await?;
         info!("stopped");
         Ok(())
     }
 
-    /// Waits for the round in flight, extending the ack deadline of the one planned behind
-    /// it for as long as that takes (a ClickHouse outage must not get it redelivered).
-    async fn wait_keeping_alive(
-        &self,
-        mut previous: JoinHandle<Outcomes>,
-        held: &Round,
-    ) -> Outcomes {
+    /// Waits for `work`, extending the ack deadline of `held` messages for as long as that
+    /// takes (a ClickHouse outage must not get them redelivered).
+    async fn keeping_alive<F: std::future::Future>(&self, work: F, held: &[&Message]) -> F::Output {
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE_EVERY);
         keep_alive.tick().await;
+        tokio::pin!(work);
         loop {
             tokio::select! {
-                outcomes = &mut previous => {
-                    return outcomes.unwrap_or_else(|error| {
-                        error!(%error, "a round's task failed; its successors are retried");
-                        Outcomes::default()
-                    });
-                }
+                done = &mut work => return done,
                 _ = keep_alive.tick() => {
-                    for message in held.messages() {
+                    for message in held {
                         let _ = message.ack_with(AckKind::Progress).await;
                     }
                 }
@@ -204,9 +211,15 @@ impl Worker {
         Ok(messages)
     }
 
-    /// Inserts a planned round's rows, then commits each session's progress and acks.
-    /// `previous` is what the round before did: plans built on it need its revisions.
-    async fn finish(&self, round: Round, previous: Outcomes) -> Outcomes {
+    /// Inserts a planned round's rows (says so on `inserted`), then waits for the previous
+    /// round's commit and commits each session's progress and acks. Plans built on the
+    /// previous round's progress need its outcome.
+    async fn finish(
+        &self,
+        round: Round,
+        previous: Option<JoinHandle<Outcomes>>,
+        inserted: oneshot::Sender<()>,
+    ) -> Outcomes {
         let started = Instant::now();
         let Round { id, rows, plans } = round;
         let mut outcomes = Outcomes {
@@ -215,6 +228,10 @@ impl Worker {
         };
         if !rows.is_empty() {
             if !self.insert_until_done(&rows, &plans).await {
+                let _ = inserted.send(());
+                if let Some(task) = previous {
+                    let _ = task.await; // shutting down: let the earlier round finish first
+                }
                 // Shutting down mid-outage: everything comes back to some worker later.
                 for plan in plans {
                     self.cache.forget(&plan.key);
@@ -242,8 +259,25 @@ impl Worker {
             );
         }
         drop(rows);
+        let _ = inserted.send(());
+        let previous = match previous {
+            Some(task) => {
+                let held: Vec<&Message> = plans
+                    .iter()
+                    .flat_map(|p| p.applied.iter().chain(&p.waiting).chain(&p.duplicates))
+                    .collect();
+                self.keeping_alive(task, &held)
+                    .await
+                    .unwrap_or_else(|error| {
+                        error!(%error, "a round's task failed; its successors are retried");
+                        Outcomes::default()
+                    })
+            }
+            None => Outcomes::default(),
+        };
+        let previous = &previous;
         let committed: Vec<_> = stream::iter(plans)
-            .map(|plan| self.commit(id, plan, &previous))
+            .map(|plan| self.commit(id, plan, previous))
             .buffer_unordered(KV_CONCURRENCY)
             .collect()
             .await;

@@ -52,9 +52,11 @@ s.update_state({"mode": "direct", "n": 1})
 for i in range(500):
     s.log_event("step", data={"i": i})
 s.log_metric("memory_usage", 512.0, unit="MB")
+s.log_counter("saves", 2)
+s.log_counter("saves", 3)  # the query service keeps no totals: the client sends 2, then 5
 s.end()
 stats = s.get_stats()
-assert stats["sent"] == 502 and stats["failed"] == 0, (stats, s.client.last_error)
+assert stats["sent"] == 504 and stats["failed"] == 0, (stats, s.client.last_error)
 print(s.session_id)
 "#;
 
@@ -166,5 +168,12 @@ async fn python_async_crash_and_direct_sessions_arrive_exactly() {
     let session = wait_for_status(&stack, &id, "ended").await;
     assert_eq!(session["state"], json!({"mode": "direct", "n": 1}));
     assert_eq!(events(&stack, &id).await.len(), 500);
-    assert_eq!(session["metrics"].as_array().unwrap().len(), 1);
+    let metrics = session["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 3);
+    let saves: Vec<f64> = metrics
+        .iter()
+        .filter(|m| m["name"] == "saves")
+        .map(|m| m["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(saves, vec![2.0, 5.0]);
 }

@@ -379,6 +379,7 @@ class AsyncSession(_TypedMetrics):
             return _payload.batch_item("event", body)
         if kind == _METRIC:
             _, _, name, value, tags, unit, metric_type, count, metadata, delta, buckets = entry
+            value, delta = self.client.counter_value(sid, name, value, tags, metric_type, delta)
             if (name and name.__class__ is str and value.__class__ in (int, float)
                     and metric_type == "gauge" and -_INF < value < _INF and tags is None
                     and unit is None and count is None and metadata is None and delta is None

@@ -57,6 +57,7 @@ class HeartbeatMonitor(object):
         self._last_beat = time.time()
         self._paused = False
         self._reported = False
+        self._send_beat = beat or session.heartbeat
         self.hangs_reported = 0
 
     def start(self):
@@ -89,8 +90,9 @@ class HeartbeatMonitor(object):
             self._reported = False
 
     def heartbeat(self):
-        """Beat and send: the original API's ``monitor.heartbeat()``."""
-        return self.session.heartbeat()
+        """Beat and send (through the session's buffer in async mode): the original API's
+        ``monitor.heartbeat()``."""
+        return self._send_beat()
 
     def pause(self):
         with self._lock:

@@ -93,6 +93,7 @@ class DatacatClient(object):
         self._sent = 0
         self._failed = 0
         self._problems = set()  # (call, error type) seen since the last success
+        self._counter_totals = {}  # (session, name, tags) -> total, without a daemon only
         self.last_error = None
 
     # Name used by the original client.
@@ -210,11 +211,24 @@ class DatacatClient(object):
         A counter with ``delta`` is added to the daemon's running total; a histogram
         value is one observation, bucketed by ``buckets`` (or ``metadata["buckets"]``).
         """
+        value, delta = self.counter_value(session_id, name, value, tags, metric_type, delta)
         return self._session_call(
             "/metric", _payload.build_metric, session_id, name, value,
             tags=tags, unit=unit, metric_type=metric_type, count=count,
             metadata=metadata, delta=delta, buckets=buckets,
         )
+
+    def counter_value(self, session_id, name, value, tags, metric_type, delta):
+        """``(value, delta)`` to send for a metric. The daemon keeps counters' running
+        totals; the query service does not (it refuses ``delta``), so without a daemon
+        the client adds the deltas up itself and sends the total."""
+        if self.use_daemon or delta is None or metric_type != "counter":
+            return value, delta
+        key = (session_id, name, tuple(sorted(_payload._string_list(tags, "tags") or ())))
+        with self._stats_lock:
+            total = self._counter_totals.get(key, 0.0) + float(delta)
+            self._counter_totals[key] = total
+        return total, None
 
     def send_batch(self, session_id, items):
         """Many calls in one request (``items`` as built by ``_payload.batch_item``).

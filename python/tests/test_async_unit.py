@@ -370,3 +370,19 @@ def test_async_session_after_fork_ships_its_own_calls_only():
     assert s.flush(5)
     assert [i["name"] for i in stub.items()] == ["parent-before-fork"]
     s.end()
+
+
+def test_without_a_daemon_counters_are_totalled_by_the_client():
+    stub = BatchStub()
+    client = DatacatClient(daemon=stub, use_daemon=False)
+    blocking = Session(client, client.create_session("p", "1"), "p", "1")
+    blocking.log_counter("kills", 2)
+    blocking.log_counter("kills", 3)
+    blocking.log_counter("kills", 1, tags=["boss"])  # another series
+    sent = [(b["value"], b.get("delta"), b.get("tags")) for p, b in stub.calls if p == "/metric"]
+    assert sent == [(2.0, None, None), (5.0, None, None), (1.0, None, ["boss"])]
+    s = AsyncSession(blocking)
+    s.log_counter("kills", 10)
+    assert s.flush(5)
+    assert stub.items()[0]["value"] == 15.0 and "delta" not in stub.items()[0]
+    s.end()
