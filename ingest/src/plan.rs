@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::{self, Message};
-use datacat_protocol::{decode_batch, subject, Batch};
+use datacat_protocol::{decode_batch, decode_batch_head, subject, BatchHead};
 use datacat_warehouse::RowSet;
 use futures::{stream, StreamExt};
 use tracing::{debug, error, warn};
@@ -31,6 +31,8 @@ pub struct SessionPlan {
     pub applied: Vec<Message>,
     pub duplicates: Vec<Message>,
     pub waiting: Vec<Message>,
+    /// Batches whose records do not decode (found when they were due): dead-lettered.
+    pub poison: Vec<(Message, String)>,
 }
 
 /// A planned round: its rows and, per session, what to commit once they are inserted.
@@ -116,28 +118,30 @@ impl Worker {
         Round { id, rows, plans }
     }
 
-    /// Decodes one shard's messages and plans its sessions.
+    /// Reads which batch each of one shard's messages holds and plans its sessions. Records
+    /// are decoded only for batches that apply now: with several workers, many messages
+    /// arrive before their predecessor is committed and only wait.
     async fn plan_shard(
         &self,
         round: u64,
         messages: Vec<Message>,
         shards: usize,
     ) -> Vec<(String, Result<SessionPlan, (String, Vec<Message>)>, RowSet)> {
-        let mut by_session: BTreeMap<String, Vec<(Batch, Message)>> = BTreeMap::new();
+        let mut by_session: BTreeMap<String, Vec<(BatchHead, Message)>> = BTreeMap::new();
         for message in messages {
-            match decode_batch(&message.payload) {
-                Ok(batch)
-                    if subject::session_subject(&batch.session_id) == message.subject.as_str() =>
+            match decode_batch_head(&message.payload) {
+                Ok(head)
+                    if subject::session_subject(&head.session_id) == message.subject.as_str() =>
                 {
                     by_session
-                        .entry(batch.session_id.clone())
+                        .entry(head.session_id.clone())
                         .or_default()
-                        .push((batch, message))
+                        .push((head, message))
                 }
-                Ok(batch) => {
+                Ok(head) => {
                     let reason = format!(
                         "batch of session {:?} published on subject {:?}",
-                        batch.session_id, message.subject
+                        head.session_id, message.subject
                     );
                     self.dead_letter(message, &reason).await
                 }
@@ -165,12 +169,12 @@ impl Worker {
         &self,
         round: u64,
         session_id: &str,
-        mut batches: Vec<(Batch, Message)>,
+        mut batches: Vec<(BatchHead, Message)>,
         rows: &mut RowSet,
     ) -> Result<SessionPlan, (String, Vec<Message>)> {
         let key = subject::progress_key(session_id);
-        batches.sort_by_key(|(batch, _)| batch.seq);
-        let first_seq = batches.first().map_or(0, |(batch, _)| batch.seq);
+        batches.sort_by_key(|(head, _)| head.seq);
+        let first_seq = batches.first().map_or(0, |(head, _)| head.seq);
         let (progress, base) = match self.cache.take(&key, first_seq) {
             Some(cached) => cached,
             None => self.read_progress(&key).await.map_err(|error| {
@@ -211,7 +215,7 @@ impl Worker {
         key: String,
         mut progress: Progress,
         base: Base,
-        batches: Vec<(Batch, Message)>,
+        batches: Vec<(BatchHead, Message)>,
         rows: &mut RowSet,
     ) -> Result<SessionPlan, (String, Vec<Message>)> {
         let mut plan = SessionPlan {
@@ -221,6 +225,7 @@ impl Worker {
             applied: Vec::new(),
             duplicates: Vec::new(),
             waiting: Vec::new(),
+            poison: Vec::new(),
         };
         for (batch, message) in batches {
             // Older than the progress: a duplicate, unless it is a predecessor the session
@@ -235,6 +240,14 @@ impl Worker {
             if batch.seq > progress.next_seq {
                 let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
                 if !plan.waiting.is_empty() || delivered < self.gap_max_deliveries {
+                    // Checked once, at its first delivery, so a bad batch is dead-lettered at
+                    // once rather than after the gap wait; redeliveries are not decoded again.
+                    if delivered <= 1 {
+                        if let Err(error) = decode_batch(&message.payload) {
+                            plan.poison.push((message, error.to_string()));
+                            continue;
+                        }
+                    }
                     plan.waiting.push(message);
                     continue;
                 }
@@ -243,8 +256,15 @@ impl Worker {
                     .fetch_add(batch.seq - progress.next_seq, Ordering::Relaxed);
                 warn!(%session_id, expected = progress.next_seq, got = batch.seq, "predecessor never arrived; recording the gap");
             }
-            apply(&mut progress, &batch, rows);
-            plan.applied.push(message);
+            // Due now: decode its records. One that does not decode is dead-lettered; its
+            // successors wait for it like for any missing batch.
+            match decode_batch(&message.payload) {
+                Ok(full) => {
+                    apply(&mut progress, &full, rows);
+                    plan.applied.push(message);
+                }
+                Err(error) => plan.poison.push((message, error.to_string())),
+            }
         }
         if plan.applied.is_empty() {
             // Unchanged; a base still waiting for its round's commit is not kept (the next

@@ -331,6 +331,9 @@ impl Worker {
         plan: SessionPlan,
         previous: &Outcomes,
     ) -> Option<(String, Option<u64>)> {
+        for (message, reason) in plan.poison {
+            self.dead_letter(message, &reason).await;
+        }
         for message in plan.waiting {
             // Back off: a predecessor that is not here yet is usually seconds away.
             let delivered = message

@@ -32,13 +32,29 @@ pub fn encode_batch(batch: &Batch) -> Result<Vec<u8>, CodecError> {
 }
 
 pub fn decode_batch(bytes: &[u8]) -> Result<Batch, CodecError> {
+    let batch: Batch = rmp_serde::from_slice(body(bytes)?)?;
+    validate(&batch)?;
+    Ok(batch)
+}
+
+/// Which batch a message holds, read without decoding its records (they are skipped, not
+/// built): enough to decide whether it applies now, is a duplicate, or must wait.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct BatchHead {
+    pub session_id: String,
+    pub seq: u64,
+}
+
+pub fn decode_batch_head(bytes: &[u8]) -> Result<BatchHead, CodecError> {
+    Ok(rmp_serde::from_slice(body(bytes)?)?)
+}
+
+fn body(bytes: &[u8]) -> Result<&[u8], CodecError> {
     let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if format != FORMAT_V1 {
         return Err(CodecError::UnsupportedFormat(format));
     }
-    let batch: Batch = rmp_serde::from_slice(body)?;
-    validate(&batch)?;
-    Ok(batch)
+    Ok(body)
 }
 
 /// Rejects batches that decode but would corrupt a session.
@@ -66,6 +82,23 @@ mod tests {
 
     use super::*;
     use crate::record::*;
+
+    #[test]
+    fn the_head_is_read_without_the_records() {
+        let bytes = encode_batch(&sample()).unwrap();
+        let head = decode_batch_head(&bytes).unwrap();
+        assert_eq!(
+            head,
+            BatchHead {
+                session_id: sample().session_id,
+                seq: 7
+            }
+        );
+        assert!(matches!(
+            decode_batch_head(&[2, 0x80]),
+            Err(CodecError::UnsupportedFormat(2))
+        ));
+    }
 
     fn sample() -> Batch {
         Batch {

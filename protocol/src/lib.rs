@@ -20,7 +20,7 @@ pub mod subject;
 pub mod time;
 
 pub use batch::Batch;
-pub use codec::{decode_batch, encode_batch, CodecError};
+pub use codec::{decode_batch, decode_batch_head, encode_batch, BatchHead, CodecError};
 pub use merge::{deep_merge, state_diff};
 pub use record::{
     Alive, DataDropped, EndStatus, Event, ExceptionInfo, Frame, HangChange, Histogram, Level,
