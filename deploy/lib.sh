@@ -214,6 +214,17 @@ datacat_install_test_deps() {
             apt-get install -y -o DPkg::Lock::Timeout=300 chromium chromium-driver || return 1
     fi
 
+    # Go (Debian's golang-go, 1.19): the Go client's tests and the end-to-end test that builds
+    # its example.
+    if ! command -v go >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 ||
+            { datacat_err "missing go (golang-go) and apt-get is not available"; return 1; }
+        datacat_log "installing golang-go with apt-get"
+        datacat_as_root apt-get update || return 1
+        datacat_as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -o DPkg::Lock::Timeout=300 golang-go || return 1
+    fi
+
     # Python 3: pytest (any version). Try a normal pip install; if this python3 is an
     # "externally managed" system interpreter (PEP 668), install into .local/py3-site instead
     # (test-all.sh puts it on PYTHONPATH).

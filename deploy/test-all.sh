@@ -12,9 +12,10 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo build --workspace --bins
 #   5. cargo test --workspace
-#   6. pytest python/tests with python3
-#   7. pytest python/tests with Python 3.8.18 (the oldest Python 3 the client supports)
-#   8. pytest python/tests with Python 2.7.18
+#   6. Go client: gofmt, go vet, go test (go/) against the real daemon
+#   7. pytest python/tests with python3
+#   8. pytest python/tests with Python 3.8.18 (the oldest Python 3 the client supports)
+#   9. pytest python/tests with Python 2.7.18
 #
 # Exported to the tests (steps 5-7):
 #   DATACAT_NATS_SERVER_BIN        absolute path of .local/nats/bin/nats-server
@@ -27,7 +28,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$DATACAT_ROOT"
 
-TOTAL_STEPS=8
+TOTAL_STEPS=9
 STEP_NO=0
 STEP_NAME=""
 STEP_T0=$SECONDS
@@ -123,6 +124,12 @@ fi
 # ---------------------------------------------------------------------------------------------
 step "cargo test --workspace"
 cargo test --workspace
+
+# ---------------------------------------------------------------------------------------------
+step "go client: gofmt, go vet, go test"
+unformatted="$(cd go && gofmt -l .)"
+[ -z "$unformatted" ] || { datacat_err "gofmt would change: $unformatted"; exit 1; }
+(cd go && go vet ./... && go test -count=1 ./...)
 
 # ---------------------------------------------------------------------------------------------
 step "pytest python/tests (python3)"

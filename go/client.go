@@ -1,0 +1,366 @@
+package datacat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Options configure a Client. The zero value talks to a daemon it starts itself.
+type Options struct {
+	// ServerURL is the query service. Without a daemon the calls go there; with one it is
+	// informational.
+	ServerURL string
+	// NoDaemon sends calls to ServerURL's direct-write endpoints instead of a daemon.
+	NoDaemon bool
+	// DaemonPort is "auto" (default) or a fixed loopback port for the daemon.
+	DaemonPort string
+	// DaemonBinary overrides FindDaemonBinary.
+	DaemonBinary string
+	// NATSURL is handed to the daemon (default $DATACAT_NATS_URL).
+	NATSURL string
+	// DaemonArgs are extra command-line flags for the daemon.
+	DaemonArgs []string
+	// Token is the write token of the query service (default $DATACAT_WRITE_TOKEN).
+	Token string
+	// Timeout bounds each call whose context has no deadline (default 10 s).
+	Timeout time.Duration
+	// EndTimeout bounds EndSession, which waits until the session's data is delivered
+	// (default 60 s).
+	EndTimeout time.Duration
+}
+
+// Client sends a process's sessions to a daemon or to the query service. It is safe for
+// concurrent use. Close it when done: a daemon it started then flushes and exits.
+type Client struct {
+	opts      Options
+	daemon    *DaemonManager
+	mu        sync.Mutex
+	transport *transport
+	closed    bool
+	totals    map[string]float64 // counter totals, without a daemon only
+}
+
+// NewClient returns a client that talks to the query service at baseURL directly (no
+// daemon): nothing watches the process, so a hard crash is only seen when ingest marks the
+// session lost.
+func NewClient(baseURL string) *Client {
+	c, _ := NewClientWithOptions(context.Background(), Options{ServerURL: baseURL, NoDaemon: true})
+	return c
+}
+
+// NewClientWithDaemon starts a datacat-daemon beside this process ("auto" or a port) and
+// returns a client that talks to it.
+func NewClientWithDaemon(serverURL, daemonPort string) (*Client, error) {
+	return NewClientWithOptions(context.Background(), Options{ServerURL: serverURL, DaemonPort: daemonPort})
+}
+
+// NewClientWithOptions returns a client configured by opts (starting its daemon, unless
+// NoDaemon).
+func NewClientWithOptions(ctx context.Context, opts Options) (*Client, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.EndTimeout <= 0 {
+		opts.EndTimeout = 60 * time.Second
+	}
+	c := &Client{opts: opts, totals: map[string]float64{}}
+	if opts.NoDaemon {
+		base := strings.TrimRight(opts.ServerURL, "/")
+		if parsed, err := url.Parse(base); err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") {
+			return c, fmt.Errorf("datacat: without a daemon the client needs the query service's http(s) URL, got %q", opts.ServerURL)
+		}
+		token := opts.Token
+		if token == "" {
+			token = os.Getenv("DATACAT_WRITE_TOKEN")
+		}
+		c.transport = newTransport(base, token, opts.Timeout)
+		return c, nil
+	}
+	c.daemon = &DaemonManager{
+		Binary:     opts.DaemonBinary,
+		DaemonPort: opts.DaemonPort,
+		NATSURL:    opts.NATSURL,
+		ExtraArgs:  opts.DaemonArgs,
+	}
+	if err := c.startDaemon(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Client) startDaemon(ctx context.Context) error {
+	port, err := c.daemon.Start(ctx)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.transport != nil {
+		c.transport.close()
+	}
+	c.transport = newTransport(fmt.Sprintf("http://127.0.0.1:%d", port), "", c.opts.Timeout)
+	return nil
+}
+
+// Daemon is the daemon this client started (nil without one).
+func (c *Client) Daemon() *DaemonManager { return c.daemon }
+
+// Close releases the client; a daemon it started flushes what it holds and exits.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	t := c.transport
+	c.mu.Unlock()
+	if t != nil {
+		t.close()
+	}
+	if c.daemon != nil {
+		return c.daemon.Stop(30 * time.Second)
+	}
+	return nil
+}
+
+// call sends one daemon-API call (mapped onto the query service without a daemon). A
+// daemon that has exited (it does after its last session ended) is started again and the
+// call retried once.
+func (c *Client) call(ctx context.Context, method, path, session string, body any) (map[string]any, error) {
+	c.mu.Lock()
+	closed, t := c.closed, c.transport
+	c.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	route, ok := c.route(method, path, session)
+	if !ok {
+		return map[string]any{"status": "ok"}, nil
+	}
+	answer, err := t.do(ctx, method, route, body)
+	var transportErr *TransportError
+	if err != nil && c.daemon != nil && errors.As(err, &transportErr) && errors.Is(err, syscall.ECONNREFUSED) && !c.daemon.IsRunning() {
+		if startErr := c.startDaemon(ctx); startErr != nil {
+			return nil, fmt.Errorf("%w (and restarting the daemon failed: %v)", err, startErr)
+		}
+		c.mu.Lock()
+		t = c.transport
+		c.mu.Unlock()
+		answer, err = t.do(ctx, method, route, body)
+	}
+	return answer, err
+}
+
+// route maps a daemon path onto the query service's when there is no daemon; false: the
+// call has nothing to do there (hang monitoring lives in the daemon).
+func (c *Client) route(method, path, session string) (string, bool) {
+	if c.daemon != nil {
+		return path, true
+	}
+	escaped := url.PathEscape(session)
+	switch path {
+	case "/register":
+		return "/api/sessions", true
+	case "/state", "/heartbeat", "/batch", "/end", "/crash":
+		return "/api/sessions/" + escaped + path, true
+	case "/event":
+		return "/api/sessions/" + escaped + "/events", true
+	case "/metric":
+		return "/api/sessions/" + escaped + "/metrics", true
+	case "/session":
+		return "/api/sessions/" + escaped, true
+	}
+	return "", false
+}
+
+func (c *Client) sessionCall(ctx context.Context, path, session string, body map[string]any) (map[string]any, error) {
+	if session == "" {
+		return nil, ErrNoSession
+	}
+	if c.daemon != nil {
+		body["session_id"] = session
+	}
+	return c.call(ctx, "POST", path, session, body)
+}
+
+// CreateSession registers a session and returns its id.
+func (c *Client) CreateSession(ctx context.Context, product, version string) (string, error) {
+	if product == "" || version == "" {
+		return "", errors.New("datacat: product and version are required to create a session")
+	}
+	body := map[string]any{"product": product, "version": version, "timestamp": seconds(time.Time{})}
+	if c.daemon != nil {
+		body["parent_pid"] = os.Getpid()
+	} else if host, err := os.Hostname(); err == nil {
+		body["hostname"] = host
+	}
+	answer, err := c.call(ctx, "POST", "/register", "", body)
+	if err != nil {
+		return "", err
+	}
+	id, _ := answer["session_id"].(string)
+	if id == "" {
+		return "", fmt.Errorf("datacat: the answer has no session_id: %v", answer)
+	}
+	return id, nil
+}
+
+// UpdateState deep-merges state into the session's state: maps merge, other values
+// replace, nil deletes the key.
+func (c *Client) UpdateState(ctx context.Context, session string, state map[string]any) error {
+	body, err := stateBody(state, time.Time{})
+	if err != nil {
+		return err
+	}
+	_, err = c.sessionCall(ctx, "/state", session, body)
+	return err
+}
+
+// LogEvent logs an event with data (the seeds' signature); LogEventWith takes every field.
+func (c *Client) LogEvent(ctx context.Context, session, name string, data map[string]any) error {
+	return c.LogEventWith(ctx, session, Event{Name: name, Data: data})
+}
+
+// LogEventWith logs an event.
+func (c *Client) LogEventWith(ctx context.Context, session string, e Event) error {
+	body, err := eventBody(e)
+	if err != nil {
+		return err
+	}
+	_, err = c.sessionCall(ctx, "/event", session, body)
+	return err
+}
+
+// LogException logs err as an "exception" event with the caller's stack.
+func (c *Client) LogException(ctx context.Context, session string, err error, data map[string]any) error {
+	if err == nil {
+		return nil
+	}
+	return c.LogEventWith(ctx, session, exceptionEvent(ExceptionFromError(err, 1), Error, data))
+}
+
+func exceptionEvent(exc *Exception, level Level, data map[string]any) Event {
+	return Event{Name: "exception", Level: level, Category: "exception", Group: "exception",
+		Labels: []string{"exception", exc.Type}, Message: exc.Message, Data: data, Exception: exc}
+}
+
+// LogMetric logs a gauge point with tags (the seeds' signature); LogMetricWith takes every
+// field.
+func (c *Client) LogMetric(ctx context.Context, session, name string, value float64, tags []string) error {
+	return c.LogMetricWith(ctx, session, Metric{Name: name, Value: value, Tags: tags})
+}
+
+// LogMetricWith logs a metric point.
+func (c *Client) LogMetricWith(ctx context.Context, session string, m Metric) error {
+	m = c.totalCounter(session, m)
+	body, err := metricBody(m)
+	if err != nil {
+		return err
+	}
+	_, err = c.sessionCall(ctx, "/metric", session, body)
+	return err
+}
+
+// totalCounter: the query service keeps no running totals (it refuses a delta), so without
+// a daemon the client adds deltas up itself and sends the total.
+func (c *Client) totalCounter(session string, m Metric) Metric {
+	if c.daemon != nil || m.Type != Counter || m.Delta == nil {
+		return m
+	}
+	tags := append([]string(nil), m.Tags...)
+	sort.Strings(tags)
+	key := session + "\x00" + m.Name + "\x00" + strings.Join(tags, "\x00")
+	c.mu.Lock()
+	c.totals[key] += *m.Delta
+	m.Value = c.totals[key]
+	c.mu.Unlock()
+	m.Delta = nil
+	return m
+}
+
+// Heartbeat tells the daemon the application is alive.
+func (c *Client) Heartbeat(ctx context.Context, session string) error {
+	_, err := c.sessionCall(ctx, "/heartbeat", session, map[string]any{"timestamp": seconds(time.Time{})})
+	return err
+}
+
+// StartHeartbeatMonitor asks the daemon to mark the session hung when a heartbeat is
+// more than timeout overdue (and recovered at the next one).
+func (c *Client) StartHeartbeatMonitor(ctx context.Context, session string, timeout time.Duration) error {
+	_, err := c.sessionCall(ctx, "/start_heartbeat_monitor", session, map[string]any{"timeout": timeout.Seconds()})
+	return err
+}
+
+// StopHeartbeatMonitor stops hang detection for the session.
+func (c *Client) StopHeartbeatMonitor(ctx context.Context, session string) error {
+	_, err := c.sessionCall(ctx, "/stop_heartbeat_monitor", session, map[string]any{})
+	return err
+}
+
+// PauseHeartbeat suspends hang detection (a long load that cannot beat).
+func (c *Client) PauseHeartbeat(ctx context.Context, session string) error {
+	_, err := c.sessionCall(ctx, "/pause_heartbeat", session, map[string]any{})
+	return err
+}
+
+// ResumeHeartbeat restarts hang detection's clock.
+func (c *Client) ResumeHeartbeat(ctx context.Context, session string) error {
+	_, err := c.sessionCall(ctx, "/resume_heartbeat", session, map[string]any{})
+	return err
+}
+
+// EndSession ends the session normally; it returns once the daemon has delivered the
+// session's data (or, after its wait, still holds it queued).
+func (c *Client) EndSession(ctx context.Context, session string) error {
+	_, err := c.EndSessionWith(ctx, session, "", false)
+	return err
+}
+
+// EndSessionWith ends the session with a reason, as crashed if asked. delivered tells
+// whether the data was acknowledged by JetStream before the answer.
+func (c *Client) EndSessionWith(ctx context.Context, session, reason string, crashed bool) (bool, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.EndTimeout)
+		defer cancel()
+	}
+	body := map[string]any{"timestamp": seconds(time.Time{})}
+	if reason != "" {
+		body["reason"] = reason
+	}
+	path := "/end"
+	if crashed {
+		body["crashed"] = true
+		if c.daemon == nil {
+			path = "/crash"
+		}
+	}
+	answer, err := c.sessionCall(ctx, path, session, body)
+	if err != nil {
+		return false, err
+	}
+	delivered, ok := answer["delivered"].(bool)
+	return delivered || !ok, nil
+}
+
+// GetSession is what the daemon holds of the session (with a daemon) or the stored session
+// (without one).
+func (c *Client) GetSession(ctx context.Context, session string) (map[string]any, error) {
+	if session == "" {
+		return nil, ErrNoSession
+	}
+	path := "/session"
+	if c.daemon != nil {
+		path = "/session?session_id=" + url.QueryEscape(session)
+	}
+	return c.call(ctx, "GET", path, session, nil)
+}

@@ -1,0 +1,272 @@
+package datacat
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func newClient(t *testing.T) *Client {
+	t.Helper()
+	c, err := NewClientWithDaemon("http://127.0.0.1:8080", "auto")
+	if err != nil {
+		t.Fatalf("NewClientWithDaemon: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestSessionCallsReachTheDaemonAndAreDelivered(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	s, err := c.StartSession(ctx, "go-game", "1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.UpdateState(ctx, map[string]any{"player": map[string]any{"level": 1, "hp": 10}, "scene": "menu"}))
+	must(s.UpdateState(ctx, map[string]any{"player": map[string]any{"hp": nil}, "scene": "space"}))
+	must(s.LogEvent(ctx, "level_loaded", map[string]any{"level": 1}))
+	must(s.LogEventWith(ctx, Event{Name: "low_fuel", Level: Warning, Labels: []string{"fuel"}, Message: "fuel low"}))
+	must(s.LogGauge(ctx, "fps", 59.5, "scene:space"))
+	must(s.LogCounter(ctx, "kills", 2))
+	must(s.LogHistogram(ctx, "frame_ms", 16.4, []float64{8, 16, 33, math.Inf(1)}))
+	must(s.LogTimer(ctx, "load", 1250*time.Millisecond))
+	_, err = s.StartTimer("step").Stop(ctx)
+	must(err)
+	must(s.LogException(ctx, errors.New("probe lost"), map[string]any{"probe": "alpha"}))
+	must(s.Heartbeat(ctx))
+	must(c.LogMetric(ctx, s.ID, "memory", 512, []string{"app:go"}))
+
+	view := daemonView(t, c, s.ID)
+	state := view["state"].(map[string]any)
+	if state["scene"] != "space" || state["player"].(map[string]any)["level"] != float64(1) {
+		t.Fatalf("state at the daemon: %v", state)
+	}
+	if _, has := state["player"].(map[string]any)["hp"]; has {
+		t.Fatalf("nil must delete: %v", state)
+	}
+	must(s.End(ctx))
+	// End answered after JetStream acknowledged the data: no waiting here.
+	if n := streamMessages(t, s.ID); n < 1 {
+		t.Fatalf("no batch in JetStream")
+	}
+	must(s.End(ctx)) // already ended: nothing to do
+
+	other, err := c.StartSession(ctx, "go-game", "1.0")
+	must(err)
+	delivered, err := c.EndSessionWith(ctx, other.ID, "finished", false)
+	must(err)
+	if !delivered {
+		t.Fatal("end must report the data delivered")
+	}
+}
+
+func TestBadInputIsAnErrorNotAPanic(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	if _, err := c.CreateSession(ctx, "", "1"); err == nil {
+		t.Fatal("a session without a product must be refused")
+	}
+	s, err := c.StartSession(ctx, "go-game", "1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.LogGauge(ctx, "nan", math.NaN()); err == nil {
+		t.Fatal("NaN must be refused")
+	}
+	if err := s.LogEvent(ctx, "", nil); err == nil {
+		t.Fatal("an event without a name must be refused")
+	}
+	if err := s.LogEventWith(ctx, Event{Name: "e", Level: "loud"}); err == nil {
+		t.Fatal("the daemon refuses an unknown level")
+	} else {
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) || apiErr.Status != 400 {
+			t.Fatalf("want a 400 APIError, got %v", err)
+		}
+	}
+	if err := c.UpdateState(ctx, "no-such-session", map[string]any{"a": 1}); err == nil {
+		t.Fatal("an unknown session must be an error")
+	}
+	if err := c.UpdateState(ctx, "", map[string]any{"a": 1}); !errors.Is(err, ErrNoSession) {
+		t.Fatalf("want ErrNoSession, got %v", err)
+	}
+	if err := s.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestContextsBoundEveryCall(t *testing.T) {
+	c := newClient(t)
+	s, err := c.StartSession(context.Background(), "go-game", "1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.LogEvent(ctx, "late", nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled context must stop the call, got %v", err)
+	}
+	_ = s.End(context.Background())
+}
+
+func TestDaemonGoneIsAnErrorAndANewOneStarts(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	s, err := c.StartSession(ctx, "go-game", "1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Daemon().Stop(10 * time.Second)
+	if err := s.LogEvent(ctx, "after", nil); err == nil {
+		t.Fatal("the new daemon does not know the old session: an error, not a panic")
+	}
+	s2, err := c.StartSession(ctx, "go-game", "1.0")
+	if err != nil {
+		t.Fatalf("a new daemon must be started: %v", err)
+	}
+	if err := s2.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAsyncSessionShipsEverythingAndCountsDrops(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	s, err := c.StartSession(ctx, "go-game", "1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAsyncSession(s, AsyncOptions{BatchSize: 200})
+	state := map[string]any{"level": 1}
+	_ = a.UpdateState(ctx, state)
+	state["level"] = 99 // after the call: not sent
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 1000; i++ {
+				_ = a.LogEvent(ctx, "tick", map[string]any{"g": g, "i": i})
+			}
+		}(g)
+	}
+	wg.Wait()
+	_ = a.LogCounter(ctx, "kills", 3)
+	_ = a.LogGauge(ctx, "nan", math.NaN())
+	flushCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := a.Flush(flushCtx); err != nil {
+		t.Fatal(err)
+	}
+	stats := a.Stats()
+	if stats.Sent != 4002 || stats.Dropped != 0 || stats.Failed != 0 || stats.Invalid != 1 || stats.Queued != 0 {
+		t.Fatalf("stats: %+v", stats)
+	}
+	if got := daemonView(t, c, s.ID)["state"].(map[string]any)["level"]; got != float64(1) {
+		t.Fatalf("the state must be what was passed at the call, got %v", got)
+	}
+	if err := a.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A full buffer drops (and counts) instead of blocking.
+	s2, _ := c.StartSession(ctx, "go-game", "1.0")
+	small := NewAsyncSession(s2, AsyncOptions{QueueSize: 10, BatchSize: 10, FlushInterval: time.Hour})
+	dropped := 0
+	for i := 0; i < 100; i++ {
+		if errors.Is(small.LogEvent(ctx, "burst", nil), ErrDropped) {
+			dropped++
+		}
+	}
+	if err := small.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stats = small.Stats()
+	if dropped == 0 || stats.Dropped != int64(dropped) || stats.Sent+stats.Dropped != 100 {
+		t.Fatalf("dropped %d, stats %+v", dropped, stats)
+	}
+}
+
+func TestHeartbeatMonitorTellsTheDaemonAndReportsStacks(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	s, err := c.StartSession(ctx, "go-game", "1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.StartHeartbeatMonitor(ctx, 2*time.Second, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched := daemonView(t, c, s.ID)["heartbeat_monitor"].(map[string]any)
+	if watched["enabled"] != true || watched["timeout_seconds"] != float64(2) {
+		t.Fatalf("daemon's monitor: %v", watched)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for m.Hangs() == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m.Hangs() != 1 {
+		t.Fatal("an overdue heartbeat must be reported once")
+	}
+	if err := s.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PauseHeartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if daemonView(t, c, s.ID)["heartbeat_monitor"].(map[string]any)["paused"] != true {
+		t.Fatal("pause must reach the daemon")
+	}
+	if err := s.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExceptionsCarryFramesAndSource(t *testing.T) {
+	exc := ExceptionFromError(errors.New("boom"), 0)
+	last := exc.Frames[len(exc.Frames)-1]
+	if !strings.HasSuffix(last.Function, "TestExceptionsCarryFramesAndSource") || !strings.Contains(last.Code, "ExceptionFromError") {
+		t.Fatalf("innermost frame: %+v", last)
+	}
+	if exc.Type != "*errors.errorString" || exc.Message != "boom" {
+		t.Fatalf("exception: %+v", exc)
+	}
+	func() {
+		defer func() {
+			p := ExceptionFromPanic(recover())
+			if p.Type != "panic" || p.Message != "index out of range" {
+				t.Fatalf("panic: %+v", p)
+			}
+		}()
+		panic("index out of range")
+	}()
+	if !strings.Contains(AllStacks(), "TestExceptionsCarryFramesAndSource") {
+		t.Fatal("AllStacks must include this goroutine")
+	}
+}
+
+func TestWithoutADaemonTheURLIsChecked(t *testing.T) {
+	if _, err := NewClientWithOptions(context.Background(), Options{NoDaemon: true, ServerURL: "localhost:8080"}); err == nil {
+		t.Fatal("a URL without a scheme must be refused")
+	}
+	c := NewClient("http://127.0.0.1:1")
+	if _, err := c.CreateSession(context.Background(), "p", "1"); err == nil {
+		t.Fatal("nothing listens there: an error")
+	}
+	route, _ := c.route("POST", "/event", "a b")
+	if route != "/api/sessions/a%20b/events" {
+		t.Fatalf("route: %s", route)
+	}
+}
