@@ -203,27 +203,27 @@ datacat_install_deps() {
     fi
 }
 
-datacat_install_test_deps() {
-    # Debian's Chromium and ChromeDriver: the dashboard test drives a real headless browser.
-    if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
-        command -v apt-get >/dev/null 2>&1 ||
-            { datacat_err "missing chromium/chromium-driver and apt-get is not available"; return 1; }
-        datacat_log "installing chromium chromium-driver with apt-get"
-        datacat_as_root apt-get update || return 1
-        datacat_as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -o DPkg::Lock::Timeout=300 chromium chromium-driver || return 1
-    fi
+# datacat_apt_for COMMAND PACKAGE...: apt-get install the packages unless COMMAND exists.
+datacat_apt_for() {
+    local command="$1"
+    shift
+    command -v "$command" >/dev/null 2>&1 && return 0
+    command -v apt-get >/dev/null 2>&1 ||
+        { datacat_err "missing $command ($*) and apt-get is not available"; return 1; }
+    datacat_log "installing $* with apt-get"
+    datacat_as_root apt-get update || return 1
+    datacat_as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -o DPkg::Lock::Timeout=300 "$@" || return 1
+}
 
-    # Go (Debian's golang-go, 1.19): the Go client's tests and the end-to-end test that builds
-    # its example.
-    if ! command -v go >/dev/null 2>&1; then
-        command -v apt-get >/dev/null 2>&1 ||
-            { datacat_err "missing go (golang-go) and apt-get is not available"; return 1; }
-        datacat_log "installing golang-go with apt-get"
-        datacat_as_root apt-get update || return 1
-        datacat_as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -o DPkg::Lock::Timeout=300 golang-go || return 1
-    fi
+datacat_install_test_deps() {
+    # From Debian: Chromium and ChromeDriver (the dashboard test drives a real headless
+    # browser), Go 1.19 (the Go client's tests and the end-to-end test that builds its
+    # example), docker-compose 1.29 (validates deploy/compose.yml; no Docker engine needed).
+    datacat_apt_for chromedriver chromium chromium-driver || return 1
+    datacat_apt_for chromium chromium chromium-driver || return 1
+    datacat_apt_for go golang-go || return 1
+    datacat_apt_for docker-compose docker-compose || return 1
 
     # Python 3: pytest (any version). Try a normal pip install; if this python3 is an
     # "externally managed" system interpreter (PEP 668), install into .local/py3-site instead
