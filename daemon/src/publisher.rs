@@ -61,7 +61,7 @@ impl Publisher {
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis(100 * attempts.min(10) as u64)
             })
-            .connect(&config.nats_url)
+            .connect(datacat_protocol::subject::nats_servers(&config.nats_url))
             .await?;
         let jetstream = jetstream::new(client);
         let publisher = Self {

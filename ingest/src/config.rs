@@ -61,6 +61,17 @@ pub struct Config {
     )]
     pub stream_max_age_days: u64,
 
+    /// Copies JetStream keeps of the stream, the dead-letter stream and the KV buckets: 1 on
+    /// a single server, 3 on a 3-node NATS cluster (a node can die without losing data).
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_STREAM_REPLICAS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=5)
+    )]
+    pub stream_replicas: u16,
+
     /// Stream size cap in bytes (-1: unlimited).
     #[arg(long, global = true, env = "DATACAT_STREAM_MAX_BYTES", default_value_t = -1, allow_hyphen_values = true)]
     pub stream_max_bytes: i64,

@@ -23,7 +23,7 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client> {
         .name("datacat-ingest")
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
-        .connect(&config.nats_url)
+        .connect(subject::nats_servers(&config.nats_url))
         .await
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))
 }
@@ -39,6 +39,7 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
             max_age: Duration::from_secs(config.stream_max_age_days * 86_400),
             max_bytes: config.stream_max_bytes,
             duplicate_window: Duration::from_secs(120),
+            num_replicas: config.stream_replicas.into(),
             ..Default::default()
         })
         .await
@@ -49,6 +50,7 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
             subjects: vec![subject::DEAD_LETTER_SUBJECT.to_string()],
             storage: StorageType::File,
             max_age: Duration::from_secs(30 * 86_400),
+            num_replicas: config.stream_replicas.into(),
             ..Default::default()
         })
         .await
@@ -68,8 +70,9 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
     // Progress outlives the stream's messages (a late batch still finds its session), and
     // then goes: ClickHouse keeps the history.
     let progress_age = Duration::from_secs(config.stream_max_age_days.max(1) * 4 * 86_400);
-    let progress = bucket(&jetstream, subject::PROGRESS_BUCKET, progress_age).await?;
-    let leases = bucket(&jetstream, subject::LEASE_BUCKET, Duration::ZERO).await?;
+    let replicas = config.stream_replicas.into();
+    let progress = bucket(&jetstream, subject::PROGRESS_BUCKET, progress_age, replicas).await?;
+    let leases = bucket(&jetstream, subject::LEASE_BUCKET, Duration::ZERO, replicas).await?;
     Ok(Resources {
         jetstream,
         consumer,
@@ -83,6 +86,7 @@ async fn bucket(
     jetstream: &jetstream::Context,
     name: &str,
     max_age: Duration,
+    replicas: usize,
 ) -> Result<kv::Store> {
     jetstream
         .create_or_update_key_value(kv::Config {
@@ -90,6 +94,7 @@ async fn bucket(
             history: 1,
             max_age,
             storage: StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await

@@ -16,39 +16,107 @@ pub struct Nats {
     pub port: u16,
     pub monitor_port: u16,
     pub url: String,
+    /// In a cluster: this node's name, its route port and every node's route port.
+    cluster: Option<(String, u16, Vec<u16>)>,
     process: Option<ChildGuard>,
     dir: TempDir,
 }
 
 impl Nats {
     pub async fn start() -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let mut nats = Self {
-            port: free_port(),
-            monitor_port: free_port(),
-            url: String::new(),
-            process: None,
-            dir,
-        };
-        nats.url = format!("nats://127.0.0.1:{}", nats.port);
+        let mut nats = Self::new(None)?;
         nats.restart().await?;
         Ok(nats)
     }
 
+    /// A cluster of `nodes` JetStream servers on loopback (routes between all of them), ready
+    /// once a JetStream meta leader is elected.
+    pub async fn start_cluster(nodes: usize) -> Result<Vec<Self>> {
+        let routes: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let mut cluster = (0..nodes)
+            .map(|i| Self::new(Some((format!("node-{i}"), routes[i], routes.clone()))))
+            .collect::<Result<Vec<_>>>()?;
+        for node in &mut cluster {
+            node.spawn()?;
+        }
+        for node in &cluster {
+            node.wait_ready().await?;
+        }
+        Ok(cluster)
+    }
+
+    fn new(cluster: Option<(String, u16, Vec<u16>)>) -> Result<Self> {
+        let port = free_port();
+        Ok(Self {
+            port,
+            monitor_port: free_port(),
+            url: format!("nats://127.0.0.1:{port}"),
+            cluster,
+            process: None,
+            dir: tempfile::tempdir()?,
+        })
+    }
+
     /// Starts the server again on the same ports and store (after [`Nats::stop`]).
     pub async fn restart(&mut self) -> Result<()> {
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
+    fn spawn(&mut self) -> Result<()> {
         let mut command = Command::new(nats_server_bin()?);
         command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor_port.to_string(), "-js", "-sd"])
             .arg(self.dir.path().join("store"));
+        if let Some((name, route, routes)) = &self.cluster {
+            let all: Vec<String> = routes
+                .iter()
+                .map(|port| format!("nats://127.0.0.1:{port}"))
+                .collect();
+            command
+                .args(["--server_name", name, "--cluster_name", "datacat"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+                .args(["--routes", &all.join(",")]);
+        }
         let log = self.dir.path().join("nats.log");
         self.process = Some(ChildGuard::spawn("nats-server", command, &log)?);
+        Ok(())
+    }
+
+    /// Healthy with JetStream; in a cluster, also knowing the meta leader.
+    async fn wait_ready(&self) -> Result<()> {
         let health = format!(
             "http://127.0.0.1:{}/healthz?js-enabled-only=true",
             self.monitor_port
         );
-        wait_http_ok(&health, Duration::from_secs(20), "nats-server").await
+        wait_http_ok(&health, Duration::from_secs(30), "nats-server").await?;
+        if self.cluster.is_none() {
+            return Ok(());
+        }
+        let jsz = format!("http://127.0.0.1:{}/jsz", self.monitor_port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = reqwest::get(&jsz).await {
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                if body["meta_cluster"]["leader"]
+                    .as_str()
+                    .is_some_and(|l| !l.is_empty())
+                {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the NATS cluster elected no JetStream meta leader within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// This node's name in a cluster.
+    pub fn name(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|(name, _, _)| name.as_str())
     }
 
     /// Kills the server (its store stays).

@@ -13,7 +13,12 @@ use crate::process::{free_port, wait_http_ok, ChildGuard};
 use crate::servers::{ClickHouse, Nats};
 
 pub struct Stack {
+    /// The NATS server (in a cluster: its first node).
     pub nats: Nats,
+    /// The other nodes of a NATS cluster (none for a single server).
+    pub nats_peers: Vec<Nats>,
+    /// What clients connect to: every node's URL, comma-separated.
+    pub nats_url: String,
     pub clickhouse: ClickHouse,
     pub database: String,
     pub query_url: String,
@@ -34,6 +39,18 @@ impl Stack {
 
     /// Like [`Stack::start`], with extra settings for the ingest workers.
     pub async fn start_with(ingest_env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_on(vec![Nats::start().await?], ingest_env).await
+    }
+
+    /// Like [`Stack::start`] on a NATS cluster of `nodes` servers, the streams and buckets
+    /// replicated on all of them.
+    pub async fn start_clustered(nodes: usize) -> Result<Self> {
+        let cluster = Nats::start_cluster(nodes).await?;
+        let replicas = nodes.to_string();
+        Self::start_on(cluster, &[("DATACAT_STREAM_REPLICAS", &replicas)]).await
+    }
+
+    async fn start_on(mut nodes: Vec<Nats>, ingest_env: &[(&str, &str)]) -> Result<Self> {
         // DATACAT_KEEP_TEST_DIRS=1 keeps logs and spools for a post-mortem.
         let keep = std::env::var_os("DATACAT_KEEP_TEST_DIRS").is_some();
         let logs = tempfile::Builder::new()
@@ -43,24 +60,37 @@ impl Stack {
         if keep {
             eprintln!("stack logs kept in {}", logs.path().display());
         }
-        let nats = Nats::start().await?;
+        let nats_url = nodes
+            .iter()
+            .map(|node| node.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let nats = nodes.remove(0);
         let clickhouse = ClickHouse::start().await?;
         let database = "datacat".to_string();
 
-        let status = Self::command(&nats, &clickhouse, &database, "datacat-ingest")?
+        let status = Self::command(&nats_url, &clickhouse, &database, "datacat-ingest")?
             .arg("migrate")
             .status()
             .context("running datacat-ingest migrate")?;
         ensure!(status.success(), "datacat-ingest migrate failed: {status}");
 
         let query_port = free_port();
-        let mut query = Self::command(&nats, &clickhouse, &database, "datacat-query")?;
+        let mut query = Self::command(&nats_url, &clickhouse, &database, "datacat-query")?;
         query.env("DATACAT_LISTEN", format!("127.0.0.1:{query_port}"));
+        query.envs(
+            ingest_env
+                .iter()
+                .filter(|(k, _)| *k == "DATACAT_STREAM_REPLICAS")
+                .copied(),
+        );
         let query = ChildGuard::spawn("datacat-query", query, &logs.path().join("query.log"))?;
         let query_url = format!("http://127.0.0.1:{query_port}");
 
         let mut stack = Self {
             nats,
+            nats_peers: nodes,
+            nats_url,
             clickhouse,
             database,
             query_url,
@@ -83,10 +113,15 @@ impl Stack {
         Ok(stack)
     }
 
-    fn command(nats: &Nats, clickhouse: &ClickHouse, database: &str, bin: &str) -> Result<Command> {
+    fn command(
+        nats_url: &str,
+        clickhouse: &ClickHouse,
+        database: &str,
+        bin: &str,
+    ) -> Result<Command> {
         let mut command = Command::new(datacat_bin(bin)?);
         command
-            .env("DATACAT_NATS_URL", &nats.url)
+            .env("DATACAT_NATS_URL", nats_url)
             .env("DATACAT_CLICKHOUSE_URL", &clickhouse.url)
             .env("DATACAT_CLICKHOUSE_DATABASE", database)
             .env("RUST_LOG", "info");
@@ -97,7 +132,7 @@ impl Stack {
     pub async fn add_ingest_worker(&mut self) -> Result<()> {
         let port = free_port();
         let mut command = Self::command(
-            &self.nats,
+            &self.nats_url,
             &self.clickhouse,
             &self.database,
             "datacat-ingest",
@@ -153,7 +188,7 @@ impl Stack {
     /// A JetStream context on this stack's NATS.
     pub async fn jetstream(&self) -> Result<async_nats::jetstream::Context> {
         Ok(async_nats::jetstream::new(
-            async_nats::connect(&self.nats.url).await?,
+            async_nats::connect(datacat_protocol::subject::nats_servers(&self.nats_url)).await?,
         ))
     }
 
@@ -169,7 +204,7 @@ impl Stack {
     /// Environment a client process needs to reach this stack.
     pub fn client_env(&self) -> Result<Vec<(String, String)>> {
         Ok(vec![
-            ("DATACAT_NATS_URL".into(), self.nats.url.clone()),
+            ("DATACAT_NATS_URL".into(), self.nats_url.clone()),
             (
                 "DATACAT_DAEMON_BIN".into(),
                 datacat_bin("datacat-daemon")?.display().to_string(),
@@ -189,7 +224,7 @@ impl Stack {
     /// A daemon for this stack, as an application would start it.
     pub fn daemon(&self, name: &str, env: &[(&str, &str)]) -> Result<crate::Daemon> {
         crate::Daemon::start(
-            &self.nats.url,
+            &self.nats_url,
             &self.spool_dir(),
             &self.logs.path().join(format!("{name}.log")),
             env,

@@ -2,6 +2,7 @@
 //! as daemons would, with the outcome each session must have.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::Result;
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -225,5 +226,41 @@ impl Workload {
             }
         }
         Ok(())
+    }
+}
+
+/// Every session of the workload as the API shows it, once all of them have ended.
+pub async fn ingested(
+    stack: &crate::Stack,
+    workload: &Workload,
+    timeout: Duration,
+) -> BTreeMap<String, Value> {
+    let mut sessions = BTreeMap::new();
+    for (id, expected) in &workload.expected {
+        let want_events = expected.events;
+        let session = stack
+            .wait_session(id, timeout, |s| {
+                s["status"] == expected.status
+                    && s["events"]
+                        .as_array()
+                        .is_some_and(|e| e.len() >= want_events)
+            })
+            .await
+            .unwrap();
+        sessions.insert(id.clone(), session);
+    }
+    sessions
+}
+
+pub fn check_expected(workload: &Workload, sessions: &BTreeMap<String, Value>) {
+    for (id, expected) in &workload.expected {
+        let session = &sessions[id];
+        let len = |key: &str| session[key].as_array().map(Vec::len).unwrap_or_default();
+        assert_eq!(session["state"], expected.state, "{id} state");
+        assert_eq!(len("state_history"), expected.history, "{id} history");
+        assert_eq!(len("events"), expected.events, "{id} events");
+        assert_eq!(len("metrics"), expected.metrics, "{id} metrics");
+        assert_eq!(session["status"], expected.status, "{id} status");
+        assert_eq!(session["gaps"], 0, "{id} gaps");
     }
 }

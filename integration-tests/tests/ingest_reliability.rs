@@ -1,48 +1,10 @@
 //! Ingest gives the same visible result whatever happens: 1 worker or 3 with one killed
 //! mid-stream, a ClickHouse outage, redeliveries, duplicates, out-of-order batches, poison.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use datacat_integration_tests::workload::Workload;
+use datacat_integration_tests::workload::{check_expected, ingested, Workload};
 use datacat_integration_tests::Stack;
-use serde_json::Value;
-
-/// Every session of the workload as the API shows it, once all of them have ended.
-async fn ingested(
-    stack: &Stack,
-    workload: &Workload,
-    timeout: Duration,
-) -> BTreeMap<String, Value> {
-    let mut sessions = BTreeMap::new();
-    for (id, expected) in &workload.expected {
-        let want_events = expected.events;
-        let session = stack
-            .wait_session(id, timeout, |s| {
-                s["status"] == expected.status
-                    && s["events"]
-                        .as_array()
-                        .is_some_and(|e| e.len() >= want_events)
-            })
-            .await
-            .unwrap();
-        sessions.insert(id.clone(), session);
-    }
-    sessions
-}
-
-fn check_expected(workload: &Workload, sessions: &BTreeMap<String, Value>) {
-    for (id, expected) in &workload.expected {
-        let session = &sessions[id];
-        let len = |key: &str| session[key].as_array().map(Vec::len).unwrap_or_default();
-        assert_eq!(session["state"], expected.state, "{id} state");
-        assert_eq!(len("state_history"), expected.history, "{id} history");
-        assert_eq!(len("events"), expected.events, "{id} events");
-        assert_eq!(len("metrics"), expected.metrics, "{id} metrics");
-        assert_eq!(session["status"], expected.status, "{id} status");
-        assert_eq!(session["gaps"], 0, "{id} gaps");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_and_three_with_one_killed_give_identical_results() {

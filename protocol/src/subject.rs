@@ -33,3 +33,24 @@ pub fn session_subject(session_id: &str) -> String {
 pub fn progress_key(session_id: &str) -> String {
     format!("s.{session_id}")
 }
+
+/// The servers of a NATS URL setting: one URL, or several separated by commas (the nodes
+/// of a cluster; a client connects to any and fails over to the others).
+pub fn nats_servers(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod server_list_tests {
+    #[test]
+    fn comma_separated_servers_are_split() {
+        assert_eq!(
+            super::nats_servers("nats://a:1, nats://b:2,,nats://c:3"),
+            ["nats://a:1", "nats://b:2", "nats://c:3"]
+        );
+        assert_eq!(super::nats_servers("nats://a:1"), ["nats://a:1"]);
+    }
+}

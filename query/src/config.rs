@@ -21,6 +21,15 @@ pub struct Config {
     )]
     pub nats_url: String,
 
+    /// Copies JetStream keeps of the direct writes' sequence bucket (3 on a 3-node cluster).
+    #[arg(
+        long,
+        env = "DATACAT_STREAM_REPLICAS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=5)
+    )]
+    pub stream_replicas: u16,
+
     #[command(flatten)]
     pub clickhouse: datacat_warehouse::ClickHouseArgs,
 

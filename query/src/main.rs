@@ -42,7 +42,10 @@ async fn main() -> Result<()> {
     let state = AppState {
         reader,
         tokens: Arc::new(tokens),
-        writer: writes::DirectWriter::connect_in_background(config.nats_url.clone()),
+        writer: writes::DirectWriter::connect_in_background(
+            config.nats_url.clone(),
+            config.stream_replicas.into(),
+        ),
     };
     let app = Router::new()
         .merge(api::router())

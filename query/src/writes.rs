@@ -40,13 +40,13 @@ fn unavailable(what: impl std::fmt::Display) -> ApiError {
 
 impl DirectWriter {
     /// Starts connecting to `nats_url`; writes answer 503 until it is done.
-    pub fn connect_in_background(nats_url: String) -> Self {
+    pub fn connect_in_background(nats_url: String, replicas: usize) -> Self {
         let writer = DirectWriter::default();
         let cell = writer.connected.clone();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
             loop {
-                match connect(&nats_url).await {
+                match connect(&nats_url, replicas).await {
                     Ok(connected) => {
                         let _ = cell.set(connected);
                         info!(%nats_url, "direct writes ready");
@@ -128,11 +128,11 @@ fn not_created(session_id: &str) -> ApiError {
     ))
 }
 
-async fn connect(nats_url: &str) -> Result<Connected, String> {
+async fn connect(nats_url: &str, replicas: usize) -> Result<Connected, String> {
     let client = async_nats::ConnectOptions::new()
         .name("datacat-query")
         .connection_timeout(Duration::from_secs(5))
-        .connect(nats_url)
+        .connect(datacat_protocol::subject::nats_servers(nats_url))
         .await
         .map_err(|e| e.to_string())?;
     let jetstream = jetstream::new(client);
@@ -144,6 +144,7 @@ async fn connect(nats_url: &str) -> Result<Connected, String> {
                 history: 1,
                 max_age: SESSION_KEY_MAX_AGE,
                 storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
