@@ -135,6 +135,7 @@ fn connection(server: &ClickHouse, database: &str) -> Connection {
         database: database.into(),
         user: None,
         password: None,
+        cluster: None,
     }
 }
 

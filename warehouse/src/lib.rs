@@ -11,6 +11,7 @@ pub mod filter;
 pub mod maintenance;
 pub mod migrations;
 pub mod read;
+pub mod replicated;
 pub mod rows;
 pub mod session_parts;
 pub mod write;
@@ -69,6 +70,12 @@ pub struct ClickHouseArgs {
         hide_env_values = true
     )]
     pub clickhouse_password: Option<String>,
+
+    /// A ClickHouse cluster (from its `remote_servers`) for the replicated schema variant:
+    /// ReplicatedMergeTree tables behind Distributed ones, sharded by session. Unset: a
+    /// single server.
+    #[arg(long, global = true, env = "DATACAT_CLICKHOUSE_CLUSTER")]
+    pub clickhouse_cluster: Option<String>,
 }
 
 impl ClickHouseArgs {
@@ -78,6 +85,7 @@ impl ClickHouseArgs {
             database: self.clickhouse_database.clone(),
             user: self.clickhouse_user.clone(),
             password: self.clickhouse_password.clone(),
+            cluster: self.clickhouse_cluster.clone(),
         }
     }
 }
@@ -89,17 +97,27 @@ pub struct Connection {
     pub database: String,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// The cluster of the replicated schema variant (see [`replicated`]).
+    pub cluster: Option<String>,
 }
 
 impl Connection {
     /// A client bound to the warehouse database.
     pub fn client(&self) -> Result<clickhouse::Client> {
-        Ok(self.server_client()?.with_database(&self.database))
+        let client = self.server_client()?.with_database(&self.database);
+        Ok(match &self.cluster {
+            // An insert returns once the rows are on their shard: ingest acks after it.
+            Some(_) => client.with_setting("insert_distributed_sync", "1"),
+            None => client,
+        })
     }
 
     /// A client not bound to a database (the database may not exist yet).
     fn server_client(&self) -> Result<clickhouse::Client> {
         validate_identifier(&self.database)?;
+        if let Some(cluster) = &self.cluster {
+            validate_identifier(cluster)?;
+        }
         // 18.16 does not know RowBinaryWithNamesAndTypes, which validation needs.
         let mut client = clickhouse::Client::default()
             .with_url(&self.url)

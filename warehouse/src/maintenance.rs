@@ -3,7 +3,7 @@
 use clickhouse::Client;
 use tracing::info;
 
-use crate::{Connection, Result};
+use crate::{replicated, Connection, Result};
 
 /// Tables partitioned by day, each with the column that decides its partition.
 const DAILY_TABLES: [&str; 6] = [
@@ -18,6 +18,7 @@ const DAILY_TABLES: [&str; 6] = [
 pub struct Maintenance {
     client: Client,
     database: String,
+    cluster: Option<String>,
 }
 
 impl Maintenance {
@@ -25,6 +26,7 @@ impl Maintenance {
         Ok(Self {
             client: connection.client()?,
             database: connection.database.clone(),
+            cluster: connection.cluster.clone(),
         })
     }
 
@@ -48,11 +50,22 @@ impl Maintenance {
     pub async fn drop_partitions_before(&self, keep_from: &str) -> Result<usize> {
         let mut dropped = 0;
         for table in DAILY_TABLES {
+            // On a cluster the parts are in `<table>_local`, dropped on every replica.
+            let (stored, drop) = match &self.cluster {
+                Some(cluster) => (
+                    replicated::local_table(table),
+                    replicated::drop_partition(table, cluster),
+                ),
+                None => (
+                    table.to_string(),
+                    format!("ALTER TABLE {table} DROP PARTITION ?"),
+                ),
+            };
             let partitions: Vec<String> = self
                 .client
                 .query("SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active")
                 .bind(&self.database)
-                .bind(table)
+                .bind(&stored)
                 .fetch_all::<String>()
                 .await?;
             // ISO dates order as text.
@@ -61,11 +74,7 @@ impl Maintenance {
                 .filter(|p| p.len() == 10 && p.as_str() < keep_from)
             {
                 // The table name is one of ours; the partition value is bound.
-                self.client
-                    .query(&format!("ALTER TABLE {table} DROP PARTITION ?"))
-                    .bind(partition)
-                    .execute()
-                    .await?;
+                self.client.query(&drop).bind(partition).execute().await?;
                 info!(table, partition, "retention: dropped partition");
                 dropped += 1;
             }

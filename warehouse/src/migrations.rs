@@ -8,7 +8,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::{Connection, Result};
+use crate::{replicated, Connection, Result};
 
 pub struct Migration {
     pub version: u32,
@@ -215,24 +215,24 @@ struct AppliedMigration {
 /// Creates the database if needed and applies every migration not applied yet.
 /// Returns the versions applied by this call.
 pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
+    let cluster = connection.cluster.as_deref();
     let server = connection.server_client()?;
-    server
-        .query(&format!(
-            "CREATE DATABASE IF NOT EXISTS {}",
-            connection.database
-        ))
-        .execute()
-        .await?;
+    let create_database = format!("CREATE DATABASE IF NOT EXISTS {}", connection.database);
+    for sql in statements(&create_database, &connection.database, cluster) {
+        server.query(&sql).execute().await?;
+    }
     let db = connection.client()?;
-    db.query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
+    // (No session_id: on a cluster it is replicated but not sharded.)
+    let migrations_table = "CREATE TABLE IF NOT EXISTS schema_migrations (
             version UInt32,
             name String,
             applied_at DateTime DEFAULT now()
-        ) ENGINE = MergeTree() ORDER BY version",
-    )
-    .execute()
-    .await?;
+        ) ENGINE = MergeTree() ORDER BY version";
+    for sql in statements(migrations_table, &connection.database, cluster) {
+        db.query(&sql.replace("cityHash64(session_id)", "version"))
+            .execute()
+            .await?;
+    }
     let applied: Vec<u32> = db
         .query("SELECT DISTINCT version FROM schema_migrations")
         .fetch_all::<u32>()
@@ -246,7 +246,7 @@ pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
             "applying migration"
         );
         for step in migration.steps {
-            apply_step(&db, &connection.database, step).await?;
+            apply_step(&db, &connection.database, cluster, step).await?;
         }
         let mut insert = db.insert::<AppliedMigration>("schema_migrations").await?;
         insert
@@ -261,28 +261,53 @@ pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
     Ok(newly_applied)
 }
 
-async fn apply_step(db: &clickhouse::Client, database: &str, step: &Step) -> Result<()> {
+/// A statement as run on a single server, or its replicated variant's statements.
+fn statements(sql: &str, database: &str, cluster: Option<&str>) -> Vec<String> {
+    match cluster {
+        Some(cluster) => replicated::create_table(sql, database, cluster),
+        None => vec![sql.to_string()],
+    }
+}
+
+async fn apply_step(
+    db: &clickhouse::Client,
+    database: &str,
+    cluster: Option<&str>,
+    step: &Step,
+) -> Result<()> {
     match step {
-        Step::Sql(sql) => db.query(sql).execute().await?,
+        Step::Sql(sql) => {
+            for sql in statements(sql, database, cluster) {
+                db.query(&sql).execute().await?;
+            }
+        }
         Step::AddColumn {
             table,
             column,
             definition,
         } => {
-            if column_exists(db, database, table, column).await? {
+            // On a cluster the rows live in `<table>_local`; that is what to look at.
+            let stored = match cluster {
+                Some(_) => replicated::local_table(table),
+                None => table.to_string(),
+            };
+            if column_exists(db, database, &stored, column).await? {
                 return Ok(());
             }
             // Names come from MIGRATIONS (constants), never from input.
-            let added = db
-                .query(&format!(
+            let alters = match cluster {
+                Some(cluster) => replicated::add_column(table, column, definition, cluster),
+                None => vec![format!(
                     "ALTER TABLE {table} ADD COLUMN {column} {definition}"
-                ))
-                .execute()
-                .await;
-            // Workers starting together race to add it: the loser finds it there.
-            if let Err(error) = added {
-                if !column_exists(db, database, table, column).await? {
-                    return Err(error.into());
+                )],
+            };
+            for alter in alters {
+                let added = db.query(&alter).execute().await;
+                // Workers starting together race to add it: the loser finds it there.
+                if let Err(error) = added {
+                    if !column_exists(db, database, &stored, column).await? {
+                        return Err(error.into());
+                    }
                 }
             }
         }

@@ -221,6 +221,7 @@ async fn main() -> Result<()> {
         database: "bench_w1".into(),
         user: None,
         password: None,
+        cluster: None,
     };
     let rows = read_back(&source).await?;
     let raw = Connection {

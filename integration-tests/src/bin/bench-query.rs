@@ -123,6 +123,7 @@ async fn main() -> Result<()> {
         database: "bench".into(),
         user: None,
         password: None,
+        cluster: None,
     };
     migrate(&connection).await?;
     let t0 = datacat_protocol::time::now_ms() - sessions * 1000 - 3_600_000;
