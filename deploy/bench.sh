@@ -11,7 +11,10 @@
 #                             10 M metric points
 #   deploy/bench.sh python    the Python client: per-call cost in async mode, events/s
 #                             delivered from one process to a real daemon
-#   deploy/bench.sh           all of them
+#   deploy/bench.sh e2e       datacat-loadgen through real daemons at 50 000 events/s:
+#                             throughput, ingest lag, freshness p50 / p99
+#   deploy/bench.sh suite     all of them, then one table of every figure and its target
+#   deploy/bench.sh           the suite (the default)
 #
 # Environment: BENCH_EVENTS, BENCH_BATCH, BENCH_CLIENTS (see each benchmark's source).
 
@@ -20,7 +23,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$DATACAT_ROOT"
 
-which="${1:-all}"
+which="${1:-suite}"
 datacat_install_deps
 export DATACAT_NATS_SERVER_BIN="$DATACAT_ROOT/.local/nats/bin/nats-server"
 
@@ -35,22 +38,29 @@ bench_ingest() {
     BENCH_SESSIONS=10000 BENCH_BATCHES=2 target/release/bench-ingest
 }
 
+bench_python() {
+    DATACAT_DAEMON_BIN="$DATACAT_ROOT/target/release/datacat-daemon" python3 python/bench/bench_client.py
+}
+
 case "$which" in
     daemon) target/release/bench-daemon ;;
     ingest) bench_ingest ;;
     query) target/release/bench-query ;;
-    python) DATACAT_DAEMON_BIN="$DATACAT_ROOT/target/release/datacat-daemon" python3 python/bench/bench_client.py ;;
-    all)
-        target/release/bench-daemon
+    python) bench_python ;;
+    e2e) target/release/bench-e2e ;;
+    suite | all)
+        out="$DATACAT_ROOT/.local/bench"
+        mkdir -p "$out"
+        bench_python | tee "$out/python.log"
+        target/release/bench-daemon | tee "$out/daemon.log"
+        bench_ingest | tee "$out/ingest.log"
+        target/release/bench-e2e | tee "$out/e2e.log"
+        target/release/bench-query | tee "$out/query.log"
         echo
-        bench_ingest
-        echo
-        target/release/bench-query
-        echo
-        DATACAT_DAEMON_BIN="$DATACAT_ROOT/target/release/datacat-daemon" python3 python/bench/bench_client.py
+        python3 deploy/bench_table.py "$out"
         ;;
     *)
-        echo "unknown benchmark: $which (try: daemon, ingest, query, python, all)" >&2
+        echo "unknown benchmark: $which (try: daemon, ingest, query, python, e2e, suite, all)" >&2
         exit 2
         ;;
 esac
