@@ -123,7 +123,14 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 step "cargo test --workspace"
-cargo test --workspace
+# With a Docker engine the integration tests start NATS and ClickHouse from their official
+# images (testcontainers); without one, as local processes. The same tests either way.
+if [ -n "${DOCKER_HOST:-}" ] || [ -S /var/run/docker.sock ]; then
+    datacat_log "Docker engine found: NATS and ClickHouse run from official images"
+    cargo test --workspace --features datacat-integration-tests/containers
+else
+    cargo test --workspace
+fi
 
 # ---------------------------------------------------------------------------------------------
 step "go client: gofmt, go vet, go test"

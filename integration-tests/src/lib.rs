@@ -7,6 +7,8 @@
 
 pub mod binaries;
 pub mod browser;
+#[cfg(feature = "containers")]
+pub mod containers;
 pub mod daemon;
 pub mod process;
 pub mod python;

@@ -19,6 +19,8 @@ pub struct Nats {
     /// In a cluster: this node's name, its route port and every node's route port.
     cluster: Option<(String, u16, Vec<u16>)>,
     process: Option<ChildGuard>,
+    #[cfg(feature = "containers")]
+    container: Option<crate::containers::Container>,
     dir: TempDir,
 }
 
@@ -53,12 +55,27 @@ impl Nats {
             url: format!("nats://127.0.0.1:{port}"),
             cluster,
             process: None,
+            #[cfg(feature = "containers")]
+            container: None,
             dir: tempfile::tempdir()?,
         })
     }
 
     /// Starts the server again on the same ports and store (after [`Nats::stop`]).
     pub async fn restart(&mut self) -> Result<()> {
+        // A single server runs from the official image when containers can run (a cluster
+        // stays on local processes: its nodes route to each other on loopback).
+        #[cfg(feature = "containers")]
+        if self.cluster.is_none() && crate::containers::available() {
+            match &self.container {
+                Some(container) => crate::containers::start_again(container).await?,
+                None => {
+                    self.container =
+                        Some(crate::containers::nats(self.port, self.monitor_port).await?)
+                }
+            }
+            return self.wait_ready().await;
+        }
         self.spawn()?;
         self.wait_ready().await
     }
@@ -121,6 +138,10 @@ impl Nats {
 
     /// Kills the server (its store stays).
     pub fn stop(&mut self) {
+        #[cfg(feature = "containers")]
+        if let Some(container) = &self.container {
+            crate::containers::stop(container);
+        }
         self.process = None;
     }
 }
@@ -129,6 +150,8 @@ pub struct ClickHouse {
     pub http_port: u16,
     pub url: String,
     process: Option<ChildGuard>,
+    #[cfg(feature = "containers")]
+    container: Option<crate::containers::Container>,
     dir: TempDir,
 }
 
@@ -151,6 +174,8 @@ impl ClickHouse {
             http_port,
             url: format!("http://127.0.0.1:{http_port}"),
             process: None,
+            #[cfg(feature = "containers")]
+            container: None,
             dir,
         };
         clickhouse
@@ -161,6 +186,15 @@ impl ClickHouse {
     }
 
     pub async fn restart(&mut self) -> Result<()> {
+        let ping = format!("{}/ping", self.url);
+        #[cfg(feature = "containers")]
+        if crate::containers::available() {
+            match &self.container {
+                Some(container) => crate::containers::start_again(container).await?,
+                None => self.container = Some(crate::containers::clickhouse(self.http_port).await?),
+            }
+            return wait_http_ok(&ping, Duration::from_secs(90), "clickhouse container").await;
+        }
         let mut command = Command::new(clickhouse_server_bin()?);
         let bin_name = command.get_program().to_string_lossy().to_string();
         if bin_name.ends_with("/clickhouse") {
@@ -173,11 +207,14 @@ impl ClickHouse {
         command.current_dir(repo_root());
         let log = self.dir.path().join("stdout.log");
         self.process = Some(ChildGuard::spawn("clickhouse-server", command, &log)?);
-        let ping = format!("{}/ping", self.url);
         wait_http_ok(&ping, Duration::from_secs(60), "clickhouse-server").await
     }
 
     pub fn stop(&mut self) {
+        #[cfg(feature = "containers")]
+        if let Some(container) = &self.container {
+            crate::containers::stop(container);
+        }
         self.process = None;
     }
 

@@ -1,0 +1,57 @@
+//! NATS and ClickHouse from their official images instead of local processes: with the
+//! `containers` feature on and a Docker engine answering (`DOCKER_HOST` or
+//! /var/run/docker.sock), every test that starts servers through [`crate::servers`] runs on
+//! containers; otherwise on local processes. The same tests either way. Host ports are fixed
+//! at creation, so a container stopped and started again (an outage test) keeps its address
+//! and its data.
+
+use std::path::Path;
+
+use anyhow::Result;
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+pub type Container = ContainerAsync<GenericImage>;
+
+/// Whether a Docker engine is there to run containers.
+pub fn available() -> bool {
+    std::env::var_os("DOCKER_HOST").is_some() || Path::new("/var/run/docker.sock").exists()
+}
+
+/// `nats` with JetStream, client port on `port`, monitoring on `monitor`.
+pub async fn nats(port: u16, monitor: u16) -> Result<Container> {
+    Ok(GenericImage::new("nats", "2.11-alpine")
+        .with_exposed_port(4222.tcp())
+        .with_exposed_port(8222.tcp())
+        .with_wait_for(WaitFor::message_on_stderr("Server is ready"))
+        .with_cmd(["--jetstream", "--store_dir", "/data", "--http_port", "8222"])
+        .with_mapped_port(port, 4222.tcp())
+        .with_mapped_port(monitor, 8222.tcp())
+        .start()
+        .await?)
+}
+
+/// `clickhouse/clickhouse-server`, HTTP interface on `http_port`, the default user open (as
+/// the local test server's users.xml has it).
+pub async fn clickhouse(http_port: u16) -> Result<Container> {
+    Ok(GenericImage::new("clickhouse/clickhouse-server", "25.8")
+        .with_exposed_port(8123.tcp())
+        .with_wait_for(WaitFor::Nothing)
+        .with_env_var("CLICKHOUSE_SKIP_USER_SETUP", "1")
+        .with_mapped_port(http_port, 8123.tcp())
+        .start()
+        .await?)
+}
+
+/// Stops a container, keeping it (and its data) for [`start_again`]. Called from the
+/// servers' synchronous `stop`, inside the tests' multi-threaded runtime.
+pub fn stop(container: &Container) {
+    tokio::task::block_in_place(|| {
+        let _ = tokio::runtime::Handle::current().block_on(container.stop());
+    });
+}
+
+pub async fn start_again(container: &Container) -> Result<()> {
+    Ok(container.start().await?)
+}
