@@ -46,13 +46,19 @@ type Client struct {
 	transport *transport
 	closed    bool
 	totals    map[string]float64 // counter totals, without a daemon only
+	// broken is why the client cannot send (a bad URL given to NewClient): every call
+	// returns it rather than panicking.
+	broken error
 }
 
 // NewClient returns a client that talks to the query service at baseURL directly (no
 // daemon): nothing watches the process, so a hard crash is only seen when ingest marks the
 // session lost.
 func NewClient(baseURL string) *Client {
-	c, _ := NewClientWithOptions(context.Background(), Options{ServerURL: baseURL, NoDaemon: true})
+	c, err := NewClientWithOptions(context.Background(), Options{ServerURL: baseURL, NoDaemon: true})
+	if err != nil {
+		c.broken = err
+	}
 	return c
 }
 
@@ -141,6 +147,12 @@ func (c *Client) call(ctx context.Context, method, path, session string, body an
 	c.mu.Unlock()
 	if closed {
 		return nil, ErrClosed
+	}
+	if c.broken != nil {
+		return nil, c.broken
+	}
+	if t == nil {
+		return nil, errors.New("datacat: the client has no connection")
 	}
 	route, ok := c.route(method, path, session)
 	if !ok {

@@ -261,6 +261,10 @@ func TestWithoutADaemonTheURLIsChecked(t *testing.T) {
 	if _, err := NewClientWithOptions(context.Background(), Options{NoDaemon: true, ServerURL: "localhost:8080"}); err == nil {
 		t.Fatal("a URL without a scheme must be refused")
 	}
+	bad := NewClient("localhost:8080") // no scheme: every call says so, none panics
+	if _, err := bad.CreateSession(context.Background(), "p", "1"); err == nil || !strings.Contains(err.Error(), "http(s) URL") {
+		t.Fatalf("want the URL error, got %v", err)
+	}
 	c := NewClient("http://127.0.0.1:1")
 	if _, err := c.CreateSession(context.Background(), "p", "1"); err == nil {
 		t.Fatal("nothing listens there: an error")

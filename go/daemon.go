@@ -214,6 +214,9 @@ func (m *DaemonManager) runningLocked() bool {
 
 // IsRunning tells whether the daemon process is alive.
 func (m *DaemonManager) IsRunning() bool {
+	if m == nil {
+		return false
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.runningLocked()
@@ -221,6 +224,9 @@ func (m *DaemonManager) IsRunning() bool {
 
 // Port is the daemon's loopback port (0 before Start).
 func (m *DaemonManager) Port() int {
+	if m == nil {
+		return 0
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.port
@@ -229,6 +235,9 @@ func (m *DaemonManager) Port() int {
 // Stop closes the daemon's stdin (it flushes and exits) and waits up to the timeout,
 // then kills it.
 func (m *DaemonManager) Stop(timeout time.Duration) error {
+	if m == nil {
+		return nil
+	}
 	m.mu.Lock()
 	cmd, stdin, done := m.cmd, m.stdin, m.done
 	m.cmd, m.stdin = nil, nil
