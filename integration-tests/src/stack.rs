@@ -45,9 +45,7 @@ impl Stack {
     /// Like [`Stack::start`] on a NATS cluster of `nodes` servers, the streams and buckets
     /// replicated on all of them.
     pub async fn start_clustered(nodes: usize) -> Result<Self> {
-        let cluster = Nats::start_cluster(nodes).await?;
-        let replicas = nodes.to_string();
-        Self::start_on(cluster, &[("DATACAT_STREAM_REPLICAS", &replicas)]).await
+        Self::start_on(Nats::start_cluster(nodes).await?, &[]).await
     }
 
     async fn start_on(mut nodes: Vec<Nats>, ingest_env: &[(&str, &str)]) -> Result<Self> {
@@ -78,12 +76,6 @@ impl Stack {
         let query_port = free_port();
         let mut query = Self::command(&nats_url, &clickhouse, &database, "datacat-query")?;
         query.env("DATACAT_LISTEN", format!("127.0.0.1:{query_port}"));
-        query.envs(
-            ingest_env
-                .iter()
-                .filter(|(k, _)| *k == "DATACAT_STREAM_REPLICAS")
-                .copied(),
-        );
         let query = ChildGuard::spawn("datacat-query", query, &logs.path().join("query.log"))?;
         let query_url = format!("http://127.0.0.1:{query_port}");
 
@@ -120,8 +112,11 @@ impl Stack {
         bin: &str,
     ) -> Result<Command> {
         let mut command = Command::new(datacat_bin(bin)?);
+        // One replica per NATS server: on a cluster, streams and buckets live on every node.
+        let replicas = datacat_protocol::subject::nats_servers(nats_url).len();
         command
             .env("DATACAT_NATS_URL", nats_url)
+            .env("DATACAT_STREAM_REPLICAS", replicas.to_string())
             .env("DATACAT_CLICKHOUSE_URL", &clickhouse.url)
             .env("DATACAT_CLICKHOUSE_DATABASE", database)
             .env("RUST_LOG", "info");
@@ -205,6 +200,7 @@ impl Stack {
     pub fn client_env(&self) -> Result<Vec<(String, String)>> {
         Ok(vec![
             ("DATACAT_NATS_URL".into(), self.nats_url.clone()),
+            ("DATACAT_QUERY_URL".into(), self.query_url.clone()),
             (
                 "DATACAT_DAEMON_BIN".into(),
                 datacat_bin("datacat-daemon")?.display().to_string(),
@@ -233,6 +229,20 @@ impl Stack {
 
     /// Polls a session until `done` holds for it; returns it. Fails after `timeout` with the
     /// last answer.
+    /// Waits (up to 40 s) until a session has the given status; returns it.
+    pub async fn wait_status(&self, id: &str, status: &str) -> Result<Value> {
+        self.wait_session(id, Duration::from_secs(40), |s| s["status"] == status)
+            .await
+    }
+
+    /// A session's events as the API lists them (the first 5000).
+    pub async fn session_events(&self, id: &str) -> Result<Vec<Value>> {
+        let page = self
+            .get_json(&format!("/api/sessions/{id}/events?limit=5000"))
+            .await?;
+        Ok(page["events"].as_array().cloned().unwrap_or_default())
+    }
+
     pub async fn wait_session(
         &self,
         id: &str,

@@ -3,10 +3,8 @@
 //! returns, and a panic must end its session crashed.
 
 use std::process::Command;
-use std::time::Duration;
 
 use datacat_integration_tests::binaries::repo_root;
-use datacat_integration_tests::process::eventually;
 use datacat_integration_tests::Stack;
 use serde_json::{json, Value};
 
@@ -46,34 +44,6 @@ fn run_demo(stack: &Stack, binary: &std::path::Path, args: &[&str]) -> (bool, St
     (output.status.success(), last)
 }
 
-async fn wait_for_status(stack: &Stack, id: &str, status: &str) -> Value {
-    let path = format!("/api/sessions/{id}");
-    eventually(
-        Duration::from_secs(40),
-        "the session's final status",
-        || {
-            let path = path.clone();
-            async move {
-                Ok(stack
-                    .get_json(&path)
-                    .await
-                    .is_ok_and(|found| found["status"] == status))
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}; logs in {}", stack.log_dir().display()));
-    stack.get_json(&path).await.unwrap()
-}
-
-async fn events(stack: &Stack, id: &str) -> Vec<Value> {
-    let page = stack
-        .get_json(&format!("/api/sessions/{id}/events?limit=5000"))
-        .await
-        .unwrap();
-    page["events"].as_array().unwrap().clone()
-}
-
 fn values(session: &Value, name: &str) -> Vec<f64> {
     session["metrics"]
         .as_array()
@@ -85,13 +55,13 @@ fn values(session: &Value, name: &str) -> Vec<f64> {
 }
 
 async fn check_story(stack: &Stack, id: &str, status: &str) -> (Value, Vec<Value>) {
-    let session = wait_for_status(stack, id, status).await;
+    let session = stack.wait_status(id, status).await.unwrap();
     assert_eq!(session["product"], "go-demo");
     assert_eq!(
         session["state"],
         json!({"scene": "space", "player": {"level": 2}})
     );
-    let all = events(stack, id).await;
+    let all = stack.session_events(id).await.unwrap();
     let mut ticks: Vec<u64> = all
         .iter()
         .filter(|e| e["name"] == "tick")

@@ -2,9 +2,6 @@
 //! daemon (or the query service's direct writes), NATS, ingest, ClickHouse and query: what the
 //! client logged must be exactly what the API returns.
 
-use std::time::Duration;
-
-use datacat_integration_tests::process::eventually;
 use datacat_integration_tests::{python, Stack};
 use serde_json::{json, Value};
 
@@ -46,7 +43,7 @@ reactor()
 const DIRECT_APP: &str = r#"
 import os
 from datacat import create_session
-s = create_session(os.environ["QUERY_URL"], product="py-direct", version="3.0", use_daemon=False,
+s = create_session(os.environ["DATACAT_QUERY_URL"], product="py-direct", version="3.0", use_daemon=False,
                    async_mode=True, batch_size=100)
 s.update_state({"mode": "direct", "n": 1})
 for i in range(500):
@@ -60,46 +57,18 @@ assert stats["sent"] == 504 and stats["failed"] == 0, (stats, s.client.last_erro
 print(s.session_id)
 "#;
 
-async fn wait_for_status(stack: &Stack, id: &str, status: &str) -> Value {
-    let path = format!("/api/sessions/{id}");
-    eventually(
-        Duration::from_secs(40),
-        "the session's final status",
-        || {
-            let path = path.clone();
-            async move {
-                Ok(stack
-                    .get_json(&path)
-                    .await
-                    .is_ok_and(|found| found["status"] == status))
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}; logs in {}", stack.log_dir().display()));
-    stack.get_json(&path).await.unwrap()
-}
-
-async fn events(stack: &Stack, id: &str) -> Vec<Value> {
-    let page = stack
-        .get_json(&format!("/api/sessions/{id}/events?limit=5000"))
-        .await
-        .unwrap();
-    page["events"].as_array().unwrap().clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_async_crash_and_direct_sessions_arrive_exactly() {
     let stack = Stack::start().await.expect("stack starts");
 
     // Async mode through the daemon.
     let id = python::last_line(&python::run(&stack, ASYNC_APP).expect("async app runs"));
-    let session = wait_for_status(&stack, &id, "ended").await;
+    let session = stack.wait_status(&id, "ended").await.unwrap();
     assert_eq!(
         session["state"],
         json!({"player": {"level": 2}, "window_state": {"open": ["main"]}})
     );
-    let ticks = events(&stack, &id).await;
+    let ticks = stack.session_events(&id).await.unwrap();
     assert_eq!(ticks.len(), 2000, "every event once");
     let mut seen: Vec<u64> = ticks
         .iter()
@@ -129,7 +98,7 @@ async fn python_async_crash_and_direct_sessions_arrive_exactly() {
         .unwrap();
     assert!(!output.status.success(), "the app itself still fails");
     let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let session = wait_for_status(&stack, &id, "crashed").await;
+    let session = stack.wait_status(&id, "crashed").await.unwrap();
     assert!(
         session["end_reason"]
             .as_str()
@@ -138,7 +107,7 @@ async fn python_async_crash_and_direct_sessions_arrive_exactly() {
         "{}",
         session["end_reason"]
     );
-    let crash_events = events(&stack, &id).await;
+    let crash_events = stack.session_events(&id).await.unwrap();
     let names: Vec<&str> = crash_events
         .iter()
         .map(|e| e["name"].as_str().unwrap())
@@ -154,20 +123,10 @@ async fn python_async_crash_and_direct_sessions_arrive_exactly() {
     assert_eq!(frames.last().unwrap()["function"], "reactor");
 
     // Without a daemon.
-    let mut command_env = stack.client_env().unwrap();
-    command_env.push(("QUERY_URL".into(), stack.query_url.clone()));
-    let script = format!(
-        "import os\n{}\n{DIRECT_APP}",
-        command_env
-            .iter()
-            .map(|(k, v)| format!("os.environ[{k:?}] = {v:?}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    let id = python::last_line(&python::run(&stack, &script).expect("direct app runs"));
-    let session = wait_for_status(&stack, &id, "ended").await;
+    let id = python::last_line(&python::run(&stack, DIRECT_APP).expect("direct app runs"));
+    let session = stack.wait_status(&id, "ended").await.unwrap();
     assert_eq!(session["state"], json!({"mode": "direct", "n": 1}));
-    assert_eq!(events(&stack, &id).await.len(), 500);
+    assert_eq!(stack.session_events(&id).await.unwrap().len(), 500);
     let metrics = session["metrics"].as_array().unwrap();
     assert_eq!(metrics.len(), 3);
     let saves: Vec<f64> = metrics
