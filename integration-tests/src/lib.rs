@@ -5,6 +5,7 @@
 //! `DATACAT_CLICKHOUSE_SERVER_BIN`), then the repo's `.local/` install and `PATH`.
 //! `deploy/test-all.sh` installs them and sets the variables.
 
+pub mod bench;
 pub mod binaries;
 pub mod browser;
 #[cfg(feature = "containers")]

@@ -11,16 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use async_nats::jetstream::{self, stream};
+use datacat_integration_tests::bench::env_or;
 use datacat_integration_tests::{Daemon, Nats};
 use datacat_protocol::subject;
 use serde_json::json;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Resident memory of a process, in bytes.
 fn rss_bytes(pid: u32) -> u64 {
@@ -40,9 +34,9 @@ fn mib(bytes: u64) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let events = env_u64("BENCH_EVENTS", 1_000_000);
-    let per_request = env_u64("BENCH_BATCH", 1000).max(1);
-    let clients = env_u64("BENCH_CLIENTS", 2).max(1);
+    let events = env_or("BENCH_EVENTS", 1_000_000u64);
+    let per_request = env_or("BENCH_BATCH", 1000u64).max(1);
+    let clients = env_or("BENCH_CLIENTS", 2u64).max(1);
 
     let nats = Nats::start().await?;
     let js = jetstream::new(async_nats::connect(&nats.url).await?);

@@ -9,16 +9,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use datacat_integration_tests::bench::env_or;
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::Stack;
 use datacat_loadgen::{run, Config, Via};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -31,10 +25,10 @@ async fn main() -> Result<()> {
         read_token: None,
         daemon_bin: datacat_bin("datacat-daemon")?,
         spool_dir: Some(spool),
-        apps: env_u64("BENCH_APPS", 4) as usize,
-        sessions: env_u64("BENCH_SESSIONS", 25) as usize,
-        rate: env_u64("BENCH_RATE", 50_000),
-        seconds: env_u64("BENCH_SECONDS", 20),
+        apps: env_or("BENCH_APPS", 4),
+        sessions: env_or("BENCH_SESSIONS", 25),
+        rate: env_or("BENCH_RATE", 50_000),
+        seconds: env_or("BENCH_SECONDS", 20),
         probes_per_second: 10,
         product: "bench-e2e".into(),
     };

@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
+use datacat_integration_tests::bench::env_or;
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::workload::Workload;
@@ -22,13 +23,6 @@ use datacat_warehouse::rows::{
     EventRow, MetricRow, MetricSessionRow, SessionRow, StateHistoryRow, StatePathRow,
 };
 use datacat_warehouse::{migrate, Connection, RowSet, Writer};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn metric(port: u16, name: &str) -> u64 {
     let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
@@ -184,10 +178,10 @@ async fn read_back(connection: &Connection) -> Result<RowSet> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let sessions = env_usize("BENCH_SESSIONS", 2000);
-    let batches = env_usize("BENCH_BATCHES", 10);
-    let records = env_usize("BENCH_RECORDS", 50);
-    let max_workers = env_usize("BENCH_WORKERS", 3).max(1);
+    let sessions = env_or("BENCH_SESSIONS", 2000usize);
+    let batches = env_or("BENCH_BATCHES", 10usize);
+    let records = env_or("BENCH_RECORDS", 50usize);
+    let max_workers = env_or("BENCH_WORKERS", 3usize).max(1);
     let warmup = Workload::generate("warmup", sessions, batches, records, 7);
     let workload = Workload::generate("bench", sessions, batches, records, 11);
     let clickhouse = ClickHouse::start().await?;

@@ -14,17 +14,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
+use datacat_integration_tests::bench::env_or;
+
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::ClickHouse;
 use datacat_warehouse::{migrate, Connection};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Sessions start one second apart, ending an hour ago.
 fn seed_sql(sessions: u64, events: u64, metrics: u64, t0: u64) -> Vec<String> {
@@ -103,12 +98,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// The tables the benchmark seeds (emptied first, merged after).
+const SEEDED_TABLES: [&str; 5] = [
+    "sessions",
+    "state_paths",
+    "events",
+    "metrics",
+    "metric_sessions",
+];
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    let sessions = env_u64("BENCH_SESSIONS", 1_000_000);
-    let events = env_u64("BENCH_EVENTS", 10_000_000);
-    let metrics = env_u64("BENCH_METRICS", 10_000_000);
-    let requests = env_u64("BENCH_REQUESTS", 40) as usize;
+    let sessions = env_or("BENCH_SESSIONS", 1_000_000u64);
+    let events = env_or("BENCH_EVENTS", 10_000_000u64);
+    let metrics = env_or("BENCH_METRICS", 10_000_000u64);
+    let requests = env_or("BENCH_REQUESTS", 40usize);
     // BENCH_CLICKHOUSE_URL: use a running server (and BENCH_SKIP_SEED=1 to keep its data).
     let (_server, url) = match std::env::var("BENCH_CLICKHOUSE_URL") {
         Ok(url) => (None, url),
@@ -139,26 +143,14 @@ async fn main() -> Result<()> {
         }
     };
     if std::env::var_os("BENCH_SKIP_SEED").is_none() {
-        for table in [
-            "sessions",
-            "state_paths",
-            "events",
-            "metrics",
-            "metric_sessions",
-        ] {
+        for table in SEEDED_TABLES {
             sql(format!("TRUNCATE TABLE bench.{table}")).await?;
         }
         for text in seed_sql(sessions, events, metrics, t0) {
             sql(text).await?;
         }
         // Merged parts, as a warehouse that has been running a while has them.
-        for table in [
-            "sessions",
-            "state_paths",
-            "events",
-            "metrics",
-            "metric_sessions",
-        ] {
+        for table in SEEDED_TABLES {
             sql(format!("OPTIMIZE TABLE bench.{table} FINAL")).await?;
         }
     }
