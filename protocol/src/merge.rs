@@ -128,35 +128,39 @@ fn report_changes(
     after: &[(String, Value)],
     f: &mut impl FnMut(&str, &Value, bool),
 ) {
-    // Updates touch a handful of leaves: a linear scan beats hashing them.
-    if before.len().max(after.len()) <= 32 {
-        fn find<'a>(leaves: &'a [(String, Value)], path: &str) -> Option<&'a Value> {
-            leaves.iter().find(|(p, _)| p == path).map(|(_, v)| v)
-        }
-        for (path, value) in before {
-            if find(after, path) != Some(value) {
-                f(path, value, true);
-            }
-        }
-        for (path, value) in after {
-            if find(before, path) != Some(value) {
-                f(path, value, false);
-            }
-        }
-        return;
-    }
-    fn index(leaves: &[(String, Value)]) -> std::collections::HashMap<&str, &Value> {
-        leaves.iter().map(|(p, v)| (p.as_str(), v)).collect()
-    }
-    let (old, new) = (index(before), index(after));
+    let (old, new) = (Leaves::new(before), Leaves::new(after));
     for (path, value) in before {
-        if new.get(path.as_str()) != Some(&value) {
+        if new.get(path) != Some(value) {
             f(path, value, true);
         }
     }
     for (path, value) in after {
-        if old.get(path.as_str()) != Some(&value) {
+        if old.get(path) != Some(value) {
             f(path, value, false);
+        }
+    }
+}
+
+/// Leaves looked up by path: updates touch a handful, where a linear scan beats hashing;
+/// a hash index beyond that.
+enum Leaves<'a> {
+    Few(&'a [(String, Value)]),
+    Many(std::collections::HashMap<&'a str, &'a Value>),
+}
+
+impl<'a> Leaves<'a> {
+    fn new(leaves: &'a [(String, Value)]) -> Self {
+        if leaves.len() <= 32 {
+            Leaves::Few(leaves)
+        } else {
+            Leaves::Many(leaves.iter().map(|(p, v)| (p.as_str(), v)).collect())
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<&'a Value> {
+        match self {
+            Leaves::Few(leaves) => leaves.iter().find(|(p, _)| p == path).map(|(_, v)| v),
+            Leaves::Many(index) => index.get(path).copied(),
         }
     }
 }
@@ -254,6 +258,28 @@ mod tests {
         assert_eq!(
             state_diff(&old, &new),
             Some(json!({"gone": null, "a": {"c": 3}, "added": {"x": 1}}))
+        );
+    }
+
+    #[test]
+    fn merge_reporting_with_many_leaves_uses_the_index_and_agrees() {
+        let mut state = json!({"big": {}});
+        for i in 0..40 {
+            state["big"][format!("k{i}")] = json!(i);
+        }
+        let update = json!({"big": {"k3": null, "k5": 50, "new": true}});
+        let mut reported = Vec::new();
+        merge_reporting(&mut state, &update, |path, value, removed| {
+            reported.push((path.to_string(), value.clone(), removed));
+        });
+        assert_eq!(
+            reported,
+            vec![
+                ("big.k3".to_string(), json!(3), true),
+                ("big.k5".to_string(), json!(5), true),
+                ("big.k5".to_string(), json!(50), false),
+                ("big.new".to_string(), json!(true), false),
+            ]
         );
     }
 
