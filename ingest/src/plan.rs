@@ -42,11 +42,19 @@ pub struct Round {
     pub plans: Vec<SessionPlan>,
 }
 
+impl SessionPlan {
+    /// The messages this plan holds until its commit (poison is dead-lettered on its own).
+    pub fn messages(&self) -> impl Iterator<Item = &Message> {
+        self.applied
+            .iter()
+            .chain(&self.waiting)
+            .chain(&self.duplicates)
+    }
+}
+
 impl Round {
     pub fn messages(&self) -> impl Iterator<Item = &Message> {
-        self.plans
-            .iter()
-            .flat_map(|p| p.applied.iter().chain(&p.waiting).chain(&p.duplicates))
+        self.plans.iter().flat_map(SessionPlan::messages)
     }
 }
 

@@ -262,10 +262,7 @@ impl Worker {
         let _ = inserted.send(());
         let previous = match previous {
             Some(task) => {
-                let held: Vec<&Message> = plans
-                    .iter()
-                    .flat_map(|p| p.applied.iter().chain(&p.waiting).chain(&p.duplicates))
-                    .collect();
+                let held: Vec<&Message> = plans.iter().flat_map(SessionPlan::messages).collect();
                 self.keeping_alive(task, &held)
                     .await
                     .unwrap_or_else(|error| {
@@ -305,13 +302,11 @@ impl Worker {
             };
             self.stats.insert_errors.fetch_add(1, Ordering::Relaxed);
             error!(%error, retry_in = ?backoff, "insert failed; keeping the round and retrying");
-            // Plain loops: an iterator adapter's closure here trips the compiler's `Send`
-            // inference for the spawned round.
+            // Plan by plan: a flat_map closure held across the await trips the compiler's
+            // `Send` inference for the spawned round.
             for plan in plans {
-                for message in [&plan.applied, &plan.waiting, &plan.duplicates] {
-                    for message in message {
-                        let _ = message.ack_with(AckKind::Progress).await;
-                    }
+                for message in plan.messages() {
+                    let _ = message.ack_with(AckKind::Progress).await;
                 }
             }
             let _ = self.client.flush().await;
