@@ -116,12 +116,16 @@ impl From<BadBody> for ApiError {
     }
 }
 
-fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
-    let body = body.map_err(|rejection| match rejection {
+/// The request body, or why it could not be read (too large: 413).
+fn buffered(body: Body) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| match rejection {
         BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
         other => ApiError::BadRequest(other.body_text()),
-    })?;
-    Ok(parse_lenient(&body)?)
+    })
+}
+
+fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    Ok(parse_lenient(&buffered(body)?)?)
 }
 
 fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
@@ -277,10 +281,7 @@ async fn end(State(registry): State<AppState>, body: Body) -> Result<Json<Value>
 /// Many calls in one request, applied in order. Items that are invalid are reported (with
 /// their index) in a 400 answer; the valid ones around them are still applied.
 async fn batch(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|rejection| match rejection {
-        BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
-        other => ApiError::BadRequest(other.body_text()),
-    })?;
+    let body = buffered(body)?;
     // The usual batch is all good: typed in one pass, no JSON tree per item (a client
     // shipping 200k events/s spends most of the daemon's time here otherwise).
     #[derive(Deserialize)]
