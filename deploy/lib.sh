@@ -165,6 +165,23 @@ datacat_py3_pythonpath() {
 # ---------------------------------------------------------------------------------------------
 # Installers (fast no-ops when everything is present)
 
+# datacat_apt_install PACKAGE...: apt-get install the packages (as root).
+datacat_apt_install() {
+    command -v apt-get >/dev/null 2>&1 ||
+        { datacat_err "missing $* and apt-get is not available; install them by hand"; return 1; }
+    datacat_log "installing $* with apt-get"
+    datacat_as_root apt-get update || return 1
+    datacat_as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -o DPkg::Lock::Timeout=300 "$@"
+}
+
+# datacat_apt_for COMMAND PACKAGE...: apt-get install the packages unless COMMAND exists.
+datacat_apt_for() {
+    local command="$1"
+    shift
+    command -v "$command" >/dev/null 2>&1 || datacat_apt_install "$@"
+}
+
 datacat_install_deps() {
     local -a pkgs=()
     if [ ! -x "$DATACAT_CLICKHOUSE_SERVER_BIN" ]; then
@@ -174,12 +191,7 @@ datacat_install_deps() {
         pkgs+=(curl)
     fi
     if [ "${#pkgs[@]}" -gt 0 ]; then
-        command -v apt-get >/dev/null 2>&1 ||
-            { datacat_err "missing ${pkgs[*]} and apt-get is not available; install them by hand"; return 1; }
-        datacat_log "installing ${pkgs[*]} with apt-get"
-        datacat_as_root apt-get update || return 1
-        datacat_as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -o DPkg::Lock::Timeout=300 "${pkgs[@]}" || return 1
+        datacat_apt_install "${pkgs[@]}" || return 1
         if [ ! -x "$DATACAT_CLICKHOUSE_SERVER_BIN" ]; then
             datacat_err "clickhouse-server was installed but $DATACAT_CLICKHOUSE_SERVER_BIN does not exist"
             return 1
@@ -203,18 +215,6 @@ datacat_install_deps() {
     fi
 }
 
-# datacat_apt_for COMMAND PACKAGE...: apt-get install the packages unless COMMAND exists.
-datacat_apt_for() {
-    local command="$1"
-    shift
-    command -v "$command" >/dev/null 2>&1 && return 0
-    command -v apt-get >/dev/null 2>&1 ||
-        { datacat_err "missing $command ($*) and apt-get is not available"; return 1; }
-    datacat_log "installing $* with apt-get"
-    datacat_as_root apt-get update || return 1
-    datacat_as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -o DPkg::Lock::Timeout=300 "$@" || return 1
-}
 
 datacat_install_test_deps() {
     # From Debian: Chromium and ChromeDriver (the dashboard test drives a real headless
