@@ -134,22 +134,22 @@ func (a *AsyncSession) LogMetricWith(_ context.Context, m Metric) error {
 
 // LogGauge buffers a gauge point.
 func (a *AsyncSession) LogGauge(ctx context.Context, name string, value float64, tags ...string) error {
-	return a.LogMetricWith(ctx, Metric{Name: name, Value: value, Type: Gauge, Tags: tags})
+	return a.LogMetricWith(ctx, gaugeMetric(name, value, tags))
 }
 
 // LogCounter buffers a counter increment.
 func (a *AsyncSession) LogCounter(ctx context.Context, name string, delta float64, tags ...string) error {
-	return a.LogMetricWith(ctx, Metric{Name: name, Type: Counter, Delta: &delta, Tags: tags})
+	return a.LogMetricWith(ctx, counterMetric(name, delta, tags))
 }
 
 // LogHistogram buffers a histogram observation.
 func (a *AsyncSession) LogHistogram(ctx context.Context, name string, value float64, buckets []float64, tags ...string) error {
-	return a.LogMetricWith(ctx, Metric{Name: name, Value: value, Type: Histogram, Buckets: buckets, Tags: tags})
+	return a.LogMetricWith(ctx, histogramMetric(name, value, buckets, tags))
 }
 
 // LogTimer buffers a duration.
 func (a *AsyncSession) LogTimer(ctx context.Context, name string, d time.Duration, tags ...string) error {
-	return a.LogMetricWith(ctx, Metric{Name: name, Value: d.Seconds(), Type: Timer, Unit: "seconds", Tags: tags})
+	return a.LogMetricWith(ctx, timerMetric(name, d, tags))
 }
 
 // StartTimer starts timing; Stop buffers the timer metric.

@@ -72,6 +72,24 @@ type Exception struct {
 	Frames     []Frame  `json:"frames"`
 }
 
+// The typed metrics, built once for Session and AsyncSession.
+
+func gaugeMetric(name string, value float64, tags []string) Metric {
+	return Metric{Name: name, Value: value, Type: Gauge, Tags: tags}
+}
+
+func counterMetric(name string, delta float64, tags []string) Metric {
+	return Metric{Name: name, Type: Counter, Delta: &delta, Tags: tags}
+}
+
+func histogramMetric(name string, value float64, buckets []float64, tags []string) Metric {
+	return Metric{Name: name, Value: value, Type: Histogram, Buckets: buckets, Tags: tags}
+}
+
+func timerMetric(name string, d time.Duration, tags []string) Metric {
+	return Metric{Name: name, Value: d.Seconds(), Type: Timer, Unit: "seconds", Tags: tags}
+}
+
 func seconds(t time.Time) float64 {
 	if t.IsZero() {
 		t = time.Now()

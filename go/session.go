@@ -49,22 +49,22 @@ func (s *Session) LogMetricWith(ctx context.Context, m Metric) error {
 
 // LogGauge logs a value that goes up and down.
 func (s *Session) LogGauge(ctx context.Context, name string, value float64, tags ...string) error {
-	return s.LogMetricWith(ctx, Metric{Name: name, Value: value, Type: Gauge, Tags: tags})
+	return s.LogMetricWith(ctx, gaugeMetric(name, value, tags))
 }
 
 // LogCounter adds delta to a running total.
 func (s *Session) LogCounter(ctx context.Context, name string, delta float64, tags ...string) error {
-	return s.LogMetricWith(ctx, Metric{Name: name, Type: Counter, Delta: &delta, Tags: tags})
+	return s.LogMetricWith(ctx, counterMetric(name, delta, tags))
 }
 
 // LogHistogram logs one observation of a distribution with bucket upper bounds.
 func (s *Session) LogHistogram(ctx context.Context, name string, value float64, buckets []float64, tags ...string) error {
-	return s.LogMetricWith(ctx, Metric{Name: name, Value: value, Type: Histogram, Buckets: buckets, Tags: tags})
+	return s.LogMetricWith(ctx, histogramMetric(name, value, buckets, tags))
 }
 
 // LogTimer logs a measured duration in seconds.
 func (s *Session) LogTimer(ctx context.Context, name string, d time.Duration, tags ...string) error {
-	return s.LogMetricWith(ctx, Metric{Name: name, Value: d.Seconds(), Type: Timer, Unit: "seconds", Tags: tags})
+	return s.LogMetricWith(ctx, timerMetric(name, d, tags))
 }
 
 // LogException logs err as an exception event with the caller's stack.
@@ -151,5 +151,5 @@ type TimerHandle struct {
 // Stop logs the elapsed time (seconds) and returns it.
 func (t *TimerHandle) Stop(ctx context.Context) (time.Duration, error) {
 	elapsed := time.Since(t.started)
-	return elapsed, t.log(ctx, Metric{Name: t.name, Value: elapsed.Seconds(), Type: Timer, Unit: "seconds", Tags: t.tags})
+	return elapsed, t.log(ctx, timerMetric(t.name, elapsed, t.tags))
 }
