@@ -10,7 +10,6 @@ pub mod measure;
 mod report;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,20 +38,12 @@ pub async fn run(config: &Config) -> Result<Report> {
     std::fs::create_dir_all(&workdir)?;
     let (mut sink, sessions) = open(config, &workdir).await?;
 
-    let mut lag = connect_lag(&config.nats_url).await?;
-    let max_lag = Arc::new(AtomicU64::new(0));
-    let lag_task = {
-        let max_lag = max_lag.clone();
-        let mut lag = connect_lag(&config.nats_url).await?;
-        tokio::spawn(async move {
-            loop {
-                if let Ok(n) = lag.messages().await {
-                    max_lag.fetch_max(n, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        })
-    };
+    let stop_sampling = Arc::new(tokio::sync::Notify::new());
+    let sampler = tokio::spawn(
+        connect_lag(&config.nats_url)
+            .await?
+            .sample_until(stop_sampling.clone()),
+    );
     let probes = Arc::new(Probes::default());
     let stop = Arc::new(tokio::sync::Notify::new());
     let watcher = tokio::spawn(probes.clone().watch(
@@ -109,6 +100,8 @@ pub async fn run(config: &Config) -> Result<Report> {
     let delivered = close(&mut sink, &sessions).await;
     stop.notify_one();
     let _ = watcher.await;
+    stop_sampling.notify_one();
+    let (mut lag, max_lag) = sampler.await?;
     // Drained: the ingest consumer has nothing left.
     let mut drained = None;
     while ended_at.elapsed() < Duration::from_secs(120) {
@@ -118,7 +111,6 @@ pub async fn run(config: &Config) -> Result<Report> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    lag_task.abort();
     if let Sink::Daemons(daemons) = sink {
         join_all(daemons.into_iter().map(Daemon::stop)).await;
     }
@@ -137,7 +129,7 @@ pub async fn run(config: &Config) -> Result<Report> {
         delivered,
         latencies: probes.latencies(),
         unseen: probes.outstanding(),
-        max_lag: max_lag.load(Ordering::Relaxed),
+        max_lag,
         drained,
     })
 }

@@ -123,6 +123,20 @@ impl Lag {
         Ok(Self { consumer })
     }
 
+    /// Samples every 250 ms until `stop`; returns itself and the largest backlog seen.
+    pub async fn sample_until(mut self, stop: Arc<tokio::sync::Notify>) -> (Self, u64) {
+        let mut max = 0;
+        loop {
+            if let Ok(n) = self.messages().await {
+                max = max.max(n);
+            }
+            tokio::select! {
+                _ = stop.notified() => return (self, max),
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+
     pub async fn messages(&mut self) -> Result<u64> {
         let info = self.consumer.info().await?;
         Ok(info.num_pending + info.num_ack_pending as u64)
