@@ -222,16 +222,13 @@ pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
         server.query(&sql).execute().await?;
     }
     let db = connection.client()?;
-    // (No session_id: on a cluster it is replicated but not sharded.)
     let migrations_table = "CREATE TABLE IF NOT EXISTS schema_migrations (
             version UInt32,
             name String,
             applied_at DateTime DEFAULT now()
         ) ENGINE = MergeTree() ORDER BY version";
     for sql in statements(migrations_table, &connection.database, cluster) {
-        db.query(&sql.replace("cityHash64(session_id)", "version"))
-            .execute()
-            .await?;
+        db.query(&sql).execute().await?;
     }
     let applied: Vec<u32> = db
         .query("SELECT DISTINCT version FROM schema_migrations")

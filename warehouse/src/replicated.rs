@@ -39,6 +39,7 @@ pub fn create_table(sql: &str, database: &str, cluster: &str) -> Vec<String> {
     } else {
         format!("{path}, {args}")
     };
+    let shard_key = shard_key(columns, tail);
     vec![
         format!(
             "{PREFIX}{table}_local ON CLUSTER {cluster} {} ENGINE = Replicated{engine}({replicated_args}){tail}",
@@ -46,9 +47,28 @@ pub fn create_table(sql: &str, database: &str, cluster: &str) -> Vec<String> {
         ),
         format!(
             "{PREFIX}{table} ON CLUSTER {cluster} AS {table}_local \
-             ENGINE = Distributed({cluster}, {database}, {table}_local, cityHash64(session_id))"
+             ENGINE = Distributed({cluster}, {database}, {table}_local, {shard_key})"
         ),
     ]
+}
+
+/// How a table's rows are spread over shards: by session when it has one (all of a
+/// session's rows on one shard), else by the first column of its sorting key.
+fn shard_key(columns: &str, tail: &str) -> String {
+    if columns.contains("session_id String") {
+        return "cityHash64(session_id)".to_string();
+    }
+    tail.split("ORDER BY")
+        .nth(1)
+        .and_then(|key| {
+            key.trim()
+                .trim_start_matches('(')
+                .split([',', ')', ' ', '\n'])
+                .next()
+        })
+        .filter(|first| !first.is_empty())
+        .unwrap_or("rand()")
+        .to_string()
 }
 
 /// The statements that add a column in the cluster variant: to the replicated tables and to
@@ -141,6 +161,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_table_without_sessions_is_sharded_by_its_sorting_key() {
+        let sql = "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version UInt32,
+            name String
+        ) ENGINE = MergeTree() ORDER BY version";
+        assert!(create_table(sql, "db", "c")[1]
+            .ends_with("ENGINE = Distributed(c, db, schema_migrations_local, version)"));
     }
 
     #[test]
