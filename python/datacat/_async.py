@@ -77,8 +77,7 @@ class AsyncSession(_TypedMetrics):
         self._wake = threading.Event()
         self._busy = False
         self._stopping = False
-        self._stats = {"queued_total": 0, "sent": 0, "dropped": 0, "failed": 0, "invalid": 0,
-                       "batches": 0}
+        self._stats = {"sent": 0, "dropped": 0, "failed": 0, "invalid": 0, "batches": 0}
         self._warned = set()
         self._ended = False
         self._end_result = None
@@ -434,7 +433,6 @@ class AsyncSession(_TypedMetrics):
         now), ``batches`` (requests sent), and the client's own ``client`` counts."""
         with self._lock:
             stats = dict(self._stats)
-        stats.pop("queued_total", None)
         stats["queued"] = len(self._buffer)
         stats["client"] = self.client.get_stats()
         return stats
