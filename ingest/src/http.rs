@@ -53,6 +53,11 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
             "Batches given up on after the gap wait.",
             &stats.gaps,
         ),
+        Sample::counter(
+            "datacat_ingest_waits_total",
+            "Batches NAKed to wait for a predecessor not applied yet.",
+            &stats.waits,
+        ),
         Sample::counter("datacat_ingest_rows_total", "Rows inserted.", &stats.rows),
         Sample::counter(
             "datacat_ingest_insert_errors_total",
@@ -103,6 +108,11 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
             "datacat_ingest_consumer_lag",
             "Messages in the stream not yet delivered to the consumer.",
             stats.lag.load(Ordering::Relaxed),
+        ),
+        Sample::gauge(
+            "datacat_ingest_held",
+            "Batches kept by this worker until their predecessor (on another worker) is applied.",
+            stats.held.load(Ordering::Relaxed),
         ),
     ])
 }

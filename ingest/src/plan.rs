@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, Message};
 use datacat_protocol::{decode_batch, decode_batch_head, subject, BatchHead};
@@ -21,6 +21,27 @@ use crate::worker::{nak_all, Worker, RETRY_DELAY};
 /// Sessions whose progress is read at once.
 pub const KV_CONCURRENCY: usize = 256;
 
+/// How long a batch that arrived before its predecessor is kept by the worker that got it
+/// (looked at again each round) before it is NAKed into the slower, delivery-counted wait.
+/// With several workers sharing the consumer, a session's next batch often arrives while
+/// its predecessor is in another worker's round, a commit away: keeping it saves the
+/// redelivery and the growing NAK delays, which made more workers slower than one.
+pub const HOLD_FOR: Duration = Duration::from_secs(3);
+
+/// A batch this worker keeps for its predecessor (first delivery only, at most `HOLD_FOR`).
+pub struct Held {
+    pub head: BatchHead,
+    pub message: Message,
+    pub since: Instant,
+}
+
+/// A batch being planned: fetched this round, or held from an earlier one.
+struct Pending {
+    head: BatchHead,
+    message: Message,
+    held_since: Option<Instant>,
+}
+
 /// What one round decided for one session.
 pub struct SessionPlan {
     pub key: String,
@@ -31,6 +52,8 @@ pub struct SessionPlan {
     pub applied: Vec<Message>,
     pub duplicates: Vec<Message>,
     pub waiting: Vec<Message>,
+    /// Batches waiting for their predecessor that this worker keeps for the next round.
+    pub held: Vec<Held>,
     /// Batches whose records do not decode (found when they were due): dead-lettered.
     pub poison: Vec<(Message, String)>,
 }
@@ -40,6 +63,8 @@ pub struct Round {
     pub id: u64,
     pub rows: RowSet,
     pub plans: Vec<SessionPlan>,
+    /// Batches kept for the next round (taken out of the plans).
+    pub held: Vec<Held>,
 }
 
 impl SessionPlan {
@@ -53,8 +78,13 @@ impl SessionPlan {
 }
 
 impl Round {
+    /// Every message the round holds, the ones kept for the next round included.
     pub fn messages(&self) -> impl Iterator<Item = &Message> {
-        self.plans.iter().flat_map(SessionPlan::messages)
+        let held = self.held.iter().map(|held| &held.message);
+        self.plans
+            .iter()
+            .flat_map(SessionPlan::messages)
+            .chain(held)
     }
 }
 
@@ -62,9 +92,25 @@ impl Worker {
     /// Plans a round. Decoding and applying are CPU work, so sessions are split into one
     /// shard per core and planned in parallel (a session stays in one shard: shards are
     /// chosen by subject, and a batch whose session id disagrees with its subject is refused).
-    pub(crate) async fn plan_round(self: &Arc<Self>, id: u64, messages: Vec<Message>) -> Round {
+    pub(crate) async fn plan_round(
+        self: &Arc<Self>,
+        id: u64,
+        messages: Vec<Message>,
+        held: Vec<Held>,
+    ) -> Round {
         let shards = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8));
-        let mut sharded: Vec<Vec<Message>> = (0..shards).map(|_| Vec::new()).collect();
+        let shard_of = |subject: &str| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            subject.hash(&mut hasher);
+            hasher.finish() as usize % shards
+        };
+        let mut sharded: Vec<(Vec<Message>, Vec<Held>)> =
+            (0..shards).map(|_| (Vec::new(), Vec::new())).collect();
+        for batch in held {
+            sharded[shard_of(batch.message.subject.as_str())]
+                .1
+                .push(batch);
+        }
         for message in messages {
             if let Ok(info) = message.info() {
                 self.stats.lag.store(info.pending, Ordering::Relaxed);
@@ -75,17 +121,15 @@ impl Worker {
                     continue;
                 }
             }
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            message.subject.as_str().hash(&mut hasher);
-            sharded[hasher.finish() as usize % shards].push(message);
+            sharded[shard_of(message.subject.as_str())].0.push(message);
         }
         let started = Instant::now();
         let tasks: Vec<_> = sharded
             .into_iter()
-            .filter(|shard| !shard.is_empty())
-            .map(|shard| {
+            .filter(|(messages, held)| !messages.is_empty() || !held.is_empty())
+            .map(|(messages, held)| {
                 let worker = self.clone();
-                tokio::spawn(async move { worker.plan_shard(id, shard, shards).await })
+                tokio::spawn(async move { worker.plan_shard(id, messages, held, shards).await })
             })
             .collect();
         let mut planned = Vec::new();
@@ -97,8 +141,21 @@ impl Worker {
             }
         }
         debug!(
+            round = id,
             sessions = planned.len(),
             took_ms = started.elapsed().as_millis() as u64,
+            applied = planned
+                .iter()
+                .map(|(_, p, _)| p.as_ref().map_or(0, |p| p.applied.len()))
+                .sum::<usize>(),
+            held = planned
+                .iter()
+                .map(|(_, p, _)| p.as_ref().map_or(0, |p| p.held.len()))
+                .sum::<usize>(),
+            waiting = planned
+                .iter()
+                .map(|(_, p, _)| p.as_ref().map_or(0, |p| p.waiting.len()))
+                .sum::<usize>(),
             "planned"
         );
         // Sized once: appending a thousand sessions' rows into growing vectors was a
@@ -111,10 +168,12 @@ impl Worker {
         rows.events.reserve(total(|r| r.events.len()));
         rows.metrics.reserve(total(|r| r.metrics.len()));
         let mut plans = Vec::with_capacity(planned.len());
+        let mut held = Vec::new();
         for (session_id, plan, session_rows) in planned {
             match plan {
-                Ok(plan) => {
+                Ok(mut plan) => {
                     rows.append(session_rows);
+                    held.append(&mut plan.held);
                     plans.push(plan);
                 }
                 Err((error, messages)) => {
@@ -123,7 +182,13 @@ impl Worker {
                 }
             }
         }
-        Round { id, rows, plans }
+        self.stats.held.store(held.len() as u64, Ordering::Relaxed);
+        Round {
+            id,
+            rows,
+            plans,
+            held,
+        }
     }
 
     /// Reads which batch each of one shard's messages holds and plans its sessions. Records
@@ -133,9 +198,25 @@ impl Worker {
         &self,
         round: u64,
         messages: Vec<Message>,
+        held: Vec<Held>,
         shards: usize,
     ) -> Vec<(String, Result<SessionPlan, (String, Vec<Message>)>, RowSet)> {
-        let mut by_session: BTreeMap<String, Vec<(BatchHead, Message)>> = BTreeMap::new();
+        let mut by_session: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+        for Held {
+            head,
+            message,
+            since,
+        } in held
+        {
+            by_session
+                .entry(head.session_id.clone())
+                .or_default()
+                .push(Pending {
+                    head,
+                    message,
+                    held_since: Some(since),
+                });
+        }
         for message in messages {
             match decode_batch_head(&message.payload) {
                 Ok(head)
@@ -144,7 +225,11 @@ impl Worker {
                     by_session
                         .entry(head.session_id.clone())
                         .or_default()
-                        .push((head, message))
+                        .push(Pending {
+                            head,
+                            message,
+                            held_since: None,
+                        })
                 }
                 Ok(head) => {
                     let reason = format!(
@@ -177,16 +262,16 @@ impl Worker {
         &self,
         round: u64,
         session_id: &str,
-        mut batches: Vec<(BatchHead, Message)>,
+        mut batches: Vec<Pending>,
         rows: &mut RowSet,
     ) -> Result<SessionPlan, (String, Vec<Message>)> {
         let key = subject::progress_key(session_id);
-        batches.sort_by_key(|(head, _)| head.seq);
-        let first_seq = batches.first().map_or(0, |(head, _)| head.seq);
+        batches.sort_by_key(|batch| batch.head.seq);
+        let first_seq = batches.first().map_or(0, |batch| batch.head.seq);
         let (progress, base) = match self.cache.take(&key, first_seq) {
             Some(cached) => cached,
             None => self.read_progress(&key).await.map_err(|error| {
-                let messages = batches.iter().map(|(_, m)| m.clone()).collect();
+                let messages = batches.iter().map(|b| b.message.clone()).collect();
                 (error, messages)
             })?,
         };
@@ -223,7 +308,7 @@ impl Worker {
         key: String,
         mut progress: Progress,
         base: Base,
-        batches: Vec<(BatchHead, Message)>,
+        batches: Vec<Pending>,
         rows: &mut RowSet,
     ) -> Result<SessionPlan, (String, Vec<Message>)> {
         let mut plan = SessionPlan {
@@ -233,9 +318,15 @@ impl Worker {
             applied: Vec::new(),
             duplicates: Vec::new(),
             waiting: Vec::new(),
+            held: Vec::new(),
             poison: Vec::new(),
         };
-        for (batch, message) in batches {
+        for Pending {
+            head: batch,
+            message,
+            held_since,
+        } in batches
+        {
             // Older than the progress: a duplicate, unless it is a predecessor the session
             // gave up waiting for (then it is applied late, not dropped).
             let late = batch.seq < progress.next_seq && progress.skipped.contains(&batch.seq);
@@ -247,16 +338,29 @@ impl Worker {
             }
             if batch.seq > progress.next_seq {
                 let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-                if !plan.waiting.is_empty() || delivered < self.gap_max_deliveries {
-                    // Checked once, at its first delivery, so a bad batch is dead-lettered at
-                    // once rather than after the gap wait; redeliveries are not decoded again.
-                    if delivered <= 1 {
+                let behind_waiting = !plan.waiting.is_empty() || !plan.held.is_empty();
+                if behind_waiting || delivered < self.gap_max_deliveries {
+                    // Checked once, when first seen, so a bad batch is dead-lettered at once
+                    // rather than after the gap wait; held or redelivered ones are not
+                    // decoded again.
+                    if delivered <= 1 && held_since.is_none() {
                         if let Err(error) = decode_batch(&message.payload) {
                             plan.poison.push((message, error.to_string()));
                             continue;
                         }
                     }
-                    plan.waiting.push(message);
+                    // Kept here on its first delivery only, so the delivery-counted bound on
+                    // the gap wait grows by `HOLD_FOR` at most.
+                    let since = held_since.unwrap_or_else(Instant::now);
+                    if delivered <= 1 && since.elapsed() < HOLD_FOR {
+                        plan.held.push(Held {
+                            head: batch,
+                            message,
+                            since,
+                        });
+                    } else {
+                        plan.waiting.push(message);
+                    }
                     continue;
                 }
                 self.stats

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::plan::{Round, SessionPlan, KV_CONCURRENCY};
+use crate::plan::{Held, Round, SessionPlan, KV_CONCURRENCY};
 use crate::progress_cache::{Base, ProgressCache};
 use crate::setup::Resources;
 
@@ -45,6 +45,11 @@ pub struct Stats {
     pub rows_metric_sessions: AtomicU64,
     /// Messages in the stream not yet delivered to the consumer, as of the last delivery.
     pub lag: AtomicU64,
+    /// Batches this worker keeps for a predecessor (in another worker's round), as of the
+    /// last round.
+    pub held: AtomicU64,
+    /// Batches NAKed to wait for a predecessor (after being held, or redelivered).
+    pub waits: AtomicU64,
 }
 
 pub struct Worker {
@@ -129,13 +134,15 @@ impl Worker {
         info!("consuming");
         let mut in_flight: Option<InFlight> = None;
         let mut next_round = 0;
+        // Batches waiting for a predecessor, looked at again with every round.
+        let mut held: Vec<Held> = Vec::new();
         while !shutdown.is_cancelled() {
             let messages = tokio::select! {
                 fetched = worker.fetch() => fetched,
                 _ = shutdown.cancelled() => break,
             };
             let messages = match messages {
-                Ok(messages) if messages.is_empty() => continue,
+                Ok(messages) if messages.is_empty() && held.is_empty() => continue,
                 Ok(messages) => messages,
                 Err(error) => {
                     warn!(%error, "fetch failed; retrying");
@@ -145,7 +152,9 @@ impl Worker {
             };
             // A round, once fetched, is finished even when shutdown arrives meanwhile.
             next_round += 1;
-            let round = worker.plan_round(next_round, messages).await;
+            let mut round = worker
+                .plan_round(next_round, messages, std::mem::take(&mut held))
+                .await;
             let previous = match in_flight.take() {
                 Some(previous) => {
                     let messages: Vec<&Message> = round.messages().collect();
@@ -154,6 +163,7 @@ impl Worker {
                 }
                 None => None,
             };
+            held = std::mem::take(&mut round.held);
             let (inserted, inserted_rx) = oneshot::channel();
             let task_worker = worker.clone();
             let task =
@@ -166,6 +176,12 @@ impl Worker {
         if let Some(previous) = in_flight {
             let _ = previous.task.await;
         }
+        // Back to the stream at once: another worker (or this one, restarted) takes them.
+        nak_all(
+            held.into_iter().map(|held| held.message).collect(),
+            Duration::ZERO,
+        )
+        .await;
         worker.client.flush().await?;
         info!("stopped");
         Ok(())
@@ -221,7 +237,9 @@ impl Worker {
         inserted: oneshot::Sender<()>,
     ) -> Outcomes {
         let started = Instant::now();
-        let Round { id, rows, plans } = round;
+        let Round {
+            id, rows, plans, ..
+        } = round;
         let mut outcomes = Outcomes {
             round: id,
             revisions: HashMap::with_capacity(plans.len()),
@@ -329,6 +347,9 @@ impl Worker {
         for (message, reason) in plan.poison {
             self.dead_letter(message, &reason).await;
         }
+        self.stats
+            .waits
+            .fetch_add(plan.waiting.len() as u64, Ordering::Relaxed);
         for message in plan.waiting {
             // Back off: a predecessor that is not here yet is usually seconds away.
             let delivered = message

@@ -80,6 +80,9 @@ struct Run {
     workers: usize,
     cold: (u64, f64),
     warm: (u64, f64),
+    /// Batches NAKed to wait for a predecessor, and redelivered duplicates, over both workloads.
+    waits: u64,
+    duplicates: u64,
 }
 
 /// Sums a counter over the workers.
@@ -139,6 +142,8 @@ async fn ingest_run(
     let rows = total(&ports, "datacat_ingest_rows_total").await;
     let (warm_at, warm_rows, _) = warm_start.expect("set before the loop ends");
     Ok(Run {
+        waits: total(&ports, "datacat_ingest_waits_total").await,
+        duplicates: total(&ports, "datacat_ingest_duplicates_total").await,
         workers,
         cold: (rows, started.elapsed().as_secs_f64()),
         warm: (rows - warm_rows, warm_at.elapsed().as_secs_f64()),
@@ -263,6 +268,10 @@ async fn main() -> Result<()> {
                 100.0 * rate / raw_rate
             );
         }
+        println!(
+            "    {} worker(s): {} batches NAKed to wait for a predecessor, {} duplicates skipped",
+            run.workers, run.waits, run.duplicates
+        );
     }
     Ok(())
 }
