@@ -226,6 +226,7 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
         let excess = progress.skipped.len().saturating_sub(MAX_SKIPPED);
         progress.skipped.drain(..excess);
     }
+    reserve_rows(batch, rows);
     let mut touched_metrics = std::collections::BTreeSet::new();
     for (idx, record) in batch.records.iter().enumerate() {
         let ts_ms = record.ts_ms();
@@ -406,6 +407,25 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
         progress.applied_batches,
         epoch_days(progress.started_ms),
     ));
+}
+
+/// Makes room for the batch's rows at once: growing each session's vectors row by row
+/// (copying them at every doubling) showed up in perf.
+fn reserve_rows(batch: &Batch, rows: &mut RowSet) {
+    let (mut states, mut events, mut metrics) = (0, 0, 0);
+    for record in &batch.records {
+        match record {
+            Record::State(_) => states += 1,
+            Record::Event(_) => events += 1,
+            Record::Metric(_) => metrics += 1,
+            _ => {}
+        }
+    }
+    rows.state_history.reserve(states);
+    // A state update usually sets a few leaves and replaces as many.
+    rows.state_paths.reserve(states * 4);
+    rows.events.reserve(events);
+    rows.metrics.reserve(metrics);
 }
 
 /// How many skipped sequence numbers a session remembers.

@@ -61,7 +61,8 @@ pub struct SessionPlan {
 /// A planned round: its rows and, per session, what to commit once they are inserted.
 pub struct Round {
     pub id: u64,
-    pub rows: RowSet,
+    /// Each session's rows (inserted together, never concatenated).
+    pub rows: Vec<RowSet>,
     pub plans: Vec<SessionPlan>,
     /// Batches kept for the next round (taken out of the plans).
     pub held: Vec<Held>,
@@ -158,21 +159,15 @@ impl Worker {
                 .sum::<usize>(),
             "planned"
         );
-        // Sized once: appending a thousand sessions' rows into growing vectors was a
-        // noticeable share of ingest's time (memmove and page faults in perf).
-        let mut rows = RowSet::default();
-        let total = |f: fn(&RowSet) -> usize| planned.iter().map(|(_, _, r)| f(r)).sum::<usize>();
-        rows.sessions.reserve(total(|r| r.sessions.len()));
-        rows.state_history.reserve(total(|r| r.state_history.len()));
-        rows.state_paths.reserve(total(|r| r.state_paths.len()));
-        rows.events.reserve(total(|r| r.events.len()));
-        rows.metrics.reserve(total(|r| r.metrics.len()));
+        let mut rows = Vec::with_capacity(planned.len());
         let mut plans = Vec::with_capacity(planned.len());
         let mut held = Vec::new();
         for (session_id, plan, session_rows) in planned {
             match plan {
                 Ok(mut plan) => {
-                    rows.append(session_rows);
+                    if !session_rows.is_empty() {
+                        rows.push(session_rows);
+                    }
                     held.append(&mut plan.held);
                     plans.push(plan);
                 }

@@ -88,16 +88,19 @@ struct Outcomes {
 }
 
 impl Stats {
-    fn count_rows(&self, rows: &RowSet) {
-        let add = |counter: &AtomicU64, n: usize| counter.fetch_add(n as u64, Ordering::Relaxed);
-        add(&self.rows, rows.row_count());
-        add(&self.inserts, 1);
-        add(&self.rows_sessions, rows.sessions.len());
-        add(&self.rows_state_history, rows.state_history.len());
-        add(&self.rows_state_paths, rows.state_paths.len());
-        add(&self.rows_events, rows.events.len());
-        add(&self.rows_metrics, rows.metrics.len());
-        add(&self.rows_metric_sessions, rows.metric_sessions.len());
+    fn count_rows(&self, sets: &[RowSet]) {
+        let add = |counter: &AtomicU64, count: fn(&RowSet) -> usize| {
+            let n: usize = sets.iter().map(count).sum();
+            counter.fetch_add(n as u64, Ordering::Relaxed)
+        };
+        add(&self.rows, RowSet::row_count);
+        add(&self.rows_sessions, |s| s.sessions.len());
+        add(&self.rows_state_history, |s| s.state_history.len());
+        add(&self.rows_state_paths, |s| s.state_paths.len());
+        add(&self.rows_events, |s| s.events.len());
+        add(&self.rows_metrics, |s| s.metrics.len());
+        add(&self.rows_metric_sessions, |s| s.metric_sessions.len());
+        self.inserts.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -271,13 +274,14 @@ impl Worker {
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             self.stats.count_rows(&rows);
             debug!(
-                rows = rows.row_count(),
+                rows = rows.iter().map(RowSet::row_count).sum::<usize>(),
                 took_ms = started.elapsed().as_millis() as u64,
                 "inserted"
             );
         }
-        drop(rows);
+        // The next round's insert starts first: freeing this round's rows takes a while.
         let _ = inserted.send(());
+        drop(rows);
         let previous = match previous {
             Some(task) => {
                 let held: Vec<&Message> = plans.iter().flat_map(SessionPlan::messages).collect();
@@ -312,10 +316,10 @@ impl Worker {
     /// round's messages are kept (their ack deadline extended), not redelivered: an outage
     /// must not count against a message's deliveries and dead-letter good data.
     /// Returns false only when shutdown interrupts the retries.
-    async fn insert_until_done(&self, rows: &RowSet, plans: &[SessionPlan]) -> bool {
+    async fn insert_until_done(&self, rows: &[RowSet], plans: &[SessionPlan]) -> bool {
         let mut backoff = Duration::from_millis(500);
         loop {
-            let Err(error) = self.writer.insert(rows).await else {
+            let Err(error) = self.writer.insert_all(rows).await else {
                 return true;
             };
             self.stats.insert_errors.fetch_add(1, Ordering::Relaxed);

@@ -172,11 +172,29 @@ async fn rows_round_trip_and_duplicates_collapse() {
 
     let writer = Writer::new(&connection).unwrap();
     let expected = rows();
-    // Written twice, as a redelivered batch would be: FINAL shows each row once.
-    writer.insert(&expected).await.expect("insert");
+    // First as two sets in one insert per table (as ingest writes each session's rows)...
+    let (mut first, mut rest) = (RowSet::default(), expected.clone());
+    first.sessions = rest.sessions.drain(..1).collect();
+    first.events = rest.events.drain(..1).collect();
+    first.state_paths = rest.state_paths.drain(..1).collect();
+    writer.insert_all(&[first, rest]).await.expect("insert");
+    let client = connection.client().unwrap();
+    for (table, rows) in [
+        ("sessions", expected.sessions.len()),
+        ("events", expected.events.len()),
+        ("state_paths", expected.state_paths.len()),
+        ("metrics", expected.metrics.len()),
+    ] {
+        let count: u64 = client
+            .query(&format!("SELECT count() FROM {table}"))
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(count as usize, rows, "every set's {table} rows are inserted");
+    }
+    // ...then again, as a redelivered batch would be: FINAL shows each row once.
     writer.insert(&expected).await.expect("insert again");
 
-    let client = connection.client().unwrap();
     assert_eq!(
         read_all::<SessionRow>(&client, "sessions").await,
         expected.sessions

@@ -62,27 +62,39 @@ impl Writer {
     /// Inserts every row of the set. Rows are idempotent by identity, so a retry after a
     /// partial failure is safe.
     pub async fn insert(&self, rows: &RowSet) -> Result<()> {
-        // One request per table, all at once: ClickHouse inserts them in parallel.
-        tokio::try_join!(
-            self.insert_table("state_history", &rows.state_history),
-            self.insert_table("state_paths", &rows.state_paths),
-            self.insert_table("events", &rows.events),
-            self.insert_table("metrics", &rows.metrics),
-            self.insert_table("metric_sessions", &rows.metric_sessions),
-        )?;
-        // Sessions last: a session row never points at history that is not there yet.
-        self.insert_table("sessions", &rows.sessions).await
+        self.insert_all(std::slice::from_ref(rows)).await
     }
 
-    async fn insert_table<T>(&self, table: &str, rows: &[T]) -> Result<()>
+    /// Inserts every row of all the sets, one `INSERT` per table for all of them. Ingest
+    /// plans each session's rows apart; concatenating them first cost a tenth of its CPU
+    /// time (copying every row once more).
+    pub async fn insert_all(&self, sets: &[RowSet]) -> Result<()> {
+        // One request per table, all at once: ClickHouse inserts them in parallel.
+        tokio::try_join!(
+            self.insert_table("state_history", sets, |s| &s.state_history),
+            self.insert_table("state_paths", sets, |s| &s.state_paths),
+            self.insert_table("events", sets, |s| &s.events),
+            self.insert_table("metrics", sets, |s| &s.metrics),
+            self.insert_table("metric_sessions", sets, |s| &s.metric_sessions),
+        )?;
+        // Sessions last: a session row never points at history that is not there yet.
+        self.insert_table("sessions", sets, |s| &s.sessions).await
+    }
+
+    async fn insert_table<T>(
+        &self,
+        table: &str,
+        sets: &[RowSet],
+        rows_of: impl Fn(&RowSet) -> &Vec<T>,
+    ) -> Result<()>
     where
         T: RowOwned + RowWrite,
     {
-        if rows.is_empty() {
+        if sets.iter().all(|set| rows_of(set).is_empty()) {
             return Ok(());
         }
         let mut insert = self.client.insert::<T>(table).await?;
-        for row in rows {
+        for row in sets.iter().flat_map(|set| rows_of(set)) {
             insert.write(row).await?;
         }
         insert.end().await?;

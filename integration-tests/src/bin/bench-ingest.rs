@@ -181,6 +181,33 @@ async fn read_back(connection: &Connection) -> Result<RowSet> {
     })
 }
 
+/// Waits (up to a minute) until ClickHouse merges no parts: a run measured while the server
+/// merges an earlier run's data would be slowed by it.
+async fn wait_for_merges(connection: &Connection) -> Result<()> {
+    let client = connection.client()?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let merging: u64 = client
+            .query("SELECT count() FROM system.merges")
+            .fetch_one()
+            .await?;
+        if merging == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+async fn drop_database(connection: &Connection, database: &str) -> Result<()> {
+    let client = connection.client()?;
+    client
+        .query(&format!("DROP DATABASE IF EXISTS {database}"))
+        .execute()
+        .await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let sessions = env_or("BENCH_SESSIONS", 2000usize);
@@ -198,9 +225,19 @@ async fn main() -> Result<()> {
         eprintln!("ingest logs in {}", logs.path().display());
     }
 
+    let connection = |database: &str| Connection {
+        url: clickhouse.url.clone(),
+        database: database.into(),
+        user: None,
+        password: None,
+        cluster: None,
+    };
     let mut runs = Vec::new();
+    let mut rows = None;
     for workers in 1..=max_workers {
         let database = format!("bench_w{workers}");
+        // Each run starts on a quiet server: not merging the previous run's parts.
+        wait_for_merges(&connection("default")).await?;
         runs.push(
             ingest_run(
                 &clickhouse,
@@ -212,36 +249,36 @@ async fn main() -> Result<()> {
             )
             .await?,
         );
+        if rows.is_none() {
+            rows = Some(read_back(&connection(&database)).await?);
+        }
+        drop_database(&connection("default"), &database).await?;
     }
+    let rows = rows.expect("at least one run");
 
-    // The same rows, inserted directly: one insert per table per 100 000 rows.
-    let source = Connection {
-        url: clickhouse.url.clone(),
-        database: "bench_w1".into(),
-        user: None,
-        password: None,
-        cluster: None,
-    };
-    let rows = read_back(&source).await?;
-    let raw = Connection {
-        database: "bench_raw".into(),
-        ..source
-    };
+    // The same rows, inserted directly: one insert per table per 100 000 rows, cut before
+    // the clock starts.
+    let raw = connection("bench_raw");
     migrate(&raw).await?;
     let writer = Writer::new(&raw)?;
-    let started = Instant::now();
     let chunk = 100_000;
-    for part in 0..rows.row_count().div_ceil(chunk) {
-        let range = |len: usize| (part * chunk).min(len)..((part + 1) * chunk).min(len);
-        let slice = RowSet {
-            sessions: rows.sessions[range(rows.sessions.len())].to_vec(),
-            state_history: rows.state_history[range(rows.state_history.len())].to_vec(),
-            state_paths: rows.state_paths[range(rows.state_paths.len())].to_vec(),
-            events: rows.events[range(rows.events.len())].to_vec(),
-            metrics: rows.metrics[range(rows.metrics.len())].to_vec(),
-            metric_sessions: rows.metric_sessions[range(rows.metric_sessions.len())].to_vec(),
-        };
-        writer.insert(&slice).await?;
+    let chunks: Vec<RowSet> = (0..rows.row_count().div_ceil(chunk))
+        .map(|part| {
+            let range = |len: usize| (part * chunk).min(len)..((part + 1) * chunk).min(len);
+            RowSet {
+                sessions: rows.sessions[range(rows.sessions.len())].to_vec(),
+                state_history: rows.state_history[range(rows.state_history.len())].to_vec(),
+                state_paths: rows.state_paths[range(rows.state_paths.len())].to_vec(),
+                events: rows.events[range(rows.events.len())].to_vec(),
+                metrics: rows.metrics[range(rows.metrics.len())].to_vec(),
+                metric_sessions: rows.metric_sessions[range(rows.metric_sessions.len())].to_vec(),
+            }
+        })
+        .collect();
+    wait_for_merges(&raw).await?;
+    let started = Instant::now();
+    for slice in &chunks {
+        writer.insert(slice).await?;
     }
     let raw_seconds = started.elapsed().as_secs_f64();
     let raw_rate = rows.row_count() as f64 / raw_seconds;
