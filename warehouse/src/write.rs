@@ -94,7 +94,7 @@ impl Writer {
             return Ok(());
         }
         let mut insert = self.client.insert::<T>(table).await?;
-        for row in sets.iter().flat_map(|set| rows_of(set)) {
+        for row in sets.iter().flat_map(&rows_of) {
             insert.write(row).await?;
         }
         insert.end().await?;
