@@ -79,7 +79,9 @@ pub struct Config {
     /// How many times a batch that arrived before its predecessor is looked at again before
     /// the gap is accepted and recorded. The delays grow (`gap_retry_ms` times the delivery
     /// count, at most 2 s): 80 deliveries wait about 65 s, longer than the ack wait, so a
-    /// dead worker's unacknowledged batches come back first. Counted in deliveries, not time
+    /// dead worker's unacknowledged batches come back first. (Before the first NAK, the worker
+    /// that got the batch keeps it for up to 10 s, at most half the ack wait, looking at it
+    /// again each round: its predecessor is usually on another worker.) Counted in deliveries, not time
     /// since publication, so a backlog cannot make every gap look old. A predecessor arriving
     /// later still is applied then, never dropped.
     #[arg(

@@ -22,13 +22,16 @@ use crate::worker::{nak_all, Worker, RETRY_DELAY};
 pub const KV_CONCURRENCY: usize = 256;
 
 /// How long a batch that arrived before its predecessor is kept by the worker that got it
-/// (looked at again each round) before it is NAKed into the slower, delivery-counted wait.
+/// (looked at again each round) before it is NAKed into the slower, delivery-counted wait;
+/// at most half the ack wait, so JetStream never hands it to another worker meanwhile.
 /// With several workers sharing the consumer, a session's next batch often arrives while
 /// its predecessor is in another worker's round, a commit away: keeping it saves the
 /// redelivery and the growing NAK delays, which made more workers slower than one.
-pub const HOLD_FOR: Duration = Duration::from_secs(3);
+pub fn hold_for(ack_wait: Duration) -> Duration {
+    (ack_wait / 2).min(Duration::from_secs(10))
+}
 
-/// A batch this worker keeps for its predecessor (first delivery only, at most `HOLD_FOR`).
+/// A batch this worker keeps for its predecessor (first delivery only, for `hold_for`).
 pub struct Held {
     pub head: BatchHead,
     pub message: Message,
@@ -345,9 +348,9 @@ impl Worker {
                         }
                     }
                     // Kept here on its first delivery only, so the delivery-counted bound on
-                    // the gap wait grows by `HOLD_FOR` at most.
+                    // the gap wait grows by `hold_for` at most.
                     let since = held_since.unwrap_or_else(Instant::now);
-                    if delivered <= 1 && since.elapsed() < HOLD_FOR {
+                    if delivered <= 1 && since.elapsed() < self.hold_for {
                         plan.held.push(Held {
                             head: batch,
                             message,
@@ -397,5 +400,17 @@ impl Worker {
         self.cache
             .put(plan.key.clone(), progress, Base::Round(round));
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_batch_goes_back_well_before_its_ack_wait() {
+        assert_eq!(hold_for(Duration::from_secs(30)), Duration::from_secs(10));
+        assert_eq!(hold_for(Duration::from_secs(4)), Duration::from_secs(2));
+        assert!(hold_for(Duration::from_secs(1)) < Duration::from_secs(1));
     }
 }

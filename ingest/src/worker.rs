@@ -62,6 +62,8 @@ pub struct Worker {
     pub(crate) gap_max_deliveries: i64,
     gap_retry: Duration,
     pub(crate) max_deliveries: i64,
+    /// How long a batch waiting for its predecessor is kept before it is NAKed.
+    pub(crate) hold_for: Duration,
     shutdown: CancellationToken,
     pub(crate) cache: ProgressCache,
 }
@@ -122,6 +124,7 @@ impl Worker {
             gap_max_deliveries: config.gap_max_deliveries.max(1),
             gap_retry: Duration::from_millis(config.gap_retry_ms.max(10)),
             max_deliveries: config.max_deliveries.max(config.gap_max_deliveries + 1),
+            hold_for: crate::plan::hold_for(Duration::from_secs(config.ack_wait_secs.max(1))),
             cache: ProgressCache::default(),
             shutdown: CancellationToken::new(),
         }

@@ -190,7 +190,10 @@ async fn rows_round_trip_and_duplicates_collapse() {
             .fetch_one()
             .await
             .unwrap();
-        assert_eq!(count as usize, rows, "every set's {table} rows are inserted");
+        assert_eq!(
+            count as usize, rows,
+            "every set's {table} rows are inserted"
+        );
     }
     // ...then again, as a redelivered batch would be: FINAL shows each row once.
     writer.insert(&expected).await.expect("insert again");
