@@ -8,8 +8,11 @@ use datacat_protocol::api::STATUS_ACTIVE;
 use datacat_protocol::merge::merge_reporting;
 use datacat_protocol::time::{epoch_days, rfc3339_ms};
 use datacat_protocol::{Batch, EndStatus, Level, MachineInfo, Record};
-use datacat_warehouse::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow, StatePathRow};
-use datacat_warehouse::RowSet;
+use datacat_warehouse::rowbinary::{
+    state_text, EventRef, MetricRef, RowKey, StateHistoryRef, StatePathRef,
+};
+use datacat_warehouse::rows::SessionRow;
+use datacat_warehouse::RowSink;
 
 use crate::metric_summary::{self, observe, MetricSummary};
 use serde::{Deserialize, Serialize};
@@ -72,7 +75,7 @@ impl Progress {
             hostname: self.machine.hostname.clone(),
             machine_id: self.machine.machine_id.clone(),
             machine: serde_json::to_string(&self.machine).unwrap_or_default(),
-            state: state_json(&self.state),
+            state: state_text(&self.state),
             event_count: self.event_count,
             last_seq: self.next_seq.saturating_sub(1),
             hang_count: self.hang_count,
@@ -96,7 +99,7 @@ pub fn mark_lost(
     session_id: &str,
     now_ms: u64,
     reason: &str,
-    rows: &mut RowSet,
+    rows: &mut impl RowSink,
 ) -> bool {
     if progress.is_terminal() {
         return false;
@@ -110,105 +113,50 @@ pub fn mark_lost(
 }
 
 /// The rows that show a lost session (again, if an earlier write of them failed).
-pub fn lost_rows(progress: &mut Progress, session_id: &str, rows: &mut RowSet) {
+pub fn lost_rows(progress: &mut Progress, session_id: &str, rows: &mut impl RowSink) {
     let seq = progress.next_seq.saturating_sub(1);
     let (ended_ms, reason) = (progress.ended_ms, progress.end_reason.clone());
     let data = json!({"reason": reason, "last_seen": rfc3339_ms(progress.seen_ms)});
     let event = ("session_lost", Level::Critical, reason.as_str(), data);
     // The event is counted once, by mark_lost; rebuilding the rows must not count it again.
     let event_count = progress.event_count;
-    system_event(
-        progress,
-        rows,
+    let key = RowKey {
         session_id,
         seq,
-        LOST_EVENT_IDX,
-        ended_ms,
-        event,
-    );
+        idx: LOST_EVENT_IDX,
+        ts_ms: ended_ms,
+        date: epoch_days(ended_ms),
+    };
+    system_event(progress, rows, key, event);
     progress.event_count = event_count;
-    rows.sessions.push(progress.session_row(session_id));
-}
-
-/// How a leaf is stored for lookups: a string as its text, anything else as JSON.
-pub fn leaf_text(value: &Value) -> String {
-    match value {
-        Value::String(text) => text.clone(),
-        other => json_text(other),
-    }
-}
-
-/// JSON text of a value. (`Value`'s `Display` goes through `fmt` and checks UTF-8 chunk by
-/// chunk: measurably slower on ingest's hot path.)
-fn json_text(value: &Value) -> String {
-    serde_json::to_string(value).unwrap_or_default()
-}
-
-fn path_row(
-    session_id: &str,
-    seq: u64,
-    idx: u32,
-    ts_ms: u64,
-    path: &str,
-    value: &Value,
-    removed: bool,
-) -> StatePathRow {
-    StatePathRow {
-        session_id: session_id.to_string(),
-        seq,
-        idx,
-        ts_ms,
-        date: epoch_days(ts_ms),
-        path: path.to_string(),
-        value: leaf_text(value),
-        elements: match value {
-            Value::Array(items) => items.iter().map(leaf_text).collect(),
-            _ => Vec::new(),
-        },
-        removed: u8::from(removed),
-    }
+    rows.session(progress.session_row(session_id));
 }
 
 /// A status transition the system detected, shown on the session's timeline as an event of
 /// the `datacat` group.
 fn system_event(
     progress: &mut Progress,
-    rows: &mut RowSet,
-    session_id: &str,
-    seq: u64,
-    idx: u32,
-    ts_ms: u64,
+    rows: &mut impl RowSink,
+    key: RowKey<'_>,
     (name, level, message, data): (&str, Level, &str, Value),
 ) {
     progress.event_count += 1;
-    rows.events.push(EventRow {
-        session_id: session_id.to_string(),
-        seq,
-        idx,
-        ts_ms,
-        date: epoch_days(ts_ms),
-        name: name.to_string(),
-        level: level.as_str().to_string(),
-        category: "datacat".to_string(),
-        group_name: "datacat".to_string(),
-        labels: Vec::new(),
-        message: message.to_string(),
-        data: json_text(&data),
-        exception: String::new(),
+    rows.event(EventRef {
+        key,
+        name,
+        level: level.as_str(),
+        category: "datacat",
+        group_name: "datacat",
+        labels: &[],
+        message,
+        data: &data,
+        exception: "",
     });
-}
-
-fn state_json(state: &Value) -> String {
-    if state.is_null() {
-        "{}".to_string()
-    } else {
-        json_text(state)
-    }
 }
 
 /// Applies `batch` (whose seq must be `progress.next_seq`, or later when a gap is accepted)
 /// and appends its rows to `rows`.
-pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
+pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut impl RowSink) {
     let session_id = batch.session_id.as_str();
     if batch.seq < progress.next_seq {
         // A predecessor that was given up on: applied now, and no longer a gap.
@@ -226,7 +174,6 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
         let excess = progress.skipped.len().saturating_sub(MAX_SKIPPED);
         progress.skipped.drain(..excess);
     }
-    reserve_rows(batch, rows);
     let mut touched_metrics = std::collections::BTreeSet::new();
     for (idx, record) in batch.records.iter().enumerate() {
         let ts_ms = record.ts_ms();
@@ -234,12 +181,16 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
             progress.started_ms = ts_ms;
         }
         progress.updated_ms = progress.updated_ms.max(ts_ms);
-        let idx = idx as u32;
-        let date = epoch_days(ts_ms);
-        // A status transition's event sits where the record that caused it sits.
-        let system_event_here = |progress: &mut Progress, rows: &mut RowSet, event| {
-            system_event(progress, rows, session_id, batch.seq, idx, ts_ms, event)
+        let key = RowKey {
+            session_id,
+            seq: batch.seq,
+            idx: idx as u32,
+            ts_ms,
+            date: epoch_days(ts_ms),
         };
+        // A status transition's event sits where the record that caused it sits.
+        let system_event_here =
+            |progress: &mut Progress, rows: &mut _, event| system_event(progress, rows, key, event);
         match record {
             Record::Start(start) => {
                 progress.product = start.product.clone();
@@ -254,69 +205,54 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
                     &mut progress.state,
                     &update.update,
                     |path, value, removed| {
-                        rows.state_paths.push(path_row(
-                            session_id, batch.seq, idx, ts_ms, path, value, removed,
-                        ));
+                        rows.state_path(StatePathRef {
+                            key,
+                            path,
+                            value,
+                            removed,
+                        });
                     },
                 );
-                rows.state_history.push(StateHistoryRow {
-                    session_id: session_id.to_string(),
-                    seq: batch.seq,
-                    idx,
-                    ts_ms,
-                    date,
-                    update: json_text(&update.update),
-                    state: state_json(&progress.state),
+                rows.state_history(StateHistoryRef {
+                    key,
+                    update: &update.update,
+                    state: &progress.state,
                 });
             }
             Record::Event(event) => {
                 progress.event_count += 1;
-                rows.events.push(EventRow {
-                    session_id: session_id.to_string(),
-                    seq: batch.seq,
-                    idx,
-                    ts_ms,
-                    date,
-                    name: event.name.clone(),
-                    level: event.level.as_str().to_string(),
-                    category: event.category.clone(),
-                    group_name: event.group.clone(),
-                    labels: event.labels.clone(),
-                    message: event.message.clone(),
-                    data: json_text(&event.data),
-                    exception: event
-                        .exception
-                        .as_ref()
-                        .map(|e| serde_json::to_string(e).unwrap_or_default())
-                        .unwrap_or_default(),
+                let exception = event
+                    .exception
+                    .as_ref()
+                    .map(|e| serde_json::to_string(e).unwrap_or_default())
+                    .unwrap_or_default();
+                rows.event(EventRef {
+                    key,
+                    name: &event.name,
+                    level: event.level.as_str(),
+                    category: &event.category,
+                    group_name: &event.group,
+                    labels: &event.labels,
+                    message: &event.message,
+                    data: &event.data,
+                    exception: &exception,
                 });
             }
             Record::Metric(metric) => {
                 observe(&mut progress.metrics, metric, ts_ms);
                 touched_metrics.insert(metric.name.clone());
-                rows.metrics.push(MetricRow {
-                    bucket_bounds: metric
-                        .histogram
-                        .as_ref()
-                        .map(|h| h.bounds.clone())
-                        .unwrap_or_default(),
-                    bucket_counts: metric
-                        .histogram
-                        .as_ref()
-                        .map(|h| h.counts.clone())
-                        .unwrap_or_default(),
-                    hist_sum: metric.histogram.as_ref().map(|h| h.sum).unwrap_or_default(),
-                    session_id: session_id.to_string(),
-                    seq: batch.seq,
-                    idx,
-                    ts_ms,
-                    date,
-                    name: metric.name.clone(),
-                    kind: metric.kind.as_str().to_string(),
+                let histogram = metric.histogram.as_ref();
+                rows.metric(MetricRef {
+                    key,
+                    name: &metric.name,
+                    kind: metric.kind.as_str(),
                     value: metric.value,
-                    unit: metric.unit.clone(),
-                    tags: metric.tags.clone(),
-                    count: metric.histogram.as_ref().map(|h| h.count).or(metric.count),
+                    unit: &metric.unit,
+                    tags: &metric.tags,
+                    count: histogram.map(|h| h.count).or(metric.count),
+                    bucket_bounds: histogram.map_or(&[], |h| &h.bounds),
+                    bucket_counts: histogram.map_or(&[], |h| &h.counts),
+                    hist_sum: histogram.map(|h| h.sum).unwrap_or_default(),
                 })
             }
             Record::Heartbeat(_) => {
@@ -400,32 +336,15 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut RowSet) {
     // Summaries are versioned by applied batches, not by seq: a late predecessor applied
     // after its successors must still win over the summary written before it.
     progress.applied_batches += 1;
-    rows.metric_sessions.extend(metric_summary::rows(
+    for row in metric_summary::rows(
         &progress.metrics,
         &touched_metrics,
         session_id,
         progress.applied_batches,
         epoch_days(progress.started_ms),
-    ));
-}
-
-/// Makes room for the batch's rows at once: growing each session's vectors row by row
-/// (copying them at every doubling) showed up in perf.
-fn reserve_rows(batch: &Batch, rows: &mut RowSet) {
-    let (mut states, mut events, mut metrics) = (0, 0, 0);
-    for record in &batch.records {
-        match record {
-            Record::State(_) => states += 1,
-            Record::Event(_) => events += 1,
-            Record::Metric(_) => metrics += 1,
-            _ => {}
-        }
+    ) {
+        rows.metric_session(row);
     }
-    rows.state_history.reserve(states);
-    // A state update usually sets a few leaves and replaces as many.
-    rows.state_paths.reserve(states * 4);
-    rows.events.reserve(events);
-    rows.metrics.reserve(metrics);
 }
 
 /// How many skipped sequence numbers a session remembers.

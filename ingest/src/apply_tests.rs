@@ -2,6 +2,7 @@
 
 use datacat_protocol::record::{Heartbeat, StateUpdate};
 use datacat_protocol::{EndStatus, Event, SessionEnd, SessionStart};
+use datacat_warehouse::RowSet;
 use serde_json::json;
 
 use super::*;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, Message};
 use datacat_protocol::{decode_batch, decode_batch_head, subject, BatchHead};
-use datacat_warehouse::RowSet;
+use datacat_warehouse::{EncodedRows, RowSink};
 use futures::{stream, StreamExt};
 use tracing::{debug, error, warn};
 
@@ -65,7 +65,7 @@ pub struct SessionPlan {
 pub struct Round {
     pub id: u64,
     /// Each session's rows (inserted together, never concatenated).
-    pub rows: Vec<RowSet>,
+    pub rows: Vec<EncodedRows>,
     pub plans: Vec<SessionPlan>,
     /// Batches kept for the next round (taken out of the plans).
     pub held: Vec<Held>,
@@ -198,7 +198,11 @@ impl Worker {
         messages: Vec<Message>,
         held: Vec<Held>,
         shards: usize,
-    ) -> Vec<(String, Result<SessionPlan, (String, Vec<Message>)>, RowSet)> {
+    ) -> Vec<(
+        String,
+        Result<SessionPlan, (String, Vec<Message>)>,
+        EncodedRows,
+    )> {
         let mut by_session: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
         for Held {
             head,
@@ -243,7 +247,7 @@ impl Worker {
         // round trip per session, not one after another).
         stream::iter(by_session)
             .map(|(session_id, batches)| async move {
-                let mut rows = RowSet::default();
+                let mut rows = EncodedRows::default();
                 let plan = self
                     .plan_session(round, &session_id, batches, &mut rows)
                     .await;
@@ -261,7 +265,7 @@ impl Worker {
         round: u64,
         session_id: &str,
         mut batches: Vec<Pending>,
-        rows: &mut RowSet,
+        rows: &mut EncodedRows,
     ) -> Result<SessionPlan, (String, Vec<Message>)> {
         let key = subject::progress_key(session_id);
         batches.sort_by_key(|batch| batch.head.seq);
@@ -307,7 +311,7 @@ impl Worker {
         mut progress: Progress,
         base: Base,
         batches: Vec<Pending>,
-        rows: &mut RowSet,
+        rows: &mut EncodedRows,
     ) -> Result<SessionPlan, (String, Vec<Message>)> {
         let mut plan = SessionPlan {
             key,
@@ -385,7 +389,7 @@ impl Worker {
             return Ok(plan);
         }
         progress.seen_ms = datacat_protocol::time::now_ms();
-        rows.sessions.push(progress.session_row(session_id));
+        rows.session(progress.session_row(session_id));
         plan.value = serde_json::to_vec(&progress).map_err(|error| {
             let messages = plan
                 .applied

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use async_nats::jetstream::{AckKind, Message};
 use datacat_protocol::subject;
-use datacat_warehouse::{RowSet, Writer};
+use datacat_warehouse::{EncodedRows, Writer};
 use futures::{stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -90,18 +90,18 @@ struct Outcomes {
 }
 
 impl Stats {
-    fn count_rows(&self, sets: &[RowSet]) {
-        let add = |counter: &AtomicU64, count: fn(&RowSet) -> usize| {
+    fn count_rows(&self, sets: &[EncodedRows]) {
+        let add = |counter: &AtomicU64, count: fn(&EncodedRows) -> usize| {
             let n: usize = sets.iter().map(count).sum();
             counter.fetch_add(n as u64, Ordering::Relaxed)
         };
-        add(&self.rows, RowSet::row_count);
-        add(&self.rows_sessions, |s| s.sessions.len());
-        add(&self.rows_state_history, |s| s.state_history.len());
-        add(&self.rows_state_paths, |s| s.state_paths.len());
-        add(&self.rows_events, |s| s.events.len());
-        add(&self.rows_metrics, |s| s.metrics.len());
-        add(&self.rows_metric_sessions, |s| s.metric_sessions.len());
+        add(&self.rows, EncodedRows::row_count);
+        add(&self.rows_sessions, |s| s.sessions.rows());
+        add(&self.rows_state_history, |s| s.state_history.rows());
+        add(&self.rows_state_paths, |s| s.state_paths.rows());
+        add(&self.rows_events, |s| s.events.rows());
+        add(&self.rows_metrics, |s| s.metrics.rows());
+        add(&self.rows_metric_sessions, |s| s.metric_sessions.rows());
         self.inserts.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -277,7 +277,7 @@ impl Worker {
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             self.stats.count_rows(&rows);
             debug!(
-                rows = rows.iter().map(RowSet::row_count).sum::<usize>(),
+                rows = rows.iter().map(EncodedRows::row_count).sum::<usize>(),
                 took_ms = started.elapsed().as_millis() as u64,
                 "inserted"
             );
@@ -319,10 +319,10 @@ impl Worker {
     /// round's messages are kept (their ack deadline extended), not redelivered: an outage
     /// must not count against a message's deliveries and dead-letter good data.
     /// Returns false only when shutdown interrupts the retries.
-    async fn insert_until_done(&self, rows: &[RowSet], plans: &[SessionPlan]) -> bool {
+    async fn insert_until_done(&self, rows: &[EncodedRows], plans: &[SessionPlan]) -> bool {
         let mut backoff = Duration::from_millis(500);
         loop {
-            let Err(error) = self.writer.insert_all(rows).await else {
+            let Err(error) = self.writer.insert_encoded(rows).await else {
                 return true;
             };
             self.stats.insert_errors.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,7 @@ use datacat_integration_tests::ClickHouse;
 use datacat_warehouse::rows::{
     EventRow, MetricRow, MetricSessionRow, SessionRow, StateHistoryRow, StatePathRow,
 };
-use datacat_warehouse::{migrate, Connection, RowSet, Writer, MIGRATIONS};
+use datacat_warehouse::{migrate, Connection, EncodedRows, RowSet, Writer, MIGRATIONS};
 
 fn rows() -> RowSet {
     RowSet {
@@ -172,12 +172,14 @@ async fn rows_round_trip_and_duplicates_collapse() {
 
     let writer = Writer::new(&connection).unwrap();
     let expected = rows();
-    // First as two sets in one insert per table (as ingest writes each session's rows)...
+    // First encoded by ingest's RowBinary writer, as two sets in one insert per table (as
+    // ingest writes each session's rows)...
     let (mut first, mut rest) = (RowSet::default(), expected.clone());
     first.sessions = rest.sessions.drain(..1).collect();
     first.events = rest.events.drain(..1).collect();
     first.state_paths = rest.state_paths.drain(..1).collect();
-    writer.insert_all(&[first, rest]).await.expect("insert");
+    let sets = [&first, &rest].map(EncodedRows::from_row_set);
+    writer.insert_encoded(&sets).await.expect("insert");
     let client = connection.client().unwrap();
     for (table, rows) in [
         ("sessions", expected.sessions.len()),
@@ -195,7 +197,8 @@ async fn rows_round_trip_and_duplicates_collapse() {
             "every set's {table} rows are inserted"
         );
     }
-    // ...then again, as a redelivered batch would be: FINAL shows each row once.
+    // ...then again as owned rows, as a redelivered batch would be: FINAL shows each row
+    // once, and both copies must read back as the rows they were made from.
     writer.insert(&expected).await.expect("insert again");
 
     assert_eq!(

@@ -46,7 +46,39 @@ pub struct BatchHead {
 }
 
 pub fn decode_batch_head(bytes: &[u8]) -> Result<BatchHead, CodecError> {
-    Ok(rmp_serde::from_slice(body(bytes)?)?)
+    let body = body(bytes)?;
+    if let Some(head) = leading_head(body) {
+        return Ok(head);
+    }
+    // Fields in another order (or a message that does not decode): the general decoder
+    // skips the records, or says what is wrong.
+    Ok(rmp_serde::from_slice(body)?)
+}
+
+/// The head of a batch that starts with its `session_id` and `seq` (as [`encode_batch`]
+/// writes it), read without looking at the records at all: serde's decoder walks every
+/// record to skip them, which was a tenth of ingest's CPU time.
+fn leading_head(mut body: &[u8]) -> Option<BatchHead> {
+    let fields = rmp::decode::read_map_len(&mut body).ok()?;
+    let (mut session_id, mut seq) = (None, None);
+    for _ in 0..fields.min(2) {
+        match read_str(&mut body)? {
+            "session_id" => session_id = Some(read_str(&mut body)?.to_string()),
+            "seq" => seq = Some(rmp::decode::read_int(&mut body).ok()?),
+            _ => return None,
+        }
+    }
+    Some(BatchHead {
+        session_id: session_id?,
+        seq: seq?,
+    })
+}
+
+fn read_str<'a>(body: &mut &'a [u8]) -> Option<&'a str> {
+    let len = rmp::decode::read_str_len(body).ok()? as usize;
+    let text = body.get(..len)?;
+    *body = &body[len..];
+    std::str::from_utf8(text).ok()
 }
 
 fn body(bytes: &[u8]) -> Result<&[u8], CodecError> {
@@ -98,6 +130,29 @@ mod tests {
             decode_batch_head(&[2, 0x80]),
             Err(CodecError::UnsupportedFormat(2))
         ));
+    }
+
+    #[test]
+    fn a_head_in_another_field_order_or_broken_is_still_judged() {
+        #[derive(serde::Serialize)]
+        struct SeqFirst<'a> {
+            seq: u64,
+            records: Vec<u8>,
+            session_id: &'a str,
+        }
+        let mut bytes = vec![FORMAT_V1];
+        let batch = SeqFirst {
+            seq: 3,
+            records: vec![],
+            session_id: "s",
+        };
+        rmp_serde::encode::write_named(&mut bytes, &batch).unwrap();
+        let head = decode_batch_head(&bytes).unwrap();
+        assert_eq!((head.session_id.as_str(), head.seq), ("s", 3));
+        let mut truncated = encode_batch(&sample()).unwrap();
+        truncated.truncate(12);
+        assert!(decode_batch_head(&truncated).is_err());
+        assert!(decode_batch_head(&[FORMAT_V1, 0xc1]).is_err());
     }
 
     fn sample() -> Batch {

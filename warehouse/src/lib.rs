@@ -12,6 +12,7 @@ pub mod maintenance;
 pub mod migrations;
 pub mod read;
 pub mod replicated;
+pub mod rowbinary;
 pub mod rows;
 pub mod session_parts;
 pub mod write;
@@ -21,6 +22,7 @@ use thiserror::Error;
 pub use maintenance::Maintenance;
 pub use migrations::{migrate, MIGRATIONS};
 pub use read::Reader;
+pub use rowbinary::{EncodedRows, RowSink};
 pub use session_parts::{EventFilter, StatePoint};
 pub use write::{RowSet, Writer};
 
