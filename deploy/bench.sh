@@ -30,12 +30,13 @@ export DATACAT_NATS_SERVER_BIN="$DATACAT_ROOT/.local/nats/bin/nats-server"
 export DATACAT_CLICKHOUSE_SERVER_BIN="${DATACAT_CLICKHOUSE_SERVER_BIN:-/usr/sbin/clickhouse-server}"
 cargo build --release -p datacat-daemon -p datacat-ingest -p datacat-query -p datacat-integration-tests --bins
 
-# Two shapes of the same million records: deep (2000 sessions with 10 batches each queued:
-# workers share sessions and wait for each other's commits) and wide (10 000 sessions with 2).
+# Two shapes of the same two million records: deep (2000 sessions with 20 batches each
+# queued: workers share sessions and wait for each other's commits) and wide (20 000
+# sessions with 2).
 bench_ingest() {
-    BENCH_SESSIONS=2000 BENCH_BATCHES=10 target/release/bench-ingest
+    BENCH_SESSIONS=2000 BENCH_BATCHES=20 target/release/bench-ingest
     echo
-    BENCH_SESSIONS=10000 BENCH_BATCHES=2 target/release/bench-ingest
+    BENCH_SESSIONS=20000 BENCH_BATCHES=2 target/release/bench-ingest
 }
 
 bench_python() {
