@@ -51,10 +51,11 @@ def main(directory):
         shape = find(r"^ingest benchmark: (\d+ sessions x \d+ batches)", block, cast=str)
         if not shape:
             continue
-        raw = find(r"raw ClickHouse insert of the same rows\s+(\d+) rows/s", block)
+        raws = dict(re.findall(r"(\d) worker\(s\): raw insert right after it (\d+) rows/s", block))
         for workers, rows_s, percent in re.findall(
                 r"(\d) worker\(s\), warm\s+(\d+) rows/s .*?([\d.]+) % of raw", block):
-            row(rows, "Ingest (%s)" % shape, "%s worker(s), warm: rows/s vs raw %d" % (workers, raw or 0),
+            row(rows, "Ingest (%s)" % shape,
+                "%s worker(s), warm: rows/s vs raw %s" % (workers, raws.get(workers, "?")),
                 "%s (%s %%)" % (rows_s, percent), ">= 60 % of raw", float(percent) >= 60)
 
     e2e = read(directory, "e2e.log")

@@ -181,6 +181,39 @@ async fn read_back(connection: &Connection) -> Result<RowSet> {
     })
 }
 
+/// The rows cut into inserts of 100 000 rows per table and encoded (RowBinary, as ingest
+/// sends them), before any clock starts.
+fn encode_chunks(rows: &RowSet) -> Vec<EncodedRows> {
+    let chunk = 100_000;
+    (0..rows.row_count().div_ceil(chunk))
+        .map(|part| {
+            let range = |len: usize| (part * chunk).min(len)..((part + 1) * chunk).min(len);
+            EncodedRows::from_row_set(&RowSet {
+                sessions: rows.sessions[range(rows.sessions.len())].to_vec(),
+                state_history: rows.state_history[range(rows.state_history.len())].to_vec(),
+                state_paths: rows.state_paths[range(rows.state_paths.len())].to_vec(),
+                events: rows.events[range(rows.events.len())].to_vec(),
+                metrics: rows.metrics[range(rows.metrics.len())].to_vec(),
+                metric_sessions: rows.metric_sessions[range(rows.metric_sessions.len())].to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// Seconds to insert the chunks into a fresh database (dropped afterwards).
+async fn time_raw_insert(connection: &Connection, chunks: &[EncodedRows]) -> Result<f64> {
+    migrate(connection).await?;
+    let writer = Writer::new(connection)?;
+    wait_for_merges(connection).await?;
+    let started = Instant::now();
+    for encoded in chunks {
+        writer.insert_encoded(std::slice::from_ref(encoded)).await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    drop_database(connection, &connection.database).await?;
+    Ok(seconds)
+}
+
 /// Waits (up to a minute) until ClickHouse merges no parts: a run measured while the server
 /// merges an earlier run's data would be slowed by it.
 async fn wait_for_merges(connection: &Connection) -> Result<()> {
@@ -232,62 +265,35 @@ async fn main() -> Result<()> {
         password: None,
         cluster: None,
     };
+    // After each run, the same rows inserted directly (each into a fresh database on a quiet
+    // server): the machine's speed drifts over minutes, so each run is compared with the raw
+    // insert timed right after it.
     let mut runs = Vec::new();
-    let mut rows = None;
+    let mut raw: Option<(usize, Vec<EncodedRows>)> = None;
     for workers in 1..=max_workers {
         let database = format!("bench_w{workers}");
         // Each run starts on a quiet server: not merging the previous run's parts.
         wait_for_merges(&connection("default")).await?;
-        runs.push(
-            ingest_run(
-                &clickhouse,
-                &warmup,
-                &workload,
-                workers,
-                &database,
-                logs.path(),
-            )
-            .await?,
-        );
-        if rows.is_none() {
-            rows = Some(read_back(&connection(&database)).await?);
+        let run = ingest_run(
+            &clickhouse,
+            &warmup,
+            &workload,
+            workers,
+            &database,
+            logs.path(),
+        )
+        .await?;
+        if raw.is_none() {
+            let rows = read_back(&connection(&database)).await?;
+            raw = Some((rows.row_count(), encode_chunks(&rows)));
         }
         drop_database(&connection("default"), &database).await?;
+        let (_, chunks) = raw.as_ref().expect("read back after the first run");
+        let raw_seconds =
+            time_raw_insert(&connection(&format!("bench_raw{workers}")), chunks).await?;
+        runs.push((run, raw_seconds));
     }
-    let rows = rows.expect("at least one run");
-
-    // The same rows, inserted directly: one insert per table per 100 000 rows, cut and
-    // encoded (RowBinary, as ingest sends them) before the clock starts. Timed three times,
-    // each into a fresh database on a quiet server; the median is the baseline.
-    let chunk = 100_000;
-    let chunks: Vec<EncodedRows> = (0..rows.row_count().div_ceil(chunk))
-        .map(|part| {
-            let range = |len: usize| (part * chunk).min(len)..((part + 1) * chunk).min(len);
-            EncodedRows::from_row_set(&RowSet {
-                sessions: rows.sessions[range(rows.sessions.len())].to_vec(),
-                state_history: rows.state_history[range(rows.state_history.len())].to_vec(),
-                state_paths: rows.state_paths[range(rows.state_paths.len())].to_vec(),
-                events: rows.events[range(rows.events.len())].to_vec(),
-                metrics: rows.metrics[range(rows.metrics.len())].to_vec(),
-                metric_sessions: rows.metric_sessions[range(rows.metric_sessions.len())].to_vec(),
-            })
-        })
-        .collect();
-    let mut raw_seconds = Vec::new();
-    for attempt in 1..=3 {
-        let raw = connection(&format!("bench_raw{attempt}"));
-        migrate(&raw).await?;
-        let writer = Writer::new(&raw)?;
-        wait_for_merges(&raw).await?;
-        let started = Instant::now();
-        for encoded in &chunks {
-            writer.insert_encoded(std::slice::from_ref(encoded)).await?;
-        }
-        raw_seconds.push(started.elapsed().as_secs_f64());
-        drop_database(&raw, &format!("bench_raw{attempt}")).await?;
-    }
-    raw_seconds.sort_by(f64::total_cmp);
-    let raw_rate = rows.row_count() as f64 / raw_seconds[1];
+    let (raw_rows, _) = raw.expect("at least one run");
 
     println!(
         "ingest benchmark: {sessions} sessions x {batches} batches x {records} records = {} records in {} JetStream messages, after a warm-up workload of the same shape",
@@ -295,16 +301,19 @@ async fn main() -> Result<()> {
         workload.batches.len()
     );
     println!("  (cold: both workloads, clock from starting the workers; warm: the measured workload only)");
+    let mut raw_seconds: Vec<f64> = runs.iter().map(|(_, seconds)| *seconds).collect();
+    raw_seconds.sort_by(f64::total_cmp);
     println!(
-        "  raw ClickHouse insert of the same rows   {:>9.0} rows/s ({} rows in {:.2} s, median of {:.2} / {:.2} / {:.2} s)",
-        raw_rate,
-        rows.row_count(),
-        raw_seconds[1],
-        raw_seconds[0],
-        raw_seconds[1],
-        raw_seconds[2],
+        "  raw ClickHouse insert of the same rows   {:>9.0} rows/s ({raw_rows} rows; median of {})",
+        raw_rows as f64 / raw_seconds[raw_seconds.len() / 2],
+        raw_seconds
+            .iter()
+            .map(|s| format!("{s:.2} s"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
-    for run in runs {
+    for (run, raw_seconds) in runs {
+        let raw_rate = raw_rows as f64 / raw_seconds;
         for (label, (ingested_rows, seconds)) in [("cold", run.cold), ("warm", run.warm)] {
             let rate = ingested_rows as f64 / seconds;
             println!(
@@ -315,7 +324,7 @@ async fn main() -> Result<()> {
             );
         }
         println!(
-            "    {} worker(s): {} batches NAKed to wait for a predecessor, {} duplicates skipped",
+            "    {} worker(s): raw insert right after it {raw_rate:.0} rows/s; {} batches NAKed to wait for a predecessor, {} duplicates skipped",
             run.workers, run.waits, run.duplicates
         );
     }
