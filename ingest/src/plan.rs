@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, Message};
-use datacat_protocol::{decode_batch, decode_batch_head, subject, BatchHead};
+use datacat_protocol::{decode_batch, decode_batch_head, subject, Batch, BatchHead};
 use datacat_warehouse::{EncodedRows, RowSink};
 use futures::{stream, StreamExt};
 use tracing::{debug, error, warn};
@@ -36,6 +36,10 @@ pub struct Held {
     pub head: BatchHead,
     pub message: Message,
     pub since: Instant,
+    /// Its records, decoded when it was first seen (to dead-letter a bad batch at once) and
+    /// kept, so applying it does not decode them again: with several workers, most batches
+    /// are held first.
+    pub batch: Option<Box<Batch>>,
 }
 
 /// A batch being planned: fetched this round, or held from an earlier one.
@@ -43,6 +47,7 @@ struct Pending {
     head: BatchHead,
     message: Message,
     held_since: Option<Instant>,
+    batch: Option<Box<Batch>>,
 }
 
 /// What one round decided for one session.
@@ -208,6 +213,7 @@ impl Worker {
             head,
             message,
             since,
+            batch,
         } in held
         {
             by_session
@@ -217,6 +223,7 @@ impl Worker {
                     head,
                     message,
                     held_since: Some(since),
+                    batch,
                 });
         }
         for message in messages {
@@ -231,6 +238,7 @@ impl Worker {
                             head,
                             message,
                             held_since: None,
+                            batch: None,
                         })
                 }
                 Ok(head) => {
@@ -327,6 +335,7 @@ impl Worker {
             head: batch,
             message,
             held_since,
+            batch: mut decoded,
         } in batches
         {
             // Older than the progress: a duplicate, unless it is a predecessor the session
@@ -342,13 +351,15 @@ impl Worker {
                 let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
                 let behind_waiting = !plan.waiting.is_empty() || !plan.held.is_empty();
                 if behind_waiting || delivered < self.gap_max_deliveries {
-                    // Checked once, when first seen, so a bad batch is dead-lettered at once
-                    // rather than after the gap wait; held or redelivered ones are not
-                    // decoded again.
+                    // Decoded once, when first seen, so a bad batch is dead-lettered at once
+                    // rather than after the gap wait; redeliveries are not decoded again.
                     if delivered <= 1 && held_since.is_none() {
-                        if let Err(error) = decode_batch(&message.payload) {
-                            plan.poison.push((message, error.to_string()));
-                            continue;
+                        match decode_batch(&message.payload) {
+                            Ok(full) => decoded = Some(Box::new(full)),
+                            Err(error) => {
+                                plan.poison.push((message, error.to_string()));
+                                continue;
+                            }
                         }
                     }
                     // Kept here on its first delivery only, so the delivery-counted bound on
@@ -359,6 +370,7 @@ impl Worker {
                             head: batch,
                             message,
                             since,
+                            batch: decoded,
                         });
                     } else {
                         plan.waiting.push(message);
@@ -370,9 +382,13 @@ impl Worker {
                     .fetch_add(batch.seq - progress.next_seq, Ordering::Relaxed);
                 warn!(%session_id, expected = progress.next_seq, got = batch.seq, "predecessor never arrived; recording the gap");
             }
-            // Due now: decode its records. One that does not decode is dead-lettered; its
-            // successors wait for it like for any missing batch.
-            match decode_batch(&message.payload) {
+            // Due now: its records (decoded already if it was held). One that does not decode
+            // is dead-lettered; its successors wait for it like for any missing batch.
+            let full = match decoded {
+                Some(full) => Ok(*full),
+                None => decode_batch(&message.payload),
+            };
+            match full {
                 Ok(full) => {
                     apply(&mut progress, &full, rows);
                     plan.applied.push(message);
