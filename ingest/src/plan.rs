@@ -209,37 +209,29 @@ impl Worker {
         EncodedRows,
     )> {
         let mut by_session: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
-        for Held {
-            head,
-            message,
-            since,
-            batch,
-        } in held
-        {
-            by_session
-                .entry(head.session_id.clone())
-                .or_default()
-                .push(Pending {
-                    head,
-                    message,
-                    held_since: Some(since),
-                    batch,
-                });
+        let mut add = |pending: Pending| {
+            let session_id = pending.head.session_id.clone();
+            by_session.entry(session_id).or_default().push(pending)
+        };
+        for held in held {
+            add(Pending {
+                held_since: Some(held.since),
+                head: held.head,
+                message: held.message,
+                batch: held.batch,
+            });
         }
         for message in messages {
             match decode_batch_head(&message.payload) {
                 Ok(head)
                     if subject::session_subject(&head.session_id) == message.subject.as_str() =>
                 {
-                    by_session
-                        .entry(head.session_id.clone())
-                        .or_default()
-                        .push(Pending {
-                            head,
-                            message,
-                            held_since: None,
-                            batch: None,
-                        })
+                    add(Pending {
+                        head,
+                        message,
+                        held_since: None,
+                        batch: None,
+                    })
                 }
                 Ok(head) => {
                     let reason = format!(
