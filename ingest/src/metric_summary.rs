@@ -88,19 +88,9 @@ pub fn rows<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datacat_protocol::record::MetricKind;
 
     fn point(value: f64) -> Metric {
-        Metric {
-            ts_ms: 0,
-            name: "fps".into(),
-            kind: MetricKind::Gauge,
-            value,
-            unit: String::new(),
-            tags: vec![],
-            count: None,
-            histogram: None,
-        }
+        Metric::gauge(0, "fps", value)
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use async_nats::jetstream::{self, message::PublishMessage};
 use datacat_protocol::record::{
-    Event, Heartbeat, Level, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
+    Event, Heartbeat, Level, Metric, SessionEnd, SessionStart, StateUpdate,
 };
 use datacat_protocol::subject::session_subject;
 use datacat_protocol::{deep_merge, encode_batch, Batch, EndStatus, Record};
@@ -120,16 +120,11 @@ impl Workload {
                         }
                         7..=8 => {
                             metrics += 1;
-                            Record::Metric(Metric {
-                                ts_ms: ts,
-                                name: ["fps", "memory_usage"][random.below(2) as usize].to_string(),
-                                kind: MetricKind::Gauge,
-                                value: random.below(10_000) as f64 / 10.0,
-                                unit: String::new(),
-                                tags: vec![],
-                                count: None,
-                                histogram: None,
-                            })
+                            Record::Metric(Metric::gauge(
+                                ts,
+                                ["fps", "memory_usage"][random.below(2) as usize],
+                                random.below(10_000) as f64 / 10.0,
+                            ))
                         }
                         _ => Record::Heartbeat(Heartbeat { ts_ms: ts }),
                     };

@@ -32,14 +32,8 @@ fn start(ts_ms: u64, product: &str) -> Record {
 
 fn gauge(ts_ms: u64, value: f64) -> Record {
     Record::Metric(Metric {
-        ts_ms,
-        name: "memory_usage".into(),
-        kind: MetricKind::Gauge,
-        value,
         unit: "MB".into(),
-        tags: vec![],
-        count: None,
-        histogram: None,
+        ..Metric::gauge(ts_ms, "memory_usage", value)
     })
 }
 

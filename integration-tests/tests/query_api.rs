@@ -7,9 +7,7 @@ use std::time::Duration;
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::Stack;
-use datacat_protocol::record::{
-    Event, Level, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
-};
+use datacat_protocol::record::{Event, Level, Metric, SessionEnd, SessionStart, StateUpdate};
 use datacat_protocol::{Batch, EndStatus, MachineInfo, Record};
 use serde_json::{json, Value};
 
@@ -34,14 +32,8 @@ fn state(ts_ms: u64, update: Value) -> Record {
 
 fn memory(ts_ms: u64, value: f64) -> Record {
     Record::Metric(Metric {
-        ts_ms,
-        name: "memory_usage".into(),
-        kind: MetricKind::Gauge,
-        value,
         unit: "MB".into(),
-        tags: vec![],
-        count: None,
-        histogram: None,
+        ..Metric::gauge(ts_ms, "memory_usage", value)
     })
 }
 

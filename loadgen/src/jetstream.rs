@@ -4,9 +4,7 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use async_nats::jetstream::{self, message::PublishMessage};
-use datacat_protocol::record::{
-    Event, Level, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
-};
+use datacat_protocol::record::{Event, Level, Metric, SessionEnd, SessionStart, StateUpdate};
 use datacat_protocol::subject::{nats_servers, session_subject};
 use datacat_protocol::{encode_batch, Batch, EndStatus, Record};
 use serde_json::Value;
@@ -89,16 +87,7 @@ fn record(call: Call) -> Record {
             data,
             exception: None,
         }),
-        Call::Gauge { ts_ms, name, value } => Record::Metric(Metric {
-            ts_ms,
-            name,
-            kind: MetricKind::Gauge,
-            value,
-            unit: String::new(),
-            tags: vec![],
-            count: None,
-            histogram: None,
-        }),
+        Call::Gauge { ts_ms, name, value } => Record::Metric(Metric::gauge(ts_ms, name, value)),
         Call::State { ts_ms, update } => Record::State(StateUpdate { ts_ms, update }),
     }
 }

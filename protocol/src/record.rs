@@ -226,6 +226,22 @@ pub struct Metric {
     pub histogram: Option<Histogram>,
 }
 
+impl Metric {
+    /// A plain gauge point: no unit, tags, count or buckets.
+    pub fn gauge(ts_ms: u64, name: impl Into<String>, value: f64) -> Self {
+        Self {
+            ts_ms,
+            name: name.into(),
+            kind: MetricKind::Gauge,
+            value,
+            unit: String::new(),
+            tags: Vec::new(),
+            count: None,
+            histogram: None,
+        }
+    }
+}
+
 /// A histogram's state: per-bucket (not cumulative) counts.
 ///
 /// `counts` has one more entry than `bounds`: the last counts observations above the last
