@@ -39,6 +39,19 @@ func (s *Session) StartHeartbeatMonitor(ctx context.Context, timeout, interval t
 	}
 	m := &HeartbeatMonitor{session: s, timeout: timeout, interval: interval, last: time.Now(),
 		stop: make(chan struct{}), stopped: make(chan struct{})}
+	s.replaceMonitor(m)
+	go m.run()
+	return m, nil
+}
+
+// StopHeartbeatMonitor stops hang detection.
+func (s *Session) StopHeartbeatMonitor(ctx context.Context) error {
+	s.replaceMonitor(nil)
+	return s.Client.StopHeartbeatMonitor(ctx, s.ID)
+}
+
+// replaceMonitor makes m (nil: none) the session's monitor and stops the one it replaces.
+func (s *Session) replaceMonitor(m *HeartbeatMonitor) {
 	s.mu.Lock()
 	previous := s.monitor
 	s.monitor = m
@@ -46,20 +59,6 @@ func (s *Session) StartHeartbeatMonitor(ctx context.Context, timeout, interval t
 	if previous != nil {
 		previous.Stop()
 	}
-	go m.run()
-	return m, nil
-}
-
-// StopHeartbeatMonitor stops hang detection.
-func (s *Session) StopHeartbeatMonitor(ctx context.Context) error {
-	s.mu.Lock()
-	m := s.monitor
-	s.monitor = nil
-	s.mu.Unlock()
-	if m != nil {
-		m.Stop()
-	}
-	return s.Client.StopHeartbeatMonitor(ctx, s.ID)
 }
 
 // PauseHeartbeat suspends hang detection (here and at the daemon).
