@@ -138,8 +138,8 @@ impl Worker {
 
     /// Rounds are pipelined three deep: while round N commits its progress (NATS), round
     /// N+1 is inserted (ClickHouse) and round N+2 is fetched, decoded and planned (ingest).
-    /// One insert at a time, and commits in round order: a plan built on the previous
-    /// round's progress knows whether that progress was written before it writes its own.
+    /// One insert at a time, and commits in round order: a plan built on an earlier round's
+    /// progress knows whether that progress was written before it writes its own.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         self.shutdown = shutdown.clone();
         let worker = Arc::new(self);
@@ -240,8 +240,8 @@ impl Worker {
     }
 
     /// Inserts a planned round's rows (says so on `inserted`), then waits for the previous
-    /// round's commit and commits each session's progress and acks. Plans built on the
-    /// previous round's progress need its outcome.
+    /// round's commit and commits each session's progress and acks. Plans built on an
+    /// earlier round's progress need its outcome (carried in the previous round's).
     async fn finish(
         &self,
         round: Round,
