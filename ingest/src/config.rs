@@ -111,6 +111,16 @@ pub struct Config {
     )]
     pub ack_wait_secs: u64,
 
+    /// Messages handed out and not yet acknowledged, across all workers (the consumer's
+    /// bound): a backlog drains in rounds of up to `--fetch-batch` per worker within it.
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_MAX_ACK_PENDING",
+        default_value_t = 40_000
+    )]
+    pub max_ack_pending: i64,
+
     /// A message delivered this many times without being applied is dead-lettered.
     #[arg(
         long,

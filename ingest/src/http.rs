@@ -58,6 +58,21 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
             "Batches NAKed to wait for a predecessor not applied yet.",
             &stats.waits,
         ),
+        Sample::counter(
+            "datacat_ingest_peer_plans_total",
+            "Session plans built on another worker's announced, not yet committed, progress.",
+            &stats.peer_plans,
+        ),
+        Sample::counter(
+            "datacat_ingest_progress_reads_total",
+            "Session progress records read from NATS KV.",
+            &stats.progress_reads,
+        ),
+        Sample::counter(
+            "datacat_ingest_voided_total",
+            "Session plans void because the progress they were built on was not written (their batches come back).",
+            &stats.voided,
+        ),
         Sample::counter("datacat_ingest_rows_total", "Rows inserted.", &stats.rows),
         Sample::counter(
             "datacat_ingest_insert_errors_total",

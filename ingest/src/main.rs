@@ -5,6 +5,7 @@ mod apply;
 mod config;
 mod http;
 mod metric_summary;
+mod peers;
 mod plan;
 mod progress_cache;
 mod setup;

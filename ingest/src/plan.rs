@@ -57,6 +57,8 @@ pub struct SessionPlan {
     pub base: Base,
     /// The new progress record, serialised (empty when nothing applied).
     pub value: Vec<u8>,
+    /// The batch sequence the new progress record expects next.
+    pub next_seq: u64,
     pub applied: Vec<Message>,
     pub duplicates: Vec<Message>,
     pub waiting: Vec<Message>,
@@ -76,7 +78,33 @@ pub struct Round {
     pub held: Vec<Held>,
 }
 
+impl Pending {
+    /// Kept for a later round (it was held before: `held_since` is set).
+    fn into_held(self) -> Held {
+        Held {
+            head: self.head,
+            message: self.message,
+            since: self.held_since.unwrap_or_else(Instant::now),
+            batch: self.batch,
+        }
+    }
+}
+
 impl SessionPlan {
+    fn new(key: String, base: Base) -> Self {
+        Self {
+            key,
+            base,
+            value: Vec::new(),
+            next_seq: 0,
+            applied: Vec::new(),
+            duplicates: Vec::new(),
+            waiting: Vec::new(),
+            held: Vec::new(),
+            poison: Vec::new(),
+        }
+    }
+
     /// The messages this plan holds until its commit (poison is dead-lettered on its own).
     pub fn messages(&self) -> impl Iterator<Item = &Message> {
         self.applied
@@ -270,18 +298,39 @@ impl Worker {
         let key = subject::progress_key(session_id);
         batches.sort_by_key(|batch| batch.head.seq);
         let first_seq = batches.first().map_or(0, |batch| batch.head.seq);
-        let (progress, base) = match self.cache.take(&key, first_seq) {
-            Some(cached) => cached,
-            None => self.read_progress(&key).await.map_err(|error| {
-                let messages = batches.iter().map(|b| b.message.clone()).collect();
-                (error, messages)
-            })?,
+        let known = self.cache.take(&key, first_seq);
+        // Another worker's round may have planned its predecessor a moment ago.
+        let known = known.or_else(|| self.peers.take(&key, first_seq));
+        let still_held = |batch: &Pending| {
+            batch
+                .held_since
+                .is_some_and(|since| since.elapsed() < self.hold_for)
+        };
+        let (progress, base) = match known {
+            Some(known) => known,
+            // Nothing announced, and KV was behind a moment ago: keep holding, unread.
+            None if self.cache.still_behind(&key, first_seq) && batches.iter().all(still_held) => {
+                let mut plan = SessionPlan::new(key, Base::New);
+                plan.held = batches.into_iter().map(Pending::into_held).collect();
+                return Ok(plan);
+            }
+            None => {
+                let read = self.read_progress(&key).await.map_err(|error| {
+                    let messages = batches.iter().map(|b| b.message.clone()).collect();
+                    (error, messages)
+                })?;
+                if read.0.next_seq < first_seq {
+                    self.cache.behind(&key, read.0.next_seq);
+                }
+                read
+            }
         };
         self.plan_batches(round, session_id, key, progress, base, batches, rows)
     }
 
     /// A session's progress and the base a new record replaces.
     async fn read_progress(&self, key: &str) -> Result<(Progress, Base), String> {
+        self.stats.progress_reads.fetch_add(1, Ordering::Relaxed);
         let entry = self
             .resources
             .progress
@@ -313,16 +362,7 @@ impl Worker {
         batches: Vec<Pending>,
         rows: &mut EncodedRows,
     ) -> Result<SessionPlan, (String, Vec<Message>)> {
-        let mut plan = SessionPlan {
-            key,
-            base,
-            value: Vec::new(),
-            applied: Vec::new(),
-            duplicates: Vec::new(),
-            waiting: Vec::new(),
-            held: Vec::new(),
-            poison: Vec::new(),
-        };
+        let mut plan = SessionPlan::new(key, base);
         for Pending {
             head: batch,
             message,
@@ -397,6 +437,7 @@ impl Worker {
             return Ok(plan);
         }
         progress.seen_ms = datacat_protocol::time::now_ms();
+        plan.next_seq = progress.next_seq;
         rows.session(progress.session_row(session_id));
         plan.value = serde_json::to_vec(&progress).map_err(|error| {
             let messages = plan

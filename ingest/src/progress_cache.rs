@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::apply::Progress;
 
@@ -19,6 +20,9 @@ pub enum Base {
     Revision(u64),
     /// The record the given round writes; its commit tells the revision (or that it failed).
     Round(u64),
+    /// The record another worker's round writes (announced when it was planned); that
+    /// round's announced outcome tells the revision (or that it was not written).
+    Peer { worker: u64, round: u64 },
 }
 
 /// How long a committed progress may be used without reading KV again (milliseconds). The
@@ -29,9 +33,17 @@ const FRESH_MS: u64 = 10_000;
 /// Sessions kept before the cache starts over.
 const CAPACITY: usize = 100_000;
 
+/// How long a session whose progress KV showed behind the batches this worker holds for it
+/// is not read again. Its predecessor is usually in another worker's round, whose
+/// announcement says when it is planned; reading KV again every round was most of the KV
+/// reads with several workers, and their latency most of a round's planning time.
+const BEHIND_RECHECK: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 pub struct ProgressCache {
     entries: Mutex<HashMap<String, (Progress, Base)>>,
+    /// Sessions whose progress KV last showed at this next sequence, and when.
+    behind: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 impl ProgressCache {
@@ -50,7 +62,7 @@ impl ProgressCache {
             Base::Revision(_) => {
                 datacat_protocol::time::now_ms().saturating_sub(progress.seen_ms) < FRESH_MS
             }
-            Base::New => false,
+            Base::New | Base::Peer { .. } => false,
         };
         (fresh && progress.next_seq == next_seq).then_some((progress, base))
     }
@@ -83,6 +95,29 @@ impl ProgressCache {
     /// The session's record moved on without us: whatever we hold is no base for anything.
     pub fn forget(&self, key: &str) {
         self.lock().remove(key);
+    }
+
+    /// KV showed the session at `next_seq`, behind the batches held for it.
+    pub fn behind(&self, key: &str, next_seq: u64) {
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        if behind.len() >= CAPACITY {
+            behind.retain(|_, (_, at)| at.elapsed() < BEHIND_RECHECK);
+        }
+        behind.insert(key.to_string(), (next_seq, Instant::now()));
+    }
+
+    /// Whether KV showed the session behind `first_seq` a moment ago (so reading it again
+    /// is not worth it yet).
+    pub fn still_behind(&self, key: &str, first_seq: u64) -> bool {
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        match behind.get(key) {
+            Some(&(next_seq, at)) if next_seq < first_seq && at.elapsed() < BEHIND_RECHECK => true,
+            Some(_) => {
+                behind.remove(key);
+                false
+            }
+            None => false,
+        }
     }
 }
 
@@ -119,6 +154,19 @@ mod tests {
         assert!(cache.take("a", 1).is_none());
         cache.put("a".into(), old, Base::Round(5));
         assert_eq!(cache.take("a", 1).map(|(_, b)| b), Some(Base::Round(5)));
+    }
+
+    #[test]
+    fn a_session_behind_is_not_reread_for_a_moment() {
+        let cache = ProgressCache::default();
+        assert!(!cache.still_behind("a", 5));
+        cache.behind("a", 3);
+        assert!(cache.still_behind("a", 5));
+        assert!(!cache.still_behind("a", 3), "seq 3 is due: read it");
+        assert!(!cache.still_behind("a", 5), "forgotten once due");
+        cache.behind("a", 3);
+        cache.behind.lock().unwrap().get_mut("a").unwrap().1 -= BEHIND_RECHECK;
+        assert!(!cache.still_behind("a", 5), "stale");
     }
 
     #[test]

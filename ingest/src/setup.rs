@@ -62,7 +62,7 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
             durable_name: Some(subject::INGEST_CONSUMER.to_string()),
             ack_policy: AckPolicy::Explicit,
             ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
-            max_ack_pending: 20_000,
+            max_ack_pending: config.max_ack_pending.max(1),
             ..Default::default()
         })
         .await

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::peers::{Peers, PlannedSession};
 use crate::plan::{Held, Round, SessionPlan, KV_CONCURRENCY};
 use crate::progress_cache::{Base, ProgressCache};
 use crate::setup::Resources;
@@ -50,6 +51,13 @@ pub struct Stats {
     pub held: AtomicU64,
     /// Batches NAKed to wait for a predecessor (after being held, or redelivered).
     pub waits: AtomicU64,
+    /// Session plans built on another worker's announced, not yet committed, progress.
+    pub peer_plans: AtomicU64,
+    /// Progress records read from NATS KV (not known from this worker's own rounds or a
+    /// peer's announcement).
+    pub progress_reads: AtomicU64,
+    /// Session plans void because the progress they were built on was not written.
+    pub voided: AtomicU64,
 }
 
 pub struct Worker {
@@ -66,7 +74,12 @@ pub struct Worker {
     pub(crate) hold_for: Duration,
     shutdown: CancellationToken,
     pub(crate) cache: ProgressCache,
+    /// What the other workers planned and committed, as they announced it.
+    pub(crate) peers: Arc<Peers>,
 }
+
+/// The fetch wait while batches are held for a predecessor.
+const HELD_FETCH_WAIT: Duration = Duration::from_millis(25);
 
 /// Delay before a failed round's messages come back.
 pub(crate) const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -132,6 +145,7 @@ impl Worker {
             max_deliveries: config.max_deliveries.max(config.gap_max_deliveries + 1),
             hold_for: crate::plan::hold_for(Duration::from_secs(config.ack_wait_secs.max(1))),
             cache: ProgressCache::default(),
+            peers: Arc::new(Peers::default()),
             shutdown: CancellationToken::new(),
         }
     }
@@ -143,14 +157,26 @@ impl Worker {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         self.shutdown = shutdown.clone();
         let worker = Arc::new(self);
+        let listening = {
+            let (peers, client) = (worker.peers.clone(), worker.client.clone());
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { peers.listen(client, shutdown).await })
+        };
         info!("consuming");
         let mut in_flight: Option<InFlight> = None;
         let mut next_round = 0;
         // Batches waiting for a predecessor, looked at again with every round.
         let mut held: Vec<Held> = Vec::new();
         while !shutdown.is_cancelled() {
+            // Batches held for a predecessor are looked at again after each fetch: when the
+            // consumer has nothing to hand out, that should not take the full fetch wait.
+            let fetch_wait = if held.is_empty() {
+                worker.fetch_wait
+            } else {
+                worker.fetch_wait.min(HELD_FETCH_WAIT)
+            };
             let messages = tokio::select! {
-                fetched = worker.fetch() => fetched,
+                fetched = worker.fetch(fetch_wait) => fetched,
                 _ = shutdown.cancelled() => break,
             };
             let messages = match messages {
@@ -166,6 +192,16 @@ impl Worker {
             next_round += 1;
             let mut round = worker
                 .plan_round(next_round, messages, std::mem::take(&mut held))
+                .await;
+            let planned = round.plans.iter().filter(|plan| !plan.value.is_empty());
+            let planned = planned.map(|plan| PlannedSession {
+                key: &plan.key,
+                next_seq: plan.next_seq,
+                value: &plan.value,
+            });
+            worker
+                .peers
+                .announce_planned(&worker.client, round.id, planned)
                 .await;
             let previous = match in_flight.take() {
                 Some(previous) => {
@@ -195,6 +231,7 @@ impl Worker {
         )
         .await;
         worker.client.flush().await?;
+        listening.abort();
         info!("stopped");
         Ok(())
     }
@@ -217,13 +254,13 @@ impl Worker {
         }
     }
 
-    async fn fetch(&self) -> Result<Vec<Message>> {
+    async fn fetch(&self, wait: Duration) -> Result<Vec<Message>> {
         let mut batch = self
             .resources
             .consumer
             .batch()
             .max_messages(self.fetch_batch)
-            .expires(self.fetch_wait)
+            .expires(wait)
             .messages()
             .await?;
         let mut messages = Vec::new();
@@ -309,10 +346,18 @@ impl Worker {
         outcomes
             .revisions
             .retain(|_, (round, _)| *round + OUTCOME_ROUNDS > id);
-        let written = committed.into_iter().flatten();
-        outcomes
-            .revisions
-            .extend(written.map(|(key, revision)| (key, (id, revision))));
+        let written: Vec<_> = committed.into_iter().flatten().collect();
+        let announced = written
+            .iter()
+            .map(|(key, revision)| (key.as_str(), *revision));
+        self.peers
+            .announce_outcomes(&self.client, id, announced)
+            .await;
+        outcomes.revisions.extend(
+            written
+                .into_iter()
+                .map(|(key, revision)| (key, (id, revision))),
+        );
         if let Err(error) = self.client.flush().await {
             warn!(%error, "flushing acks failed");
         }
@@ -376,25 +421,31 @@ impl Worker {
             let delay = (self.gap_retry * delivered).min(Duration::from_secs(2));
             nak_all(vec![message], delay).await;
         }
-        // Built on an earlier round's progress: only valid if that round wrote it.
-        let base = match plan.base {
-            Base::Round(base_round) => {
-                let written = match previous.revisions.get(&plan.key) {
-                    Some(&(round, revision)) if round == base_round => revision,
-                    _ => None,
-                };
-                match written {
-                    Some(revision) => Base::Revision(revision),
-                    None => {
-                        // Duplicates were judged against that progress too: re-judge them.
-                        let all = plan.applied.into_iter().chain(plan.duplicates).collect();
-                        nak_all(all, Duration::from_millis(50)).await;
-                        self.cache.forget(&plan.key);
-                        return Some((plan.key, None));
-                    }
-                }
+        // Built on an earlier round's progress (this worker's or another's): only valid if
+        // that round wrote it.
+        let written = match plan.base {
+            Base::Round(base_round) => match previous.revisions.get(&plan.key) {
+                Some(&(round, revision)) if round == base_round => Some(revision),
+                _ => Some(None),
+            },
+            Base::Peer { worker, round } => {
+                self.stats.peer_plans.fetch_add(1, Ordering::Relaxed);
+                let wait = self.peers.outcome(worker, round, &plan.key, self.hold_for);
+                Some(wait.await)
             }
-            base => base,
+            Base::New | Base::Revision(_) => None,
+        };
+        let base = match written {
+            None => plan.base,
+            Some(Some(revision)) => Base::Revision(revision),
+            Some(None) => {
+                self.stats.voided.fetch_add(1, Ordering::Relaxed);
+                // Duplicates were judged against that progress too: re-judge them.
+                let all = plan.applied.into_iter().chain(plan.duplicates).collect();
+                nak_all(all, Duration::from_millis(50)).await;
+                self.cache.forget(&plan.key);
+                return Some((plan.key, None));
+            }
         };
         self.stats
             .duplicates

@@ -83,6 +83,11 @@ struct Run {
     /// Batches NAKed to wait for a predecessor, and redelivered duplicates, over both workloads.
     waits: u64,
     duplicates: u64,
+    /// Session plans built on another worker's announced progress, and plans voided.
+    peer_plans: u64,
+    voided: u64,
+    /// Progress records read from NATS KV.
+    progress_reads: u64,
 }
 
 /// Sums a counter over the workers.
@@ -144,6 +149,9 @@ async fn ingest_run(
     Ok(Run {
         waits: total(&ports, "datacat_ingest_waits_total").await,
         duplicates: total(&ports, "datacat_ingest_duplicates_total").await,
+        peer_plans: total(&ports, "datacat_ingest_peer_plans_total").await,
+        voided: total(&ports, "datacat_ingest_voided_total").await,
+        progress_reads: total(&ports, "datacat_ingest_progress_reads_total").await,
         workers,
         cold: (rows, started.elapsed().as_secs_f64()),
         warm: (rows - warm_rows, warm_at.elapsed().as_secs_f64()),
@@ -324,8 +332,8 @@ async fn main() -> Result<()> {
             );
         }
         println!(
-            "    {} worker(s): raw insert right after it {raw_rate:.0} rows/s; {} batches NAKed to wait for a predecessor, {} duplicates skipped",
-            run.workers, run.waits, run.duplicates
+            "    {} worker(s): raw insert right after it {raw_rate:.0} rows/s; {} batches NAKed to wait for a predecessor, {} duplicates skipped; {} session plans on a peer's announced progress, {} voided; {} progress records read from KV",
+            run.workers, run.waits, run.duplicates, run.peer_plans, run.voided, run.progress_reads
         );
     }
     Ok(())
