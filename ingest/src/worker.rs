@@ -160,7 +160,11 @@ impl Worker {
         let listening = {
             let (peers, client) = (worker.peers.clone(), worker.client.clone());
             let shutdown = shutdown.clone();
-            tokio::spawn(async move { peers.listen(client, shutdown).await })
+            tokio::spawn(async move {
+                if let Err(error) = peers.listen(client, shutdown).await {
+                    warn!(%error, "not receiving peers' announcements; reading KV instead");
+                }
+            })
         };
         info!("consuming");
         let mut in_flight: Option<InFlight> = None;
@@ -310,6 +314,11 @@ impl Worker {
                     )
                     .await;
                 }
+                // Plans built on this round elsewhere are void: say so now, not at a timeout.
+                let unwritten = outcomes.revisions.keys().map(|key| (key.as_str(), None));
+                self.peers
+                    .announce_outcomes(&self.client, id, unwritten)
+                    .await;
                 return outcomes;
             }
             self.stats
