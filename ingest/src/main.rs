@@ -60,7 +60,7 @@ async fn run(config: Config, connection: datacat_warehouse::Connection) -> Resul
         .await
         .context("migrating ClickHouse")?;
     let nats = setup::connect(&config).await?;
-    let resources = setup::ensure(&nats, &config).await?;
+    let resources = setup::ensure_patiently(&nats, &config).await?;
     let stats = Arc::new(worker::Stats::default());
 
     let shutdown = CancellationToken::new();

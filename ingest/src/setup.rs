@@ -28,6 +28,29 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client> {
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))
 }
 
+/// How long one attempt at creating the stream, consumer and buckets may take, and how long
+/// a starting worker keeps trying: a NATS cluster that has just started answers JetStream
+/// requests only once it has elected a leader, and a request sent before may get no answer.
+const ENSURE_ATTEMPT: Duration = Duration::from_secs(10);
+const ENSURE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// [`ensure`], tried again (logged) while JetStream is not answering yet.
+pub async fn ensure_patiently(client: &async_nats::Client, config: &Config) -> Result<Resources> {
+    let started = std::time::Instant::now();
+    loop {
+        let error = match tokio::time::timeout(ENSURE_ATTEMPT, ensure(client, config)).await {
+            Ok(Ok(resources)) => return Ok(resources),
+            Ok(Err(error)) => error,
+            Err(_) => anyhow::anyhow!("no answer from JetStream within {ENSURE_ATTEMPT:?}"),
+        };
+        if started.elapsed() > ENSURE_PATIENCE {
+            return Err(error.context("setting up the JetStream stream, consumer and buckets"));
+        }
+        tracing::warn!(error = %format!("{error:#}"), "JetStream set-up failed; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Resources> {
     let jetstream = jetstream::new(client.clone());
     let stream = jetstream
