@@ -310,6 +310,7 @@ impl Worker {
             Some(known) => known,
             // Nothing announced, and KV was behind a moment ago: keep holding, unread.
             None if self.cache.still_behind(&key, first_seq) && batches.iter().all(still_held) => {
+                // Nothing applies, so the plan writes no record and its base is never used.
                 let mut plan = SessionPlan::new(key, Base::New);
                 plan.held = batches.into_iter().map(Pending::into_held).collect();
                 return Ok(plan);

@@ -157,15 +157,16 @@ impl Worker {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         self.shutdown = shutdown.clone();
         let worker = Arc::new(self);
-        let listening = {
+        {
+            // Stops with `shutdown`.
             let (peers, client) = (worker.peers.clone(), worker.client.clone());
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 if let Err(error) = peers.listen(client, shutdown).await {
                     warn!(%error, "not receiving peers' announcements; reading KV instead");
                 }
-            })
-        };
+            });
+        }
         info!("consuming");
         let mut in_flight: Option<InFlight> = None;
         let mut next_round = 0;
@@ -235,7 +236,6 @@ impl Worker {
         )
         .await;
         worker.client.flush().await?;
-        listening.abort();
         info!("stopped");
         Ok(())
     }
@@ -431,30 +431,26 @@ impl Worker {
             nak_all(vec![message], delay).await;
         }
         // Built on an earlier round's progress (this worker's or another's): only valid if
-        // that round wrote it.
-        let written = match plan.base {
+        // that round wrote it, at the revision this record replaces.
+        let base = match plan.base {
             Base::Round(base_round) => match previous.revisions.get(&plan.key) {
-                Some(&(round, revision)) if round == base_round => Some(revision),
-                _ => Some(None),
+                Some(&(round, revision)) if round == base_round => revision.map(Base::Revision),
+                _ => None,
             },
             Base::Peer { worker, round } => {
                 self.stats.peer_plans.fetch_add(1, Ordering::Relaxed);
                 let wait = self.peers.outcome(worker, round, &plan.key, self.hold_for);
-                Some(wait.await)
+                wait.await.map(Base::Revision)
             }
-            Base::New | Base::Revision(_) => None,
+            base @ (Base::New | Base::Revision(_)) => Some(base),
         };
-        let base = match written {
-            None => plan.base,
-            Some(Some(revision)) => Base::Revision(revision),
-            Some(None) => {
-                self.stats.voided.fetch_add(1, Ordering::Relaxed);
-                // Duplicates were judged against that progress too: re-judge them.
-                let all = plan.applied.into_iter().chain(plan.duplicates).collect();
-                nak_all(all, Duration::from_millis(50)).await;
-                self.cache.forget(&plan.key);
-                return Some((plan.key, None));
-            }
+        let Some(base) = base else {
+            self.stats.voided.fetch_add(1, Ordering::Relaxed);
+            // Duplicates were judged against that progress too: re-judge them.
+            let all = plan.applied.into_iter().chain(plan.duplicates).collect();
+            nak_all(all, Duration::from_millis(50)).await;
+            self.cache.forget(&plan.key);
+            return Some((plan.key, None));
         };
         self.stats
             .duplicates
