@@ -34,7 +34,7 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
-    /// Most messages fetched and inserted per round.
+    /// Most messages fetched and planned per round.
     #[arg(
         long,
         global = true,
@@ -42,6 +42,29 @@ pub struct Config {
         default_value_t = 5000
     )]
     pub fetch_batch: usize,
+
+    /// Rows (all tables together) an insert waits for while a backlog is queued. Rounds are
+    /// planned while ClickHouse is busy and inserted together once it is free and this many
+    /// rows (or `--insert-wait-ms`) are reached: small inserts cost ClickHouse about twice the
+    /// CPU per row of large ones (parts and merges). Without a backlog (fewer than
+    /// `--fetch-batch` messages queued) a group is inserted as soon as ClickHouse is free, so
+    /// live data does not wait. Planning pauses at four times this many rows.
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_INSERT_ROWS",
+        default_value_t = 500_000
+    )]
+    pub insert_rows: usize,
+
+    /// The longest a planned round waits for more rows (with a backlog), in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_INSERT_WAIT_MS",
+        default_value_t = 2000
+    )]
+    pub insert_wait_ms: u64,
 
     /// How long a fetch waits for messages before inserting what it has, in milliseconds.
     #[arg(

@@ -18,6 +18,7 @@ use datacat_protocol::subject;
 use datacat_warehouse::{EncodedRows, Writer};
 use futures::{stream, StreamExt};
 use tokio::sync::oneshot;
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -67,6 +68,8 @@ pub struct Worker {
     pub(crate) stats: Arc<Stats>,
     fetch_batch: usize,
     fetch_wait: Duration,
+    insert_rows: usize,
+    insert_wait: Duration,
     pub(crate) gap_max_deliveries: i64,
     gap_retry: Duration,
     pub(crate) max_deliveries: i64,
@@ -84,29 +87,105 @@ const HELD_FETCH_WAIT: Duration = Duration::from_millis(25);
 /// Delay before a failed round's messages come back.
 pub(crate) const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// A round being inserted and committed, and the signal that its insert is done.
+/// A group of rounds being inserted and committed, and the signal that its insert is done.
 struct InFlight {
     task: JoinHandle<Outcomes>,
     inserted: oneshot::Receiver<()>,
+    insert_done: bool,
 }
+
+impl InFlight {
+    /// Whether the insert is over (ClickHouse is free for the next one), without waiting.
+    fn insert_done(&mut self) -> bool {
+        if !self.insert_done {
+            let pending = matches!(self.inserted.try_recv(), Err(TryRecvError::Empty));
+            self.insert_done = !pending;
+        }
+        self.insert_done
+    }
+}
+
+/// Rounds planned while ClickHouse was busy with the previous insert, inserted together.
+/// A busy ClickHouse so gets fewer, larger inserts: with several workers each round applies
+/// only part of what it fetched (the rest waits for a peer's round), and inserts of a few
+/// tens of thousands of rows cost ClickHouse about twice the CPU per row of large ones.
+struct Group {
+    rounds: Vec<Round>,
+    rows: usize,
+    /// When its first round was planned.
+    started: Instant,
+    /// When its messages' ack deadlines were last extended.
+    kept_alive: Option<Instant>,
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Self {
+            rounds: Vec::new(),
+            rows: 0,
+            started: Instant::now(),
+            kept_alive: None,
+        }
+    }
+}
+
+impl Group {
+    fn add(&mut self, round: Round) {
+        self.rows += round.rows.iter().map(EncodedRows::row_count).sum::<usize>();
+        if self.rounds.is_empty() {
+            self.started = Instant::now();
+        }
+        self.kept_alive.get_or_insert_with(Instant::now);
+        self.rounds.push(round);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rounds.is_empty()
+    }
+
+    fn messages(&self) -> impl Iterator<Item = &Message> {
+        self.rounds.iter().flat_map(Round::messages)
+    }
+
+    /// Extends the ack deadline of its messages every `KEEP_ALIVE_EVERY` while it waits for
+    /// ClickHouse (an outage must not get them redelivered).
+    async fn keep_alive_if_due(&mut self) {
+        if self
+            .kept_alive
+            .is_some_and(|at| at.elapsed() < KEEP_ALIVE_EVERY)
+        {
+            return;
+        }
+        for message in self.messages() {
+            let _ = message.ack_with(AckKind::Progress).await;
+        }
+        self.kept_alive = Some(Instant::now());
+    }
+}
+
+/// A group stops growing at this many times `--insert-rows`: planning waits for ClickHouse.
+const PLANNED_ROWS_LIMIT: usize = 4;
 
 /// How often the messages of a round held back (while the previous round waits for
 /// ClickHouse) get their ack deadline extended.
 const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(5);
 
-/// What the last few finished rounds did to each session's progress record: the round that
-/// last wrote it (or failed to) and the new KV revision, or `None` when it was not written
-/// (plans built on it are void). A plan can be built on any round still unfinished when it
-/// was planned, up to two back, not only the one just before it: so outcomes are carried
-/// forward. (Only the previous round's were kept, which voided, and re-applied, every chain
-/// through an older round: 4 % of the batches of the wide benchmark.)
+/// What finished rounds did to each session's progress record: the round that last wrote it
+/// (or failed to) and the new KV revision, or `None` when it was not written (plans built on
+/// it are void). A plan can be built on any round still unfinished when it was planned (in
+/// its own group, the one being inserted or the one committing), not only the one just
+/// before it: so outcomes are carried forward. (Only the previous round's were kept once,
+/// which voided, and re-applied, every chain through an older round: 4 % of the batches of
+/// the wide benchmark.)
 #[derive(Default)]
 struct Outcomes {
     revisions: HashMap<String, (u64, Option<u64>)>,
+    /// The first round of the group these outcomes are the result of.
+    group_start: u64,
 }
 
-/// Rounds whose outcomes are carried forward: the pipeline is three rounds deep.
-const OUTCOME_ROUNDS: u64 = 3;
+/// Sessions whose latest outcome is kept; beyond it only the last two groups' are.
+const OUTCOMES_CAPACITY: usize = 100_000;
 
 impl Stats {
     fn count_rows(&self, sets: &[EncodedRows]) {
@@ -140,6 +219,8 @@ impl Worker {
             stats,
             fetch_batch: config.fetch_batch.max(1),
             fetch_wait: Duration::from_millis(config.fetch_wait_ms.max(10)),
+            insert_rows: config.insert_rows.max(1),
+            insert_wait: Duration::from_millis(config.insert_wait_ms),
             gap_max_deliveries: config.gap_max_deliveries.max(1),
             gap_retry: Duration::from_millis(config.gap_retry_ms.max(10)),
             max_deliveries: config.max_deliveries.max(config.gap_max_deliveries + 1),
@@ -150,10 +231,12 @@ impl Worker {
         }
     }
 
-    /// Rounds are pipelined three deep: while round N commits its progress (NATS), round
-    /// N+1 is inserted (ClickHouse) and round N+2 is fetched, decoded and planned (ingest).
-    /// One insert at a time, and commits in round order: a plan built on an earlier round's
-    /// progress knows whether that progress was written before it writes its own.
+    /// Work is pipelined three deep: while one group of rounds commits its progress (NATS),
+    /// the next is inserted (ClickHouse), and rounds are fetched, decoded and planned
+    /// (ingest) into the group after it, which is inserted as soon as ClickHouse is free (or
+    /// it reaches `--max-insert-rows`). One insert at a time, and commits in round order: a
+    /// plan built on an earlier round's progress knows whether that progress was written
+    /// before it writes its own.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         self.shutdown = shutdown.clone();
         let worker = Arc::new(self);
@@ -169,13 +252,15 @@ impl Worker {
         }
         info!("consuming");
         let mut in_flight: Option<InFlight> = None;
+        let mut group = Group::default();
         let mut next_round = 0;
         // Batches waiting for a predecessor, looked at again with every round.
         let mut held: Vec<Held> = Vec::new();
         while !shutdown.is_cancelled() {
-            // Batches held for a predecessor are looked at again after each fetch: when the
-            // consumer has nothing to hand out, that should not take the full fetch wait.
-            let fetch_wait = if held.is_empty() {
+            // Batches held for a predecessor are looked at again after each fetch, and a
+            // planned group goes to ClickHouse as soon as it is free: when the consumer has
+            // nothing to hand out, neither should take the full fetch wait.
+            let fetch_wait = if held.is_empty() && group.is_empty() {
                 worker.fetch_wait
             } else {
                 worker.fetch_wait.min(HELD_FETCH_WAIT)
@@ -184,47 +269,55 @@ impl Worker {
                 fetched = worker.fetch(fetch_wait) => fetched,
                 _ = shutdown.cancelled() => break,
             };
-            let messages = match messages {
-                Ok(messages) if messages.is_empty() && held.is_empty() => continue,
-                Ok(messages) => messages,
+            let (messages, backlog) = match messages {
+                Ok(messages) => {
+                    // Another full fetch is queued behind these: worth waiting for.
+                    let queued = messages.last().and_then(|m| m.info().ok());
+                    let backlog =
+                        queued.is_some_and(|info| info.pending >= worker.fetch_batch as u64);
+                    (messages, backlog)
+                }
                 Err(error) => {
                     warn!(%error, "fetch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             };
-            // A round, once fetched, is finished even when shutdown arrives meanwhile.
-            next_round += 1;
-            let mut round = worker
-                .plan_round(next_round, messages, std::mem::take(&mut held))
-                .await;
-            let planned = round.plans.iter().filter(|plan| !plan.value.is_empty());
-            let planned = planned.map(|plan| PlannedSession {
-                key: &plan.key,
-                next_seq: plan.next_seq,
-                value: &plan.value,
-            });
-            worker
-                .peers
-                .announce_planned(&worker.client, round.id, planned)
-                .await;
-            let previous = match in_flight.take() {
-                Some(previous) => {
-                    let messages: Vec<&Message> = round.messages().collect();
-                    let _ = worker.keeping_alive(previous.inserted, &messages).await;
-                    Some(previous.task)
-                }
-                None => None,
-            };
-            held = std::mem::take(&mut round.held);
-            let (inserted, inserted_rx) = oneshot::channel();
-            let task_worker = worker.clone();
-            let task =
-                tokio::spawn(async move { task_worker.finish(round, previous, inserted).await });
-            in_flight = Some(InFlight {
-                task,
-                inserted: inserted_rx,
-            });
+            if !messages.is_empty() || !held.is_empty() {
+                // A round, once fetched, is finished even when shutdown arrives meanwhile.
+                next_round += 1;
+                let mut round = worker
+                    .plan_round(next_round, messages, std::mem::take(&mut held))
+                    .await;
+                let planned = round.plans.iter().filter(|plan| !plan.value.is_empty());
+                let planned = planned.map(|plan| PlannedSession {
+                    key: &plan.key,
+                    next_seq: plan.next_seq,
+                    value: &plan.value,
+                });
+                worker
+                    .peers
+                    .announce_planned(&worker.client, round.id, planned)
+                    .await;
+                held = std::mem::take(&mut round.held);
+                group.add(round);
+            }
+            if group.is_empty() {
+                continue;
+            }
+            let clickhouse_free = in_flight.as_mut().is_none_or(InFlight::insert_done);
+            let full = group.rows >= worker.insert_rows * PLANNED_ROWS_LIMIT;
+            // Full: planning waits for ClickHouse (start_insert waits for the previous insert).
+            let insert_now = full || (clickhouse_free && worker.ripe(&group, backlog));
+            if !insert_now {
+                group.keep_alive_if_due().await;
+                continue;
+            }
+            let group = std::mem::take(&mut group);
+            in_flight = Some(worker.start_insert(group, in_flight.take()).await);
+        }
+        if !group.is_empty() {
+            in_flight = Some(worker.start_insert(group, in_flight.take()).await);
         }
         if let Some(previous) = in_flight {
             let _ = previous.task.await;
@@ -238,6 +331,36 @@ impl Worker {
         worker.client.flush().await?;
         info!("stopped");
         Ok(())
+    }
+
+    /// Whether a group is worth inserting now (ClickHouse being free): it has the rows an
+    /// insert wants, or waited long enough for them, or no backlog would bring them soon.
+    fn ripe(&self, group: &Group, backlog: bool) -> bool {
+        !backlog || group.rows >= self.insert_rows || group.started.elapsed() >= self.insert_wait
+    }
+
+    /// Starts inserting and committing `group` once the previous group's insert is over
+    /// (keeping the group's messages alive meanwhile).
+    async fn start_insert(self: &Arc<Self>, group: Group, previous: Option<InFlight>) -> InFlight {
+        let previous = match previous {
+            Some(mut previous) => {
+                if !previous.insert_done() {
+                    let messages: Vec<&Message> = group.messages().collect();
+                    let _ = self.keeping_alive(&mut previous.inserted, &messages).await;
+                }
+                Some(previous.task)
+            }
+            None => None,
+        };
+        let (inserted, inserted_rx) = oneshot::channel();
+        let worker = self.clone();
+        let task =
+            tokio::spawn(async move { worker.finish(group.rounds, previous, inserted).await });
+        InFlight {
+            task,
+            inserted: inserted_rx,
+            insert_done: false,
+        }
     }
 
     /// Waits for `work`, extending the ack deadline of `held` messages for as long as that
@@ -280,46 +403,31 @@ impl Worker {
         Ok(messages)
     }
 
-    /// Inserts a planned round's rows (says so on `inserted`), then waits for the previous
-    /// round's commit and commits each session's progress and acks. Plans built on an
-    /// earlier round's progress need its outcome (carried in the previous round's).
+    /// Inserts a group's rows (says so on `inserted`), then waits for the previous group's
+    /// commits and commits each round's sessions' progress, round by round, and acks. Plans
+    /// built on an earlier round's progress need its outcome (carried in the previous
+    /// group's, or this group's earlier rounds').
     async fn finish(
         &self,
-        round: Round,
+        rounds: Vec<Round>,
         previous: Option<JoinHandle<Outcomes>>,
         inserted: oneshot::Sender<()>,
     ) -> Outcomes {
         let started = Instant::now();
-        let Round {
-            id, rows, plans, ..
-        } = round;
+        let group_start = rounds.first().map_or(0, |round| round.id);
+        let mut rows = Vec::new();
+        let mut planned = Vec::with_capacity(rounds.len());
+        for round in rounds {
+            rows.extend(round.rows);
+            planned.push((round.id, round.plans));
+        }
         if !rows.is_empty() {
-            if !self.insert_until_done(&rows, &plans).await {
+            if !self.insert_until_done(&rows, &planned).await {
                 let _ = inserted.send(());
                 if let Some(task) = previous {
-                    let _ = task.await; // shutting down: let the earlier round finish first
+                    let _ = task.await; // shutting down: let the earlier group finish first
                 }
-                // Shutting down mid-outage: everything comes back to some worker later.
-                let mut outcomes = Outcomes::default();
-                for plan in plans {
-                    self.cache.forget(&plan.key);
-                    outcomes.revisions.insert(plan.key, (id, None));
-                    nak_all(
-                        plan.applied
-                            .into_iter()
-                            .chain(plan.waiting)
-                            .chain(plan.duplicates)
-                            .collect(),
-                        RETRY_DELAY,
-                    )
-                    .await;
-                }
-                // Plans built on this round elsewhere are void: say so now, not at a timeout.
-                let unwritten = outcomes.revisions.keys().map(|key| (key.as_str(), None));
-                self.peers
-                    .announce_outcomes(&self.client, id, unwritten)
-                    .await;
-                return outcomes;
+                return self.give_up(planned).await;
             }
             self.stats
                 .insert_micros
@@ -327,62 +435,100 @@ impl Worker {
             self.stats.count_rows(&rows);
             debug!(
                 rows = rows.iter().map(EncodedRows::row_count).sum::<usize>(),
+                rounds = planned.len(),
                 took_ms = started.elapsed().as_millis() as u64,
                 "inserted"
             );
         }
-        // The next round's insert starts first: freeing this round's rows takes a while.
+        // The next group's insert starts first: freeing this group's rows takes a while.
         let _ = inserted.send(());
         drop(rows);
-        let previous = match previous {
+        let mut outcomes = match previous {
             Some(task) => {
-                let held: Vec<&Message> = plans.iter().flat_map(SessionPlan::messages).collect();
+                let held: Vec<&Message> = planned
+                    .iter()
+                    .flat_map(|(_, plans)| plans.iter().flat_map(SessionPlan::messages))
+                    .collect();
                 self.keeping_alive(task, &held)
                     .await
                     .unwrap_or_else(|error| {
-                        error!(%error, "a round's task failed; its successors are retried");
+                        error!(%error, "a group's task failed; its successors are retried");
                         Outcomes::default()
                     })
             }
             None => Outcomes::default(),
         };
-        let committed: Vec<_> = stream::iter(plans)
-            .map(|plan| self.commit(id, plan, &previous))
-            .buffer_unordered(KV_CONCURRENCY)
-            .collect()
-            .await;
-        let mut outcomes = previous;
-        outcomes
-            .revisions
-            .retain(|_, (round, _)| *round + OUTCOME_ROUNDS > id);
-        let written: Vec<_> = committed.into_iter().flatten().collect();
-        let announced = written
-            .iter()
-            .map(|(key, revision)| (key.as_str(), *revision));
-        self.peers
-            .announce_outcomes(&self.client, id, announced)
-            .await;
-        outcomes.revisions.extend(
-            written
-                .into_iter()
-                .map(|(key, revision)| (key, (id, revision))),
-        );
+        let keep_from = outcomes.group_start;
+        for (id, plans) in planned {
+            let committed: Vec<_> = stream::iter(plans)
+                .map(|plan| self.commit(id, plan, &outcomes))
+                .buffer_unordered(KV_CONCURRENCY)
+                .collect()
+                .await;
+            let written: Vec<_> = committed.into_iter().flatten().collect();
+            let announced = written
+                .iter()
+                .map(|(key, revision)| (key.as_str(), *revision));
+            self.peers
+                .announce_outcomes(&self.client, id, announced)
+                .await;
+            outcomes.revisions.extend(
+                written
+                    .into_iter()
+                    .map(|(key, revision)| (key, (id, revision))),
+            );
+        }
+        if outcomes.revisions.len() > OUTCOMES_CAPACITY {
+            // Plans of the next group are built on this group's rounds or the previous one's.
+            outcomes
+                .revisions
+                .retain(|_, (round, _)| *round >= keep_from);
+        }
+        outcomes.group_start = group_start;
         if let Err(error) = self.client.flush().await {
             warn!(%error, "flushing acks failed");
         }
         debug!(
-            round = id,
+            from_round = group_start,
             took_ms = started.elapsed().as_millis() as u64,
-            "round finished"
+            "group finished"
         );
         outcomes
     }
 
-    /// Inserts the round's rows, retrying with backoff while ClickHouse is unavailable. The
-    /// round's messages are kept (their ack deadline extended), not redelivered: an outage
+    /// Shutting down mid-outage: nothing of the group was inserted, so everything comes back
+    /// to some worker later, and plans built on its rounds elsewhere are void (said now, not
+    /// left to a timeout).
+    async fn give_up(&self, planned: Vec<(u64, Vec<SessionPlan>)>) -> Outcomes {
+        let mut outcomes = Outcomes::default();
+        for (id, plans) in planned {
+            let mut unwritten = Vec::with_capacity(plans.len());
+            for plan in plans {
+                self.cache.forget(&plan.key);
+                let messages = plan.applied.into_iter().chain(plan.waiting);
+                nak_all(messages.chain(plan.duplicates).collect(), RETRY_DELAY).await;
+                unwritten.push(plan.key);
+            }
+            let announced = unwritten.iter().map(|key| (key.as_str(), None));
+            self.peers
+                .announce_outcomes(&self.client, id, announced)
+                .await;
+            outcomes
+                .revisions
+                .extend(unwritten.into_iter().map(|key| (key, (id, None))));
+        }
+        outcomes
+    }
+
+    /// Inserts the group's rows, retrying with backoff while ClickHouse is unavailable. The
+    /// group's messages are kept (their ack deadline extended), not redelivered: an outage
     /// must not count against a message's deliveries and dead-letter good data.
     /// Returns false only when shutdown interrupts the retries.
-    async fn insert_until_done(&self, rows: &[EncodedRows], plans: &[SessionPlan]) -> bool {
+    async fn insert_until_done(
+        &self,
+        rows: &[EncodedRows],
+        planned: &[(u64, Vec<SessionPlan>)],
+    ) -> bool {
         let mut backoff = Duration::from_millis(500);
         loop {
             let Err(error) = self.writer.insert_encoded(rows).await else {
@@ -392,9 +538,11 @@ impl Worker {
             error!(%error, retry_in = ?backoff, "insert failed; keeping the round and retrying");
             // Plan by plan: a flat_map closure held across the await trips the compiler's
             // `Send` inference for the spawned round.
-            for plan in plans {
-                for message in plan.messages() {
-                    let _ = message.ack_with(AckKind::Progress).await;
+            for (_, plans) in planned {
+                for plan in plans {
+                    for message in plan.messages() {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
                 }
             }
             let _ = self.client.flush().await;

@@ -131,6 +131,11 @@ impl Nats {
         }
     }
 
+    /// The server's process id, when it runs as a local process (not in a container).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ChildGuard::pid)
+    }
+
     /// This node's name in a cluster.
     pub fn name(&self) -> Option<&str> {
         self.cluster.as_ref().map(|(name, _, _)| name.as_str())
@@ -216,6 +221,11 @@ impl ClickHouse {
             crate::containers::stop(container);
         }
         self.process = None;
+    }
+
+    /// The server's process id, when it runs as a local process (not in a container).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ChildGuard::pid)
     }
 
     /// Runs one SQL statement over HTTP and returns the body.

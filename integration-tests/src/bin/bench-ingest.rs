@@ -9,12 +9,13 @@
 //! set, which on these VMs costs about as much CPU as the work itself).
 //!
 //! Run it with `deploy/bench.sh ingest`. Options (environment): `BENCH_SESSIONS` (2000),
-//! `BENCH_BATCHES` per session (10), `BENCH_RECORDS` per batch (50), `BENCH_WORKERS` (3).
+//! `BENCH_BATCHES` per session (10), `BENCH_RECORDS` per batch (50), `BENCH_WORKERS` (3: runs
+//! 1, 2 and 3 workers), `BENCH_MIN_WORKERS` (1: the first worker count run).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use datacat_integration_tests::bench::env_or;
+use datacat_integration_tests::bench::{cpu_seconds, env_or};
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::workload::Workload;
@@ -88,6 +89,51 @@ struct Run {
     voided: u64,
     /// Progress records read from NATS KV.
     progress_reads: u64,
+    /// CPU seconds used during the warm phase.
+    warm_cpu: CpuUse,
+}
+
+/// CPU seconds used by each part of the pipeline over a phase: where a run's time went,
+/// which a noisy machine's rows/s alone does not tell.
+#[derive(Default, Clone, Copy)]
+struct CpuUse {
+    ingest: f64,
+    clickhouse: f64,
+    nats: f64,
+    /// This benchmark process (the raw insert's client).
+    client: f64,
+}
+
+impl CpuUse {
+    fn now(ingest: &[u32], clickhouse: Option<u32>, nats: Option<u32>) -> Self {
+        Self {
+            ingest: ingest.iter().map(|&pid| cpu_seconds(pid)).sum(),
+            clickhouse: clickhouse.map_or(0.0, cpu_seconds),
+            nats: nats.map_or(0.0, cpu_seconds),
+            client: cpu_seconds(std::process::id()),
+        }
+    }
+
+    fn since(self, start: Self) -> Self {
+        Self {
+            ingest: self.ingest - start.ingest,
+            clickhouse: self.clickhouse - start.clickhouse,
+            nats: self.nats - start.nats,
+            client: self.client - start.client,
+        }
+    }
+
+    /// CPU seconds per million rows, part by part.
+    fn per_million_rows(self, rows: u64) -> String {
+        let per = |seconds: f64| seconds * 1e6 / rows.max(1) as f64;
+        format!(
+            "ingest {:.2}, ClickHouse {:.2}, NATS {:.2}, benchmark client {:.2}",
+            per(self.ingest),
+            per(self.clickhouse),
+            per(self.nats),
+            per(self.client)
+        )
+    }
 }
 
 /// Sums a counter over the workers.
@@ -122,8 +168,10 @@ async fn ingest_run(
     workload.publish(&jetstream, 0).await?;
 
     let started = Instant::now();
-    let (_processes, ports) =
+    let (processes, ports) =
         start_workers(&nats, clickhouse, workers, database, logs, "run").await?;
+    let ingest_pids: Vec<u32> = processes.iter().map(ChildGuard::pid).collect();
+    let cpu_now = || CpuUse::now(&ingest_pids, clickhouse.pid(), nats.pid());
     let (warm_messages, all_messages) = (
         warmup.batches.len() as u64,
         (warmup.batches.len() + workload.batches.len()) as u64,
@@ -132,8 +180,7 @@ async fn ingest_run(
     loop {
         let applied = total(&ports, "datacat_ingest_messages_total").await;
         if warm_start.is_none() && applied >= warm_messages {
-            let rows = total(&ports, "datacat_ingest_rows_total").await;
-            warm_start = Some((Instant::now(), rows, applied));
+            warm_start = Some((Instant::now(), cpu_now()));
         }
         if applied >= all_messages {
             break;
@@ -144,9 +191,16 @@ async fn ingest_run(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let warm_cpu = cpu_now();
     let rows = total(&ports, "datacat_ingest_rows_total").await;
-    let (warm_at, warm_rows, _) = warm_start.expect("set before the loop ends");
+    let (warm_at, warm_start_cpu) = warm_start.expect("set before the loop ends");
+    // Rows are counted when inserted and messages when committed, and a group of rounds
+    // inserted together can hold the end of the warm-up and the start of the measured
+    // workload: so the measured workload's rows are its share of all rows (the two have the
+    // same shape), not the rows inserted after the warm-up's last commit.
+    let measured_rows = rows * workload.batches.len() as u64 / all_messages;
     Ok(Run {
+        warm_cpu: warm_cpu.since(warm_start_cpu),
         waits: total(&ports, "datacat_ingest_waits_total").await,
         duplicates: total(&ports, "datacat_ingest_duplicates_total").await,
         peer_plans: total(&ports, "datacat_ingest_peer_plans_total").await,
@@ -154,7 +208,7 @@ async fn ingest_run(
         progress_reads: total(&ports, "datacat_ingest_progress_reads_total").await,
         workers,
         cold: (rows, started.elapsed().as_secs_f64()),
-        warm: (rows - warm_rows, warm_at.elapsed().as_secs_f64()),
+        warm: (measured_rows, warm_at.elapsed().as_secs_f64()),
     })
 }
 
@@ -208,18 +262,25 @@ fn encode_chunks(rows: &RowSet) -> Vec<EncodedRows> {
         .collect()
 }
 
-/// Seconds to insert the chunks into a fresh database (dropped afterwards).
-async fn time_raw_insert(connection: &Connection, chunks: &[EncodedRows]) -> Result<f64> {
+/// Seconds to insert the chunks into a fresh database (dropped afterwards), and the CPU
+/// it took.
+async fn time_raw_insert(
+    connection: &Connection,
+    clickhouse: &ClickHouse,
+    chunks: &[EncodedRows],
+) -> Result<(f64, CpuUse)> {
     migrate(connection).await?;
     let writer = Writer::new(connection)?;
     wait_for_merges(connection).await?;
-    let started = Instant::now();
+    let cpu_now = || CpuUse::now(&[], clickhouse.pid(), None);
+    let (started, cpu_start) = (Instant::now(), cpu_now());
     for encoded in chunks {
         writer.insert_encoded(std::slice::from_ref(encoded)).await?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_now().since(cpu_start);
     drop_database(connection, &connection.database).await?;
-    Ok(seconds)
+    Ok((seconds, cpu))
 }
 
 /// Waits (up to a minute) until ClickHouse merges no parts: a run measured while the server
@@ -255,6 +316,7 @@ async fn main() -> Result<()> {
     let batches = env_or("BENCH_BATCHES", 10usize);
     let records = env_or("BENCH_RECORDS", 50usize);
     let max_workers = env_or("BENCH_WORKERS", 3usize).max(1);
+    let min_workers = env_or("BENCH_MIN_WORKERS", 1usize).clamp(1, max_workers);
     let warmup = Workload::generate("warmup", sessions, batches, records, 7);
     let workload = Workload::generate("bench", sessions, batches, records, 11);
     let clickhouse = ClickHouse::start().await?;
@@ -278,7 +340,7 @@ async fn main() -> Result<()> {
     // insert timed right after it.
     let mut runs = Vec::new();
     let mut raw: Option<(usize, Vec<EncodedRows>)> = None;
-    for workers in 1..=max_workers {
+    for workers in min_workers..=max_workers {
         let database = format!("bench_w{workers}");
         // Each run starts on a quiet server: not merging the previous run's parts.
         wait_for_merges(&connection("default")).await?;
@@ -297,9 +359,13 @@ async fn main() -> Result<()> {
         }
         drop_database(&connection("default"), &database).await?;
         let (_, chunks) = raw.as_ref().expect("read back after the first run");
-        let raw_seconds =
-            time_raw_insert(&connection(&format!("bench_raw{workers}")), chunks).await?;
-        runs.push((run, raw_seconds));
+        let raw = time_raw_insert(
+            &connection(&format!("bench_raw{workers}")),
+            &clickhouse,
+            chunks,
+        )
+        .await?;
+        runs.push((run, raw));
     }
     let (raw_rows, _) = raw.expect("at least one run");
 
@@ -309,7 +375,7 @@ async fn main() -> Result<()> {
         workload.batches.len()
     );
     println!("  (cold: both workloads, clock from starting the workers; warm: the measured workload only)");
-    let mut raw_seconds: Vec<f64> = runs.iter().map(|(_, seconds)| *seconds).collect();
+    let mut raw_seconds: Vec<f64> = runs.iter().map(|(_, (seconds, _))| *seconds).collect();
     raw_seconds.sort_by(f64::total_cmp);
     println!(
         "  raw ClickHouse insert of the same rows   {:>9.0} rows/s ({raw_rows} rows; median of {})",
@@ -320,7 +386,7 @@ async fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join(", "),
     );
-    for (run, raw_seconds) in runs {
+    for (run, (raw_seconds, raw_cpu)) in runs {
         let raw_rate = raw_rows as f64 / raw_seconds;
         for (label, (ingested_rows, seconds)) in [("cold", run.cold), ("warm", run.warm)] {
             let rate = ingested_rows as f64 / seconds;
@@ -334,6 +400,12 @@ async fn main() -> Result<()> {
         println!(
             "    {} worker(s): raw insert right after it {raw_rate:.0} rows/s; {} batches NAKed to wait for a predecessor, {} duplicates skipped; {} session plans on a peer's announced progress, {} voided; {} progress records read from KV",
             run.workers, run.waits, run.duplicates, run.peer_plans, run.voided, run.progress_reads
+        );
+        println!(
+            "    {} worker(s): CPU seconds per million rows, warm: {}; the raw insert: {}",
+            run.workers,
+            run.warm_cpu.per_million_rows(run.warm.0),
+            raw_cpu.per_million_rows(raw_rows as u64),
         );
     }
     Ok(())
