@@ -6,7 +6,12 @@
 //! Two figures per worker count: "cold" counts from starting the workers, "warm" from when
 //! they finished a warm-up workload of the same shape queued ahead of the measured one (a
 //! running deployment's throughput: a fresh process first pays for faulting in its working
-//! set, which on these VMs costs about as much CPU as the work itself).
+//! set, which on these VMs costs about as much CPU as the work itself). Each is compared with
+//! the same raw insert, timed in two parts: the warm-up workload's rows into an empty
+//! database (cold: all rows), then the measured workload's rows while ClickHouse still merges
+//! the warm-up's parts, as it does during ingest's warm phase (warm). The warm figure against
+//! the all-rows rate is printed too. Also printed: CPU seconds per million rows of ingest,
+//! ClickHouse and NATS, which tell where the time went on a machine whose speed drifts.
 //!
 //! Run it with `deploy/bench.sh ingest`. Options (environment): `BENCH_SESSIONS` (2000),
 //! `BENCH_BATCHES` per session (10), `BENCH_RECORDS` per batch (50), `BENCH_WORKERS` (3: runs
@@ -262,25 +267,95 @@ fn encode_chunks(rows: &RowSet) -> Vec<EncodedRows> {
         .collect()
 }
 
-/// Seconds to insert the chunks into a fresh database (dropped afterwards), and the CPU
-/// it took.
+/// The rows read back, split into the warm-up workload's and the measured workload's (by
+/// session id, which starts with the workload's product name).
+fn split_warmup(rows: RowSet, warmup_prefix: &str) -> (RowSet, RowSet) {
+    fn split<T>(rows: Vec<T>, is_warmup: impl Fn(&T) -> bool) -> (Vec<T>, Vec<T>) {
+        rows.into_iter().partition(is_warmup)
+    }
+    let warmup = |id: &str| id.starts_with(warmup_prefix);
+    let (sessions, m_sessions) = split(rows.sessions, |r| warmup(&r.session_id));
+    let (history, m_history) = split(rows.state_history, |r| warmup(&r.session_id));
+    let (paths, m_paths) = split(rows.state_paths, |r| warmup(&r.session_id));
+    let (events, m_events) = split(rows.events, |r| warmup(&r.session_id));
+    let (metrics, m_metrics) = split(rows.metrics, |r| warmup(&r.session_id));
+    let (summaries, m_summaries) = split(rows.metric_sessions, |r| warmup(&r.session_id));
+    (
+        RowSet {
+            sessions,
+            state_history: history,
+            state_paths: paths,
+            events,
+            metrics,
+            metric_sessions: summaries,
+        },
+        RowSet {
+            sessions: m_sessions,
+            state_history: m_history,
+            state_paths: m_paths,
+            events: m_events,
+            metrics: m_metrics,
+            metric_sessions: m_summaries,
+        },
+    )
+}
+
+/// The raw insert of the rows ingest wrote, encoded before any clock starts.
+struct RawRows {
+    warmup_rows: usize,
+    measured_rows: usize,
+    warmup: Vec<EncodedRows>,
+    measured: Vec<EncodedRows>,
+}
+
+/// What one raw insert took: the warm-up's rows into an empty database, then the measured
+/// workload's rows while ClickHouse still merges the warm-up's parts (as ingest's warm phase
+/// does), and the CPU of the second part.
+struct RawRun {
+    warmup_seconds: f64,
+    measured_seconds: f64,
+    measured_cpu: CpuUse,
+}
+
+impl RawRun {
+    /// Rows/s of all rows, from an empty database: what a cold run is compared with.
+    fn all_rate(&self, raw: &RawRows) -> f64 {
+        (raw.warmup_rows + raw.measured_rows) as f64 / (self.warmup_seconds + self.measured_seconds)
+    }
+
+    /// Rows/s of the measured rows after the warm-up's: what a warm run is compared with.
+    fn measured_rate(&self, raw: &RawRows) -> f64 {
+        raw.measured_rows as f64 / self.measured_seconds
+    }
+}
+
+/// Inserts the rows into a fresh database (dropped afterwards), timing each workload's part.
 async fn time_raw_insert(
     connection: &Connection,
     clickhouse: &ClickHouse,
-    chunks: &[EncodedRows],
-) -> Result<(f64, CpuUse)> {
+    raw: &RawRows,
+) -> Result<RawRun> {
     migrate(connection).await?;
     let writer = Writer::new(connection)?;
     wait_for_merges(connection).await?;
-    let cpu_now = || CpuUse::now(&[], clickhouse.pid(), None);
-    let (started, cpu_start) = (Instant::now(), cpu_now());
-    for encoded in chunks {
+    let started = Instant::now();
+    for encoded in &raw.warmup {
         writer.insert_encoded(std::slice::from_ref(encoded)).await?;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu = cpu_now().since(cpu_start);
+    let warmup_seconds = started.elapsed().as_secs_f64();
+    let cpu_now = || CpuUse::now(&[], clickhouse.pid(), None);
+    let (started, cpu_start) = (Instant::now(), cpu_now());
+    for encoded in &raw.measured {
+        writer.insert_encoded(std::slice::from_ref(encoded)).await?;
+    }
+    let measured_seconds = started.elapsed().as_secs_f64();
+    let measured_cpu = cpu_now().since(cpu_start);
     drop_database(connection, &connection.database).await?;
-    Ok((seconds, cpu))
+    Ok(RawRun {
+        warmup_seconds,
+        measured_seconds,
+        measured_cpu,
+    })
 }
 
 /// Waits (up to a minute) until ClickHouse merges no parts: a run measured while the server
@@ -339,7 +414,7 @@ async fn main() -> Result<()> {
     // server): the machine's speed drifts over minutes, so each run is compared with the raw
     // insert timed right after it.
     let mut runs = Vec::new();
-    let mut raw: Option<(usize, Vec<EncodedRows>)> = None;
+    let mut raw: Option<RawRows> = None;
     for workers in min_workers..=max_workers {
         let database = format!("bench_w{workers}");
         // Each run starts on a quiet server: not merging the previous run's parts.
@@ -355,40 +430,48 @@ async fn main() -> Result<()> {
         .await?;
         if raw.is_none() {
             let rows = read_back(&connection(&database)).await?;
-            raw = Some((rows.row_count(), encode_chunks(&rows)));
+            let (warmup_rows, measured_rows) = split_warmup(rows, "warmup-");
+            raw = Some(RawRows {
+                warmup_rows: warmup_rows.row_count(),
+                measured_rows: measured_rows.row_count(),
+                warmup: encode_chunks(&warmup_rows),
+                measured: encode_chunks(&measured_rows),
+            });
         }
         drop_database(&connection("default"), &database).await?;
-        let (_, chunks) = raw.as_ref().expect("read back after the first run");
-        let raw = time_raw_insert(
-            &connection(&format!("bench_raw{workers}")),
-            &clickhouse,
-            chunks,
-        )
-        .await?;
-        runs.push((run, raw));
+        let raw = raw.as_ref().expect("read back after the first run");
+        let raw_database = connection(&format!("bench_raw{workers}"));
+        runs.push((run, time_raw_insert(&raw_database, &clickhouse, raw).await?));
     }
-    let (raw_rows, _) = raw.expect("at least one run");
+    let raw = raw.expect("at least one run");
 
     println!(
         "ingest benchmark: {sessions} sessions x {batches} batches x {records} records = {} records in {} JetStream messages, after a warm-up workload of the same shape",
         sessions * batches * records,
         workload.batches.len()
     );
-    println!("  (cold: both workloads, clock from starting the workers; warm: the measured workload only)");
-    let mut raw_seconds: Vec<f64> = runs.iter().map(|(_, (seconds, _))| *seconds).collect();
-    raw_seconds.sort_by(f64::total_cmp);
+    println!("  (cold: both workloads, clock from starting the workers, against the raw insert of all rows into an empty database;");
+    println!("   warm: the measured workload only, against the raw insert of its rows after the warm-up's, which ClickHouse is still merging)");
+    let median = |rate: &dyn Fn(&RawRun) -> f64| {
+        let mut rates: Vec<f64> = runs.iter().map(|(_, run)| rate(run)).collect();
+        rates.sort_by(f64::total_cmp);
+        let all: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+        (rates[rates.len() / 2], all.join(", "))
+    };
+    let (all_rate, all_rates) = median(&|run| run.all_rate(&raw));
+    let (measured_rate, measured_rates) = median(&|run| run.measured_rate(&raw));
     println!(
-        "  raw ClickHouse insert of the same rows   {:>9.0} rows/s ({raw_rows} rows; median of {})",
-        raw_rows as f64 / raw_seconds[raw_seconds.len() / 2],
-        raw_seconds
-            .iter()
-            .map(|s| format!("{s:.2} s"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        "  raw ClickHouse insert of the same rows: all {} rows {all_rate:>9.0} rows/s (median of {all_rates}); the measured {} after the warm-up's {measured_rate:>9.0} rows/s (median of {measured_rates})",
+        raw.warmup_rows + raw.measured_rows,
+        raw.measured_rows,
     );
-    for (run, (raw_seconds, raw_cpu)) in runs {
-        let raw_rate = raw_rows as f64 / raw_seconds;
-        for (label, (ingested_rows, seconds)) in [("cold", run.cold), ("warm", run.warm)] {
+    for (run, raw_run) in runs {
+        let baselines = [raw_run.all_rate(&raw), raw_run.measured_rate(&raw)];
+        for ((label, (ingested_rows, seconds)), raw_rate) in
+            [("cold", run.cold), ("warm", run.warm)]
+                .into_iter()
+                .zip(baselines)
+        {
             let rate = ingested_rows as f64 / seconds;
             println!(
                 "  JetStream -> ClickHouse, {} worker(s), {label}  {:>9.0} rows/s ({ingested_rows} rows in {seconds:.2} s)   {:>5.1} % of raw   target >= 60 %",
@@ -398,14 +481,21 @@ async fn main() -> Result<()> {
             );
         }
         println!(
-            "    {} worker(s): raw insert right after it {raw_rate:.0} rows/s; {} batches NAKed to wait for a predecessor, {} duplicates skipped; {} session plans on a peer's announced progress, {} voided; {} progress records read from KV",
+            "    {} worker(s): raw insert right after it {:.0} rows/s (all rows), {:.0} rows/s (the measured rows); warm as % of the all-rows rate {:.1} %",
+            run.workers,
+            baselines[0],
+            baselines[1],
+            100.0 * run.warm.0 as f64 / run.warm.1 / baselines[0],
+        );
+        println!(
+            "    {} worker(s): {} batches NAKed to wait for a predecessor, {} duplicates skipped; {} session plans on a peer's announced progress, {} voided; {} progress records read from KV",
             run.workers, run.waits, run.duplicates, run.peer_plans, run.voided, run.progress_reads
         );
         println!(
-            "    {} worker(s): CPU seconds per million rows, warm: {}; the raw insert: {}",
+            "    {} worker(s): CPU seconds per million rows, warm: {}; the raw insert of the measured rows: {}",
             run.workers,
             run.warm_cpu.per_million_rows(run.warm.0),
-            raw_cpu.per_million_rows(raw_rows as u64),
+            raw_run.measured_cpu.per_million_rows(raw.measured_rows as u64),
         );
     }
     Ok(())
