@@ -48,7 +48,7 @@ pub struct Config {
     /// rows (or `--insert-wait-ms`) are reached: small inserts cost ClickHouse about twice the
     /// CPU per row of large ones (parts and merges). Without a backlog (fewer than
     /// `--fetch-batch` messages queued) a group is inserted as soon as ClickHouse is free, so
-    /// live data does not wait. Planning pauses at four times this many rows.
+    /// live data does not wait. Planning pauses at twice this many rows.
     #[arg(
         long,
         global = true,

@@ -164,7 +164,9 @@ impl Group {
 }
 
 /// A group stops growing at this many times `--insert-rows`: planning waits for ClickHouse.
-const PLANNED_ROWS_LIMIT: usize = 4;
+/// (At 4, a group took long enough from plan to commit that with 3 workers peers' held
+/// batches sometimes outwaited their 10 s hold and were NAKed, and throughput collapsed.)
+const PLANNED_ROWS_LIMIT: usize = 2;
 
 /// How often the messages of a round held back (while the previous round waits for
 /// ClickHouse) get their ack deadline extended.
