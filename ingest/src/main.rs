@@ -3,6 +3,7 @@
 
 mod apply;
 mod config;
+mod group;
 mod http;
 mod metric_summary;
 mod peers;
