@@ -51,7 +51,11 @@ def main(directory):
         shape = find(r"^ingest benchmark: (\d+ sessions x \d+ batches)", block, cast=str)
         if not shape:
             continue
-        raws = dict(re.findall(r"(\d) worker\(s\): raw insert right after it (\d+) rows/s", block))
+        # The warm figure is against the raw insert of the measured rows (after the warm-up's);
+        # older logs print one raw rate only.
+        raws = dict(re.findall(
+            r"(\d) worker\(s\): raw insert right after it (?:\d+ rows/s \(all rows\), )?(\d+) rows/s",
+            block))
         for workers, rows_s, percent in re.findall(
                 r"(\d) worker\(s\), warm\s+(\d+) rows/s .*?([\d.]+) % of raw", block):
             row(rows, "Ingest (%s)" % shape,
