@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{AckKind, Message};
+use async_nats::jetstream::Message;
 use datacat_warehouse::EncodedRows;
 use futures::{stream, StreamExt};
 use tokio::sync::oneshot;
@@ -16,7 +16,7 @@ use tracing::{debug, error, warn};
 
 use crate::plan::{Round, SessionPlan, KV_CONCURRENCY};
 use crate::progress_cache::Base;
-use crate::worker::{ack_all, nak_all, Worker, RETRY_DELAY};
+use crate::worker::{ack_all, extend_ack_deadlines, nak_all, Worker, RETRY_DELAY};
 
 /// A group of rounds being inserted and committed, and the signal that its insert is done.
 pub(crate) struct InFlight {
@@ -87,9 +87,8 @@ impl Group {
         {
             return;
         }
-        for message in self.messages() {
-            let _ = message.ack_with(AckKind::Progress).await;
-        }
+        let messages: Vec<&Message> = self.messages().collect();
+        extend_ack_deadlines(&messages).await;
         self.kept_alive = Some(Instant::now());
     }
 }
@@ -172,8 +171,13 @@ impl Worker {
             rows.extend(round.rows);
             planned.push((round.id, round.plans));
         }
+        // Kept alive while the insert is retried and while the previous group commits.
+        let messages: Vec<&Message> = planned
+            .iter()
+            .flat_map(|(_, plans)| plans.iter().flat_map(SessionPlan::messages))
+            .collect();
         if !rows.is_empty() {
-            if !self.insert_until_done(&rows, &planned).await {
+            if !self.insert_until_done(&rows, &messages).await {
                 let _ = inserted.send(());
                 if let Some(task) = previous {
                     let _ = task.await; // shutting down: let the earlier group finish first
@@ -195,18 +199,13 @@ impl Worker {
         let _ = inserted.send(());
         drop(rows);
         let mut outcomes = match previous {
-            Some(task) => {
-                let held: Vec<&Message> = planned
-                    .iter()
-                    .flat_map(|(_, plans)| plans.iter().flat_map(SessionPlan::messages))
-                    .collect();
-                self.keeping_alive(task, &held)
-                    .await
-                    .unwrap_or_else(|error| {
-                        error!(%error, "a group's task failed; its successors are retried");
-                        Outcomes::default()
-                    })
-            }
+            Some(task) => self
+                .keeping_alive(task, &messages)
+                .await
+                .unwrap_or_else(|error| {
+                    error!(%error, "a group's task failed; its successors are retried");
+                    Outcomes::default()
+                }),
             None => Outcomes::default(),
         };
         let keep_from = outcomes.group_start;
@@ -275,11 +274,7 @@ impl Worker {
     /// group's messages are kept (their ack deadline extended), not redelivered: an outage
     /// must not count against a message's deliveries and dead-letter good data.
     /// Returns false only when shutdown interrupts the retries.
-    async fn insert_until_done(
-        &self,
-        rows: &[EncodedRows],
-        planned: &[(u64, Vec<SessionPlan>)],
-    ) -> bool {
+    async fn insert_until_done(&self, rows: &[EncodedRows], messages: &[&Message]) -> bool {
         let mut backoff = Duration::from_millis(500);
         loop {
             let Err(error) = self.writer.insert_encoded(rows).await else {
@@ -287,15 +282,7 @@ impl Worker {
             };
             self.stats.insert_errors.fetch_add(1, Ordering::Relaxed);
             error!(%error, retry_in = ?backoff, "insert failed; keeping the round and retrying");
-            // Plan by plan: a flat_map closure held across the await trips the compiler's
-            // `Send` inference for the spawned round.
-            for (_, plans) in planned {
-                for plan in plans {
-                    for message in plan.messages() {
-                        let _ = message.ack_with(AckKind::Progress).await;
-                    }
-                }
-            }
+            extend_ack_deadlines(messages).await;
             let _ = self.client.flush().await;
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}

@@ -244,11 +244,7 @@ impl Worker {
         loop {
             tokio::select! {
                 done = &mut work => return done,
-                _ = keep_alive.tick() => {
-                    for message in held {
-                        let _ = message.ack_with(AckKind::Progress).await;
-                    }
-                }
+                _ = keep_alive.tick() => extend_ack_deadlines(held).await,
             }
         }
     }
@@ -311,6 +307,15 @@ pub(crate) async fn ack_all(messages: Vec<Message>) {
         if let Err(error) = message.ack().await {
             warn!(%error, "ack failed; the message will be redelivered and skipped as a duplicate");
         }
+    }
+}
+
+/// Tells JetStream the messages are still being worked on (their ack wait starts again).
+/// (A slice, not an iterator: an iterator adaptor held across the awaits trips the
+/// compiler's `Send` inference for the spawned group.)
+pub(crate) async fn extend_ack_deadlines(messages: &[&Message]) {
+    for message in messages {
+        let _ = message.ack_with(AckKind::Progress).await;
     }
 }
 
