@@ -45,8 +45,8 @@ pub(crate) struct Group {
     pub(crate) rows: usize,
     /// When its first round was planned.
     started: Instant,
-    /// When its messages' ack deadlines were last extended.
-    kept_alive: Option<Instant>,
+    /// When its messages' ack deadlines were last extended (or its first round planned).
+    kept_alive: Instant,
 }
 
 impl Default for Group {
@@ -55,7 +55,7 @@ impl Default for Group {
             rounds: Vec::new(),
             rows: 0,
             started: Instant::now(),
-            kept_alive: None,
+            kept_alive: Instant::now(),
         }
     }
 }
@@ -65,8 +65,8 @@ impl Group {
         self.rows += round.rows.iter().map(EncodedRows::row_count).sum::<usize>();
         if self.rounds.is_empty() {
             self.started = Instant::now();
+            self.kept_alive = self.started;
         }
-        self.kept_alive.get_or_insert_with(Instant::now);
         self.rounds.push(round);
     }
 
@@ -81,15 +81,12 @@ impl Group {
     /// Extends the ack deadline of its messages every `KEEP_ALIVE_EVERY` while it waits for
     /// ClickHouse (an outage must not get them redelivered).
     pub(crate) async fn keep_alive_if_due(&mut self) {
-        if self
-            .kept_alive
-            .is_some_and(|at| at.elapsed() < KEEP_ALIVE_EVERY)
-        {
+        if self.kept_alive.elapsed() < KEEP_ALIVE_EVERY {
             return;
         }
         let messages: Vec<&Message> = self.messages().collect();
         extend_ack_deadlines(&messages).await;
-        self.kept_alive = Some(Instant::now());
+        self.kept_alive = Instant::now();
     }
 }
 
