@@ -14,7 +14,7 @@ use tokio::sync::oneshot::error::TryRecvError;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 
-use crate::plan::{Round, SessionPlan, KV_CONCURRENCY};
+use crate::plan::{Held, Round, SessionPlan, KV_CONCURRENCY};
 use crate::progress_cache::Base;
 use crate::worker::{ack_all, extend_ack_deadlines, nak_all, Worker, RETRY_DELAY};
 
@@ -124,16 +124,19 @@ impl Worker {
     }
 
     /// Starts inserting and committing `group` once the previous group's insert is over
-    /// (keeping the group's messages alive meanwhile).
+    /// (keeping the group's messages, and the batches held for a predecessor, alive
+    /// meanwhile).
     pub(crate) async fn start_insert(
         self: &Arc<Self>,
         group: Group,
+        held: &[Held],
         previous: Option<InFlight>,
     ) -> InFlight {
         let previous = match previous {
             Some(mut previous) => {
                 if !previous.insert_done() {
-                    let messages: Vec<&Message> = group.messages().collect();
+                    let held = held.iter().map(|held| &held.message);
+                    let messages: Vec<&Message> = group.messages().chain(held).collect();
                     let _ = self.keeping_alive(&mut previous.inserted, &messages).await;
                 }
                 Some(previous.task)
@@ -212,16 +215,10 @@ impl Worker {
                 .buffer_unordered(KV_CONCURRENCY)
                 .collect()
                 .await;
-            let written: Vec<_> = committed.into_iter().flatten().collect();
-            let announced = written
-                .iter()
-                .map(|(key, revision)| (key.as_str(), *revision));
-            self.peers
-                .announce_outcomes(&self.client, id, announced)
-                .await;
             outcomes.revisions.extend(
-                written
+                committed
                     .into_iter()
+                    .flatten()
                     .map(|(key, revision)| (key, (id, revision))),
             );
         }
@@ -244,25 +241,16 @@ impl Worker {
     }
 
     /// Shutting down mid-outage: nothing of the group was inserted, so everything comes back
-    /// to some worker later, and plans built on its rounds elsewhere are void (said now, not
-    /// left to a timeout).
+    /// to some worker later, and plans built on its rounds are void.
     async fn give_up(&self, planned: Vec<(u64, Vec<SessionPlan>)>) -> Outcomes {
         let mut outcomes = Outcomes::default();
         for (id, plans) in planned {
-            let mut unwritten = Vec::with_capacity(plans.len());
             for plan in plans {
                 self.cache.forget(&plan.key);
                 let messages = plan.applied.into_iter().chain(plan.waiting);
                 nak_all(messages.chain(plan.duplicates).collect(), RETRY_DELAY).await;
-                unwritten.push(plan.key);
+                outcomes.revisions.insert(plan.key, (id, None));
             }
-            let announced = unwritten.iter().map(|key| (key.as_str(), None));
-            self.peers
-                .announce_outcomes(&self.client, id, announced)
-                .await;
-            outcomes
-                .revisions
-                .extend(unwritten.into_iter().map(|key| (key, (id, None))));
         }
         outcomes
     }
@@ -320,11 +308,6 @@ impl Worker {
                 Some(&(round, revision)) if round == base_round => revision.map(Base::Revision),
                 _ => None,
             },
-            Base::Peer { worker, round } => {
-                self.stats.peer_plans.fetch_add(1, Ordering::Relaxed);
-                let wait = self.peers.outcome(worker, round, &plan.key, self.hold_for);
-                wait.await.map(Base::Revision)
-            }
             base @ (Base::New | Base::Revision(_)) => Some(base),
         };
         let Some(base) = base else {

@@ -59,9 +59,14 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
             &stats.waits,
         ),
         Sample::counter(
-            "datacat_ingest_peer_plans_total",
-            "Session plans built on another worker's announced, not yet committed, progress.",
-            &stats.peer_plans,
+            "datacat_ingest_forwarded_total",
+            "Messages fetched by this worker and forwarded to the worker that owns their session.",
+            &stats.forwarded,
+        ),
+        Sample::counter(
+            "datacat_ingest_forwarded_in_total",
+            "Messages other workers forwarded to this one (it owns their sessions).",
+            &stats.forwarded_in,
         ),
         Sample::counter(
             "datacat_ingest_progress_reads_total",
@@ -123,6 +128,11 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
             "datacat_ingest_consumer_lag",
             "Messages in the stream not yet delivered to the consumer.",
             stats.lag.load(Ordering::Relaxed),
+        ),
+        Sample::gauge(
+            "datacat_ingest_workers",
+            "Live ingest workers, this one included, as this one sees them (they share the sessions).",
+            stats.workers.load(Ordering::Relaxed),
         ),
         Sample::gauge(
             "datacat_ingest_held",

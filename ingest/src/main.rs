@@ -1,12 +1,12 @@
 //! `datacat-ingest`: JetStream consumer workers that apply session batches in order and
 //! write them to ClickHouse. Run any number of them against one stream.
 
+mod affinity;
 mod apply;
 mod config;
 mod group;
 mod http;
 mod metric_summary;
-mod peers;
 mod plan;
 mod progress_cache;
 mod setup;

@@ -2,7 +2,7 @@
 //! each session's progress which batches apply now, which are duplicates and which must wait
 //! for a predecessor. Applying produces the round's rows; nothing is written here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,21 +21,27 @@ use crate::worker::{nak_all, Worker, RETRY_DELAY};
 /// Sessions whose progress is read at once.
 pub const KV_CONCURRENCY: usize = 256;
 
-/// How long a batch that arrived before its predecessor is kept by the worker that got it
-/// (looked at again each round) before it is NAKed into the slower, delivery-counted wait;
-/// at most half the ack wait, so JetStream never hands it to another worker meanwhile.
-/// With several workers sharing the consumer, a session's next batch often arrives while
-/// its predecessor is in another worker's round, a commit away: keeping it saves the
-/// redelivery and the growing NAK delays, which made more workers slower than one.
+/// How long a batch that arrived before its predecessor is kept by the worker that owns its
+/// session (its ack deadline extended meanwhile) before it is NAKed into the slower,
+/// delivery-counted wait: longer than the ack wait, so a predecessor in the hands of a
+/// killed worker comes back first. A predecessor is usually on its way (fetched by another
+/// worker, forwarded here), a round or two away; NAKing its successors instead cost
+/// redeliveries that fed on themselves.
 pub fn hold_for(ack_wait: Duration) -> Duration {
-    (ack_wait / 2).min(Duration::from_secs(10))
+    ack_wait + Duration::from_secs(10)
 }
+
+/// How often a held batch whose session got no new batch is looked at again anyway (its
+/// predecessor may have been applied by another worker while ownership moved).
+const RELOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// A batch this worker keeps for its predecessor (first delivery only, for `hold_for`).
 pub struct Held {
     pub head: BatchHead,
     pub message: Message,
     pub since: Instant,
+    /// When it was last planned.
+    looked: Instant,
     /// Its records, decoded when it was first seen (to dead-letter a bad batch at once) and
     /// kept, so applying it does not decode them again: with several workers, most batches
     /// are held first.
@@ -85,6 +91,7 @@ impl Pending {
             head: self.head,
             message: self.message,
             since: self.held_since.unwrap_or_else(Instant::now),
+            looked: Instant::now(),
             batch: self.batch,
         }
     }
@@ -129,12 +136,29 @@ impl Worker {
     /// Plans a round. Decoding and applying are CPU work, so sessions are split into one
     /// shard per core and planned in parallel (a session stays in one shard: shards are
     /// chosen by subject, and a batch whose session id disagrees with its subject is refused).
+    /// A held batch is planned again when its session has a new batch in this round (its
+    /// predecessor, perhaps), or now and then: not every round, which cost a deep backlog's
+    /// rounds more than their own batches.
     pub(crate) async fn plan_round(
         self: &Arc<Self>,
         id: u64,
         messages: Vec<Message>,
         held: Vec<Held>,
     ) -> Round {
+        let due: Vec<bool> = {
+            let mut due: HashSet<&str> = messages.iter().map(|m| m.subject.as_str()).collect();
+            let stale = held.iter().filter(|h| h.looked.elapsed() >= RELOOK_EVERY);
+            due.extend(stale.map(|h| h.message.subject.as_str()));
+            held.iter()
+                .map(|h| due.contains(h.message.subject.as_str()))
+                .collect()
+        };
+        let (held, mut unlooked): (Vec<Held>, Vec<Held>) = {
+            let (due, unlooked): (Vec<_>, Vec<_>) =
+                held.into_iter().zip(due).partition(|(_, due)| *due);
+            let batches = |pairs: Vec<(Held, bool)>| pairs.into_iter().map(|(h, _)| h).collect();
+            (batches(due), batches(unlooked))
+        };
         let shards = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8));
         let shard_of = |subject: &str| {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -198,6 +222,7 @@ impl Worker {
         let mut rows = Vec::with_capacity(planned.len());
         let mut plans = Vec::with_capacity(planned.len());
         let mut held = Vec::new();
+        held.append(&mut unlooked);
         for (session_id, plan, session_rows) in planned {
             match plan {
                 Ok(mut plan) => {
@@ -298,9 +323,15 @@ impl Worker {
         let key = subject::progress_key(session_id);
         batches.sort_by_key(|batch| batch.head.seq);
         let first_seq = batches.first().map_or(0, |batch| batch.head.seq);
-        let known = self.cache.take(&key, first_seq);
-        // Another worker's round may have planned its predecessor a moment ago.
-        let known = known.or_else(|| self.peers.take(&key, first_seq));
+        let known = self.cache.take(&key).filter(|(progress, base)| {
+            // These batches continue it, or are old: it knows.
+            progress.next_seq >= first_seq
+                // Written by a round of ours in flight, whose commit settles it either way.
+                || matches!(base, Base::Round(_))
+                // Behind them: their predecessor is usually on its way (forwarded by another
+                // worker), but after a while KV may know better.
+                || self.cache.briefly_behind(&key, progress.next_seq)
+        });
         let still_held = |batch: &Pending| {
             batch
                 .held_since
@@ -308,7 +339,7 @@ impl Worker {
         };
         let (progress, base) = match known {
             Some(known) => known,
-            // Nothing announced, and KV was behind a moment ago: keep holding, unread.
+            // KV was behind a moment ago: keep holding, unread.
             None if self.cache.still_behind(&key, first_seq) && batches.iter().all(still_held) => {
                 // Nothing applies, so the plan writes no record and its base is never used.
                 let mut plan = SessionPlan::new(key, Base::New);
@@ -403,6 +434,7 @@ impl Worker {
                             head: batch,
                             message,
                             since,
+                            looked: Instant::now(),
                             batch: decoded,
                         });
                     } else {
@@ -430,9 +462,9 @@ impl Worker {
             }
         }
         if plan.applied.is_empty() {
-            // Unchanged; a base still waiting for its round's commit is not kept (the next
-            // round reads KV after that commit).
-            if let Base::Revision(_) = base {
+            // Unchanged, and still the base for the batches held for it (a round's commit
+            // settles an entry waiting for it, or forgets it).
+            if base != Base::New {
                 self.cache.put(plan.key.clone(), progress, base);
             }
             return Ok(plan);
@@ -462,9 +494,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_held_batch_goes_back_well_before_its_ack_wait() {
-        assert_eq!(hold_for(Duration::from_secs(30)), Duration::from_secs(10));
-        assert_eq!(hold_for(Duration::from_secs(4)), Duration::from_secs(2));
-        assert!(hold_for(Duration::from_secs(1)) < Duration::from_secs(1));
+    fn a_held_batch_outwaits_the_ack_wait() {
+        assert_eq!(hold_for(Duration::from_secs(30)), Duration::from_secs(40));
+        assert!(hold_for(Duration::from_secs(1)) > Duration::from_secs(1));
     }
 }

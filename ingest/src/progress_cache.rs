@@ -20,9 +20,6 @@ pub enum Base {
     Revision(u64),
     /// The record the given round writes; its commit tells the revision (or that it failed).
     Round(u64),
-    /// The record another worker's round writes (announced when it was planned); that
-    /// round's announced outcome tells the revision (or that it was not written).
-    Peer { worker: u64, round: u64 },
 }
 
 /// How long a committed progress may be used without reading KV again (milliseconds). The
@@ -53,18 +50,17 @@ impl ProgressCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Takes the entry out (no clone of the state) when it continues at `next_seq` and is
-    /// either in flight or fresh.
-    pub fn take(&self, key: &str, next_seq: u64) -> Option<(Progress, Base)> {
+    /// Takes the entry out (no clone of the state) when it is either in flight or fresh.
+    pub fn take(&self, key: &str) -> Option<(Progress, Base)> {
         let (progress, base) = self.lock().remove(key)?;
         let fresh = match base {
             Base::Round(_) => true,
             Base::Revision(_) => {
                 datacat_protocol::time::now_ms().saturating_sub(progress.seen_ms) < FRESH_MS
             }
-            Base::New | Base::Peer { .. } => false,
+            Base::New => false,
         };
-        (fresh && progress.next_seq == next_seq).then_some((progress, base))
+        fresh.then_some((progress, base))
     }
 
     pub fn put(&self, key: String, progress: Progress, base: Base) {
@@ -106,6 +102,24 @@ impl ProgressCache {
         behind.insert(key.to_string(), (next_seq, Instant::now()));
     }
 
+    /// Whether the session has been known at `next_seq`, behind the batches held for it, for
+    /// less than [`BEHIND_RECHECK`] (the clock starts now if it was not known there yet).
+    /// The predecessor is usually on its way; after that, KV is read again (another worker
+    /// may have applied it).
+    pub fn briefly_behind(&self, key: &str, next_seq: u64) -> bool {
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        match behind.get(key) {
+            Some(&(known, at)) if known == next_seq => at.elapsed() < BEHIND_RECHECK,
+            _ => {
+                if behind.len() >= CAPACITY {
+                    behind.retain(|_, (_, at)| at.elapsed() < BEHIND_RECHECK);
+                }
+                behind.insert(key.to_string(), (next_seq, Instant::now()));
+                true
+            }
+        }
+    }
+
     /// Whether KV showed the session behind `first_seq` a moment ago (so reading it again
     /// is not worth it yet).
     pub fn still_behind(&self, key: &str, first_seq: u64) -> bool {
@@ -135,14 +149,24 @@ mod tests {
     }
 
     #[test]
-    fn only_the_continuing_entry_is_taken() {
+    fn an_entry_is_taken_once() {
         let cache = ProgressCache::default();
         cache.put("a".into(), progress(3, "active"), Base::Revision(7));
-        assert!(cache.take("a", 4).is_none(), "seq 4 does not continue 3");
-        // A failed take drops the entry: the caller reads KV instead.
-        assert!(cache.take("a", 3).is_none());
-        cache.put("a".into(), progress(3, "active"), Base::Revision(7));
-        assert_eq!(cache.take("a", 3).map(|(_, b)| b), Some(Base::Revision(7)));
+        assert_eq!(cache.take("a").map(|(_, b)| b), Some(Base::Revision(7)));
+        assert!(cache.take("a").is_none());
+    }
+
+    #[test]
+    fn a_session_behind_its_held_batches_is_trusted_for_a_moment() {
+        let cache = ProgressCache::default();
+        assert!(cache.briefly_behind("a", 3), "the clock starts");
+        assert!(cache.briefly_behind("a", 3));
+        cache.behind.lock().unwrap().get_mut("a").unwrap().1 -= BEHIND_RECHECK;
+        assert!(!cache.briefly_behind("a", 3), "too long: read KV");
+        assert!(
+            cache.briefly_behind("a", 4),
+            "moved on: the clock starts again"
+        );
     }
 
     #[test]
@@ -151,9 +175,9 @@ mod tests {
         let mut old = progress(1, "active");
         old.seen_ms -= FRESH_MS + 1;
         cache.put("a".into(), old.clone(), Base::Revision(1));
-        assert!(cache.take("a", 1).is_none());
+        assert!(cache.take("a").is_none());
         cache.put("a".into(), old, Base::Round(5));
-        assert_eq!(cache.take("a", 1).map(|(_, b)| b), Some(Base::Round(5)));
+        assert_eq!(cache.take("a").map(|(_, b)| b), Some(Base::Round(5)));
     }
 
     #[test]
@@ -174,12 +198,12 @@ mod tests {
         let cache = ProgressCache::default();
         cache.put("a".into(), progress(2, "active"), Base::Round(5));
         cache.committed("a", 4, 10);
-        assert_eq!(cache.take("a", 2).map(|(_, b)| b), Some(Base::Round(5)));
+        assert_eq!(cache.take("a").map(|(_, b)| b), Some(Base::Round(5)));
         cache.put("a".into(), progress(2, "active"), Base::Round(5));
         cache.committed("a", 5, 11);
-        assert_eq!(cache.take("a", 2).map(|(_, b)| b), Some(Base::Revision(11)));
+        assert_eq!(cache.take("a").map(|(_, b)| b), Some(Base::Revision(11)));
         cache.put("b".into(), progress(2, "ended"), Base::Round(5));
         cache.committed("b", 5, 12);
-        assert!(cache.take("b", 2).is_none(), "ended sessions are not kept");
+        assert!(cache.take("b").is_none(), "ended sessions are not kept");
     }
 }

@@ -17,12 +17,13 @@ use async_nats::jetstream::{AckKind, Message};
 use datacat_protocol::subject;
 use datacat_warehouse::{EncodedRows, Writer};
 use futures::StreamExt;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::affinity::{self, Members};
 use crate::config::Config;
 use crate::group::{Group, InFlight, KEEP_ALIVE_EVERY, PLANNED_ROWS_LIMIT};
-use crate::peers::{Peers, PlannedSession};
 use crate::plan::Held;
 use crate::progress_cache::ProgressCache;
 use crate::setup::Resources;
@@ -50,10 +51,12 @@ pub struct Stats {
     pub held: AtomicU64,
     /// Batches NAKed to wait for a predecessor (after being held, or redelivered).
     pub waits: AtomicU64,
-    /// Session plans built on another worker's announced, not yet committed, progress.
-    pub peer_plans: AtomicU64,
-    /// Progress records read from NATS KV (not known from this worker's own rounds or a
-    /// peer's announcement).
+    /// Messages forwarded to the worker that owns their session, and received from others.
+    pub forwarded: AtomicU64,
+    pub forwarded_in: AtomicU64,
+    /// Live workers, this one included, as of the last round.
+    pub workers: AtomicU64,
+    /// Progress records read from NATS KV (not known from this worker's own rounds).
     pub progress_reads: AtomicU64,
     /// Session plans void because the progress they were built on was not written.
     pub voided: AtomicU64,
@@ -75,12 +78,19 @@ pub struct Worker {
     pub(crate) hold_for: Duration,
     pub(crate) shutdown: CancellationToken,
     pub(crate) cache: ProgressCache,
-    /// What the other workers planned and committed, as they announced it.
-    pub(crate) peers: Arc<Peers>,
+    /// The live workers, which own the sessions between them.
+    pub(crate) members: Arc<Members>,
 }
 
-/// The fetch wait while batches are held for a predecessor.
+/// How long a round waits for messages while batches are held for a predecessor or a
+/// planned group waits for ClickHouse.
 const HELD_FETCH_WAIT: Duration = Duration::from_millis(25);
+
+/// Hand-overs (a fetch's messages, or what other workers forwarded) waiting to be planned.
+const INBOX_CHUNKS: usize = 2;
+
+/// How long a round keeps taking in messages after the first (up to `--fetch-batch`).
+const GATHER: Duration = Duration::from_millis(10);
 
 /// Delay before a failed round's messages come back.
 pub(crate) const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -124,81 +134,105 @@ impl Worker {
             max_deliveries: config.max_deliveries.max(config.gap_max_deliveries + 1),
             hold_for: crate::plan::hold_for(Duration::from_secs(config.ack_wait_secs.max(1))),
             cache: ProgressCache::default(),
-            peers: Arc::new(Peers::default()),
+            members: Arc::new(Members::default()),
             shutdown: CancellationToken::new(),
         }
     }
 
     /// Work is pipelined three deep: while one group of rounds commits its progress (NATS),
-    /// the next is inserted (ClickHouse), and rounds are fetched, decoded and planned
-    /// (ingest) into the group after it, which is inserted as soon as ClickHouse is free (or
-    /// it reaches `--max-insert-rows`). One insert at a time, and commits in round order: a
-    /// plan built on an earlier round's progress knows whether that progress was written
-    /// before it writes its own.
+    /// the next is inserted (ClickHouse), and rounds are planned (ingest) into the group
+    /// after it, which is inserted as soon as ClickHouse is free (or it reaches
+    /// `--insert-rows`). One insert at a time, and commits in round order: a plan built on an
+    /// earlier round's progress knows whether that progress was written before it writes
+    /// its own. A round takes what arrived in the inbox: this worker's sessions' messages from
+    /// its own fetches, and those other workers forwarded to it (`affinity.rs`).
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         self.shutdown = shutdown.clone();
         let worker = Arc::new(self);
+        // Subscribed before the first heartbeat: a peer forwards as soon as it hears it.
+        let forwarded = worker
+            .client
+            .subscribe(affinity::inbox_subject(worker.members.id))
+            .await?;
         {
-            // Stops with `shutdown`.
-            let (peers, client) = (worker.peers.clone(), worker.client.clone());
+            // Stops with `shutdown`, saying goodbye to the others.
+            let (members, client) = (worker.members.clone(), worker.client.clone());
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                if let Err(error) = peers.listen(client, shutdown).await {
-                    warn!(%error, "not receiving peers' announcements; reading KV instead");
+                if let Err(error) = members.run(client, shutdown).await {
+                    warn!(%error, "no heartbeats: this worker applies every session it fetches");
                 }
             });
         }
-        info!("consuming");
+        worker.members.settle().await;
+        let (sender, mut inbox) = mpsc::channel(INBOX_CHUNKS);
+        let receiver = {
+            let (worker, sender) = (worker.clone(), sender.clone());
+            let jetstream = worker.resources.jetstream.clone();
+            tokio::spawn(async move {
+                let received = &worker.stats.forwarded_in;
+                affinity::receive_forwarded(
+                    forwarded,
+                    jetstream,
+                    sender,
+                    received,
+                    worker.shutdown.clone(),
+                )
+                .await
+            })
+        };
+        let fetcher = tokio::spawn(worker.clone().fetch_loop(sender));
+        info!(worker = %format!("{:016x}", worker.members.id), "consuming");
         let mut in_flight: Option<InFlight> = None;
         let mut group = Group::default();
         let mut next_round = 0;
         // Batches waiting for a predecessor, looked at again with every round.
         let mut held: Vec<Held> = Vec::new();
+        let mut held_kept_alive = std::time::Instant::now();
         while !shutdown.is_cancelled() {
-            // Batches held for a predecessor are looked at again after each fetch, and a
-            // planned group goes to ClickHouse as soon as it is free: when the consumer has
-            // nothing to hand out, neither should take the full fetch wait.
-            let fetch_wait = if held.is_empty() && group.is_empty() {
+            // Batches held for a predecessor are looked at again soon, and a planned group
+            // goes to ClickHouse as soon as it is free: neither waits for a full inbox.
+            let wait = if held.is_empty() && group.is_empty() {
                 worker.fetch_wait
             } else {
-                worker.fetch_wait.min(HELD_FETCH_WAIT)
+                HELD_FETCH_WAIT
             };
-            let messages = tokio::select! {
-                fetched = worker.fetch(fetch_wait) => fetched,
+            let arrived = tokio::select! {
+                arrived = inbox.recv() => arrived,
+                _ = tokio::time::sleep(wait) => Some(Vec::new()),
                 _ = shutdown.cancelled() => break,
             };
-            let (messages, backlog) = match messages {
-                Ok(messages) => {
-                    // Another full fetch is queued behind these: worth waiting for.
-                    let queued = messages.last().and_then(|m| m.info().ok());
-                    let backlog =
-                        queued.is_some_and(|info| info.pending >= worker.fetch_batch as u64);
-                    (messages, backlog)
+            let Some(mut messages) = arrived else { break };
+            // Forwarded messages arrive a few at a time: a round takes what comes within a
+            // moment, not each trickle on its own.
+            let gathered = tokio::time::Instant::now() + GATHER;
+            while !messages.is_empty() && messages.len() < worker.fetch_batch {
+                match tokio::time::timeout_at(gathered, inbox.recv()).await {
+                    Ok(Some(more)) => messages.extend(more),
+                    Ok(None) | Err(_) => break,
                 }
-                Err(error) => {
-                    warn!(%error, "fetch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
+            }
+            // Another full fetch is queued behind these: worth waiting for.
+            let queued = messages.last().and_then(|m| m.info().ok());
+            let backlog = queued.is_some_and(|info| info.pending >= worker.fetch_batch as u64);
+            worker
+                .stats
+                .workers
+                .store(worker.members.live().len() as u64, Ordering::Relaxed);
             if !messages.is_empty() || !held.is_empty() {
-                // A round, once fetched, is finished even when shutdown arrives meanwhile.
+                // A round, once taken in, is finished even when shutdown arrives meanwhile.
                 next_round += 1;
                 let mut round = worker
                     .plan_round(next_round, messages, std::mem::take(&mut held))
                     .await;
-                let planned = round.plans.iter().filter(|plan| !plan.value.is_empty());
-                let planned = planned.map(|plan| PlannedSession {
-                    key: &plan.key,
-                    next_seq: plan.next_seq,
-                    value: &plan.value,
-                });
-                worker
-                    .peers
-                    .announce_planned(&worker.client, round.id, planned)
-                    .await;
                 held = std::mem::take(&mut round.held);
                 group.add(round);
+            }
+            if held_kept_alive.elapsed() >= KEEP_ALIVE_EVERY {
+                // Held past the ack wait, if need be (see `plan::hold_for`).
+                let messages: Vec<&Message> = held.iter().map(|held| &held.message).collect();
+                extend_ack_deadlines(&messages).await;
+                held_kept_alive = std::time::Instant::now();
             }
             if group.is_empty() {
                 continue;
@@ -212,23 +246,52 @@ impl Worker {
                 continue;
             }
             let group = std::mem::take(&mut group);
-            in_flight = Some(worker.start_insert(group, in_flight.take()).await);
+            in_flight = Some(worker.start_insert(group, &held, in_flight.take()).await);
         }
         if !group.is_empty() {
-            in_flight = Some(worker.start_insert(group, in_flight.take()).await);
+            in_flight = Some(worker.start_insert(group, &held, in_flight.take()).await);
         }
+        // What arrived but was not planned goes back to the stream at once: another worker
+        // (or this one, restarted) takes it. The fetcher and the inbox stop on `shutdown`.
+        inbox.close();
+        let mut unplanned: Vec<Message> = held.into_iter().map(|held| held.message).collect();
+        while let Some(messages) = inbox.recv().await {
+            unplanned.extend(messages);
+        }
+        nak_all(unplanned, Duration::ZERO).await;
+        let _ = tokio::join!(fetcher, receiver);
         if let Some(previous) = in_flight {
             let _ = previous.task.await;
         }
-        // Back to the stream at once: another worker (or this one, restarted) takes them.
-        nak_all(
-            held.into_iter().map(|held| held.message).collect(),
-            Duration::ZERO,
-        )
-        .await;
         worker.client.flush().await?;
         info!("stopped");
         Ok(())
+    }
+
+    /// Fetches from the shared consumer until shutdown: messages of sessions another worker
+    /// owns are forwarded to it, this worker's go to its inbox (whose bound stops the
+    /// fetching while planning is behind).
+    async fn fetch_loop(self: Arc<Self>, inbox: mpsc::Sender<Vec<Message>>) {
+        while !self.shutdown.is_cancelled() {
+            let messages = match self.fetch(self.fetch_wait).await {
+                Ok(messages) => messages,
+                Err(error) => {
+                    warn!(%error, "fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let forwarded = &self.stats.forwarded;
+            let mine =
+                affinity::forward_foreign(&self.members, &self.client, messages, forwarded).await;
+            if mine.is_empty() {
+                continue;
+            }
+            if let Err(mpsc::error::SendError(mine)) = inbox.send(mine).await {
+                nak_all(mine, Duration::ZERO).await;
+                break;
+            }
+        }
     }
 
     /// Waits for `work`, extending the ack deadline of `held` messages for as long as that

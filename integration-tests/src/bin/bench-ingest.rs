@@ -89,8 +89,8 @@ struct Run {
     /// Batches NAKed to wait for a predecessor, and redelivered duplicates, over both workloads.
     waits: u64,
     duplicates: u64,
-    /// Session plans built on another worker's announced progress, and plans voided.
-    peer_plans: u64,
+    /// Messages forwarded to the worker owning their session, and session plans voided.
+    forwarded: u64,
     voided: u64,
     /// Progress records read from NATS KV.
     progress_reads: u64,
@@ -208,7 +208,7 @@ async fn ingest_run(
         warm_cpu: warm_cpu.since(warm_start_cpu),
         waits: total(&ports, "datacat_ingest_waits_total").await,
         duplicates: total(&ports, "datacat_ingest_duplicates_total").await,
-        peer_plans: total(&ports, "datacat_ingest_peer_plans_total").await,
+        forwarded: total(&ports, "datacat_ingest_forwarded_total").await,
         voided: total(&ports, "datacat_ingest_voided_total").await,
         progress_reads: total(&ports, "datacat_ingest_progress_reads_total").await,
         workers,
@@ -488,8 +488,8 @@ async fn main() -> Result<()> {
             100.0 * run.warm.0 as f64 / run.warm.1 / baselines[0],
         );
         println!(
-            "    {} worker(s): {} batches NAKed to wait for a predecessor, {} duplicates skipped; {} session plans on a peer's announced progress, {} voided; {} progress records read from KV",
-            run.workers, run.waits, run.duplicates, run.peer_plans, run.voided, run.progress_reads
+            "    {} worker(s): {} batches NAKed to wait for a predecessor, {} duplicates skipped; {} messages forwarded to their session's owner, {} session plans voided; {} progress records read from KV",
+            run.workers, run.waits, run.duplicates, run.forwarded, run.voided, run.progress_reads
         );
         println!(
             "    {} worker(s): CPU seconds per million rows, warm: {}; the raw insert of the measured rows: {}",
