@@ -45,15 +45,16 @@ pub struct Config {
 
     /// Rows (all tables together) an insert waits for while a backlog is queued. Rounds are
     /// planned while ClickHouse is busy and inserted together once it is free and this many
-    /// rows (or `--insert-wait-ms`) are reached: small inserts cost ClickHouse about twice the
-    /// CPU per row of large ones (parts and merges). Without a backlog (fewer than
-    /// `--fetch-batch` messages queued) a group is inserted as soon as ClickHouse is free, so
-    /// live data does not wait. Planning pauses at twice this many rows.
+    /// rows (or `--insert-wait-ms`) are reached, or deliveries stall (`--max-ack-pending`
+    /// messages are out): inserts of a few hundred thousand rows cost ClickHouse a third more
+    /// CPU per row than inserts of a million or two (parts and merges). Without a backlog
+    /// (fewer than `--fetch-batch` messages queued) a group is inserted as soon as ClickHouse
+    /// is free, so live data does not wait. Planning pauses at twice this many rows.
     #[arg(
         long,
         global = true,
         env = "DATACAT_INSERT_ROWS",
-        default_value_t = 500_000
+        default_value_t = 2_000_000
     )]
     pub insert_rows: usize,
 
@@ -62,7 +63,7 @@ pub struct Config {
         long,
         global = true,
         env = "DATACAT_INSERT_WAIT_MS",
-        default_value_t = 2000
+        default_value_t = 5000
     )]
     pub insert_wait_ms: u64,
 

@@ -189,6 +189,7 @@ impl Worker {
         // Batches waiting for a predecessor, looked at again with every round.
         let mut held: Vec<Held> = Vec::new();
         let mut held_kept_alive = std::time::Instant::now();
+        let (mut backlog, mut last_arrival) = (false, std::time::Instant::now());
         while !shutdown.is_cancelled() {
             // Batches held for a predecessor are looked at again soon, and a planned group
             // goes to ClickHouse as soon as it is free: neither waits for a full inbox.
@@ -212,9 +213,13 @@ impl Worker {
                     Ok(None) | Err(_) => break,
                 }
             }
-            // Another full fetch is queued behind these: worth waiting for.
-            let queued = messages.last().and_then(|m| m.info().ok());
-            let backlog = queued.is_some_and(|info| info.pending >= worker.fetch_batch as u64);
+            // Another full fetch is queued behind the last messages that came (a round with
+            // none, only held batches, says nothing about it): worth waiting for.
+            if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
+                backlog = info.pending >= worker.fetch_batch as u64;
+                last_arrival = std::time::Instant::now();
+            }
+            let backlog = backlog && last_arrival.elapsed() < worker.fetch_wait;
             worker
                 .stats
                 .workers

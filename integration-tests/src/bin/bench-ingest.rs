@@ -94,6 +94,8 @@ struct Run {
     voided: u64,
     /// Progress records read from NATS KV.
     progress_reads: u64,
+    /// Inserts (one per group of rounds; each up to one `INSERT` per table).
+    inserts: u64,
     /// CPU seconds used during the warm phase.
     warm_cpu: CpuUse,
 }
@@ -211,6 +213,7 @@ async fn ingest_run(
         forwarded: total(&ports, "datacat_ingest_forwarded_total").await,
         voided: total(&ports, "datacat_ingest_voided_total").await,
         progress_reads: total(&ports, "datacat_ingest_progress_reads_total").await,
+        inserts: total(&ports, "datacat_ingest_inserts_total").await,
         workers,
         cold: (rows, started.elapsed().as_secs_f64()),
         warm: (measured_rows, warm_at.elapsed().as_secs_f64()),
@@ -488,8 +491,8 @@ async fn main() -> Result<()> {
             100.0 * run.warm.0 as f64 / run.warm.1 / baselines[0],
         );
         println!(
-            "    {} worker(s): {} batches NAKed to wait for a predecessor, {} duplicates skipped; {} messages forwarded to their session's owner, {} session plans voided; {} progress records read from KV",
-            run.workers, run.waits, run.duplicates, run.forwarded, run.voided, run.progress_reads
+            "    {} worker(s): {} batches NAKed to wait for a predecessor, {} duplicates skipped; {} messages forwarded to their session's owner, {} session plans voided; {} progress records read from KV; {} inserts of {} rows on average",
+            run.workers, run.waits, run.duplicates, run.forwarded, run.voided, run.progress_reads, run.inserts, run.cold.0 / run.inserts.max(1)
         );
         println!(
             "    {} worker(s): CPU seconds per million rows, warm: {}; the raw insert of the measured rows: {}",
