@@ -22,30 +22,90 @@ pub enum Base {
     Round(u64),
 }
 
-/// How long a committed progress may be used without reading KV again (milliseconds). The
-/// sweeper rewrites progress of sessions silent for `lost_after`, and a stale "active" must
-/// not produce rows before its compare-and-set fails.
-const FRESH_MS: u64 = 10_000;
+/// How long a committed progress may be used without reading KV again, by default. The
+/// sweeper rewrites progress of sessions silent for `--lost-after-secs`, and a stale "active"
+/// must not produce rows before its compare-and-set fails: a worker uses half of that.
+const FRESH: Duration = Duration::from_secs(10);
 
-/// Sessions kept before the cache starts over.
-const CAPACITY: usize = 100_000;
+/// Sessions in one generation of the cache (it keeps two).
+const GENERATION: usize = 100_000;
 
-/// How long a session whose progress KV showed behind the batches this worker holds for it
-/// is not read again. Its predecessor is usually in another worker's round, whose
-/// announcement says when it is planned; reading KV again every round was most of the KV
+/// How long a session whose progress is behind the batches this worker holds for it is not
+/// read from KV again. Its predecessor is usually on its way (forwarded by another worker,
+/// or in a round of this one's in flight); reading KV again every round was most of the KV
 /// reads with several workers, and their latency most of a round's planning time.
 const BEHIND_RECHECK: Duration = Duration::from_secs(2);
 
-#[derive(Default)]
+/// Entries in two generations: when the current one is full it becomes the older one (and
+/// the one before goes), so the sessions used lately stay. (Starting over when full made a
+/// wide backlog, more sessions than fit, read most of them from KV twice.)
+struct Generations<V> {
+    current: HashMap<String, V>,
+    older: HashMap<String, V>,
+}
+
+impl<V> Default for Generations<V> {
+    fn default() -> Self {
+        Self {
+            current: HashMap::new(),
+            older: HashMap::new(),
+        }
+    }
+}
+
+impl<V> Generations<V> {
+    fn remove(&mut self, key: &str) -> Option<V> {
+        self.current.remove(key).or_else(|| self.older.remove(key))
+    }
+
+    fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        match self.current.get_mut(key) {
+            Some(value) => Some(value),
+            None => self.older.get_mut(key),
+        }
+    }
+
+    fn insert(&mut self, key: String, value: V) {
+        self.older.remove(&key);
+        if self.current.len() >= GENERATION {
+            self.older = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, value);
+    }
+}
+
 pub struct ProgressCache {
-    entries: Mutex<HashMap<String, (Progress, Base)>>,
-    /// Sessions whose progress KV last showed at this next sequence, and when.
-    behind: Mutex<HashMap<String, (u64, Instant)>>,
+    entries: Mutex<Generations<(Progress, Base)>>,
+    /// Sessions whose progress was last known at this next sequence, behind the batches held
+    /// for them, and since when.
+    behind: Mutex<Generations<(u64, Instant)>>,
+    /// How long a committed entry is used without reading KV.
+    fresh_for: Duration,
+}
+
+impl Default for ProgressCache {
+    fn default() -> Self {
+        Self::new(FRESH)
+    }
 }
 
 impl ProgressCache {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, (Progress, Base)>> {
+    pub fn new(fresh_for: Duration) -> Self {
+        Self {
+            entries: Mutex::default(),
+            behind: Mutex::default(),
+            fresh_for,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Generations<(Progress, Base)>> {
         self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_behind(&self) -> MutexGuard<'_, Generations<(u64, Instant)>> {
+        self.behind
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -56,20 +116,18 @@ impl ProgressCache {
         let fresh = match base {
             Base::Round(_) => true,
             Base::Revision(_) => {
-                datacat_protocol::time::now_ms().saturating_sub(progress.seen_ms) < FRESH_MS
+                let age_ms = datacat_protocol::time::now_ms().saturating_sub(progress.seen_ms);
+                u128::from(age_ms) < self.fresh_for.as_millis()
             }
             Base::New => false,
         };
         fresh.then_some((progress, base))
     }
 
+    /// Keeps the entry. Losing entries only costs KV reads: the compare-and-set guards
+    /// correctness.
     pub fn put(&self, key: String, progress: Progress, base: Base) {
-        let mut entries = self.lock();
-        if entries.len() >= CAPACITY {
-            // Losing entries only costs KV reads: the compare-and-set guards correctness.
-            entries.clear();
-        }
-        entries.insert(key, (progress, base));
+        self.lock().insert(key, (progress, base));
     }
 
     /// Round `round` committed the session at `revision`: an entry still waiting for exactly
@@ -95,11 +153,8 @@ impl ProgressCache {
 
     /// KV showed the session at `next_seq`, behind the batches held for it.
     pub fn behind(&self, key: &str, next_seq: u64) {
-        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
-        if behind.len() >= CAPACITY {
-            behind.retain(|_, (_, at)| at.elapsed() < BEHIND_RECHECK);
-        }
-        behind.insert(key.to_string(), (next_seq, Instant::now()));
+        self.lock_behind()
+            .insert(key.to_string(), (next_seq, Instant::now()));
     }
 
     /// Whether the session has been known at `next_seq`, behind the batches held for it, for
@@ -107,13 +162,10 @@ impl ProgressCache {
     /// The predecessor is usually on its way; after that, KV is read again (another worker
     /// may have applied it).
     pub fn briefly_behind(&self, key: &str, next_seq: u64) -> bool {
-        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
-        match behind.get(key) {
-            Some(&(known, at)) if known == next_seq => at.elapsed() < BEHIND_RECHECK,
+        let mut behind = self.lock_behind();
+        match behind.get_mut(key) {
+            Some(&mut (known, at)) if known == next_seq => at.elapsed() < BEHIND_RECHECK,
             _ => {
-                if behind.len() >= CAPACITY {
-                    behind.retain(|_, (_, at)| at.elapsed() < BEHIND_RECHECK);
-                }
                 behind.insert(key.to_string(), (next_seq, Instant::now()));
                 true
             }
@@ -123,9 +175,11 @@ impl ProgressCache {
     /// Whether KV showed the session behind `first_seq` a moment ago (so reading it again
     /// is not worth it yet).
     pub fn still_behind(&self, key: &str, first_seq: u64) -> bool {
-        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
-        match behind.get(key) {
-            Some(&(next_seq, at)) if next_seq < first_seq && at.elapsed() < BEHIND_RECHECK => true,
+        let mut behind = self.lock_behind();
+        match behind.get_mut(key) {
+            Some(&mut (next_seq, at)) if next_seq < first_seq && at.elapsed() < BEHIND_RECHECK => {
+                true
+            }
             Some(_) => {
                 behind.remove(key);
                 false
@@ -161,7 +215,7 @@ mod tests {
         let cache = ProgressCache::default();
         assert!(cache.briefly_behind("a", 3), "the clock starts");
         assert!(cache.briefly_behind("a", 3));
-        cache.behind.lock().unwrap().get_mut("a").unwrap().1 -= BEHIND_RECHECK;
+        cache.lock_behind().get_mut("a").unwrap().1 -= BEHIND_RECHECK;
         assert!(!cache.briefly_behind("a", 3), "too long: read KV");
         assert!(
             cache.briefly_behind("a", 4),
@@ -173,7 +227,7 @@ mod tests {
     fn stale_committed_entries_are_not_used_but_in_flight_ones_are() {
         let cache = ProgressCache::default();
         let mut old = progress(1, "active");
-        old.seen_ms -= FRESH_MS + 1;
+        old.seen_ms -= FRESH.as_millis() as u64 + 1;
         cache.put("a".into(), old.clone(), Base::Revision(1));
         assert!(cache.take("a").is_none());
         cache.put("a".into(), old, Base::Round(5));
@@ -189,8 +243,28 @@ mod tests {
         assert!(!cache.still_behind("a", 3), "seq 3 is due: read it");
         assert!(!cache.still_behind("a", 5), "forgotten once due");
         cache.behind("a", 3);
-        cache.behind.lock().unwrap().get_mut("a").unwrap().1 -= BEHIND_RECHECK;
+        cache.lock_behind().get_mut("a").unwrap().1 -= BEHIND_RECHECK;
         assert!(!cache.still_behind("a", 5), "stale");
+    }
+
+    #[test]
+    fn a_full_generation_keeps_the_sessions_used_lately() {
+        let cache = ProgressCache::default();
+        for i in 0..GENERATION + 10 {
+            cache.put(format!("s{i}"), progress(1, "active"), Base::Revision(1));
+        }
+        assert!(cache.take("s0").is_some(), "in the older generation");
+        cache.put("s1".into(), progress(2, "active"), Base::Revision(2));
+        assert_eq!(
+            cache.take("s1").map(|(p, _)| p.next_seq),
+            Some(2),
+            "the newer entry"
+        );
+        for i in 0..GENERATION {
+            cache.put(format!("t{i}"), progress(1, "active"), Base::Revision(1));
+        }
+        assert!(cache.take("s2").is_none(), "two generations ago");
+        assert!(cache.take(&format!("s{}", GENERATION + 5)).is_some());
     }
 
     #[test]

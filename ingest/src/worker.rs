@@ -133,7 +133,9 @@ impl Worker {
             gap_retry: Duration::from_millis(config.gap_retry_ms.max(10)),
             max_deliveries: config.max_deliveries.max(config.gap_max_deliveries + 1),
             hold_for: crate::plan::hold_for(Duration::from_secs(config.ack_wait_secs.max(1))),
-            cache: ProgressCache::default(),
+            // The sweeper marks sessions silent for `lost_after` lost: half of that, a
+            // committed progress cannot be stale.
+            cache: ProgressCache::new(Duration::from_secs(config.lost_after_secs.max(2)) / 2),
             members: Arc::new(Members::default()),
             shutdown: CancellationToken::new(),
         }
