@@ -241,39 +241,50 @@ pub async fn forward_foreign(
 /// Receives messages other workers forwarded to this one and passes them on as JetStream
 /// messages (acked through `jetstream` on their original reply subject), until shutdown.
 pub async fn receive_forwarded(
-    subscriber: async_nats::Subscriber,
+    mut subscriber: async_nats::Subscriber,
     jetstream: jetstream::Context,
     inbox: mpsc::Sender<Vec<Message>>,
     received: &AtomicU64,
     shutdown: CancellationToken,
 ) {
-    let mut subscriber = subscriber;
-    loop {
+    let unplanned = loop {
         let first = tokio::select! {
             message = subscriber.next() => message,
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break Vec::new(),
         };
-        let Some(first) = first else { break };
+        let Some(first) = first else { return };
         // Whatever else has arrived goes along in the same hand-over.
-        let mut messages = Vec::new();
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match rebuild(message, &jetstream) {
-                Some(message) => messages.push(message),
-                None => warn!("ignoring a forwarded message without its subject or reply"),
-            }
-            next = futures::FutureExt::now_or_never(subscriber.next()).flatten();
-            if messages.len() >= 4096 {
-                break;
-            }
-        }
+        let messages = arrived(&mut subscriber, Some(first), &jetstream);
         received.fetch_add(messages.len() as u64, Ordering::Relaxed);
         if let Err(mpsc::error::SendError(messages)) = inbox.send(messages).await {
-            // Stopping: back to the stream at once, for the sessions' next owners.
-            crate::worker::nak_all(messages, Duration::ZERO).await;
+            break messages;
+        }
+    };
+    // Stopping: back to the stream at once, for the sessions' next owners (the others stop
+    // forwarding here when they hear this worker leave).
+    let left = arrived(&mut subscriber, None, &jetstream);
+    crate::worker::nak_all(unplanned.into_iter().chain(left).collect(), Duration::ZERO).await;
+}
+
+/// `first` and the forwarded messages already waiting behind it (a few thousand at most).
+fn arrived(
+    subscriber: &mut async_nats::Subscriber,
+    first: Option<async_nats::Message>,
+    jetstream: &jetstream::Context,
+) -> Vec<Message> {
+    let mut messages = Vec::new();
+    let mut next = first.or_else(|| futures::FutureExt::now_or_never(subscriber.next()).flatten());
+    while let Some(message) = next {
+        match rebuild(message, jetstream) {
+            Some(message) => messages.push(message),
+            None => warn!("ignoring a forwarded message without its subject or ack subject"),
+        }
+        if messages.len() >= 4096 {
             break;
         }
+        next = futures::FutureExt::now_or_never(subscriber.next()).flatten();
     }
+    messages
 }
 
 /// A forwarded core message as the JetStream message it was delivered as.

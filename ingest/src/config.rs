@@ -104,9 +104,9 @@ pub struct Config {
     /// the gap is accepted and recorded. The delays grow (`gap_retry_ms` times the delivery
     /// count, at most 2 s): 80 deliveries wait about 65 s, longer than the ack wait, so a
     /// dead worker's unacknowledged batches come back first. (Before the first NAK, the worker
-    /// that got the batch keeps it for up to 10 s, at most half the ack wait, looking at it
-    /// again each round: its predecessor is usually on another worker.) Counted in deliveries, not time
-    /// since publication, so a backlog cannot make every gap look old. A predecessor arriving
+    /// that owns the batch's session keeps it for the ack wait plus 10 s: its predecessor is
+    /// usually on its way, forwarded by another worker.) Counted in deliveries, not time since
+    /// publication, so a backlog cannot make every gap look old. A predecessor arriving
     /// later still is applied then, never dropped.
     #[arg(
         long,

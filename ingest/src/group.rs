@@ -37,9 +37,8 @@ impl InFlight {
 }
 
 /// Rounds planned while ClickHouse was busy with the previous insert, inserted together.
-/// A busy ClickHouse so gets fewer, larger inserts: with several workers each round applies
-/// only part of what it fetched (the rest waits for a peer's round), and inserts of a few
-/// tens of thousands of rows cost ClickHouse about twice the CPU per row of large ones.
+/// A busy ClickHouse so gets fewer, larger inserts: inserts of a few tens of thousands of
+/// rows cost ClickHouse about twice the CPU per row of large ones.
 pub(crate) struct Group {
     rounds: Vec<Round>,
     pub(crate) rows: usize,
@@ -90,9 +89,8 @@ impl Group {
     }
 }
 
-/// A group stops growing at this many times `--insert-rows`: planning waits for ClickHouse.
-/// (At 4, a group took long enough from plan to commit that with 3 workers peers' held
-/// batches sometimes outwaited their 10 s hold and were NAKed, and throughput collapsed.)
+/// A group stops growing at this many times `--insert-rows`: planning waits for ClickHouse
+/// (and the memory a worker holds stays bounded).
 pub(crate) const PLANNED_ROWS_LIMIT: usize = 2;
 
 /// How often the messages of a round held back (while the previous round waits for

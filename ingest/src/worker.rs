@@ -1,12 +1,14 @@
-//! The consume loop: fetch a round of messages, plan it (`plan.rs`: apply each session's
-//! batches in sequence order against its progress record), and hand the planned rounds to
-//! ClickHouse in groups (`group.rs`: insert, then record progress by compare-and-set and
-//! ack). Nothing is acked before its rows are in ClickHouse.
+//! The consume loop: fetch messages (forwarding those of sessions another worker owns to it,
+//! `affinity.rs`), plan a round of this worker's (`plan.rs`: apply each session's batches in
+//! sequence order against its progress record), and hand the planned rounds to ClickHouse in
+//! groups (`group.rs`: insert, then record progress by compare-and-set and ack). Nothing is
+//! acked before its rows are in ClickHouse.
 //!
 //! Ordering across workers: a session's progress lives in NATS KV and is only advanced by a
 //! compare-and-set on its revision. A batch older than the progress is a duplicate (acked);
-//! the next one is applied; a newer one waits (NAK with delay) for its predecessor, up to a
-//! bounded number of deliveries after which the gap is recorded and the batch applied.
+//! the next one is applied; a newer one waits (held, then NAKed with delay) for its
+//! predecessor, up to a bounded number of deliveries after which the gap is recorded and the
+//! batch applied.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

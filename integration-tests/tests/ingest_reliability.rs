@@ -43,13 +43,7 @@ async fn one_worker_and_three_with_one_killed_give_identical_results() {
     assert!(applied_before_kill > 0, "worker 1 never took part");
     let by_three = ingested(&three, &workload, Duration::from_secs(120)).await;
     check_expected(&workload, &by_three);
-    let mut forwarded = 0;
-    for worker in 0..three.ingest_ports.len() {
-        forwarded += three
-            .ingest_metric(worker, "datacat_ingest_forwarded_total")
-            .await
-            .unwrap_or_default();
-    }
+    let forwarded = sum_over_workers(&three, "datacat_ingest_forwarded_total").await;
     // The comparison below covers batches fetched by one worker and applied by the owner of
     // their session only if there were some.
     assert!(
@@ -69,6 +63,86 @@ async fn one_worker_and_three_with_one_killed_give_identical_results() {
             "session {id} differs between 1 and 3 workers"
         );
     }
+}
+
+/// Sessions change owners mid-session when workers join and leave: nothing is lost, nothing
+/// is applied twice, and a worker stopped with SIGTERM exits cleanly, handing its sessions
+/// over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_joining_and_leaving_mid_stream_lose_nothing() {
+    let workload = Workload::generate("membership", 120, 24, 6, 5);
+    let mut stack = Stack::start().await.expect("stack starts");
+    let js = stack.jetstream().await.unwrap();
+    // In three parts by sequence (the batches are in session order), so each step below
+    // happens while sessions are half-way through.
+    let mut parts: Vec<Vec<datacat_protocol::Batch>> = vec![Vec::new(); 3];
+    for batch in &workload.batches {
+        parts[(batch.seq * 3 / 24) as usize].push(batch.clone());
+    }
+    let part = |batches: &[datacat_protocol::Batch]| Workload {
+        product: workload.product.clone(),
+        batches: batches.to_vec(),
+        expected: Default::default(),
+    };
+    part(&parts[0]).publish(&js, 0).await.unwrap();
+    wait_applied(&stack, parts[0].len()).await;
+    stack.add_ingest_worker().await.unwrap();
+    stack.add_ingest_worker().await.unwrap();
+    for _ in 0..100 {
+        if workers_seen(&stack, 0).await == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        workers_seen(&stack, 0).await,
+        3,
+        "the first worker sees the others"
+    );
+
+    part(&parts[1]).publish(&js, 0).await.unwrap();
+    wait_applied(&stack, parts[0].len() + parts[1].len()).await;
+    let forwarded = sum_over_workers(&stack, "datacat_ingest_forwarded_total").await;
+    assert!(forwarded > 0, "the workers shared the sessions");
+    // The first worker leaves, applied counts and all: the totals are from here on.
+    let status = stack.ingest[0].terminate(Duration::from_secs(30)).unwrap();
+    assert!(
+        status.success(),
+        "a worker stopped with SIGTERM exits cleanly: {status}"
+    );
+    stack.ingest.remove(0);
+    stack.ingest_ports.remove(0);
+
+    part(&parts[2]).publish(&js, 0).await.unwrap();
+    let sessions = ingested(&stack, &workload, Duration::from_secs(120)).await;
+    check_expected(&workload, &sessions);
+    assert_eq!(workers_seen(&stack, 0).await, 2, "the leaver said goodbye");
+}
+
+async fn sum_over_workers(stack: &Stack, name: &str) -> u64 {
+    let mut sum = 0;
+    for worker in 0..stack.ingest_ports.len() {
+        sum += stack.ingest_metric(worker, name).await.unwrap_or_default();
+    }
+    sum
+}
+
+async fn wait_applied(stack: &Stack, count: usize) {
+    for _ in 0..600 {
+        if sum_over_workers(stack, "datacat_ingest_messages_total").await >= count as u64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{count} batches were not applied within a minute");
+}
+
+/// The live workers worker `index` sees.
+async fn workers_seen(stack: &Stack, index: usize) -> u64 {
+    stack
+        .ingest_metric(index, "datacat_ingest_workers")
+        .await
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
