@@ -79,6 +79,8 @@ load_settings() {
         "DATACAT_NATS_URL=$NATS_URL"
         "DATACAT_CLICKHOUSE_URL=$CLICKHOUSE_URL"
         "DATACAT_CLICKHOUSE_DATABASE=$DATACAT_STACK_DATABASE"
+        # ClickHouse runs on this host: compressing what goes to it would only cost CPU.
+        "DATACAT_CLICKHOUSE_COMPRESSION=none"
         "RUST_LOG=${RUST_LOG:-info}"
     )
 

@@ -10,20 +10,6 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Transparent huge pages off for this process: mimalloc asks for them, and a daemon that
-/// touches a few KiB of a 2 MiB page is charged the whole page (idle RSS 17 -> 8 MiB in
-/// `deploy/bench.sh daemon`). The daemon lives beside the application: small beats fast here.
-#[cfg(target_os = "linux")]
-fn disable_huge_pages() {
-    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and changes only this
-    // process's page policy.
-    #[allow(unsafe_code)]
-    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-}
-
-#[cfg(not(target_os = "linux"))]
-fn disable_huge_pages() {}
-
 mod aggregate;
 mod api;
 mod config;
@@ -53,7 +39,9 @@ use crate::spool::Spool;
 const READY_LINE: &str = "DATACAT_DAEMON_READY";
 
 fn main() -> Result<()> {
-    disable_huge_pages();
+    // Small beats fast beside the application: a daemon that touches a few KiB of a 2 MiB
+    // page is charged the whole page (idle RSS 17 -> 8 MiB in `deploy/bench.sh daemon`).
+    datacat_service::disable_transparent_huge_pages();
     let config = Config::parse();
     datacat_service::init_tracing();
     let runtime = tokio::runtime::Runtime::new()?;

@@ -40,6 +40,7 @@ async fn main() -> Result<()> {
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1)
     };
+    datacat_service::disable_transparent_huge_pages();
     let config = Config::parse();
     datacat_service::init_tracing();
 

@@ -4,7 +4,9 @@ use datacat_integration_tests::ClickHouse;
 use datacat_warehouse::rows::{
     EventRow, MetricRow, MetricSessionRow, SessionRow, StateHistoryRow, StatePathRow,
 };
-use datacat_warehouse::{migrate, Connection, EncodedRows, RowSet, Writer, MIGRATIONS};
+use datacat_warehouse::{
+    migrate, Connection, EncodedRows, RowSet, WireCompression, Writer, MIGRATIONS,
+};
 
 fn rows() -> RowSet {
     RowSet {
@@ -136,6 +138,7 @@ fn connection(server: &ClickHouse, database: &str) -> Connection {
         user: None,
         password: None,
         cluster: None,
+        compression: WireCompression::Lz4,
     }
 }
 

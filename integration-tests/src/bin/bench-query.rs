@@ -19,7 +19,7 @@ use datacat_integration_tests::bench::env_or;
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::ClickHouse;
-use datacat_warehouse::{migrate, Connection};
+use datacat_warehouse::{migrate, Connection, WireCompression};
 
 /// Sessions start one second apart, ending an hour ago.
 fn seed_sql(sessions: u64, events: u64, metrics: u64, t0: u64) -> Vec<String> {
@@ -128,6 +128,7 @@ async fn main() -> Result<()> {
         user: None,
         password: None,
         cluster: None,
+        compression: WireCompression::Lz4,
     };
     migrate(&connection).await?;
     let t0 = datacat_protocol::time::now_ms() - sessions * 1000 - 3_600_000;
