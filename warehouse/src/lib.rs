@@ -195,6 +195,9 @@ mod tests {
             WireCompression::None
         );
         let error = parse(&["--clickhouse-compression", "zstd"]).unwrap_err();
-        assert!(error.to_string().contains("possible values: lz4, none"), "{error}");
+        assert!(
+            error.to_string().contains("possible values: lz4, none"),
+            "{error}"
+        );
     }
 }
