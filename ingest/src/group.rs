@@ -44,8 +44,8 @@ pub(crate) struct Group {
     pub(crate) rows: usize,
     /// When its first round was planned.
     started: Instant,
-    /// When its messages' ack deadlines were last extended (or its first round planned).
-    kept_alive: Instant,
+    /// Its messages' ack deadlines, extended from its first round on.
+    kept_alive: KeepAlive,
 }
 
 impl Default for Group {
@@ -54,7 +54,7 @@ impl Default for Group {
             rounds: Vec::new(),
             rows: 0,
             started: Instant::now(),
-            kept_alive: Instant::now(),
+            kept_alive: KeepAlive::new(),
         }
     }
 }
@@ -64,7 +64,7 @@ impl Group {
         self.rows += round.rows.iter().map(EncodedRows::row_count).sum::<usize>();
         if self.rounds.is_empty() {
             self.started = Instant::now();
-            self.kept_alive = self.started;
+            self.kept_alive = KeepAlive::new();
         }
         self.rounds.push(round);
     }
@@ -80,12 +80,28 @@ impl Group {
     /// Extends the ack deadline of its messages every `KEEP_ALIVE_EVERY` while it waits for
     /// ClickHouse (an outage must not get them redelivered).
     pub(crate) async fn keep_alive_if_due(&mut self) {
-        if self.kept_alive.elapsed() < KEEP_ALIVE_EVERY {
+        let messages = self.rounds.iter().flat_map(Round::messages);
+        self.kept_alive.extend_if_due(messages).await;
+    }
+}
+
+/// When some waiting messages' ack deadlines were last extended.
+pub(crate) struct KeepAlive(Instant);
+
+impl KeepAlive {
+    pub(crate) fn new() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Extends the messages' ack deadlines when `KEEP_ALIVE_EVERY` has passed since the
+    /// last time (or since `new`).
+    pub(crate) async fn extend_if_due<'a>(&mut self, messages: impl Iterator<Item = &'a Message>) {
+        if self.0.elapsed() < KEEP_ALIVE_EVERY {
             return;
         }
-        let messages: Vec<&Message> = self.messages().collect();
+        let messages: Vec<&Message> = messages.collect();
         extend_ack_deadlines(&messages).await;
-        self.kept_alive = Instant::now();
+        self.0 = Instant::now();
     }
 }
 

@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::affinity::{self, Members};
 use crate::config::Config;
-use crate::group::{Group, InFlight, KEEP_ALIVE_EVERY, PLANNED_ROWS_LIMIT};
+use crate::group::{Group, InFlight, KeepAlive, KEEP_ALIVE_EVERY, PLANNED_ROWS_LIMIT};
 use crate::plan::Held;
 use crate::progress_cache::ProgressCache;
 use crate::setup::Resources;
@@ -192,7 +192,7 @@ impl Worker {
         let mut next_round = 0;
         // Batches waiting for a predecessor, looked at again with every round.
         let mut held: Vec<Held> = Vec::new();
-        let mut held_kept_alive = std::time::Instant::now();
+        let mut held_kept_alive = KeepAlive::new();
         let (mut backlog, mut last_arrival) = (false, std::time::Instant::now());
         while !shutdown.is_cancelled() {
             // Batches held for a predecessor are looked at again soon, and a planned group
@@ -237,12 +237,9 @@ impl Worker {
                 held = std::mem::take(&mut round.held);
                 group.add(round);
             }
-            if held_kept_alive.elapsed() >= KEEP_ALIVE_EVERY {
-                // Held past the ack wait, if need be (see `plan::hold_for`).
-                let messages: Vec<&Message> = held.iter().map(|held| &held.message).collect();
-                extend_ack_deadlines(&messages).await;
-                held_kept_alive = std::time::Instant::now();
-            }
+            // Held past the ack wait, if need be (see `plan::hold_for`).
+            let held_messages = held.iter().map(|held| &held.message);
+            held_kept_alive.extend_if_due(held_messages).await;
             if group.is_empty() {
                 continue;
             }
