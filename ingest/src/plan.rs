@@ -74,11 +74,17 @@ pub struct SessionPlan {
     pub poison: Vec<(Message, String)>,
 }
 
+/// One session's rows of a round, in sequence order.
+pub struct SessionRows {
+    pub session_id: String,
+    pub rows: EncodedRows,
+}
+
 /// A planned round: its rows and, per session, what to commit once they are inserted.
 pub struct Round {
     pub id: u64,
     /// Each session's rows (inserted together, never concatenated).
-    pub rows: Vec<EncodedRows>,
+    pub rows: Vec<SessionRows>,
     pub plans: Vec<SessionPlan>,
     /// Batches kept for the next round (taken out of the plans).
     pub held: Vec<Held>,
@@ -227,7 +233,10 @@ impl Worker {
             match plan {
                 Ok(mut plan) => {
                     if !session_rows.is_empty() {
-                        rows.push(session_rows);
+                        rows.push(SessionRows {
+                            session_id,
+                            rows: session_rows,
+                        });
                     }
                     held.append(&mut plan.held);
                     plans.push(plan);

@@ -8,6 +8,7 @@
 pub mod explore;
 pub mod export;
 pub mod filter;
+mod key_order;
 pub mod maintenance;
 pub mod migrations;
 pub mod read;

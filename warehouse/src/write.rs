@@ -1,7 +1,9 @@
 //! Inserting rows: one `INSERT` per table per call, because ClickHouse wants few large inserts.
 
+use clickhouse::insert_formatted::InsertFormatted;
 use clickhouse::{Client, RowOwned, RowWrite};
 
+use crate::key_order;
 use crate::rowbinary::{EncodedRows, EncodedTable, TABLES};
 
 use crate::rows::{
@@ -53,6 +55,33 @@ impl RowSet {
 /// Bytes of encoded rows sent at once.
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// An insert's body, sent in chunks of about a MiB: few enough to be cheap, small enough that
+/// sending overlaps ClickHouse's parsing.
+#[derive(Default)]
+struct Body {
+    chunk: Vec<u8>,
+}
+
+impl Body {
+    async fn add(&mut self, insert: &mut InsertFormatted, bytes: &[u8]) -> Result<()> {
+        if self.chunk.capacity() == 0 {
+            self.chunk.reserve(CHUNK_BYTES + CHUNK_BYTES / 4);
+        }
+        self.chunk.extend_from_slice(bytes);
+        if self.chunk.len() >= CHUNK_BYTES {
+            insert.send(std::mem::take(&mut self.chunk).into()).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(self, insert: &mut InsertFormatted) -> Result<()> {
+        if !self.chunk.is_empty() {
+            insert.send(self.chunk.into()).await?;
+        }
+        Ok(())
+    }
+}
+
 pub struct Writer {
     client: Client,
 }
@@ -103,19 +132,28 @@ impl Writer {
         }
         let sql = format!("INSERT INTO {table}({columns}) FORMAT RowBinary");
         let mut insert = self.client.insert_formatted_with(sql);
-        // Sent in chunks of about a MiB (each compressed on its own): few enough to be cheap,
-        // small enough that sending overlaps ClickHouse's parsing.
-        let mut chunk = Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4);
-        for part in parts {
-            chunk.extend_from_slice(&part.bytes);
-            if chunk.len() >= CHUNK_BYTES {
-                insert.send(std::mem::take(&mut chunk).into()).await?;
-                chunk.reserve(CHUNK_BYTES + CHUNK_BYTES / 4);
+        let mut body = Body::default();
+        let parts: Vec<&EncodedTable> = parts.collect();
+        // ClickHouse skips sorting a block that comes sorted (`key_order.rs`). Rows that do
+        // not parse are sent as they are, for ClickHouse to refuse.
+        let order = match table {
+            "state_paths" => key_order::state_paths_in_key_order(&parts).ok(),
+            _ => None,
+        };
+        match order {
+            Some(order) => {
+                for span in order {
+                    let bytes = &parts[span.table].bytes[span.start..span.end];
+                    body.add(&mut insert, bytes).await?;
+                }
+            }
+            None => {
+                for part in parts {
+                    body.add(&mut insert, &part.bytes).await?;
+                }
             }
         }
-        if !chunk.is_empty() {
-            insert.send(chunk.into()).await?;
-        }
+        body.finish(&mut insert).await?;
         insert.end().await?;
         Ok(())
     }
