@@ -46,15 +46,15 @@ pub struct Config {
     /// Rows (all tables together) an insert waits for while a backlog is queued. Rounds are
     /// planned while ClickHouse is busy and inserted together once it is free and this many
     /// rows (or `--insert-wait-ms`) are reached, or deliveries stall (`--max-ack-pending`
-    /// messages are out): inserts of a few hundred thousand rows cost ClickHouse a third more
-    /// CPU per row than inserts of a million or two (parts and merges). Without a backlog
+    /// messages are out): inserts of tens of thousands of rows cost ClickHouse about twice the
+    /// CPU per row of inserts of a million (parts and merges). Without a backlog
     /// (fewer than `--fetch-batch` messages queued) a group is inserted as soon as ClickHouse
     /// is free, so live data does not wait. Planning pauses at twice this many rows.
     #[arg(
         long,
         global = true,
         env = "DATACAT_INSERT_ROWS",
-        default_value_t = 2_000_000
+        default_value_t = 1_000_000
     )]
     pub insert_rows: usize,
 
