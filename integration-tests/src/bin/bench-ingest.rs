@@ -383,13 +383,17 @@ async fn time_raw_insert(
     let blocks_before = written_blocks(connection).await?;
     let started = Instant::now();
     for encoded in &raw.warmup {
-        writer.insert_encoded(std::slice::from_ref(encoded)).await?;
+        writer
+            .insert_encoded_presorted(std::slice::from_ref(encoded))
+            .await?;
     }
     let warmup_seconds = started.elapsed().as_secs_f64();
     let cpu_now = || CpuUse::now(&[], clickhouse.pid(), None);
     let (started, cpu_start) = (Instant::now(), cpu_now());
     for encoded in &raw.measured {
-        writer.insert_encoded(std::slice::from_ref(encoded)).await?;
+        writer
+            .insert_encoded_presorted(std::slice::from_ref(encoded))
+            .await?;
     }
     let measured_seconds = started.elapsed().as_secs_f64();
     let measured_cpu = cpu_now().since(cpu_start);
