@@ -313,6 +313,22 @@ async fn state_paths_arrive_sorted_and_whole() {
     expected.sort_by_key(key);
     expected.dedup_by_key(|r| key(r));
     assert_eq!(stored, expected);
+
+    // Rows said to be sorted already are sent as they are (these are not: ClickHouse sorts).
+    client
+        .query("TRUNCATE TABLE state_paths")
+        .execute()
+        .await
+        .unwrap();
+    let before = blocks_already_sorted(&client).await;
+    writer
+        .insert_encoded_presorted(&encoded)
+        .await
+        .expect("insert");
+    assert_eq!(blocks_already_sorted(&client).await, before);
+    let mut stored = read_all::<StatePathRow>(&client, "state_paths").await;
+    stored.sort_by_key(key);
+    assert_eq!(stored, expected);
 }
 
 /// Replicas of ingest start together and each migrates: none of them may fail.

@@ -156,9 +156,10 @@ impl Writer {
         let parts: Vec<&EncodedTable> = parts.collect();
         // ClickHouse skips sorting a block that comes sorted (`key_order.rs`). Rows that do
         // not parse are sent as they are, for ClickHouse to refuse.
-        let order = match sort_state_paths {
-            true => key_order::state_paths_in_key_order(&parts).ok(),
-            false => None,
+        let order = if sort_state_paths {
+            key_order::state_paths_in_key_order(&parts).ok()
+        } else {
+            None
         };
         match order {
             Some(order) => {
