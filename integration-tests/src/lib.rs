@@ -18,5 +18,5 @@ pub mod stack;
 pub mod workload;
 
 pub use daemon::Daemon;
-pub use servers::{ClickHouse, Nats};
+pub use servers::{ClickHouse, Nats, WrittenBlocks};
 pub use stack::Stack;

@@ -228,6 +228,26 @@ impl ClickHouse {
         self.process.as_ref().map(ChildGuard::pid)
     }
 
+    /// How many blocks the server has written into new parts since it started, and how many
+    /// of them arrived already sorted by their table's key (it neither sorts nor reorders
+    /// those). Read before and after a phase; see [`WrittenBlocks::since`].
+    pub async fn written_blocks(&self) -> Result<WrittenBlocks> {
+        let body = self
+            .sql(
+                "SELECT sumIf(value, event = 'MergeTreeDataWriterBlocks'), \
+                 sumIf(value, event = 'MergeTreeDataWriterBlocksAlreadySorted') FROM system.events",
+            )
+            .await?;
+        let mut counts = body.split_whitespace().map(str::parse::<u64>);
+        match (counts.next(), counts.next()) {
+            (Some(Ok(written)), Some(Ok(already_sorted))) => Ok(WrittenBlocks {
+                written,
+                already_sorted,
+            }),
+            _ => anyhow::bail!("unexpected system.events answer: {body:?}"),
+        }
+    }
+
     /// Runs one SQL statement over HTTP and returns the body.
     pub async fn sql(&self, sql: &str) -> Result<String> {
         let response = reqwest::Client::new()
@@ -239,5 +259,32 @@ impl ClickHouse {
         let body = response.text().await?;
         anyhow::ensure!(status.is_success(), "clickhouse answered {status}: {body}");
         Ok(body)
+    }
+}
+
+/// Blocks ClickHouse wrote into new parts, and how many of them came sorted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WrittenBlocks {
+    pub written: u64,
+    pub already_sorted: u64,
+}
+
+impl WrittenBlocks {
+    /// The blocks written since `start`.
+    pub fn since(self, start: Self) -> Self {
+        Self {
+            written: self.written - start.written,
+            already_sorted: self.already_sorted - start.already_sorted,
+        }
+    }
+}
+
+impl std::fmt::Display for WrittenBlocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} blocks already sorted",
+            self.already_sorted, self.written
+        )
     }
 }

@@ -229,12 +229,9 @@ async fn rows_round_trip_and_duplicates_collapse() {
 }
 
 /// ClickHouse's count of blocks it wrote into parts that arrived already sorted by key.
-async fn blocks_already_sorted(client: &clickhouse::Client) -> u64 {
-    client
-        .query("SELECT toUInt64(sum(value)) FROM system.events WHERE event = 'MergeTreeDataWriterBlocksAlreadySorted'")
-        .fetch_one()
-        .await
-        .expect("system.events")
+async fn blocks_already_sorted(server: &ClickHouse) -> u64 {
+    let blocks = server.written_blocks().await.expect("system.events");
+    blocks.already_sorted
 }
 
 /// State paths are sent in their table's key order (path, value, session_id, seq, idx),
@@ -278,10 +275,10 @@ async fn state_paths_arrive_sorted_and_whole() {
     let mut expected: Vec<StatePathRow> = sets.iter().flat_map(|s| s.state_paths.clone()).collect();
 
     // The plain row writer sends them as they come: ClickHouse has to sort.
-    let before = blocks_already_sorted(&client).await;
+    let before = blocks_already_sorted(&server).await;
     writer.insert(&sets[0]).await.expect("insert");
     assert_eq!(
-        blocks_already_sorted(&client).await,
+        blocks_already_sorted(&server).await,
         before,
         "these rows are not in key order"
     );
@@ -292,10 +289,10 @@ async fn state_paths_arrive_sorted_and_whole() {
         .unwrap();
 
     let encoded: Vec<EncodedRows> = sets.iter().map(EncodedRows::from_row_set).collect();
-    let before = blocks_already_sorted(&client).await;
+    let before = blocks_already_sorted(&server).await;
     writer.insert_encoded(&encoded).await.expect("insert");
     assert_eq!(
-        blocks_already_sorted(&client).await,
+        blocks_already_sorted(&server).await,
         before + 1,
         "the one block written came sorted"
     );
@@ -320,12 +317,12 @@ async fn state_paths_arrive_sorted_and_whole() {
         .execute()
         .await
         .unwrap();
-    let before = blocks_already_sorted(&client).await;
+    let before = blocks_already_sorted(&server).await;
     writer
         .insert_encoded_presorted(&encoded)
         .await
         .expect("insert");
-    assert_eq!(blocks_already_sorted(&client).await, before);
+    assert_eq!(blocks_already_sorted(&server).await, before);
     let mut stored = read_all::<StatePathRow>(&client, "state_paths").await;
     stored.sort_by_key(key);
     assert_eq!(stored, expected);

@@ -130,7 +130,7 @@ impl Writer {
     async fn insert_sets(&self, sets: &[EncodedRows], state_paths: StatePaths) -> Result<()> {
         let table = |i: usize| {
             let (name, columns) = TABLES[i];
-            let parts = sets.iter().map(move |set| set.tables()[i]);
+            let parts: Vec<&EncodedTable> = sets.iter().map(|set| set.tables()[i]).collect();
             let sort = name == "state_paths" && state_paths == StatePaths::Sort;
             self.insert_encoded_table(name, columns, parts, sort)
         };
@@ -140,20 +140,19 @@ impl Writer {
         table(5).await
     }
 
-    async fn insert_encoded_table<'a>(
+    async fn insert_encoded_table(
         &self,
         table: &str,
         columns: &str,
-        parts: impl Iterator<Item = &'a EncodedTable> + Clone,
+        parts: Vec<&EncodedTable>,
         sort_state_paths: bool,
     ) -> Result<()> {
-        if parts.clone().all(EncodedTable::is_empty) {
+        if parts.iter().all(|part| part.is_empty()) {
             return Ok(());
         }
         let sql = format!("INSERT INTO {table}({columns}) FORMAT RowBinary");
         let mut insert = self.client.insert_formatted_with(sql);
         let mut body = Body::default();
-        let parts: Vec<&EncodedTable> = parts.collect();
         // ClickHouse skips sorting a block that comes sorted (`key_order.rs`). Rows that do
         // not parse are sent as they are, for ClickHouse to refuse.
         let order = if sort_state_paths {

@@ -26,7 +26,7 @@ use datacat_integration_tests::bench::{cpu_seconds, env_or};
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::workload::Workload;
-use datacat_integration_tests::{ClickHouse, Nats};
+use datacat_integration_tests::{ClickHouse, Nats, WrittenBlocks};
 use datacat_warehouse::rows::{
     EventRow, MetricRow, MetricSessionRow, SessionRow, StateHistoryRow, StatePathRow,
 };
@@ -103,7 +103,7 @@ struct Run {
     /// CPU seconds used during the warm phase.
     warm_cpu: CpuUse,
     /// Blocks ClickHouse wrote over both workloads.
-    blocks: SortedBlocks,
+    blocks: WrittenBlocks,
 }
 
 /// CPU seconds used by each part of the pipeline over a phase: where a run's time went,
@@ -164,7 +164,6 @@ async fn total(ports: &[u16], name: &str) -> u64 {
 /// warm-up's messages are all applied.
 async fn ingest_run(
     clickhouse: &ClickHouse,
-    server: &Connection,
     warmup: &Workload,
     workload: &Workload,
     workers: usize,
@@ -181,7 +180,7 @@ async fn ingest_run(
     warmup.publish(&jetstream, 0).await?;
     workload.publish(&jetstream, 0).await?;
 
-    let blocks_before = written_blocks(server).await?;
+    let blocks_before = clickhouse.written_blocks().await?;
     let started = Instant::now();
     let (processes, ports) =
         start_workers(&nats, clickhouse, workers, database, logs, "run").await?;
@@ -208,7 +207,7 @@ async fn ingest_run(
     }
     let warm_cpu = cpu_now();
     let cold_seconds = started.elapsed().as_secs_f64();
-    let blocks = written_blocks(server).await?.since(blocks_before);
+    let blocks = clickhouse.written_blocks().await?.since(blocks_before);
     let rows = total(&ports, "datacat_ingest_rows_total").await;
     let (warm_at, warm_start_cpu) = warm_start.expect("set before the loop ends");
     // Rows are counted when inserted and messages when committed, and a group of rounds
@@ -356,7 +355,7 @@ struct RawRun {
     measured_seconds: f64,
     measured_cpu: CpuUse,
     /// Blocks ClickHouse wrote over both parts.
-    blocks: SortedBlocks,
+    blocks: WrittenBlocks,
 }
 
 impl RawRun {
@@ -380,7 +379,7 @@ async fn time_raw_insert(
     migrate(connection).await?;
     let writer = Writer::new(connection)?;
     wait_for_merges(connection).await?;
-    let blocks_before = written_blocks(connection).await?;
+    let blocks_before = clickhouse.written_blocks().await?;
     let started = Instant::now();
     for encoded in &raw.warmup {
         writer
@@ -397,7 +396,7 @@ async fn time_raw_insert(
     }
     let measured_seconds = started.elapsed().as_secs_f64();
     let measured_cpu = cpu_now().since(cpu_start);
-    let blocks = written_blocks(connection).await?.since(blocks_before);
+    let blocks = clickhouse.written_blocks().await?.since(blocks_before);
     drop_database(connection, &connection.database).await?;
     Ok(RawRun {
         warmup_seconds,
@@ -405,53 +404,6 @@ async fn time_raw_insert(
         measured_cpu,
         blocks,
     })
-}
-
-/// ClickHouse's count of blocks written into new parts, and of those that arrived already
-/// sorted by their table's key (ClickHouse neither sorts nor reorders those: a large share
-/// of an insert's cost). Server-wide, so read before and after a phase.
-async fn written_blocks(connection: &Connection) -> Result<SortedBlocks> {
-    let client = connection.client()?;
-    let count = |event: &'static str| {
-        let client = client.clone();
-        async move {
-            client
-                .query("SELECT toUInt64(sum(value)) FROM system.events WHERE event = ?")
-                .bind(event)
-                .fetch_one::<u64>()
-                .await
-        }
-    };
-    Ok(SortedBlocks {
-        written: count("MergeTreeDataWriterBlocks").await?,
-        already_sorted: count("MergeTreeDataWriterBlocksAlreadySorted").await?,
-    })
-}
-
-/// Blocks ClickHouse wrote into new parts, and how many of them came sorted.
-#[derive(Default, Clone, Copy)]
-struct SortedBlocks {
-    written: u64,
-    already_sorted: u64,
-}
-
-impl SortedBlocks {
-    fn since(self, start: Self) -> Self {
-        Self {
-            written: self.written - start.written,
-            already_sorted: self.already_sorted - start.already_sorted,
-        }
-    }
-}
-
-impl std::fmt::Display for SortedBlocks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} of {} blocks already sorted",
-            self.already_sorted, self.written
-        )
-    }
 }
 
 /// Waits (up to a minute) until ClickHouse merges no parts: a run measured while the server
@@ -518,7 +470,6 @@ async fn main() -> Result<()> {
         wait_for_merges(&connection("default")).await?;
         let run = ingest_run(
             &clickhouse,
-            &connection("default"),
             &warmup,
             &workload,
             workers,
