@@ -22,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use datacat_integration_tests::bench::{cpu_seconds, env_or};
+use datacat_integration_tests::bench::{env_or, ProcessUse};
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::workload::Workload;
@@ -100,52 +100,84 @@ struct Run {
     progress_reads: u64,
     /// Inserts (one per group of rounds; each up to one `INSERT` per table).
     inserts: u64,
-    /// CPU seconds used during the warm phase.
+    /// CPU used over the whole run and during the warm phase.
+    cold_cpu: CpuUse,
     warm_cpu: CpuUse,
     /// Blocks ClickHouse wrote over both workloads.
     blocks: WrittenBlocks,
 }
 
-/// CPU seconds used by each part of the pipeline over a phase: where a run's time went,
-/// which a noisy machine's rows/s alone does not tell.
+/// CPU seconds (and fresh pages mapped) used by each part of the pipeline over a phase:
+/// where a run's time went, which a noisy machine's rows/s alone does not tell.
 #[derive(Default, Clone, Copy)]
 struct CpuUse {
-    ingest: f64,
-    clickhouse: f64,
-    nats: f64,
+    ingest: ProcessUse,
+    clickhouse: ProcessUse,
+    nats: ProcessUse,
     /// This benchmark process (the raw insert's client).
-    client: f64,
+    client: ProcessUse,
 }
 
 impl CpuUse {
     fn now(ingest: &[u32], clickhouse: Option<u32>, nats: Option<u32>) -> Self {
+        let of = |pid: Option<u32>| pid.map_or_else(ProcessUse::default, ProcessUse::of);
         Self {
-            ingest: ingest.iter().map(|&pid| cpu_seconds(pid)).sum(),
-            clickhouse: clickhouse.map_or(0.0, cpu_seconds),
-            nats: nats.map_or(0.0, cpu_seconds),
-            client: cpu_seconds(std::process::id()),
+            ingest: ingest
+                .iter()
+                .map(|&pid| ProcessUse::of(pid))
+                .fold(ProcessUse::default(), |sum, used| sum + used),
+            clickhouse: of(clickhouse),
+            nats: of(nats),
+            client: ProcessUse::of(std::process::id()),
         }
     }
 
     fn since(self, start: Self) -> Self {
         Self {
-            ingest: self.ingest - start.ingest,
-            clickhouse: self.clickhouse - start.clickhouse,
-            nats: self.nats - start.nats,
-            client: self.client - start.client,
+            ingest: self.ingest.since(start.ingest),
+            clickhouse: self.clickhouse.since(start.clickhouse),
+            nats: self.nats.since(start.nats),
+            client: self.client.since(start.client),
         }
     }
 
+    fn parts(&self) -> [(&'static str, ProcessUse); 4] {
+        [
+            ("ingest", self.ingest),
+            ("ClickHouse", self.clickhouse),
+            ("NATS", self.nats),
+            ("benchmark client", self.client),
+        ]
+    }
+
     /// CPU seconds per million rows, part by part.
-    fn per_million_rows(self, rows: u64) -> String {
+    fn per_million_rows(&self, rows: u64) -> String {
         let per = |seconds: f64| seconds * 1e6 / rows.max(1) as f64;
-        format!(
-            "ingest {:.2}, ClickHouse {:.2}, NATS {:.2}, benchmark client {:.2}",
-            per(self.ingest),
-            per(self.clickhouse),
-            per(self.nats),
-            per(self.client)
-        )
+        let parts: Vec<String> = self
+            .parts()
+            .iter()
+            .map(|(name, used)| format!("{name} {:.2}", per(used.cpu_seconds())))
+            .collect();
+        parts.join(", ")
+    }
+
+    /// How much of each part's CPU time was the kernel's, and the fresh pages it mapped:
+    /// on a virtual machine a first touch of memory can cost tens of microseconds a page.
+    fn kernel_share(&self) -> String {
+        let parts: Vec<String> = self
+            .parts()
+            .iter()
+            .filter(|(_, used)| used.cpu_seconds() > 0.0)
+            .map(|(name, used)| {
+                format!(
+                    "{name} {:.1} of {:.1} s, {} k page faults",
+                    used.system_seconds,
+                    used.cpu_seconds(),
+                    used.minor_faults / 1000
+                )
+            })
+            .collect();
+        parts.join("; ")
     }
 }
 
@@ -181,6 +213,8 @@ async fn ingest_run(
     workload.publish(&jetstream, 0).await?;
 
     let blocks_before = clickhouse.written_blocks().await?;
+    // The workers' share counts from their start (from zero).
+    let cold_start_cpu = CpuUse::now(&[], clickhouse.pid(), nats.pid());
     let started = Instant::now();
     let (processes, ports) =
         start_workers(&nats, clickhouse, workers, database, logs, "run").await?;
@@ -205,7 +239,7 @@ async fn ingest_run(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let warm_cpu = cpu_now();
+    let end_cpu = cpu_now();
     let cold_seconds = started.elapsed().as_secs_f64();
     let blocks = clickhouse.written_blocks().await?.since(blocks_before);
     let rows = total(&ports, "datacat_ingest_rows_total").await;
@@ -216,7 +250,8 @@ async fn ingest_run(
     // same shape), not the rows inserted after the warm-up's last commit.
     let measured_rows = rows * workload.batches.len() as u64 / all_messages;
     Ok(Run {
-        warm_cpu: warm_cpu.since(warm_start_cpu),
+        cold_cpu: end_cpu.since(cold_start_cpu),
+        warm_cpu: end_cpu.since(warm_start_cpu),
         blocks,
         waits: total(&ports, "datacat_ingest_waits_total").await,
         duplicates: total(&ports, "datacat_ingest_duplicates_total").await,
@@ -559,6 +594,22 @@ async fn main() -> Result<()> {
             run.workers,
             run.warm_cpu.per_million_rows(run.warm.0),
             raw_run.measured_cpu.per_million_rows(raw.measured_rows as u64),
+        );
+        println!(
+            "    {} worker(s): CPU seconds per million rows, cold: {}",
+            run.workers,
+            run.cold_cpu.per_million_rows(run.cold.0),
+        );
+        println!(
+            "    {} worker(s): in the kernel, cold: {}",
+            run.workers,
+            run.cold_cpu.kernel_share(),
+        );
+        println!(
+            "    {} worker(s): in the kernel, warm: {}; the raw insert of the measured rows: {}",
+            run.workers,
+            run.warm_cpu.kernel_share(),
+            raw_run.measured_cpu.kernel_share(),
         );
         println!(
             "    {} worker(s): ClickHouse wrote {} (both workloads); the raw insert {}",
