@@ -70,11 +70,6 @@ impl std::ops::Add for ProcessUse {
     }
 }
 
-/// CPU seconds (user + system) a process has used so far; 0 when it cannot be read.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    ProcessUse::of(pid).cpu_seconds()
-}
-
 /// Asked once: every sample of the processes' CPU would otherwise start `getconf`.
 fn clock_ticks_per_second() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
@@ -96,8 +91,8 @@ mod tests {
     fn this_process_has_used_some_cpu() {
         let spin = std::time::Instant::now();
         while spin.elapsed() < std::time::Duration::from_millis(50) {}
-        assert!(cpu_seconds(std::process::id()) > 0.0);
-        assert_eq!(cpu_seconds(u32::MAX), 0.0);
+        assert!(ProcessUse::of(std::process::id()).cpu_seconds() > 0.0);
+        assert_eq!(ProcessUse::of(u32::MAX).cpu_seconds(), 0.0);
         let before = ProcessUse::of(std::process::id());
         let touched = vec![1u8; 8 << 20];
         let used = ProcessUse::of(std::process::id()).since(before);
