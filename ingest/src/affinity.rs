@@ -30,6 +30,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::message_budget::MessageBudget;
+
 /// The core NATS subject heartbeats travel on (outside every stream).
 pub const MEMBERS_SUBJECT: &str = "datacat.ingest.members";
 
@@ -245,6 +247,7 @@ pub async fn receive_forwarded(
     jetstream: jetstream::Context,
     inbox: mpsc::Sender<Vec<Message>>,
     received: &AtomicU64,
+    budget: &Arc<MessageBudget>,
     shutdown: CancellationToken,
 ) {
     let unplanned = loop {
@@ -254,7 +257,7 @@ pub async fn receive_forwarded(
         };
         let Some(first) = first else { return };
         // Whatever else has arrived goes along in the same hand-over.
-        let messages = arrived(&mut subscriber, Some(first), &jetstream);
+        let messages = arrived(&mut subscriber, Some(first), &jetstream, budget);
         received.fetch_add(messages.len() as u64, Ordering::Relaxed);
         if let Err(mpsc::error::SendError(messages)) = inbox.send(messages).await {
             break messages;
@@ -262,21 +265,26 @@ pub async fn receive_forwarded(
     };
     // Stopping: back to the stream at once, for the sessions' next owners (the others stop
     // forwarding here when they hear this worker leave).
-    let left = arrived(&mut subscriber, None, &jetstream);
+    let left = arrived(&mut subscriber, None, &jetstream, budget);
     crate::worker::nak_all(unplanned.into_iter().chain(left).collect(), Duration::ZERO).await;
 }
 
-/// `first` and the forwarded messages already waiting behind it (a few thousand at most).
+/// `first` and the forwarded messages already waiting behind it (a few thousand at most),
+/// charged to the budget (this worker holds them now; their sender no longer does).
 fn arrived(
     subscriber: &mut async_nats::Subscriber,
     first: Option<async_nats::Message>,
     jetstream: &jetstream::Context,
+    budget: &Arc<MessageBudget>,
 ) -> Vec<Message> {
     let mut messages = Vec::new();
     let mut next = first.or_else(|| futures::FutureExt::now_or_never(subscriber.next()).flatten());
     while let Some(message) = next {
         match rebuild(message, jetstream) {
-            Some(message) => messages.push(message),
+            Some(mut message) => {
+                budget.charge(&mut message.message);
+                messages.push(message);
+            }
             None => warn!("ignoring a forwarded message without its subject or ack subject"),
         }
         if messages.len() >= 4096 {

@@ -145,6 +145,18 @@ pub struct Config {
     )]
     pub max_ack_pending: i64,
 
+    /// Payload MiB of the messages one worker holds at once (fetched, or forwarded to it,
+    /// and not yet acked): it fetches only while under this, so large batches cannot take
+    /// `--max-ack-pending` times their size in memory. Decoded records and the rows of the
+    /// groups being planned and inserted (`--insert-rows`) come on top.
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_MESSAGE_BUDGET_MIB",
+        default_value_t = 256
+    )]
+    pub message_budget_mib: usize,
+
     /// A message delivered this many times without being applied is dead-lettered.
     #[arg(
         long,

@@ -135,6 +135,11 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
             stats.workers.load(Ordering::Relaxed),
         ),
         Sample::gauge(
+            "datacat_ingest_message_bytes",
+            "Payload bytes of the messages this worker holds (fetched or forwarded to it, not yet acked), as of the last round.",
+            stats.message_bytes.load(Ordering::Relaxed),
+        ),
+        Sample::gauge(
             "datacat_ingest_held",
             "Batches kept by this worker until their predecessor (on another worker) is applied.",
             stats.held.load(Ordering::Relaxed),

@@ -6,6 +6,7 @@ mod apply;
 mod config;
 mod group;
 mod http;
+mod message_budget;
 mod metric_summary;
 mod plan;
 mod progress_cache;

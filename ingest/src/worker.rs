@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::affinity::{self, Members};
 use crate::config::Config;
 use crate::group::{Group, InFlight, KeepAlive, KEEP_ALIVE_EVERY, PLANNED_ROWS_LIMIT};
+use crate::message_budget::MessageBudget;
 use crate::plan::Held;
 use crate::progress_cache::ProgressCache;
 use crate::setup::Resources;
@@ -58,6 +59,8 @@ pub struct Stats {
     pub forwarded_in: AtomicU64,
     /// Live workers, this one included, as of the last round.
     pub workers: AtomicU64,
+    /// Payload bytes of the messages this worker holds, as of the last round.
+    pub message_bytes: AtomicU64,
     /// Progress records read from NATS KV (not known from this worker's own rounds).
     pub progress_reads: AtomicU64,
     /// Session plans void because the progress they were built on was not written.
@@ -82,6 +85,8 @@ pub struct Worker {
     pub(crate) cache: ProgressCache,
     /// The live workers, which own the sessions between them.
     pub(crate) members: Arc<Members>,
+    /// What the messages held may take in memory (`--message-budget-mib`).
+    budget: Arc<MessageBudget>,
 }
 
 /// How long a round waits for messages while batches are held for a predecessor or a
@@ -123,7 +128,6 @@ impl Worker {
         config: &Config,
     ) -> Self {
         Self {
-            client,
             resources,
             writer,
             stats,
@@ -139,6 +143,11 @@ impl Worker {
             // committed progress cannot be stale.
             cache: ProgressCache::new(Duration::from_secs(config.lost_after_secs.max(2)) / 2),
             members: Arc::new(Members::default()),
+            budget: MessageBudget::new(
+                config.message_budget_mib.saturating_mul(1 << 20),
+                client.server_info().max_payload,
+            ),
+            client,
             shutdown: CancellationToken::new(),
         }
     }
@@ -180,6 +189,7 @@ impl Worker {
                     jetstream,
                     sender,
                     received,
+                    &worker.budget,
                     worker.shutdown.clone(),
                 )
                 .await
@@ -228,6 +238,10 @@ impl Worker {
                 .stats
                 .workers
                 .store(worker.members.live().len() as u64, Ordering::Relaxed);
+            worker
+                .stats
+                .message_bytes
+                .store(worker.budget.held() as u64, Ordering::Relaxed);
             if !messages.is_empty() || !held.is_empty() {
                 // A round, once taken in, is finished even when shutdown arrives meanwhile.
                 next_round += 1;
@@ -276,9 +290,13 @@ impl Worker {
 
     /// Fetches from the shared consumer until shutdown: messages of sessions another worker
     /// owns are forwarded to it, this worker's go to its inbox (whose bound stops the
-    /// fetching while planning is behind).
+    /// fetching while planning is behind, as does the message budget).
     async fn fetch_loop(self: Arc<Self>, inbox: mpsc::Sender<Vec<Message>>) {
         while !self.shutdown.is_cancelled() {
+            self.budget.wait_for_room(&self.shutdown).await;
+            if self.shutdown.is_cancelled() {
+                break;
+            }
             let messages = match self.fetch(self.fetch_wait).await {
                 Ok(messages) => messages,
                 Err(error) => {
@@ -324,13 +342,17 @@ impl Worker {
             .consumer
             .batch()
             .max_messages(self.fetch_batch)
+            .max_bytes(self.budget.fetch_bytes())
             .expires(wait)
             .messages()
             .await?;
         let mut messages = Vec::new();
         while let Some(message) = batch.next().await {
             match message {
-                Ok(message) => messages.push(message),
+                Ok(mut message) => {
+                    self.budget.charge(&mut message.message);
+                    messages.push(message);
+                }
                 Err(error) => {
                     debug!(%error, "fetch ended early");
                     break;

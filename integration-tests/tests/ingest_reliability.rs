@@ -254,3 +254,75 @@ async fn poison_messages_are_dead_lettered_and_the_rest_ingested() {
 fn rmp_like(batch: &datacat_protocol::Batch) -> Vec<u8> {
     datacat_protocol::encode_batch(batch).unwrap()
 }
+
+/// Large batches: a worker holds no more message payload than `--message-budget-mib` (plus
+/// one fetch of the largest message NATS accepts), and still ingests everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_stay_within_the_message_budget() {
+    const BUDGET_MIB: usize = 2;
+    let stack = Stack::start_with(&[("DATACAT_MESSAGE_BUDGET_MIB", "2")])
+        .await
+        .expect("stack starts");
+    let js = stack.jetstream().await.unwrap();
+    let max_payload = js.client().server_info().max_payload;
+    let mut workload = Workload::generate("budget", 8, 6, 5, 5);
+    // About 300 KB a batch, 14 MB in all: seven times the budget.
+    let mut large = 0;
+    for batch in &mut workload.batches {
+        for record in &mut batch.records {
+            if let datacat_protocol::Record::Event(event) = record {
+                event.message = format!("{} {}", event.message, "x".repeat(300_000));
+                large += 1;
+                break;
+            }
+        }
+    }
+    assert!(
+        large * 300_000 > 6 * (BUDGET_MIB << 20),
+        "{large} large batches"
+    );
+
+    // The worker's held payload, as often as its /metrics can tell it.
+    let metrics = format!("http://127.0.0.1:{}/metrics", stack.ingest_ports[0]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peak = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut peak = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(response) = reqwest::get(&metrics).await {
+                    let text = response.text().await.unwrap_or_default();
+                    let held = text.lines().find_map(|line| {
+                        line.strip_prefix("datacat_ingest_message_bytes ")?
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                    });
+                    peak = peak.max(held.unwrap_or_default());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            peak
+        }
+    });
+    workload.publish(&js, 0).await.unwrap();
+    let sessions = ingested(&stack, &workload, Duration::from_secs(120)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = peak.await.unwrap() as usize;
+    check_expected(&workload, &sessions);
+
+    let bound = (BUDGET_MIB << 20) + max_payload + 64 * 1024;
+    assert!(peak > 0, "the worker reports the payload it holds");
+    assert!(
+        peak <= bound,
+        "held {peak} bytes of payload at once; the budget allows {bound}"
+    );
+    let id = &workload.batches[0].session_id;
+    let events = stack.session_events(id).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|event| event["message"].as_str().is_some_and(|m| m.len() > 300_000)),
+        "the large events are stored whole"
+    );
+}
