@@ -251,6 +251,9 @@ pub async fn receive_forwarded(
     shutdown: CancellationToken,
 ) {
     let unplanned = loop {
+        // Within the budget, as fetching is; meanwhile forwarded messages queue in the
+        // subscription (and, past its capacity, are dropped and come back after the ack wait).
+        budget.wait_for_room(&shutdown).await;
         let first = tokio::select! {
             message = subscriber.next() => message,
             _ = shutdown.cancelled() => break Vec::new(),
@@ -287,7 +290,7 @@ fn arrived(
             }
             None => warn!("ignoring a forwarded message without its subject or ack subject"),
         }
-        if messages.len() >= 4096 {
+        if messages.len() >= 4096 || !budget.has_room() {
             break;
         }
         next = futures::FutureExt::now_or_never(subscriber.next()).flatten();

@@ -145,8 +145,8 @@ pub struct Config {
     )]
     pub max_ack_pending: i64,
 
-    /// Payload MiB of the messages one worker holds at once (fetched, or forwarded to it,
-    /// and not yet acked): it fetches only while under this, so large batches cannot take
+    /// Payload MiB of the messages one worker holds (fetched, or forwarded to it, and not
+    /// yet acked): it takes in more only while under this, so large batches cannot take
     /// `--max-ack-pending` times their size in memory. Decoded records and the rows of the
     /// groups being planned and inserted (`--insert-rows`) come on top.
     #[arg(

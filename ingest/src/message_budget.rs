@@ -2,9 +2,10 @@
 //! holds (fetched, or forwarded to it by another worker, and not yet acked, NAKed or
 //! forwarded on). `--max-ack-pending` bounds how many messages are out across all workers,
 //! whatever their size: 40 000 batches of a few KB are 150 MB, of a MB each 40 GB. So a
-//! worker fetches only while its messages hold less than `--message-budget-mib`, and asks
-//! NATS for no more than the room left (but always enough for the largest message NATS
-//! accepts, so one large message cannot stall the fetching).
+//! worker fetches, and takes in forwarded messages, only while its messages hold less than
+//! `--message-budget-mib`, and asks NATS for no more than the room left (but always enough
+//! for the largest message NATS accepts, so one large message cannot stall the fetching).
+//! What it does not cover is in docs/ingest.md ("Memory").
 //!
 //! A message is charged when it comes in, by wrapping its payload: the charge goes when the
 //! last copy of the payload is dropped, wherever that happens (ack, NAK, forward, dead
@@ -45,6 +46,11 @@ impl MessageBudget {
         self.held.load(Ordering::Relaxed)
     }
 
+    /// Whether the messages held are under the budget.
+    pub fn has_room(&self) -> bool {
+        self.held() < self.limit
+    }
+
     /// The most bytes the next fetch may bring.
     pub fn fetch_bytes(&self) -> usize {
         self.limit.saturating_sub(self.held()).max(self.fetch_floor)
@@ -70,7 +76,7 @@ impl MessageBudget {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if self.held() < self.limit {
+            if self.has_room() {
                 return;
             }
             tokio::select! {

@@ -99,6 +99,15 @@ const INBOX_CHUNKS: usize = 2;
 /// How long a round keeps taking in messages after the first (up to `--fetch-batch`).
 const GATHER: Duration = Duration::from_millis(10);
 
+/// What a fetch may bring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FetchLimit {
+    /// Up to `--fetch-batch` messages within the room the message budget has left.
+    Budget,
+    /// One message, however large.
+    OneMessage,
+}
+
 /// Delay before a failed round's messages come back.
 pub(crate) const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -145,7 +154,11 @@ impl Worker {
             members: Arc::new(Members::default()),
             budget: MessageBudget::new(
                 config.message_budget_mib.saturating_mul(1 << 20),
-                client.server_info().max_payload,
+                // NATS's own default, should the server not have said (1 MiB).
+                match client.server_info().max_payload {
+                    0 => 1 << 20,
+                    max_payload => max_payload,
+                },
             ),
             client,
             shutdown: CancellationToken::new(),
@@ -292,18 +305,31 @@ impl Worker {
     /// owns are forwarded to it, this worker's go to its inbox (whose bound stops the
     /// fetching while planning is behind, as does the message budget).
     async fn fetch_loop(self: Arc<Self>, inbox: mpsc::Sender<Vec<Message>>) {
+        let mut limit = FetchLimit::Budget;
         while !self.shutdown.is_cancelled() {
             self.budget.wait_for_room(&self.shutdown).await;
             if self.shutdown.is_cancelled() {
                 break;
             }
-            let messages = match self.fetch(self.fetch_wait).await {
-                Ok(messages) => messages,
+            let (messages, refused) = match self.fetch(self.fetch_wait, limit).await {
+                Ok(fetched) => fetched,
                 Err(error) => {
                     warn!(%error, "fetch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
+            };
+            // NATS refuses a fetch whose next message exceeds its byte limit (possible only
+            // if servers disagree on the largest payload): that message is fetched alone,
+            // without a limit, or it would stall the consumer. Refused again: a pause.
+            let refused_outright = refused && messages.is_empty();
+            if refused_outright && limit == FetchLimit::OneMessage {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            limit = if refused_outright {
+                FetchLimit::OneMessage
+            } else {
+                FetchLimit::Budget
             };
             let forwarded = &self.stats.forwarded;
             let mine =
@@ -336,16 +362,17 @@ impl Worker {
         }
     }
 
-    async fn fetch(&self, wait: Duration) -> Result<Vec<Message>> {
-        let mut batch = self
-            .resources
-            .consumer
-            .batch()
-            .max_messages(self.fetch_batch)
-            .max_bytes(self.budget.fetch_bytes())
-            .expires(wait)
-            .messages()
-            .await?;
+    /// Messages fetched (charged to the budget), and whether NATS ended the fetch with an
+    /// error status.
+    async fn fetch(&self, wait: Duration, limit: FetchLimit) -> Result<(Vec<Message>, bool)> {
+        let request = self.resources.consumer.batch().expires(wait);
+        let request = match limit {
+            FetchLimit::Budget => request
+                .max_messages(self.fetch_batch)
+                .max_bytes(self.budget.fetch_bytes()),
+            FetchLimit::OneMessage => request.max_messages(1),
+        };
+        let mut batch = request.messages().await?;
         let mut messages = Vec::new();
         while let Some(message) = batch.next().await {
             match message {
@@ -355,11 +382,11 @@ impl Worker {
                 }
                 Err(error) => {
                     debug!(%error, "fetch ended early");
-                    break;
+                    return Ok((messages, true));
                 }
             }
         }
-        Ok(messages)
+        Ok((messages, false))
     }
 
     pub(crate) async fn dead_letter(&self, message: Message, reason: &str) {

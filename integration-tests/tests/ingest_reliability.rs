@@ -256,13 +256,21 @@ fn rmp_like(batch: &datacat_protocol::Batch) -> Vec<u8> {
 }
 
 /// Large batches: a worker holds no more message payload than `--message-budget-mib` (plus
-/// one fetch of the largest message NATS accepts), and still ingests everything.
+/// one fetch of the largest message NATS accepts, and one forwarded message), and still
+/// ingests everything, with two workers forwarding to each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_batches_stay_within_the_message_budget() {
     const BUDGET_MIB: usize = 2;
-    let stack = Stack::start_with(&[("DATACAT_MESSAGE_BUDGET_MIB", "2")])
+    let mut stack = Stack::start_with(&[("DATACAT_MESSAGE_BUDGET_MIB", "2")])
         .await
         .expect("stack starts");
+    stack.add_ingest_worker().await.unwrap();
+    for _ in 0..100 {
+        if workers_seen(&stack, 0).await == 2 && workers_seen(&stack, 1).await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let js = stack.jetstream().await.unwrap();
     let max_payload = js.client().server_info().max_payload;
     let mut workload = Workload::generate("budget", 8, 6, 5, 5);
@@ -282,41 +290,50 @@ async fn large_batches_stay_within_the_message_budget() {
         "{large} large batches"
     );
 
-    // The worker's held payload, as often as its /metrics can tell it.
-    let metrics = format!("http://127.0.0.1:{}/metrics", stack.ingest_ports[0]);
+    // Each worker's held payload, as often as its /metrics can tell it.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let peak = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            let mut peak = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(response) = reqwest::get(&metrics).await {
-                    let text = response.text().await.unwrap_or_default();
-                    let held = text.lines().find_map(|line| {
-                        line.strip_prefix("datacat_ingest_message_bytes ")?
-                            .trim()
-                            .parse::<u64>()
-                            .ok()
-                    });
-                    peak = peak.max(held.unwrap_or_default());
+    let peaks: Vec<_> = stack
+        .ingest_ports
+        .iter()
+        .map(|port| {
+            let metrics = format!("http://127.0.0.1:{port}/metrics");
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut peak = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(response) = reqwest::get(&metrics).await {
+                        let text = response.text().await.unwrap_or_default();
+                        let held = text.lines().find_map(|line| {
+                            line.strip_prefix("datacat_ingest_message_bytes ")?
+                                .trim()
+                                .parse::<u64>()
+                                .ok()
+                        });
+                        peak = peak.max(held.unwrap_or_default());
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            peak
-        }
-    });
+                peak
+            })
+        })
+        .collect();
     workload.publish(&js, 0).await.unwrap();
     let sessions = ingested(&stack, &workload, Duration::from_secs(120)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = peak.await.unwrap() as usize;
     check_expected(&workload, &sessions);
 
-    let bound = (BUDGET_MIB << 20) + max_payload + 64 * 1024;
-    assert!(peak > 0, "the worker reports the payload it holds");
-    assert!(
-        peak <= bound,
-        "held {peak} bytes of payload at once; the budget allows {bound}"
-    );
+    let fetch = max_payload + 64 * 1024;
+    let bound = (BUDGET_MIB << 20) + fetch + max_payload;
+    for (worker, peak) in peaks.into_iter().enumerate() {
+        let peak = peak.await.unwrap() as usize;
+        assert!(peak > 0, "worker {worker} reports the payload it holds");
+        assert!(
+            peak <= bound,
+            "worker {worker} held {peak} bytes of payload at once; the budget allows {bound}"
+        );
+    }
+    let forwarded = sum_over_workers(&stack, "datacat_ingest_forwarded_total").await;
+    assert!(forwarded > 0, "the workers forwarded batches to each other");
     let id = &workload.batches[0].session_id;
     let events = stack.session_events(id).await.unwrap();
     assert!(
