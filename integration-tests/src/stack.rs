@@ -151,17 +151,7 @@ impl Stack {
 
     /// One counter or gauge from ingest worker `index`'s /metrics.
     pub async fn ingest_metric(&self, index: usize, name: &str) -> Result<u64> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.ingest_ports[index]);
-        let text = reqwest::get(url).await?.text().await?;
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(name)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .with_context(|| format!("{name} not in /metrics"))
+        metric_at(self.ingest_ports[index], name).await
     }
 
     /// Publishes batches as a daemon would (one message each, stored before the next).
@@ -273,4 +263,19 @@ impl Stack {
     pub fn log_dir(&self) -> PathBuf {
         self.logs.path().to_path_buf()
     }
+}
+
+/// One counter or gauge from the /metrics of the service listening on `port` (this host).
+pub async fn metric_at(port: u16, name: &str) -> Result<u64> {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = reqwest::get(url).await?.text().await?;
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .with_context(|| format!("{name} not in /metrics"))
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use datacat_integration_tests::stack::metric_at;
 use datacat_integration_tests::workload::{check_expected, ingested, Workload};
 use datacat_integration_tests::Stack;
 
@@ -295,22 +296,13 @@ async fn large_batches_stay_within_the_message_budget() {
     let peaks: Vec<_> = stack
         .ingest_ports
         .iter()
-        .map(|port| {
-            let metrics = format!("http://127.0.0.1:{port}/metrics");
+        .map(|&port| {
             let stop = stop.clone();
             tokio::spawn(async move {
                 let mut peak = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    if let Ok(response) = reqwest::get(&metrics).await {
-                        let text = response.text().await.unwrap_or_default();
-                        let held = text.lines().find_map(|line| {
-                            line.strip_prefix("datacat_ingest_message_bytes ")?
-                                .trim()
-                                .parse::<u64>()
-                                .ok()
-                        });
-                        peak = peak.max(held.unwrap_or_default());
-                    }
+                    let held = metric_at(port, "datacat_ingest_message_bytes").await;
+                    peak = peak.max(held.unwrap_or_default());
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 peak

@@ -25,22 +25,13 @@ use anyhow::{ensure, Result};
 use datacat_integration_tests::bench::{env_or, ProcessUse};
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
+use datacat_integration_tests::stack::metric_at;
 use datacat_integration_tests::workload::Workload;
 use datacat_integration_tests::{ClickHouse, Nats, WrittenBlocks};
 use datacat_warehouse::rows::{
     EventRow, MetricRow, MetricSessionRow, SessionRow, StateHistoryRow, StatePathRow,
 };
 use datacat_warehouse::{migrate, Connection, EncodedRows, RowSet, WireCompression, Writer};
-
-async fn metric(port: u16, name: &str) -> u64 {
-    let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
-        return 0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Starts `workers` ingest workers; returns them with their metrics ports.
 async fn start_workers(
@@ -185,7 +176,7 @@ impl CpuUse {
 async fn total(ports: &[u16], name: &str) -> u64 {
     let mut sum = 0;
     for port in ports {
-        sum += metric(*port, name).await;
+        sum += metric_at(*port, name).await.unwrap_or(0);
     }
     sum
 }
