@@ -17,7 +17,8 @@
 //!
 //! Run it with `deploy/bench.sh ingest`. Options (environment): `BENCH_SESSIONS` (2000),
 //! `BENCH_BATCHES` per session (10), `BENCH_RECORDS` per batch (50), `BENCH_WORKERS` (3: runs
-//! 1, 2 and 3 workers), `BENCH_MIN_WORKERS` (1: the first worker count run).
+//! 1, 2 and 3 workers), `BENCH_MIN_WORKERS` (1: the first worker count run),
+//! `BENCH_RAW_REPEATS` (3: raw inserts timed after each run, whose median is the baseline).
 
 use std::time::{Duration, Instant};
 
@@ -384,6 +385,31 @@ struct RawRun {
     blocks: WrittenBlocks,
 }
 
+/// The raw inserts timed right after one run. One raw insert is a few seconds of a machine
+/// whose speed drifts: in one full run (December 5 2026) the measured rows' raw rate was
+/// 1.08, 1.14 and 1.58 M rows/s after the 1-, 2- and 3-worker runs, while ingest's own rate
+/// moved less. So each run is compared with the median of a few.
+struct RawRuns(Vec<RawRun>);
+
+impl RawRuns {
+    /// The run whose `rate` is the median one (the upper one of an even count).
+    fn median_by(&self, rate: impl Fn(&RawRun) -> f64) -> &RawRun {
+        let mut runs: Vec<&RawRun> = self.0.iter().collect();
+        runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+        runs[runs.len() / 2]
+    }
+
+    /// Every run's `rate`, in the order they were timed.
+    fn rates(&self, rate: impl Fn(&RawRun) -> f64) -> String {
+        let rates: Vec<String> = self
+            .0
+            .iter()
+            .map(|run| format!("{:.0}", rate(run)))
+            .collect();
+        rates.join(", ")
+    }
+}
+
 impl RawRun {
     /// Rows/s of all rows, from an empty database: what a cold run is compared with.
     fn all_rate(&self, raw: &RawRows) -> f64 {
@@ -487,7 +513,8 @@ async fn main() -> Result<()> {
     };
     // After each run, the same rows inserted directly (each into a fresh database on a quiet
     // server): the machine's speed drifts over minutes, so each run is compared with the raw
-    // insert timed right after it.
+    // inserts timed right after it (the median of `raw_repeats`).
+    let raw_repeats = env_or("BENCH_RAW_REPEATS", 3usize).max(1);
     let mut runs = Vec::new();
     let mut raw: Option<RawRows> = None;
     for workers in min_workers..=max_workers {
@@ -528,8 +555,12 @@ async fn main() -> Result<()> {
         }
         drop_database(&connection("default"), &database).await?;
         let raw = raw.as_ref().expect("read back after the first run");
-        let raw_database = connection(&format!("bench_raw{workers}"));
-        runs.push((run, time_raw_insert(&raw_database, &clickhouse, raw).await?));
+        let mut raw_runs = Vec::with_capacity(raw_repeats);
+        for repeat in 0..raw_repeats {
+            let raw_database = connection(&format!("bench_raw{workers}_{repeat}"));
+            raw_runs.push(time_raw_insert(&raw_database, &clickhouse, raw).await?);
+        }
+        runs.push((run, RawRuns(raw_runs)));
     }
     let raw = raw.expect("at least one run");
 
@@ -541,21 +572,36 @@ async fn main() -> Result<()> {
     println!("  (cold: both workloads, clock from starting the workers, against the raw insert of all rows into an empty database;");
     println!("   warm: the measured workload only, against the raw insert of its rows after the warm-up's, which ClickHouse is still merging)");
     let median = |rate: &dyn Fn(&RawRun) -> f64| {
-        let mut rates: Vec<f64> = runs.iter().map(|(_, run)| rate(run)).collect();
+        let mut rates: Vec<f64> = runs
+            .iter()
+            .flat_map(|(_, raw_runs)| raw_runs.0.iter().map(rate))
+            .collect();
         rates.sort_by(f64::total_cmp);
-        let all: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
-        (rates[rates.len() / 2], all.join(", "))
+        let spread = format!(
+            "median of {}, from {:.0} to {:.0}",
+            rates.len(),
+            rates[0],
+            rates[rates.len() - 1]
+        );
+        (rates[rates.len() / 2], spread)
     };
     let (all_rate, all_rates) = median(&|run| run.all_rate(&raw));
     let (measured_rate, measured_rates) = median(&|run| run.measured_rate(&raw));
     println!(
-        "  raw ClickHouse insert of the same rows: all {} rows {all_rate:>9.0} rows/s (median of {all_rates}); the measured {} after the warm-up's {measured_rate:>9.0} rows/s (median of {measured_rates})",
+        "  raw ClickHouse insert of the same rows: all {} rows {all_rate:>9.0} rows/s ({all_rates}); the measured {} after the warm-up's {measured_rate:>9.0} rows/s ({measured_rates})",
         raw.warmup_rows + raw.measured_rows,
         raw.measured_rows,
     );
     println!("  the measured rows by table: {}", raw.tables);
-    for (run, raw_run) in runs {
-        let baselines = [raw_run.all_rate(&raw), raw_run.measured_rate(&raw)];
+    for (run, raw_runs) in runs {
+        let all_rate = |raw_run: &RawRun| raw_run.all_rate(&raw);
+        let measured_rate = |raw_run: &RawRun| raw_run.measured_rate(&raw);
+        // The CPU and block figures are those of the raw insert whose measured rate is the median.
+        let raw_run = raw_runs.median_by(measured_rate);
+        let baselines = [
+            all_rate(raw_runs.median_by(all_rate)),
+            measured_rate(raw_run),
+        ];
         for ((label, (ingested_rows, seconds)), raw_rate) in
             [("cold", run.cold), ("warm", run.warm)]
                 .into_iter()
@@ -570,10 +616,12 @@ async fn main() -> Result<()> {
             );
         }
         println!(
-            "    {} worker(s): raw insert right after it {:.0} rows/s (all rows), {:.0} rows/s (the measured rows); warm as % of the all-rows rate {:.1} %",
+            "    {} worker(s): raw insert right after it, median {:.0} rows/s of all rows ({}), {:.0} rows/s of the measured rows ({}); warm as % of the all-rows rate {:.1} %",
             run.workers,
             baselines[0],
+            raw_runs.rates(all_rate),
             baselines[1],
+            raw_runs.rates(measured_rate),
             100.0 * run.warm.0 as f64 / run.warm.1 / baselines[0],
         );
         println!(
