@@ -29,10 +29,11 @@ use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::stack::metric_at;
 use datacat_integration_tests::workload::Workload;
 use datacat_integration_tests::{ClickHouse, Nats, WrittenBlocks};
-use datacat_warehouse::rows::{
-    EventRow, MetricRow, MetricSessionRow, SessionRow, StateHistoryRow, StatePathRow,
-};
-use datacat_warehouse::{migrate, Connection, EncodedRows, RowSet, WireCompression, Writer};
+use datacat_warehouse::{Connection, WireCompression};
+
+use raw::{drop_database, wait_for_merges, RawRows, RawRun, RawRuns};
+
+mod raw;
 
 /// Starts `workers` ingest workers; returns them with their metrics ports.
 async fn start_workers(
@@ -257,234 +258,6 @@ async fn ingest_run(
     })
 }
 
-/// The rows ingest wrote, read back for the raw-insert baseline.
-async fn read_back(connection: &Connection) -> Result<RowSet> {
-    let client = connection.client()?;
-    Ok(RowSet {
-        sessions: client
-            .query("SELECT ?fields FROM sessions")
-            .fetch_all::<SessionRow>()
-            .await?,
-        state_history: client
-            .query("SELECT ?fields FROM state_history")
-            .fetch_all::<StateHistoryRow>()
-            .await?,
-        state_paths: client
-            .query("SELECT ?fields FROM state_paths")
-            .fetch_all::<StatePathRow>()
-            .await?,
-        events: client
-            .query("SELECT ?fields FROM events")
-            .fetch_all::<EventRow>()
-            .await?,
-        metrics: client
-            .query("SELECT ?fields FROM metrics")
-            .fetch_all::<MetricRow>()
-            .await?,
-        metric_sessions: client
-            .query("SELECT ?fields FROM metric_sessions")
-            .fetch_all::<MetricSessionRow>()
-            .await?,
-    })
-}
-
-/// Sorts every table's rows by the table's key: then every insert of the raw baseline comes
-/// sorted, and ClickHouse skips sorting it (as it does for most of ingest's).
-fn sort_by_keys(rows: &mut RowSet) {
-    rows.sessions
-        .sort_by(|a, b| a.session_id.cmp(&b.session_id));
-    rows.state_history
-        .sort_by(|a, b| (&a.session_id, a.seq, a.idx).cmp(&(&b.session_id, b.seq, b.idx)));
-    rows.state_paths.sort_by(|a, b| {
-        (&a.path, &a.value, &a.session_id, a.seq, a.idx).cmp(&(
-            &b.path,
-            &b.value,
-            &b.session_id,
-            b.seq,
-            b.idx,
-        ))
-    });
-    rows.events
-        .sort_by(|a, b| (&a.session_id, a.seq, a.idx).cmp(&(&b.session_id, b.seq, b.idx)));
-    rows.metrics
-        .sort_by(|a, b| (&a.session_id, a.seq, a.idx).cmp(&(&b.session_id, b.seq, b.idx)));
-    rows.metric_sessions
-        .sort_by(|a, b| (&a.name, &a.session_id).cmp(&(&b.name, &b.session_id)));
-}
-
-/// The rows cut into inserts of 100 000 rows per table and encoded (RowBinary, as ingest
-/// sends them), before any clock starts.
-fn encode_chunks(rows: &RowSet) -> Vec<EncodedRows> {
-    let chunk = 100_000;
-    (0..rows.row_count().div_ceil(chunk))
-        .map(|part| {
-            let range = |len: usize| (part * chunk).min(len)..((part + 1) * chunk).min(len);
-            EncodedRows::from_row_set(&RowSet {
-                sessions: rows.sessions[range(rows.sessions.len())].to_vec(),
-                state_history: rows.state_history[range(rows.state_history.len())].to_vec(),
-                state_paths: rows.state_paths[range(rows.state_paths.len())].to_vec(),
-                events: rows.events[range(rows.events.len())].to_vec(),
-                metrics: rows.metrics[range(rows.metrics.len())].to_vec(),
-                metric_sessions: rows.metric_sessions[range(rows.metric_sessions.len())].to_vec(),
-            })
-        })
-        .collect()
-}
-
-/// The rows read back, split into the warm-up workload's and the measured workload's (by
-/// session id, which starts with the workload's product name).
-fn split_warmup(rows: RowSet, warmup_prefix: &str) -> (RowSet, RowSet) {
-    fn split<T>(rows: Vec<T>, is_warmup: impl Fn(&T) -> bool) -> (Vec<T>, Vec<T>) {
-        rows.into_iter().partition(is_warmup)
-    }
-    let warmup = |id: &str| id.starts_with(warmup_prefix);
-    let (sessions, m_sessions) = split(rows.sessions, |r| warmup(&r.session_id));
-    let (history, m_history) = split(rows.state_history, |r| warmup(&r.session_id));
-    let (paths, m_paths) = split(rows.state_paths, |r| warmup(&r.session_id));
-    let (events, m_events) = split(rows.events, |r| warmup(&r.session_id));
-    let (metrics, m_metrics) = split(rows.metrics, |r| warmup(&r.session_id));
-    let (summaries, m_summaries) = split(rows.metric_sessions, |r| warmup(&r.session_id));
-    (
-        RowSet {
-            sessions,
-            state_history: history,
-            state_paths: paths,
-            events,
-            metrics,
-            metric_sessions: summaries,
-        },
-        RowSet {
-            sessions: m_sessions,
-            state_history: m_history,
-            state_paths: m_paths,
-            events: m_events,
-            metrics: m_metrics,
-            metric_sessions: m_summaries,
-        },
-    )
-}
-
-/// The raw insert of the rows ingest wrote, encoded before any clock starts.
-struct RawRows {
-    /// The measured workload's rows, table by table.
-    tables: String,
-    warmup_rows: usize,
-    measured_rows: usize,
-    warmup: Vec<EncodedRows>,
-    measured: Vec<EncodedRows>,
-}
-
-/// What one raw insert took: the warm-up's rows into an empty database, then the measured
-/// workload's rows while ClickHouse still merges the warm-up's parts (as ingest's warm phase
-/// does), and the CPU of the second part.
-struct RawRun {
-    warmup_seconds: f64,
-    measured_seconds: f64,
-    measured_cpu: CpuUse,
-    /// Blocks ClickHouse wrote over both parts.
-    blocks: WrittenBlocks,
-}
-
-/// The raw inserts timed right after one run. One raw insert is a few seconds of a machine
-/// whose speed drifts: in one full run (December 5 2026) the measured rows' raw rate was
-/// 1.08, 1.14 and 1.58 M rows/s after the 1-, 2- and 3-worker runs, while ingest's own rate
-/// moved less. So each run is compared with the median of a few.
-struct RawRuns(Vec<RawRun>);
-
-impl RawRuns {
-    /// The run whose `rate` is the median one (the upper one of an even count).
-    fn median_by(&self, rate: impl Fn(&RawRun) -> f64) -> &RawRun {
-        let mut runs: Vec<&RawRun> = self.0.iter().collect();
-        runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
-        runs[runs.len() / 2]
-    }
-
-    /// Every run's `rate`, in the order they were timed.
-    fn rates(&self, rate: impl Fn(&RawRun) -> f64) -> String {
-        let rates: Vec<String> = self
-            .0
-            .iter()
-            .map(|run| format!("{:.0}", rate(run)))
-            .collect();
-        rates.join(", ")
-    }
-}
-
-impl RawRun {
-    /// Rows/s of all rows, from an empty database: what a cold run is compared with.
-    fn all_rate(&self, raw: &RawRows) -> f64 {
-        (raw.warmup_rows + raw.measured_rows) as f64 / (self.warmup_seconds + self.measured_seconds)
-    }
-
-    /// Rows/s of the measured rows after the warm-up's: what a warm run is compared with.
-    fn measured_rate(&self, raw: &RawRows) -> f64 {
-        raw.measured_rows as f64 / self.measured_seconds
-    }
-}
-
-/// Inserts the rows into a fresh database (dropped afterwards), timing each workload's part.
-async fn time_raw_insert(
-    connection: &Connection,
-    clickhouse: &ClickHouse,
-    raw: &RawRows,
-) -> Result<RawRun> {
-    migrate(connection).await?;
-    let writer = Writer::new(connection)?;
-    wait_for_merges(connection).await?;
-    let blocks_before = clickhouse.written_blocks().await?;
-    let started = Instant::now();
-    for encoded in &raw.warmup {
-        writer
-            .insert_encoded_presorted(std::slice::from_ref(encoded))
-            .await?;
-    }
-    let warmup_seconds = started.elapsed().as_secs_f64();
-    let cpu_now = || CpuUse::now(&[], clickhouse.pid(), None);
-    let (started, cpu_start) = (Instant::now(), cpu_now());
-    for encoded in &raw.measured {
-        writer
-            .insert_encoded_presorted(std::slice::from_ref(encoded))
-            .await?;
-    }
-    let measured_seconds = started.elapsed().as_secs_f64();
-    let measured_cpu = cpu_now().since(cpu_start);
-    let blocks = clickhouse.written_blocks().await?.since(blocks_before);
-    drop_database(connection, &connection.database).await?;
-    Ok(RawRun {
-        warmup_seconds,
-        measured_seconds,
-        measured_cpu,
-        blocks,
-    })
-}
-
-/// Waits (up to a minute) until ClickHouse merges no parts: a run measured while the server
-/// merges an earlier run's data would be slowed by it.
-async fn wait_for_merges(connection: &Connection) -> Result<()> {
-    let client = connection.client()?;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        let merging: u64 = client
-            .query("SELECT count() FROM system.merges")
-            .fetch_one()
-            .await?;
-        if merging == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
-}
-
-async fn drop_database(connection: &Connection, database: &str) -> Result<()> {
-    let client = connection.client()?;
-    client
-        .query(&format!("DROP DATABASE IF EXISTS {database}"))
-        .execute()
-        .await?;
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let sessions = env_or("BENCH_SESSIONS", 2000usize);
@@ -531,36 +304,13 @@ async fn main() -> Result<()> {
         )
         .await?;
         if raw.is_none() {
-            let rows = read_back(&connection(&database)).await?;
-            let (mut warmup_rows, mut measured_rows) = split_warmup(rows, "warmup-");
-            sort_by_keys(&mut warmup_rows);
-            sort_by_keys(&mut measured_rows);
-            let m = &measured_rows;
-            let tables = format!(
-                "sessions {}, state_history {}, state_paths {}, events {}, metrics {}, metric_sessions {}",
-                m.sessions.len(),
-                m.state_history.len(),
-                m.state_paths.len(),
-                m.events.len(),
-                m.metrics.len(),
-                m.metric_sessions.len()
-            );
-            raw = Some(RawRows {
-                tables,
-                warmup_rows: warmup_rows.row_count(),
-                measured_rows: measured_rows.row_count(),
-                warmup: encode_chunks(&warmup_rows),
-                measured: encode_chunks(&measured_rows),
-            });
+            raw = Some(RawRows::read_back(&connection(&database)).await?);
         }
         drop_database(&connection("default"), &database).await?;
         let raw = raw.as_ref().expect("read back after the first run");
-        let mut raw_runs = Vec::with_capacity(raw_repeats);
-        for repeat in 0..raw_repeats {
-            let raw_database = connection(&format!("bench_raw{workers}_{repeat}"));
-            raw_runs.push(time_raw_insert(&raw_database, &clickhouse, raw).await?);
-        }
-        runs.push((run, RawRuns(raw_runs)));
+        let databases =
+            (0..raw_repeats).map(|repeat| connection(&format!("bench_raw{workers}_{repeat}")));
+        runs.push((run, RawRuns::time(raw, &clickhouse, databases).await?));
     }
     let raw = raw.expect("at least one run");
 
@@ -574,7 +324,7 @@ async fn main() -> Result<()> {
     let median = |rate: &dyn Fn(&RawRun) -> f64| {
         let mut rates: Vec<f64> = runs
             .iter()
-            .flat_map(|(_, raw_runs)| raw_runs.0.iter().map(rate))
+            .flat_map(|(_, raw_runs)| raw_runs.runs().iter().map(rate))
             .collect();
         rates.sort_by(f64::total_cmp);
         let spread = format!(
