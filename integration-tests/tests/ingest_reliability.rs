@@ -262,7 +262,8 @@ fn rmp_like(batch: &datacat_protocol::Batch) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_batches_stay_within_the_message_budget() {
     const BUDGET_MIB: usize = 2;
-    let mut stack = Stack::start_with(&[("DATACAT_MESSAGE_BUDGET_MIB", "2")])
+    let budget = BUDGET_MIB.to_string();
+    let mut stack = Stack::start_with(&[("DATACAT_MESSAGE_BUDGET_MIB", budget.as_str())])
         .await
         .expect("stack starts");
     stack.add_ingest_worker().await.unwrap();
