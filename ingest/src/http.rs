@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::group::InsertReason;
 use crate::worker::Stats;
 
 pub async fn serve(listener: TcpListener, stats: Arc<Stats>, shutdown: CancellationToken) {
@@ -32,7 +33,15 @@ async fn health(State(stats): State<Arc<Stats>>) -> Json<Value> {
 }
 
 async fn metrics(State(stats): State<Arc<Stats>>) -> String {
-    prometheus_text(&[
+    let groups = InsertReason::ALL.map(|reason| {
+        Sample::labelled_counter(
+            "datacat_ingest_groups_total",
+            "Groups of rounds sent on to be inserted, by why then: full (planning waited for ClickHouse), rows (--insert-rows), waited (--insert-wait-ms), caught_up (no more queued), stalled (more queued, none arriving), shutdown.",
+            ("reason", reason.name()),
+            &stats.groups_by_reason[reason as usize],
+        )
+    });
+    let mut samples = vec![
         Sample::counter(
             "datacat_ingest_messages_total",
             "Messages applied.",
@@ -144,5 +153,7 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
             "Batches kept by this worker until their predecessor (on another worker) is applied.",
             stats.held.load(Ordering::Relaxed),
         ),
-    ])
+    ];
+    samples.extend(groups);
+    prometheus_text(&samples)
 }

@@ -25,7 +25,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::affinity::{self, Members};
 use crate::config::Config;
-use crate::group::{Group, InFlight, KeepAlive, KEEP_ALIVE_EVERY, PLANNED_ROWS_LIMIT};
+use crate::group::{
+    Backlog, Group, InFlight, InsertReason, KeepAlive, KEEP_ALIVE_EVERY, PLANNED_ROWS_LIMIT,
+};
 use crate::message_budget::MessageBudget;
 use crate::plan::Held;
 use crate::progress_cache::ProgressCache;
@@ -41,6 +43,8 @@ pub struct Stats {
     pub insert_errors: AtomicU64,
     pub insert_micros: AtomicU64,
     pub inserts: AtomicU64,
+    /// Groups sent on to be inserted, by `InsertReason` (its discriminant).
+    pub groups_by_reason: [AtomicU64; InsertReason::ALL.len()],
     pub rows_sessions: AtomicU64,
     pub rows_state_history: AtomicU64,
     pub rows_state_paths: AtomicU64,
@@ -216,7 +220,7 @@ impl Worker {
         // Batches waiting for a predecessor, looked at again with every round.
         let mut held: Vec<Held> = Vec::new();
         let mut held_kept_alive = KeepAlive::new();
-        let (mut backlog, mut last_arrival) = (false, std::time::Instant::now());
+        let (mut queued, mut last_arrival) = (false, std::time::Instant::now());
         while !shutdown.is_cancelled() {
             // Batches held for a predecessor are looked at again soon, and a planned group
             // goes to ClickHouse as soon as it is free: neither waits for a full inbox.
@@ -243,10 +247,16 @@ impl Worker {
             // Another full fetch is queued behind the last messages that came (a round with
             // none, only held batches, says nothing about it): worth waiting for.
             if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
-                backlog = info.pending >= worker.fetch_batch as u64;
+                queued = info.pending >= worker.fetch_batch as u64;
                 last_arrival = std::time::Instant::now();
             }
-            let backlog = backlog && last_arrival.elapsed() < worker.fetch_wait;
+            let backlog = if !queued {
+                Backlog::CaughtUp
+            } else if last_arrival.elapsed() >= worker.fetch_wait {
+                Backlog::Stalled
+            } else {
+                Backlog::Queued
+            };
             worker
                 .stats
                 .workers
@@ -271,17 +281,25 @@ impl Worker {
                 continue;
             }
             let clickhouse_free = in_flight.as_mut().is_none_or(InFlight::insert_done);
-            let full = group.rows >= worker.insert_rows * PLANNED_ROWS_LIMIT;
             // Full: planning waits for ClickHouse (start_insert waits for the previous insert).
-            let insert_now = full || (clickhouse_free && worker.ripe(&group, backlog));
-            if !insert_now {
+            let reason = if group.rows >= worker.insert_rows * PLANNED_ROWS_LIMIT {
+                Some(InsertReason::Full)
+            } else if clickhouse_free {
+                worker.ripe(&group, backlog)
+            } else {
+                None
+            };
+            let Some(reason) = reason else {
                 group.keep_alive_if_due().await;
                 continue;
-            }
+            };
+            worker.stats.groups_by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
             let group = std::mem::take(&mut group);
             in_flight = Some(worker.start_insert(group, &held, in_flight.take()).await);
         }
         if !group.is_empty() {
+            let shutdown = InsertReason::Shutdown as usize;
+            worker.stats.groups_by_reason[shutdown].fetch_add(1, Ordering::Relaxed);
             in_flight = Some(worker.start_insert(group, &held, in_flight.take()).await);
         }
         // What arrived but was not planned goes back to the stream at once: another worker

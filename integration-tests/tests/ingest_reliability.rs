@@ -17,6 +17,7 @@ async fn one_worker_and_three_with_one_killed_give_identical_results() {
         .await
         .unwrap();
     let by_one = ingested(&one, &workload, Duration::from_secs(120)).await;
+    check_groups_have_reasons(&one).await;
     drop(one);
     check_expected(&workload, &by_one);
 
@@ -118,6 +119,24 @@ async fn workers_joining_and_leaving_mid_stream_lose_nothing() {
     let sessions = ingested(&stack, &workload, Duration::from_secs(120)).await;
     check_expected(&workload, &sessions);
     assert_eq!(workers_seen(&stack, 0).await, 2, "the leaver said goodbye");
+}
+
+/// Every insert came from a group counted under why it went; the last group of a workload
+/// that ended went because nothing more was queued.
+async fn check_groups_have_reasons(stack: &Stack) {
+    let inserts = sum_over_workers(stack, "datacat_ingest_inserts_total").await;
+    let mut groups = 0;
+    for reason in ["full", "rows", "waited", "caught_up", "stalled", "shutdown"] {
+        let series = format!("datacat_ingest_groups_total{{reason=\"{reason}\"}}");
+        groups += stack.ingest_metric(0, &series).await.expect(&series);
+    }
+    let caught_up = r#"datacat_ingest_groups_total{reason="caught_up"}"#;
+    let caught_up = stack.ingest_metric(0, caught_up).await.unwrap();
+    assert!(
+        inserts > 0 && groups >= inserts,
+        "{groups} groups for {inserts} inserts"
+    );
+    assert!(caught_up > 0, "no group went for want of a backlog");
 }
 
 async fn sum_over_workers(stack: &Stack, name: &str) -> u64 {

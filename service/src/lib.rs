@@ -66,6 +66,8 @@ pub struct Sample<'a> {
     pub name: &'a str,
     pub help: &'a str,
     pub kind: MetricType,
+    /// One label (name, value): samples of one metric told apart, rendered one after another.
+    pub label: Option<(&'a str, &'a str)>,
     pub value: u64,
 }
 
@@ -76,7 +78,21 @@ impl<'a> Sample<'a> {
             name,
             help,
             kind: MetricType::Counter,
+            label: None,
             value: value.load(Ordering::Relaxed),
+        }
+    }
+
+    /// One labelled series of a counter; its series are given one after another.
+    pub fn labelled_counter(
+        name: &'a str,
+        help: &'a str,
+        label: (&'a str, &'a str),
+        value: &AtomicU64,
+    ) -> Self {
+        Self {
+            label: Some(label),
+            ..Self::counter(name, help, value)
         }
     }
 
@@ -85,6 +101,7 @@ impl<'a> Sample<'a> {
             name,
             help,
             kind: MetricType::Gauge,
+            label: None,
             value,
         }
     }
@@ -93,16 +110,26 @@ impl<'a> Sample<'a> {
 /// Renders samples in the Prometheus text exposition format.
 pub fn prometheus_text(samples: &[Sample<'_>]) -> String {
     let mut out = String::new();
+    let mut previous = None;
     for sample in samples {
         let kind = match sample.kind {
             MetricType::Counter => "counter",
             MetricType::Gauge => "gauge",
         };
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} {kind}\n{} {}",
-            sample.name, sample.help, sample.name, sample.name, sample.value
-        );
+        // A metric's labelled series share one HELP and TYPE.
+        if previous != Some(sample.name) {
+            let (name, help) = (sample.name, sample.help);
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        }
+        previous = Some(sample.name);
+        let _ = match sample.label {
+            Some((label, value)) => writeln!(
+                out,
+                "{}{{{label}=\"{value}\"}} {}",
+                sample.name, sample.value
+            ),
+            None => writeln!(out, "{} {}", sample.name, sample.value),
+        };
     }
     out
 }
@@ -117,11 +144,27 @@ mod tests {
             name: "x_total",
             help: "Xs.",
             kind: MetricType::Counter,
+            label: None,
             value: 3,
         }]);
         assert_eq!(
             text,
             "# HELP x_total Xs.\n# TYPE x_total counter\nx_total 3\n"
+        );
+    }
+
+    #[test]
+    fn labelled_series_share_one_help_and_type() {
+        let (a, b) = (AtomicU64::new(1), AtomicU64::new(2));
+        let text = prometheus_text(&[
+            Sample::labelled_counter("y_total", "Ys.", ("why", "a"), &a),
+            Sample::labelled_counter("y_total", "Ys.", ("why", "b"), &b),
+            Sample::gauge("z", "Z.", 4),
+        ]);
+        assert_eq!(
+            text,
+            "# HELP y_total Ys.\n# TYPE y_total counter\ny_total{why=\"a\"} 1\n\
+             y_total{why=\"b\"} 2\n# HELP z Z.\n# TYPE z gauge\nz 4\n"
         );
     }
 }

@@ -93,6 +93,8 @@ struct Run {
     progress_reads: u64,
     /// Inserts (one per group of rounds; each up to one `INSERT` per table).
     inserts: u64,
+    /// Groups of rounds sent on to be inserted, by why they went when they did.
+    groups: Vec<(&'static str, u64)>,
     /// CPU used over the whole run and during the warm phase.
     cold_cpu: CpuUse,
     warm_cpu: CpuUse,
@@ -183,6 +185,17 @@ async fn total(ports: &[u16], name: &str) -> u64 {
     sum
 }
 
+/// Groups the workers sent on to be inserted, by reason (`datacat_ingest_groups_total`).
+async fn groups_by_reason(ports: &[u16]) -> Vec<(&'static str, u64)> {
+    const REASONS: [&str; 6] = ["full", "rows", "waited", "caught_up", "stalled", "shutdown"];
+    let mut groups = Vec::new();
+    for reason in REASONS {
+        let series = format!("datacat_ingest_groups_total{{reason=\"{reason}\"}}");
+        groups.push((reason, total(ports, &series).await));
+    }
+    groups
+}
+
 /// Ingests the warm-up and the measured workload with `workers` workers into `database`.
 /// Both are in JetStream before the clock starts (warm-up first): this measures ingest, not
 /// the publisher. The cold clock includes starting the workers; the warm one starts when the
@@ -252,6 +265,7 @@ async fn ingest_run(
         voided: total(&ports, "datacat_ingest_voided_total").await,
         progress_reads: total(&ports, "datacat_ingest_progress_reads_total").await,
         inserts: total(&ports, "datacat_ingest_inserts_total").await,
+        groups: groups_by_reason(&ports).await,
         workers,
         cold: (rows, cold_seconds),
         warm: (measured_rows, warm_at.elapsed().as_secs_f64()),
@@ -377,6 +391,16 @@ async fn main() -> Result<()> {
         println!(
             "    {} worker(s): {} batches NAKed to wait for a predecessor, {} duplicates skipped; {} messages forwarded to their session's owner, {} session plans voided; {} progress records read from KV; {} inserts of {} rows on average",
             run.workers, run.waits, run.duplicates, run.forwarded, run.voided, run.progress_reads, run.inserts, run.cold.0 / run.inserts.max(1)
+        );
+        let groups: Vec<String> = run
+            .groups
+            .iter()
+            .map(|(reason, count)| format!("{reason} {count}"))
+            .collect();
+        println!(
+            "    {} worker(s): groups inserted, by why then: {}",
+            run.workers,
+            groups.join(", ")
         );
         println!(
             "    {} worker(s): CPU seconds per million rows, warm: {}; the raw insert of the measured rows: {}",
