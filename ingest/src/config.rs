@@ -126,7 +126,8 @@ pub struct Config {
     )]
     pub gap_retry_ms: u64,
 
-    /// How long a worker may hold a message before JetStream gives it to another worker.
+    /// How long a worker may hold a message before JetStream gives it to another worker,
+    /// unless the worker says it is still at it (every 5 s, or a third of this if shorter).
     #[arg(
         long,
         global = true,

@@ -77,11 +77,11 @@ impl Group {
         self.rounds.iter().flat_map(Round::messages)
     }
 
-    /// Extends the ack deadline of its messages every `KEEP_ALIVE_EVERY` while it waits for
+    /// Extends the ack deadline of its messages every `every` while it waits for
     /// ClickHouse (an outage must not get them redelivered).
-    pub(crate) async fn keep_alive_if_due(&mut self) {
+    pub(crate) async fn keep_alive_if_due(&mut self, every: Duration) {
         let messages = self.rounds.iter().flat_map(Round::messages);
-        self.kept_alive.extend_if_due(messages).await;
+        self.kept_alive.extend_if_due(every, messages).await;
     }
 }
 
@@ -93,10 +93,14 @@ impl KeepAlive {
         Self(Instant::now())
     }
 
-    /// Extends the messages' ack deadlines when `KEEP_ALIVE_EVERY` has passed since the
-    /// last time (or since `new`).
-    pub(crate) async fn extend_if_due<'a>(&mut self, messages: impl Iterator<Item = &'a Message>) {
-        if self.0.elapsed() < KEEP_ALIVE_EVERY {
+    /// Extends the messages' ack deadlines when `every` has passed since the last time (or
+    /// since `new`).
+    pub(crate) async fn extend_if_due<'a>(
+        &mut self,
+        every: Duration,
+        messages: impl Iterator<Item = &'a Message>,
+    ) {
+        if self.0.elapsed() < every {
             return;
         }
         let messages: Vec<&Message> = messages.collect();
@@ -120,9 +124,12 @@ fn in_key_order(mut sessions: Vec<SessionRows>) -> Vec<EncodedRows> {
 /// (and the memory a worker holds stays bounded).
 pub(crate) const PLANNED_ROWS_LIMIT: usize = 2;
 
-/// How often the messages of a round held back (while the previous round waits for
-/// ClickHouse) get their ack deadline extended.
-pub(crate) const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(5);
+/// How often messages a worker keeps (planned while ClickHouse is busy, being inserted, held
+/// for a predecessor) get their ack deadline extended: every 5 s, or three times per ack wait
+/// if that is shorter (at 5 s, an ack wait of a few seconds would run out between two).
+pub(crate) fn keep_alive_every(ack_wait: Duration) -> Duration {
+    (ack_wait / 3).min(Duration::from_secs(5))
+}
 
 /// What finished rounds did to each session's progress record: the round that last wrote it
 /// (or failed to) and the new KV revision, or `None` when it was not written (plans built on
@@ -349,7 +356,9 @@ impl Worker {
     async fn insert_until_done(&self, rows: &[EncodedRows], messages: &[&Message]) -> bool {
         let mut backoff = Duration::from_millis(500);
         loop {
-            let Err(error) = self.writer.insert_encoded(rows).await else {
+            // A slow insert (a busy ClickHouse) must not outlast the messages' ack wait either.
+            let inserted = self.keeping_alive(self.writer.insert_encoded(rows), messages);
+            let Err(error) = inserted.await else {
                 return true;
             };
             self.stats.insert_errors.fetch_add(1, Ordering::Relaxed);

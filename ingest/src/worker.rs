@@ -25,9 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::affinity::{self, Members};
 use crate::config::Config;
-use crate::group::{
-    Backlog, Group, InFlight, InsertReason, KeepAlive, KEEP_ALIVE_EVERY, PLANNED_ROWS_LIMIT,
-};
+use crate::group::{Backlog, Group, InFlight, InsertReason, KeepAlive, PLANNED_ROWS_LIMIT};
 use crate::message_budget::MessageBudget;
 use crate::plan::Held;
 use crate::progress_cache::ProgressCache;
@@ -85,6 +83,8 @@ pub struct Worker {
     pub(crate) max_deliveries: i64,
     /// How long a batch waiting for its predecessor is kept before it is NAKed.
     pub(crate) hold_for: Duration,
+    /// How often the ack deadlines of messages kept waiting are extended.
+    keep_alive_every: Duration,
     pub(crate) shutdown: CancellationToken,
     pub(crate) cache: ProgressCache,
     /// The live workers, which own the sessions between them.
@@ -140,6 +140,7 @@ impl Worker {
         stats: Arc<Stats>,
         config: &Config,
     ) -> Self {
+        let ack_wait = Duration::from_secs(config.ack_wait_secs.max(1));
         Self {
             resources,
             writer,
@@ -151,7 +152,8 @@ impl Worker {
             gap_max_deliveries: config.gap_max_deliveries.max(1),
             gap_retry: Duration::from_millis(config.gap_retry_ms.max(10)),
             max_deliveries: config.max_deliveries.max(config.gap_max_deliveries + 1),
-            hold_for: crate::plan::hold_for(Duration::from_secs(config.ack_wait_secs.max(1))),
+            hold_for: crate::plan::hold_for(ack_wait),
+            keep_alive_every: crate::group::keep_alive_every(ack_wait),
             // The sweeper marks sessions silent for `lost_after` lost: half of that, a
             // committed progress cannot be stale.
             cache: ProgressCache::new(Duration::from_secs(config.lost_after_secs.max(2)) / 2),
@@ -276,7 +278,9 @@ impl Worker {
             }
             // Held past the ack wait, if need be (see `plan::hold_for`).
             let held_messages = held.iter().map(|held| &held.message);
-            held_kept_alive.extend_if_due(held_messages).await;
+            held_kept_alive
+                .extend_if_due(worker.keep_alive_every, held_messages)
+                .await;
             if group.is_empty() {
                 continue;
             }
@@ -290,7 +294,7 @@ impl Worker {
                 None
             };
             let Some(reason) = reason else {
-                group.keep_alive_if_due().await;
+                group.keep_alive_if_due(worker.keep_alive_every).await;
                 continue;
             };
             worker.stats.groups_by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
@@ -369,7 +373,7 @@ impl Worker {
         work: F,
         held: &[&Message],
     ) -> F::Output {
-        let mut keep_alive = tokio::time::interval(KEEP_ALIVE_EVERY);
+        let mut keep_alive = tokio::time::interval(self.keep_alive_every);
         keep_alive.tick().await;
         tokio::pin!(work);
         loop {
