@@ -167,7 +167,7 @@ pub(crate) enum InsertReason {
     Full,
     /// It has the `--insert-rows` rows an insert wants.
     Rows,
-    /// It waited `--insert-wait-ms` for them.
+    /// It waited `--insert-wait-ms` for them, more being queued.
     Waited,
     /// No more is queued.
     CaughtUp,
@@ -204,15 +204,15 @@ impl Worker {
     /// an insert wants, or waited long enough for them, or no backlog would bring them soon.
     pub(crate) fn ripe(&self, group: &Group, backlog: Backlog) -> Option<InsertReason> {
         if group.rows >= self.insert_rows {
-            Some(InsertReason::Rows)
-        } else if group.started.elapsed() >= self.insert_wait {
-            Some(InsertReason::Waited)
-        } else {
-            match backlog {
-                Backlog::Queued => None,
-                Backlog::CaughtUp => Some(InsertReason::CaughtUp),
-                Backlog::Stalled => Some(InsertReason::Stalled),
+            return Some(InsertReason::Rows);
+        }
+        match backlog {
+            Backlog::CaughtUp => Some(InsertReason::CaughtUp),
+            Backlog::Stalled => Some(InsertReason::Stalled),
+            Backlog::Queued if group.started.elapsed() >= self.insert_wait => {
+                Some(InsertReason::Waited)
             }
+            Backlog::Queued => None,
         }
     }
 

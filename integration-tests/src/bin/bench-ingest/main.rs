@@ -6,7 +6,14 @@
 //! Two figures per worker count: "cold" counts from starting the workers, "warm" from when
 //! they finished a warm-up workload of the same shape queued ahead of the measured one (a
 //! running deployment's throughput: a fresh process first pays for faulting in its working
-//! set, which on these VMs costs about as much CPU as the work itself). Each is compared with
+//! set, which on these VMs costs about as much CPU as the work itself). Both clocks stop when
+//! the measured workload is all applied, with a cool-down workload of the same shape queued
+//! behind it: ingest is pipelined (a group planned, one inserted, one committing), so when
+//! the warm-up's last batch is applied a good part of the measured workload is already
+//! planned or inserted; the work on the cool-down in flight at the end matches it. (Without
+//! it, the warm figure counted that head start as free: with `--max-ack-pending` doubled, a
+//! deeper pipeline, it rose from about 55 to 72 % of raw while the cold one fell.) Each is
+//! compared with
 //! the same raw insert, timed in two parts: the warm-up workload's rows into an empty
 //! database (cold: all rows), then the measured workload's rows while ClickHouse still merges
 //! the warm-up's parts, as it does during ingest's warm phase (warm). The warm figure against
@@ -83,7 +90,7 @@ struct Run {
     workers: usize,
     cold: (u64, f64),
     warm: (u64, f64),
-    /// Batches NAKed to wait for a predecessor, and redelivered duplicates, over both workloads.
+    /// Batches NAKed to wait for a predecessor, and redelivered duplicates, over all workloads.
     waits: u64,
     duplicates: u64,
     /// Messages forwarded to the worker owning their session, and session plans voided.
@@ -98,7 +105,7 @@ struct Run {
     /// CPU used over the whole run and during the warm phase.
     cold_cpu: CpuUse,
     warm_cpu: CpuUse,
-    /// Blocks ClickHouse wrote over both workloads.
+    /// Blocks ClickHouse wrote over all workloads.
     blocks: WrittenBlocks,
 }
 
@@ -196,14 +203,14 @@ async fn groups_by_reason(ports: &[u16]) -> Vec<(&'static str, u64)> {
     groups
 }
 
-/// Ingests the warm-up and the measured workload with `workers` workers into `database`.
-/// Both are in JetStream before the clock starts (warm-up first): this measures ingest, not
-/// the publisher. The cold clock includes starting the workers; the warm one starts when the
-/// warm-up's messages are all applied.
+/// Ingests the warm-up, the measured and the cool-down workload with `workers` workers into
+/// `database`. All are in JetStream before the clock starts (in that order): this measures
+/// ingest, not the publisher. The cold clock includes starting the workers; the warm one
+/// starts when the warm-up's messages are all applied; both stop when the measured
+/// workload's are (the cool-down's keep the pipeline as full as it was at the warm start).
 async fn ingest_run(
     clickhouse: &ClickHouse,
-    warmup: &Workload,
-    workload: &Workload,
+    [warmup, workload, cooldown]: [&Workload; 3],
     workers: usize,
     database: &str,
     logs: &std::path::Path,
@@ -217,6 +224,7 @@ async fn ingest_run(
     let jetstream = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
     warmup.publish(&jetstream, 0).await?;
     workload.publish(&jetstream, 0).await?;
+    cooldown.publish(&jetstream, 0).await?;
 
     let blocks_before = clickhouse.written_blocks().await?;
     // The workers' share counts from their start (from zero).
@@ -226,15 +234,17 @@ async fn ingest_run(
         start_workers(&nats, clickhouse, workers, database, logs, "run").await?;
     let ingest_pids: Vec<u32> = processes.iter().map(ChildGuard::pid).collect();
     let cpu_now = || CpuUse::now(&ingest_pids, clickhouse.pid(), nats.pid());
-    let (warm_messages, all_messages) = (
-        warmup.batches.len() as u64,
-        (warmup.batches.len() + workload.batches.len()) as u64,
-    );
-    let mut warm_start = None;
+    let warm_messages = warmup.batches.len() as u64;
+    let measured_end = warm_messages + workload.batches.len() as u64;
+    let all_messages = measured_end + cooldown.batches.len() as u64;
+    let (mut warm_start, mut measured_done) = (None, None);
     loop {
         let applied = total(&ports, "datacat_ingest_messages_total").await;
         if warm_start.is_none() && applied >= warm_messages {
             warm_start = Some((Instant::now(), cpu_now()));
+        }
+        if measured_done.is_none() && applied >= measured_end {
+            measured_done = Some((started.elapsed().as_secs_f64(), cpu_now()));
         }
         if applied >= all_messages {
             break;
@@ -245,16 +255,15 @@ async fn ingest_run(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let end_cpu = cpu_now();
-    let cold_seconds = started.elapsed().as_secs_f64();
     let blocks = clickhouse.written_blocks().await?.since(blocks_before);
     let rows = total(&ports, "datacat_ingest_rows_total").await;
     let (warm_at, warm_start_cpu) = warm_start.expect("set before the loop ends");
+    let (cold_seconds, end_cpu) = measured_done.expect("set before the loop ends");
     // Rows are counted when inserted and messages when committed, and a group of rounds
-    // inserted together can hold the end of the warm-up and the start of the measured
-    // workload: so the measured workload's rows are its share of all rows (the two have the
-    // same shape), not the rows inserted after the warm-up's last commit.
-    let measured_rows = rows * workload.batches.len() as u64 / all_messages;
+    // inserted together can hold the end of one workload and the start of the next: so a
+    // workload's rows are its share of all rows (the three have the same shape).
+    let share = |messages: u64| rows * messages / all_messages;
+    let measured_rows = share(workload.batches.len() as u64);
     Ok(Run {
         cold_cpu: end_cpu.since(cold_start_cpu),
         warm_cpu: end_cpu.since(warm_start_cpu),
@@ -267,8 +276,11 @@ async fn ingest_run(
         inserts: total(&ports, "datacat_ingest_inserts_total").await,
         groups: groups_by_reason(&ports).await,
         workers,
-        cold: (rows, cold_seconds),
-        warm: (measured_rows, warm_at.elapsed().as_secs_f64()),
+        cold: (share(measured_end), cold_seconds),
+        warm: (
+            measured_rows,
+            cold_seconds - warm_at.duration_since(started).as_secs_f64(),
+        ),
     })
 }
 
@@ -281,6 +293,7 @@ async fn main() -> Result<()> {
     let min_workers = env_or("BENCH_MIN_WORKERS", 1usize).clamp(1, max_workers);
     let warmup = Workload::generate("warmup", sessions, batches, records, 7);
     let workload = Workload::generate("bench", sessions, batches, records, 11);
+    let cooldown = Workload::generate("cooldown", sessions, batches, records, 13);
     let clickhouse = ClickHouse::start().await?;
     let logs = tempfile::Builder::new()
         .prefix("bench-ingest-")
@@ -310,8 +323,7 @@ async fn main() -> Result<()> {
         wait_for_merges(&connection("default")).await?;
         let run = ingest_run(
             &clickhouse,
-            &warmup,
-            &workload,
+            [&warmup, &workload, &cooldown],
             workers,
             &database,
             logs.path(),
@@ -329,12 +341,13 @@ async fn main() -> Result<()> {
     let raw = raw.expect("at least one run");
 
     println!(
-        "ingest benchmark: {sessions} sessions x {batches} batches x {records} records = {} records in {} JetStream messages, after a warm-up workload of the same shape",
+        "ingest benchmark: {sessions} sessions x {batches} batches x {records} records = {} records in {} JetStream messages, between a warm-up and a cool-down workload of the same shape",
         sessions * batches * records,
         workload.batches.len()
     );
-    println!("  (cold: both workloads, clock from starting the workers, against the raw insert of all rows into an empty database;");
-    println!("   warm: the measured workload only, against the raw insert of its rows after the warm-up's, which ClickHouse is still merging)");
+    println!("  (cold: the warm-up and measured workloads, clock from starting the workers, against the raw insert of their rows into an empty database;");
+    println!("   warm: the measured workload only, against the raw insert of its rows after the warm-up's, which ClickHouse is still merging;");
+    println!("   both clocks stop when the measured workload is applied, the cool-down's in flight behind it)");
     let median = |rate: &dyn Fn(&RawRun) -> f64| {
         let mut rates: Vec<f64> = runs
             .iter()
@@ -425,7 +438,7 @@ async fn main() -> Result<()> {
             raw_run.measured_cpu.kernel_share(),
         );
         println!(
-            "    {} worker(s): ClickHouse wrote {} (both workloads); the raw insert {}",
+            "    {} worker(s): ClickHouse wrote {} (all three workloads); the raw insert {}",
             run.workers, run.blocks, raw_run.blocks,
         );
     }

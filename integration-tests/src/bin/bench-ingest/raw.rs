@@ -12,32 +12,21 @@ use datacat_warehouse::{migrate, Connection, EncodedRows, RowSet, Writer};
 
 use crate::CpuUse;
 
-/// Every row of every table of the database.
-async fn read_rows(connection: &Connection) -> Result<RowSet> {
+/// Every row of every table of the database but those of sessions whose id starts with
+/// `skipped` (the cool-down workload's, there only to keep ingest busy).
+async fn read_rows(connection: &Connection, skipped: &str) -> Result<RowSet> {
     let client = connection.client()?;
+    let read = |table: &str| {
+        let sql = format!("SELECT ?fields FROM {table} WHERE session_id NOT LIKE ?");
+        client.query(&sql).bind(format!("{skipped}%"))
+    };
     Ok(RowSet {
-        sessions: client
-            .query("SELECT ?fields FROM sessions")
-            .fetch_all::<SessionRow>()
-            .await?,
-        state_history: client
-            .query("SELECT ?fields FROM state_history")
-            .fetch_all::<StateHistoryRow>()
-            .await?,
-        state_paths: client
-            .query("SELECT ?fields FROM state_paths")
-            .fetch_all::<StatePathRow>()
-            .await?,
-        events: client
-            .query("SELECT ?fields FROM events")
-            .fetch_all::<EventRow>()
-            .await?,
-        metrics: client
-            .query("SELECT ?fields FROM metrics")
-            .fetch_all::<MetricRow>()
-            .await?,
-        metric_sessions: client
-            .query("SELECT ?fields FROM metric_sessions")
+        sessions: read("sessions").fetch_all::<SessionRow>().await?,
+        state_history: read("state_history").fetch_all::<StateHistoryRow>().await?,
+        state_paths: read("state_paths").fetch_all::<StatePathRow>().await?,
+        events: read("events").fetch_all::<EventRow>().await?,
+        metrics: read("metrics").fetch_all::<MetricRow>().await?,
+        metric_sessions: read("metric_sessions")
             .fetch_all::<MetricSessionRow>()
             .await?,
     })
@@ -133,7 +122,7 @@ impl RawRows {
     /// The rows a run wrote into `connection`'s database, split into the warm-up's and the
     /// measured workload's, sorted by each table's key and encoded.
     pub async fn read_back(connection: &Connection) -> Result<Self> {
-        let rows = read_rows(connection).await?;
+        let rows = read_rows(connection, "cooldown-").await?;
         let (mut warmup_rows, mut measured_rows) = split_warmup(rows, "warmup-");
         sort_by_keys(&mut warmup_rows);
         sort_by_keys(&mut measured_rows);
