@@ -176,6 +176,12 @@ impl Workload {
     /// plus `duplicates` re-publications under a different message id, which JetStream
     /// keeps and ingest must skip.
     pub async fn publish(&self, jetstream: &jetstream::Context, duplicates: usize) -> Result<()> {
+        self.messages(duplicates)?.publish(jetstream).await
+    }
+
+    /// The messages [`Workload::publish`] sends, encoded, in its order: a workload to
+    /// publish several times need not keep its records (the benchmark's take gigabytes).
+    pub fn messages(&self, duplicates: usize) -> Result<Messages> {
         let mut order: Vec<usize> = (0..self.batches.len()).collect();
         let mut random = Random(0x5eed);
         // Interleave sessions, and swap some neighbours of the same session.
@@ -207,7 +213,25 @@ impl Workload {
                 encode_batch(batch)?,
             ));
         }
-        for chunk in messages.chunks(256) {
+        Ok(Messages(messages))
+    }
+}
+
+/// A workload's messages, encoded: (subject, message id, payload), in publishing order.
+pub struct Messages(Vec<(String, String, Vec<u8>)>);
+
+impl Messages {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Publishes every message, waiting for JetStream to store each.
+    pub async fn publish(&self, jetstream: &jetstream::Context) -> Result<()> {
+        for chunk in self.0.chunks(256) {
             let mut acks = Vec::new();
             for (subject, msg_id, payload) in chunk {
                 let message = PublishMessage::build()

@@ -34,7 +34,7 @@ use datacat_integration_tests::bench::{env_or, ProcessUse};
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::stack::metric_at;
-use datacat_integration_tests::workload::Workload;
+use datacat_integration_tests::workload::{Messages, Workload};
 use datacat_integration_tests::{ClickHouse, Nats, WrittenBlocks};
 use datacat_warehouse::{Connection, WireCompression};
 
@@ -210,7 +210,7 @@ async fn groups_by_reason(ports: &[u16]) -> Vec<(&'static str, u64)> {
 /// workload's are (the cool-down's keep the pipeline as full as it was at the warm start).
 async fn ingest_run(
     clickhouse: &ClickHouse,
-    [warmup, workload, cooldown]: [&Workload; 3],
+    [warmup, workload, cooldown]: [&Messages; 3],
     workers: usize,
     database: &str,
     logs: &std::path::Path,
@@ -222,9 +222,9 @@ async fn ingest_run(
         process.terminate(Duration::from_secs(10))?;
     }
     let jetstream = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
-    warmup.publish(&jetstream, 0).await?;
-    workload.publish(&jetstream, 0).await?;
-    cooldown.publish(&jetstream, 0).await?;
+    warmup.publish(&jetstream).await?;
+    workload.publish(&jetstream).await?;
+    cooldown.publish(&jetstream).await?;
 
     let blocks_before = clickhouse.written_blocks().await?;
     // The workers' share counts from their start (from zero).
@@ -234,9 +234,9 @@ async fn ingest_run(
         start_workers(&nats, clickhouse, workers, database, logs, "run").await?;
     let ingest_pids: Vec<u32> = processes.iter().map(ChildGuard::pid).collect();
     let cpu_now = || CpuUse::now(&ingest_pids, clickhouse.pid(), nats.pid());
-    let warm_messages = warmup.batches.len() as u64;
-    let measured_end = warm_messages + workload.batches.len() as u64;
-    let all_messages = measured_end + cooldown.batches.len() as u64;
+    let warm_messages = warmup.len() as u64;
+    let measured_end = warm_messages + workload.len() as u64;
+    let all_messages = measured_end + cooldown.len() as u64;
     let (mut warm_start, mut measured_done) = (None, None);
     loop {
         let applied = total(&ports, "datacat_ingest_messages_total").await;
@@ -263,7 +263,7 @@ async fn ingest_run(
     // inserted together can hold the end of one workload and the start of the next: so a
     // workload's rows are its share of all rows (the three have the same shape).
     let share = |messages: u64| rows * messages / all_messages;
-    let measured_rows = share(workload.batches.len() as u64);
+    let measured_rows = share(workload.len() as u64);
     Ok(Run {
         cold_cpu: end_cpu.since(cold_start_cpu),
         warm_cpu: end_cpu.since(warm_start_cpu),
@@ -291,9 +291,13 @@ async fn main() -> Result<()> {
     let records = env_or("BENCH_RECORDS", 50usize);
     let max_workers = env_or("BENCH_WORKERS", 3usize).max(1);
     let min_workers = env_or("BENCH_MIN_WORKERS", 1usize).clamp(1, max_workers);
-    let warmup = Workload::generate("warmup", sessions, batches, records, 7);
-    let workload = Workload::generate("bench", sessions, batches, records, 11);
-    let cooldown = Workload::generate("cooldown", sessions, batches, records, 13);
+    // Kept encoded: the records themselves take several GB per workload.
+    let encoded = |product: &str, seed: u64| {
+        Workload::generate(product, sessions, batches, records, seed).messages(0)
+    };
+    let warmup = encoded("warmup", 7)?;
+    let workload = encoded("bench", 11)?;
+    let cooldown = encoded("cooldown", 13)?;
     let clickhouse = ClickHouse::start().await?;
     let logs = tempfile::Builder::new()
         .prefix("bench-ingest-")
@@ -343,7 +347,7 @@ async fn main() -> Result<()> {
     println!(
         "ingest benchmark: {sessions} sessions x {batches} batches x {records} records = {} records in {} JetStream messages, between a warm-up and a cool-down workload of the same shape",
         sessions * batches * records,
-        workload.batches.len()
+        workload.len()
     );
     println!("  (cold: the warm-up and measured workloads, clock from starting the workers, against the raw insert of their rows into an empty database;");
     println!("   warm: the measured workload only, against the raw insert of its rows after the warm-up's, which ClickHouse is still merging;");
