@@ -14,6 +14,7 @@ use tokio::sync::oneshot::error::TryRecvError;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 
+use crate::insert_reason::{Backlog, InsertReason};
 use crate::plan::{Held, Round, SessionPlan, SessionRows, KV_CONCURRENCY};
 use crate::progress_cache::Base;
 use crate::worker::{ack_all, extend_ack_deadlines, nak_all, Worker, RETRY_DELAY};
@@ -148,72 +149,11 @@ pub(crate) struct Outcomes {
 /// Sessions whose latest outcome is kept; beyond it only the last two groups' are.
 const OUTCOMES_CAPACITY: usize = 100_000;
 
-/// What the stream has for this worker beyond what it holds, as of its last messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backlog {
-    /// At least another fetch's worth was queued, and messages keep coming.
-    Queued,
-    /// Less than a fetch was queued behind the last messages.
-    CaughtUp,
-    /// Queued, but nothing has arrived for `--fetch-wait-ms` (every message
-    /// `--max-ack-pending` lets out is out, or the other workers took them).
-    Stalled,
-}
-
-/// Why a group went on to be inserted when it did (`/metrics` counts each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum InsertReason {
-    /// It reached `PLANNED_ROWS_LIMIT` times `--insert-rows`: planning waits for ClickHouse.
-    Full,
-    /// It has the `--insert-rows` rows an insert wants.
-    Rows,
-    /// It waited `--insert-wait-ms` for them, more being queued.
-    Waited,
-    /// No more is queued.
-    CaughtUp,
-    /// More is queued but none arrives.
-    Stalled,
-    /// The worker is stopping.
-    Shutdown,
-}
-
-impl InsertReason {
-    pub(crate) const ALL: [Self; 6] = [
-        Self::Full,
-        Self::Rows,
-        Self::Waited,
-        Self::CaughtUp,
-        Self::Stalled,
-        Self::Shutdown,
-    ];
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Full => "full",
-            Self::Rows => "rows",
-            Self::Waited => "waited",
-            Self::CaughtUp => "caught_up",
-            Self::Stalled => "stalled",
-            Self::Shutdown => "shutdown",
-        }
-    }
-}
-
 impl Worker {
-    /// Why a group is worth inserting now (ClickHouse being free), if it is: it has the rows
-    /// an insert wants, or waited long enough for them, or no backlog would bring them soon.
+    /// Why a group is worth inserting now (ClickHouse being free), if it is.
     pub(crate) fn ripe(&self, group: &Group, backlog: Backlog) -> Option<InsertReason> {
-        if group.rows >= self.insert_rows {
-            return Some(InsertReason::Rows);
-        }
-        match backlog {
-            Backlog::CaughtUp => Some(InsertReason::CaughtUp),
-            Backlog::Stalled => Some(InsertReason::Stalled),
-            Backlog::Queued if group.started.elapsed() >= self.insert_wait => {
-                Some(InsertReason::Waited)
-            }
-            Backlog::Queued => None,
-        }
+        let waited = group.started.elapsed() >= self.insert_wait;
+        InsertReason::when_free(group.rows >= self.insert_rows, waited, backlog)
     }
 
     /// Starts inserting and committing `group` once the previous group's insert is over

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::group::InsertReason;
+use crate::insert_reason::InsertReason;
 use crate::worker::Stats;
 
 pub async fn serve(listener: TcpListener, stats: Arc<Stats>, shutdown: CancellationToken) {

@@ -25,7 +25,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::affinity::{self, Members};
 use crate::config::Config;
-use crate::group::{Backlog, Group, InFlight, InsertReason, KeepAlive, PLANNED_ROWS_LIMIT};
+use crate::group::{Group, InFlight, KeepAlive, PLANNED_ROWS_LIMIT};
+use crate::insert_reason::{Backlog, InsertReason};
 use crate::message_budget::MessageBudget;
 use crate::plan::Held;
 use crate::progress_cache::ProgressCache;
