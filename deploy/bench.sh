@@ -30,11 +30,12 @@ export DATACAT_NATS_SERVER_BIN="$DATACAT_ROOT/.local/nats/bin/nats-server"
 export DATACAT_CLICKHOUSE_SERVER_BIN="${DATACAT_CLICKHOUSE_SERVER_BIN:-/usr/sbin/clickhouse-server}"
 cargo build --release -p datacat-daemon -p datacat-ingest -p datacat-query -p datacat-integration-tests --bins
 
-# Two shapes of the same six million records (about 10 M rows, after a warm-up of the same
-# size): deep (2000 sessions with 60 batches each queued: workers share sessions and wait for
-# each other's rounds) and wide (60 000 sessions with 2). Smaller workloads measure mostly
-# the pipeline filling and draining: it holds a few million rows with 3 workers. The
-# benchmark process peaks at about 16 GB (it reads every row back for the raw insert).
+# Two shapes of the same six million records (about 10 M rows, between a warm-up and a
+# cool-down of the same size): deep (2000 sessions with 60 batches each queued: workers share
+# sessions and wait for each other's rounds) and wide (60 000 sessions with 2). Smaller
+# workloads measure mostly the pipeline filling and draining: it holds a few million rows
+# with 3 workers. The benchmark process peaks at about 12 GB (it reads the warm-up's and the
+# measured rows back for the raw insert).
 bench_ingest() {
     BENCH_SESSIONS=2000 BENCH_BATCHES=60 target/release/bench-ingest
     echo
