@@ -51,9 +51,7 @@ impl InsertReason {
             Self::Shutdown => "shutdown",
         }
     }
-}
 
-impl InsertReason {
     /// Why a group goes now that ClickHouse is free, if it does: it has the rows an insert
     /// wants (`enough_rows`), or no backlog would bring them soon, or it `waited` long enough
     /// for a backlog that does.

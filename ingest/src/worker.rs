@@ -131,6 +131,10 @@ impl Stats {
         add(&self.rows_metric_sessions, |s| s.metric_sessions.rows());
         self.inserts.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn count_group(&self, reason: InsertReason) {
+        self.groups_by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Worker {
@@ -298,13 +302,12 @@ impl Worker {
                 group.keep_alive_if_due(worker.keep_alive_every).await;
                 continue;
             };
-            worker.stats.groups_by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
+            worker.stats.count_group(reason);
             let group = std::mem::take(&mut group);
             in_flight = Some(worker.start_insert(group, &held, in_flight.take()).await);
         }
         if !group.is_empty() {
-            let shutdown = InsertReason::Shutdown as usize;
-            worker.stats.groups_by_reason[shutdown].fetch_add(1, Ordering::Relaxed);
+            worker.stats.count_group(InsertReason::Shutdown);
             in_flight = Some(worker.start_insert(group, &held, in_flight.take()).await);
         }
         // What arrived but was not planned goes back to the stream at once: another worker

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use datacat_integration_tests::stack::metric_at;
+use datacat_integration_tests::stack::{groups_series, metric_at, INSERT_REASONS};
 use datacat_integration_tests::workload::{check_expected, ingested, Workload};
 use datacat_integration_tests::Stack;
 
@@ -125,13 +125,15 @@ async fn workers_joining_and_leaving_mid_stream_lose_nothing() {
 /// that ended went because nothing more was queued.
 async fn check_groups_have_reasons(stack: &Stack) {
     let inserts = sum_over_workers(stack, "datacat_ingest_inserts_total").await;
-    let mut groups = 0;
-    for reason in ["full", "rows", "waited", "caught_up", "stalled", "shutdown"] {
-        let series = format!("datacat_ingest_groups_total{{reason=\"{reason}\"}}");
-        groups += stack.ingest_metric(0, &series).await.expect(&series);
+    let (mut groups, mut caught_up) = (0, 0);
+    for reason in INSERT_REASONS {
+        let series = groups_series(reason);
+        let count = stack.ingest_metric(0, &series).await.expect(&series);
+        groups += count;
+        if reason == "caught_up" {
+            caught_up = count;
+        }
     }
-    let caught_up = r#"datacat_ingest_groups_total{reason="caught_up"}"#;
-    let caught_up = stack.ingest_metric(0, caught_up).await.unwrap();
     assert!(
         inserts > 0 && groups >= inserts,
         "{groups} groups for {inserts} inserts"

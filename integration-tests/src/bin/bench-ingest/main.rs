@@ -12,9 +12,8 @@
 //! the warm-up's last batch is applied a good part of the measured workload is already
 //! planned or inserted; the work on the cool-down in flight at the end matches it. (Without
 //! it, the warm figure counted that head start as free: with `--max-ack-pending` doubled, a
-//! deeper pipeline, it rose from about 55 to 72 % of raw while the cold one fell.) Each is
-//! compared with
-//! the same raw insert, timed in two parts: the warm-up workload's rows into an empty
+//! deeper pipeline, it rose from 48 to 72 % of raw while the cold one fell.) Each is compared
+//! with the same raw insert, timed in two parts: the warm-up workload's rows into an empty
 //! database (cold: all rows), then the measured workload's rows while ClickHouse still merges
 //! the warm-up's parts, as it does during ingest's warm phase (warm). The warm figure against
 //! the all-rows rate is printed too. Also printed: CPU seconds per million rows of ingest,
@@ -33,7 +32,7 @@ use anyhow::{ensure, Result};
 use datacat_integration_tests::bench::{env_or, ProcessUse};
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
-use datacat_integration_tests::stack::metric_at;
+use datacat_integration_tests::stack::{groups_series, metric_at, INSERT_REASONS};
 use datacat_integration_tests::workload::{Messages, Workload};
 use datacat_integration_tests::{ClickHouse, Nats, WrittenBlocks};
 use datacat_warehouse::{Connection, WireCompression};
@@ -194,11 +193,9 @@ async fn total(ports: &[u16], name: &str) -> u64 {
 
 /// Groups the workers sent on to be inserted, by reason (`datacat_ingest_groups_total`).
 async fn groups_by_reason(ports: &[u16]) -> Vec<(&'static str, u64)> {
-    const REASONS: [&str; 6] = ["full", "rows", "waited", "caught_up", "stalled", "shutdown"];
     let mut groups = Vec::new();
-    for reason in REASONS {
-        let series = format!("datacat_ingest_groups_total{{reason=\"{reason}\"}}");
-        groups.push((reason, total(ports, &series).await));
+    for reason in INSERT_REASONS {
+        groups.push((reason, total(ports, &groups_series(reason)).await));
     }
     groups
 }
