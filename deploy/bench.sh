@@ -6,7 +6,8 @@
 #   deploy/bench.sh daemon    events/s from a batching client through one daemon into
 #                             JetStream; daemon RSS idle and under load
 #   deploy/bench.sh ingest    rows/s from JetStream into ClickHouse with 1, 2, 3 workers,
-#                             against a raw ClickHouse insert of the same rows
+#                             against a raw ClickHouse insert of the same rows, with
+#                             ClickHouse on cores of its own and on shared cores
 #   deploy/bench.sh query     query latency (p50 / p95) over 1 M sessions, 10 M events and
 #                             10 M metric points
 #   deploy/bench.sh python    the Python client: per-call cost in async mode, events/s
@@ -16,7 +17,8 @@
 #   deploy/bench.sh suite     all of them, then one table of every figure and its target
 #   deploy/bench.sh           the suite (the default)
 #
-# Environment: BENCH_EVENTS, BENCH_BATCH, BENCH_CLIENTS (see each benchmark's source).
+# Environment: BENCH_EVENTS, BENCH_BATCH, BENCH_CLIENTS, BENCH_LAYOUTS (see each benchmark's
+# source).
 
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
@@ -35,11 +37,17 @@ cargo build --release -p datacat-daemon -p datacat-ingest -p datacat-query -p da
 # sessions and wait for each other's rounds) and wide (60 000 sessions with 2). Smaller
 # workloads measure mostly the pipeline filling and draining: it holds a few million rows
 # with 3 workers. The benchmark process peaks at about 12 GB (it reads the warm-up's and the
-# measured rows back for the raw insert).
+# measured rows back for the raw insert). Each shape runs in two layouts: `dedicated`
+# (ClickHouse alone on half the cores, as on its own machine in a deployment: does ingest
+# keep it fed?) and `shared` (everything on every core: what a row costs in CPU). About
+# 20 minutes per layout on the 2-core machines; BENCH_LAYOUTS="dedicated" runs one.
 bench_ingest() {
-    BENCH_SESSIONS=2000 BENCH_BATCHES=60 target/release/bench-ingest
-    echo
-    BENCH_SESSIONS=60000 BENCH_BATCHES=2 target/release/bench-ingest
+    for layout in ${BENCH_LAYOUTS:-dedicated shared}; do
+        BENCH_LAYOUT=$layout BENCH_SESSIONS=2000 BENCH_BATCHES=60 target/release/bench-ingest
+        echo
+        BENCH_LAYOUT=$layout BENCH_SESSIONS=60000 BENCH_BATCHES=2 target/release/bench-ingest
+        echo
+    done
 }
 
 bench_python() {

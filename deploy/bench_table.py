@@ -51,14 +51,15 @@ def main(directory):
         shape = find(r"^ingest benchmark: (\d+ sessions x \d+ batches)", block, cast=str)
         if not shape:
             continue
-        # The warm figure is against the raw insert of the measured rows (after the warm-up's);
-        # older logs print one raw rate only.
+        layout = find(r"^  cores: (\w+)", block, cast=str) or "shared"
+        # The warm figure is against the raw insert of the measured rows (after the warm-up's).
         raws = dict(re.findall(
-            r"(\d) worker\(s\): raw insert right after it (?:\d+ rows/s \(all rows\), )?(\d+) rows/s",
+            r"(\d) worker\(s\): raw insert right after it, median \d+ rows/s of all rows"
+            r" \([^)]*\), (\d+) rows/s of the measured rows",
             block))
         for workers, rows_s, percent in re.findall(
                 r"(\d) worker\(s\), warm\s+(\d+) rows/s .*?([\d.]+) % of raw", block):
-            row(rows, "Ingest (%s)" % shape,
+            row(rows, "Ingest (%s, %s cores)" % (shape, layout),
                 "%s worker(s), warm: rows/s vs raw %s" % (workers, raws.get(workers, "?")),
                 "%s (%s %%)" % (rows_s, percent), ">= 60 % of raw", float(percent) >= 60)
 

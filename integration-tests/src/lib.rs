@@ -10,6 +10,7 @@ pub mod binaries;
 pub mod browser;
 #[cfg(feature = "containers")]
 pub mod containers;
+pub mod cores;
 pub mod daemon;
 pub mod process;
 pub mod python;

@@ -24,13 +24,17 @@
 //! Run it with `deploy/bench.sh ingest`. Options (environment): `BENCH_SESSIONS` (2000),
 //! `BENCH_BATCHES` per session (10), `BENCH_RECORDS` per batch (50), `BENCH_WORKERS` (3: runs
 //! 1, 2 and 3 workers), `BENCH_MIN_WORKERS` (1: the first worker count run),
-//! `BENCH_RAW_REPEATS` (3: raw inserts timed after each run, whose median is the baseline).
+//! `BENCH_RAW_REPEATS` (3: raw inserts timed after each run, whose median is the baseline),
+//! `BENCH_LAYOUT` (`shared`: every process on every core; `dedicated`: ClickHouse alone on
+//! half the cores, as on its own machine in a deployment, for the raw insert too; see
+//! `cores.rs`).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use datacat_integration_tests::bench::{env_or, ProcessUse};
 use datacat_integration_tests::binaries::datacat_bin;
+use datacat_integration_tests::cores::CoreLayout;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::stack::{groups_series, metric_at, INSERT_REASONS};
 use datacat_integration_tests::workload::{Messages, Workload};
@@ -45,6 +49,7 @@ mod raw;
 async fn start_workers(
     nats: &Nats,
     clickhouse: &ClickHouse,
+    layout: &CoreLayout,
     workers: usize,
     database: &str,
     logs: &std::path::Path,
@@ -66,11 +71,13 @@ async fn start_workers(
                 "RUST_LOG",
                 std::env::var("BENCH_INGEST_LOG").unwrap_or_else(|_| "warn".into()),
             );
-        processes.push(ChildGuard::spawn(
+        let process = ChildGuard::spawn(
             "datacat-ingest",
             command,
             &logs.join(format!("{database}-{attempt}-{w}.log")),
-        )?);
+        )?;
+        layout.place_other(Some(process.pid()))?;
+        processes.push(process);
         ports.push(port);
     }
     for port in &ports {
@@ -207,14 +214,17 @@ async fn groups_by_reason(ports: &[u16]) -> Vec<(&'static str, u64)> {
 /// workload's are (the cool-down's keep the pipeline as full as it was at the warm start).
 async fn ingest_run(
     clickhouse: &ClickHouse,
+    layout: &CoreLayout,
     [warmup, workload, cooldown]: [&Messages; 3],
     workers: usize,
     database: &str,
     logs: &std::path::Path,
 ) -> Result<Run> {
     let nats = Nats::start().await?;
+    layout.place_other(nats.pid())?;
     // The first start creates the schema, stream and consumer; nothing is published yet.
-    let (mut setup, _) = start_workers(&nats, clickhouse, workers, database, logs, "setup").await?;
+    let (mut setup, _) =
+        start_workers(&nats, clickhouse, layout, workers, database, logs, "setup").await?;
     for process in &mut setup {
         process.terminate(Duration::from_secs(10))?;
     }
@@ -228,7 +238,7 @@ async fn ingest_run(
     let cold_start_cpu = CpuUse::now(&[], clickhouse.pid(), nats.pid());
     let started = Instant::now();
     let (processes, ports) =
-        start_workers(&nats, clickhouse, workers, database, logs, "run").await?;
+        start_workers(&nats, clickhouse, layout, workers, database, logs, "run").await?;
     let ingest_pids: Vec<u32> = processes.iter().map(ChildGuard::pid).collect();
     let cpu_now = || CpuUse::now(&ingest_pids, clickhouse.pid(), nats.pid());
     let warm_messages = warmup.len() as u64;
@@ -295,7 +305,10 @@ async fn main() -> Result<()> {
     let warmup = encoded("warmup", 7)?;
     let workload = encoded("bench", 11)?;
     let cooldown = encoded("cooldown", 13)?;
+    let layout = CoreLayout::from_env()?;
     let clickhouse = ClickHouse::start().await?;
+    layout.place_clickhouse(clickhouse.pid())?;
+    layout.place_other(Some(std::process::id()))?;
     let logs = tempfile::Builder::new()
         .prefix("bench-ingest-")
         .disable_cleanup(std::env::var_os("BENCH_INGEST_LOG").is_some())
@@ -324,6 +337,7 @@ async fn main() -> Result<()> {
         wait_for_merges(&connection("default")).await?;
         let run = ingest_run(
             &clickhouse,
+            &layout,
             [&warmup, &workload, &cooldown],
             workers,
             &database,
@@ -346,6 +360,7 @@ async fn main() -> Result<()> {
         sessions * batches * records,
         workload.len()
     );
+    println!("  cores: {}", layout.describe());
     println!("  (cold: the warm-up and measured workloads, clock from starting the workers, against the raw insert of their rows into an empty database;");
     println!("   warm: the measured workload only, against the raw insert of its rows after the warm-up's, which ClickHouse is still merging;");
     println!("   both clocks stop when the measured workload is applied, the cool-down's in flight behind it)");
