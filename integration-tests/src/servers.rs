@@ -248,6 +248,17 @@ impl ClickHouse {
         }
     }
 
+    /// Rows the server has merged (read and rewritten by background merges of parts) since it
+    /// started: work an insert leaves behind, done whenever the server gets to it.
+    pub async fn merged_rows(&self) -> Result<u64> {
+        let body = self
+            .sql("SELECT sumIf(value, event = 'MergedRows') FROM system.events")
+            .await?;
+        body.trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("unexpected system.events answer: {body:?}"))
+    }
+
     /// Runs one SQL statement over HTTP and returns the body.
     pub async fn sql(&self, sql: &str) -> Result<String> {
         let response = reqwest::Client::new()

@@ -153,6 +153,8 @@ pub struct RawRun {
     warmup_seconds: f64,
     measured_seconds: f64,
     pub measured_cpu: CpuUse,
+    /// Rows ClickHouse merged while the measured rows were inserted.
+    pub measured_merged: u64,
     /// Blocks ClickHouse wrote over both parts.
     pub blocks: WrittenBlocks,
 }
@@ -229,6 +231,7 @@ async fn time_raw_insert(
     }
     let warmup_seconds = started.elapsed().as_secs_f64();
     let cpu_now = || CpuUse::now(&[], clickhouse.pid(), None);
+    let merged_before = clickhouse.merged_rows().await?;
     let (started, cpu_start) = (Instant::now(), cpu_now());
     for encoded in &raw.measured {
         writer
@@ -237,12 +240,14 @@ async fn time_raw_insert(
     }
     let measured_seconds = started.elapsed().as_secs_f64();
     let measured_cpu = cpu_now().since(cpu_start);
+    let measured_merged = clickhouse.merged_rows().await? - merged_before;
     let blocks = clickhouse.written_blocks().await?.since(blocks_before);
     drop_database(connection, &connection.database).await?;
     Ok(RawRun {
         warmup_seconds,
         measured_seconds,
         measured_cpu,
+        measured_merged,
         blocks,
     })
 }
