@@ -131,6 +131,7 @@ mod tests {
         layout.place_clickhouse(Some(child.id())).unwrap();
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
         let _ = child.kill();
+        let _ = child.wait();
         let allowed = status
             .lines()
             .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
