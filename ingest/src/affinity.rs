@@ -23,10 +23,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::inbox::InboxSender;
 use async_nats::jetstream::{self, Message};
 use async_nats::{HeaderMap, Subject};
 use futures::StreamExt;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -245,7 +245,7 @@ pub async fn forward_foreign(
 pub async fn receive_forwarded(
     mut subscriber: async_nats::Subscriber,
     jetstream: jetstream::Context,
-    inbox: mpsc::Sender<Vec<Message>>,
+    inbox: InboxSender,
     received: &AtomicU64,
     budget: &Arc<MessageBudget>,
     shutdown: CancellationToken,
@@ -262,7 +262,7 @@ pub async fn receive_forwarded(
         // Whatever else has arrived goes along in the same hand-over.
         let messages = arrived(&mut subscriber, Some(first), &jetstream, budget);
         received.fetch_add(messages.len() as u64, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError(messages)) = inbox.send(messages).await {
+        if let Err(messages) = inbox.send(messages).await {
             break messages;
         }
     };

@@ -6,6 +6,7 @@ mod apply;
 mod config;
 mod group;
 mod http;
+mod inbox;
 mod insert_reason;
 mod message_budget;
 mod metric_summary;

@@ -19,13 +19,13 @@ use async_nats::jetstream::{AckKind, Message};
 use datacat_protocol::subject;
 use datacat_warehouse::{EncodedRows, Writer};
 use futures::StreamExt;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::affinity::{self, Members};
 use crate::config::Config;
 use crate::group::{Group, InFlight, KeepAlive, PLANNED_ROWS_LIMIT};
+use crate::inbox::{self, InboxSender};
 use crate::insert_reason::{Backlog, InsertReason};
 use crate::message_budget::MessageBudget;
 use crate::plan::Held;
@@ -202,7 +202,8 @@ impl Worker {
             });
         }
         worker.members.settle().await;
-        let (sender, mut inbox) = mpsc::channel(INBOX_CHUNKS);
+        let (sender, mut inbox) =
+            inbox::channel(INBOX_CHUNKS, worker.client.clone(), worker.keep_alive_every);
         let receiver = {
             let (worker, sender) = (worker.clone(), sender.clone());
             let jetstream = worker.resources.jetstream.clone();
@@ -330,7 +331,7 @@ impl Worker {
     /// Fetches from the shared consumer until shutdown: messages of sessions another worker
     /// owns are forwarded to it, this worker's go to its inbox (whose bound stops the
     /// fetching while planning is behind, as does the message budget).
-    async fn fetch_loop(self: Arc<Self>, inbox: mpsc::Sender<Vec<Message>>) {
+    async fn fetch_loop(self: Arc<Self>, inbox: InboxSender) {
         let mut limit = FetchLimit::Budget;
         while !self.shutdown.is_cancelled() {
             self.budget.wait_for_room(&self.shutdown).await;
@@ -363,7 +364,7 @@ impl Worker {
             if mine.is_empty() {
                 continue;
             }
-            if let Err(mpsc::error::SendError(mine)) = inbox.send(mine).await {
+            if let Err(mine) = inbox.send(mine).await {
                 nak_all(mine, Duration::ZERO).await;
                 break;
             }

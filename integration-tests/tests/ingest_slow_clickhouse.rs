@@ -12,9 +12,29 @@ use datacat_integration_tests::Stack;
 /// it holds, planned or being inserted, so JetStream redelivers nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inserts_slower_than_the_ack_wait_are_not_redelivered() {
-    let stack = Stack::start_with(&[("DATACAT_ACK_WAIT_SECS", "2")])
-        .await
-        .expect("stack starts");
+    let stack = slow_stack(&[]).await;
+    ingest_without_redeliveries(&stack, "slow-inserts").await;
+}
+
+/// The same with a worker that plans faster than ClickHouse inserts (small groups, small
+/// fetches): its groups fill up while the previous one is being inserted, so planning waits,
+/// and what it fetched meanwhile waits in its inbox, or in the fetcher for room there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_to_be_planned_are_not_redelivered() {
+    let stack = slow_stack(&[
+        ("DATACAT_INSERT_ROWS", "150"),
+        ("DATACAT_FETCH_BATCH", "10"),
+    ])
+    .await;
+    ingest_without_redeliveries(&stack, "slow-planning").await;
+}
+
+/// A stack with a 2 s ack wait whose ClickHouse takes 3 s for every insert into `events` (a
+/// materialized view sleeps).
+async fn slow_stack(ingest_env: &[(&str, &str)]) -> Stack {
+    let mut env = vec![("DATACAT_ACK_WAIT_SECS", "2")];
+    env.extend_from_slice(ingest_env);
+    let stack = Stack::start_with(&env).await.expect("stack starts");
     let database = &stack.database;
     stack
         .clickhouse
@@ -24,12 +44,18 @@ async fn inserts_slower_than_the_ack_wait_are_not_redelivered() {
         ))
         .await
         .unwrap();
-    let workload = Workload::generate("slow-inserts", 30, 6, 5, 11);
+    stack
+}
+
+/// Ingests a workload and checks that inserts were slower than the ack wait and that
+/// JetStream redelivered nothing (no duplicates skipped).
+async fn ingest_without_redeliveries(stack: &Stack, product: &str) {
+    let workload = Workload::generate(product, 30, 6, 5, 11);
     workload
         .publish(&stack.jetstream().await.unwrap(), 0)
         .await
         .unwrap();
-    let sessions = ingested(&stack, &workload, Duration::from_secs(120)).await;
+    let sessions = ingested(stack, &workload, Duration::from_secs(180)).await;
     check_expected(&workload, &sessions);
 
     let metric = |name: &'static str| stack.ingest_metric(0, name);
