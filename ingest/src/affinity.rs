@@ -23,13 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::inbox::InboxSender;
 use async_nats::jetstream::{self, Message};
 use async_nats::{HeaderMap, Subject};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::inbox::InboxSender;
 use crate::message_budget::MessageBudget;
 
 /// The core NATS subject heartbeats travel on (outside every stream).
