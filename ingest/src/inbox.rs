@@ -9,14 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::Message;
+use async_nats::jetstream::{AckKind, Message};
 use async_nats::{Client, Subject};
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-
-/// What JetStream takes on a message's reply subject as "still being worked on".
-const IN_PROGRESS: &[u8] = b"+WPI";
 
 /// A bounded inbox of message chunks whose waiting messages are kept alive every `every`
 /// (see `group::keep_alive_every`), by publishing through `client`.
@@ -136,8 +132,10 @@ async fn keep_alive(waiting: Arc<Waiting>, client: Client, every: Duration) {
     loop {
         tick.tick().await;
         for reply in waiting.due(every / 2) {
-            // A failed extension only risks a redelivery, which is skipped as a duplicate.
-            let _ = client.publish(reply, Bytes::from_static(IN_PROGRESS)).await;
+            // What `Message::ack_with(AckKind::Progress)` sends (`extend_ack_deadlines`), from
+            // the reply subject alone: a waiting message is not cloned to be kept alive. A
+            // failed extension only risks a redelivery, which is skipped as a duplicate.
+            let _ = client.publish(reply, AckKind::Progress.into()).await;
         }
     }
 }

@@ -462,9 +462,10 @@ async fn main() -> Result<()> {
             "    {} worker(s): ClickHouse wrote {} (all three workloads); the raw insert {}",
             run.workers, run.blocks, raw_run.blocks,
         );
-        // Merges are work an insert leaves behind: the raw insert, over in a few seconds,
-        // leaves most of its own for after its clock stops, a slower pipeline does more of
-        // its own (and the warm-up's) within its clock.
+        // Merges are work an insert leaves behind, done whenever ClickHouse gets to it, so
+        // each clock holds some of its own and of the warm-up's. (On December 5 2026 the raw
+        // insert's many small parts made ClickHouse merge 1.7-2.0 rows per row within its
+        // clock, ingest's larger inserts 0.75-1.5.)
         println!(
             "    {} worker(s): ClickHouse merged {:.1} M rows in the warm phase ({:.2} per row measured); the raw insert of the measured rows {:.1} M ({:.2})",
             run.workers,
