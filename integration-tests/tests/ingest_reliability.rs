@@ -67,6 +67,51 @@ async fn one_worker_and_three_with_one_killed_give_identical_results() {
     }
 }
 
+/// A worker creates a new session's progress record without reading KV first (its first
+/// batch, first delivered, starts it). A first batch published again under a new message id
+/// after its session was applied (here: sessions of one batch, whose rows it would replace
+/// at the same version) is still skipped, and changes nothing visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_sessions_skip_the_kv_read_and_republished_first_batches_change_nothing() {
+    let workload = Workload::generate("fresh", 40, 1, 6, 13);
+    let stack = Stack::start().await.expect("stack starts");
+    workload
+        .publish(&stack.jetstream().await.unwrap(), 0)
+        .await
+        .unwrap();
+    let before = ingested(&stack, &workload, Duration::from_secs(60)).await;
+    check_expected(&workload, &before);
+    let reads = sum_over_workers(&stack, "datacat_ingest_progress_reads_total").await;
+    assert_eq!(
+        reads, 0,
+        "progress records read for sessions nobody had seen"
+    );
+
+    // No message id: JetStream keeps each as a new message.
+    stack.publish(&workload.batches).await.unwrap();
+    let republished = workload.batches.len() as u64;
+    for _ in 0..600 {
+        if sum_over_workers(&stack, "datacat_ingest_duplicates_total").await >= republished {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let duplicates = sum_over_workers(&stack, "datacat_ingest_duplicates_total").await;
+    assert_eq!(duplicates, republished, "republished first batches skipped");
+    assert_eq!(
+        sum_over_workers(&stack, "datacat_ingest_messages_total").await,
+        republished,
+        "batches applied once each"
+    );
+    let after = ingested(&stack, &workload, Duration::from_secs(60)).await;
+    for (id, session) in &before {
+        assert_eq!(
+            session, &after[id],
+            "session {id} changed by its republished batch"
+        );
+    }
+}
+
 /// Sessions change owners mid-session when workers join and leave: nothing is lost, nothing
 /// is applied twice, and a worker stopped with SIGTERM exits cleanly, handing its sessions
 /// over.
