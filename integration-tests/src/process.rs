@@ -1,8 +1,12 @@
 //! Child processes that are killed when their handle drops, and free ports.
 
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, Hasher};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -78,12 +82,52 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A port that was free a moment ago.
+/// Ports handed out by [`free_port`] in this process.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// Where [`free_port`] picks from when the kernel's ephemeral range leaves room below it.
+const LOWEST_LISTENING_PORT: u16 = 10_000;
+
+/// A loopback port nobody listens on, for a server a test starts. It is picked below the
+/// kernel's ephemeral range: a port from that range (what binding port 0 gives) can be taken
+/// by any outgoing connection between this call and the server's bind, and a server that
+/// cannot bind leaves its test waiting for it to come up (seen in CI: a `nats-server` not
+/// ready in 30 s). Each port is handed out once per process, from a random starting point
+/// so that test processes one after another do not reuse each other's.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("binding an ephemeral loopback port")
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(below) = ephemeral_range_start().filter(|&start| start > LOWEST_LISTENING_PORT) {
+        let span = u64::from(below - LOWEST_LISTENING_PORT);
+        let offset = RandomState::new().build_hasher().finish() % span;
+        for step in 0..span {
+            let port = LOWEST_LISTENING_PORT + ((offset + step) % span) as u16;
+            if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.insert(port);
+                return port;
+            }
+        }
+    }
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("binding an ephemeral loopback port");
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+}
+
+/// The first port of the kernel's ephemeral range (Linux), if it can be read.
+fn ephemeral_range_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Polls `url` until it answers 2xx, or fails after `timeout` with `what` in the message.
@@ -126,5 +170,26 @@ where
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port handed out twice");
+        if let Some(start) = ephemeral_range_start().filter(|&s| s > LOWEST_LISTENING_PORT) {
+            assert!(
+                ports.iter().all(|&port| port < start),
+                "{ports:?} vs {start}"
+            );
+        }
+        for port in ports {
+            TcpListener::bind(("127.0.0.1", port)).expect("a handed-out port binds");
+        }
     }
 }

@@ -107,7 +107,13 @@ impl Nats {
             "http://127.0.0.1:{}/healthz?js-enabled-only=true",
             self.monitor_port
         );
-        wait_http_ok(&health, Duration::from_secs(30), "nats-server").await?;
+        if let Err(error) = wait_http_ok(&health, Duration::from_secs(30), "nats-server").await {
+            // Say why: a server that could not start has said so in its log.
+            let log = std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow::bail!("{error}; its log ends:\n{}", tail.join("\n"));
+        }
         if self.cluster.is_none() {
             return Ok(());
         }
