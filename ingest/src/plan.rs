@@ -138,23 +138,6 @@ impl Round {
     }
 }
 
-/// Whether a session's batches begin with its first batch, delivered for the first time: a
-/// session nobody has seen, whose progress record does not exist yet. Its plan creates the
-/// record without reading KV first (a round trip per new session: a third of the KV
-/// requests of a workload of short sessions). Should the record exist after all (a daemon
-/// re-publishing its first batch under a new message id), the create fails like any
-/// compare-and-set that lost: the rows written were the first batch's own, which the
-/// tables' keys collapse, and the batches are planned again against the record read then.
-/// (Had the sweeper meanwhile marked that session lost after its first batch alone, its
-/// session row shows it open again until the next sweep finds it silent and writes `lost`
-/// again.) A redelivered first batch is read first: its worker may have died after
-/// committing it.
-fn starts_a_session(batches: &[Pending]) -> bool {
-    batches.first().is_some_and(|first| {
-        first.head.seq == 0 && first.message.info().is_ok_and(|info| info.delivered == 1)
-    })
-}
-
 impl Worker {
     /// Plans a round. Decoding and applying are CPU work, so sessions are split into one
     /// shard per core and planned in parallel (a session stays in one shard: shards are
@@ -372,7 +355,6 @@ impl Worker {
                 plan.held = batches.into_iter().map(Pending::into_held).collect();
                 return Ok(plan);
             }
-            None if starts_a_session(&batches) => (Progress::default(), Base::New),
             None => {
                 let read = self.read_progress(&key).await.map_err(|error| {
                     let messages = batches.iter().map(|b| b.message.clone()).collect();

@@ -103,7 +103,8 @@ pub fn free_port() -> u16 {
         let offset = RandomState::new().build_hasher().finish() % span;
         for step in 0..span {
             let port = LOWEST_LISTENING_PORT + ((offset + step) % span) as u16;
-            if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            // All addresses: a container runtime publishes ports on every one.
+            if !handed_out.contains(&port) && TcpListener::bind(("0.0.0.0", port)).is_ok() {
                 handed_out.insert(port);
                 return port;
             }

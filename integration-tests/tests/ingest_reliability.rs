@@ -67,48 +67,54 @@ async fn one_worker_and_three_with_one_killed_give_identical_results() {
     }
 }
 
-/// A worker creates a new session's progress record without reading KV first (its first
-/// batch, first delivered, starts it). A first batch published again under a new message id
-/// after its session was applied (here: sessions of one batch, whose rows it would replace
-/// at the same version) is still skipped, and changes nothing visible.
+/// A daemon adopting a dead one's spool sends its batches again, under their message ids but
+/// after JetStream's duplicate window: new messages, on their first delivery, of sessions
+/// that may have been marked lost meanwhile. A first batch so sent again is a duplicate, and
+/// the session stays lost (planned without reading its progress, as a new session's, it
+/// showed the session open again until the next sweep).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_sessions_skip_the_kv_read_and_republished_first_batches_change_nothing() {
-    let workload = Workload::generate("fresh", 40, 1, 6, 13);
-    let stack = Stack::start().await.expect("stack starts");
-    workload
-        .publish(&stack.jetstream().await.unwrap(), 0)
+async fn a_lost_sessions_first_batch_sent_again_changes_nothing() {
+    let stack = Stack::start_with(&[
+        ("DATACAT_LOST_AFTER_SECS", "3"),
+        ("DATACAT_SWEEP_INTERVAL_MS", "300"),
+    ])
+    .await
+    .expect("stack starts");
+    // Its first batch of two: open, then silent.
+    let workload = Workload::generate("resent", 1, 2, 6, 21);
+    let first = &workload.batches[..1];
+    let id = &first[0].session_id;
+    stack.publish(first).await.unwrap();
+    let lost = stack
+        .wait_session(id, Duration::from_secs(30), |s| s["status"] == "lost")
         .await
         .unwrap();
-    let before = ingested(&stack, &workload, Duration::from_secs(60)).await;
-    check_expected(&workload, &before);
-    let reads = sum_over_workers(&stack, "datacat_ingest_progress_reads_total").await;
-    assert_eq!(
-        reads, 0,
-        "progress records read for sessions nobody had seen"
-    );
 
-    // No message id: JetStream keeps each as a new message.
-    stack.publish(&workload.batches).await.unwrap();
-    let republished = workload.batches.len() as u64;
-    for _ in 0..600 {
-        if sum_over_workers(&stack, "datacat_ingest_duplicates_total").await >= republished {
+    stack.publish(first).await.unwrap();
+    for _ in 0..300 {
+        if sum_over_workers(&stack, "datacat_ingest_duplicates_total").await >= 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let duplicates = sum_over_workers(&stack, "datacat_ingest_duplicates_total").await;
-    assert_eq!(duplicates, republished, "republished first batches skipped");
     assert_eq!(
-        sum_over_workers(&stack, "datacat_ingest_messages_total").await,
-        republished,
-        "batches applied once each"
+        sum_over_workers(&stack, "datacat_ingest_duplicates_total").await,
+        1,
+        "the batch sent again was skipped"
     );
-    let after = ingested(&stack, &workload, Duration::from_secs(60)).await;
-    for (id, session) in &before {
-        assert_eq!(
-            session, &after[id],
-            "session {id} changed by its republished batch"
-        );
+    // Well within the next sweep's reach (lost after 3 s of silence).
+    for _ in 0..5 {
+        let session = stack
+            .get_json(&format!("/api/sessions/{id}"))
+            .await
+            .unwrap();
+        for field in ["status", "end_reason", "state", "events"] {
+            assert_eq!(
+                session[field], lost[field],
+                "{field} changed by the batch sent again"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
