@@ -110,8 +110,8 @@ impl Nats {
         if let Err(error) = wait_http_ok(&health, Duration::from_secs(30), "nats-server").await {
             // Say why: a server that could not start has said so in its log.
             let log = std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(10).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(10)..];
             anyhow::bail!("{error}; its log ends:\n{}", tail.join("\n"));
         }
         if self.cluster.is_none() {
@@ -238,31 +238,42 @@ impl ClickHouse {
     /// of them arrived already sorted by their table's key (it neither sorts nor reorders
     /// those). Read before and after a phase; see [`WrittenBlocks::since`].
     pub async fn written_blocks(&self) -> Result<WrittenBlocks> {
-        let body = self
-            .sql(
-                "SELECT sumIf(value, event = 'MergeTreeDataWriterBlocks'), \
-                 sumIf(value, event = 'MergeTreeDataWriterBlocksAlreadySorted') FROM system.events",
-            )
+        let [written, already_sorted] = self
+            .events([
+                "MergeTreeDataWriterBlocks",
+                "MergeTreeDataWriterBlocksAlreadySorted",
+            ])
             .await?;
-        let mut counts = body.split_whitespace().map(str::parse::<u64>);
-        match (counts.next(), counts.next()) {
-            (Some(Ok(written)), Some(Ok(already_sorted))) => Ok(WrittenBlocks {
-                written,
-                already_sorted,
-            }),
-            _ => anyhow::bail!("unexpected system.events answer: {body:?}"),
-        }
+        Ok(WrittenBlocks {
+            written,
+            already_sorted,
+        })
     }
 
     /// Rows the server has merged (read and rewritten by background merges of parts) since it
     /// started: work an insert leaves behind, done whenever the server gets to it.
     pub async fn merged_rows(&self) -> Result<u64> {
+        let [merged] = self.events(["MergedRows"]).await?;
+        Ok(merged)
+    }
+
+    /// Counters from `system.events` since the server started (0 for one not counted yet).
+    async fn events<const N: usize>(&self, names: [&str; N]) -> Result<[u64; N]> {
+        let sums: Vec<String> = names
+            .iter()
+            .map(|name| format!("sumIf(value, event = '{name}')"))
+            .collect();
         let body = self
-            .sql("SELECT sumIf(value, event = 'MergedRows') FROM system.events")
+            .sql(&format!("SELECT {} FROM system.events", sums.join(", ")))
             .await?;
-        body.trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("unexpected system.events answer: {body:?}"))
+        let counts: Vec<u64> = body
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()
+            .filter(|counts: &Vec<u64>| counts.len() == N)
+            .ok_or_else(|| anyhow::anyhow!("unexpected system.events answer: {body:?}"))?;
+        Ok(counts.try_into().expect("N counts, checked above"))
     }
 
     /// Runs one SQL statement over HTTP and returns the body.

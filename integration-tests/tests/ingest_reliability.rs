@@ -91,12 +91,7 @@ async fn a_lost_sessions_first_batch_sent_again_changes_nothing() {
         .unwrap();
 
     stack.publish(first).await.unwrap();
-    for _ in 0..300 {
-        if sum_over_workers(&stack, "datacat_ingest_duplicates_total").await >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_total(&stack, "datacat_ingest_duplicates_total", 1).await;
     assert_eq!(
         sum_over_workers(&stack, "datacat_ingest_duplicates_total").await,
         1,
@@ -201,13 +196,18 @@ async fn sum_over_workers(stack: &Stack, name: &str) -> u64 {
 }
 
 async fn wait_applied(stack: &Stack, count: usize) {
+    wait_for_total(stack, "datacat_ingest_messages_total", count as u64).await;
+}
+
+/// Waits (up to a minute) until a counter summed over the workers reaches `count`.
+async fn wait_for_total(stack: &Stack, name: &str, count: u64) {
     for _ in 0..600 {
-        if sum_over_workers(stack, "datacat_ingest_messages_total").await >= count as u64 {
+        if sum_over_workers(stack, name).await >= count {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{count} batches were not applied within a minute");
+    panic!("{name} did not reach {count} within a minute");
 }
 
 /// The live workers worker `index` sees.
