@@ -485,7 +485,12 @@ datacat_clickhouse_start() {
     datacat_clickhouse_render "$dir" "$http" "$tcp" "$inter" || return 1
     local out="$dir/logs/stdout.log"
     # cd into the data dir: relative paths in the server's defaults then stay inside it.
+    # Debian's 18.16 links the system jemalloc, which gives allocations over 8 MiB (an
+    # insert's columns) back to the kernel as soon as they are freed, to be faulted in afresh
+    # by the next insert; ClickHouse's own builds set oversize_threshold:0 so they are reused.
+    # The integration tests' harness sets the same (integration-tests/src/servers.rs).
     pid="$(cd "$dir" && datacat_spawn "$pidfile" "$out" "$marker" \
+        env "MALLOC_CONF=${MALLOC_CONF:-oversize_threshold:0}" \
         "$DATACAT_CLICKHOUSE_SERVER_BIN" "--config-file=$dir/config.xml")" || return 1
     if ! datacat_wait_http ClickHouse "http://127.0.0.1:$http/ping" "$pidfile" "$marker"; then
         datacat_tail_log "$out" 20

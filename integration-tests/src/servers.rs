@@ -10,6 +10,11 @@ use crate::binaries::{clickhouse_server_bin, nats_server_bin, repo_root};
 use crate::process::{free_port, wait_http_ok, ChildGuard};
 
 const CLICKHOUSE_CONFIG: &str = include_str!("../../deploy/clickhouse/config.xml");
+/// jemalloc options for a ClickHouse that links the system's (Debian's 18.16), as
+/// `deploy/lib.sh` starts it: allocations over 8 MiB (an insert's columns) are kept for reuse
+/// instead of given back to the kernel when freed. ClickHouse's own builds use the same; a
+/// `MALLOC_CONF` in the environment wins.
+const CLICKHOUSE_MALLOC_CONF: &str = "oversize_threshold:0";
 const CLICKHOUSE_USERS: &str = include_str!("../../deploy/clickhouse/users.xml");
 
 pub struct Nats {
@@ -215,6 +220,9 @@ impl ClickHouse {
             "--config-file={}",
             self.dir.path().join("config.xml").display()
         ));
+        if std::env::var_os("MALLOC_CONF").is_none() {
+            command.env("MALLOC_CONF", CLICKHOUSE_MALLOC_CONF);
+        }
         command.current_dir(repo_root());
         let log = self.dir.path().join("stdout.log");
         self.process = Some(ChildGuard::spawn("clickhouse-server", command, &log)?);
