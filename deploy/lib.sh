@@ -450,6 +450,14 @@ datacat_clickhouse_render() {
     tpl="${tpl//\{\{INTERSERVER_PORT\}\}/"$inter"}"
     tpl="${tpl//\{\{DATA_DIR\}\}/"$dir"}"
     tpl="${tpl//\{\{USERS_XML\}\}/"$dir/users.xml"}"
+    # Merges use O_DIRECT (config.xml); where the filesystem refuses it, 18.16 would fail them all.
+    local direct_io=1
+    if ! dd if=/dev/zero of="$dir/direct-io-probe" bs=4096 count=1 oflag=direct status=none 2>/dev/null; then
+        direct_io=0
+        datacat_log "ClickHouse: $dir does not take O_DIRECT; merges go through the page cache"
+    fi
+    rm -f -- "$dir/direct-io-probe"
+    tpl="${tpl//\{\{MERGE_DIRECT_IO\}\}/"$direct_io"}"
     printf '%s\n' "$tpl" >"$dir/config.xml.tmp" && mv -f "$dir/config.xml.tmp" "$dir/config.xml" || return 1
     cp -f "$DATACAT_CLICKHOUSE_TEMPLATE_DIR/users.xml" "$dir/users.xml.tmp" &&
         mv -f "$dir/users.xml.tmp" "$dir/users.xml" || return 1
@@ -490,7 +498,7 @@ datacat_clickhouse_start() {
     # by the next insert; ClickHouse's own builds set oversize_threshold:0 so they are reused.
     # The integration tests' harness sets the same (integration-tests/src/servers.rs).
     pid="$(cd "$dir" && datacat_spawn "$pidfile" "$out" "$marker" \
-        env "MALLOC_CONF=${MALLOC_CONF:-oversize_threshold:0}" \
+        env "MALLOC_CONF=${MALLOC_CONF-oversize_threshold:0}" \
         "$DATACAT_CLICKHOUSE_SERVER_BIN" "--config-file=$dir/config.xml")" || return 1
     if ! datacat_wait_http ClickHouse "http://127.0.0.1:$http/ping" "$pidfile" "$marker"; then
         datacat_tail_log "$out" 20

@@ -17,6 +17,20 @@ const CLICKHOUSE_CONFIG: &str = include_str!("../../deploy/clickhouse/config.xml
 const CLICKHOUSE_MALLOC_CONF: &str = "oversize_threshold:0";
 const CLICKHOUSE_USERS: &str = include_str!("../../deploy/clickhouse/users.xml");
 
+/// Whether files in `dir` open with O_DIRECT, which ClickHouse's merges use (config.xml):
+/// tmpfs before Linux 6.6 refuses it, and there 18.16 would fail every merge.
+fn takes_direct_io(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join("direct-io-probe");
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let _ = std::fs::remove_file(&probe);
+    opened.is_ok()
+}
+
 pub struct Nats {
     pub port: u16,
     pub monitor_port: u16,
@@ -177,12 +191,14 @@ impl ClickHouse {
         let http_port = free_port();
         let users = dir.path().join("users.xml");
         std::fs::write(&users, CLICKHOUSE_USERS)?;
+        let direct_io = u8::from(takes_direct_io(dir.path())).to_string();
         let config = CLICKHOUSE_CONFIG
             .replace("{{HTTP_PORT}}", &http_port.to_string())
             .replace("{{TCP_PORT}}", &free_port().to_string())
             .replace("{{INTERSERVER_PORT}}", &free_port().to_string())
             .replace("{{DATA_DIR}}", &dir.path().display().to_string())
-            .replace("{{USERS_XML}}", &users.display().to_string());
+            .replace("{{USERS_XML}}", &users.display().to_string())
+            .replace("{{MERGE_DIRECT_IO}}", &direct_io);
         std::fs::create_dir_all(dir.path().join("logs"))?;
         let config_path = dir.path().join("config.xml");
         std::fs::write(&config_path, config)?;
