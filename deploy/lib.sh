@@ -279,9 +279,16 @@ datacat_cmdline() {
 
 # datacat_pid_matches PID MARKER: is PID alive and its command line contains MARKER?
 datacat_pid_matches() {
-    local pid="$1" marker="$2" cmd
+    local pid="$1" marker="$2" cmd tries=20
     case "$pid" in '' | *[!0-9]*) return 1 ;; esac
     cmd="$(datacat_cmdline "$pid")" || return 1
+    # A process in the middle of an exec (setsid, then env, then the server) shows an empty
+    # command line for a moment: read it again rather than call the process gone.
+    while [ -z "$cmd" ] && [ "$tries" -gt 0 ] && _datacat_pid_exists "$pid"; do
+        tries=$((tries - 1))
+        sleep 0.05
+        cmd="$(datacat_cmdline "$pid")" || return 1
+    done
     [ -n "$cmd" ] || return 1
     case "$cmd" in *"$marker"*) return 0 ;; *) return 1 ;; esac
 }
