@@ -34,7 +34,9 @@ type AsyncStats struct {
 
 // AsyncSession buffers a session's calls: each returns at once after appending to a bounded
 // buffer, and a goroutine sends them in batches (POST /batch) in order. Flush waits for
-// what was logged; End flushes and ends the session.
+// what was logged; End flushes and ends the session, all within one deadline. Calls after
+// End, or on a session that could not be registered, return ErrEnded or ErrNotRegistered
+// and are counted as failed.
 type AsyncSession struct {
 	*Session
 	opts AsyncOptions
@@ -45,13 +47,55 @@ type AsyncSession struct {
 	buffer  []json.RawMessage
 	busy    bool
 	closing bool
-	stats   AsyncStats
-	wake    chan struct{}
-	done    chan struct{}
+	// refusing is why calls are refused now (nil: they are taken).
+	refusing error
+	// register holds the product and version of a session still to be registered by the
+	// shipper (StartAsyncSession), before it sends anything.
+	register    []string
+	registering bool
+	// inFlight is how many items the shipper is sending now.
+	inFlight  int
+	abandoned bool
+	stats     AsyncStats
+	wake      chan struct{}
+	done      chan struct{}
+}
+
+// ErrNotRegistered is returned (and counted) for calls on a session that could not be
+// registered.
+var ErrNotRegistered = errors.New("datacat: the session could not be registered")
+
+// StartAsyncSession returns at once with a session whose calls are buffered: its id is
+// minted here and it is registered by the shipping goroutine, so starting it costs no
+// request either. Calls made meanwhile are sent after the registration.
+func (c *Client) StartAsyncSession(product, version string, opts AsyncOptions) *AsyncSession {
+	session := &Session{Client: c, ID: newSessionID()}
+	a := newAsyncSession(session, opts, []string{product, version})
+	if product == "" || version == "" {
+		a.refusing = errors.New("datacat: product and version are required to create a session")
+		a.register, a.registering = nil, false
+	} else {
+		c.track(a)
+	}
+	go a.ship()
+	return a
 }
 
 // NewAsyncSession wraps s; calls through it are buffered and shipped in batches.
 func NewAsyncSession(s *Session, opts AsyncOptions) *AsyncSession {
+	a := newAsyncSession(s, opts, nil)
+	// Close ends it through the buffer, which is flushed first.
+	s.Client.untrack(s)
+	s.Client.track(a)
+	go a.ship()
+	return a
+}
+
+func (a *AsyncSession) endWithin(ctx context.Context, reason string) error {
+	return a.close(ctx, reason, false)
+}
+
+func newAsyncSession(s *Session, opts AsyncOptions, register []string) *AsyncSession {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 10000
 	}
@@ -61,23 +105,31 @@ func NewAsyncSession(s *Session, opts AsyncOptions) *AsyncSession {
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = 50 * time.Millisecond
 	}
-	a := &AsyncSession{Session: s, opts: opts, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	a := &AsyncSession{Session: s, opts: opts, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		register: register, registering: register != nil}
 	a.room = sync.NewCond(&a.mu)
 	a.idle = sync.NewCond(&a.mu)
-	go a.ship()
 	return a
 }
 
-// enqueue appends one encoded item; false when it was dropped.
-func (a *AsyncSession) enqueue(item json.RawMessage) bool {
+// enqueue appends one encoded item; an error when it was not taken (counted).
+func (a *AsyncSession) enqueue(item json.RawMessage) error {
 	a.mu.Lock()
-	for len(a.buffer) >= a.opts.QueueSize && a.opts.Block && !a.closing {
+	for len(a.buffer) >= a.opts.QueueSize && a.opts.Block && a.refusing == nil {
 		a.room.Wait()
 	}
-	if a.closing || len(a.buffer) >= a.opts.QueueSize {
+	if a.refusing != nil {
+		err := a.refusing
+		a.stats.Failed++
+		a.mu.Unlock()
+		undelivered.failed.Add(1)
+		return err
+	}
+	if len(a.buffer) >= a.opts.QueueSize {
 		a.stats.Dropped++
 		a.mu.Unlock()
-		return false
+		undelivered.dropped.Add(1)
+		return ErrDropped
 	}
 	a.buffer = append(a.buffer, item)
 	full := len(a.buffer) >= a.opts.BatchSize
@@ -88,13 +140,14 @@ func (a *AsyncSession) enqueue(item json.RawMessage) bool {
 		default:
 		}
 	}
-	return true
+	return nil
 }
 
 func (a *AsyncSession) invalid(err error) error {
 	a.mu.Lock()
 	a.stats.Invalid++
 	a.mu.Unlock()
+	undelivered.invalid.Add(1)
 	return err
 }
 
@@ -180,17 +233,34 @@ func (a *AsyncSession) push(kind string, body map[string]any) error {
 	if err != nil {
 		return a.invalid(fmt.Errorf("datacat: cannot encode the %s: %w", kind, err))
 	}
-	if !a.enqueue(frozen) {
-		return ErrDropped
-	}
-	return nil
+	return a.enqueue(frozen)
 }
 
 // ErrDropped is returned when the buffer was full and the call was dropped (counted).
 var ErrDropped = errors.New("datacat: buffer full, call dropped")
 
+// registerFirst registers a session started by StartAsyncSession.
+func (a *AsyncSession) registerFirst() {
+	ctx, cancel := context.WithTimeout(context.Background(), a.Client.opts.Timeout)
+	defer cancel()
+	_, err := a.Client.register(ctx, a.register[0], a.register[1], a.ID)
+	a.mu.Lock()
+	a.registering = false
+	if err != nil && a.refusing == nil {
+		a.refusing = fmt.Errorf("%w: %v", ErrNotRegistered, err)
+	}
+	a.idle.Broadcast()
+	a.mu.Unlock()
+	if err != nil {
+		a.Client.untrack(a)
+	}
+}
+
 func (a *AsyncSession) ship() {
 	defer close(a.done)
+	if a.register != nil {
+		a.registerFirst()
+	}
 	timer := time.NewTimer(a.opts.FlushInterval)
 	defer timer.Stop()
 	for {
@@ -215,19 +285,35 @@ func (a *AsyncSession) ship() {
 		items := append([]json.RawMessage(nil), a.buffer[:n]...)
 		a.buffer = append(a.buffer[:0:0], a.buffer[n:]...)
 		a.busy = true
+		a.inFlight = n
 		a.room.Broadcast()
+		notRegistered := errors.Is(a.refusing, ErrNotRegistered)
 		a.mu.Unlock()
 
-		sent, failed, invalid := a.send(items)
+		var sent, failed, invalid int64
+		if notRegistered {
+			failed = int64(n)
+		} else {
+			sent, failed, invalid = a.send(items)
+		}
 
 		a.mu.Lock()
+		if a.abandoned {
+			// End counted these as failed when it stopped waiting for them.
+			a.stats.Failed -= int64(n)
+			undelivered.failed.Add(-int64(n))
+			a.abandoned = false
+		}
 		a.stats.Sent += sent
 		a.stats.Failed += failed
 		a.stats.Invalid += invalid
+		undelivered.failed.Add(failed)
+		undelivered.invalid.Add(invalid)
 		if sent > 0 {
 			a.stats.Batches++
 		}
 		a.busy = false
+		a.inFlight = 0
 		a.idle.Broadcast()
 		a.mu.Unlock()
 	}
@@ -237,7 +323,11 @@ func (a *AsyncSession) ship() {
 func (a *AsyncSession) send(items []json.RawMessage) (sent, failed, invalid int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.Client.opts.Timeout)
 	defer cancel()
-	_, err := a.Client.sessionCall(ctx, "/batch", a.ID, map[string]any{"items": items})
+	body := map[string]any{"items": items}
+	if a.Client.daemon != nil {
+		body["session_id"] = a.ID
+	}
+	_, err := a.Client.call(ctx, "POST", "/batch", a.ID, body)
 	if err == nil {
 		return int64(len(items)), 0, 0
 	}
@@ -259,7 +349,7 @@ func (a *AsyncSession) Flush(ctx context.Context) error {
 	finished := make(chan struct{})
 	go func() {
 		a.mu.Lock()
-		for len(a.buffer) > 0 || a.busy {
+		for len(a.buffer) > 0 || a.busy || a.registering {
 			a.idle.Wait()
 		}
 		a.mu.Unlock()
@@ -285,10 +375,21 @@ func (a *AsyncSession) Stats() AsyncStats {
 	return stats
 }
 
-// End flushes (within ctx), stops the shipper, and ends the session. Calls still buffered
-// when ctx ends are counted as failed.
+// End flushes, stops the shipper and ends the session, all within the context's deadline
+// (the client's EndTimeout when it has none). Calls still buffered then are counted as
+// failed.
 func (a *AsyncSession) End(ctx context.Context) error {
 	return a.close(ctx, "", false)
+}
+
+// Finish, deferred right after the session starts, ends it when the function returns:
+// normally, or crashed with the panic (which then goes on).
+func (a *AsyncSession) Finish() {
+	if value := recover(); value != nil {
+		a.reportPanic(value)
+		panic(value)
+	}
+	_ = a.End(context.Background())
 }
 
 // Crash flushes and ends the session as crashed.
@@ -297,20 +398,54 @@ func (a *AsyncSession) Crash(ctx context.Context, reason string) error {
 }
 
 func (a *AsyncSession) close(ctx context.Context, reason string, crashed bool) error {
-	flushErr := a.Flush(ctx)
-	a.mu.Lock()
-	a.closing = true
-	if flushErr != nil {
-		a.stats.Failed += int64(len(a.buffer))
-		a.buffer = nil
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.Client.opts.EndTimeout)
+		defer cancel()
 	}
+	a.mu.Lock()
+	if a.closing {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closing = true
+	a.Client.untrack(a)
+	registered := !errors.Is(a.refusing, ErrNotRegistered)
+	if a.refusing == nil {
+		a.refusing = ErrEnded
+	}
+	a.mu.Unlock()
+	// Flush until shortly before the deadline: the rest is for the end request.
+	deadline, _ := ctx.Deadline()
+	reserve := time.Until(deadline) / 4
+	if reserve > endAnswerMargin {
+		reserve = endAnswerMargin
+	}
+	flushCtx, cancelFlush := context.WithDeadline(ctx, deadline.Add(-reserve))
+	flushErr := a.Flush(flushCtx)
+	cancelFlush()
+	a.mu.Lock()
+	left := int64(len(a.buffer))
+	a.buffer = nil
+	if a.busy {
+		// Not known to have arrived: failed, unless its request still succeeds.
+		a.abandoned = true
+		left += int64(a.inFlight)
+	}
+	a.stats.Failed += left
+	undelivered.failed.Add(left)
 	a.room.Broadcast()
 	a.mu.Unlock()
 	select {
 	case a.wake <- struct{}{}:
 	default:
 	}
-	<-a.done
+	if !registered {
+		a.Session.mu.Lock()
+		a.Session.ended = true
+		a.Session.mu.Unlock()
+		return ErrNotRegistered
+	}
 	if err := a.Session.end(ctx, reason, crashed); err != nil {
 		return err
 	}
@@ -324,10 +459,12 @@ func (a *AsyncSession) RecoverPanic() {
 	if value == nil {
 		return
 	}
-	exc := ExceptionFromPanic(value)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_ = a.LogEventWith(ctx, exceptionEvent(exc, Critical, map[string]any{"uncaught": true}))
-	_ = a.Crash(ctx, "panic: "+exc.Message)
+	a.reportPanic(value)
 	panic(value)
+}
+
+func (a *AsyncSession) reportPanic(value any) {
+	exc := ExceptionFromPanic(value)
+	_ = a.LogEventWith(context.Background(), exceptionEvent(exc, Critical, map[string]any{"uncaught": true}))
+	_ = a.Crash(context.Background(), "panic: "+exc.Message)
 }

@@ -4,19 +4,37 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
 
+// Default bounds of calls: a loopback daemon answers in well under a millisecond, the query
+// service over a network in a few. End is bounded as a whole: with a daemon the data is in
+// its spool when /end answers (JetStream's acknowledgement is waited for only while time is
+// left). Reads wait up to 2 s in the query service for the writer's last batch.
+const (
+	DefaultTimeout          = 2 * time.Second
+	DefaultDirectTimeout    = 5 * time.Second
+	DefaultEndTimeout       = 2 * time.Second
+	DefaultDirectEndTimeout = 3 * time.Second
+	DefaultReadTimeout      = 5 * time.Second
+	endAnswerMargin         = 500 * time.Millisecond
+	closedWithoutEndReason  = "client closed without calling End()"
+	envQueryURL             = "DATACAT_QUERY_URL"
+)
+
 // Options configure a Client. The zero value talks to a daemon it starts itself.
 type Options struct {
-	// ServerURL is the query service. Without a daemon the calls go there; with one it is
-	// informational.
+	// ServerURL is the query service (default $DATACAT_QUERY_URL). Without a daemon the
+	// calls go there; with one, the daemon reads sessions back from it (GetSession).
 	ServerURL string
 	// NoDaemon sends calls to ServerURL's direct-write endpoints instead of a daemon.
 	NoDaemon bool
@@ -30,11 +48,22 @@ type Options struct {
 	DaemonArgs []string
 	// Token is the write token of the query service (default $DATACAT_WRITE_TOKEN).
 	Token string
-	// Timeout bounds each call whose context has no deadline (default 10 s).
+	// Timeout bounds each call whose context has no deadline (default 2 s with a daemon,
+	// 5 s without).
 	Timeout time.Duration
-	// EndTimeout bounds EndSession, which waits until the session's data is delivered
-	// (default 60 s).
+	// EndTimeout bounds ending a session as a whole, requests included, when the context
+	// has no deadline; Close uses it for all the sessions it ends (default 2 s with a
+	// daemon, 3 s without).
 	EndTimeout time.Duration
+	// ReadTimeout bounds GetSession (default 5 s).
+	ReadTimeout time.Duration
+}
+
+// ClientStats counts a client's calls (an AsyncSession counts its own too).
+type ClientStats struct {
+	Sent    int64 // accepted
+	Failed  int64 // not delivered: lost in transport, or not sendable (ended, never registered)
+	Invalid int64 // refused as invalid
 }
 
 // Client sends a process's sessions to a daemon or to the query service. It is safe for
@@ -46,9 +75,16 @@ type Client struct {
 	transport *transport
 	closed    bool
 	totals    map[string]float64 // counter totals, without a daemon only
+	// lastSeq is, per session, the last batch a write of it was published as: a read
+	// names it to see its own writes.
+	lastSeq map[string]uint64
+	// open are the sessions started and not ended; Close ends them.
+	open map[ender]struct{}
 	// broken is why the client cannot send (a bad URL given to NewClient): every call
 	// returns it rather than panicking.
 	broken error
+
+	sent, failed, invalid atomic.Int64
 }
 
 // NewClient returns a client that talks to the query service at baseURL directly (no
@@ -71,13 +107,27 @@ func NewClientWithDaemon(serverURL, daemonPort string) (*Client, error) {
 // NewClientWithOptions returns a client configured by opts (starting its daemon, unless
 // NoDaemon).
 func NewClientWithOptions(ctx context.Context, opts Options) (*Client, error) {
+	if opts.ServerURL == "" {
+		opts.ServerURL = os.Getenv(envQueryURL)
+	}
+	opts.ServerURL = strings.TrimRight(opts.ServerURL, "/")
 	if opts.Timeout <= 0 {
-		opts.Timeout = 10 * time.Second
+		opts.Timeout = DefaultTimeout
+		if opts.NoDaemon {
+			opts.Timeout = DefaultDirectTimeout
+		}
 	}
 	if opts.EndTimeout <= 0 {
-		opts.EndTimeout = 60 * time.Second
+		opts.EndTimeout = DefaultEndTimeout
+		if opts.NoDaemon {
+			opts.EndTimeout = DefaultDirectEndTimeout
+		}
 	}
-	c := &Client{opts: opts, totals: map[string]float64{}}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = DefaultReadTimeout
+	}
+	c := &Client{opts: opts, totals: map[string]float64{}, lastSeq: map[string]uint64{},
+		open: map[ender]struct{}{}}
 	if opts.NoDaemon {
 		base := strings.TrimRight(opts.ServerURL, "/")
 		if parsed, err := url.Parse(base); err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") {
@@ -119,23 +169,77 @@ func (c *Client) startDaemon(ctx context.Context) error {
 // Daemon is the daemon this client started (nil without one).
 func (c *Client) Daemon() *DaemonManager { return c.daemon }
 
-// Close releases the client; a daemon it started flushes what it holds and exits.
+// Stats counts the client's calls so far.
+func (c *Client) Stats() ClientStats {
+	return ClientStats{Sent: c.sent.Load(), Failed: c.failed.Load(), Invalid: c.invalid.Load()}
+}
+
+// Close ends the sessions still open (as ended, "client closed without calling End()") and
+// releases the client; a daemon it started flushes what it holds and exits on its own. All
+// of it within EndTimeout. If some calls of this process were not delivered, one line on
+// stderr says how many.
 func (c *Client) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.EndTimeout)
+	defer cancel()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil
 	}
+	open := make([]ender, 0, len(c.open))
+	for s := range c.open {
+		open = append(open, s)
+	}
+	c.mu.Unlock()
+	for _, s := range open {
+		_ = s.endWithin(ctx, closedWithoutEndReason)
+	}
+	c.mu.Lock()
 	c.closed = true
 	t := c.transport
 	c.mu.Unlock()
 	if t != nil {
 		t.close()
 	}
+	reportUndelivered(stderr)
 	if c.daemon != nil {
-		return c.daemon.Stop(30 * time.Second)
+		// The daemon delivers what it holds after this, on its own; it is not killed.
+		c.daemon.release(ctx)
 	}
 	return nil
+}
+
+// count records how a call went.
+func (c *Client) count(err error) error {
+	var apiErr *APIError
+	switch {
+	case err == nil:
+		c.sent.Add(1)
+	case errors.As(err, &apiErr) && (apiErr.Status == http.StatusBadRequest || apiErr.Status == http.StatusRequestEntityTooLarge):
+		c.invalid.Add(1)
+		undelivered.invalid.Add(1)
+	default:
+		c.failed.Add(1)
+		undelivered.failed.Add(1)
+	}
+	return err
+}
+
+// wrote remembers that a write of session was published as batch seq (from a write's
+// answer: a daemon's /end says last_seq, a direct write says seq).
+func (c *Client) wrote(session string, answer map[string]any) {
+	seq, ok := answer["seq"].(float64)
+	if !ok {
+		seq, ok = answer["last_seq"].(float64)
+	}
+	if !ok || session == "" {
+		return
+	}
+	c.mu.Lock()
+	if last, seen := c.lastSeq[session]; !seen || uint64(seq) > last {
+		c.lastSeq[session] = uint64(seq)
+	}
+	c.mu.Unlock()
 }
 
 // call sends one daemon-API call (mapped onto the query service without a daemon). A
@@ -154,10 +258,15 @@ func (c *Client) call(ctx context.Context, method, path, session string, body an
 	if t == nil {
 		return nil, errors.New("datacat: the client has no connection")
 	}
+	query := ""
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path, query = path[:i], path[i:]
+	}
 	route, ok := c.route(method, path, session)
 	if !ok {
 		return map[string]any{"status": "ok"}, nil
 	}
+	route += query
 	answer, err := t.do(ctx, method, route, body)
 	var transportErr *TransportError
 	if err != nil && c.daemon != nil && errors.As(err, &transportErr) && errors.Is(err, syscall.ECONNREFUSED) && !c.daemon.IsRunning() {
@@ -168,6 +277,9 @@ func (c *Client) call(ctx context.Context, method, path, session string, body an
 		t = c.transport
 		c.mu.Unlock()
 		answer, err = t.do(ctx, method, route, body)
+	}
+	if err == nil && method == "POST" {
+		c.wrote(session, answer)
 	}
 	return answer, err
 }
@@ -196,34 +308,45 @@ func (c *Client) route(method, path, session string) (string, bool) {
 
 func (c *Client) sessionCall(ctx context.Context, path, session string, body map[string]any) (map[string]any, error) {
 	if session == "" {
-		return nil, ErrNoSession
+		return nil, c.count(ErrNoSession)
 	}
 	if c.daemon != nil {
 		body["session_id"] = session
 	}
-	return c.call(ctx, "POST", path, session, body)
+	answer, err := c.call(ctx, "POST", path, session, body)
+	return answer, c.count(err)
 }
 
-// CreateSession registers a session and returns its id.
+// CreateSession registers a session and returns its id (minted here: a time-ordered UUID).
 func (c *Client) CreateSession(ctx context.Context, product, version string) (string, error) {
+	return c.register(ctx, product, version, newSessionID())
+}
+
+// register registers a session under the id the client chose; registering it again is
+// harmless.
+func (c *Client) register(ctx context.Context, product, version, id string) (string, error) {
 	if product == "" || version == "" {
 		return "", errors.New("datacat: product and version are required to create a session")
 	}
-	body := map[string]any{"product": product, "version": version, "timestamp": seconds(time.Time{})}
+	body := map[string]any{"session_id": id, "product": product, "version": version,
+		"timestamp": seconds(time.Time{})}
 	if c.daemon != nil {
 		body["parent_pid"] = os.Getpid()
+		if c.opts.ServerURL != "" {
+			body["query_url"] = c.opts.ServerURL
+		}
 	} else if host, err := os.Hostname(); err == nil {
 		body["hostname"] = host
 	}
 	answer, err := c.call(ctx, "POST", "/register", "", body)
-	if err != nil {
+	if c.count(err) != nil {
 		return "", err
 	}
-	id, _ := answer["session_id"].(string)
-	if id == "" {
+	answered, _ := answer["session_id"].(string)
+	if answered == "" {
 		return "", fmt.Errorf("datacat: the answer has no session_id: %v", answer)
 	}
-	return id, nil
+	return answered, nil
 }
 
 // UpdateState deep-merges state into the session's state: maps merge, other values
@@ -337,8 +460,10 @@ func (c *Client) EndSession(ctx context.Context, session string) error {
 	return err
 }
 
-// EndSessionWith ends the session with a reason, as crashed if asked. delivered tells
-// whether the data was acknowledged by JetStream before the answer.
+// EndSessionWith ends the session with a reason, as crashed if asked, within the
+// context's deadline (EndTimeout when it has none). delivered tells whether the data was
+// acknowledged by JetStream before the answer; when it was not, a daemon holds it in its
+// spool and delivers it later.
 func (c *Client) EndSessionWith(ctx context.Context, session, reason string, crashed bool) (bool, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -346,6 +471,13 @@ func (c *Client) EndSessionWith(ctx context.Context, session, reason string, cra
 		defer cancel()
 	}
 	body := map[string]any{"timestamp": seconds(time.Time{})}
+	if deadline, ok := ctx.Deadline(); ok {
+		wait := time.Until(deadline) - endAnswerMargin
+		if wait < 0 {
+			wait = 0
+		}
+		body["wait"] = wait.Seconds()
+	}
 	if reason != "" {
 		body["reason"] = reason
 	}
@@ -364,15 +496,34 @@ func (c *Client) EndSessionWith(ctx context.Context, session, reason string, cra
 	return delivered || !ok, nil
 }
 
-// GetSession is what the daemon holds of the session (with a daemon) or the stored session
-// (without one).
+// GetSession is the whole session as the query service holds it (state, state_history,
+// events, metrics, active, created_at, ended_at, ...), including every write this client
+// made before the call. With a daemon and no reachable query service it is what the daemon
+// holds (state, no events; "source" says which).
 func (c *Client) GetSession(ctx context.Context, session string) (map[string]any, error) {
 	if session == "" {
 		return nil, ErrNoSession
 	}
-	path := "/session"
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.ReadTimeout)
+		defer cancel()
+	}
+	params := url.Values{}
+	c.mu.Lock()
+	if seq, ok := c.lastSeq[session]; ok {
+		params.Set("min_seq", strconv.FormatUint(seq, 10))
+	}
+	c.mu.Unlock()
 	if c.daemon != nil {
-		path = "/session?session_id=" + url.QueryEscape(session)
+		params.Set("session_id", session)
+		if c.opts.ServerURL != "" {
+			params.Set("query_url", c.opts.ServerURL)
+		}
+	}
+	path := "/session"
+	if len(params) > 0 {
+		path += "?" + params.Encode()
 	}
 	return c.call(ctx, "GET", path, session, nil)
 }

@@ -255,3 +255,24 @@ func (m *DaemonManager) Stop(timeout time.Duration) error {
 		return fmt.Errorf("datacat: daemon did not exit within %v; killed", timeout)
 	}
 }
+
+// release closes the daemon's stdin (it flushes, delivers what it can and exits on its own)
+// and waits for it to exit until ctx ends; a daemon still delivering then is left to
+// finish, not killed.
+func (m *DaemonManager) release(ctx context.Context) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	cmd, stdin, done := m.cmd, m.stdin, m.done
+	m.cmd, m.stdin = nil, nil
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = stdin.Close()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}

@@ -101,7 +101,7 @@ func (m *HeartbeatMonitor) Hangs() int {
 	return m.hangs
 }
 
-// Stop ends the monitor's goroutine.
+// Stop ends the monitor's goroutine (waiting at most a second for it).
 func (m *HeartbeatMonitor) Stop() {
 	m.mu.Lock()
 	select {
@@ -110,7 +110,11 @@ func (m *HeartbeatMonitor) Stop() {
 		close(m.stop)
 	}
 	m.mu.Unlock()
-	<-m.stopped
+	// A hang report in flight is not waited for long: ending must stay bounded.
+	select {
+	case <-m.stopped:
+	case <-time.After(time.Second):
+	}
 }
 
 func (m *HeartbeatMonitor) run() {

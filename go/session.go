@@ -2,6 +2,7 @@ package datacat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -9,6 +10,16 @@ import (
 
 // Session is one run of the application, bound to its client. Its methods send at once
 // (see AsyncSession for the buffered form).
+//
+// End it when the run is over. A Go program has no exit hook: a session that is never
+// ended is reported crashed by the daemon when the process exits. So, right after starting
+// it:
+//
+//	s, err := c.StartSession(ctx, "space-game", "1.5.0")
+//	defer s.Finish()   // returns: ended; panics: crashed (with the panic), then panics on
+//
+// and defer c.Close(), which ends the sessions still open. os.Exit and log.Fatal skip
+// deferred calls: end the session (or Close the client) before them.
 type Session struct {
 	Client *Client
 	ID     string
@@ -18,32 +29,79 @@ type Session struct {
 	ended   bool
 }
 
+// ErrEnded is returned (and counted) for a call on a session that has ended.
+var ErrEnded = errors.New("datacat: the session has ended")
+
 // StartSession creates a session and returns it.
 func (c *Client) StartSession(ctx context.Context, product, version string) (*Session, error) {
 	id, err := c.CreateSession(ctx, product, version)
 	if err != nil {
 		return nil, err
 	}
-	return &Session{Client: c, ID: id}, nil
+	s := &Session{Client: c, ID: id}
+	c.track(s)
+	return s, nil
+}
+
+// ender is a session Close can end (a Session, or an AsyncSession, which flushes first).
+type ender interface {
+	endWithin(ctx context.Context, reason string) error
+}
+
+// track remembers an open session, for Close to end.
+func (c *Client) track(s ender) {
+	c.mu.Lock()
+	c.open[s] = struct{}{}
+	c.mu.Unlock()
+}
+
+func (c *Client) untrack(s ender) {
+	c.mu.Lock()
+	delete(c.open, s)
+	c.mu.Unlock()
+}
+
+func (s *Session) endWithin(ctx context.Context, reason string) error {
+	return s.end(ctx, reason, false)
+}
+
+// refused is the error for a call the session cannot send any more (counted), or nil.
+func (s *Session) refused() error {
+	s.mu.Lock()
+	ended := s.ended
+	s.mu.Unlock()
+	if ended {
+		return s.Client.count(ErrEnded)
+	}
+	return nil
 }
 
 // UpdateState deep-merges state into the session's state.
 func (s *Session) UpdateState(ctx context.Context, state map[string]any) error {
+	if err := s.refused(); err != nil {
+		return err
+	}
 	return s.Client.UpdateState(ctx, s.ID, state)
 }
 
 // LogEvent logs an event with data; LogEventWith takes every field.
 func (s *Session) LogEvent(ctx context.Context, name string, data map[string]any) error {
-	return s.Client.LogEvent(ctx, s.ID, name, data)
+	return s.LogEventWith(ctx, Event{Name: name, Data: data})
 }
 
 // LogEventWith logs an event.
 func (s *Session) LogEventWith(ctx context.Context, e Event) error {
+	if err := s.refused(); err != nil {
+		return err
+	}
 	return s.Client.LogEventWith(ctx, s.ID, e)
 }
 
 // LogMetricWith logs a metric point.
 func (s *Session) LogMetricWith(ctx context.Context, m Metric) error {
+	if err := s.refused(); err != nil {
+		return err
+	}
 	return s.Client.LogMetricWith(ctx, s.ID, m)
 }
 
@@ -83,13 +141,31 @@ func (s *Session) Heartbeat(ctx context.Context) error {
 	if monitor != nil {
 		monitor.Beat()
 	}
+	if err := s.refused(); err != nil {
+		return err
+	}
 	return s.Client.Heartbeat(ctx, s.ID)
 }
 
-// End ends the session normally and stops its heartbeat monitor. Calling it again does
-// nothing.
+// End ends the session normally and stops its heartbeat monitor, within the context's
+// deadline (the client's EndTimeout when it has none). Calling it again does nothing.
 func (s *Session) End(ctx context.Context) error {
 	return s.end(ctx, "", false)
+}
+
+// Finish, deferred right after the session starts, ends it when the function returns:
+// normally, or, if the function panics, crashed with the panic and its stack as an
+// exception event, and then the panic goes on as it would have.
+//
+//	defer s.Finish()
+func (s *Session) Finish() {
+	if value := recover(); value != nil {
+		s.reportPanic(value)
+		panic(value)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.Client.opts.EndTimeout)
+	defer cancel()
+	_ = s.End(ctx)
 }
 
 // Crash ends the session as crashed with a reason.
@@ -106,6 +182,7 @@ func (s *Session) end(ctx context.Context, reason string, crashed bool) error {
 	s.ended = true
 	monitor := s.monitor
 	s.mu.Unlock()
+	s.Client.untrack(s)
 	if monitor != nil {
 		monitor.Stop()
 	}
@@ -129,7 +206,7 @@ func (s *Session) RecoverPanic() {
 
 func (s *Session) reportPanic(value any) {
 	exc := ExceptionFromPanic(value)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), s.Client.opts.EndTimeout)
 	defer cancel()
 	_ = s.LogEventWith(ctx, exceptionEvent(exc, Critical, map[string]any{"uncaught": true}))
 	_ = s.Crash(ctx, fmt.Sprintf("panic: %s", exc.Message))

@@ -4,18 +4,72 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 )
 
-// transport sends JSON requests over kept-alive connections to one base URL.
+// transport sends JSON requests over kept-alive connections to one base URL. A peer that
+// fails to answer (refused, reset, timed out) is left alone for a backoff, 1 s after the
+// first failure and doubling up to 30 s, during which requests fail at once with
+// ErrBackoff: a dead or black-holed server costs the application one timeout, not one
+// per call.
 type transport struct {
 	base    string
 	token   string
 	timeout time.Duration
 	http    *http.Client
+	backoff backoff
+}
+
+// ErrBackoff is returned, wrapped in a TransportError, for a request not sent because its
+// peer failed recently and is left alone for a while.
+var ErrBackoff = errors.New("the peer failed recently; not tried until its backoff is over")
+
+const (
+	firstBackoff = time.Second
+	maxBackoff   = 30 * time.Second
+)
+
+// backoff counts a peer's failures in a row and says until when it is left alone.
+type backoff struct {
+	mu       sync.Mutex
+	failures int
+	retryAt  time.Time
+}
+
+func (b *backoff) check() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if wait := time.Until(b.retryAt); wait > 0 {
+		return fmt.Errorf("%w (%d failure(s) in a row; next try in %.1f s)", ErrBackoff, b.failures, wait.Seconds())
+	}
+	return nil
+}
+
+func (b *backoff) failed() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures++
+	shift := b.failures - 1
+	if shift > 5 {
+		shift = 5
+	}
+	wait := firstBackoff << uint(shift)
+	if wait > maxBackoff {
+		wait = maxBackoff
+	}
+	b.retryAt = time.Now().Add(wait)
+}
+
+func (b *backoff) succeeded() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures = 0
+	b.retryAt = time.Time{}
 }
 
 func newTransport(base, token string, timeout time.Duration) *transport {
@@ -64,15 +118,24 @@ func (t *transport) do(ctx context.Context, method, path string, body any) (map[
 	if t.token != "" {
 		request.Header.Set("Authorization", "Bearer "+t.token)
 	}
+	if err := t.backoff.check(); err != nil {
+		return nil, &TransportError{Op: method + " " + t.base + path, Err: err}
+	}
 	response, err := t.http.Do(request)
 	if err != nil {
+		// A request the caller cancelled says nothing about the peer.
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			t.backoff.failed()
+		}
 		return nil, &TransportError{Op: method + " " + t.base + path, Err: err}
 	}
 	defer response.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(response.Body, 16<<20))
 	if err != nil {
+		t.backoff.failed()
 		return nil, &TransportError{Op: "reading the answer to " + method + " " + path, Err: err}
 	}
+	t.backoff.succeeded()
 	var answer map[string]any
 	if len(bytes.TrimSpace(raw)) > 0 {
 		if err := json.Unmarshal(raw, &answer); err != nil && response.StatusCode < 300 {

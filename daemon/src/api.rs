@@ -23,18 +23,27 @@ use serde_json::{json, Value};
 use crate::machine;
 use crate::metrics;
 use crate::sessions::{Registry, SessionError};
+use crate::upstream::{Answer, Upstream};
 use datacat_protocol::calls::{
-    parse_lenient, product_and_version, ts, BadBody, BatchBody, BatchItem, ClientTime, EndBody,
-    EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
+    client_session_id, parse_lenient, product_and_version, ts, BadBody, BatchBody, BatchItem,
+    ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
 };
 
-type AppState = Arc<Registry>;
+/// What the handlers reach: the sessions, and the query service to read them back from.
+pub struct Daemon {
+    pub registry: Arc<Registry>,
+    pub upstream: Upstream,
+    /// The query service sessions are read from when their client named none.
+    pub query_url: Option<String>,
+}
+
+type AppState = Arc<Daemon>;
 type Body = Result<Bytes, BytesRejection>;
 
 /// The heartbeat timeout when a client starts monitoring without one (the original's).
 const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn router(registry: Arc<Registry>, max_body_bytes: usize) -> Router {
+pub fn router(daemon: Arc<Daemon>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/register", post(register))
         .route("/state", post(state))
@@ -48,13 +57,16 @@ pub fn router(registry: Arc<Registry>, max_body_bytes: usize) -> Router {
         .route("/end", post(end))
         .route("/batch", post(batch))
         .route("/health", get(health))
-        .route("/metrics", get(metrics::render))
+        .route(
+            "/metrics",
+            get(|State(daemon): State<AppState>| async move { metrics::render(&daemon.registry) }),
+        )
         .route("/session", get(session))
         .route("/sessions", get(sessions))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(registry)
+        .with_state(daemon)
 }
 
 /// Everything a client can get wrong, each with its status.
@@ -163,34 +175,61 @@ fn timeout(seconds: Option<f64>) -> Result<Option<Duration>, ApiError> {
 
 #[derive(Deserialize)]
 struct RegisterBody {
+    /// The id the client minted (a UUID); the daemon mints one when absent.
+    session_id: Option<String>,
     product: Option<String>,
     version: Option<String>,
     parent_pid: Option<u32>,
     timestamp: Option<ClientTime>,
+    /// The query service to read this session back from (`GET /session`).
+    query_url: Option<String>,
 }
 
-async fn register(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+/// A query service URL a client named: `http://host[:port][/prefix]`.
+fn query_url(url: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(url) = url.map(|u| u.trim().trim_end_matches('/').to_string()) else {
+        return Ok(None);
+    };
+    if url.is_empty() {
+        return Ok(None);
+    }
+    if !url.starts_with("http://") || url.len() <= "http://".len() {
+        return Err(ApiError::BadRequest(format!(
+            "query_url must be the query service's http://host:port, got {url:?} \
+             (the daemon reads over plain HTTP; behind TLS, read with use_daemon=False)"
+        )));
+    }
+    Ok(Some(url))
+}
+
+async fn register(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let body: RegisterBody = parse(body)?;
     let (product, version) = product_and_version(body.product, body.version)?;
-    let session_id = uuid::Uuid::now_v7().to_string();
+    let query_url = query_url(body.query_url)?;
+    let session_id =
+        client_session_id(body.session_id)?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let start = SessionStart {
         ts_ms: ts(body.timestamp),
         product,
         version,
         machine: machine::info(body.parent_pid),
     };
-    registry.register(session_id.clone(), start);
+    daemon
+        .registry
+        .register(session_id.clone(), start, query_url)?;
     Ok(Json(json!({"session_id": session_id})))
 }
 
-async fn state(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn state(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let registry = &daemon.registry;
     let (session_id, body): (String, StateBody) = with_session(body)?;
     let (ts_ms, update) = body.checked()?;
     registry.update_state(&session_id, ts_ms, &update)?;
     Ok(ok())
 }
 
-async fn event(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn event(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let registry = &daemon.registry;
     let (session_id, body): (String, EventBody) = with_session(body)?;
     registry.push(&session_id, body.into_record()?)?;
     Ok(ok())
@@ -216,22 +255,25 @@ fn apply_metric(registry: &Registry, session_id: &str, body: MetricBody) -> Resu
     Ok(())
 }
 
-async fn metric(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn metric(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let registry = &daemon.registry;
     let (session_id, body): (String, MetricBody) = with_session(body)?;
-    apply_metric(&registry, &session_id, body)?;
+    apply_metric(registry, &session_id, body)?;
     Ok(ok())
 }
 
-async fn heartbeat(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn heartbeat(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let registry = &daemon.registry;
     let (session_id, body): (String, HeartbeatBody) = with_session(body)?;
     registry.heartbeat(&session_id, ts(body.timestamp), timeout(body.timeout)?)?;
     Ok(ok())
 }
 
 async fn start_monitor(
-    State(registry): State<AppState>,
+    State(daemon): State<AppState>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let registry = &daemon.registry;
     let (session_id, body): (String, HeartbeatBody) = with_session(body)?;
     registry.start_monitor(
         &session_id,
@@ -240,47 +282,64 @@ async fn start_monitor(
     Ok(ok())
 }
 
-async fn stop_monitor(
-    State(registry): State<AppState>,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
+async fn stop_monitor(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let registry = &daemon.registry;
     let (session_id, _): (String, Value) = with_session(body)?;
     registry.stop_monitor(&session_id)?;
     Ok(ok())
 }
 
-async fn pause(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn pause(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let registry = &daemon.registry;
     let (session_id, _): (String, Value) = with_session(body)?;
     registry.pause_monitor(&session_id, true)?;
     Ok(ok())
 }
 
-async fn resume(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn resume(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let registry = &daemon.registry;
     let (session_id, _): (String, Value) = with_session(body)?;
     registry.pause_monitor(&session_id, false)?;
     Ok(ok())
 }
 
-/// Ends the session and answers once its batches are acknowledged by JetStream (or the
-/// wait runs out: then the data stays in the spool and `delivered` is false).
-async fn end(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+/// Ends the session and answers once its batches are acknowledged by JetStream, or when the
+/// wait runs out (`--end-wait-ms`, or the client's shorter `wait`): then `delivered` is
+/// false and the batches, already in the spool, are delivered later. `last_seq` is the
+/// session's last batch, for reading it back (`GET /session`).
+async fn end(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let registry = &daemon.registry;
     let (session_id, body): (String, EndBody) = with_session(body)?;
+    let wait = match body.wait {
+        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            registry.end_wait.min(Duration::from_secs_f64(seconds))
+        }
+        Some(seconds) => {
+            return Err(ApiError::BadRequest(format!(
+                "wait must be a number of seconds, not {seconds}"
+            )))
+        }
+        None => registry.end_wait,
+    };
     let end = SessionEnd {
         status: body.status(EndStatus::Ended),
         ts_ms: ts(body.timestamp),
         reason: body.reason.unwrap_or_default(),
     };
-    let mut unacked = registry.end(&session_id, end)?;
-    let delivered = tokio::time::timeout(registry.end_wait, unacked.wait_for(|n| *n == 0))
+    let (mut unacked, last_seq) = registry.end(&session_id, end)?;
+    let delivered = tokio::time::timeout(wait, unacked.wait_for(|n| *n == 0))
         .await
         .is_ok();
     registry.flush_all();
-    Ok(Json(json!({"status": "ok", "delivered": delivered})))
+    Ok(Json(
+        json!({"status": "ok", "delivered": delivered, "last_seq": last_seq}),
+    ))
 }
 
 /// Many calls in one request, applied in order. Items that are invalid are reported (with
 /// their index) in a 400 answer; the valid ones around them are still applied.
-async fn batch(State(registry): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn batch(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let registry = &daemon.registry;
     let body = buffered(body)?;
     // The usual batch is all good: typed in one pass, no JSON tree per item (a client
     // shipping 200k events/s spends most of the daemon's time here otherwise).
@@ -313,7 +372,7 @@ async fn batch(State(registry): State<AppState>, body: Body) -> Result<Json<Valu
                     .map(drop)?)
             }
             BatchItem::Event(event) => Ok(registry.push(&session_id, event.into_record()?)?),
-            BatchItem::Metric(metric) => apply_metric(&registry, &session_id, *metric),
+            BatchItem::Metric(metric) => apply_metric(registry, &session_id, *metric),
             BatchItem::Heartbeat(beat) => {
                 let ts_ms = ts(beat.timestamp);
                 Ok(registry.heartbeat(&session_id, ts_ms, timeout(beat.timeout)?)?)
@@ -336,7 +395,8 @@ async fn batch(State(registry): State<AppState>, body: Body) -> Result<Json<Valu
     })
 }
 
-async fn health(State(registry): State<AppState>) -> Json<Value> {
+async fn health(State(daemon): State<AppState>) -> Json<Value> {
+    let registry = &daemon.registry;
     let spool = &registry.publisher().spool.stats;
     use std::sync::atomic::Ordering::Relaxed;
     Json(json!({
@@ -350,21 +410,102 @@ async fn health(State(registry): State<AppState>) -> Json<Value> {
     }))
 }
 
-/// `GET /session?session_id=...`: what this daemon holds of a session (never proxied: the
-/// daemon serves the application, not the warehouse).
+/// `GET /session?session_id=&query_url=&min_seq=`: the whole session from the query
+/// service (events, metrics, history), including everything the client logged before this
+/// read; what the daemon holds when the query service cannot say (`source` tells which).
+/// The daemon's bookkeeping (`pending_records`, `unacked_batches`, `next_seq`,
+/// `heartbeat_monitor`) is added when it still holds the session.
 async fn session(
-    State(registry): State<AppState>,
+    State(daemon): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let id = params
         .get("session_id")
+        .filter(|id| !id.is_empty())
         .ok_or_else(|| ApiError::BadRequest("missing session_id parameter".into()))?;
-    registry
-        .describe(id)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("session {id} is not known to this daemon")))
+    let asked_seq = match params.get("min_seq") {
+        Some(seq) => Some(seq.parse::<u64>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "min_seq must be a non-negative integer, got {seq:?}"
+            ))
+        })?),
+        None => None,
+    };
+    let local = daemon.registry.snapshot(id);
+    let base_url = query_url(params.get("query_url").cloned())?
+        .or_else(|| local.as_ref().and_then(|l| l.query_url.clone()))
+        .or_else(|| daemon.query_url.clone());
+    let min_seq = local.as_ref().and_then(|l| l.last_seq).max(asked_seq);
+    let answer = match &base_url {
+        Some(url) => daemon.upstream.session(url, id, min_seq).await,
+        None => Answer::Unavailable("no query service is configured".into()),
+    };
+    match (answer, local) {
+        (Answer::Session(server), local) => Ok(Json(from_server(server, local, min_seq))),
+        (_, Some(local)) => {
+            let mut view = local.view;
+            view["source"] = json!("daemon");
+            Ok(Json(view))
+        }
+        (Answer::Unknown, None) => Err(ApiError::NotFound(format!(
+            "session {id} is known neither to this daemon nor to the query service"
+        ))),
+        (Answer::Unavailable(why), None) => Err(ApiError::NotFound(format!(
+            "session {id} is not known to this daemon, and the query service cannot say ({why})"
+        ))),
+    }
 }
 
-async fn sessions(State(registry): State<AppState>) -> Json<Value> {
-    Json(json!({"sessions": registry.describe_all()}))
+/// The query service's session, with the daemon's bookkeeping added. When ingest had not
+/// applied the daemon's last batch by the end of the query service's wait, what the daemon
+/// knows better (the state, and an end) is laid over it.
+fn from_server(
+    mut server: Value,
+    local: Option<crate::sessions::SessionSnapshot>,
+    min_seq: Option<u64>,
+) -> Value {
+    let applied = server["last_seq"].as_u64();
+    let caught_up = match (min_seq, applied) {
+        (Some(wanted), Some(applied)) => applied >= wanted,
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    server["source"] = json!("server");
+    server["caught_up"] = json!(caught_up);
+    let Some(local) = local else {
+        return server;
+    };
+    if !caught_up {
+        server["state"] = local.view["state"].clone();
+        if local.view["active"] == json!(false) && local.view["status"] != json!("hung") {
+            for key in [
+                "status",
+                "end_reason",
+                "active",
+                "crashed",
+                "hung",
+                "ended_at",
+            ] {
+                server[key] = local.view[key].clone();
+            }
+        }
+    }
+    for key in [
+        "pending_records",
+        "unacked_batches",
+        "next_seq",
+        "heartbeat_monitor",
+    ] {
+        if let Some(value) = local.view.get(key) {
+            server[key] = value.clone();
+        }
+    }
+    server
+}
+
+/// `GET /sessions`: this daemon's sessions (open, and the latest ended ones) as a list, each
+/// as the daemon holds it. Only this daemon's: it serves one application, not the whole
+/// warehouse.
+async fn sessions(State(daemon): State<AppState>) -> Json<Value> {
+    Json(Value::Array(daemon.registry.snapshots()))
 }

@@ -48,9 +48,28 @@ pub struct Config {
     #[arg(long, env = "DATACAT_IDLE_EXIT_MS", default_value_t = 2000)]
     pub idle_exit_ms: u64,
 
-    /// How long `/end` waits for the session's batches to be acknowledged by JetStream.
-    #[arg(long, env = "DATACAT_END_WAIT_MS", default_value_t = 10_000)]
+    /// The longest `/end` waits for the session's batches to be acknowledged by JetStream
+    /// (a client may ask for less). The batches are in the spool by then: past the wait they
+    /// are delivered in the background, or by the next daemon.
+    #[arg(long, env = "DATACAT_END_WAIT_MS", default_value_t = 1000)]
     pub end_wait_ms: u64,
+
+    /// The query service (`http://host:port`) that `GET /session` reads a session from. A
+    /// client may name another one per session (`query_url` at `/register`). Unset: the
+    /// daemon answers with what it holds itself.
+    #[arg(long, env = "DATACAT_QUERY_URL")]
+    pub query_url: Option<String>,
+
+    /// Token for reading from the query service (its read or write token).
+    #[arg(long, env = "DATACAT_READ_TOKEN", hide_env_values = true)]
+    pub query_token: Option<String>,
+
+    /// The longest a read from the query service may take, in milliseconds (the query
+    /// service itself waits up to 2 s for the session's last batch). A query service that
+    /// does not answer in time is left alone for a while (1 s, doubling up to 30 s), and the
+    /// daemon answers with what it holds.
+    #[arg(long, env = "DATACAT_QUERY_TIMEOUT_MS", default_value_t = 3000)]
+    pub query_timeout_ms: u64,
 
     /// Where batches wait until JetStream acknowledges them. Default:
     /// `$XDG_STATE_HOME/datacat/spool`, else `~/.local/state/datacat/spool`.

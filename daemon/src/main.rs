@@ -19,6 +19,7 @@ mod parent;
 mod publisher;
 mod sessions;
 mod spool;
+mod upstream;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -72,7 +73,15 @@ async fn run(config: Config) -> Result<()> {
             reporter.publisher().release(&session_id, batches);
         }
     });
-    let app = api::router(registry.clone(), config.max_body_bytes);
+    let daemon = Arc::new(api::Daemon {
+        registry: registry.clone(),
+        upstream: upstream::Upstream::new(
+            Duration::from_millis(config.query_timeout_ms),
+            config.query_token.clone(),
+        ),
+        query_url: config.query_url.clone().filter(|url| !url.is_empty()),
+    });
+    let app = api::router(daemon, config.max_body_bytes);
 
     tokio::spawn(sessions::flush_loop(registry.clone(), shutdown.clone()));
     tokio::spawn(parent::watch(

@@ -1,9 +1,7 @@
 //! Prometheus `/metrics` for the daemon.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use axum::extract::State;
 use datacat_service::{prometheus_text, Sample};
 
 use crate::sessions::Registry;
@@ -14,7 +12,7 @@ pub fn count_client_error() {
     CLIENT_ERRORS.fetch_add(1, Ordering::Relaxed);
 }
 
-pub async fn render(State(registry): State<Arc<Registry>>) -> String {
+pub fn render(registry: &Registry) -> String {
     let stats = &registry.publisher().stats;
     let spool = &registry.publisher().spool.stats;
     prometheus_text(&[

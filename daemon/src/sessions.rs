@@ -46,27 +46,140 @@ struct Session {
     product: String,
     version: String,
     started_ms: u64,
+    /// When the client last called about the session.
+    updated_ms: u64,
     pending: Vec<Record>,
     aggregates: Aggregates,
     next_seq: u64,
     /// The merged state as the client sees it, to send only what changed.
     state: Value,
-    ended: bool,
+    /// How the session ended, once it has.
+    end: Option<SessionEnd>,
+    /// The query service the client named for reading the session back.
+    query_url: Option<String>,
     heartbeat: HeartbeatMonitor,
     /// When a batch of this session was last cut (for liveness records).
     last_batch_ms: u64,
     unacked: watch::Receiver<u64>,
 }
 
+impl Session {
+    fn ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// The sequence number of the last batch cut, if any.
+    fn last_seq(&self) -> Option<u64> {
+        self.next_seq.checked_sub(1)
+    }
+
+    /// The session in the shape the query service answers with, from what the daemon
+    /// holds: its state, but no events, metrics or history (those are not kept here).
+    fn local_view(&self, session_id: &str) -> Value {
+        let status = match &self.end {
+            Some(end) => end.status.as_str(),
+            None if self.heartbeat.hung => "hung",
+            None => "active",
+        };
+        let end = self.end.as_ref();
+        json!({
+            "id": session_id,
+            "product": self.product,
+            "version": self.version,
+            "status": status,
+            "end_reason": end.map(|e| e.reason.as_str()).unwrap_or_default(),
+            "active": status == "active",
+            "crashed": status == "crashed",
+            "hung": status == "hung",
+            "created_at": rfc3339_ms(self.started_ms),
+            "updated_at": rfc3339_ms(self.updated_ms),
+            "ended_at": end.map(|e| rfc3339_ms(e.ts_ms)),
+            "state": self.state,
+            "state_history": [],
+            "events": [],
+            "metrics": [],
+        })
+    }
+
+    /// What only the daemon knows: its queue and its hang monitor.
+    fn bookkeeping(&self) -> Value {
+        json!({
+            "pending_records": self.pending.len(),
+            "unacked_batches": *self.unacked.borrow(),
+            "next_seq": self.next_seq,
+            "heartbeat_monitor": {
+                "enabled": self.heartbeat.timeout.is_some(),
+                "timeout_seconds": self.heartbeat.timeout.map(|t| t.as_secs_f64()),
+                "paused": self.heartbeat.paused,
+                "hung": self.heartbeat.hung,
+                "last_heartbeat": (self.heartbeat.last_ms > 0).then(|| rfc3339_ms(self.heartbeat.last_ms)),
+            },
+        })
+    }
+
+    fn snapshot(&self, session_id: &str) -> SessionSnapshot {
+        let mut view = self.local_view(session_id);
+        if let (Value::Object(view), Value::Object(extra)) = (&mut view, self.bookkeeping()) {
+            view.extend(extra);
+        }
+        SessionSnapshot {
+            view,
+            query_url: self.query_url.clone(),
+            last_seq: self.last_seq(),
+        }
+    }
+}
+
+/// A session as the daemon knows it (`GET /session`, `/sessions`): its view in the query
+/// service's shape, where to read the rest, and the last batch to wait for there.
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    pub view: Value,
+    pub query_url: Option<String>,
+    pub last_seq: Option<u64>,
+}
+
 /// How many ended-and-delivered session ids are remembered, so late calls about them get a
 /// clear "has ended" rather than "unknown".
 const REMEMBERED_ENDED: usize = 10_000;
+/// How many ended-and-delivered sessions are kept whole, so a read straight after `end()`
+/// still has the daemon's view when the query service cannot answer; and the most bytes
+/// of state they keep together.
+const REMEMBERED_VIEWS: usize = 256;
+const REMEMBERED_VIEW_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Default)]
 struct Sessions {
     open: HashMap<String, Session>,
     /// Ended sessions already forgotten, newest last.
     ended: VecDeque<String>,
+    /// The newest of them whole, newest last, with their states' total size.
+    ended_views: VecDeque<(String, SessionSnapshot, usize)>,
+    ended_view_bytes: usize,
+}
+
+impl Sessions {
+    fn remember_ended(&mut self, session_id: String, snapshot: SessionSnapshot) {
+        let bytes = snapshot.view["state"].to_string().len();
+        self.ended_view_bytes += bytes;
+        self.ended_views
+            .push_back((session_id.clone(), snapshot, bytes));
+        while self.ended_views.len() > REMEMBERED_VIEWS
+            || (self.ended_view_bytes > REMEMBERED_VIEW_BYTES && self.ended_views.len() > 1)
+        {
+            if let Some((_, _, bytes)) = self.ended_views.pop_front() {
+                self.ended_view_bytes -= bytes;
+            }
+        }
+        self.ended.push_back(session_id);
+        if self.ended.len() > REMEMBERED_ENDED {
+            self.ended.pop_front();
+        }
+    }
+
+    fn has_ended(&self, session_id: &str) -> bool {
+        self.ended.iter().any(|id| id == session_id)
+    }
 }
 
 pub struct Registry {
@@ -106,23 +219,40 @@ impl Registry {
         &self.publisher
     }
 
-    /// Opens a session; its first record says what runs where.
-    pub fn register(&self, session_id: String, start: SessionStart) {
+    /// Opens a session; its first record says what runs where. Registering an open session
+    /// again changes nothing (a client retrying a registration whose answer it missed).
+    pub fn register(
+        &self,
+        session_id: String,
+        start: SessionStart,
+        query_url: Option<String>,
+    ) -> Result<(), SessionError> {
+        let mut sessions = self.lock();
+        if sessions.open.contains_key(&session_id) {
+            return Ok(());
+        }
+        if sessions.has_ended(&session_id) {
+            return Err(SessionError::Ended(session_id));
+        }
         let session = Session {
             product: start.product.clone(),
             version: start.version.clone(),
             started_ms: start.ts_ms,
+            updated_ms: now_ms(),
             pending: vec![Record::Start(start)],
             aggregates: Aggregates::default(),
             next_seq: 0,
             state: Value::Object(Default::default()),
-            ended: false,
+            end: None,
+            query_url,
             heartbeat: HeartbeatMonitor::default(),
             last_batch_ms: now_ms(),
             unacked: self.publisher.track(&session_id),
         };
-        self.lock().open.insert(session_id, session);
+        sessions.open.insert(session_id, session);
+        drop(sessions);
         self.flush_now.notify_one();
+        Ok(())
     }
 
     pub fn session_count(&self) -> usize {
@@ -141,14 +271,15 @@ impl Registry {
     ) -> Result<T, SessionError> {
         let mut sessions = self.lock();
         let Some(session) = sessions.open.get_mut(session_id) else {
-            if sessions.ended.iter().any(|id| id == session_id) {
+            if sessions.has_ended(session_id) {
                 return Err(SessionError::Ended(session_id.to_string()));
             }
             return Err(SessionError::Unknown(session_id.to_string()));
         };
-        if session.ended {
+        if session.ended() {
             return Err(SessionError::Ended(session_id.to_string()));
         }
+        session.updated_ms = now_ms();
         let result = f(session);
         let full = session.pending.len() >= self.flush_records;
         drop(sessions);
@@ -258,7 +389,7 @@ impl Registry {
     /// Marks monitored sessions whose heartbeat is overdue as hung (once per hang).
     pub fn check_hangs(&self, now: u64) {
         let mut found = false;
-        for (session_id, session) in self.lock().open.iter_mut().filter(|(_, s)| !s.ended) {
+        for (session_id, session) in self.lock().open.iter_mut().filter(|(_, s)| !s.ended()) {
             let monitor = &mut session.heartbeat;
             let Some(timeout) = monitor.timeout else {
                 continue;
@@ -302,51 +433,69 @@ impl Registry {
         }
     }
 
-    /// Ends a session and flushes it; returns a receiver of its unacknowledged batch count.
+    /// Ends a session and flushes it; returns a receiver of its unacknowledged batch count
+    /// and the sequence number of its last batch.
     pub fn end(
         &self,
         session_id: &str,
         end: SessionEnd,
-    ) -> Result<watch::Receiver<u64>, SessionError> {
+    ) -> Result<(watch::Receiver<u64>, Option<u64>), SessionError> {
         let receiver = self.with_open(session_id, |session| {
-            session.pending.push(Record::End(end));
-            session.ended = true;
+            session.pending.push(Record::End(end.clone()));
+            session.end = Some(end);
             session.unacked.clone()
         })?;
         self.flush_all();
-        Ok(receiver)
+        let last_seq = self.lock().open.get(session_id).and_then(Session::last_seq);
+        Ok((receiver, last_seq))
     }
 
     /// Ends every open session (the application is gone); returns how many.
     pub fn end_all(&self, end: &SessionEnd) -> usize {
         let mut ended = 0;
-        for session in self.lock().open.values_mut().filter(|s| !s.ended) {
+        for session in self.lock().open.values_mut().filter(|s| !s.ended()) {
             session.pending.push(Record::End(end.clone()));
-            session.ended = true;
+            session.end = Some(end.clone());
             ended += 1;
         }
         self.flush_all();
         ended
     }
 
-    /// What the daemon holds of one session (`GET /session`).
-    pub fn describe(&self, session_id: &str) -> Option<Value> {
-        self.lock()
-            .open
-            .get(session_id)
-            .map(|session| describe(session_id, session))
+    /// What the daemon holds of one session, open or recently ended (`GET /session`). What
+    /// the client logged is cut into a batch first, so `last_seq` covers all of it.
+    pub fn snapshot(&self, session_id: &str) -> Option<SessionSnapshot> {
+        self.flush_all();
+        let sessions = self.lock();
+        if let Some(session) = sessions.open.get(session_id) {
+            return Some(session.snapshot(session_id));
+        }
+        sessions
+            .ended_views
+            .iter()
+            .rev()
+            .find(|(id, _, _)| id == session_id)
+            .map(|(_, snapshot, _)| snapshot.clone())
     }
 
-    /// Every session the daemon holds (`GET /sessions`).
-    pub fn describe_all(&self) -> Vec<Value> {
+    /// Every session the daemon holds, open or recently ended, oldest first
+    /// (`GET /sessions`).
+    pub fn snapshots(&self) -> Vec<Value> {
         let sessions = self.lock();
-        let mut all: Vec<Value> = sessions
+        let mut open: Vec<Value> = sessions
             .open
             .iter()
-            .map(|(id, session)| describe(id, session))
+            .map(|(id, session)| session.snapshot(id).view)
             .collect();
-        all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-        all
+        open.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        let open_ids: std::collections::HashSet<&str> =
+            sessions.open.keys().map(String::as_str).collect();
+        let ended = sessions
+            .ended_views
+            .iter()
+            .filter(|(id, _, _)| !open_ids.contains(id.as_str()))
+            .map(|(_, snapshot, _)| snapshot.view.clone());
+        ended.chain(open).collect()
     }
 
     /// Turns every session's pending records into batches and spools them; forgets ended
@@ -358,7 +507,7 @@ impl Registry {
         for (session_id, session) in sessions.open.iter_mut() {
             session.pending.extend(session.aggregates.take_changed(now));
             if session.pending.is_empty()
-                && !session.ended
+                && !session.ended()
                 && now.saturating_sub(session.last_batch_ms) >= self.alive_interval_ms
             {
                 session.pending.push(Record::Alive(Alive { ts_ms: now }));
@@ -410,39 +559,17 @@ impl Registry {
         let done: Vec<String> = sessions
             .open
             .iter()
-            .filter(|(_, s)| s.ended && s.pending.is_empty() && *s.unacked.borrow() == 0)
+            .filter(|(_, s)| s.ended() && s.pending.is_empty() && *s.unacked.borrow() == 0)
             .map(|(id, _)| id.clone())
             .collect();
         for session_id in done {
-            sessions.open.remove(&session_id);
-            self.publisher.forget(&session_id);
-            sessions.ended.push_back(session_id);
-            if sessions.ended.len() > REMEMBERED_ENDED {
-                sessions.ended.pop_front();
+            if let Some(session) = sessions.open.remove(&session_id) {
+                let snapshot = session.snapshot(&session_id);
+                sessions.remember_ended(session_id.clone(), snapshot);
             }
+            self.publisher.forget(&session_id);
         }
     }
-}
-
-fn describe(session_id: &str, session: &Session) -> Value {
-    json!({
-        "id": session_id,
-        "product": session.product,
-        "version": session.version,
-        "created_at": rfc3339_ms(session.started_ms),
-        "ended": session.ended,
-        "state": session.state,
-        "pending_records": session.pending.len(),
-        "unacked_batches": *session.unacked.borrow(),
-        "next_seq": session.next_seq,
-        "heartbeat_monitor": {
-            "enabled": session.heartbeat.timeout.is_some(),
-            "timeout_seconds": session.heartbeat.timeout.map(|t| t.as_secs_f64()),
-            "paused": session.heartbeat.paused,
-            "hung": session.heartbeat.hung,
-            "last_heartbeat": (session.heartbeat.last_ms > 0).then(|| rfc3339_ms(session.heartbeat.last_ms)),
-        },
-    })
 }
 
 /// Splits records into chunks whose encoded size stays under `max_bytes` (a single record

@@ -59,6 +59,9 @@ pub struct SessionDetail {
     pub dropped_records: u64,
     /// Batches that never arrived (given up on after the gap wait).
     pub gaps: u64,
+    /// The sequence number of the last batch ingest applied to this session. A writer that
+    /// knows the sequence of its last write passes it as `min_seq` to read its own writes.
+    pub last_seq: u64,
     pub state: Value,
     pub state_history: Vec<StateSnapshot>,
     pub events: Vec<EventView>,
@@ -147,12 +150,18 @@ pub struct WriteAnswer {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accepted: Option<usize>,
+    /// The batch sequence number the write was published as. A read that passes it as
+    /// `min_seq` sees the write (read your own writes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// `POST /api/sessions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedSession {
     pub session_id: String,
+    /// The batch sequence number of the session's first batch (always 0).
+    pub seq: u64,
 }
 
 /// One product version: its sessions by status and how many did not crash.

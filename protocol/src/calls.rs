@@ -286,6 +286,22 @@ pub fn product_and_version(
     }
 }
 
+/// The id a client chose for a new session, if it chose one: a UUID, written in its
+/// canonical lowercase hyphenated form. A client mints the id itself so that registering
+/// never holds up the application (the registration is sent later, from a background
+/// thread, while calls already carry the id); registering the same id again is harmless.
+pub fn client_session_id(id: Option<String>) -> Result<Option<String>, BadBody> {
+    let Some(id) = id.filter(|id| !id.is_empty()) else {
+        return Ok(None);
+    };
+    match uuid::Uuid::try_parse(&id) {
+        Ok(uuid) if !uuid.is_nil() && !uuid.is_max() => Ok(Some(uuid.hyphenated().to_string())),
+        _ => Err(BadBody(format!(
+            "session_id must be a UUID (the client may choose one), got {id:?}"
+        ))),
+    }
+}
+
 /// A heartbeat; `timeout` (seconds without one after which the session is hung) starts
 /// hang monitoring where a daemon watches.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -302,6 +318,9 @@ pub struct EndBody {
     /// exception); the default is `ended`.
     pub crashed: Option<bool>,
     pub timestamp: Option<ClientTime>,
+    /// The longest the client will wait for the session's data to be acknowledged by
+    /// JetStream, in seconds (a daemon's `/end`; the daemon's own bound applies too).
+    pub wait: Option<f64>,
 }
 
 impl EndBody {

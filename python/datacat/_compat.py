@@ -15,14 +15,14 @@ PY2 = sys.version_info[0] == 2
 if PY2:  # pragma: no cover - exercised on 2.7 only
     import httplib as http_client  # noqa: F401
     from urllib import quote  # noqa: F401
-    from urlparse import urlsplit  # noqa: F401
+    from urlparse import parse_qs, urlsplit  # noqa: F401
 
     string_types = (basestring,)  # noqa: F821
     text_type = unicode  # noqa: F821
     integer_types = (int, long)  # noqa: F821
 else:
     import http.client as http_client  # noqa: F401
-    from urllib.parse import quote, urlsplit  # noqa: F401
+    from urllib.parse import parse_qs, quote, urlsplit  # noqa: F401
 
     string_types = (str,)
     text_type = str

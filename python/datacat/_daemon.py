@@ -29,7 +29,7 @@ import threading
 import weakref
 
 from ._compat import PY2, open_devnull, popen_wait, register_after_fork, set_cloexec
-from ._transport import DEFAULT_TIMEOUT, HTTPJSONTransport, TransportError
+from ._transport import DEFAULT_TIMEOUT, Backoff, HTTPJSONTransport, TransportError, remaining
 
 log = logging.getLogger("datacat")
 
@@ -257,6 +257,8 @@ class DaemonManager(object):
         self.binary_path = None
         self.current_log_path = None
         self.starts = 0
+        # A daemon that cannot be started is not tried again at every call.
+        self._start_backoff = Backoff()
         self._transport = None
         self._lock = threading.RLock()
         self._pid = os.getpid()
@@ -282,7 +284,7 @@ class DaemonManager(object):
                 pass
         transport, self._transport = self._transport, None
         if transport is not None:
-            transport._drop_conn()  # our copy of the socket; no request is in flight here
+            transport.close()  # our copies of the sockets; no request is in flight here
         self.port = None
 
     def _check_fork(self):
@@ -320,6 +322,19 @@ class DaemonManager(object):
 
     def _spawn(self):
         """Start a daemon and complete the handshake (lock held)."""
+        try:
+            self._start_backoff.check("starting %s" % (daemon_binary_name(),))
+        except TransportError as exc:
+            raise DaemonStartError(str(exc))
+        try:
+            proc = self._start()
+        except DaemonStartError:
+            self._start_backoff.failed()
+            raise
+        self._start_backoff.succeeded()
+        return proc
+
+    def _start(self):
         binary, source = (self.daemon_binary, "argument") if self.daemon_binary else locate_daemon_binary()
         if not binary:
             raise DaemonStartError(_not_found_message())
@@ -458,28 +473,30 @@ class DaemonManager(object):
                 self._spawn()
             return self.process, self._transport
 
-    def request(self, method, path, body=None, timeout=None):
+    def request(self, method, path, body=None, timeout=None, deadline=None):
         """Send a request to the daemon, starting it first if necessary.
 
         If the request is refused (or the connection breaks) because the
         daemon has exited, a new daemon is started and the request is sent
-        again, once. Raises ``DaemonStartError``, ``TransportError`` or
-        ``DaemonHTTPError``.
+        again, once. ``deadline`` (a ``_transport._clock()`` value) bounds it
+        all but a daemon's start-up. Raises ``DaemonStartError``,
+        ``TransportError`` or ``DaemonHTTPError``.
         """
         proc, transport = self._current()
         try:
-            return transport.request(method, path, body, timeout=timeout)
+            return transport.request(method, path, body, timeout=timeout, deadline=deadline)
         except TransportError as exc:
-            if exc.kind == "timeout" or exc.kind == "bad-response":
+            if exc.kind not in ("refused", "reset"):
                 raise
             if proc.poll() is None and exc.kind == "reset":
                 # Possibly an exit in progress: give it a moment to finish.
-                popen_wait(proc, 1.0)
+                left = remaining(deadline)
+                popen_wait(proc, 1.0 if left is None else max(0.0, min(1.0, left)))
             if exc.kind != "refused" and proc.poll() is None:
                 raise
             log.info("daemon unreachable (%s); starting a new one and retrying once", exc)
             proc, transport = self._replace(proc)
-            return transport.request(method, path, body, timeout=timeout)
+            return transport.request(method, path, body, timeout=timeout, deadline=deadline)
 
     def health(self, timeout=None):
         return self.request("GET", "/health", timeout=timeout)

@@ -10,12 +10,11 @@ hang detection is the client's ``HeartbeatMonitor`` alone.
 
 from __future__ import absolute_import
 
-import json
 import os
-import re
 
-from ._compat import quote, urlsplit
-from ._transport import DEFAULT_TIMEOUT, HTTPJSONTransport
+from ._compat import parse_qs, quote, urlsplit
+from ._payload import session_id_of
+from ._transport import DEFAULT_DIRECT_TIMEOUT, HTTPJSONTransport
 
 #: Daemon path -> the query service's path under /api/sessions/{id}.
 _SESSION_PATHS = {
@@ -25,9 +24,6 @@ _SESSION_PATHS = {
     "/heartbeat": "heartbeat",
     "/batch": "batch",
 }
-
-#: A pre-encoded /batch body starts with its session id (see AsyncSession._pack).
-_SESSION_HEAD = re.compile(br'^\{"session_id":("(?:[^"\\]|\\.)*")')
 
 #: Hang monitoring lives in the daemon; without one these calls have nothing to do.
 _DAEMON_ONLY = ("/start_heartbeat_monitor", "/stop_heartbeat_monitor", "/pause_heartbeat",
@@ -40,7 +36,7 @@ class DirectBackend(object):
     ``token`` (default ``$DATACAT_WRITE_TOKEN``) is sent as a bearer token.
     """
 
-    def __init__(self, base_url, token=None, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, base_url, token=None, timeout=DEFAULT_DIRECT_TIMEOUT):
         parts = urlsplit(base_url or "")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("use_daemon=False needs base_url=http(s)://host:port of the query service, got %r"
@@ -57,30 +53,32 @@ class DirectBackend(object):
     def base_url(self):
         return self.transport.base_url + self.prefix
 
-    def request(self, method, path, body=None, timeout=None):
+    def request(self, method, path, body=None, timeout=None, deadline=None):
         route, body = self._route(method, path, body)
         if route is None:
             return {"status": "ok", "note": "no daemon: %s is not needed" % (path,)}
-        return self.transport.request(method, self.prefix + route, body, timeout=timeout)
+        return self.transport.request(method, self.prefix + route, body, timeout=timeout,
+                                      deadline=deadline)
 
     def _route(self, method, path, body):
         if method == "GET":
-            if path.startswith("/session?session_id="):
-                return "/api/sessions/%s" % (path.split("=", 1)[1],), None
+            if path.startswith("/session?"):
+                params = parse_qs(path.split("?", 1)[1])
+                route = "/api/sessions/%s" % (quote(params.get("session_id", [""])[0], safe=""),)
+                if params.get("min_seq"):
+                    route += "?min_seq=%s" % (quote(params["min_seq"][0], safe=""),)
+                return route, None
             if path == "/sessions":
                 return "/api/sessions", None
             return path, None
         if path == "/register":
             body = dict(body)
             body.pop("parent_pid", None)
+            body.pop("query_url", None)
             return "/api/sessions", body
         if path in _DAEMON_ONLY:
             return None, None
-        if isinstance(body, bytes):
-            head = _SESSION_HEAD.match(body)
-            session_id = json.loads(head.group(1).decode("utf-8")) if head else ""
-        else:
-            session_id = body.get("session_id", "")
+        session_id = session_id_of(body) or ""
         session = quote(session_id.encode("utf-8") if not isinstance(session_id, str) else session_id,
                         safe="")
         if path == "/end":

@@ -45,7 +45,7 @@ def thread_stacks():
 class HeartbeatMonitor(object):
     """Watches one session's heartbeats (``Session.start_heartbeat_monitor``)."""
 
-    def __init__(self, session, timeout=60, check_interval=5, beat=None):
+    def __init__(self, session, timeout=60, check_interval=5, beat=None, tell_daemon=None):
         if timeout <= 0 or check_interval <= 0:
             raise ValueError("timeout and check_interval must be positive")
         self.session = session
@@ -58,6 +58,9 @@ class HeartbeatMonitor(object):
         self._paused = False
         self._reported = False
         self._send_beat = beat or session.heartbeat
+        # How the daemon learns the timeout (an async session queues it behind its calls).
+        self._tell_daemon = tell_daemon or (
+            lambda: session.client.start_heartbeat_monitor(session.session_id, self.timeout))
         self.hangs_reported = 0
 
     def start(self):
@@ -71,14 +74,16 @@ class HeartbeatMonitor(object):
             self._thread = threading.Thread(target=self._run, name="datacat-heartbeat-monitor")
             self._thread.daemon = True
             self._thread.start()
-        self.session.client.start_heartbeat_monitor(self.session.session_id, self.timeout)
+        self._tell_daemon()
         return self
 
-    def stop(self):
+    def stop(self, timeout=1.0):
+        """Stop watching; waits at most ``timeout`` s for the thread (it may be sending
+        a hang report)."""
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(self.check_interval + 1.0)
+            thread.join(max(0.0, min(self.check_interval + 1.0, timeout)))
 
     def is_running(self):
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()

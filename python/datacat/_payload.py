@@ -20,6 +20,7 @@ from __future__ import absolute_import
 import datetime
 import json
 import math
+import re
 import sys
 import traceback
 
@@ -262,13 +263,30 @@ def build_heartbeat(session_id, timestamp=None):
     return _base(session_id, timestamp)
 
 
-def build_end(session_id, reason=None, timestamp=None, crashed=False):
+def build_end(session_id, reason=None, timestamp=None, crashed=False, wait=None):
     body = _base(session_id, timestamp)
     if reason is not None:
         body["reason"] = text_type(reason)
     if crashed:
         body["crashed"] = True
+    if wait is not None:
+        body["wait"] = round(float(wait), 3)
     return body
+
+
+#: A pre-encoded ``/batch`` body starts with its session id (``AsyncSession._pack``).
+_SESSION_HEAD = re.compile(br'^\{"session_id":("(?:[^"\\]|\\.)*")')
+
+
+def session_id_of(body):
+    """The ``session_id`` of a request body: a dict, or JSON bytes that start with it."""
+    if isinstance(body, dict):
+        return body.get("session_id")
+    if isinstance(body, bytes):
+        head = _SESSION_HEAD.match(body)
+        if head:
+            return json.loads(head.group(1).decode("utf-8"))
+    return None
 
 
 def build_heartbeat_monitor(session_id, timeout=None):

@@ -1,9 +1,15 @@
-"""HTTP + JSON to the local daemon over one kept-alive connection.
+"""HTTP + JSON to the daemon (or the query service) over kept-alive connections.
 
-``HTTPJSONTransport`` is thread-safe: requests are serialised on a lock (a
-loopback round trip is a fraction of a millisecond, and the daemon is the
-only peer). It knows nothing about starting daemons; ``_daemon.DaemonManager``
-wraps it with the restart-and-retry policy.
+``HTTPJSONTransport`` is thread-safe. Each request takes an idle connection
+(or opens one) and gives it back after the answer, so one slow request never
+holds up another: an ``end()`` is not queued behind a batch stuck on a server
+that does not answer. It knows nothing about starting daemons;
+``_daemon.DaemonManager`` wraps it with the restart-and-retry policy.
+
+A peer that fails to answer (refused, reset, timed out) is left alone for a
+backoff: 1 s after the first failure, doubling up to 30 s, during which every
+request fails at once with ``TransportError(kind="backoff")``. So a dead or
+black-holed server costs the application one timeout, not one per call.
 """
 
 from __future__ import absolute_import
@@ -13,11 +19,23 @@ import json
 import os
 import socket
 import threading
+import time
 
 from ._compat import ConnectionErrorTypes, http_client, text_type
 from ._payload import encode_json
 
-DEFAULT_TIMEOUT = 10.0
+#: Per-request timeouts: a loopback daemon answers in well under a millisecond, the query
+#: service over a network in a few.
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_DIRECT_TIMEOUT = 5.0
+
+#: Idle connections kept per peer.
+MAX_IDLE_CONNECTIONS = 4
+
+FIRST_BACKOFF = 1.0
+MAX_BACKOFF = 30.0
+
+_clock = getattr(time, "monotonic", time.time)
 
 _REFUSED_ERRNOS = set([errno.ECONNREFUSED, 10061])  # 10061: WSAECONNREFUSED
 _RESET_ERRNOS = set(
@@ -37,7 +55,9 @@ class TransportError(Exception):
 
     ``kind`` is one of ``"refused"`` (nothing listening: the daemon is gone),
     ``"reset"`` (the connection broke), ``"timeout"``, ``"bad-response"`` (an
-    answer that is not the JSON the contract promises) or ``"error"``.
+    answer that is not the JSON the contract promises), ``"backoff"`` (the peer
+    failed recently and is left alone for a while), ``"deadline"`` (the
+    caller's time was up before the request could be sent) or ``"error"``.
     """
 
     def __init__(self, message, kind="error", cause=None):
@@ -72,6 +92,13 @@ def classify_error(exc):
     return "error"
 
 
+def _close(conn):
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _no_delay(sock):
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -95,8 +122,50 @@ class _SecureConnection(http_client.HTTPSConnection):
         _no_delay(self.sock)
 
 
+def remaining(deadline):
+    """Seconds left until ``deadline`` (a ``_clock()`` value; None: no deadline)."""
+    if deadline is None:
+        return None
+    return deadline - _clock()
+
+
+def deadline_after(seconds):
+    """The ``_clock()`` value ``seconds`` from now."""
+    return _clock() + max(0.0, float(seconds))
+
+
+class Backoff(object):
+    """Failures of one peer in a row, and until when it is left alone."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.failures = 0
+        self.retry_at = None
+
+    def check(self, what):
+        """Raise ``TransportError(kind="backoff")`` while the peer is left alone."""
+        retry_at = self.retry_at
+        if retry_at is None:
+            return
+        wait = retry_at - _clock()
+        if wait > 0:
+            raise TransportError("%s: not tried, the peer failed %d time(s) in a row; next try in %.1f s"
+                                 % (what, self.failures, wait), kind="backoff")
+
+    def failed(self):
+        with self._lock:
+            self.failures += 1
+            self.retry_at = _clock() + min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** min(self.failures - 1, 5))
+
+    def succeeded(self):
+        if self.failures:
+            with self._lock:
+                self.failures = 0
+                self.retry_at = None
+
+
 class HTTPJSONTransport(object):
-    """JSON requests to ``http://host:port`` on one persistent connection."""
+    """JSON requests to ``http://host:port`` on kept-alive connections."""
 
     user_agent = "datacat-python"
 
@@ -106,95 +175,110 @@ class HTTPJSONTransport(object):
         self.timeout = timeout
         self.secure = secure
         self.extra_headers = {}
-        self._lock = threading.Lock()
-        self._conn = None
-        self._conn_used = False
+        self.backoff = Backoff()
+        self._lock = threading.Lock()  # the idle list only; never held during I/O
+        self._idle = []
         self._pid = os.getpid()
 
     @property
     def base_url(self):
         return "%s://%s:%d" % ("https" if self.secure else "http", self.host, self.port)
 
-    # -- connection management (call with the lock held) -------------------
+    # -- connections ---------------------------------------------------------
 
-    def _check_fork(self):
-        if self._pid != os.getpid():
-            # The socket belongs to the parent's conversation with its daemon:
-            # forget it (closing our copy of the descriptor does not affect the
-            # parent) and let the caller open a fresh one.
-            self._pid = os.getpid()
-            self._drop_conn()
-
-    def _drop_conn(self):
-        conn, self._conn = self._conn, None
-        self._conn_used = False
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
-
-    def _get_conn(self, timeout):
-        if self._conn is None:
+    def _take(self, timeout):
+        """An idle connection (and True), or a new one (and False)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                # The sockets belong to the parent's conversation: forget them
+                # (closing our copies does not affect the parent).
+                self._pid = os.getpid()
+                idle, self._idle = self._idle, []
+                for conn in idle:
+                    _close(conn)
+            conn = self._idle.pop() if self._idle else None
+        reused = conn is not None
+        if conn is None:
             connection = _SecureConnection if self.secure else _Connection
-            self._conn = connection(self.host, self.port, timeout=timeout)
-            self._conn_used = False
-        conn = self._conn
+            conn = connection(self.host, self.port, timeout=timeout)
         conn.timeout = timeout
         if conn.sock is not None:
             try:
                 conn.sock.settimeout(timeout)
             except (OSError, IOError):
                 pass
-        return conn
+        return conn, reused
+
+    def _give_back(self, conn):
+        with self._lock:
+            if self._pid == os.getpid() and len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
+        _close(conn)
 
     # -- public API ----------------------------------------------------------
 
     def close(self):
         with self._lock:
-            self._drop_conn()
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _close(conn)
 
-    def request(self, method, path, body=None, timeout=None):
+    def request(self, method, path, body=None, timeout=None, deadline=None):
         """Send one request; return the decoded JSON answer (a dict).
 
         ``body`` is a JSON-serialisable object or already-encoded bytes.
-        Raises ``TransportError`` or ``DaemonHTTPError``.
+        ``timeout`` bounds the request (default: the transport's); ``deadline``
+        (a ``_clock()`` value) bounds it too. Raises ``TransportError`` or
+        ``DaemonHTTPError``.
         """
         if timeout is None:
             timeout = self.timeout
+        left = remaining(deadline)
+        if left is not None:
+            if left <= 0:
+                raise TransportError("%s %s: the deadline passed before it was sent" % (method, path),
+                                     kind="deadline")
+            timeout = min(timeout, left)
+        self.backoff.check("%s %s to %s" % (method, path, self.base_url))
         data = None
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         headers.update(self.extra_headers)
         if body is not None:
             data = body if isinstance(body, bytes) else encode_json(body)
             headers["Content-Type"] = "application/json"
-        with self._lock:
-            self._check_fork()
-            attempt = 0
-            while True:
-                attempt += 1
-                reused = self._conn is not None and self._conn_used
-                conn = self._get_conn(timeout)
-                try:
-                    conn.request(method, path, data, headers)
-                    resp = conn.getresponse()
-                    raw = resp.read()
-                except ConnectionErrorTypes as exc:
-                    self._drop_conn()
-                    kind = classify_error(exc)
-                    if kind == "reset" and reused and attempt == 1:
-                        # The daemon closed an idle kept-alive connection before
-                        # reading our request: safe to send it again once.
-                        continue
-                    raise TransportError(
-                        "%s %s to %s failed: %s" % (method, path, self.base_url, exc or type(exc).__name__),
-                        kind=kind,
-                        cause=exc,
-                    )
-                self._conn_used = True
-                if resp.will_close:
-                    self._drop_conn()
-                return self._decode(method, path, resp.status, raw)
+        attempt = 0
+        while True:
+            attempt += 1
+            conn, reused = self._take(timeout)
+            try:
+                conn.request(method, path, data, headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except ConnectionErrorTypes as exc:
+                _close(conn)
+                kind = classify_error(exc)
+                if kind == "reset" and reused and attempt == 1:
+                    # The peer closed an idle kept-alive connection before
+                    # reading our request: safe to send it again once.
+                    continue
+                self.backoff.failed()
+                raise TransportError(
+                    "%s %s to %s failed: %s" % (method, path, self.base_url, exc or type(exc).__name__),
+                    kind=kind,
+                    cause=exc,
+                )
+            if resp.will_close:
+                _close(conn)
+            else:
+                self._give_back(conn)
+            try:
+                answer = self._decode(method, path, resp.status, raw)
+            except TransportError:
+                self.backoff.failed()
+                raise
+            self.backoff.succeeded()
+            return answer
 
     def _decode(self, method, path, status, raw):
         parsed = None

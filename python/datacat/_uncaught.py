@@ -6,12 +6,15 @@ as the reason, before the previous hook prints the traceback as usual. An
 exception that ends another thread (``threading.excepthook``, 3.8+) does not
 end the process: it is logged as an error event only. ``KeyboardInterrupt``
 ends sessions normally, with the reason ``interrupted``.
+
+``sys.exit`` is wrapped to remember its status, so that sessions still open
+when the process exits are ended with it as the reason (``SystemExit`` never
+reaches ``sys.excepthook``).
 """
 
 from __future__ import absolute_import
 
 import logging
-import os
 import sys
 import threading
 
@@ -19,13 +22,18 @@ log = logging.getLogger("datacat")
 
 _installed = []
 _lock = threading.Lock()
+_exit_status = []
+
+
+def exit_status():
+    """``(status,)`` as last passed to ``sys.exit`` in this process, or None."""
+    return tuple(_exit_status) if _exit_status else None
 
 
 def _sessions():
     from .session import _open_sessions
 
-    pid = os.getpid()
-    return [s for s in list(_open_sessions) if s._pid == pid and not s.ended]
+    return _open_sessions.of_this_process()
 
 
 def _describe(etype, value):
@@ -72,6 +80,16 @@ def install_uncaught_hook():
             previous(etype, value, tb)
 
         sys.excepthook = excepthook
+        previous_exit = sys.exit
+
+        def exit(status=None):
+            # In another thread it only ends that thread.
+            if isinstance(threading.current_thread(), threading._MainThread):
+                _exit_status[:] = [status]
+            return previous_exit(status)
+
+        exit.__doc__ = previous_exit.__doc__
+        sys.exit = exit
         previous_thread_hook = getattr(threading, "excepthook", None)
         if previous_thread_hook is not None:
             def thread_excepthook(args):

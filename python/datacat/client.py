@@ -3,9 +3,15 @@
 Every method takes the session id explicitly. Transport problems (daemon
 missing, exited, refusing, timing out, answering with an error) never raise:
 they are logged on the ``datacat`` logger and counted in ``get_stats()``, and
-the method returns None. Misuse of the API (missing product/version, a state
+the method returns False. Misuse of the API (missing product/version, a state
 that is not a dict, a metric value that is not a number) raises
 ``ValueError``/``TypeError`` like any other Python API.
+
+Timeouts: each call gives up after ``timeout`` (2 s to a loopback daemon, 5 s
+to the query service without one); a peer that fails to answer is then left
+alone for a backoff (``_transport.Backoff``) and calls fail at once meanwhile.
+``end_session`` is bounded by one deadline (``end_timeout``: 2 s with a
+daemon, which has the data on disk by then; 3 s without one).
 """
 
 from __future__ import absolute_import
@@ -16,18 +22,32 @@ import threading
 import time
 import traceback
 
-from . import _payload
+from . import _accounting, _payload
 from ._compat import quote as _quote, string_types
 from ._daemon import DaemonStartError, shared_daemon
 from ._direct import DirectBackend
+from ._ids import uuid7
 from ._payload import InvalidRecord
-from ._transport import DEFAULT_TIMEOUT, DaemonHTTPError, TransportError
+from ._transport import (DEFAULT_DIRECT_TIMEOUT, DEFAULT_TIMEOUT, DaemonHTTPError, TransportError,
+                         deadline_after, remaining)
 
 log = logging.getLogger("datacat")
 
-#: ``end`` is answered only after the session's data is flushed to NATS (or
-#: safely queued), so it gets a longer timeout than the other calls.
-DEFAULT_END_TIMEOUT = 60.0
+#: The whole of ``end``, requests included. With a daemon the session's data is in its
+#: spool when ``/end`` answers (JetStream's acknowledgement is waited for only while time
+#: is left); without one, ``end`` is a single request to the query service.
+DEFAULT_END_TIMEOUT = 2.0
+DEFAULT_DIRECT_END_TIMEOUT = 3.0
+
+#: Reading a session back: the query service waits up to 2 s for the writer's last batch
+#: to be applied, so reads get longer than other calls.
+DEFAULT_READ_TIMEOUT = 5.0
+
+#: Of an ``end`` deadline, what is kept for the answer to travel back: the daemon is asked
+#: to wait for JetStream only for the rest.
+_END_MARGIN = 0.5
+
+ENV_QUERY_URL = "DATACAT_QUERY_URL"
 
 _DAEMON_OPTIONS = ("startup_timeout", "log_path", "extra_args")
 
@@ -54,12 +74,15 @@ def _build_batch(session_id, items, timestamp=None):
 class DatacatClient(object):
     """Talks to this process's shared daemon (started on first use).
 
-    ``base_url`` is the query service URL: with ``use_daemon=False`` the calls
-    go there (its direct-write endpoints; ``token`` or ``$DATACAT_WRITE_TOKEN``
-    as bearer token); with a daemon it is not needed. ``daemon_port`` is ``"auto"``
-    or a fixed loopback port for the daemon; ``nats_url`` defaults to
-    ``$DATACAT_NATS_URL``; ``daemon_binary`` overrides the binary lookup.
+    ``base_url`` is the query service URL (default ``$DATACAT_QUERY_URL``):
+    with ``use_daemon=False`` the calls go there (its direct-write endpoints;
+    ``token`` or ``$DATACAT_WRITE_TOKEN`` as bearer token); with a daemon the
+    daemon reads sessions back from it (``get_session``). ``daemon_port`` is
+    ``"auto"`` or a fixed loopback port for the daemon; ``nats_url`` defaults
+    to ``$DATACAT_NATS_URL``; ``daemon_binary`` overrides the binary lookup.
     ``daemon`` may be an explicit ``DaemonManager`` instead of the shared one.
+    ``timeout``, ``end_timeout`` and ``read_timeout`` bound calls, ``end`` and
+    reads (defaults above).
     """
 
     def __init__(
@@ -68,20 +91,28 @@ class DatacatClient(object):
         daemon_port="auto",
         nats_url=None,
         daemon_binary=None,
-        timeout=DEFAULT_TIMEOUT,
-        end_timeout=DEFAULT_END_TIMEOUT,
+        timeout=None,
+        end_timeout=None,
         daemon=None,
         use_daemon=True,
         token=None,
+        read_timeout=DEFAULT_READ_TIMEOUT,
         **daemon_options
     ):
         unknown = [k for k in daemon_options if k not in _DAEMON_OPTIONS]
         if unknown:
             raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(unknown)))
+        if not base_url:
+            base_url = os.environ.get(ENV_QUERY_URL) or None
         self.base_url = base_url.rstrip("/") if base_url else base_url
+        self.use_daemon = bool(use_daemon)
+        if timeout is None:
+            timeout = DEFAULT_TIMEOUT if self.use_daemon else DEFAULT_DIRECT_TIMEOUT
+        if end_timeout is None:
+            end_timeout = DEFAULT_END_TIMEOUT if self.use_daemon else DEFAULT_DIRECT_END_TIMEOUT
         self.timeout = timeout
         self.end_timeout = end_timeout
-        self.use_daemon = bool(use_daemon)
+        self.read_timeout = read_timeout
         if daemon is None and not use_daemon:
             daemon = DirectBackend(base_url, token=token, timeout=timeout)
         if daemon is None:
@@ -94,6 +125,7 @@ class DatacatClient(object):
         self._failed = 0
         self._problems = set()  # (call, error type) seen since the last success
         self._counter_totals = {}  # (session, name, tags) -> total, without a daemon only
+        self._last_seq = {}  # session -> the last batch a write of it was published as
         self.last_error = None
 
     # Name used by the original client.
@@ -112,18 +144,25 @@ class DatacatClient(object):
         with self._stats_lock:
             return {"sent": self._sent, "failed": self._failed}
 
-    def _succeeded(self):
+    def _succeeded(self, calls=1):
         with self._stats_lock:
-            self._sent += 1
+            self._sent += calls
             recovered = any(kind in _UNREACHABLE for _, kind in self._problems)
             self._problems.clear()
         if recovered:
             log.info("the daemon accepts calls again")
 
-    def _failed_call(self, what, exc):
+    def _failed_call(self, what, exc, calls=1):
+        """``calls`` calls were lost because of ``exc``: counted, logged; returns False."""
+        with self._stats_lock:
+            self._failed += calls
+        _accounting.count("invalid" if isinstance(exc, InvalidRecord) else "failed", calls)
+        self._log_failure(what, exc)
+        return False
+
+    def _log_failure(self, what, exc):
         problem = "%s: %s" % (type(exc).__name__, exc)
         with self._stats_lock:
-            self._failed += 1
             key = (what, type(exc).__name__)
             repeated = key in self._problems
             self._problems.add(key)
@@ -135,17 +174,17 @@ class DatacatClient(object):
         else:
             log.warning("call %s failed, its data is lost (repeats of this failure are logged at debug level): %s",
                         what, problem)
-        return None
 
     def _post(self, path, build, *args, **kwargs):
         """Build a body (programming errors raise), send it (failures are counted)."""
         timeout = kwargs.pop("_timeout", None) or self.timeout
+        deadline = kwargs.pop("_deadline", None)
         try:
             body = build(*args, **kwargs)
         except InvalidRecord as exc:
             return self._failed_call(path, exc)
         try:
-            result = self.daemon.request("POST", path, body, timeout=timeout)
+            result = self.request("POST", path, body, timeout=timeout, deadline=deadline)
         except _FAILURES as exc:
             return self._failed_call(path, exc)
         except Exception as exc:  # noqa: BLE001 - never let monitoring break the application
@@ -153,6 +192,24 @@ class DatacatClient(object):
             return self._failed_call(path, exc)
         self._succeeded()
         return result
+
+    def request(self, method, path, body=None, timeout=None, deadline=None):
+        """One request to the daemon (or the query service); remembers the batch sequence
+        a write answers with, for reading it back. Raises the transport's errors."""
+        answer = self.daemon.request(method, path, body, timeout=timeout, deadline=deadline)
+        if isinstance(answer, dict) and method == "POST":
+            seq = answer.get("seq", answer.get("last_seq"))
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                session_id = _payload.session_id_of(body)
+                if session_id:
+                    self.wrote(session_id, seq)
+        return answer
+
+    def wrote(self, session_id, seq):
+        """Remember that a write of ``session_id`` was published as batch ``seq``."""
+        with self._stats_lock:
+            if seq > self._last_seq.get(session_id, -1):
+                self._last_seq[session_id] = seq
 
     def _session_call(self, path, build, session_id, *args, **kwargs):
         if session_id is None:
@@ -166,27 +223,35 @@ class DatacatClient(object):
 
     # -- the endpoints -------------------------------------------------------------
 
-    def create_session(self, product, version):
-        """Register a session; return its id, or None if the daemon is unavailable."""
+    def create_session(self, product, version, session_id=None, timeout=None):
+        """Register a session; return its id, or None if it could not be registered.
+
+        ``session_id`` names it (a UUID; by default the client mints a
+        time-ordered one). Registering the same id again is harmless.
+        """
         if not product or not version:
             raise ValueError("Product and version are required to create a session")
+        if session_id is None:
+            session_id = uuid7()
         result = self._post(
             "/register",
-            _payload.build_register,
+            _register_body,
             product,
             version,
-            parent_pid=os.getpid(),
-            timestamp=time.time(),
+            session_id,
+            self.base_url if self.use_daemon else None,
+            _timeout=timeout,
         )
-        if result is None:
+        if result is False:
             return None
-        session_id = result.get("session_id") if isinstance(result, dict) else None
-        if not session_id:
+        answered = result.get("session_id") if isinstance(result, dict) else None
+        if not answered:
             with self._stats_lock:
                 self._sent -= 1
-            return self._failed_call("/register", TransportError(
+            self._failed_call("/register", TransportError(
                 "daemon answered without a session_id: %r" % (result,), kind="bad-response"))
-        return session_id
+            return None
+        return answered
 
     #: Name used by the original client.
     register_session = create_session
@@ -278,26 +343,49 @@ class DatacatClient(object):
         return self._post(path, _payload.build_heartbeat_monitor, session_id, timeout)
 
     def get_session(self, session_id):
-        """What the daemon holds of the session (``GET /session``), or None."""
-        return self._get("/session?session_id=%s" % (_quote(session_id or ""),))
+        """The whole session (``state``, ``state_history``, ``events``, ``metrics``,
+        ``active``, ``created_at``, ``ended_at``, ...) as the query service holds it,
+        including every write this client made before the call; with a daemon and no
+        reachable query service, what the daemon holds (state, no events: ``source``
+        says which). None if neither can say."""
+        path = "/session?session_id=%s" % (_quote(session_id or "", safe=""),)
+        with self._stats_lock:
+            seq = self._last_seq.get(session_id)
+        if seq is not None:
+            path += "&min_seq=%d" % (seq,)
+        if self.use_daemon and self.base_url:
+            path += "&query_url=%s" % (_quote(self.base_url, safe=""),)
+        return self._get(path, self.read_timeout)
 
     def get_all_sessions(self):
-        """The daemon's view of all its sessions (a list), or None."""
-        answer = self._get("/sessions")
-        return answer.get("sessions") if isinstance(answer, dict) else None
+        """The sessions of this process's daemon (or, without one, the query service's
+        newest), as a list; None if unavailable."""
+        answer = self._get("/sessions", self.timeout)
+        if isinstance(answer, dict):
+            return answer.get("sessions")
+        return answer
 
-    def _get(self, path):
+    def _get(self, path, timeout):
         try:
-            return self.daemon.request("GET", path, timeout=self.timeout)
+            return self.daemon.request("GET", path, timeout=timeout)
         except _FAILURES as exc:
             log.debug("GET %s failed: %s", path, exc)
             return None
 
-    def end_session(self, session_id, reason=None, crashed=False):
-        """End the session (``crashed=True``: as crashed); returns after the data is flushed."""
+    def end_session(self, session_id, reason=None, crashed=False, timeout=None, deadline=None):
+        """End the session (``crashed=True``: as crashed). Returns the answer, or False.
+
+        Bounded by ``deadline`` (a ``_transport._clock()`` value), else by
+        ``timeout`` (default ``end_timeout``) from now. A daemon answers once
+        JetStream has the session's data or, when time runs short, with the
+        data in its spool (``delivered: false``; it is delivered later).
+        """
+        if deadline is None:
+            deadline = deadline_after(self.end_timeout if timeout is None else timeout)
+        wait = max(0.0, (remaining(deadline) or 0.0) - _END_MARGIN)
         result = self._session_call(
-            "/end", _payload.build_end, session_id, reason=reason, crashed=crashed,
-            _timeout=self.end_timeout
+            "/end", _payload.build_end, session_id, reason=reason, crashed=crashed, wait=wait,
+            _timeout=max(0.001, remaining(deadline)), _deadline=deadline,
         )
         if isinstance(result, dict) and result.get("delivered") is False:
             # The daemon keeps the data queued and goes on retrying; it is lost only if
@@ -313,3 +401,12 @@ class DatacatClient(object):
         except _FAILURES as exc:
             log.debug("health check failed: %s", exc)
             return None
+
+
+def _register_body(product, version, session_id, query_url):
+    body = _payload.build_register(product, version, parent_pid=os.getpid(), timestamp=time.time())
+    body["session_id"] = session_id
+    if query_url:
+        body["query_url"] = query_url
+    return body
+

@@ -8,10 +8,11 @@ import logging
 import os
 import threading
 import time
-import weakref
 
+from . import _accounting
+from ._ids import uuid7
+from ._transport import TransportError, deadline_after
 from .client import DatacatClient
-from ._transport import TransportError
 
 log = logging.getLogger("datacat")
 
@@ -22,25 +23,80 @@ _monotonic = getattr(time, "perf_counter", time.time)
 # as crashed by the daemon, which sees its pipe close.)
 EXIT_REASON = "process exited without calling end()"
 
-_open_sessions = weakref.WeakSet()
-_exit_hook_lock = threading.Lock()
-_exit_hook_installed = []
+
+class _OpenSessions(object):
+    """Every session of this process not ended yet, held strongly: a session the
+    application dropped without ending is still ended (``ended``, with the exit reason)
+    when the process exits normally, instead of being collected and then reported
+    crashed by the daemon when the process's pipe closes."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._sessions = []
+        self._hook_installed = False
+
+    def add(self, session):
+        with self._lock:
+            if not self._hook_installed:
+                atexit.register(_at_exit)
+                self._hook_installed = True
+            if not any(s is session for s in self._sessions):
+                self._sessions.append(session)
+
+    def discard(self, session):
+        with self._lock:
+            self._sessions = [s for s in self._sessions if s is not session]
+
+    def of_this_process(self):
+        """The open sessions this process created (a forked child inherits its
+        parent's list; those are the parent's to end)."""
+        pid = os.getpid()
+        with self._lock:
+            return [s for s in self._sessions if s._pid == pid and not s.ended]
 
 
-def _end_open_sessions():
-    pid = os.getpid()
-    for session in list(_open_sessions):
-        # A forked child inherits its parent's sessions; they are the parent's to end.
-        if session._pid == pid and not session.ended:
-            session.end(reason=EXIT_REASON)
+_open_sessions = _OpenSessions()
 
 
 def _track_open_session(session):
-    with _exit_hook_lock:
-        if not _exit_hook_installed:
-            atexit.register(_end_open_sessions)
-            _exit_hook_installed.append(True)
-        _open_sessions.add(session)
+    _open_sessions.add(session)
+
+
+def exit_reason():
+    """Why the process is exiting, for the sessions it leaves open."""
+    from ._uncaught import exit_status
+
+    status = exit_status()
+    if status is None:
+        return EXIT_REASON
+    code, = status
+    if code is None or code == 0:
+        return "process exited (sys.exit(0)) without calling end()"
+    if isinstance(code, int):
+        return "process exited with status %d (sys.exit) without calling end()" % (code,)
+    return "process exited (sys.exit(%r)) without calling end()" % (code,)
+
+
+def end_open_sessions(reason=None, timeout=None):
+    """End every open session of this process (``ended``, with ``reason``), all within
+    one deadline: ``timeout``, by default the longest ``exit_timeout`` among them."""
+    sessions = _open_sessions.of_this_process()
+    if not sessions:
+        return
+    if timeout is None:
+        timeout = max(s.exit_timeout for s in sessions)
+    deadline = deadline_after(timeout)
+    reason = reason if reason is not None else exit_reason()
+    for session in sessions:
+        try:
+            session.end(reason=reason, deadline=deadline)
+        except Exception:  # noqa: BLE001 - never raise at exit
+            log.debug("ending a session at exit failed", exc_info=True)
+
+
+def _at_exit():
+    end_open_sessions()
+    _accounting.report_at_exit()
 
 
 class Timer(object):
@@ -109,26 +165,33 @@ class _TypedMetrics(object):
 class Session(_TypedMetrics):
     """One run of the application: state, events, metrics, end.
 
-    All methods return the daemon's JSON answer (a dict) on success and None
-    when the call was lost (logged on the ``datacat`` logger and counted in
-    ``get_stats()``); they never raise for transport problems. ``session_id``
-    is None if the session could not be registered (daemon unavailable); the
-    session then drops every call, counting it as failed.
+    All methods return the daemon's JSON answer (a dict) on success and False
+    when the call was not delivered (logged on the ``datacat`` logger and
+    counted in ``get_stats()``); they never raise for transport problems.
+    ``registered`` is False if the session could not be registered (daemon or
+    query service unavailable): it then refuses every call, counting it as
+    failed (None while an async session's registration is under way).
 
-    Usable as a context manager: the session ends when the block exits.
+    A session not ended when the process exits normally is ended then, as
+    ``ended`` with the exit reason (within ``exit_timeout`` seconds for all of
+    them together). Usable as a context manager: the session ends when the block
+    exits.
     """
 
-    def __init__(self, client, session_id, product=None, version=None):
+    def __init__(self, client, session_id, product=None, version=None, registered=True,
+                 exit_timeout=None):
         self.client = client
         self.session_id = session_id
         self.product = product
         self.version = version
+        self.registered = registered
+        self.exit_timeout = client.end_timeout if exit_timeout is None else float(exit_timeout)
         self._end_lock = threading.Lock()
         self._ended = False
         self._end_result = None
         self._monitor = None
         self._pid = os.getpid()
-        if session_id is not None:
+        if session_id is not None and registered is not False:
             _track_open_session(self)
 
     def __repr__(self):
@@ -140,17 +203,21 @@ class Session(_TypedMetrics):
         return self._ended
 
     def _closed(self, what):
-        if not self._ended:
+        """Refuse (count, log) a call the session cannot send: True if refused."""
+        if self._ended:
+            problem = "session %s has already ended" % (self.session_id,)
+        elif self.registered is False:
+            problem = "session %s was never registered" % (self.session_id,)
+        else:
             return False
-        self.client._failed_call(what, TransportError(
-            "session %s has already ended" % (self.session_id,), kind="ended"))
+        self.client._failed_call(what, TransportError(problem, kind="not-sendable"))
         return True
 
     def update_state(self, state):
         """Deep-merge ``state`` into the session state: objects merge, arrays and
         scalars replace, ``None`` deletes the key."""
         if self._closed("/state"):
-            return None
+            return False
         return self.client.update_state(self.session_id, state)
 
     def log_event(self, name, level=None, category=None, labels=None, message=None, data=None,
@@ -161,7 +228,7 @@ class Session(_TypedMetrics):
         in the original documentation) is accepted.
         """
         if self._closed("/event"):
-            return None
+            return False
         return self.client.log_event(self.session_id, name, level=level, category=category,
                                      labels=labels, message=message, data=data, group=group,
                                      exception=exception)
@@ -170,7 +237,7 @@ class Session(_TypedMetrics):
                    metadata=None, delta=None, buckets=None):
         """Log one metric point (``metric_type``: gauge, counter, histogram, timer)."""
         if self._closed("/metric"):
-            return None
+            return False
         return self.client.log_metric(self.session_id, name, value, tags=tags, unit=unit,
                                       metric_type=metric_type, count=count, metadata=metadata,
                                       delta=delta, buckets=buckets)
@@ -178,21 +245,21 @@ class Session(_TypedMetrics):
     def log_exception(self, exc_info=None, extra_data=None, message=None, level="error"):
         """Log the exception being handled (or ``exc_info``) with its traceback."""
         if self._closed("/event"):
-            return None
+            return False
         return self.client.log_exception(self.session_id, exc_info=exc_info,
                                          extra_data=extra_data, message=message, level=level)
 
     def heartbeat(self):
         """Tell the daemon (and this session's heartbeat monitor) the application is alive."""
         if self._closed("/heartbeat"):
-            return None
+            return False
         if self._monitor is not None:
             self._monitor.beat()
         return self.client.heartbeat(self.session_id)
 
     # -- hang detection --------------------------------------------------------------
 
-    def start_heartbeat_monitor(self, timeout=60, check_interval=5, _beat=None):
+    def start_heartbeat_monitor(self, timeout=60, check_interval=5, _beat=None, _tell_daemon=None):
         """Watch for hangs: the daemon marks the session hung when ``heartbeat()`` is
         ``timeout`` s overdue, and this process sends the stacks of all its threads
         then. Calling it again restarts the monitor with the new settings."""
@@ -201,7 +268,7 @@ class Session(_TypedMetrics):
         if self._monitor is not None:
             self._monitor.stop()
         self._monitor = HeartbeatMonitor(self, timeout=timeout, check_interval=check_interval,
-                                         beat=_beat)
+                                         beat=_beat, tell_daemon=_tell_daemon)
         return self._monitor.start()
 
     def stop_heartbeat_monitor(self):
@@ -221,32 +288,42 @@ class Session(_TypedMetrics):
             self._monitor.resume()
         return self.client.resume_heartbeat_monitoring(self.session_id)
 
-    def end(self, reason=None, crashed=False):
-        """End the session (``crashed=True``: as crashed). Blocks until the daemon has
-        flushed the session's data.
+    def end(self, reason=None, crashed=False, timeout=None, deadline=None):
+        """End the session (``crashed=True``: as crashed). Returns within ``timeout``
+        seconds (default: the client's ``end_timeout``), the request included; with a
+        daemon, the data is in its spool by then and delivered even if NATS is slow.
 
         Calling it again does nothing and returns the first call's result.
         """
         with self._end_lock:
             if self._ended:
                 return self._end_result
+            if self.registered is False:
+                self._closed("/end")
             self._ended = True
             _open_sessions.discard(self)
             if self._monitor is not None:
-                self._monitor.stop()
-            self._end_result = self.client.end_session(self.session_id, reason=reason, crashed=crashed)
+                self._monitor.stop(timeout=0.2)
+            if self.registered is False:
+                self._end_result = False
+                return False
+            self._end_result = self.client.end_session(
+                self.session_id, reason=reason, crashed=crashed, timeout=timeout, deadline=deadline)
             return self._end_result
 
     def shutdown(self, timeout=None, reason=None, crashed=False):
         """Same as ``end`` (a blocking session has nothing buffered)."""
-        return self.end(reason=reason, crashed=crashed)
+        return self.end(reason=reason, crashed=crashed, timeout=timeout)
 
     def flush(self, timeout=None):
         """Nothing to wait for: a blocking session's calls are sent when made."""
         return True
 
     def get_details(self):
-        """What the daemon holds of this session, or None."""
+        """The whole session as the query service holds it (``state``, ``events``,
+        ``metrics``, ``state_history``, ``active``, ...), including every call made
+        before this one; what the daemon holds when the query service cannot say
+        (``source`` tells which); None when neither can."""
         return self.client.get_session(self.session_id)
 
     def get_stats(self):
@@ -268,23 +345,28 @@ def create_session(base_url=None, product=None, version=None, nats_url=None, dae
 
     ``product`` and ``version`` are required (``ValueError`` otherwise).
 
+    * ``base_url`` (default ``$DATACAT_QUERY_URL``): the query service. With a
+      daemon, sessions are read back from it (``get_details()``).
     * ``use_daemon`` (default True): calls go to this process's shared daemon
       (started on first use; ``nats_url``, default ``$DATACAT_NATS_URL``, is
       handed to it). ``use_daemon=False`` sends them to the query service at
       ``base_url`` instead (its direct-write endpoints; ``token=`` or
       ``$DATACAT_WRITE_TOKEN``).
-    * ``async_mode``: calls only append to a buffer of ``queue_size`` calls that
-      a background thread ships in batches; ``drop_on_full`` (default) drops
-      and counts calls when it is full, False blocks the caller instead.
-      Further options: ``batch_size``, ``flush_interval``, ``exit_timeout``.
+    * ``async_mode``: returns at once, without waiting for the daemon or the
+      network: the session is registered from the background thread, and
+      every call only appends to a buffer of ``queue_size`` calls shipped in
+      batches; ``drop_on_full`` (default) drops and counts calls when it is
+      full, False blocks the caller instead. Further options: ``batch_size``,
+      ``flush_interval``, ``exit_timeout``.
     * ``capture_uncaught`` (default True): an uncaught exception is logged and
       the session ends ``crashed`` with it.
 
     Other keyword arguments go to ``DatacatClient`` (``daemon_binary``,
-    ``timeout``, ``end_timeout``, ``startup_timeout``, ``log_path``, ``token``).
-    If the daemon cannot be started or reached, the session has ``session_id``
-    None and drops its calls (logged and counted): monitoring never stops the
-    application.
+    ``timeout``, ``end_timeout``, ``read_timeout``, ``startup_timeout``,
+    ``log_path``, ``token``). The session's id is minted here (a time-ordered
+    UUID), so ``session_id`` is known at once. If the session cannot be
+    registered, ``registered`` is False and it refuses its calls (logged and
+    counted): monitoring never stops the application.
     """
     if not product or not version:
         raise ValueError("Product and version are required to create a session")
@@ -294,13 +376,17 @@ def create_session(base_url=None, product=None, version=None, nats_url=None, dae
             async_options[option] = kwargs.pop(option)
     client = DatacatClient(base_url, daemon_port=daemon_port, nats_url=nats_url,
                            use_daemon=use_daemon, **kwargs)
-    session_id = client.create_session(product, version)
-    session = Session(client, session_id, product=product, version=version)
+    session_id = uuid7()
     if async_mode:
         from ._async import AsyncSession
 
+        session = Session(client, session_id, product=product, version=version, registered=None)
         session = AsyncSession(session, queue_size=queue_size, drop_on_full=drop_on_full,
                                **async_options)
+    else:
+        answered = client.create_session(product, version, session_id=session_id)
+        session = Session(client, answered or session_id, product=product, version=version,
+                          registered=answered is not None)
     if capture_uncaught:
         from ._uncaught import install_uncaught_hook
 

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -22,7 +23,7 @@ class StubDaemon(object):
         self.calls = []
         self.error = error
 
-    def request(self, method, path, body=None, timeout=None):
+    def request(self, method, path, body=None, timeout=None, deadline=None):
         self.calls.append((method, path, body, timeout))
         if self.error is not None:
             raise self.error
@@ -97,19 +98,22 @@ def test_every_call_sends_session_id_and_timestamp(session, stub):
     assert session.get_stats() == {"sent": 6, "failed": 0}
 
 
-def test_end_uses_the_long_timeout(stub):
+def test_end_has_its_own_deadline_and_asks_the_daemon_to_wait_within_it(stub):
     client = DatacatClient(daemon=stub, timeout=3, end_timeout=77)
     client.heartbeat("s")
     client.end_session("s")
-    assert [c[3] for c in stub.calls] == [3, 77]
+    assert stub.calls[0][3] == 3
+    assert 76 < stub.calls[1][3] <= 77
+    assert 76 < stub.bodies("/end")[0]["wait"] <= 76.5  # half a second kept for the answer
+    assert DatacatClient(daemon=stub).end_timeout == 2.0  # with a daemon: it has the data on disk
 
 
 def test_end_is_idempotent_and_later_calls_are_dropped(session, stub):
     assert session.end() == {"status": "ok"}
     assert session.end() == {"status": "ok"}
     assert session.ended
-    assert session.log_event("late") is None
-    assert session.update_state({"x": 1}) is None
+    assert session.log_event("late") is False
+    assert session.update_state({"x": 1}) is False
     assert [c[1] for c in stub.calls].count("/end") == 1
     assert "/event" not in [c[1] for c in stub.calls]
     assert session.get_stats()["failed"] == 2
@@ -137,11 +141,11 @@ def test_failures_never_raise_and_are_counted(error):
     stub = StubDaemon(error=error)
     client = DatacatClient(daemon=stub)
     assert client.create_session("p", "1") is None
-    assert client.update_state("sid", {"a": 1}) is None
-    assert client.log_event("sid", "e") is None
-    assert client.log_metric("sid", "m", 1.0) is None
-    assert client.heartbeat("sid") is None
-    assert client.end_session("sid") is None
+    assert client.update_state("sid", {"a": 1}) is False
+    assert client.log_event("sid", "e") is False
+    assert client.log_metric("sid", "m", 1.0) is False
+    assert client.heartbeat("sid") is False
+    assert client.end_session("sid") is False
     assert client.get_stats() == {"sent": 0, "failed": 6}
     assert client.last_error
 
@@ -163,7 +167,7 @@ def test_failure_logging_is_throttled(caplog):
 
 
 def test_non_finite_metric_is_dropped_not_raised(session, stub):
-    assert session.log_metric("fps", float("nan")) is None
+    assert session.log_metric("fps", float("nan")) is False
     assert "/metric" not in [c[1] for c in stub.calls]
     assert session.get_stats()["failed"] == 1
 
@@ -183,10 +187,10 @@ def test_unregistered_session_drops_calls(monkeypatch):
     stub = StubDaemon(error=DaemonStartError("no binary"))
     monkeypatch.setattr(datacat.client, "shared_daemon", lambda **kw: stub)
     s = datacat.create_session(product="p", version="1")
-    assert s.session_id is None
-    assert s.log_event("e") is None
-    assert s.update_state({"a": 1}) is None
-    assert s.end() is None
+    assert s.registered is False and s.session_id  # the id the client minted
+    assert s.log_event("e") is False
+    assert s.update_state({"a": 1}) is False
+    assert s.end() is False
     assert len(stub.calls) == 1  # only the register attempt reached the daemon
     assert s.get_stats() == {"sent": 0, "failed": 4}
 
@@ -196,9 +200,9 @@ def test_missing_binary_does_not_raise(monkeypatch, tmpdir):
     monkeypatch.setenv("DATACAT_DAEMON_LOG", "devnull")
     try:
         s = datacat.create_session(product="p", version="1")
-        assert s.session_id is None
+        assert s.registered is False
         assert "nope" in s.client.last_error
-        assert s.heartbeat() is None
+        assert s.heartbeat() is False
         assert s.get_stats()["failed"] == 2
     finally:
         _daemon.stop_shared_daemons()
@@ -230,7 +234,10 @@ def test_async_mode_gives_an_async_session(monkeypatch, stub):
                                capture_uncaught=False)
     try:
         assert isinstance(s, datacat.AsyncSession)
-        assert s.queue_size == 7 and s.session_id == "sid-1"
+        minted = s.session_id
+        assert s.queue_size == 7 and uuid.UUID(minted).version == 7  # known at once
+        assert s.flush(5)  # registered from the background thread
+        assert stub.bodies("/register")[0]["session_id"] == minted
     finally:
         s.end()
 
@@ -267,7 +274,7 @@ def test_log_exception_without_active_exception(session, stub):
 
 def test_end_not_delivered_is_success_with_warning(caplog):
     class Undelivered(StubDaemon):
-        def request(self, method, path, body=None, timeout=None):
+        def request(self, method, path, body=None, timeout=None, deadline=None):
             if path == "/end":
                 return {"status": "ok", "delivered": False}
             return StubDaemon.request(self, method, path, body, timeout)

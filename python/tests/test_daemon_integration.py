@@ -92,8 +92,8 @@ def test_every_call_returns_without_error(live):
     s = datacat.create_session("http://127.0.0.1:9", "space-game", "1.5.0", **live)
     assert s.session_id, s.client.last_error
     transport = s.client.daemon._transport
-    connection = transport._conn
-    assert connection is not None
+    assert len(transport._idle) == 1
+    connection = transport._idle[0]
     results = [
         s.update_state({"window_state": {"open": ["main", "space probe"], "active": "main"},
                         "player": {"level": 1, "health": 100}}),
@@ -116,7 +116,7 @@ def test_every_call_returns_without_error(live):
         raise ValueError("probe lost")
     except ValueError:
         results.append(s.log_exception(extra_data={"probe": "alpha"}))
-    assert transport._conn is connection, "calls must share one kept-alive connection"
+    assert transport._idle == [connection], "calls must share one kept-alive connection"
     end = s.end(reason="finished")
     assert s.get_stats() == {"sent": 2 + len(results), "failed": 0}, s.client.last_error
     assert all(ok(r) for r in results), results
@@ -183,7 +183,7 @@ def test_bad_input_gets_4xx_json_and_daemon_keeps_serving(live):
 
 def test_client_side_4xx_is_counted_not_raised(live):
     client = DatacatClient(**live)
-    assert client.heartbeat("no-such-session") is None
+    assert client.heartbeat("no-such-session") is False
     assert client.get_stats() == {"sent": 0, "failed": 1}
     assert "404" in client.last_error
 
@@ -197,11 +197,11 @@ def test_daemon_killed_does_not_raise_and_is_counted(live):
     os.kill(old_pid, signal.SIGKILL)
     assert _wait_gone(old_pid, 10)
 
-    assert s.log_event("after_kill") is None  # no exception into user code
-    assert s.update_state({"x": 1}) is None
+    assert s.log_event("after_kill") is False  # no exception into user code
+    assert s.update_state({"x": 1}) is False
     stats = s.get_stats()
     assert stats["failed"] == 2 and stats["sent"] == 1
-    assert s.end() is None  # the new daemon does not know the old session
+    assert s.end() is False  # the new daemon does not know the old session
 
     # a fresh session works: the client started a new daemon by itself
     t = datacat.create_session(product="space-game", version="1.4.0", **live)

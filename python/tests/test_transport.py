@@ -61,6 +61,9 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/slow":
             time.sleep(1.0)
             self._reply(200, b"{}")
+        elif self.path == "/slower":
+            time.sleep(5.0)
+            self._reply(200, b"{}")
         elif self.path == "/close":
             self._reply(200, b'{"status":"ok"}', close=True)
         else:
@@ -144,8 +147,52 @@ def test_timeout(server):
     with pytest.raises(TransportError) as info:
         t.request("POST", "/slow", {}, timeout=0.2)
     assert info.value.kind == "timeout"
-    # a later call opens a fresh connection and works
+    # A peer that did not answer is left alone for a while: calls fail at once...
+    started = time.time()
+    with pytest.raises(TransportError) as info:
+        t.request("POST", "/echo", {"y": 1}, timeout=5)
+    assert info.value.kind == "backoff" and time.time() - started < 0.5
+    # ...and after the backoff a call opens a fresh connection and works.
+    time.sleep(1.1)
     assert t.request("POST", "/echo", {"y": 1}, timeout=5) == {"got": {"y": 1}}
+    assert t.backoff.failures == 0
+
+
+def test_backoff_doubles_up_to_its_cap():
+    from datacat._transport import MAX_BACKOFF, Backoff, _clock
+
+    backoff = Backoff()
+    waits = []
+    for _ in range(8):
+        backoff.failed()
+        waits.append(round(backoff.retry_at - _clock()))
+    assert waits == [1, 2, 4, 8, 16, 30, 30, 30] and MAX_BACKOFF == 30
+    backoff.succeeded()
+    backoff.check("x")  # does not raise
+
+
+def test_deadline_bounds_the_request(server):
+    from datacat._transport import deadline_after
+
+    t = HTTPJSONTransport("127.0.0.1", server.server_address[1])
+    started = time.time()
+    with pytest.raises(TransportError) as info:
+        t.request("POST", "/slow", {}, timeout=30, deadline=deadline_after(0.3))
+    assert info.value.kind == "timeout" and time.time() - started < 5
+    with pytest.raises(TransportError) as info:
+        t.request("POST", "/echo", {}, deadline=deadline_after(0) - 1)
+    assert info.value.kind == "deadline"
+
+
+def test_a_slow_request_does_not_hold_up_another(server):
+    t = HTTPJSONTransport("127.0.0.1", server.server_address[1])
+    slow = threading.Thread(target=t.request, args=("POST", "/slower", {}), kwargs={"timeout": 10})
+    slow.start()
+    time.sleep(0.2)
+    started = time.time()
+    assert t.request("POST", "/echo", {"z": 1}) == {"got": {"z": 1}}
+    assert time.time() - started < 2  # not queued behind the slow one (5 s)
+    slow.join()
 
 
 def test_thread_safety(server):
@@ -165,4 +212,8 @@ def test_thread_safety(server):
     for th in threads:
         th.join()
     assert errors == []
-    assert server.connections == 1
+    assert server.connections <= 4  # at most one per concurrent request, then reused
+    before = server.connections
+    for i in range(10):
+        t.request("POST", "/echo", {"i": i})
+    assert server.connections == before

@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 use crate::direct;
 use crate::error::ApiError;
 use crate::export;
+use crate::freshness::wait_applied;
 use crate::openapi;
-use crate::openapi::{EventParams, SessionFilters};
+use crate::openapi::{EventParams, MinSeq, SessionFilters};
 use crate::{metrics, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -105,13 +106,21 @@ async fn list_sessions(
     Ok(Json(state.reader.list_sessions(&query).await?))
 }
 
-#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, body = SessionDetail), (status = 404, body = ErrorBody)))]
-/// `GET /api/sessions/{id}`: the session with state, state history, events and metrics.
+/// The `min_seq` parameter of a read: wait (bounded) until that batch is applied.
+const MIN_SEQ: &str = "min_seq";
+
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path), MinSeq),
+    responses((status = 200, body = SessionDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// `GET /api/sessions/{id}?min_seq=`: the session with state, state history, events and
+/// metrics.
 async fn session(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<SessionDetail>, ApiError> {
+    let pairs = params(&query, &[MIN_SEQ])?;
+    wait_applied(&state, &id, number(&pairs, MIN_SEQ)?).await?;
     state
         .reader
         .session(&id)
@@ -125,15 +134,19 @@ fn not_found(id: &str) -> ApiError {
 }
 
 #[utoipa::path(get, path = "/api/sessions/{id}/events", tag = "sessions",
-    params(("id" = String, Path), EventParams),
+    params(("id" = String, Path), EventParams, MinSeq),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-/// `GET /api/sessions/{id}/events?level=&name=&category=&limit=&offset=`.
+/// `GET /api/sessions/{id}/events?level=&name=&category=&limit=&offset=&min_seq=`.
 async fn session_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<EventPage>, ApiError> {
-    let pairs = params(&query, &["level", "name", "category", "limit", "offset"])?;
+    let pairs = params(
+        &query,
+        &["level", "name", "category", "limit", "offset", MIN_SEQ],
+    )?;
+    wait_applied(&state, &id, number(&pairs, MIN_SEQ)?).await?;
     if !state.reader.session_exists(&id).await? {
         return Err(not_found(&id));
     }
@@ -148,15 +161,16 @@ async fn session_events(
 }
 
 #[utoipa::path(get, path = "/api/sessions/{id}/metrics", tag = "sessions",
-    params(("id" = String, Path), ("name" = Option<String>, Query, description = "Only this metric")),
+    params(("id" = String, Path), ("name" = Option<String>, Query, description = "Only this metric"), MinSeq),
     responses((status = 200, body = MetricsAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-/// `GET /api/sessions/{id}/metrics?name=`: one series per metric name.
+/// `GET /api/sessions/{id}/metrics?name=&min_seq=`: one series per metric name.
 async fn session_metrics(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<MetricsAnswer>, ApiError> {
-    let pairs = params(&query, &["name"])?;
+    let pairs = params(&query, &["name", MIN_SEQ])?;
+    wait_applied(&state, &id, number(&pairs, MIN_SEQ)?).await?;
     if !state.reader.session_exists(&id).await? {
         return Err(not_found(&id));
     }
@@ -170,15 +184,18 @@ async fn session_metrics(
 #[utoipa::path(get, path = "/api/sessions/{id}/state", tag = "sessions",
     params(("id" = String, Path),
            ("seq" = Option<u64>, Query, description = "The state after this batch"),
-           ("at" = Option<String>, Query, description = "The state as of this time (Unix ms or RFC 3339)")),
+           ("at" = Option<String>, Query, description = "The state as of this time (Unix ms or RFC 3339)"),
+           MinSeq),
     responses((status = 200, body = StateSnapshot), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-/// `GET /api/sessions/{id}/state?seq=|at=`: the state after batch `seq`, or as of `at`.
+/// `GET /api/sessions/{id}/state?seq=|at=&min_seq=`: the state after batch `seq`, or as of
+/// `at`.
 async fn session_state(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<StateSnapshot>, ApiError> {
-    let pairs = params(&query, &["seq", "at"])?;
+    let pairs = params(&query, &["seq", "at", MIN_SEQ])?;
+    wait_applied(&state, &id, number(&pairs, MIN_SEQ)?).await?;
     let point = StatePoint::parse(param(&pairs, "seq"), param(&pairs, "at"))?;
     state
         .reader

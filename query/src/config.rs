@@ -30,6 +30,11 @@ pub struct Config {
     )]
     pub stream_replicas: u16,
 
+    /// The longest a read that names the writer's last batch (`min_seq`) waits for ingest to
+    /// apply it, in milliseconds; then it answers with what is there.
+    #[arg(long, env = "DATACAT_READ_WAIT_MS", default_value_t = 2000)]
+    pub read_wait_ms: u64,
+
     #[command(flatten)]
     pub clickhouse: datacat_warehouse::ClickHouseArgs,
 

@@ -7,8 +7,8 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::Json;
 use datacat_protocol::api::{CreatedSession, ErrorBody, WriteAnswer};
 use datacat_protocol::calls::{
-    parse_lenient, product_and_version, ts, BadBody, BatchBody, BatchItem, ClientTime, EndBody,
-    EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
+    client_session_id, parse_lenient, product_and_version, ts, BadBody, BatchBody, BatchItem,
+    ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
 };
 use datacat_protocol::record::{
     Heartbeat, Histogram, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
@@ -56,10 +56,12 @@ impl From<BadBody> for ApiError {
     }
 }
 
-fn ok() -> Json<WriteAnswer> {
+/// A write published as batch `seq`.
+fn ok(seq: u64) -> Json<WriteAnswer> {
     Json(WriteAnswer {
         status: "ok".into(),
         accepted: None,
+        seq: Some(seq),
     })
 }
 
@@ -79,6 +81,9 @@ impl From<serde_json::Error> for ApiError {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateBody {
+    /// The session's id, if the client chose one (a UUID; a time-ordered v7 is best).
+    /// Creating an existing session again is harmless.
+    session_id: Option<String>,
     product: Option<String>,
     version: Option<String>,
     machine_id: Option<String>,
@@ -88,15 +93,16 @@ pub struct CreateBody {
 
 #[utoipa::path(post, path = "/api/sessions", tag = "direct writes", request_body = CreateBody,
     responses((status = 200, body = CreatedSession), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
-/// `POST /api/sessions`: `{"product", "version", "machine_id"?, "hostname"?}` ->
-/// `{"session_id"}`.
+/// `POST /api/sessions`: `{"product", "version", "session_id"?, "machine_id"?, "hostname"?}`
+/// -> `{"session_id", "seq": 0}`.
 pub async fn create(
     State(state): State<AppState>,
     Body(body): Body,
 ) -> Result<Json<CreatedSession>, ApiError> {
     let body: CreateBody = parse_lenient(&body)?;
     let (product, version) = product_and_version(body.product, body.version)?;
-    let session_id = uuid::Uuid::now_v7().to_string();
+    let session_id =
+        client_session_id(body.session_id)?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let start = Record::Start(SessionStart {
         ts_ms: ts(body.timestamp),
         product,
@@ -108,7 +114,7 @@ pub async fn create(
         },
     });
     state.writer.create(&session_id, vec![start]).await?;
-    Ok(Json(CreatedSession { session_id }))
+    Ok(Json(CreatedSession { session_id, seq: 0 }))
 }
 
 /// A state update: `{"state": {...}, "timestamp"?}` (what the daemon takes) or the partial
@@ -168,8 +174,7 @@ pub async fn state(
     Body(body): Body,
 ) -> Result<Json<WriteAnswer>, ApiError> {
     let record = state_record(parse_lenient(&body)?)?;
-    app.writer.append(&id, vec![record]).await?;
-    Ok(ok())
+    Ok(ok(app.writer.append(&id, vec![record]).await?))
 }
 
 #[utoipa::path(post, path = "/api/sessions/{id}/events", tag = "direct writes",
@@ -182,8 +187,10 @@ pub async fn event(
     Body(body): Body,
 ) -> Result<Json<WriteAnswer>, ApiError> {
     let body: EventBody = parse_lenient(&body)?;
-    app.writer.append(&id, vec![body.into_record()?]).await?;
-    Ok(ok())
+    Ok(ok(app
+        .writer
+        .append(&id, vec![body.into_record()?])
+        .await?))
 }
 
 #[utoipa::path(post, path = "/api/sessions/{id}/metrics", tag = "direct writes",
@@ -196,8 +203,10 @@ pub async fn metric(
     Body(body): Body,
 ) -> Result<Json<WriteAnswer>, ApiError> {
     let body: MetricBody = parse_lenient(&body)?;
-    app.writer.append(&id, vec![metric_record(body)?]).await?;
-    Ok(ok())
+    Ok(ok(app
+        .writer
+        .append(&id, vec![metric_record(body)?])
+        .await?))
 }
 
 #[utoipa::path(post, path = "/api/sessions/{id}/heartbeat", tag = "direct writes",
@@ -213,11 +222,15 @@ pub async fn heartbeat(
     let record = Record::Heartbeat(Heartbeat {
         ts_ms: ts(body.timestamp),
     });
-    app.writer.append(&id, vec![record]).await?;
-    Ok(ok())
+    Ok(ok(app.writer.append(&id, vec![record]).await?))
 }
 
-async fn finish(app: &AppState, id: &str, body: &Bytes, status: EndStatus) -> Result<(), ApiError> {
+async fn finish(
+    app: &AppState,
+    id: &str,
+    body: &Bytes,
+    status: EndStatus,
+) -> Result<u64, ApiError> {
     let body: EndBody = parse_or_empty(body)?;
     let status = body.status(status);
     let default_reason = match status {
@@ -241,8 +254,7 @@ pub async fn end(
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<WriteAnswer>, ApiError> {
-    finish(&app, &id, &body, EndStatus::Ended).await?;
-    Ok(ok())
+    Ok(ok(finish(&app, &id, &body, EndStatus::Ended).await?))
 }
 
 #[utoipa::path(post, path = "/api/sessions/{id}/crash", tag = "direct writes",
@@ -254,8 +266,7 @@ pub async fn crash(
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<WriteAnswer>, ApiError> {
-    finish(&app, &id, &body, EndStatus::Crashed).await?;
-    Ok(ok())
+    Ok(ok(finish(&app, &id, &body, EndStatus::Crashed).await?))
 }
 
 #[utoipa::path(post, path = "/api/sessions/{id}/batch", tag = "direct writes",
@@ -293,19 +304,22 @@ pub async fn batch(
         }
     }
     let accepted = records.len();
-    if !records.is_empty() {
-        app.writer.append(&id, records).await?;
-    }
+    let seq = match records.is_empty() {
+        true => None,
+        false => Some(app.writer.append(&id, records).await?),
+    };
     if rejected.is_empty() {
         Ok(Json(WriteAnswer {
             status: "ok".into(),
             accepted: Some(accepted),
+            seq,
         }))
     } else {
         Err(ApiError::InvalidItems {
             message: format!("{} of the items are invalid", rejected.len()),
             accepted,
             rejected,
+            seq,
         })
     }
 }

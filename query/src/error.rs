@@ -21,12 +21,13 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unauthorized(String),
-    /// Some items of a batch were invalid (the others were written).
+    /// Some items of a batch were invalid (the others were written, as batch `seq`).
     #[error("{message}")]
     InvalidItems {
         message: String,
         accepted: usize,
         rejected: Vec<serde_json::Value>,
+        seq: Option<u64>,
     },
     #[error("{0}")]
     Forbidden(String),
@@ -65,11 +66,17 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
         });
         if let ApiError::InvalidItems {
-            accepted, rejected, ..
+            accepted,
+            rejected,
+            seq,
+            ..
         } = self
         {
             body["accepted"] = serde_json::json!(accepted);
             body["rejected"] = serde_json::json!(rejected);
+            if let Some(seq) = seq {
+                body["seq"] = serde_json::json!(seq);
+            }
         }
         (status, Json(body)).into_response()
     }

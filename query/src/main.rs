@@ -7,6 +7,7 @@ mod dashboard;
 mod direct;
 mod error;
 mod export;
+mod freshness;
 mod metrics;
 mod openapi;
 mod writes;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub reader: Arc<Reader>,
     pub tokens: Arc<auth::Tokens>,
     pub writer: writes::DirectWriter,
+    /// The longest a read waits for a writer's last batch (`min_seq`) to be applied.
+    pub read_wait: std::time::Duration,
 }
 
 #[tokio::main]
@@ -46,6 +49,7 @@ async fn main() -> Result<()> {
             config.nats_url.clone(),
             config.stream_replicas.into(),
         ),
+        read_wait: std::time::Duration::from_millis(config.read_wait_ms),
     };
     let app = Router::new()
         .merge(api::router())

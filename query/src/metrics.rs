@@ -50,5 +50,15 @@ pub async fn render() -> String {
             "Time spent serving requests, in microseconds.",
             &LATENCY_MICROS,
         ),
+        Sample::counter(
+            "datacat_query_reads_waited_total",
+            "Reads that waited for the writer's last batch (min_seq) to be applied.",
+            &crate::freshness::READS_WAITED,
+        ),
+        Sample::counter(
+            "datacat_query_reads_behind_total",
+            "Reads that answered before the writer's last batch was applied (the wait ran out).",
+            &crate::freshness::READS_BEHIND,
+        ),
     ])
 }

@@ -13,6 +13,16 @@ use datacat_protocol::calls::{
 };
 use utoipa::{IntoParams, OpenApi};
 
+/// Read your own writes: the sequence number of the writer's last batch (a daemon's, or a
+/// direct write's `seq`). The read waits (at most `--read-wait-ms`, 2 s by default) until
+/// ingest has applied it, then answers with what is there.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct MinSeq {
+    min_seq: Option<u64>,
+}
+
 /// The sessions-list filters, as query parameters (parsed by `SessionQuery::parse`; this
 /// struct only documents them).
 #[derive(IntoParams)]

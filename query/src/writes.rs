@@ -68,18 +68,26 @@ impl DirectWriter {
     }
 
     /// Starts a session: its first batch (seq 0) holds `records` (a start record first).
+    /// Creating a session that exists publishes its first batch again, which JetStream and
+    /// ingest recognise as a duplicate: a client that retries a registration whose answer
+    /// it never got (a timeout) gets the same session, not an error.
     pub async fn create(&self, session_id: &str, records: Vec<Record>) -> Result<(), ApiError> {
         let connected = self.connected()?;
-        connected
+        match connected
             .sequences
             .create(direct_write_key(session_id), "1".into())
             .await
-            .map_err(|error| ApiError::Conflict(format!("session {session_id}: {error}")))?;
+        {
+            Ok(_) => {}
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(error) => return Err(unavailable(error)),
+        }
         publish(connected, session_id, 0, records).await
     }
 
-    /// Appends `records` to a session created by [`DirectWriter::create`] as its next batch.
-    pub async fn append(&self, session_id: &str, records: Vec<Record>) -> Result<(), ApiError> {
+    /// Appends `records` to a session created by [`DirectWriter::create`] as its next batch;
+    /// returns the batch's sequence number.
+    pub async fn append(&self, session_id: &str, records: Vec<Record>) -> Result<u64, ApiError> {
         // Ids this service hands out are UUIDs; anything else cannot be one of its sessions
         // (and may not even be a valid KV key or subject token).
         let plausible = !session_id.is_empty()
@@ -109,7 +117,10 @@ impl DirectWriter {
                 .update(&key, next.into(), entry.revision)
                 .await
             {
-                Ok(_) => return publish(connected, session_id, seq, records).await,
+                Ok(_) => {
+                    publish(connected, session_id, seq, records).await?;
+                    return Ok(seq);
+                }
                 // Another replica took this number: read again.
                 Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(error) => return Err(unavailable(error)),

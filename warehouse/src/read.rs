@@ -118,6 +118,19 @@ impl Reader {
         }
     }
 
+    /// The sequence number of the last batch ingest applied to a session, or `None` when
+    /// none is visible yet. Rows of a batch are visible in every other table before its
+    /// session row (`Writer::insert`), so a session at `seq` shows all of `seq`'s data.
+    pub async fn applied_seq(&self, id: &str) -> Result<Option<u64>> {
+        let (rows, seq): (u64, u64) = self
+            .client
+            .query("SELECT count(), max(last_seq) FROM sessions WHERE session_id = ?")
+            .bind(id)
+            .fetch_one()
+            .await?;
+        Ok((rows > 0).then_some(seq))
+    }
+
     /// One session with its whole story, or `None` if it was never seen.
     pub async fn session(&self, id: &str) -> Result<Option<SessionDetail>> {
         let Some(row) = self
@@ -220,6 +233,7 @@ fn detail(
         hung_at: optional_time(row.hung_ms),
         dropped_records: row.dropped_records,
         gaps: row.gaps,
+        last_seq: row.last_seq,
         state: parse_json(&row.state)?,
         state_history,
         events,

@@ -1,0 +1,159 @@
+//! Reading a session back from the query service, for `GET /session`.
+//!
+//! The application asks its daemon; the daemon asks the query service for the whole session
+//! (naming the last batch it sent, so the answer includes it) and falls back to what it
+//! holds itself. A query service that is down or does not answer costs one timeout; then it
+//! is left alone for a backoff (1 s, doubling up to 30 s) during which reads answer from the
+//! daemon at once, so a black-holed server cannot slow the application's every read.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+/// The first backoff after a failure; it doubles with each failure in a row.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the query service said about a session.
+#[derive(Debug)]
+pub enum Answer {
+    /// The session as the query service holds it.
+    Session(Value),
+    /// The query service does not know the session (yet).
+    Unknown,
+    /// No answer to trust: not configured, unreachable, refusing us, or backing off.
+    Unavailable(String),
+}
+
+/// Failures in a row of one query service, and until when it is left alone.
+#[derive(Default)]
+struct Health {
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+pub struct Upstream {
+    client: reqwest::Client,
+    token: Option<String>,
+    health: Mutex<HashMap<String, Health>>,
+}
+
+impl Upstream {
+    pub fn new(timeout: Duration, token: Option<String>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(1)))
+            .build()
+            .unwrap_or_default();
+        Self {
+            client,
+            token: token.filter(|t| !t.is_empty()),
+            health: Mutex::default(),
+        }
+    }
+
+    /// The session `id` from the query service at `base_url`, once it has applied batch
+    /// `min_seq` (the query service waits for it, bounded).
+    pub async fn session(&self, base_url: &str, id: &str, min_seq: Option<u64>) -> Answer {
+        let base_url = base_url.trim_end_matches('/');
+        if let Some(wait) = self.backing_off(base_url) {
+            return Answer::Unavailable(format!(
+                "{base_url} failed recently; trying it again in {:.1} s",
+                wait.as_secs_f64()
+            ));
+        }
+        let mut url = format!("{base_url}/api/sessions/{}", path_segment(id));
+        if let Some(seq) = min_seq {
+            url.push_str(&format!("?min_seq={seq}"));
+        }
+        let mut request = self.client.get(&url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let answer = match request.send().await {
+            Ok(response) if response.status().is_success() => match response.json().await {
+                Ok(value @ Value::Object(_)) => Answer::Session(value),
+                Ok(_) => Answer::Unavailable(format!("{url}: the answer is not a session")),
+                Err(error) => Answer::Unavailable(format!("{url}: {error}")),
+            },
+            Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => Answer::Unknown,
+            Ok(response) => Answer::Unavailable(format!("{url}: HTTP {}", response.status())),
+            Err(error) => Answer::Unavailable(format!("{url}: {error}")),
+        };
+        self.record(base_url, &answer);
+        answer
+    }
+
+    fn backing_off(&self, base_url: &str) -> Option<Duration> {
+        let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let retry_at = health.get(base_url)?.retry_at?;
+        retry_at.checked_duration_since(Instant::now())
+    }
+
+    fn record(&self, base_url: &str, answer: &Answer) {
+        let mut all = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let health = all.entry(base_url.to_string()).or_default();
+        match answer {
+            Answer::Unavailable(why) => {
+                health.failures += 1;
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << (health.failures - 1).min(5))
+                    .min(MAX_BACKOFF);
+                health.retry_at = Some(Instant::now() + backoff);
+                warn!(%why, backoff_s = backoff.as_secs_f64(), "reading from the query service failed; answering from the daemon");
+            }
+            _ => {
+                if health.failures > 0 {
+                    info!(%base_url, "the query service answers again");
+                }
+                *health = Health::default();
+            }
+        }
+    }
+}
+
+/// A session id as one URL path segment (ids are UUIDs, but a client may send anything).
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_escaped_as_one_path_segment() {
+        assert_eq!(path_segment("0190a4c5-aa"), "0190a4c5-aa");
+        assert_eq!(path_segment("a/b?c d"), "a%2Fb%3Fc%20d");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_costs_one_timeout_then_a_backoff() {
+        // Accepts connections and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = Upstream::new(Duration::from_secs(2), None);
+        let started = Instant::now();
+        let first = upstream.session(&url, "s", Some(3)).await;
+        assert!(matches!(first, Answer::Unavailable(_)), "{first:?}");
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        let again = Instant::now();
+        let second = upstream.session(&url, "s", Some(3)).await;
+        assert!(matches!(second, Answer::Unavailable(ref why) if why.contains("again in")));
+        assert!(
+            again.elapsed() < Duration::from_secs(1),
+            "no second timeout"
+        );
+        drop(listener);
+    }
+}
