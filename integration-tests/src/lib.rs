@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod binaries;
+pub mod blackhole;
 pub mod browser;
 #[cfg(feature = "containers")]
 pub mod containers;
@@ -18,6 +19,7 @@ pub mod servers;
 pub mod stack;
 pub mod workload;
 
+pub use blackhole::BlackHole;
 pub use daemon::Daemon;
 pub use servers::{ClickHouse, Nats, WrittenBlocks};
 pub use stack::Stack;

@@ -28,76 +28,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON_DIR = os.path.dirname(HERE)
 sys.path.insert(0, PYTHON_DIR)
+sys.path.insert(0, os.path.join(PYTHON_DIR, "tests"))
 
 import datacat  # noqa: E402
+from blackhole import BlackHole, HangingServer  # noqa: E402
 
 _clock = getattr(time, "perf_counter", time.time)
-
-
-class BlackHole(object):
-    """Accepts TCP connections and never reads from or writes to them."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
-        self.held = []
-        thread = threading.Thread(target=self._accept)
-        thread.daemon = True
-        thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except (OSError, socket.error):
-                return
-            self.held.append(conn)
-
-
-class HangingServer(BlackHole):
-    """Answers like the query service's direct writes until ``hang()``; then a black hole."""
-
-    def __init__(self):
-        self.hung = False
-        BlackHole.__init__(self)
-
-    def hang(self):
-        self.hung = True
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except (OSError, socket.error):
-                return
-            self.held.append(conn)
-            if not self.hung:
-                thread = threading.Thread(target=self._answer, args=(conn,))
-                thread.daemon = True
-                thread.start()
-
-    def _answer(self, conn):
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        while len(body) < length:
-            body += conn.recv(65536)
-        if self.hung:
-            return
-        answer = b'{"status": "ok", "session_id": "0190a4c5-0000-7000-8000-000000000001"}'
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(answer) + answer)
-        conn.close()
 
 
 def timed(label, function, *args, **kwargs):

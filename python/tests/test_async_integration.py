@@ -106,3 +106,20 @@ def test_uncaught_exception_marks_the_session_crashed_at_the_daemon(live, tmpdir
     while natsutil.session_message_count(live["nats_url"], info["id"]) < 1 and time.time() < deadline:
         time.sleep(0.1)
     assert natsutil.session_message_count(live["nats_url"], info["id"]) >= 1
+
+
+def test_the_game_guides_logger_wraps_a_created_session(live):
+    # The seeds' game guide: GameLogger wraps create_session()'s session in AsyncSession.
+    base = datacat.create_session("http://localhost:9090", product="Game", version="1.0", **live)
+    session = datacat.AsyncSession(base, queue_size=20000)
+    for frame in range(1, 181):
+        if frame % 60 == 0:
+            session.log_metric("fps", 60.0)
+            session.update_state({"x": frame, "y": 20})
+    session.log_event("boss_defeated", level="error", data={"boss": "sun"})
+    stats = session.get_stats()
+    assert stats["dropped"] == 0
+    end = session.shutdown()
+    assert end["status"] == "ok" and end["delivered"] is True, end
+    stats = session.get_stats()
+    assert stats["sent"] == 7 and stats["failed"] == 0, stats

@@ -386,3 +386,89 @@ def test_without_a_daemon_counters_are_totalled_by_the_client():
     assert s.flush(5)
     assert stub.items()[0]["value"] == 15.0 and "delta" not in stub.items()[0]
     s.end()
+
+
+class SeedStyleSession(object):
+    """A session written against the seeds' API: their argument names and order, an
+    ``end()`` without arguments, no ``exception``/``buckets``/``reason`` anywhere."""
+
+    def __init__(self):
+        self.calls = []
+
+    def update_state(self, state):
+        self.calls.append(("update_state", state))
+
+    def log_event(self, name, category=None, group=None, labels=None, message=None, data=None,
+                  stacktrace=None, level=None):
+        self.calls.append(("log_event", name, dict(category=category, group=group, labels=labels,
+                                                   message=message, data=data,
+                                                   stacktrace=stacktrace, level=level)))
+
+    def log_metric(self, name, value, tags=None, metric_type="gauge", count=None, unit=None,
+                   metadata=None, delta=None):
+        self.calls.append(("log_metric", name, value, dict(tags=tags, metric_type=metric_type,
+                                                           count=count, unit=unit,
+                                                           metadata=metadata, delta=delta)))
+
+    def heartbeat(self):
+        self.calls.append(("heartbeat",))
+
+    def end(self):
+        self.calls.append(("end",))
+        return {"status": "ok"}
+
+
+def test_wraps_a_seed_style_session_with_the_seeds_arguments():
+    wrapped = SeedStyleSession()
+    s = AsyncSession(wrapped, queue_size=20000)
+    s.update_state({"x": 1})
+    s.log_event("boom", level="error", data={"k": 1})
+    s.log_metric("fps", 60.0, unit="fps")
+    s.log_histogram("load", 0.3, buckets=[0.1, 1.0])
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        s.log_exception()
+    s.heartbeat()
+    assert s.end() == {"status": "ok"}
+    calls = wrapped.calls
+    assert calls[0] == ("update_state", {"x": 1})
+    assert calls[1][:2] == ("log_event", "boom")
+    assert calls[1][2]["level"] == "error" and calls[1][2]["data"] == {"k": 1}
+    assert calls[2] == ("log_metric", "fps", 60.0, dict(tags=None, metric_type="gauge", count=None,
+                                                         unit="fps", metadata=None, delta=None))
+    assert calls[3][3]["metric_type"] == "histogram"
+    assert calls[3][3]["metadata"] == {"buckets": [0.1, 1.0]}  # where the seeds kept them
+    exception = calls[4][2]
+    assert calls[4][1] == "exception" and exception["labels"] == ["exception", "ValueError"]
+    assert any("ValueError: bad" in line for line in exception["stacktrace"])
+    assert calls[5] == ("heartbeat",)
+    assert calls[6] == ("end",)  # its end() takes no reason: called without one
+    stats = s.get_stats()
+    assert stats["sent"] == 6 and stats["failed"] == 0, stats
+    assert s.log_event("late") is False and s.get_stats()["failed"] == 1
+
+
+def test_a_wrapped_session_that_raises_is_counted_not_raised():
+    class Broken(SeedStyleSession):
+        def log_event(self, name, **kwargs):
+            raise RuntimeError("its own bug")
+
+    wrapped = Broken()
+    s = AsyncSession(wrapped)
+    assert s.log_event("x") is True
+    s.update_state({"y": 2})
+    s.end()
+    stats = s.get_stats()
+    assert stats["failed"] == 1 and stats["sent"] == 1, stats
+    assert wrapped.calls[-1] == ("end",)
+
+
+def test_a_wrapped_end_that_hangs_does_not_hold_up_the_caller():
+    class Stuck(SeedStyleSession):
+        def end(self, reason=None):
+            time.sleep(30)
+
+    started = time.time()
+    AsyncSession(Stuck(), exit_timeout=0.5).end()
+    assert time.time() - started < 5  # bounded by exit_timeout, not the wrapped end's 30 s

@@ -5,7 +5,9 @@
 //	DATACAT_NATS_URL=nats://127.0.0.1:4222 go run ./examples/demo
 //
 // With -direct URL it talks to the query service instead of a daemon; with -panic it ends
-// by panicking, and the session is reported crashed.
+// by panicking, and the session is reported crashed. After ending the session it reads it
+// back (through the daemon, from $DATACAT_QUERY_URL, or from the -direct URL) and fails
+// unless the read shows the session ended with every event it logged.
 package main
 
 import (
@@ -73,6 +75,25 @@ func run(direct string, panics bool, events int) error {
 	}
 	if stats := s.Stats(); stats.Dropped+stats.Failed+stats.Invalid > 0 {
 		return fmt.Errorf("calls lost: %+v", stats)
+	}
+	return readBack(ctx, client, session.ID, events+1)
+}
+
+// readBack reads the session straight after ending it: the read sees every write made
+// before it (the query service waits for ingest to apply them).
+func readBack(ctx context.Context, client *datacat.Client, id string, events int) error {
+	view, err := client.GetSession(ctx, id)
+	if err != nil {
+		return fmt.Errorf("reading the session back: %w", err)
+	}
+	logged, _ := view["events"].([]any)
+	source, _ := view["source"].(string)
+	if source == "" {
+		source = "query service"
+	}
+	fmt.Fprintf(os.Stderr, "read back: active=%v, %d events, from the %s\n", view["active"], len(logged), source)
+	if view["active"] != false || len(logged) != events {
+		return fmt.Errorf("read back active=%v with %d events, not ended with %d", view["active"], len(logged), events)
 	}
 	return nil
 }

@@ -1,0 +1,149 @@
+//! The seeds' client contract, through the real daemon (or the query service's direct
+//! writes), NATS, ingest, ClickHouse and query:
+//!
+//! - a session read back right after a write shows the write (read your own writes), in the
+//!   seeds' shape (`events`, `metrics`, `state`, `state_history`, `active`, ...);
+//! - a program that opens sessions, ends none and exits normally (end of script, return from
+//!   main, `sys.exit(n)`) leaves them `ended` with the exit reason, whatever it still holds;
+//!   only a process that dies is `crashed`.
+
+use datacat_integration_tests::{python, Stack};
+use serde_json::Value;
+
+/// A program ported from the seeds: it writes, reads back at once, ends, reads back again.
+const READ_BACK: &str = r#"
+import os
+import datacat
+from datacat import DatacatClient
+
+url = os.environ["DATACAT_QUERY_URL"]
+SEED_KEYS = ("events", "metrics", "state", "state_history", "active", "created_at", "updated_at",
+             "ended_at")
+for use_daemon in (True, False):
+    for i in range(3):
+        s = datacat.create_session(url, product="seed-port", version="1.0", use_daemon=use_daemon)
+        s.update_state({"level": i, "window_state": {"open": ["main"]}})
+        s.log_event("level_loaded", data={"level": i})
+        s.log_metric("fps", 60.0 + i)
+        d = s.get_details()
+        missing = [k for k in SEED_KEYS if k not in d]
+        assert not missing, (use_daemon, missing, d)
+        if use_daemon:
+            assert d["source"] == "server" and d["caught_up"] is True, d
+        assert d["active"] is True and d["state"]["level"] == i, d
+        assert [e["name"] for e in d["events"]] == ["level_loaded"], d["events"]
+        assert [m["value"] for m in d["metrics"]] == [60.0 + i], d["metrics"]
+        s.end()
+        after = s.get_details()
+        assert after["active"] is False and after["status"] == "ended" and after["ended_at"], after
+
+# The seeds' lower-level client, as their tests use it.
+client = DatacatClient(url)
+sid = client.register_session("seed-port", "1.0")
+client.update_state(sid, {"x": 1})
+client.log_event(sid, "saved")
+client.end_session(sid)
+d = client.get_session(sid)
+assert d["active"] is False and d["state"] == {"x": 1} and len(d["events"]) == 1, d
+listed = client.get_all_sessions()
+assert isinstance(listed, list) and sid in [x["id"] for x in listed], listed
+print("read back ok")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_read_back_shows_every_write_before_the_read() {
+    let stack = Stack::start().await.expect("stack starts");
+    let output = python::run(&stack, READ_BACK).expect("the read-back program succeeds");
+    assert_eq!(python::last_line(&output), "read back ok");
+}
+
+/// Programs in the style of python/examples: they open a session and never end it.
+fn ends_nothing(body: &str, options: &str) -> String {
+    format!(
+        r#"
+import gc, os, signal, sys
+import datacat
+
+def main():
+    s = datacat.create_session(os.environ["DATACAT_QUERY_URL"], product="ends-nothing",
+                               version="1.0"{options})
+    s.update_state({{"phase": "running"}})
+    s.log_event("working")
+    sys.stdout.write(s.session_id + "\n")
+    sys.stdout.flush()
+{body}
+
+main()
+gc.collect()  # the session object is long gone; the exit must still end it
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn programs_that_end_nothing_and_exit_normally_are_ended_not_crashed() {
+    let stack = Stack::start().await.expect("stack starts");
+    let normal = "without calling end()";
+    let cases: Vec<(&str, String, bool, &str)> = vec![
+        ("returns from main", ends_nothing("", ""), true, normal),
+        (
+            "returns from main, async",
+            ends_nothing("", ", async_mode=True"),
+            true,
+            normal,
+        ),
+        (
+            "returns from main, no daemon",
+            ends_nothing("", ", use_daemon=False, async_mode=True"),
+            true,
+            normal,
+        ),
+        (
+            "sys.exit(3)",
+            ends_nothing("    sys.exit(3)", ""),
+            false,
+            "status 3 (sys.exit)",
+        ),
+        (
+            "sys.exit(0), async",
+            ends_nothing("    sys.exit(0)", ", async_mode=True"),
+            true,
+            "sys.exit(0)",
+        ),
+    ];
+    for (name, script, succeeds, reason) in &cases {
+        let output = python::spawn(&stack, script)
+            .expect("the program starts")
+            .wait_with_output()
+            .unwrap();
+        assert_eq!(output.status.success(), *succeeds, "{name}: {output:?}");
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        let session = stack
+            .wait_status(&id, "ended")
+            .await
+            .unwrap_or_else(|error| {
+                panic!("{name}: {error}");
+            });
+        let end_reason = session["end_reason"].as_str().unwrap_or_default();
+        assert!(end_reason.contains(reason), "{name}: {end_reason:?}");
+        assert_eq!(event_names(&session), vec!["working"], "{name}");
+    }
+
+    // A process that dies is the one that crashed.
+    let dies = ends_nothing("    os.kill(os.getpid(), signal.SIGKILL)", "");
+    let output = python::spawn(&stack, &dies)
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    assert!(!output.status.success());
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    stack.wait_status(&id, "crashed").await.unwrap();
+}
+
+fn event_names(session: &Value) -> Vec<&str> {
+    session["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect()
+}
