@@ -10,14 +10,17 @@
 //	if err != nil { ... }
 //	defer c.Close()
 //	s, err := c.StartSession(ctx, "space-game", "1.5.0")
+//	defer s.Finish() // ended on return; crashed (with the panic) if it panics
 //	s.UpdateState(ctx, map[string]any{"level": 3})
 //	s.LogEvent(ctx, "level_loaded", map[string]any{"seconds": 1.2})
 //	s.LogGauge(ctx, "fps", 59.5)
-//	s.End(ctx)
 //
 // Every call takes a context and has a timeout (Options.Timeout); errors are returned,
-// never panicked. AsyncSession makes calls non-blocking: they append to a bounded buffer
-// that a goroutine ships in batches, with every dropped call counted.
+// never panicked. A peer that does not answer costs one timeout, then calls to it fail at
+// once (ErrBackoff) for a while. Ending is bounded as a whole (Options.EndTimeout), and
+// Close ends the sessions left open. AsyncSession makes calls non-blocking: they append to
+// a bounded buffer that a goroutine ships in batches, with every call that is not
+// delivered counted.
 //
 // Standard library only; builds with Go 1.19.
 package datacat
