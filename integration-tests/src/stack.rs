@@ -39,16 +39,25 @@ impl Stack {
 
     /// Like [`Stack::start`], with extra settings for the ingest workers.
     pub async fn start_with(ingest_env: &[(&str, &str)]) -> Result<Self> {
-        Self::start_on(vec![Nats::start().await?], ingest_env).await
+        Self::start_on(vec![Nats::start().await?], ingest_env, &[]).await
+    }
+
+    /// Like [`Stack::start`], with extra settings for the query service.
+    pub async fn start_with_query(query_env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_on(vec![Nats::start().await?], &[], query_env).await
     }
 
     /// Like [`Stack::start`] on a NATS cluster of `nodes` servers, the streams and buckets
     /// replicated on all of them.
     pub async fn start_clustered(nodes: usize) -> Result<Self> {
-        Self::start_on(Nats::start_cluster(nodes).await?, &[]).await
+        Self::start_on(Nats::start_cluster(nodes).await?, &[], &[]).await
     }
 
-    async fn start_on(mut nodes: Vec<Nats>, ingest_env: &[(&str, &str)]) -> Result<Self> {
+    async fn start_on(
+        mut nodes: Vec<Nats>,
+        ingest_env: &[(&str, &str)],
+        query_env: &[(&str, &str)],
+    ) -> Result<Self> {
         // DATACAT_KEEP_TEST_DIRS=1 keeps logs and spools for a post-mortem.
         let keep = std::env::var_os("DATACAT_KEEP_TEST_DIRS").is_some();
         let logs = tempfile::Builder::new()
@@ -76,6 +85,7 @@ impl Stack {
         let query_port = free_port();
         let mut query = Self::command(&nats_url, &clickhouse, &database, "datacat-query")?;
         query.env("DATACAT_LISTEN", format!("127.0.0.1:{query_port}"));
+        query.envs(query_env.iter().copied());
         let query = ChildGuard::spawn("datacat-query", query, &logs.path().join("query.log"))?;
         let query_url = format!("http://127.0.0.1:{query_port}");
 

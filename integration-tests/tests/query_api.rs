@@ -612,7 +612,10 @@ async fn direct_writes_arrive_exactly() {
 #[tokio::test]
 async fn schemathesis_finds_no_server_error() {
     let dir = datacat_integration_tests::binaries::schemathesis_dir().unwrap();
-    let stack = Stack::start().await.expect("stack starts");
+    // Reads naming a batch that never comes (`min_seq`) wait for it: briefly here.
+    let stack = Stack::start_with_query(&[("DATACAT_READ_WAIT_MS", "100")])
+        .await
+        .expect("stack starts");
     stack.publish(&sessions()).await.unwrap();
     stack
         .wait_session("s1", Duration::from_secs(30), |s| s["status"] == "crashed")
@@ -668,4 +671,86 @@ async fn schemathesis_finds_no_server_error() {
             .join("\n")
     );
     assert!(text.contains("passed"), "{text}");
+}
+
+/// Read your own writes: a direct write answers with its batch's `seq`, and a read naming it
+/// (`min_seq`) sees the write, however fast it follows. A batch that never comes holds a
+/// read for the read wait (2 s) only.
+#[tokio::test]
+async fn reads_naming_the_writers_last_batch_see_it() {
+    let stack = Stack::start().await.expect("stack starts");
+    let base = stack.query_url.as_str();
+    let chosen = "01939d5e-7c2a-7b3e-9c1d-2f4a5b6c7d8e";
+    let body = format!(r#"{{"product": "ryw", "version": "1", "session_id": "{chosen}"}}"#);
+    let mut created = (0, Value::Null);
+    for _ in 0..50 {
+        created = post(base, "/api/sessions", &body).await;
+        if created.0 != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(created.0, 200, "{}", created.1);
+    assert_eq!(created.1, json!({"session_id": chosen, "seq": 0}));
+    // Creating it again (a client retrying) is harmless.
+    assert_eq!(post(base, "/api/sessions", &body).await.0, 200);
+    let (status, refused) = post(
+        base,
+        "/api/sessions",
+        r#"{"product": "p", "version": "1", "session_id": "s/../x"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+
+    for n in 1..=5u64 {
+        let (status, written) = post(
+            base,
+            &format!("/api/sessions/{chosen}/events"),
+            &format!(r#"{{"name": "step", "data": {{"n": {n}}}}}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{written}");
+        let seq = written["seq"].as_u64().expect("the write's seq");
+        let (status, session) = get(base, &format!("/api/sessions/{chosen}?min_seq={seq}")).await;
+        assert_eq!(status, 200, "{session}");
+        assert!(session["last_seq"].as_u64().unwrap() >= seq, "{session}");
+        assert_eq!(
+            session["events"].as_array().unwrap().len() as u64,
+            n,
+            "the read right after write {n} sees it"
+        );
+    }
+    let (status, ended) = post(base, &format!("/api/sessions/{chosen}/end"), "").await;
+    assert_eq!(status, 200);
+    let seq = ended["seq"].as_u64().unwrap();
+    let (_, events) = get(
+        base,
+        &format!("/api/sessions/{chosen}/events?min_seq={seq}&limit=10"),
+    )
+    .await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 5);
+    let (_, session) = get(base, &format!("/api/sessions/{chosen}?min_seq={seq}")).await;
+    assert_eq!(session["active"], false, "{session}");
+
+    // A batch that never comes: the read waits its 2 s, then answers with what there is.
+    let started = std::time::Instant::now();
+    let (status, session) = get(base, &format!("/api/sessions/{chosen}?min_seq=1000")).await;
+    assert_eq!(status, 200);
+    assert!(session["last_seq"].as_u64().unwrap() < 1000);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "it waited"
+    );
+    let (status, _) = get(base, &format!("/api/sessions/{chosen}?min_seq=soon")).await;
+    assert_eq!(status, 400);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("datacat_query_reads_behind_total 1"),
+        "{metrics}"
+    );
 }
