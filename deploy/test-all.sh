@@ -123,12 +123,17 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 step "cargo test --workspace"
-# With a Docker engine the integration tests start NATS and ClickHouse from their official
-# images (testcontainers); without one, as local processes. The same tests either way.
-if [ -n "${DOCKER_HOST:-}" ] || [ -S /var/run/docker.sock ]; then
-    datacat_log "Docker engine found: NATS and ClickHouse run from official images"
+# With a Docker engine that has the images (integration-tests/src/containers.rs names them)
+# the integration tests start NATS and ClickHouse as containers (testcontainers); otherwise
+# as local processes. The same tests either way. No image registry is reachable here, so an
+# engine without the images runs the tests on local processes rather than fail to pull.
+CONTAINER_IMAGES=(nats:2.11-alpine clickhouse/clickhouse-server:25.8)
+if { [ -n "${DOCKER_HOST:-}" ] || [ -S /var/run/docker.sock ]; } &&
+    docker image inspect "${CONTAINER_IMAGES[@]}" >/dev/null 2>&1; then
+    datacat_log "Docker engine with ${CONTAINER_IMAGES[*]}: NATS and ClickHouse run as containers"
     cargo test --workspace --features datacat-integration-tests/containers
 else
+    datacat_log "NATS and ClickHouse run as local processes (no Docker engine, or it lacks ${CONTAINER_IMAGES[*]})"
     cargo test --workspace
 fi
 
