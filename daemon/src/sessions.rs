@@ -46,7 +46,8 @@ struct Session {
     product: String,
     version: String,
     started_ms: u64,
-    /// When the client last called about the session.
+    /// When what the client last sent was cut into a batch (within a flush interval of the
+    /// call; no clock is read per call).
     updated_ms: u64,
     pending: Vec<Record>,
     aggregates: Aggregates,
@@ -279,7 +280,6 @@ impl Registry {
         if session.ended() {
             return Err(SessionError::Ended(session_id.to_string()));
         }
-        session.updated_ms = now_ms();
         let result = f(session);
         let full = session.pending.len() >= self.flush_records;
         drop(sessions);
@@ -506,8 +506,9 @@ impl Registry {
         let mut sessions = self.lock();
         for (session_id, session) in sessions.open.iter_mut() {
             session.pending.extend(session.aggregates.take_changed(now));
-            if session.pending.is_empty()
-                && !session.ended()
+            if !session.pending.is_empty() {
+                session.updated_ms = now;
+            } else if !session.ended()
                 && now.saturating_sub(session.last_batch_ms) >= self.alive_interval_ms
             {
                 session.pending.push(Record::Alive(Alive { ts_ms: now }));

@@ -51,7 +51,7 @@ class HeldBack(object):
     def __init__(self):
         self.release = threading.Event()
 
-    def request(self, method, path, body=None, timeout=None):
+    def request(self, method, path, body=None, timeout=None, deadline=None):
         if path == "/register":
             return {"session_id": "bench"}
         self.release.wait()

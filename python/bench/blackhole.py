@@ -71,6 +71,7 @@ def direct_mode_hanging_later():
     asynchronous = timed("create_session(async_mode=True) (answered)", datacat.create_session, url,
                          product="bh", version="1", use_daemon=False, async_mode=True,
                          capture_uncaught=False)
+    asynchronous.flush(5)  # registered before the server hangs
     server.hang()
     for i in range(3):
         timed("blocking log_event #%d" % (i + 1,), blocking.log_event, "tick")
