@@ -188,11 +188,16 @@ func (r *recorder) endPaths() []string {
 	return out
 }
 
-func TestCloseEndsTheSessionsLeftOpen(t *testing.T) {
+// recordingClient is a client without a daemon whose query service is a recorder.
+func recordingClient(t *testing.T) (*recorder, *Client) {
 	rec := &recorder{}
 	server := httptest.NewServer(rec)
-	defer server.Close()
-	c := NewClient(server.URL)
+	t.Cleanup(server.Close)
+	return rec, NewClient(server.URL)
+}
+
+func TestCloseEndsTheSessionsLeftOpen(t *testing.T) {
+	rec, c := recordingClient(t)
 	ctx := context.Background()
 	if _, err := c.StartSession(ctx, "p", "1"); err != nil {
 		t.Fatal(err)
@@ -219,10 +224,7 @@ func TestCloseEndsTheSessionsLeftOpen(t *testing.T) {
 }
 
 func TestFinishEndsOnReturnAndCrashesOnPanic(t *testing.T) {
-	rec := &recorder{}
-	server := httptest.NewServer(rec)
-	defer server.Close()
-	c := NewClient(server.URL)
+	rec, c := recordingClient(t)
 	ctx := context.Background()
 	run := func(fail bool) (recovered any) {
 		s, err := c.StartSession(ctx, "p", "1")

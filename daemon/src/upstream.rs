@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use datacat_protocol::query::encode;
 use serde_json::Value;
 use tracing::{info, warn};
 
@@ -65,7 +66,7 @@ impl Upstream {
                 wait.as_secs_f64()
             ));
         }
-        let mut url = format!("{base_url}/api/sessions/{}", path_segment(id));
+        let mut url = format!("{base_url}/api/sessions/{}", encode(id));
         if let Some(seq) = min_seq {
             url.push_str(&format!("?min_seq={seq}"));
         }
@@ -115,27 +116,9 @@ impl Upstream {
     }
 }
 
-/// A session id as one URL path segment (ids are UUIDs, but a client may send anything).
-fn path_segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_escaped_as_one_path_segment() {
-        assert_eq!(path_segment("0190a4c5-aa"), "0190a4c5-aa");
-        assert_eq!(path_segment("a/b?c d"), "a%2Fb%3Fc%20d");
-    }
 
     #[tokio::test]
     async fn a_server_that_does_not_answer_costs_one_timeout_then_a_backoff() {

@@ -286,8 +286,15 @@ pub fn groups_series(reason: &str) -> String {
 
 /// One counter or gauge from the /metrics of the service listening on `port` (this host).
 pub async fn metric_at(port: u16, name: &str) -> Result<u64> {
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    let text = reqwest::get(url).await?.text().await?;
+    metric_of(&format!("http://127.0.0.1:{port}"), name).await
+}
+
+/// One counter or gauge from the /metrics of the service at `base_url`.
+pub async fn metric_of(base_url: &str, name: &str) -> Result<u64> {
+    let text = reqwest::get(format!("{base_url}/metrics"))
+        .await?
+        .text()
+        .await?;
     text.lines()
         .find_map(|line| {
             line.strip_prefix(name)?

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use datacat_integration_tests::stack::metric_of;
 use datacat_integration_tests::Stack;
 use serde_json::{json, Value};
 
@@ -128,16 +129,8 @@ async fn a_killed_daemons_spool_is_delivered_by_the_next_daemon() {
     assert_exactly_once(&session, 3000);
     assert_eq!(session["state"], json!({"phase": "before the kill"}));
     assert_eq!(session["product"], "phoenix");
-    let metrics = reqwest::get(format!("{}/metrics", next.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("datacat_daemon_adopted_spools_total 1"),
-        "{metrics}"
-    );
+    let adopted = metric_of(&next.url, "datacat_daemon_adopted_spools_total").await;
+    assert_eq!(adopted.unwrap(), 1);
     let health = next.get("/health").await.unwrap();
     assert_eq!(health["spooled_bytes"], 0, "{health}");
 }

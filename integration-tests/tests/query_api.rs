@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
+use datacat_integration_tests::stack::metric_of;
 use datacat_integration_tests::Stack;
 use datacat_protocol::record::{Event, Level, Metric, SessionEnd, SessionStart, StateUpdate};
 use datacat_protocol::{Batch, EndStatus, MachineInfo, Record};
@@ -743,14 +744,6 @@ async fn reads_naming_the_writers_last_batch_see_it() {
     );
     let (status, _) = get(base, &format!("/api/sessions/{chosen}?min_seq=soon")).await;
     assert_eq!(status, 400);
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("datacat_query_reads_behind_total 1"),
-        "{metrics}"
-    );
+    let behind = metric_of(base, "datacat_query_reads_behind_total").await;
+    assert_eq!(behind.unwrap(), 1);
 }

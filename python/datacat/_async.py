@@ -105,11 +105,13 @@ class AsyncSession(_TypedMetrics):
         self._warned = set()
         self._ended = False
         self._end_result = None
-        # Why calls are refused now (None: they are taken).
+        # Why calls are refused now (None: they are taken); the buffer then has no room, so
+        # the caller's path needs no check of its own.
         self._refusing = None
+        self._room = self.queue_size
         self._registering = self._native and session.registered is None
         if self._native and session.registered is False:
-            self._refusing = "session %s was never registered" % (session.session_id,)
+            self._refuse_calls("session %s was never registered" % (session.session_id,))
         self._pid = os.getpid()
         self._thread = self._sender = None
         self._start_thread()
@@ -145,47 +147,51 @@ class AsyncSession(_TypedMetrics):
 
     # -- the caller's path: append and return ----------------------------------------
 
+    def _refuse_calls(self, reason):
+        self._refusing = reason
+        self._room = -1
+
     def _refuse(self):
         """A call the session can no longer send: counted as failed, False."""
+        return self._lost("failed", "datacat: calls are not sent (%s); they are counted in "
+                          "get_stats()['failed']", self._refusing)
+
+    def _lost(self, kind, warning, detail):
+        """Count one call lost as ``kind``; warn the first time; False."""
         with self._lock:
-            self._stats["failed"] += 1
-            first = "refused" not in self._warned
-            self._warned.add("refused")
-        _accounting.count("failed")
+            self._stats[kind] += 1
+            first = kind not in self._warned
+            self._warned.add(kind)
+        _accounting.count(kind)
         if first:
-            log.warning("datacat: calls are not sent (%s); they are counted in get_stats()['failed']",
-                        self._refusing)
+            log.warning(warning, detail)
         return False
 
     def _full(self, entry):
-        """The buffer is full: count a drop, or wait for room. Returns True if queued."""
+        """The buffer is full, or calls are refused: count a drop (or a refusal), or wait
+        for room. Returns True if queued."""
+        if self._refusing is not None:
+            return self._refuse()
         if self.drop_on_full or threading.current_thread() in (self._thread, self._sender):
-            with self._lock:
-                self._stats["dropped"] += 1
-                first = "dropped" not in self._warned
-                self._warned.add("dropped")
-            _accounting.count("dropped")
-            if first:
-                log.warning("datacat buffer full (%d calls): dropping calls; see get_stats()['dropped']",
-                            self.queue_size)
-            return False
+            return self._lost("dropped", "datacat buffer full (%d calls): dropping calls; see "
+                              "get_stats()['dropped']", self.queue_size)
         with self._progress:
-            while len(self._buffer) >= self.queue_size and not self._stopping:
+            while len(self._buffer) >= self.queue_size and self._refusing is None:
                 self._wake.set()
                 self._progress.wait(0.1)
+        if self._refusing is not None:  # ended while this call waited for room
+            return self._refuse()
         self._append(entry)
         return True
 
     def update_state(self, state):
         """Deep-merge ``state`` into the session state (a copy is taken now)."""
-        if self._refusing is not None:
-            return self._refuse()
         try:
             entry = (_STATE, _time(), _dumps(state))
         except _MARSHAL_ERRORS:
             entry = (_STATE_JSON, _time(), state)
             entry = self._copied(entry, 2)
-        if len(self._buffer) >= self.queue_size:
+        if len(self._buffer) >= self._room:
             return self._full(entry)
         self._append(entry)
         return True
@@ -193,15 +199,13 @@ class AsyncSession(_TypedMetrics):
     def log_event(self, name, level=None, category=None, labels=None, message=None, data=None,
                   group=None, exception=None):
         """Log an event (see ``Session.log_event``)."""
-        if self._refusing is not None:
-            return self._refuse()
         try:
             entry = (_EVENT, _time(), name, level, category, labels, message,
                      data if data is None else _dumps(data), group, exception)
         except _MARSHAL_ERRORS:
             entry = self._copied((_EVENT_JSON, _time(), name, level, category, labels, message, data,
                                   group, exception), 7)
-        if len(self._buffer) >= self.queue_size:
+        if len(self._buffer) >= self._room:
             return self._full(entry)
         self._append(entry)
         return True
@@ -209,11 +213,9 @@ class AsyncSession(_TypedMetrics):
     def log_metric(self, name, value, tags=None, unit=None, metric_type="gauge", count=None,
                    metadata=None, delta=None, buckets=None):
         """Log a metric point (see ``Session.log_metric``)."""
-        if self._refusing is not None:
-            return self._refuse()
         entry = (_METRIC, _time(), name, value, tags, unit, metric_type, count, metadata, delta,
                  buckets)
-        if len(self._buffer) >= self.queue_size:
+        if len(self._buffer) >= self._room:
             return self._full(entry)
         self._append(entry)
         return True
@@ -229,23 +231,19 @@ class AsyncSession(_TypedMetrics):
 
     def heartbeat(self):
         """Tell the daemon the application is alive (and the session's monitor, if any)."""
-        if self._refusing is not None:
-            return self._refuse()
         monitor = getattr(self.session, "_monitor", None)
         if monitor is not None:
             monitor.beat()
         entry = (_HEARTBEAT, _time())
-        if len(self._buffer) >= self.queue_size:
+        if len(self._buffer) >= self._room:
             return self._full(entry)
         self._append(entry)
         return True
 
     def _control(self, function, *args):
         """Queue a call to ``function`` (a daemon request), made in order with the others."""
-        if self._refusing is not None:
-            return self._refuse()
         entry = (_CONTROL, _time(), function, args)
-        if len(self._buffer) >= self.queue_size:
+        if len(self._buffer) >= self._room:
             return self._full(entry)
         self._append(entry)
         return True
@@ -387,7 +385,7 @@ class AsyncSession(_TypedMetrics):
             answered = None
         session.registered = answered is not None
         if not session.registered:
-            self._refusing = "session %s could not be registered" % (session.session_id,)
+            self._refuse_calls("session %s could not be registered" % (session.session_id,))
             _open_sessions.discard(self)
         with self._progress:
             self._registering = False
@@ -603,7 +601,7 @@ class AsyncSession(_TypedMetrics):
             if self._ended:
                 return self._end_result
             self._ended = True
-            self._refusing = self._refusing or "session %s has ended" % (self.session_id,)
+            self._refuse_calls(self._refusing or "session %s has ended" % (self.session_id,))
         _open_sessions.discard(self)
         if deadline is None:
             deadline = deadline_after(self.exit_timeout if timeout is None else timeout)

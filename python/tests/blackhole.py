@@ -28,6 +28,10 @@ class BlackHole(object):
             except (OSError, socket.error):
                 return
             self.held.append(conn)
+            self._took(conn)
+
+    def _took(self, conn):
+        """A connection came in (and is held, unanswered)."""
 
     def close(self):
         for conn in [self.sock] + self.held:
@@ -47,17 +51,11 @@ class HangingServer(BlackHole):
     def hang(self):
         self.hung = True
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except (OSError, socket.error):
-                return
-            self.held.append(conn)
-            if not self.hung:
-                thread = threading.Thread(target=self._answer, args=(conn,))
-                thread.daemon = True
-                thread.start()
+    def _took(self, conn):
+        if not self.hung:
+            thread = threading.Thread(target=self._answer, args=(conn,))
+            thread.daemon = True
+            thread.start()
 
     def _answer(self, conn):
         data = b""
