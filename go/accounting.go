@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 )
 
@@ -20,12 +21,23 @@ func Undelivered() (dropped, failed, invalid int64) {
 	return undelivered.dropped.Load(), undelivered.failed.Load(), undelivered.invalid.Load()
 }
 
-// reportUndelivered writes one line about the calls not delivered, if there were any.
+// reported is what reportUndelivered has written about so far.
+var reported struct {
+	sync.Mutex
+	dropped, failed, invalid int64
+}
+
+// reportUndelivered writes one line about the calls not delivered since the last line, if
+// there were any (each Close reports what is new, not the whole process again).
 func reportUndelivered(w io.Writer) {
+	reported.Lock()
+	defer reported.Unlock()
 	dropped, failed, invalid := Undelivered()
-	if total := dropped + failed + invalid; total > 0 {
-		fmt.Fprintf(w, "datacat: %d call(s) of this process were not delivered (dropped %d, failed %d, invalid %d)\n",
-			total, dropped, failed, invalid)
+	newDropped, newFailed, newInvalid := dropped-reported.dropped, failed-reported.failed, invalid-reported.invalid
+	reported.dropped, reported.failed, reported.invalid = dropped, failed, invalid
+	if total := newDropped + newFailed + newInvalid; total > 0 {
+		fmt.Fprintf(w, "datacat: %d call(s) were not delivered (dropped %d, failed %d, invalid %d)\n",
+			total, newDropped, newFailed, newInvalid)
 	}
 }
 

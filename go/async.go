@@ -44,7 +44,7 @@ type AsyncSession struct {
 	mu      sync.Mutex
 	room    *sync.Cond
 	idle    *sync.Cond
-	buffer  []json.RawMessage
+	buffer  []asyncItem
 	busy    bool
 	closing bool
 	// refusing is why calls are refused now (nil: they are taken).
@@ -59,6 +59,13 @@ type AsyncSession struct {
 	stats     AsyncStats
 	wake      chan struct{}
 	done      chan struct{}
+}
+
+// asyncItem is one buffered call: a /batch item, or a control call (heartbeat monitoring)
+// made in order with the others.
+type asyncItem struct {
+	body    json.RawMessage
+	control func(context.Context) error
 }
 
 // ErrNotRegistered is returned (and counted) for calls on a session that could not be
@@ -113,7 +120,7 @@ func newAsyncSession(s *Session, opts AsyncOptions, register []string) *AsyncSes
 }
 
 // enqueue appends one encoded item; an error when it was not taken (counted).
-func (a *AsyncSession) enqueue(item json.RawMessage) error {
+func (a *AsyncSession) enqueue(item asyncItem) error {
 	a.mu.Lock()
 	for len(a.buffer) >= a.opts.QueueSize && a.opts.Block && a.refusing == nil {
 		a.room.Wait()
@@ -233,7 +240,7 @@ func (a *AsyncSession) push(kind string, body map[string]any) error {
 	if err != nil {
 		return a.invalid(fmt.Errorf("datacat: cannot encode the %s: %w", kind, err))
 	}
-	return a.enqueue(frozen)
+	return a.enqueue(asyncItem{body: frozen})
 }
 
 // ErrDropped is returned when the buffer was full and the call was dropped (counted).
@@ -241,9 +248,8 @@ var ErrDropped = errors.New("datacat: buffer full, call dropped")
 
 // registerFirst registers a session started by StartAsyncSession.
 func (a *AsyncSession) registerFirst() {
-	ctx, cancel := context.WithTimeout(context.Background(), a.Client.opts.Timeout)
-	defer cancel()
-	_, err := a.Client.register(ctx, a.register[0], a.register[1], a.ID)
+	// The transport's own timeout bounds it (a timeout then counts against the peer).
+	_, err := a.Client.register(context.Background(), a.register[0], a.register[1], a.ID)
 	a.mu.Lock()
 	a.registering = false
 	if err != nil && a.refusing == nil {
@@ -278,11 +284,14 @@ func (a *AsyncSession) ship() {
 			}
 			continue
 		}
-		n := len(a.buffer)
-		if n > a.opts.BatchSize {
-			n = a.opts.BatchSize
+		// A batch of calls up to the next control call; a control call alone.
+		n := 1
+		if a.buffer[0].control == nil {
+			for n < len(a.buffer) && n < a.opts.BatchSize && a.buffer[n].control == nil {
+				n++
+			}
 		}
-		items := append([]json.RawMessage(nil), a.buffer[:n]...)
+		taken := append([]asyncItem(nil), a.buffer[:n]...)
 		a.buffer = append(a.buffer[:0:0], a.buffer[n:]...)
 		a.busy = true
 		a.inFlight = n
@@ -291,9 +300,16 @@ func (a *AsyncSession) ship() {
 		a.mu.Unlock()
 
 		var sent, failed, invalid int64
-		if notRegistered {
+		switch {
+		case notRegistered:
 			failed = int64(n)
-		} else {
+		case taken[0].control != nil:
+			sent, failed = a.runControl(taken[0].control)
+		default:
+			items := make([]json.RawMessage, n)
+			for i, item := range taken {
+				items[i] = item.body
+			}
 			sent, failed, invalid = a.send(items)
 		}
 
@@ -319,10 +335,59 @@ func (a *AsyncSession) ship() {
 	}
 }
 
+// runControl makes one queued control call; (1, 0) when it went through.
+func (a *AsyncSession) runControl(call func(context.Context) error) (sent, failed int64) {
+	if err := call(context.Background()); err != nil {
+		return 0, 1
+	}
+	return 1, 0
+}
+
+// control queues a call to the daemon behind the calls made before it (and the session's
+// registration).
+func (a *AsyncSession) control(call func(context.Context) error) error {
+	return a.enqueue(asyncItem{control: call})
+}
+
+// StartHeartbeatMonitor starts hang detection here at once; the daemon is told in order
+// with the other calls.
+func (a *AsyncSession) StartHeartbeatMonitor(_ context.Context, timeout, interval time.Duration) (*HeartbeatMonitor, error) {
+	a.mu.Lock()
+	refusing := a.refusing
+	a.mu.Unlock()
+	if refusing != nil {
+		return nil, refusing
+	}
+	m, err := a.Session.watch(timeout, interval)
+	if err != nil {
+		return nil, err
+	}
+	return m, a.control(func(ctx context.Context) error {
+		return a.Client.StartHeartbeatMonitor(ctx, a.ID, timeout)
+	})
+}
+
+// StopHeartbeatMonitor stops hang detection (the daemon is told in order).
+func (a *AsyncSession) StopHeartbeatMonitor(context.Context) error {
+	a.replaceMonitor(nil)
+	return a.control(func(ctx context.Context) error { return a.Client.StopHeartbeatMonitor(ctx, a.ID) })
+}
+
+// PauseHeartbeat suspends hang detection (the daemon is told in order).
+func (a *AsyncSession) PauseHeartbeat(context.Context) error {
+	a.pauseMonitor()
+	return a.control(func(ctx context.Context) error { return a.Client.PauseHeartbeat(ctx, a.ID) })
+}
+
+// ResumeHeartbeat restarts hang detection's clock (the daemon is told in order).
+func (a *AsyncSession) ResumeHeartbeat(context.Context) error {
+	a.resumeMonitor()
+	return a.control(func(ctx context.Context) error { return a.Client.ResumeHeartbeat(ctx, a.ID) })
+}
+
 // send posts one batch; returns how many items were accepted, lost and refused.
 func (a *AsyncSession) send(items []json.RawMessage) (sent, failed, invalid int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), a.Client.opts.Timeout)
-	defer cancel()
+	ctx := context.Background() // bounded by the transport's own timeout
 	body := map[string]any{"items": items}
 	if a.Client.daemon != nil {
 		body["session_id"] = a.ID
@@ -425,6 +490,7 @@ func (a *AsyncSession) close(ctx context.Context, reason string, crashed bool) e
 	flushErr := a.Flush(flushCtx)
 	cancelFlush()
 	a.mu.Lock()
+	registered = registered && !errors.Is(a.refusing, ErrNotRegistered) // it may have failed meanwhile
 	left := int64(len(a.buffer))
 	a.buffer = nil
 	if a.busy {

@@ -278,8 +278,12 @@ func (c *Client) call(ctx context.Context, method, path, session string, body an
 		c.mu.Unlock()
 		answer, err = t.do(ctx, method, route, body)
 	}
-	if err == nil && method == "POST" {
+	var apiErr *APIError
+	switch {
+	case err == nil && method == "POST":
 		c.wrote(session, answer)
+	case errors.As(err, &apiErr) && apiErr.Body != nil:
+		c.wrote(session, apiErr.Body) // some items of a batch were refused, the rest written
 	}
 	return answer, err
 }

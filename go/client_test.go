@@ -274,3 +274,34 @@ func TestWithoutADaemonTheURLIsChecked(t *testing.T) {
 		t.Fatalf("route: %s", route)
 	}
 }
+
+func TestAsyncMonitorCallsWaitForTheSessionsRegistration(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	for i := 0; i < 5; i++ {
+		a := c.StartAsyncSession("go-game", "1.0", AsyncOptions{})
+		// Straight after starting: the registration is still queued in the shipper.
+		if _, err := a.StartHeartbeatMonitor(ctx, 30*time.Second, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.PauseHeartbeat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		watched := daemonView(t, c, a.ID)["heartbeat_monitor"].(map[string]any)
+		if watched["enabled"] != true || watched["paused"] != true {
+			t.Fatalf("the daemon got the monitor calls after the registration: %v", watched)
+		}
+		if stats := a.Stats(); stats.Failed != 0 || stats.Sent != 2 {
+			t.Fatalf("stats: %+v", stats)
+		}
+		if err := a.End(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.StartHeartbeatMonitor(ctx, 30*time.Second, time.Second); !errors.Is(err, ErrEnded) {
+			t.Fatalf("after End: %v", err)
+		}
+	}
+}

@@ -31,11 +31,19 @@ func (s *Session) StartHeartbeatMonitor(ctx context.Context, timeout, interval t
 	if timeout <= 0 {
 		return nil, fmt.Errorf("datacat: heartbeat timeout must be positive, got %v", timeout)
 	}
-	if interval <= 0 {
-		interval = timeout / 5
-	}
 	if err := s.Client.StartHeartbeatMonitor(ctx, s.ID, timeout); err != nil {
 		return nil, err
+	}
+	return s.watch(timeout, interval)
+}
+
+// watch starts this process's side of hang detection: the monitor goroutine.
+func (s *Session) watch(timeout, interval time.Duration) (*HeartbeatMonitor, error) {
+	if timeout <= 0 {
+		return nil, fmt.Errorf("datacat: heartbeat timeout must be positive, got %v", timeout)
+	}
+	if interval <= 0 {
+		interval = timeout / 5
 	}
 	m := &HeartbeatMonitor{session: s, timeout: timeout, interval: interval, last: time.Now(),
 		stop: make(chan struct{}), stopped: make(chan struct{})}
@@ -63,22 +71,30 @@ func (s *Session) replaceMonitor(m *HeartbeatMonitor) {
 
 // PauseHeartbeat suspends hang detection (here and at the daemon).
 func (s *Session) PauseHeartbeat(ctx context.Context) error {
-	if m := s.currentMonitor(); m != nil {
-		m.mu.Lock()
-		m.paused = true
-		m.mu.Unlock()
-	}
+	s.pauseMonitor()
 	return s.Client.PauseHeartbeat(ctx, s.ID)
 }
 
 // ResumeHeartbeat restarts hang detection's clock.
 func (s *Session) ResumeHeartbeat(ctx context.Context) error {
+	s.resumeMonitor()
+	return s.Client.ResumeHeartbeat(ctx, s.ID)
+}
+
+func (s *Session) pauseMonitor() {
+	if m := s.currentMonitor(); m != nil {
+		m.mu.Lock()
+		m.paused = true
+		m.mu.Unlock()
+	}
+}
+
+func (s *Session) resumeMonitor() {
 	if m := s.currentMonitor(); m != nil {
 		m.mu.Lock()
 		m.paused, m.reported, m.last = false, false, time.Now()
 		m.mu.Unlock()
 	}
-	return s.Client.ResumeHeartbeat(ctx, s.ID)
 }
 
 func (s *Session) currentMonitor() *HeartbeatMonitor {
@@ -103,6 +119,14 @@ func (m *HeartbeatMonitor) Hangs() int {
 
 // Stop ends the monitor's goroutine (waiting at most a second for it).
 func (m *HeartbeatMonitor) Stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	m.stopWithin(ctx)
+}
+
+// stopWithin ends the monitor's goroutine, waiting for it until ctx ends: a hang report in
+// flight is not waited for past an ending's deadline.
+func (m *HeartbeatMonitor) stopWithin(ctx context.Context) {
 	m.mu.Lock()
 	select {
 	case <-m.stop:
@@ -110,10 +134,9 @@ func (m *HeartbeatMonitor) Stop() {
 		close(m.stop)
 	}
 	m.mu.Unlock()
-	// A hang report in flight is not waited for long: ending must stay bounded.
 	select {
 	case <-m.stopped:
-	case <-time.After(time.Second):
+	case <-ctx.Done():
 	}
 }
 

@@ -174,6 +174,11 @@ func (s *Session) Crash(ctx context.Context, reason string) error {
 }
 
 func (s *Session) end(ctx context.Context, reason string, crashed bool) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.Client.opts.EndTimeout)
+		defer cancel()
+	}
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
@@ -184,7 +189,7 @@ func (s *Session) end(ctx context.Context, reason string, crashed bool) error {
 	s.mu.Unlock()
 	s.Client.untrack(s)
 	if monitor != nil {
-		monitor.Stop()
+		monitor.stopWithin(ctx)
 	}
 	_, err := s.Client.EndSessionWith(ctx, s.ID, reason, crashed)
 	return err

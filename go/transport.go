@@ -90,7 +90,11 @@ func newTransport(base, token string, timeout time.Duration) *transport {
 // JSON answer. The context bounds the whole exchange; without a deadline, the transport's
 // timeout applies.
 func (t *transport) do(ctx context.Context, method, path string, body any) (map[string]any, error) {
-	if _, ok := ctx.Deadline(); !ok && t.timeout > 0 {
+	// A request cut short by the caller's own deadline says nothing about the peer.
+	cutShort := false
+	if deadline, ok := ctx.Deadline(); ok {
+		cutShort = time.Until(deadline) < t.timeout
+	} else if t.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t.timeout)
 		defer cancel()
@@ -123,8 +127,7 @@ func (t *transport) do(ctx context.Context, method, path string, body any) (map[
 	}
 	response, err := t.http.Do(request)
 	if err != nil {
-		// A request the caller cancelled says nothing about the peer.
-		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if ctx.Err() == nil || (errors.Is(ctx.Err(), context.DeadlineExceeded) && !cutShort) {
 			t.backoff.failed()
 		}
 		return nil, &TransportError{Op: method + " " + t.base + path, Err: err}

@@ -185,27 +185,18 @@ struct RegisterBody {
     query_url: Option<String>,
 }
 
-/// A query service URL a client named: `http://host[:port][/prefix]`.
-fn query_url(url: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(url) = url.map(|u| u.trim().trim_end_matches('/').to_string()) else {
-        return Ok(None);
-    };
-    if url.is_empty() {
-        return Ok(None);
-    }
-    if !url.starts_with("http://") || url.len() <= "http://".len() {
-        return Err(ApiError::BadRequest(format!(
-            "query_url must be the query service's http://host:port, got {url:?} \
-             (the daemon reads over plain HTTP; behind TLS, read with use_daemon=False)"
-        )));
-    }
-    Ok(Some(url))
+/// A query service URL a client named, as given (without a trailing `/`). It is only ever
+/// read from: one the daemon cannot use (an `https://` one: it reads over plain HTTP) makes
+/// reads answer from the daemon, it never fails a call.
+fn query_url(url: Option<String>) -> Option<String> {
+    url.map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
 }
 
 async fn register(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let body: RegisterBody = parse(body)?;
     let (product, version) = product_and_version(body.product, body.version)?;
-    let query_url = query_url(body.query_url)?;
+    let query_url = query_url(body.query_url);
     let session_id =
         client_session_id(body.session_id)?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let start = SessionStart {
@@ -432,7 +423,7 @@ async fn session(
         None => None,
     };
     let local = daemon.registry.snapshot(id);
-    let base_url = query_url(params.get("query_url").cloned())?
+    let base_url = query_url(params.get("query_url").cloned())
         .or_else(|| local.as_ref().and_then(|l| l.query_url.clone()))
         .or_else(|| daemon.query_url.clone());
     let min_seq = local.as_ref().and_then(|l| l.last_seq).max(asked_seq);

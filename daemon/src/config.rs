@@ -60,7 +60,8 @@ pub struct Config {
     #[arg(long, env = "DATACAT_QUERY_URL")]
     pub query_url: Option<String>,
 
-    /// Token for reading from the query service (its read or write token).
+    /// Token for reading from the query service at `--query-url` (its read or write token;
+    /// never sent to a query service a client names).
     #[arg(long, env = "DATACAT_READ_TOKEN", hide_env_values = true)]
     pub query_token: Option<String>,
 

@@ -78,6 +78,7 @@ async fn run(config: Config) -> Result<()> {
         upstream: upstream::Upstream::new(
             Duration::from_millis(config.query_timeout_ms),
             config.query_token.clone(),
+            config.query_url.as_deref(),
         ),
         query_url: config.query_url.clone().filter(|url| !url.is_empty()),
     });

@@ -38,20 +38,24 @@ struct Health {
 
 pub struct Upstream {
     client: reqwest::Client,
-    token: Option<String>,
+    /// The read token, and the one query service it is sent to: a URL a client names (any
+    /// local process can) never gets it.
+    token: Option<(String, String)>,
     health: Mutex<HashMap<String, Health>>,
 }
 
 impl Upstream {
-    pub fn new(timeout: Duration, token: Option<String>) -> Self {
+    /// `token`: the read token of the query service at `token_url` (`--query-url`).
+    pub fn new(timeout: Duration, token: Option<String>, token_url: Option<&str>) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(1)))
             .build()
             .unwrap_or_default();
+        let token_url = token_url.map(|url| url.trim().trim_end_matches('/').to_string());
         Self {
             client,
-            token: token.filter(|t| !t.is_empty()),
+            token: token.filter(|t| !t.is_empty()).zip(token_url),
             health: Mutex::default(),
         }
     }
@@ -71,7 +75,7 @@ impl Upstream {
             url.push_str(&format!("?min_seq={seq}"));
         }
         let mut request = self.client.get(&url);
-        if let Some(token) = &self.token {
+        if let Some((token, _)) = self.token.as_ref().filter(|(_, to)| to == base_url) {
             request = request.bearer_auth(token);
         }
         let answer = match request.send().await {
@@ -120,12 +124,55 @@ impl Upstream {
 mod tests {
     use super::*;
 
+    /// Answers every request 404 and hands over what it received.
+    async fn recording_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0; 4096];
+                let n = stream.read(&mut request).await.unwrap_or(0);
+                let _ = sender.send(String::from_utf8_lossy(&request[..n]).to_lowercase());
+                let answer = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        (url, receiver)
+    }
+
+    #[tokio::test]
+    async fn the_read_token_goes_only_to_the_configured_query_service() {
+        let (configured, mut to_configured) = recording_server().await;
+        let (other, mut to_other) = recording_server().await;
+        let upstream = Upstream::new(
+            Duration::from_secs(5),
+            Some("secret".into()),
+            Some(&format!("{configured}/")),
+        );
+        let answer = upstream.session(&configured, "s", Some(1)).await;
+        assert!(matches!(answer, Answer::Unknown), "{answer:?}");
+        let request = to_configured.recv().await.unwrap();
+        assert!(
+            request.starts_with("get /api/sessions/s?min_seq=1 "),
+            "{request}"
+        );
+        assert!(
+            request.contains("authorization: bearer secret"),
+            "{request}"
+        );
+        upstream.session(&other, "s", None).await;
+        let request = to_other.recv().await.unwrap();
+        assert!(!request.contains("authorization"), "{request}");
+    }
+
     #[tokio::test]
     async fn a_server_that_does_not_answer_costs_one_timeout_then_a_backoff() {
         // Accepts connections and never answers.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let upstream = Upstream::new(Duration::from_secs(2), None);
+        let upstream = Upstream::new(Duration::from_secs(2), None, None);
         let started = Instant::now();
         let first = upstream.session(&url, "s", Some(3)).await;
         assert!(matches!(first, Answer::Unavailable(_)), "{first:?}");

@@ -305,6 +305,8 @@ class AsyncSession(_TypedMetrics):
         self._ready = collections.deque()
         self._sending = None  # the batch being sent
         self._abandoned = None  # ... that shutdown() stopped waiting for
+        self._packing = 0  # calls the packer has taken and not yet handed on
+        self._cut = False  # shutdown() has counted what was left: nothing more is sent
         self._thread = threading.Thread(target=self._pack_loop, name="datacat-async-%s" % (self.session_id,))
         self._thread.daemon = True
         self._thread.start()
@@ -345,21 +347,25 @@ class AsyncSession(_TypedMetrics):
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
                 continue
-            with self._progress:
-                while len(self._ready) >= 2:  # the sender is behind: hold the calls here
-                    self._progress.wait(0.1)
-                self._busy = True
             entries = []
             control = None
-            try:
-                for _ in range(self.batch_size):
-                    entry = pop()
-                    if entry[0] == _CONTROL:
-                        control = entry  # sent after the calls before it
-                        break
-                    entries.append(entry)
-            except IndexError:
-                pass
+            with self._progress:
+                while len(self._ready) >= 2 and not self._cut:  # the sender is behind: hold the calls here
+                    self._progress.wait(0.1)
+                self._busy = True
+                # Taken under the lock, so that shutdown() accounts for them at its cut.
+                try:
+                    for _ in range(self.batch_size):
+                        entry = pop()
+                        if entry[0] == _CONTROL:
+                            control = entry  # sent after the calls before it
+                            break
+                        entries.append(entry)
+                except IndexError:
+                    pass
+                taken = len(entries) + (control is not None)
+                self._packing = taken
+                cut_before = self._cut
             try:
                 packed = self._pack(entries) if entries else None
             except Exception:  # noqa: BLE001 - the shipper must survive anything
@@ -367,12 +373,19 @@ class AsyncSession(_TypedMetrics):
                 self._count("failed", len(entries))
                 packed = None
             with self._progress:
-                if packed is not None:
-                    self._ready.append(packed)
-                if control is not None:
-                    self._ready.append((control, 1))
                 self._busy = False
+                self._packing = 0
                 self._progress.notify_all()
+                if not self._cut:
+                    if packed is not None:
+                        self._ready.append(packed)
+                    if control is not None:
+                        self._ready.append((control, 1))
+                    continue
+            # The session has ended: not sent. shutdown() counted what it saw being packed;
+            # what was taken after it looked is counted here.
+            if cut_before:
+                self._count("failed", taken)
 
     def _register(self):
         """Register the session (created in async mode), before sending any call of it."""
@@ -613,8 +626,10 @@ class AsyncSession(_TypedMetrics):
             self._progress.notify_all()
         # The threads end on their own once idle; one stuck in a request is not waited for.
         self._thread.join(min(0.05, max(0.0, remaining(deadline))))
+        # The cut: every call not sent by now is counted as failed, once.
         with self._lock:
-            left = len(self._buffer) + sum(packed[1] for packed in self._ready)
+            self._cut = True
+            left = len(self._buffer) + sum(packed[1] for packed in self._ready) + self._packing
             self._buffer.clear()
             self._ready.clear()
             if self._sending is not None:
@@ -629,6 +644,11 @@ class AsyncSession(_TypedMetrics):
         else:
             self._end_result = _bounded(deadline, _call_accepting, self.session.end,
                                         {"reason": reason, "crashed": crashed or None})
+        with self._lock:
+            # A call that passed the room check just as the session ended.
+            late = len(self._buffer)
+            self._buffer.clear()
+        self._count("failed", late)
         return self._end_result
 
     def end(self, reason=None, crashed=False, timeout=None, deadline=None):

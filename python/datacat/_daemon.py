@@ -261,6 +261,10 @@ class DaemonManager(object):
         self._start_backoff = Backoff()
         self._transport = None
         self._lock = threading.RLock()
+        # A start in progress (outside the lock: it can take startup_timeout), and the
+        # condition other requests wait on for it.
+        self._starting = False
+        self._started = threading.Condition(self._lock)
         self._pid = os.getpid()
         if _all_managers is not None:
             _all_managers.add(self)
@@ -274,6 +278,8 @@ class DaemonManager(object):
         """In a forked child: forget the parent's daemon (it is not ours)."""
         self._pid = os.getpid()
         self._lock = threading.RLock()
+        self._starting = False
+        self._started = threading.Condition(self._lock)
         proc, self.process = self.process, None
         if proc is not None and proc.stdin is not None:
             # Close only our inherited copy of the write end, so that the
@@ -400,12 +406,8 @@ class DaemonManager(object):
 
     def start(self):
         """Start the daemon unless it is running; return its port."""
-        self._check_fork()
-        with self._lock:
-            if self.process is None or self.process.poll() is not None:
-                self._retire(self.process)
-                self._spawn()
-            return self.port
+        self._ensure()
+        return self.port
 
     def _retire(self, proc):
         """Let go of a daemon process we no longer use (lock held)."""
@@ -447,42 +449,54 @@ class DaemonManager(object):
 
     # -- requests ------------------------------------------------------------------
 
-    def _current(self):
-        """Running daemon's (process, transport), starting one if needed."""
+    def _ensure(self, deadline=None, replacing=None):
+        """The running daemon's (process, transport), starting one if needed (or if the
+        running one is ``replacing``, which did not answer).
+
+        A start that another thread has under way is waited for, but with a ``deadline``
+        only until it passes; and with a deadline no daemon is started: a new daemon
+        would not know the sessions of the one that is gone, and its start-up is not
+        bounded by the caller's time.
+        """
         self._check_fork()
         with self._lock:
-            if self.process is None or self.process.poll() is not None:
-                if self.process is not None:
-                    log.info(
-                        "daemon pid %d has exited (code %s); starting a new one",
-                        self.process.pid,
-                        self.process.returncode,
-                    )
-                self._retire(self.process)
-                self._spawn()
-            return self.process, self._transport
-
-    def _replace(self, proc):
-        """Replace ``proc`` by a new daemon unless another thread already did."""
-        with self._lock:
-            if self.process is proc:
+            while True:
+                proc = self.process
+                if proc is not None and proc is not replacing and proc.poll() is None:
+                    return proc, self._transport
+                if not self._starting:
+                    break
+                left = remaining(deadline)
+                if left is not None and left <= 0:
+                    raise TransportError("the daemon is still starting", kind="deadline")
+                self._started.wait(0.05 if left is None else min(0.05, left))
+            if deadline is not None:
+                raise TransportError("no daemon is running (a new one would not know the session)",
+                                     kind="refused")
+            if proc is not None:
+                log.info("daemon pid %d has exited or does not answer (code %s); starting a new one",
+                         proc.pid, proc.poll())
                 self._retire(proc)
-                self._spawn()
-            elif self.process is None or self.process.poll() is not None:
-                self._retire(self.process)
-                self._spawn()
-            return self.process, self._transport
+            self._starting = True
+        try:
+            self._spawn()
+        finally:
+            with self._lock:
+                self._starting = False
+                self._started.notify_all()
+        return self.process, self._transport
 
     def request(self, method, path, body=None, timeout=None, deadline=None):
         """Send a request to the daemon, starting it first if necessary.
 
         If the request is refused (or the connection breaks) because the
         daemon has exited, a new daemon is started and the request is sent
-        again, once. ``deadline`` (a ``_transport._clock()`` value) bounds it
-        all but a daemon's start-up. Raises ``DaemonStartError``,
-        ``TransportError`` or ``DaemonHTTPError``.
+        again, once; except with a ``deadline`` (a ``_transport._clock()``
+        value), which bounds the request and never starts a daemon (see
+        ``_ensure``). Raises ``DaemonStartError``, ``TransportError`` or
+        ``DaemonHTTPError``.
         """
-        proc, transport = self._current()
+        proc, transport = self._ensure(deadline)
         try:
             return transport.request(method, path, body, timeout=timeout, deadline=deadline)
         except TransportError as exc:
@@ -495,7 +509,7 @@ class DaemonManager(object):
             if exc.kind != "refused" and proc.poll() is None:
                 raise
             log.info("daemon unreachable (%s); starting a new one and retrying once", exc)
-            proc, transport = self._replace(proc)
+            proc, transport = self._ensure(deadline, replacing=proc)
             return transport.request(method, path, body, timeout=timeout, deadline=deadline)
 
     def health(self, timeout=None):

@@ -235,6 +235,8 @@ class HTTPJSONTransport(object):
         if timeout is None:
             timeout = self.timeout
         left = remaining(deadline)
+        # A request cut short by the caller's deadline says nothing about the peer.
+        cut_short = left is not None and left < timeout
         if left is not None:
             if left <= 0:
                 raise TransportError("%s %s: the deadline passed before it was sent" % (method, path),
@@ -262,7 +264,8 @@ class HTTPJSONTransport(object):
                     # The peer closed an idle kept-alive connection before
                     # reading our request: safe to send it again once.
                     continue
-                self.backoff.failed()
+                if not (cut_short and kind == "timeout"):
+                    self.backoff.failed()
                 raise TransportError(
                     "%s %s to %s failed: %s" % (method, path, self.base_url, exc or type(exc).__name__),
                     kind=kind,

@@ -44,14 +44,19 @@ def _describe(etype, value):
 
 
 def _on_uncaught(etype, value, tb):
+    from .session import end_open_sessions
+
     try:
-        for session in _sessions():
-            if issubclass(etype, KeyboardInterrupt):
-                session.end(reason="interrupted (KeyboardInterrupt)")
-                continue
+        if issubclass(etype, KeyboardInterrupt):
+            end_open_sessions(reason="interrupted (KeyboardInterrupt)")
+            return
+
+        def log_it(session):
             session.log_exception((etype, value, tb), level="critical",
                                   extra_data={"uncaught": True})
-            session.end(reason="uncaught %s" % (_describe(etype, value),), crashed=True)
+
+        end_open_sessions(reason="uncaught %s" % (_describe(etype, value),), crashed=True,
+                          before_end=log_it)
     except Exception:  # noqa: BLE001 - never hide the application's own traceback
         log.debug("reporting an uncaught exception failed", exc_info=True)
 

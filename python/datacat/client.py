@@ -196,14 +196,21 @@ class DatacatClient(object):
     def request(self, method, path, body=None, timeout=None, deadline=None):
         """One request to the daemon (or the query service); remembers the batch sequence
         a write answers with, for reading it back. Raises the transport's errors."""
-        answer = self.daemon.request(method, path, body, timeout=timeout, deadline=deadline)
-        if isinstance(answer, dict) and method == "POST":
-            seq = answer.get("seq", answer.get("last_seq"))
-            if isinstance(seq, int) and not isinstance(seq, bool):
-                session_id = _payload.session_id_of(body)
-                if session_id:
-                    self.wrote(session_id, seq)
+        try:
+            answer = self.daemon.request(method, path, body, timeout=timeout, deadline=deadline)
+        except DaemonHTTPError as exc:
+            self._remember_seq(body, exc.body)  # some items of a batch refused, the rest written
+            raise
+        if method == "POST":
+            self._remember_seq(body, answer)
         return answer
+
+    def _remember_seq(self, body, answer):
+        seq = answer.get("seq", answer.get("last_seq")) if isinstance(answer, dict) else None
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            session_id = _payload.session_id_of(body)
+            if session_id:
+                self.wrote(session_id, seq)
 
     def wrote(self, session_id, seq):
         """Remember that a write of ``session_id`` was published as batch ``seq``."""
@@ -385,7 +392,7 @@ class DatacatClient(object):
         wait = max(0.0, (remaining(deadline) or 0.0) - _END_MARGIN)
         result = self._session_call(
             "/end", _payload.build_end, session_id, reason=reason, crashed=crashed, wait=wait,
-            _timeout=max(0.001, remaining(deadline)), _deadline=deadline,
+            _deadline=deadline,
         )
         if isinstance(result, dict) and result.get("delivered") is False:
             # The daemon keeps the data queued and goes on retrying; it is lost only if

@@ -33,13 +33,9 @@ class _OpenSessions(object):
     def __init__(self):
         self._lock = threading.Lock()
         self._sessions = []
-        self._hook_installed = False
 
     def add(self, session):
         with self._lock:
-            if not self._hook_installed:
-                atexit.register(_at_exit)
-                self._hook_installed = True
             if not any(s is session for s in self._sessions):
                 self._sessions.append(session)
 
@@ -77,9 +73,10 @@ def exit_reason():
     return "process exited (sys.exit(%r)) without calling end()" % (code,)
 
 
-def end_open_sessions(reason=None, timeout=None):
-    """End every open session of this process (``ended``, with ``reason``), all within
-    one deadline: ``timeout``, by default the longest ``exit_timeout`` among them."""
+def end_open_sessions(reason=None, timeout=None, crashed=False, before_end=None):
+    """End every open session of this process (``ended``, with ``reason``; ``crashed``
+    if asked), all within one deadline: ``timeout``, by default the longest
+    ``exit_timeout`` among them. ``before_end(session)`` is called first for each."""
     sessions = _open_sessions.of_this_process()
     if not sessions:
         return
@@ -89,7 +86,9 @@ def end_open_sessions(reason=None, timeout=None):
     reason = reason if reason is not None else exit_reason()
     for session in sessions:
         try:
-            session.end(reason=reason, deadline=deadline)
+            if before_end is not None:
+                before_end(session)
+            session.end(reason=reason, crashed=crashed, deadline=deadline)
         except Exception:  # noqa: BLE001 - never raise at exit
             log.debug("ending a session at exit failed", exc_info=True)
 
@@ -97,6 +96,12 @@ def end_open_sessions(reason=None, timeout=None):
 def _at_exit():
     end_open_sessions()
     _accounting.report_at_exit()
+
+
+# Registered when the package is imported, so that it runs after the application's own
+# exit handlers (registered later, run first) and reports undelivered calls even of
+# programs that never had a session open.
+atexit.register(_at_exit)
 
 
 class Timer(object):

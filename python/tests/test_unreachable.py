@@ -61,7 +61,7 @@ def test_async_session_against_a_black_hole_costs_the_caller_nothing(hole):
     assert all(s.log_event("tick", data={"i": i}) is True for i in range(100))
     assert _clock() - started < 1.0
     _, took = timed(s.end)
-    assert took < 6.0, "end() took %.1f s (its deadline is 3 s)" % took
+    assert took < 4.5, "end() took %.1f s (its deadline is 3 s)" % took
     assert s.log_event("late") is False  # ended: not sent, and counted
     stats = s.get_stats()
     assert stats["sent"] == 0 and stats["failed"] == 101, stats
@@ -77,9 +77,9 @@ def test_blocking_calls_cost_one_timeout_then_back_off(hanging):
     took = _clock() - started
     assert results == [False] * 5
     # One 5 s timeout, then the backoff answers at once (it was 5 timeouts: 50 s).
-    assert took < 12.0, "5 calls to a hung server took %.1f s" % took
+    assert took < 8.0, "5 calls to a hung server took %.1f s" % took
     _, took = timed(s.end)
-    assert took < 6.0, "end() took %.1f s" % took
+    assert took < 4.5, "end() took %.1f s" % took
     assert s.get_stats() == {"sent": 1, "failed": 6}
 
 
@@ -92,7 +92,7 @@ def test_shutdown_is_bounded_when_the_request_in_flight_hangs(hanging):
         s.log_event("tick", data={"i": i})
     time.sleep(0.3)  # the shipper is now waiting in its request
     _, took = timed(s.shutdown, 2.0)
-    assert took < 4.0, "shutdown(2.0) took %.1f s (it took 70 s when it waited behind the request)" % took
+    assert took < 3.0, "shutdown(2.0) took %.1f s (it took 70 s when it waited behind the request)" % took
     stats = s.get_stats()
     assert stats["failed"] == 1000 and stats["sent"] == 0, stats
     assert s.log_metric("late", 1) is False
@@ -133,7 +133,7 @@ def test_daemon_answers_with_nats_and_the_query_service_black_holed(offline):
 
     end, took = timed(s.end)
     assert end["status"] == "ok" and end["delivered"] is False, end
-    assert took < 4.0, "end() took %.1f s with NATS unreachable (the data is in the spool)" % took
+    assert took < 3.0, "end() took %.1f s with NATS unreachable (the data is in the spool)" % took
     after = s.get_details()
     assert after["active"] is False and after["status"] == "ended" and after["ended_at"], after
     listed = s.client.get_all_sessions()
@@ -148,7 +148,7 @@ def test_async_session_with_nats_black_holed_ends_within_about_a_second(offline)
     for i in range(100):
         s.log_event("tick", data={"i": i})
     end, took = timed(s.end)
-    assert end["status"] == "ok" and took < 4.0, (end, took)
+    assert end["status"] == "ok" and took < 3.0, (end, took)
     assert s.get_stats()["sent"] == 100
 
 
@@ -179,6 +179,45 @@ def test_exit_is_bounded_and_says_what_was_not_delivered():
     took = _clock() - started
     err = err.decode("utf-8", "replace")
     assert proc.returncode == 0, err
-    assert took < 12.0, "the process took %.1f s to exit (its exit deadline is 3 s)" % took
+    assert took < 6.0, "the process took %.1f s to exit (its exit deadline is 3 s)" % took
     lines = [line for line in err.splitlines() if "were not delivered" in line]
     assert len(lines) == 1 and "11 call(s)" in lines[0], err  # 10 events and the end
+
+
+SLOW_DAEMON_APP = textwrap.dedent("""
+    import sys
+    sys.path[:0] = [%(python)r]
+    import datacat
+
+    s = datacat.create_session(product="p", version="1", async_mode=True,
+                               daemon_binary=%(daemon)r)
+    s.log_event("tick")
+    # returns at once: the session is registered (and the daemon started) in the background,
+    # and the exit hook must not wait for a daemon that takes 8 s to come up
+""")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a shell script stands in for the daemon")
+def test_ending_does_not_wait_for_a_daemon_still_starting(tmpdir, monkeypatch):
+    slow = tmpdir.join("slow-daemon")
+    slow.write("#!/bin/sh\nsleep 8\n")  # never says it is ready
+    slow.chmod(0o755)
+    monkeypatch.setenv("DATACAT_DAEMON_LOG", os.devnull)
+    datacat._daemon.stop_shared_daemons(timeout=1.0)
+    try:
+        s = datacat.create_session(product="p", version="1", async_mode=True,
+                                   daemon_binary=str(slow), capture_uncaught=False)
+        s.log_event("tick")
+        time.sleep(0.3)  # the background registration is starting the daemon now
+        _, took = timed(s.end)
+        assert took < 3.5, "end() waited %.1f s for the daemon's start-up (its deadline is 2 s)" % took
+        assert s.get_stats()["failed"] == 1
+    finally:
+        datacat._daemon.stop_shared_daemons(timeout=1.0)
+    script = SLOW_DAEMON_APP % {"python": PYTHON_DIR, "daemon": str(slow)}
+    started = _clock()
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    _, err = proc.communicate()
+    took = _clock() - started
+    assert proc.returncode == 0, err
+    assert took < 5.0, "the exit took %.1f s (8 s for the daemon; the exit deadline is 2 s)" % took
