@@ -26,7 +26,8 @@ from ._log_handler import DatacatHandler, DatacatLoggingHandler, DatacatLogHandl
 from ._monitor import HeartbeatMonitor
 from ._transport import DaemonHTTPError, TransportError
 from .client import DatacatClient
-from .session import Session, Timer, create_session
+from ._create import create_session
+from .session import Session, Timer
 
 __version__ = "0.1.0"
 

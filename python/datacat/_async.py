@@ -43,7 +43,8 @@ from ._compat import PY2, register_after_fork
 from ._payload import InvalidRecord
 from ._transport import DaemonHTTPError, deadline_after, remaining
 from .client import DatacatClient, _caller_stack
-from .session import Session, _TypedMetrics, _open_sessions, _track_open_session
+from ._lifecycle import open_sessions
+from .session import Session, _TypedMetrics
 
 log = logging.getLogger("datacat")
 
@@ -120,9 +121,9 @@ class AsyncSession(_TypedMetrics):
         else:  # Python < 3.7: notice a fork lazily, at the next call (one getpid each)
             self._append = self._append_checking_fork
         # The exit hook drains this buffer before the session ends, not the other way round.
-        _open_sessions.discard(session)
+        open_sessions.discard(session)
         if self._refusing is None:
-            _track_open_session(self)
+            open_sessions.add(self)
 
     def __repr__(self):
         return "<datacat.AsyncSession %s queued=%d>" % (self.session_id, len(self._buffer))
@@ -399,7 +400,7 @@ class AsyncSession(_TypedMetrics):
         session.registered = answered is not None
         if not session.registered:
             self._refuse_calls("session %s could not be registered" % (session.session_id,))
-            _open_sessions.discard(self)
+            open_sessions.discard(self)
         with self._progress:
             self._registering = False
             self._progress.notify_all()
@@ -615,7 +616,7 @@ class AsyncSession(_TypedMetrics):
                 return self._end_result
             self._ended = True
             self._refuse_calls(self._refusing or "session %s has ended" % (self.session_id,))
-        _open_sessions.discard(self)
+        open_sessions.discard(self)
         if deadline is None:
             deadline = deadline_after(self.exit_timeout if timeout is None else timeout)
         total = max(0.0, remaining(deadline))

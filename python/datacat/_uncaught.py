@@ -7,9 +7,8 @@ exception that ends another thread (``threading.excepthook``, 3.8+) does not
 end the process: it is logged as an error event only. ``KeyboardInterrupt``
 ends sessions normally, with the reason ``interrupted``.
 
-``sys.exit`` is wrapped to remember its status, so that sessions still open
-when the process exits are ended with it as the reason (``SystemExit`` never
-reaches ``sys.excepthook``).
+Installing the hooks also makes ``sys.exit`` remember its status, for the reason
+the sessions still open at exit end with (``_lifecycle``).
 """
 
 from __future__ import absolute_import
@@ -18,22 +17,12 @@ import logging
 import sys
 import threading
 
+from ._lifecycle import end_open_sessions, open_sessions, remember_exit_status
+
 log = logging.getLogger("datacat")
 
 _installed = []
 _lock = threading.Lock()
-_exit_status = []
-
-
-def exit_status():
-    """``(status,)`` as last passed to ``sys.exit`` in this process, or None."""
-    return tuple(_exit_status) if _exit_status else None
-
-
-def _sessions():
-    from .session import _open_sessions
-
-    return _open_sessions.of_this_process()
 
 
 def _describe(etype, value):
@@ -44,8 +33,6 @@ def _describe(etype, value):
 
 
 def _on_uncaught(etype, value, tb):
-    from .session import end_open_sessions
-
     try:
         if issubclass(etype, KeyboardInterrupt):
             end_open_sessions(reason="interrupted (KeyboardInterrupt)")
@@ -65,7 +52,7 @@ def _on_thread_exception(args):
     if args.exc_type is not SystemExit:
         try:
             name = args.thread.name if args.thread is not None else "?"
-            for session in _sessions():
+            for session in open_sessions.of_this_process():
                 session.log_exception((args.exc_type, args.exc_value, args.exc_traceback),
                                       extra_data={"uncaught": True, "thread": name})
         except Exception:  # noqa: BLE001
@@ -85,16 +72,7 @@ def install_uncaught_hook():
             previous(etype, value, tb)
 
         sys.excepthook = excepthook
-        previous_exit = sys.exit
-
-        def exit(status=None):
-            # In another thread it only ends that thread.
-            if isinstance(threading.current_thread(), threading._MainThread):
-                _exit_status[:] = [status]
-            return previous_exit(status)
-
-        exit.__doc__ = previous_exit.__doc__
-        sys.exit = exit
+        remember_exit_status()
         previous_thread_hook = getattr(threading, "excepthook", None)
         if previous_thread_hook is not None:
             def thread_excepthook(args):

@@ -1,108 +1,19 @@
-"""``Session`` (the object applications use) and ``create_session()``."""
+"""``Session``: the object applications use (``create_session()`` makes one)."""
 
 from __future__ import absolute_import
 
-import atexit
 import functools
 import logging
 import os
 import threading
 import time
 
-from . import _accounting
-from ._ids import uuid7
-from ._transport import TransportError, deadline_after
-from .client import DatacatClient
+from ._lifecycle import open_sessions
+from ._transport import TransportError
 
 log = logging.getLogger("datacat")
 
 _monotonic = getattr(time, "perf_counter", time.time)
-
-# The reason recorded for a session still open when the interpreter exits normally: the
-# application did not crash, it just never called end(). (A process that dies is reported
-# as crashed by the daemon, which sees its pipe close.)
-EXIT_REASON = "process exited without calling end()"
-
-
-class _OpenSessions(object):
-    """Every session of this process not ended yet, held strongly: a session the
-    application dropped without ending is still ended (``ended``, with the exit reason)
-    when the process exits normally, instead of being collected and then reported
-    crashed by the daemon when the process's pipe closes."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._sessions = []
-
-    def add(self, session):
-        with self._lock:
-            if not any(s is session for s in self._sessions):
-                self._sessions.append(session)
-
-    def discard(self, session):
-        with self._lock:
-            self._sessions = [s for s in self._sessions if s is not session]
-
-    def of_this_process(self):
-        """The open sessions this process created (a forked child inherits its
-        parent's list; those are the parent's to end)."""
-        pid = os.getpid()
-        with self._lock:
-            return [s for s in self._sessions if s._pid == pid and not s.ended]
-
-
-_open_sessions = _OpenSessions()
-
-
-def _track_open_session(session):
-    _open_sessions.add(session)
-
-
-def exit_reason():
-    """Why the process is exiting, for the sessions it leaves open."""
-    from ._uncaught import exit_status
-
-    status = exit_status()
-    if status is None:
-        return EXIT_REASON
-    code, = status
-    if code is None or code == 0:
-        return "process exited (sys.exit(0)) without calling end()"
-    if isinstance(code, int):
-        return "process exited with status %d (sys.exit) without calling end()" % (code,)
-    return "process exited (sys.exit(%r)) without calling end()" % (code,)
-
-
-def end_open_sessions(reason=None, timeout=None, crashed=False, before_end=None):
-    """End every open session of this process (``ended``, with ``reason``; ``crashed``
-    if asked), all within one deadline: ``timeout``, by default the longest
-    ``exit_timeout`` among them. ``before_end(session)`` is called first for each."""
-    sessions = _open_sessions.of_this_process()
-    if not sessions:
-        return
-    if timeout is None:
-        timeout = max(s.exit_timeout for s in sessions)
-    deadline = deadline_after(timeout)
-    reason = reason if reason is not None else exit_reason()
-    for session in sessions:
-        try:
-            if before_end is not None:
-                before_end(session)
-            session.end(reason=reason, crashed=crashed, deadline=deadline)
-        except Exception:  # noqa: BLE001 - never raise at exit
-            log.debug("ending a session at exit failed", exc_info=True)
-
-
-def _at_exit():
-    end_open_sessions()
-    _accounting.report_at_exit()
-
-
-# Registered when the package is imported, so that it runs after the application's own
-# exit handlers (registered later, run first) and reports undelivered calls even of
-# programs that never had a session open.
-atexit.register(_at_exit)
-
 
 class Timer(object):
     """Times a block (or a decorated function) and logs a ``timer`` metric.
@@ -197,7 +108,7 @@ class Session(_TypedMetrics):
         self._monitor = None
         self._pid = os.getpid()
         if session_id is not None and registered is not False:
-            _track_open_session(self)
+            open_sessions.add(self)
 
     def __repr__(self):
         return "<datacat.Session %s %s/%s%s>" % (
@@ -306,7 +217,7 @@ class Session(_TypedMetrics):
             if self.registered is False:
                 self._closed("/end")
             self._ended = True
-            _open_sessions.discard(self)
+            open_sessions.discard(self)
             if self._monitor is not None:
                 self._monitor.stop(timeout=0.2)
             if self.registered is False:
@@ -341,59 +252,3 @@ class Session(_TypedMetrics):
     def __exit__(self, exc_type, exc_value, tb):
         self.end(reason="exception" if exc_type is not None else None)
         return False
-
-
-def create_session(base_url=None, product=None, version=None, nats_url=None, daemon_port="auto",
-                   async_mode=False, queue_size=10000, use_daemon=True, drop_on_full=True,
-                   capture_uncaught=True, **kwargs):
-    """Register a new session and return a ``Session`` (or an ``AsyncSession``).
-
-    ``product`` and ``version`` are required (``ValueError`` otherwise).
-
-    * ``base_url`` (default ``$DATACAT_QUERY_URL``): the query service. With a
-      daemon, sessions are read back from it (``get_details()``).
-    * ``use_daemon`` (default True): calls go to this process's shared daemon
-      (started on first use; ``nats_url``, default ``$DATACAT_NATS_URL``, is
-      handed to it). ``use_daemon=False`` sends them to the query service at
-      ``base_url`` instead (its direct-write endpoints; ``token=`` or
-      ``$DATACAT_WRITE_TOKEN``).
-    * ``async_mode``: returns at once, without waiting for the daemon or the
-      network: the session is registered from the background thread, and
-      every call only appends to a buffer of ``queue_size`` calls shipped in
-      batches; ``drop_on_full`` (default) drops and counts calls when it is
-      full, False blocks the caller instead. Further options: ``batch_size``,
-      ``flush_interval``, ``exit_timeout``.
-    * ``capture_uncaught`` (default True): an uncaught exception is logged and
-      the session ends ``crashed`` with it.
-
-    Other keyword arguments go to ``DatacatClient`` (``daemon_binary``,
-    ``timeout``, ``end_timeout``, ``read_timeout``, ``startup_timeout``,
-    ``log_path``, ``token``). The session's id is minted here (a time-ordered
-    UUID), so ``session_id`` is known at once. If the session cannot be
-    registered, ``registered`` is False and it refuses its calls (logged and
-    counted): monitoring never stops the application.
-    """
-    if not product or not version:
-        raise ValueError("Product and version are required to create a session")
-    async_options = {}
-    for option in ("batch_size", "flush_interval", "exit_timeout"):
-        if option in kwargs:
-            async_options[option] = kwargs.pop(option)
-    client = DatacatClient(base_url, daemon_port=daemon_port, nats_url=nats_url,
-                           use_daemon=use_daemon, **kwargs)
-    session_id = uuid7()
-    if async_mode:
-        from ._async import AsyncSession
-
-        session = Session(client, session_id, product=product, version=version, registered=None)
-        session = AsyncSession(session, queue_size=queue_size, drop_on_full=drop_on_full,
-                               **async_options)
-    else:
-        answered = client.create_session(product, version, session_id=session_id)
-        session = Session(client, answered or session_id, product=product, version=version,
-                          registered=answered is not None)
-    if capture_uncaught:
-        from ._uncaught import install_uncaught_hook
-
-        install_uncaught_hook()
-    return session

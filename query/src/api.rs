@@ -1,104 +1,33 @@
-//! The REST API: routes and the read endpoints. Query strings are parsed by hand (repeatable
-//! filters like `state=a%3D1&state=b%3D2`, and an error naming any unknown parameter).
+//! The read endpoints of the REST API (routes: `routes.rs`; parameters: `params.rs`).
 
 use axum::extract::{Path, RawQuery, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use datacat_protocol::api::{
     ErrorBody, EventPage, MetricAcrossSessions, MetricStat, MetricsAnswer, ProductsAnswer,
-    SessionDetail, SessionPage, SessionQuery, StateDiffView, StateSnapshot, TrendAnswer,
+    SessionDetail, SessionPage, StateDiffView, StateSnapshot, TrendAnswer,
 };
 use datacat_protocol::query::{pairs, param};
 use datacat_warehouse::{EventFilter, StatePoint};
 use serde_json::{json, Value};
 
-use crate::direct;
 use crate::error::ApiError;
-use crate::export;
 use crate::freshness::wait_applied;
-use crate::openapi;
-use crate::openapi::{EventParams, MinSeq, SessionFilters};
-use crate::{metrics, AppState};
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics::render))
-        .route("/api/sessions", get(list_sessions).post(direct::create))
-        .route("/api/sessions/{id}", get(session))
-        .route(
-            "/api/sessions/{id}/events",
-            get(session_events).post(direct::event),
-        )
-        .route(
-            "/api/sessions/{id}/metrics",
-            get(session_metrics).post(direct::metric),
-        )
-        .route(
-            "/api/sessions/{id}/state",
-            get(session_state).post(direct::state),
-        )
-        .route("/api/sessions/{id}/heartbeat", post(direct::heartbeat))
-        .route("/api/sessions/{id}/end", post(direct::end))
-        .route("/api/sessions/{id}/crash", post(direct::crash))
-        .route("/api/sessions/{id}/batch", post(direct::batch))
-        .route("/api/sessions/{id}/state/diff", get(session_state_diff))
-        .route("/api/products", get(products))
-        .route("/api/products/trend", get(product_trend))
-        .route("/api/export/{kind}", get(export::export))
-        .route("/api/data/sessions", get(export::data_sessions))
-        .route("/api/grafana/sessions", get(export::grafana_sessions))
-        .route("/api/openapi.json", get(openapi::document))
-        .route("/api/metrics/{name}/sessions", get(metric_across_sessions))
-        .method_not_allowed_fallback(|| async {
-            (
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                Json(json!({"error": "method_not_allowed", "message": "method not allowed"})),
-            )
-        })
-}
+use crate::params::{number, params, session_query, EventParams, MinSeq, SessionFilters, MIN_SEQ};
+use crate::AppState;
 
 #[utoipa::path(get, path = "/health", tag = "service",
     responses((status = 200, description = "ClickHouse answers", body = Object),
               (status = 503, description = "ClickHouse does not answer", body = ErrorBody)))]
 /// Healthy when ClickHouse answers.
-async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.reader.ping().await?;
     Ok(Json(json!({"status": "ok"})))
-}
-
-/// The query's `key=value` pairs, checked against the parameters an endpoint takes.
-fn params(query: &Option<String>, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
-    let pairs = pairs(query.as_deref().unwrap_or_default());
-    if let Some((key, _)) = pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown parameter {key:?}; this endpoint takes {allowed:?}"
-        )));
-    }
-    Ok(pairs)
-}
-
-fn number<T: std::str::FromStr>(
-    pairs: &[(String, String)],
-    key: &str,
-) -> Result<Option<T>, ApiError> {
-    param(pairs, key)
-        .map(|v| {
-            v.parse().map_err(|_| {
-                ApiError::BadRequest(format!("{key} must be a non-negative integer, got {v:?}"))
-            })
-        })
-        .transpose()
-}
-
-pub fn session_query(query: &Option<String>, extra: &[&str]) -> Result<SessionQuery, ApiError> {
-    SessionQuery::parse(query.as_deref().unwrap_or_default(), extra).map_err(ApiError::BadRequest)
 }
 
 #[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(SessionFilters),
     responses((status = 200, body = SessionPage), (status = 400, body = ErrorBody)))]
 /// `GET /api/sessions`: the sessions matching every filter given, a page at a time.
-async fn list_sessions(
+pub async fn list_sessions(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<SessionPage>, ApiError> {
@@ -106,15 +35,12 @@ async fn list_sessions(
     Ok(Json(state.reader.list_sessions(&query).await?))
 }
 
-/// The `min_seq` parameter of a read: wait (bounded) until that batch is applied.
-const MIN_SEQ: &str = "min_seq";
-
 #[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions",
     params(("id" = String, Path), MinSeq),
     responses((status = 200, body = SessionDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 /// `GET /api/sessions/{id}?min_seq=`: the session with state, state history, events and
 /// metrics.
-async fn session(
+pub async fn session(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -137,7 +63,7 @@ fn not_found(id: &str) -> ApiError {
     params(("id" = String, Path), EventParams, MinSeq),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 /// `GET /api/sessions/{id}/events?level=&name=&category=&limit=&offset=&min_seq=`.
-async fn session_events(
+pub async fn session_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -164,7 +90,7 @@ async fn session_events(
     params(("id" = String, Path), ("name" = Option<String>, Query, description = "Only this metric"), MinSeq),
     responses((status = 200, body = MetricsAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 /// `GET /api/sessions/{id}/metrics?name=&min_seq=`: one series per metric name.
-async fn session_metrics(
+pub async fn session_metrics(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -189,7 +115,7 @@ async fn session_metrics(
     responses((status = 200, body = StateSnapshot), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 /// `GET /api/sessions/{id}/state?seq=|at=&min_seq=`: the state after batch `seq`, or as of
 /// `at`.
-async fn session_state(
+pub async fn session_state(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -211,7 +137,7 @@ async fn session_state(
            ("to_seq" = Option<u64>, Query), ("to_at" = Option<String>, Query)),
     responses((status = 200, body = StateDiffView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 /// `GET /api/sessions/{id}/state/diff?from_seq=|from_at=&to_seq=|to_at=`.
-async fn session_state_diff(
+pub async fn session_state_diff(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -231,7 +157,7 @@ async fn session_state_diff(
     responses((status = 200, body = ProductsAnswer), (status = 400, body = ErrorBody)))]
 /// `GET /api/products`: per product and version, sessions by status and the crash-free
 /// rate; takes the sessions-list filters.
-async fn products(
+pub async fn products(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ProductsAnswer>, ApiError> {
@@ -243,7 +169,7 @@ async fn products(
 #[utoipa::path(get, path = "/api/products/trend", tag = "analysis", params(SessionFilters),
     responses((status = 200, body = TrendAnswer), (status = 400, body = ErrorBody)))]
 /// `GET /api/products/trend`: sessions and crashes per start day of the matching sessions.
-async fn product_trend(
+pub async fn product_trend(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<TrendAnswer>, ApiError> {
@@ -259,7 +185,7 @@ async fn product_trend(
     responses((status = 200, body = MetricAcrossSessions), (status = 400, body = ErrorBody)))]
 /// `GET /api/metrics/{name}/sessions?stat=peak|min|avg|last&<session filters>`: the metric
 /// summarised per matching session, ranked by `stat`, with its distribution.
-async fn metric_across_sessions(
+pub async fn metric_across_sessions(
     State(state): State<AppState>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,

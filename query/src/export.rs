@@ -13,9 +13,8 @@ use futures::{stream, Stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::api::session_query;
 use crate::error::ApiError;
-use crate::openapi::SessionFilters;
+use crate::params::{session_query, SessionFilters};
 use crate::AppState;
 
 /// Sessions in one `/api/data/sessions` answer (each comes with its whole story).

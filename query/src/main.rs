@@ -10,6 +10,8 @@ mod export;
 mod freshness;
 mod metrics;
 mod openapi;
+mod params;
+mod routes;
 mod writes;
 
 use std::sync::Arc;
@@ -52,7 +54,7 @@ async fn main() -> Result<()> {
         read_wait: std::time::Duration::from_millis(config.read_wait_ms),
     };
     let app = Router::new()
-        .merge(api::router())
+        .merge(routes::router())
         .merge(dashboard::router(tokio::runtime::Handle::current()))
         .route(
             "/login",

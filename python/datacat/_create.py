@@ -1,0 +1,61 @@
+"""``create_session()``: the one call most applications make."""
+
+from __future__ import absolute_import
+
+from ._async import AsyncSession
+from ._ids import uuid7
+from ._uncaught import install_uncaught_hook
+from .client import DatacatClient
+from .session import Session
+
+
+def create_session(base_url=None, product=None, version=None, nats_url=None, daemon_port="auto",
+                   async_mode=False, queue_size=10000, use_daemon=True, drop_on_full=True,
+                   capture_uncaught=True, **kwargs):
+    """Register a new session and return a ``Session`` (or an ``AsyncSession``).
+
+    ``product`` and ``version`` are required (``ValueError`` otherwise).
+
+    * ``base_url`` (default ``$DATACAT_QUERY_URL``): the query service. With a
+      daemon, sessions are read back from it (``get_details()``).
+    * ``use_daemon`` (default True): calls go to this process's shared daemon
+      (started on first use; ``nats_url``, default ``$DATACAT_NATS_URL``, is
+      handed to it). ``use_daemon=False`` sends them to the query service at
+      ``base_url`` instead (its direct-write endpoints; ``token=`` or
+      ``$DATACAT_WRITE_TOKEN``).
+    * ``async_mode``: returns at once, without waiting for the daemon or the
+      network: the session is registered from the background thread, and
+      every call only appends to a buffer of ``queue_size`` calls shipped in
+      batches; ``drop_on_full`` (default) drops and counts calls when it is
+      full, False blocks the caller instead. Further options: ``batch_size``,
+      ``flush_interval``, ``exit_timeout``.
+    * ``capture_uncaught`` (default True): an uncaught exception is logged and
+      the session ends ``crashed`` with it.
+
+    Other keyword arguments go to ``DatacatClient`` (``daemon_binary``,
+    ``timeout``, ``end_timeout``, ``read_timeout``, ``startup_timeout``,
+    ``log_path``, ``token``). The session's id is minted here (a time-ordered
+    UUID), so ``session_id`` is known at once. If the session cannot be
+    registered, ``registered`` is False and it refuses its calls (logged and
+    counted): monitoring never stops the application.
+    """
+    if not product or not version:
+        raise ValueError("Product and version are required to create a session")
+    async_options = {}
+    for option in ("batch_size", "flush_interval", "exit_timeout"):
+        if option in kwargs:
+            async_options[option] = kwargs.pop(option)
+    client = DatacatClient(base_url, daemon_port=daemon_port, nats_url=nats_url,
+                           use_daemon=use_daemon, **kwargs)
+    session_id = uuid7()
+    if async_mode:
+        session = Session(client, session_id, product=product, version=version, registered=None)
+        session = AsyncSession(session, queue_size=queue_size, drop_on_full=drop_on_full,
+                               **async_options)
+    else:
+        answered = client.create_session(product, version, session_id=session_id)
+        session = Session(client, answered or session_id, product=product, version=version,
+                          registered=answered is not None)
+    if capture_uncaught:
+        install_uncaught_hook()
+    return session
