@@ -269,7 +269,7 @@ pub async fn receive_forwarded(
     // Stopping: back to the stream at once, for the sessions' next owners (the others stop
     // forwarding here when they hear this worker leave).
     let left = arrived(&mut subscriber, None, &jetstream, budget);
-    crate::worker::nak_all(unplanned.into_iter().chain(left).collect(), Duration::ZERO).await;
+    crate::ack::nak_all(unplanned.into_iter().chain(left).collect(), Duration::ZERO).await;
 }
 
 /// `first` and the forwarded messages already waiting behind it (a few thousand at most),

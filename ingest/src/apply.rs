@@ -6,8 +6,12 @@
 
 use datacat_protocol::api::STATUS_ACTIVE;
 use datacat_protocol::merge::merge_reporting;
+use datacat_protocol::record::StateUpdate;
 use datacat_protocol::time::{epoch_days, rfc3339_ms};
-use datacat_protocol::{Batch, EndStatus, Level, MachineInfo, Record};
+use datacat_protocol::{
+    Batch, DataDropped, EndStatus, Event, HangChange, Level, MachineInfo, Metric, Record,
+    SessionEnd, SessionStart,
+};
 use datacat_warehouse::rowbinary::{
     state_text, EventRef, MetricRef, RowKey, StateHistoryRef, StatePathRef,
 };
@@ -158,22 +162,7 @@ fn system_event(
 /// and appends its rows to `rows`.
 pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut impl RowSink) {
     let session_id = batch.session_id.as_str();
-    if batch.seq < progress.next_seq {
-        // A predecessor that was given up on: applied now, and no longer a gap.
-        if progress.skipped.contains(&batch.seq) {
-            progress.skipped.retain(|seq| *seq != batch.seq);
-            progress.gaps = progress.gaps.saturating_sub(1);
-        }
-    } else if batch.seq > progress.next_seq {
-        progress.gaps += batch.seq - progress.next_seq;
-        // A corrupt or absurd seq must not allocate billions of entries.
-        let from = progress
-            .next_seq
-            .max(batch.seq.saturating_sub(MAX_SKIPPED as u64));
-        progress.skipped.extend(from..batch.seq);
-        let excess = progress.skipped.len().saturating_sub(MAX_SKIPPED);
-        progress.skipped.drain(..excess);
-    }
+    progress.account_for_gap(batch.seq);
     let mut touched_metrics = std::collections::BTreeSet::new();
     for (idx, record) in batch.records.iter().enumerate() {
         let ts_ms = record.ts_ms();
@@ -188,144 +177,24 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut impl RowSink) {
             ts_ms,
             date: epoch_days(ts_ms),
         };
-        // A status transition's event sits where the record that caused it sits.
-        let system_event_here =
-            |progress: &mut Progress, rows: &mut _, event| system_event(progress, rows, key, event);
+        let mut at = At {
+            progress: &mut *progress,
+            rows: &mut *rows,
+            key,
+        };
         match record {
-            Record::Start(start) => {
-                progress.product = start.product.clone();
-                progress.version = start.version.clone();
-                progress.machine = start.machine.clone();
-                progress.started_ms = start.ts_ms;
-            }
-            Record::State(update) => {
-                // Removal rows (the old value of a leaf that changed or went) make "the state
-                // now has" an index range on (path, value), like "ever had".
-                merge_reporting(
-                    &mut progress.state,
-                    &update.update,
-                    |path, value, removed| {
-                        rows.state_path(StatePathRef {
-                            key,
-                            path,
-                            value,
-                            removed,
-                        });
-                    },
-                );
-                rows.state_history(StateHistoryRef {
-                    key,
-                    update: &update.update,
-                    state: &progress.state,
-                });
-            }
-            Record::Event(event) => {
-                progress.event_count += 1;
-                let exception = event
-                    .exception
-                    .as_ref()
-                    .map(|e| serde_json::to_string(e).unwrap_or_default())
-                    .unwrap_or_default();
-                rows.event(EventRef {
-                    key,
-                    name: &event.name,
-                    level: event.level.as_str(),
-                    category: &event.category,
-                    group_name: &event.group,
-                    labels: &event.labels,
-                    message: &event.message,
-                    data: &event.data,
-                    exception: &exception,
-                });
-            }
+            Record::Start(start) => at.start(start),
+            Record::State(update) => at.state(update),
+            Record::Event(event) => at.event(event),
             Record::Metric(metric) => {
-                observe(&mut progress.metrics, metric, ts_ms);
+                at.metric(metric);
                 touched_metrics.insert(metric.name.clone());
-                let histogram = metric.histogram.as_ref();
-                rows.metric(MetricRef {
-                    key,
-                    name: &metric.name,
-                    kind: metric.kind.as_str(),
-                    value: metric.value,
-                    unit: &metric.unit,
-                    tags: &metric.tags,
-                    count: histogram.map(|h| h.count).or(metric.count),
-                    bucket_bounds: histogram.map_or(&[], |h| &h.bounds),
-                    bucket_counts: histogram.map_or(&[], |h| &h.counts),
-                    hist_sum: histogram.map(|h| h.sum).unwrap_or_default(),
-                })
             }
-            Record::Heartbeat(_) => {
-                progress.last_heartbeat_ms = progress.last_heartbeat_ms.max(ts_ms)
-            }
-            Record::End(end) => {
-                // The first terminal status wins.
-                if progress.is_terminal() {
-                    continue;
-                }
-                progress.status = end.status.as_str().to_string();
-                progress.end_reason = end.reason.clone();
-                progress.ended_ms = ts_ms;
-                if end.status != EndStatus::Ended {
-                    let name = format!("session_{}", end.status.as_str());
-                    let data = json!({"reason": end.reason});
-                    system_event_here(progress, rows, (&name, Level::Critical, &end.reason, data));
-                }
-            }
-            Record::Hang(hang) if hang.hung => {
-                if progress.is_terminal() || progress.status == STATUS_HUNG {
-                    continue;
-                }
-                progress.status = STATUS_HUNG.to_string();
-                progress.hang_count += 1;
-                progress.hung_ms = ts_ms;
-                let silent_s = ts_ms.saturating_sub(hang.last_heartbeat_ms) / 1000;
-                let message = format!(
-                    "no heartbeat for {silent_s} s (timeout {} s)",
-                    hang.timeout_ms / 1000
-                );
-                let data = json!({
-                    "last_heartbeat": rfc3339_ms(hang.last_heartbeat_ms),
-                    "seconds_since_heartbeat": silent_s,
-                    "timeout_seconds": hang.timeout_ms as f64 / 1000.0,
-                });
-                system_event_here(
-                    progress,
-                    rows,
-                    ("application_appears_hung", Level::Error, &message, data),
-                );
-            }
-            Record::Hang(_) => {
-                if progress.status != STATUS_HUNG {
-                    continue;
-                }
-                progress.status = STATUS_ACTIVE.to_string();
-                let hung_s = ts_ms.saturating_sub(progress.hung_ms) / 1000;
-                let message = format!("heartbeats resumed after {hung_s} s");
-                system_event_here(
-                    progress,
-                    rows,
-                    (
-                        "application_recovered",
-                        Level::Info,
-                        &message,
-                        json!({"hung_seconds": hung_s}),
-                    ),
-                );
-            }
-            Record::Dropped(dropped) => {
-                progress.dropped_records += dropped.records;
-                let message = format!(
-                    "{} records in {} batches dropped: {}",
-                    dropped.records, dropped.batches, dropped.reason
-                );
-                let data = json!({"batches": dropped.batches, "records": dropped.records, "reason": dropped.reason});
-                system_event_here(
-                    progress,
-                    rows,
-                    ("data_dropped", Level::Error, &message, data),
-                );
-            }
+            Record::Heartbeat(_) => at.heartbeat(),
+            Record::End(end) => at.end(end),
+            Record::Hang(hang) if hang.hung => at.hang(hang),
+            Record::Hang(_) => at.recovery(),
+            Record::Dropped(dropped) => at.dropped(dropped),
             Record::Alive(_) => {}
         }
     }
@@ -344,6 +213,173 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut impl RowSink) {
         epoch_days(progress.started_ms),
     ) {
         rows.metric_session(row);
+    }
+}
+
+impl Progress {
+    /// Counts the batches a batch at `seq` jumps over as a gap (remembering them, so one
+    /// arriving late is applied then), or closes the gap a late one filled.
+    fn account_for_gap(&mut self, seq: u64) {
+        if seq < self.next_seq {
+            // A predecessor that was given up on: applied now, and no longer a gap.
+            if self.skipped.contains(&seq) {
+                self.skipped.retain(|skipped| *skipped != seq);
+                self.gaps = self.gaps.saturating_sub(1);
+            }
+        } else if seq > self.next_seq {
+            self.gaps += seq - self.next_seq;
+            // A corrupt or absurd seq must not allocate billions of entries.
+            let from = self.next_seq.max(seq.saturating_sub(MAX_SKIPPED as u64));
+            self.skipped.extend(from..seq);
+            let excess = self.skipped.len().saturating_sub(MAX_SKIPPED);
+            self.skipped.drain(..excess);
+        }
+    }
+}
+
+/// One record being applied: the session's progress, the rows it adds, and where they sit.
+struct At<'a, R> {
+    progress: &'a mut Progress,
+    rows: &'a mut R,
+    key: RowKey<'a>,
+}
+
+impl<R: RowSink> At<'_, R> {
+    /// A status transition's event sits where the record that caused it sits.
+    fn system_event(&mut self, event: (&str, Level, &str, Value)) {
+        system_event(self.progress, self.rows, self.key, event);
+    }
+
+    fn start(&mut self, start: &SessionStart) {
+        let progress = &mut *self.progress;
+        progress.product = start.product.clone();
+        progress.version = start.version.clone();
+        progress.machine = start.machine.clone();
+        progress.started_ms = start.ts_ms;
+    }
+
+    fn state(&mut self, update: &StateUpdate) {
+        let (key, rows) = (self.key, &mut *self.rows);
+        // Removal rows (the old value of a leaf that changed or went) make "the state now
+        // has" an index range on (path, value), like "ever had".
+        merge_reporting(
+            &mut self.progress.state,
+            &update.update,
+            |path, value, removed| {
+                rows.state_path(StatePathRef {
+                    key,
+                    path,
+                    value,
+                    removed,
+                });
+            },
+        );
+        rows.state_history(StateHistoryRef {
+            key,
+            update: &update.update,
+            state: &self.progress.state,
+        });
+    }
+
+    fn event(&mut self, event: &Event) {
+        self.progress.event_count += 1;
+        let exception = event
+            .exception
+            .as_ref()
+            .map(|e| serde_json::to_string(e).unwrap_or_default())
+            .unwrap_or_default();
+        self.rows.event(EventRef {
+            key: self.key,
+            name: &event.name,
+            level: event.level.as_str(),
+            category: &event.category,
+            group_name: &event.group,
+            labels: &event.labels,
+            message: &event.message,
+            data: &event.data,
+            exception: &exception,
+        });
+    }
+
+    fn metric(&mut self, metric: &Metric) {
+        observe(&mut self.progress.metrics, metric, self.key.ts_ms);
+        let histogram = metric.histogram.as_ref();
+        self.rows.metric(MetricRef {
+            key: self.key,
+            name: &metric.name,
+            kind: metric.kind.as_str(),
+            value: metric.value,
+            unit: &metric.unit,
+            tags: &metric.tags,
+            count: histogram.map(|h| h.count).or(metric.count),
+            bucket_bounds: histogram.map_or(&[], |h| &h.bounds),
+            bucket_counts: histogram.map_or(&[], |h| &h.counts),
+            hist_sum: histogram.map(|h| h.sum).unwrap_or_default(),
+        })
+    }
+
+    fn heartbeat(&mut self) {
+        let progress = &mut *self.progress;
+        progress.last_heartbeat_ms = progress.last_heartbeat_ms.max(self.key.ts_ms);
+    }
+
+    /// The first terminal status wins.
+    fn end(&mut self, end: &SessionEnd) {
+        if self.progress.is_terminal() {
+            return;
+        }
+        let progress = &mut *self.progress;
+        progress.status = end.status.as_str().to_string();
+        progress.end_reason = end.reason.clone();
+        progress.ended_ms = self.key.ts_ms;
+        if end.status != EndStatus::Ended {
+            let name = format!("session_{}", end.status.as_str());
+            let data = json!({"reason": end.reason});
+            self.system_event((&name, Level::Critical, &end.reason, data));
+        }
+    }
+
+    fn hang(&mut self, hang: &HangChange) {
+        if self.progress.is_terminal() || self.progress.status == STATUS_HUNG {
+            return;
+        }
+        let ts_ms = self.key.ts_ms;
+        let progress = &mut *self.progress;
+        progress.status = STATUS_HUNG.to_string();
+        progress.hang_count += 1;
+        progress.hung_ms = ts_ms;
+        let silent_s = ts_ms.saturating_sub(hang.last_heartbeat_ms) / 1000;
+        let message = format!(
+            "no heartbeat for {silent_s} s (timeout {} s)",
+            hang.timeout_ms / 1000
+        );
+        let data = json!({
+            "last_heartbeat": rfc3339_ms(hang.last_heartbeat_ms),
+            "seconds_since_heartbeat": silent_s,
+            "timeout_seconds": hang.timeout_ms as f64 / 1000.0,
+        });
+        self.system_event(("application_appears_hung", Level::Error, &message, data));
+    }
+
+    fn recovery(&mut self) {
+        if self.progress.status != STATUS_HUNG {
+            return;
+        }
+        self.progress.status = STATUS_ACTIVE.to_string();
+        let hung_s = self.key.ts_ms.saturating_sub(self.progress.hung_ms) / 1000;
+        let message = format!("heartbeats resumed after {hung_s} s");
+        let data = json!({"hung_seconds": hung_s});
+        self.system_event(("application_recovered", Level::Info, &message, data));
+    }
+
+    fn dropped(&mut self, dropped: &DataDropped) {
+        self.progress.dropped_records += dropped.records;
+        let message = format!(
+            "{} records in {} batches dropped: {}",
+            dropped.records, dropped.batches, dropped.reason
+        );
+        let data = json!({"batches": dropped.batches, "records": dropped.records, "reason": dropped.reason});
+        self.system_event(("data_dropped", Level::Error, &message, data));
     }
 }
 

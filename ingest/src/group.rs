@@ -6,18 +6,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::Message;
-use datacat_warehouse::EncodedRows;
+use async_nats::jetstream::{kv, Message};
+use datacat_warehouse::{EncodedRows, Writer};
 use futures::{stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio::sync::oneshot::error::TryRecvError;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use crate::ack::{ack_all, extend_ack_deadlines, nak_all, DeadLetters, RETRY_DELAY};
 use crate::insert_reason::{Backlog, InsertReason};
 use crate::plan::{Held, Round, SessionPlan, SessionRows, KV_CONCURRENCY};
-use crate::progress_cache::Base;
-use crate::worker::{ack_all, extend_ack_deadlines, nak_all, Worker, RETRY_DELAY};
+use crate::progress_cache::{Base, ProgressCache};
+use crate::stats::Stats;
 
 /// A group of rounds being inserted and committed, and the signal that its insert is done.
 pub(crate) struct InFlight {
@@ -149,7 +151,42 @@ pub(crate) struct Outcomes {
 /// Sessions whose latest outcome is kept; beyond it only the last two groups' are.
 const OUTCOMES_CAPACITY: usize = 100_000;
 
-impl Worker {
+/// Inserts groups of planned rounds into ClickHouse and commits them: each session's new
+/// progress by compare-and-set, then the acks. One insert at a time; commits in round order.
+pub(crate) struct Committer {
+    pub(crate) client: async_nats::Client,
+    pub(crate) writer: Writer,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) cache: Arc<ProgressCache>,
+    pub(crate) progress: kv::Store,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) insert_rows: usize,
+    pub(crate) insert_wait: Duration,
+    pub(crate) gap_retry: Duration,
+    /// How often the ack deadlines of messages kept waiting are extended.
+    pub(crate) keep_alive_every: Duration,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Committer {
+    /// Waits for `work`, extending the ack deadline of `held` messages for as long as that
+    /// takes (a ClickHouse outage must not get them redelivered).
+    pub(crate) async fn keeping_alive<F: std::future::Future>(
+        &self,
+        work: F,
+        held: &[&Message],
+    ) -> F::Output {
+        let mut keep_alive = tokio::time::interval(self.keep_alive_every);
+        keep_alive.tick().await;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = keep_alive.tick() => extend_ack_deadlines(held).await,
+            }
+        }
+    }
+
     /// Why a group is worth inserting now (ClickHouse being free), if it is.
     pub(crate) fn ripe(&self, group: &Group, backlog: Backlog) -> Option<InsertReason> {
         let waited = group.started.elapsed() >= self.insert_wait;
@@ -322,7 +359,7 @@ impl Worker {
         previous: &Outcomes,
     ) -> Option<(String, Option<u64>)> {
         for (message, reason) in plan.poison {
-            self.dead_letter(message, &reason).await;
+            self.dead_letters.send(message, &reason).await;
         }
         self.stats
             .waits
@@ -361,7 +398,7 @@ impl Worker {
         if plan.applied.is_empty() {
             return None;
         }
-        let store = &self.resources.progress;
+        let store = &self.progress;
         let saved = match base {
             Base::Revision(revision) => store
                 .update(&plan.key, plan.value.into(), revision)

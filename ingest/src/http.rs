@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::insert_reason::InsertReason;
-use crate::worker::Stats;
+use crate::stats::Stats;
 
 pub async fn serve(listener: TcpListener, stats: Arc<Stats>, shutdown: CancellationToken) {
     let app = Router::new()
@@ -32,12 +32,21 @@ async fn health(State(stats): State<Arc<Stats>>) -> Json<Value> {
     }))
 }
 
+/// The counter of groups sent on to be inserted, labelled by why then.
+const GROUPS: &str = "datacat_ingest_groups_total";
+const REASON: &str = "reason";
+
+/// The `/metrics` series counting the groups sent on for `reason`.
+pub fn groups_series(reason: InsertReason) -> String {
+    datacat_service::series(GROUPS, (REASON, reason.name()))
+}
+
 async fn metrics(State(stats): State<Arc<Stats>>) -> String {
     let groups = InsertReason::ALL.map(|reason| {
         Sample::labelled_counter(
-            "datacat_ingest_groups_total",
+            GROUPS,
             "Groups of rounds sent on to be inserted, by why then: full (planning waited for ClickHouse), rows (--insert-rows), waited (--insert-wait-ms), caught_up (no more queued), stalled (more queued, none arriving), shutdown.",
-            ("reason", reason.name()),
+            (REASON, reason.name()),
             &stats.groups_by_reason[reason as usize],
         )
     });

@@ -16,7 +16,7 @@ pub(crate) enum Backlog {
 
 /// Why a group went on to be inserted when it did (`/metrics` counts each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum InsertReason {
+pub enum InsertReason {
     /// It reached `PLANNED_ROWS_LIMIT` times `--insert-rows`: planning waits for ClickHouse.
     Full,
     /// It has the `--insert-rows` rows an insert wants.
@@ -32,7 +32,7 @@ pub(crate) enum InsertReason {
 }
 
 impl InsertReason {
-    pub(crate) const ALL: [Self; 6] = [
+    pub const ALL: [Self; 6] = [
         Self::Full,
         Self::Rows,
         Self::Waited,
@@ -41,7 +41,7 @@ impl InsertReason {
         Self::Shutdown,
     ];
 
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Full => "full",
             Self::Rows => "rows",

@@ -1,21 +1,6 @@
 //! `datacat-ingest`: JetStream consumer workers that apply session batches in order and
 //! write them to ClickHouse. Run any number of them against one stream.
 
-mod affinity;
-mod apply;
-mod config;
-mod group;
-mod http;
-mod inbox;
-mod insert_reason;
-mod message_budget;
-mod metric_summary;
-mod plan;
-mod progress_cache;
-mod setup;
-mod sweeper;
-mod worker;
-
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -23,7 +8,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{Command, Config};
+use datacat_ingest::config::{Command, Config};
+use datacat_ingest::{http, setup, stats, sweeper, worker};
 
 // Ingest allocates and frees many small values per record; glibc's allocator was half of its
 // CPU time (measured with perf in `deploy/bench.sh ingest`).
@@ -66,7 +52,7 @@ async fn run(config: Config, connection: datacat_warehouse::Connection) -> Resul
         .context("migrating ClickHouse")?;
     let nats = setup::connect(&config).await?;
     let resources = setup::ensure_patiently(&nats, &config).await?;
-    let stats = Arc::new(worker::Stats::default());
+    let stats = Arc::new(stats::Stats::default());
 
     let shutdown = CancellationToken::new();
     tokio::spawn(datacat_service::cancel_on_signal(shutdown.clone()));
@@ -95,7 +81,7 @@ async fn run(config: Config, connection: datacat_warehouse::Connection) -> Resul
     tokio::spawn(sweeper.run(shutdown.clone()));
 
     let writer = datacat_warehouse::Writer::new(&connection)?;
-    worker::Worker::new(nats, resources, writer, stats, &config)
-        .run(shutdown)
+    worker::Worker::new(nats, resources, writer, stats, &config, shutdown)
+        .run()
         .await
 }

@@ -14,9 +14,10 @@ use datacat_warehouse::{EncodedRows, RowSink};
 use futures::{stream, StreamExt};
 use tracing::{debug, error, warn};
 
+use crate::ack::{nak_all, DeadLetters, RETRY_DELAY};
 use crate::apply::{apply, Progress};
-use crate::progress_cache::Base;
-use crate::worker::{nak_all, Worker, RETRY_DELAY};
+use crate::progress_cache::{Base, ProgressCache};
+use crate::stats::Stats;
 
 /// Sessions whose progress is read at once.
 pub const KV_CONCURRENCY: usize = 256;
@@ -138,7 +139,21 @@ impl Round {
     }
 }
 
-impl Worker {
+/// Plans rounds: which of the batches that arrived apply now (each session's in sequence
+/// order, against its progress record), which are duplicates, and which wait for a
+/// predecessor; and the rows of those that apply.
+pub(crate) struct Planner {
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) cache: Arc<ProgressCache>,
+    pub(crate) progress: jetstream::kv::Store,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) gap_max_deliveries: i64,
+    pub(crate) max_deliveries: i64,
+    /// How long a batch waiting for its predecessor is kept before it is NAKed.
+    pub(crate) hold_for: Duration,
+}
+
+impl Planner {
     /// Plans a round. Decoding and applying are CPU work, so sessions are split into one
     /// shard per core and planned in parallel (a session stays in one shard: shards are
     /// chosen by subject, and a batch whose session id disagrees with its subject is refused).
@@ -184,7 +199,7 @@ impl Worker {
                 if info.delivered > self.max_deliveries {
                     let reason =
                         format!("delivered {} times without being applied", info.delivered);
-                    self.dead_letter(message, &reason).await;
+                    self.dead_letters.send(message, &reason).await;
                     continue;
                 }
             }
@@ -300,9 +315,9 @@ impl Worker {
                         "batch of session {:?} published on subject {:?}",
                         head.session_id, message.subject
                     );
-                    self.dead_letter(message, &reason).await
+                    self.dead_letters.send(message, &reason).await
                 }
-                Err(error) => self.dead_letter(message, &error.to_string()).await,
+                Err(error) => self.dead_letters.send(message, &error.to_string()).await,
             }
         }
         // Sessions are independent: their progress records are read concurrently (one KV
@@ -373,7 +388,6 @@ impl Worker {
     async fn read_progress(&self, key: &str) -> Result<(Progress, Base), String> {
         self.stats.progress_reads.fetch_add(1, Ordering::Relaxed);
         let entry = self
-            .resources
             .progress
             .entry(key.to_string())
             .await

@@ -10,86 +10,43 @@
 //! predecessor, up to a bounded number of deliveries after which the gap is recorded and the
 //! batch applied.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use async_nats::jetstream::{AckKind, Message};
-use datacat_protocol::subject;
-use datacat_warehouse::{EncodedRows, Writer};
+use async_nats::jetstream::Message;
+use datacat_warehouse::Writer;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
+use crate::ack::{nak_all, DeadLetters};
 use crate::affinity::{self, Members};
 use crate::config::Config;
-use crate::group::{Group, InFlight, KeepAlive, PLANNED_ROWS_LIMIT};
+use crate::group::{Committer, Group, InFlight, KeepAlive, PLANNED_ROWS_LIMIT};
 use crate::inbox::{self, InboxSender};
 use crate::insert_reason::{Backlog, InsertReason};
 use crate::message_budget::MessageBudget;
-use crate::plan::Held;
+use crate::plan::{Held, Planner};
 use crate::progress_cache::ProgressCache;
 use crate::setup::Resources;
-
-#[derive(Default)]
-pub struct Stats {
-    pub messages: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub dead_letters: AtomicU64,
-    pub gaps: AtomicU64,
-    pub rows: AtomicU64,
-    pub insert_errors: AtomicU64,
-    pub insert_micros: AtomicU64,
-    pub inserts: AtomicU64,
-    /// Groups sent on to be inserted, by `InsertReason` (its discriminant).
-    pub groups_by_reason: [AtomicU64; InsertReason::ALL.len()],
-    pub rows_sessions: AtomicU64,
-    pub rows_state_history: AtomicU64,
-    pub rows_state_paths: AtomicU64,
-    pub rows_events: AtomicU64,
-    pub rows_metrics: AtomicU64,
-    pub rows_metric_sessions: AtomicU64,
-    /// Messages in the stream not yet delivered to the consumer, as of the last delivery.
-    pub lag: AtomicU64,
-    /// Batches this worker keeps for a predecessor (in another worker's round), as of the
-    /// last round.
-    pub held: AtomicU64,
-    /// Batches NAKed to wait for a predecessor (after being held, or redelivered).
-    pub waits: AtomicU64,
-    /// Messages forwarded to the worker that owns their session, and received from others.
-    pub forwarded: AtomicU64,
-    pub forwarded_in: AtomicU64,
-    /// Live workers, this one included, as of the last round.
-    pub workers: AtomicU64,
-    /// Payload bytes of the messages this worker holds, as of the last round.
-    pub message_bytes: AtomicU64,
-    /// Progress records read from NATS KV (not known from this worker's own rounds).
-    pub progress_reads: AtomicU64,
-    /// Session plans void because the progress they were built on was not written.
-    pub voided: AtomicU64,
-}
+use crate::stats::Stats;
 
 pub struct Worker {
-    pub(crate) client: async_nats::Client,
-    pub(crate) resources: Resources,
-    pub(crate) writer: Writer,
-    pub(crate) stats: Arc<Stats>,
+    client: async_nats::Client,
+    resources: Resources,
+    stats: Arc<Stats>,
+    planner: Arc<Planner>,
+    committer: Arc<Committer>,
     fetch_batch: usize,
     fetch_wait: Duration,
-    pub(crate) insert_rows: usize,
-    pub(crate) insert_wait: Duration,
-    pub(crate) gap_max_deliveries: i64,
-    pub(crate) gap_retry: Duration,
-    pub(crate) max_deliveries: i64,
-    /// How long a batch waiting for its predecessor is kept before it is NAKed.
-    pub(crate) hold_for: Duration,
+    insert_rows: usize,
     /// How often the ack deadlines of messages kept waiting are extended.
     keep_alive_every: Duration,
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) cache: ProgressCache,
+    shutdown: CancellationToken,
     /// The live workers, which own the sessions between them.
-    pub(crate) members: Arc<Members>,
+    members: Arc<Members>,
     /// What the messages held may take in memory (`--message-budget-mib`).
     budget: Arc<MessageBudget>,
 }
@@ -113,55 +70,58 @@ enum FetchLimit {
     OneMessage,
 }
 
-/// Delay before a failed round's messages come back.
-pub(crate) const RETRY_DELAY: Duration = Duration::from_secs(1);
-
-impl Stats {
-    pub(crate) fn count_rows(&self, sets: &[EncodedRows]) {
-        let add = |counter: &AtomicU64, count: fn(&EncodedRows) -> usize| {
-            let n: usize = sets.iter().map(count).sum();
-            counter.fetch_add(n as u64, Ordering::Relaxed)
-        };
-        add(&self.rows, EncodedRows::row_count);
-        add(&self.rows_sessions, |s| s.sessions.rows());
-        add(&self.rows_state_history, |s| s.state_history.rows());
-        add(&self.rows_state_paths, |s| s.state_paths.rows());
-        add(&self.rows_events, |s| s.events.rows());
-        add(&self.rows_metrics, |s| s.metrics.rows());
-        add(&self.rows_metric_sessions, |s| s.metric_sessions.rows());
-        self.inserts.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn count_group(&self, reason: InsertReason) {
-        self.groups_by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 impl Worker {
+    /// A worker that stops with `shutdown`.
     pub fn new(
         client: async_nats::Client,
         resources: Resources,
         writer: Writer,
         stats: Arc<Stats>,
         config: &Config,
+        shutdown: CancellationToken,
     ) -> Self {
         let ack_wait = Duration::from_secs(config.ack_wait_secs.max(1));
+        let keep_alive_every = crate::group::keep_alive_every(ack_wait);
+        // The sweeper marks sessions silent for `lost_after` lost: half of that, a
+        // committed progress cannot be stale.
+        let cache = Arc::new(ProgressCache::new(
+            Duration::from_secs(config.lost_after_secs.max(2)) / 2,
+        ));
+        let dead_letters = DeadLetters {
+            jetstream: resources.jetstream.clone(),
+            stats: stats.clone(),
+        };
+        let planner = Planner {
+            stats: stats.clone(),
+            cache: cache.clone(),
+            progress: resources.progress.clone(),
+            dead_letters: dead_letters.clone(),
+            gap_max_deliveries: config.gap_max_deliveries.max(1),
+            max_deliveries: config.max_deliveries.max(config.gap_max_deliveries + 1),
+            hold_for: crate::plan::hold_for(ack_wait),
+        };
+        let committer = Committer {
+            client: client.clone(),
+            writer,
+            stats: stats.clone(),
+            cache,
+            progress: resources.progress.clone(),
+            dead_letters,
+            insert_rows: config.insert_rows.max(1),
+            insert_wait: Duration::from_millis(config.insert_wait_ms),
+            gap_retry: Duration::from_millis(config.gap_retry_ms.max(10)),
+            keep_alive_every,
+            shutdown: shutdown.clone(),
+        };
         Self {
             resources,
-            writer,
             stats,
+            planner: Arc::new(planner),
+            committer: Arc::new(committer),
             fetch_batch: config.fetch_batch.max(1),
             fetch_wait: Duration::from_millis(config.fetch_wait_ms.max(10)),
             insert_rows: config.insert_rows.max(1),
-            insert_wait: Duration::from_millis(config.insert_wait_ms),
-            gap_max_deliveries: config.gap_max_deliveries.max(1),
-            gap_retry: Duration::from_millis(config.gap_retry_ms.max(10)),
-            max_deliveries: config.max_deliveries.max(config.gap_max_deliveries + 1),
-            hold_for: crate::plan::hold_for(ack_wait),
-            keep_alive_every: crate::group::keep_alive_every(ack_wait),
-            // The sweeper marks sessions silent for `lost_after` lost: half of that, a
-            // committed progress cannot be stale.
-            cache: ProgressCache::new(Duration::from_secs(config.lost_after_secs.max(2)) / 2),
+            keep_alive_every,
             members: Arc::new(Members::default()),
             budget: MessageBudget::new(
                 config.message_budget_mib.saturating_mul(1 << 20),
@@ -172,7 +132,7 @@ impl Worker {
                 },
             ),
             client,
-            shutdown: CancellationToken::new(),
+            shutdown,
         }
     }
 
@@ -183,8 +143,8 @@ impl Worker {
     /// earlier round's progress knows whether that progress was written before it writes
     /// its own. A round takes what arrived in the inbox: this worker's sessions' messages from
     /// its own fetches, and those other workers forwarded to it (`affinity.rs`).
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
-        self.shutdown = shutdown.clone();
+    pub async fn run(self) -> Result<()> {
+        let shutdown = self.shutdown.clone();
         let worker = Arc::new(self);
         // Subscribed before the first heartbeat: a peer forwards as soon as it hears it.
         let forwarded = worker
@@ -277,6 +237,7 @@ impl Worker {
                 // A round, once taken in, is finished even when shutdown arrives meanwhile.
                 next_round += 1;
                 let mut round = worker
+                    .planner
                     .plan_round(next_round, messages, std::mem::take(&mut held))
                     .await;
                 held = std::mem::take(&mut round.held);
@@ -295,7 +256,7 @@ impl Worker {
             let reason = if group.rows >= worker.insert_rows * PLANNED_ROWS_LIMIT {
                 Some(InsertReason::Full)
             } else if clickhouse_free {
-                worker.ripe(&group, backlog)
+                worker.committer.ripe(&group, backlog)
             } else {
                 None
             };
@@ -305,11 +266,21 @@ impl Worker {
             };
             worker.stats.count_group(reason);
             let group = std::mem::take(&mut group);
-            in_flight = Some(worker.start_insert(group, &held, in_flight.take()).await);
+            in_flight = Some(
+                worker
+                    .committer
+                    .start_insert(group, &held, in_flight.take())
+                    .await,
+            );
         }
         if !group.is_empty() {
             worker.stats.count_group(InsertReason::Shutdown);
-            in_flight = Some(worker.start_insert(group, &held, in_flight.take()).await);
+            in_flight = Some(
+                worker
+                    .committer
+                    .start_insert(group, &held, in_flight.take())
+                    .await,
+            );
         }
         // What arrived but was not planned goes back to the stream at once: another worker
         // (or this one, restarted) takes it. The fetcher and the inbox stop on `shutdown`.
@@ -371,24 +342,6 @@ impl Worker {
         }
     }
 
-    /// Waits for `work`, extending the ack deadline of `held` messages for as long as that
-    /// takes (a ClickHouse outage must not get them redelivered).
-    pub(crate) async fn keeping_alive<F: std::future::Future>(
-        &self,
-        work: F,
-        held: &[&Message],
-    ) -> F::Output {
-        let mut keep_alive = tokio::time::interval(self.keep_alive_every);
-        keep_alive.tick().await;
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                done = &mut work => return done,
-                _ = keep_alive.tick() => extend_ack_deadlines(held).await,
-            }
-        }
-    }
-
     /// Messages fetched (charged to the budget), and whether NATS ended the fetch with an
     /// error status.
     async fn fetch(&self, wait: Duration, limit: FetchLimit) -> Result<(Vec<Message>, bool)> {
@@ -414,60 +367,5 @@ impl Worker {
             }
         }
         Ok((messages, false))
-    }
-
-    pub(crate) async fn dead_letter(&self, message: Message, reason: &str) {
-        warn!(subject = %message.subject, %reason, "dead-lettering an unusable message");
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(subject::DEAD_LETTER_REASON_HEADER, reason);
-        headers.insert("Datacat-Subject", message.subject.as_str());
-        let published = self
-            .resources
-            .jetstream
-            .publish_with_headers(
-                subject::DEAD_LETTER_SUBJECT,
-                headers,
-                message.payload.clone(),
-            )
-            .await;
-        let stored = match published {
-            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match stored {
-            Ok(()) => {
-                self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                ack_all(vec![message]).await;
-            }
-            Err(error) => {
-                error!(%error, "dead-letter publish failed; retrying later");
-                nak_all(vec![message], RETRY_DELAY).await;
-            }
-        }
-    }
-}
-
-pub(crate) async fn ack_all(messages: Vec<Message>) {
-    for message in messages {
-        if let Err(error) = message.ack().await {
-            warn!(%error, "ack failed; the message will be redelivered and skipped as a duplicate");
-        }
-    }
-}
-
-/// Tells JetStream the messages are still being worked on (their ack wait starts again).
-/// (A slice, not an iterator: an iterator adaptor held across the awaits trips the
-/// compiler's `Send` inference for the spawned group.)
-pub(crate) async fn extend_ack_deadlines(messages: &[&Message]) {
-    for message in messages {
-        let _ = message.ack_with(AckKind::Progress).await;
-    }
-}
-
-pub(crate) async fn nak_all(messages: Vec<Message>, delay: Duration) {
-    for message in messages {
-        if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
-            warn!(%error, "nak failed; the message will be redelivered after ack_wait");
-        }
     }
 }

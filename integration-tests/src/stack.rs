@@ -275,15 +275,6 @@ impl Stack {
     }
 }
 
-/// The reasons ingest gives for sending a group to ClickHouse (`InsertReason` in ingest).
-pub const INSERT_REASONS: [&str; 6] =
-    ["full", "rows", "waited", "caught_up", "stalled", "shutdown"];
-
-/// The `/metrics` series counting groups sent for `reason`.
-pub fn groups_series(reason: &str) -> String {
-    format!("datacat_ingest_groups_total{{reason=\"{reason}\"}}")
-}
-
 /// One counter or gauge from the /metrics of the service listening on `port` (this host).
 pub async fn metric_at(port: u16, name: &str) -> Result<u64> {
     metric_of(&format!("http://127.0.0.1:{port}"), name).await

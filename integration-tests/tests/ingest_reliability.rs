@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use datacat_integration_tests::stack::{groups_series, metric_at, INSERT_REASONS};
+use datacat_ingest::http::groups_series;
+use datacat_ingest::insert_reason::InsertReason;
+use datacat_integration_tests::stack::metric_at;
 use datacat_integration_tests::workload::{check_expected, ingested, Workload};
 use datacat_integration_tests::Stack;
 
@@ -172,11 +174,11 @@ async fn workers_joining_and_leaving_mid_stream_lose_nothing() {
 async fn check_groups_have_reasons(stack: &Stack) {
     let inserts = sum_over_workers(stack, "datacat_ingest_inserts_total").await;
     let (mut groups, mut caught_up) = (0, 0);
-    for reason in INSERT_REASONS {
+    for reason in InsertReason::ALL {
         let series = groups_series(reason);
         let count = stack.ingest_metric(0, &series).await.expect(&series);
         groups += count;
-        if reason == "caught_up" {
+        if reason == InsertReason::CaughtUp {
             caught_up = count;
         }
     }

@@ -122,16 +122,18 @@ pub fn prometheus_text(samples: &[Sample<'_>]) -> String {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         }
         previous = Some(sample.name);
-        let _ = match sample.label {
-            Some((label, value)) => writeln!(
-                out,
-                "{}{{{label}=\"{value}\"}} {}",
-                sample.name, sample.value
-            ),
-            None => writeln!(out, "{} {}", sample.name, sample.value),
+        let series = match sample.label {
+            Some(label) => series(sample.name, label),
+            None => sample.name.to_string(),
         };
+        let _ = writeln!(out, "{series} {}", sample.value);
     }
     out
+}
+
+/// The name of one labelled series of a metric, as it stands in the text: `name{key="value"}`.
+pub fn series(name: &str, (key, value): (&str, &str)) -> String {
+    format!("{name}{{{key}=\"{value}\"}}")
 }
 
 #[cfg(test)]

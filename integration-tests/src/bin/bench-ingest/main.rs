@@ -32,11 +32,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
+use datacat_ingest::http::groups_series;
+use datacat_ingest::insert_reason::InsertReason;
 use datacat_integration_tests::bench::{env_or, ProcessUse};
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::cores::CoreLayout;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
-use datacat_integration_tests::stack::{groups_series, metric_at, INSERT_REASONS};
+use datacat_integration_tests::stack::metric_at;
 use datacat_integration_tests::workload::{Messages, Workload};
 use datacat_integration_tests::{ClickHouse, Nats, WrittenBlocks};
 use datacat_warehouse::{Connection, WireCompression};
@@ -203,8 +205,8 @@ async fn total(ports: &[u16], name: &str) -> u64 {
 /// Groups the workers sent on to be inserted, by reason (`datacat_ingest_groups_total`).
 async fn groups_by_reason(ports: &[u16]) -> Vec<(&'static str, u64)> {
     let mut groups = Vec::new();
-    for reason in INSERT_REASONS {
-        groups.push((reason, total(ports, &groups_series(reason)).await));
+    for reason in InsertReason::ALL {
+        groups.push((reason.name(), total(ports, &groups_series(reason)).await));
     }
     groups
 }
