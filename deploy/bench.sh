@@ -30,7 +30,7 @@ datacat_install_deps
 export DATACAT_NATS_SERVER_BIN="$DATACAT_ROOT/.local/nats/bin/nats-server"
 
 export DATACAT_CLICKHOUSE_SERVER_BIN="${DATACAT_CLICKHOUSE_SERVER_BIN:-/usr/sbin/clickhouse-server}"
-cargo build --release -p datacat-daemon -p datacat-ingest -p datacat-query -p datacat-integration-tests --bins
+cargo build --release -p datacat-daemon -p datacat-ingest -p datacat-query -p datacat-bench --bins
 
 # Two shapes of the same six million records (about 10 M rows, between a warm-up and a
 # cool-down of the same size): deep (2000 sessions with 60 batches each queued: workers share

@@ -364,7 +364,7 @@ func (c *Client) UpdateState(ctx context.Context, session string, state map[stri
 	return err
 }
 
-// LogEvent logs an event with data (the seeds' signature); LogEventWith takes every field.
+// LogEvent logs an event with data; LogEventWith takes every field.
 func (c *Client) LogEvent(ctx context.Context, session, name string, data map[string]any) error {
 	return c.LogEventWith(ctx, session, Event{Name: name, Data: data})
 }
@@ -392,7 +392,7 @@ func exceptionEvent(exc *Exception, level Level, data map[string]any) Event {
 		Labels: []string{"exception", exc.Type}, Message: exc.Message, Data: data, Exception: exc}
 }
 
-// LogMetric logs a gauge point with tags (the seeds' signature); LogMetricWith takes every
+// LogMetric logs a gauge point with tags; LogMetricWith takes every
 // field.
 func (c *Client) LogMetric(ctx context.Context, session, name string, value float64, tags []string) error {
 	return c.LogMetricWith(ctx, session, Metric{Name: name, Value: value, Tags: tags})

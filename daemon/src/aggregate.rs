@@ -2,8 +2,8 @@
 //!
 //! A counter (`type: counter` with a `delta`) keeps a running total per name and tag set; a
 //! histogram keeps per-bucket counts per name, tag set and bucket bounds. At each flush the
-//! aggregates that changed since the previous flush become one metric record each (the
-//! original re-sent every aggregate at every flush, forever).
+//! aggregates that changed since the previous flush become one metric record each; one that
+//! did not change sends nothing.
 
 use std::collections::BTreeMap;
 
@@ -23,8 +23,8 @@ struct Aggregate<T> {
     changed: bool,
 }
 
-/// What identifies one aggregate. JSON keeps names containing `:` intact (the original
-/// split keys on the first `:`).
+/// What identifies one aggregate: name, tags and bounds as JSON, so that names containing
+/// `:` or other separators never run into each other.
 fn key(name: &str, tags: &[String], bounds: &[f64]) -> String {
     serde_json::json!([name, tags, bounds]).to_string()
 }

@@ -40,7 +40,7 @@ pub struct Daemon {
 type AppState = Arc<Daemon>;
 type Body = Result<Bytes, BytesRejection>;
 
-/// The heartbeat timeout when a client starts monitoring without one (the original's).
+/// The heartbeat timeout when a client starts monitoring without one.
 const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn router(daemon: Arc<Daemon>, max_body_bytes: usize) -> Router {

@@ -5,13 +5,11 @@
 //! `DATACAT_CLICKHOUSE_SERVER_BIN`), then the repo's `.local/` install and `PATH`.
 //! `deploy/test-all.sh` installs them and sets the variables.
 
-pub mod bench;
 pub mod binaries;
 pub mod blackhole;
 pub mod browser;
 #[cfg(feature = "containers")]
 pub mod containers;
-pub mod cores;
 pub mod daemon;
 pub mod process;
 pub mod python;

@@ -1,8 +1,9 @@
-//! The seeds' client contract, through the real daemon (or the query service's direct
+//! The client contract applications are written against, through the real daemon (or the query service's direct
 //! writes), NATS, ingest, ClickHouse and query:
 //!
 //! - a session read back right after a write shows the write (read your own writes), in the
-//!   seeds' shape (`events`, `metrics`, `state`, `state_history`, `active`, ...);
+//!   shape the client API documents (`events`, `metrics`, `state`, `state_history`,
+//!   `active`, ...);
 //! - a program that opens sessions, ends none and exits normally (end of script, return from
 //!   main, `sys.exit(n)`) leaves them `ended` with the exit reason, whatever it still holds;
 //!   only a process that dies is `crashed`.
@@ -10,7 +11,8 @@
 use datacat_integration_tests::{python, Stack};
 use serde_json::Value;
 
-/// A program ported from the seeds: it writes, reads back at once, ends, reads back again.
+/// A program written against the client API: it writes, reads back at once, ends, reads
+/// back again.
 const READ_BACK: &str = r#"
 import os
 import datacat
@@ -37,7 +39,7 @@ for use_daemon in (True, False):
         after = s.get_details()
         assert after["active"] is False and after["status"] == "ended" and after["ended_at"], after
 
-# The seeds' lower-level client, as their tests use it.
+# The lower-level client, one call per endpoint.
 client = DatacatClient(url)
 sid = client.register_session("seed-port", "1.0")
 client.update_state(sid, {"x": 1})

@@ -1,6 +1,6 @@
 //! The daemon's client contract with NATS and the query service unreachable: black holes
-//! (they accept connections and never answer) in their place. Every call answers as the
-//! seeds' daemon did, at once; `/end` within about a second (the data is in the spool);
+//! (they accept connections and never answer) in their place. Every call answers as it does
+//! online, at once; `/end` within about a second (the data is in the spool);
 //! `/session` is what the daemon holds, in the query service's shape; `/sessions` a list.
 //! Timing bounds are wide: what they catch took 10 s (an `/end` waiting for JetStream) or
 //! a timeout per read.

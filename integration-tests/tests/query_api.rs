@@ -213,7 +213,7 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
     assert_eq!(game["crash_free_rate"], 0.5);
     assert_eq!(products["products"][1]["statuses"], json!({"active": 1}));
 
-    // The seeds' question: peak memory of sessions whose window had "space probe" open.
+    // Peak memory of the sessions whose window had "space probe" open.
     let (status, peak) = get(
         base,
         "/api/metrics/memory_usage/sessions?ever_contains=window.open%3Dspace%20probe",
@@ -304,7 +304,7 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
     assert_eq!(diff["diff"]["pilot"], "grace");
     assert_eq!(diff["diff"]["window"]["open"], json!(["main menu"]));
 
-    // Exports: NDJSON and CSV for a filter, and the seeds' two export endpoints.
+    // Exports: NDJSON and CSV for a filter, whole sessions, and Grafana's rows.
     let text = |path: String| async move {
         let response = reqwest::get(format!("{base}{path}")).await.unwrap();
         assert_eq!(response.status().as_u16(), 200, "{path}");

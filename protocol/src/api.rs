@@ -1,8 +1,8 @@
 //! The JSON shapes the query service answers with, shared with the dashboard.
 //!
-//! Session detail keeps the seed-compatible field names (`state`, `state_history`, `events`,
-//! `metrics`, `created_at`, `ended_at`, `crashed`, `hung`, ...) so the original's clients and
-//! tests can be pointed at the new service.
+//! Session detail has the field names the client API reads a session with (`state`,
+//! `state_history`, `events`, `metrics`, `active`, `created_at`, `ended_at`, `crashed`,
+//! `hung`, ...), beside the status and counts the service adds.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,11 +42,11 @@ pub struct SessionDetail {
     pub updated_at: String,
     pub ended_at: Option<String>,
     pub last_heartbeat: Option<String>,
-    /// Seed compatibility: `status == "active"`.
+    /// `status == "active"`.
     pub active: bool,
-    /// Seed compatibility: `status == "crashed"`.
+    /// `status == "crashed"`.
     pub crashed: bool,
-    /// Seed compatibility: `status == "hung"`.
+    /// `status == "hung"`.
     pub hung: bool,
     pub hostname: String,
     pub machine_id: String,

@@ -2,7 +2,8 @@
 //! writes), and their conversion into records. One parser for both, so a call means the same
 //! wherever it is sent.
 //!
-//! Field names follow the original API so existing clients keep working.
+//! The field names are the client API's (docs/daemon-api.md): applications written against
+//! it keep working.
 
 use crate::record::{
     EndStatus, Event, ExceptionInfo, Level, Metric, MetricKind, Record, DEFAULT_HISTOGRAM_BOUNDS,
@@ -70,8 +71,7 @@ fn rewrite_non_finite_tokens(body: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
-/// A client's timestamp: Unix seconds (what the clients send) or RFC 3339 text (what the
-/// original server took).
+/// A client's timestamp: Unix seconds (what the clients send) or RFC 3339 text.
 #[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ClientTime {
@@ -104,7 +104,8 @@ impl StateBody {
     }
 }
 
-/// An event. The original's flat exception fields are accepted too.
+/// An event. Its exception is an `exception` object, or the flat `stacktrace`,
+/// `exception_type` and `exception_msg` fields.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct EventBody {
     name: String,
@@ -132,7 +133,7 @@ impl EventBody {
                     "unknown level {level:?}: use debug, info, warning, error or critical"
                 ))
             })?,
-            // The original used `category` as the level.
+            // Without a level, a category that names one is the level.
             (None, Some(category)) => Level::parse(category).unwrap_or_default(),
             (None, None) => Level::default(),
         };

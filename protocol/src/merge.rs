@@ -1,6 +1,6 @@
 //! The deep merge that defines a session's state, and the diff that inverts it.
 //!
-//! Merge rules (the original server's, with its null bug fixed):
+//! Merge rules:
 //! * an object merged into an object merges key by key, recursively;
 //! * a `null` value deletes the key (at any depth, including inside newly inserted objects);
 //! * anything else (scalars, arrays, an object over a non-object) replaces the old value.

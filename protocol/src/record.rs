@@ -255,7 +255,7 @@ pub struct Histogram {
     pub count: u64,
 }
 
-/// The bucket bounds used when a client gives none (seconds, like the original's).
+/// The bucket bounds used when a client gives none (in seconds).
 pub const DEFAULT_HISTOGRAM_BOUNDS: [f64; 15] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];

@@ -6,10 +6,9 @@ takes up to ``batch_size`` tuples at a time, turns them into the daemon's
 ``/batch`` items and sends them over the client's kept-alive connection.
 
 What the caller passes is copied at call time: a state or event data dict is
-snapshotted with ``marshal`` (C speed; the original sent whatever the dict
-held when the queue got to it), and an exception is captured in the calling
-thread (the original resolved ``sys.exc_info()`` in the background thread,
-where it is always empty).
+snapshotted with ``marshal`` (C speed), so a change the caller makes after the
+call is not sent; and an exception is captured in the calling thread (in the
+background thread ``sys.exc_info()`` is always empty).
 
 Nothing is lost silently: a full buffer drops the new call (``drop_on_full``,
 the default) or blocks until there is room, and every drop, every rejected
@@ -21,7 +20,8 @@ A session created in async mode is registered from the background thread:
 creating it, like every call, costs the caller no request. Control calls
 (heartbeat monitoring) are queued too, in order with the others.
 
-Any object with the seeds' ``Session`` methods can be wrapped; it is then
+Any object with ``Session``'s methods (``update_state``, ``log_event``,
+``log_metric``, ``heartbeat``, ``end``) can be wrapped; it is then
 called one method at a time from the background thread, with the keyword
 arguments its methods accept (an ``end()`` that takes no ``reason`` is called
 without one).
@@ -686,7 +686,7 @@ def _keyword_names(function):
 
 def _call_accepting(function, keywords, *args):
     """``function(*args, **keywords)`` with the keywords it does not take (and those that
-    are None) left out: a session written against the seeds' API gets the seeds' call."""
+    are None) left out: a session class with fewer parameters gets the call it takes."""
     accepted = _keyword_names(function)
     keywords = dict((k, v) for k, v in keywords.items()
                     if v is not None and (accepted is None or k in accepted))
@@ -706,13 +706,13 @@ def _call_foreign(session, entry):
                     "data": data, "group": group, "exception": exception}
         accepted = _keyword_names(session.log_event)
         if exception is not None and accepted is not None and "exception" not in accepted:
-            keywords["stacktrace"] = exception.get("stacktrace")  # the seeds' field
+            keywords["stacktrace"] = exception.get("stacktrace")  # the flat traceback
         return _call_accepting(session.log_event, keywords, name)
     if kind == _METRIC:
         _, _, name, value, tags, unit, metric_type, count, metadata, delta, buckets = entry
         accepted = _keyword_names(session.log_metric)
         if buckets is not None and accepted is not None and "buckets" not in accepted:
-            metadata = dict(metadata or {}, buckets=list(buckets))  # the seeds' place for them
+            metadata = dict(metadata or {}, buckets=list(buckets))  # where it takes them
         keywords = {"tags": tags, "unit": unit, "metric_type": metric_type, "count": count,
                     "metadata": metadata, "delta": delta, "buckets": buckets}
         return _call_accepting(session.log_metric, keywords, name, value)

@@ -229,8 +229,8 @@ class DaemonManager(object):
     ``daemon_port``: ``"auto"`` (default: the daemon picks a free port) or a
     fixed port, passed as ``--listen 127.0.0.1:PORT``. ``nats_url`` (default
     ``$DATACAT_NATS_URL``) is passed as ``--nats-url``. ``daemon_binary``
-    overrides the lookup. ``server_url`` is kept for compatibility with the
-    original API and is not used (the daemon talks to NATS, not to a server).
+    overrides the lookup. ``server_url`` is accepted and not used (the daemon
+    publishes to NATS; reads go to the query service named per session).
     """
 
     def __init__(

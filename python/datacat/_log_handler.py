@@ -3,7 +3,7 @@
 A record becomes an event named ``log.<logger>`` at the record's level, with
 the formatted message, the logger as group, and where it was logged from as
 data. A record with ``exc_info`` keeps its message and level and carries the
-exception (type, message, frames) too (the original sent only the exception).
+exception (type, message, frames) too.
 Records of the ``datacat`` logger itself are never sent (they would loop).
 """
 
@@ -61,6 +61,6 @@ class DatacatHandler(logging.Handler):
             self.handleError(record)
 
 
-#: Names the original documentation used.
+#: Other names of the handler.
 DatacatLogHandler = DatacatHandler
 DatacatLoggingHandler = DatacatHandler

@@ -95,8 +95,7 @@ class HeartbeatMonitor(object):
             self._reported = False
 
     def heartbeat(self):
-        """Beat and send (through the session's buffer in async mode): the original API's
-        ``monitor.heartbeat()``."""
+        """Beat and send (through the session's buffer in async mode)."""
         return self._send_beat()
 
     def pause(self):

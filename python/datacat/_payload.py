@@ -173,8 +173,8 @@ def build_event(
     timestamp=None,
 ):
     _require_text(name, "event name")
-    # The original documentation shows log_event("name", {"k": "v"}): a dict in
-    # the first optional slot is the event's data, not its level.
+    # log_event("name", {"k": "v"}): a dict in the first optional slot is the
+    # event's data, not its level.
     if isinstance(level, dict) and data is None:
         level, data = None, level
     body = _base(session_id, timestamp)

@@ -128,7 +128,7 @@ class DatacatClient(object):
         self._last_seq = {}  # session -> the last batch a write of it was published as
         self.last_error = None
 
-    # Name used by the original client.
+    # Another name of ``daemon``.
     @property
     def daemon_manager(self):
         return self.daemon
@@ -260,7 +260,7 @@ class DatacatClient(object):
             return None
         return answered
 
-    #: Name used by the original client.
+    #: Another name of ``create_session``.
     register_session = create_session
 
     def update_state(self, session_id, state):

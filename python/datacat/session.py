@@ -140,8 +140,8 @@ class Session(_TypedMetrics):
                   group=None, exception=None):
         """Log an event; ``level`` is debug/info/warning/error/critical (default info).
 
-        ``log_event("name", {"k": "v"})`` (data in the first optional slot, as
-        in the original documentation) is accepted.
+        ``log_event("name", {"k": "v"})`` (data in the first optional slot) is
+        accepted.
         """
         if self._closed("/event"):
             return False

@@ -109,7 +109,7 @@ def test_uncaught_exception_marks_the_session_crashed_at_the_daemon(live, tmpdir
 
 
 def test_the_game_guides_logger_wraps_a_created_session(live):
-    # The seeds' game guide: GameLogger wraps create_session()'s session in AsyncSession.
+    # A game's logger wraps create_session()'s session in AsyncSession.
     base = datacat.create_session("http://localhost:9090", product="Game", version="1.0", **live)
     session = datacat.AsyncSession(base, queue_size=20000)
     for frame in range(1, 181):

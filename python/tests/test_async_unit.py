@@ -388,9 +388,9 @@ def test_without_a_daemon_counters_are_totalled_by_the_client():
     s.end()
 
 
-class SeedStyleSession(object):
-    """A session written against the seeds' API: their argument names and order, an
-    ``end()`` without arguments, no ``exception``/``buckets``/``reason`` anywhere."""
+class MinimalSession(object):
+    """An application's own session class: other argument names and order, an ``end()``
+    without arguments, no ``exception``/``buckets``/``reason`` anywhere."""
 
     def __init__(self):
         self.calls = []
@@ -418,8 +418,8 @@ class SeedStyleSession(object):
         return {"status": "ok"}
 
 
-def test_wraps_a_seed_style_session_with_the_seeds_arguments():
-    wrapped = SeedStyleSession()
+def test_wraps_a_session_class_with_the_arguments_it_takes():
+    wrapped = MinimalSession()
     s = AsyncSession(wrapped, queue_size=20000)
     s.update_state({"x": 1})
     s.log_event("boom", level="error", data={"k": 1})
@@ -438,7 +438,7 @@ def test_wraps_a_seed_style_session_with_the_seeds_arguments():
     assert calls[2] == ("log_metric", "fps", 60.0, dict(tags=None, metric_type="gauge", count=None,
                                                          unit="fps", metadata=None, delta=None))
     assert calls[3][3]["metric_type"] == "histogram"
-    assert calls[3][3]["metadata"] == {"buckets": [0.1, 1.0]}  # where the seeds kept them
+    assert calls[3][3]["metadata"] == {"buckets": [0.1, 1.0]}  # where it takes them
     exception = calls[4][2]
     assert calls[4][1] == "exception" and exception["labels"] == ["exception", "ValueError"]
     assert any("ValueError: bad" in line for line in exception["stacktrace"])
@@ -450,7 +450,7 @@ def test_wraps_a_seed_style_session_with_the_seeds_arguments():
 
 
 def test_a_wrapped_session_that_raises_is_counted_not_raised():
-    class Broken(SeedStyleSession):
+    class Broken(MinimalSession):
         def log_event(self, name, **kwargs):
             raise RuntimeError("its own bug")
 
@@ -465,7 +465,7 @@ def test_a_wrapped_session_that_raises_is_counted_not_raised():
 
 
 def test_a_wrapped_end_that_hangs_does_not_hold_up_the_caller():
-    class Stuck(SeedStyleSession):
+    class Stuck(MinimalSession):
         def end(self, reason=None):
             time.sleep(30)
 

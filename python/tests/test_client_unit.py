@@ -54,7 +54,7 @@ def test_register_body(stub):
     assert body["product"] == "space-game" and body["version"] == "1.4.0"
     assert body["parent_pid"] == os.getpid()
     assert before <= body["timestamp"] <= time.time()
-    assert client.register_session("a", "b") == "sid-1"  # original name
+    assert client.register_session("a", "b") == "sid-1"  # its other name
 
 
 @pytest.mark.parametrize("product,version", [(None, "1"), ("p", None), ("", "1"), ("p", "")])

@@ -59,7 +59,7 @@ def test_event_levels():
 
 
 def test_event_data_in_level_slot_is_data():
-    # log_event("player_moved", {"x": 10}) as in the original documentation
+    # log_event("player_moved", {"x": 10}): data in the first optional slot
     body = p.build_event("sid", "player_moved", {"x": 10})
     assert body["data"] == {"x": 10}
     assert "level" not in body

@@ -1,4 +1,4 @@
-//! The direct-write endpoints (the seeds' API for clients without a daemon):
+//! The direct-write endpoints, for clients without a daemon:
 //! `POST /api/sessions`, `/api/sessions/{id}/state|events|metrics|heartbeat|end|crash|batch`.
 //! Bodies are parsed by the same code as the daemon's, so a call means the same either way.
 
@@ -117,8 +117,8 @@ pub async fn create(
     Ok(Json(CreatedSession { session_id, seq: 0 }))
 }
 
-/// A state update: `{"state": {...}, "timestamp"?}` (what the daemon takes) or the partial
-/// state itself (what the original server took from direct clients).
+/// A state update: `{"state": {...}, "timestamp"?}` (what the daemon takes), or the partial
+/// state itself.
 fn state_record(body: Value) -> Result<Record, ApiError> {
     let wrapped = body.get("state").is_some_and(Value::is_object);
     let body: StateBody = if wrapped {

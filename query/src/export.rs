@@ -1,5 +1,5 @@
 //! Exports, streamed as they are read: `GET /api/export/{sessions|events|metrics}` as NDJSON
-//! or CSV for any sessions filter, and the seeds' `GET /api/data/sessions` (sessions with
+//! or CSV for any sessions filter, and `GET /api/data/sessions` (sessions with
 //! their whole story) and `GET /api/grafana/sessions` (flat rows for a Grafana JSON source).
 
 use axum::body::{Body, Bytes};
@@ -183,7 +183,7 @@ pub async fn export(
 
 #[utoipa::path(get, path = "/api/data/sessions", tag = "export", params(SessionFilters),
     responses((status = 200, body = Vec<SessionDetail>), (status = 400, body = ErrorBody)))]
-/// `GET /api/data/sessions?<session filters>&limit=`: the seeds' export, a JSON array of
+/// `GET /api/data/sessions?<session filters>&limit=`: a JSON array of whole
 /// sessions with state, history, events and metrics (at most 10 000 per call; page with the
 /// filters, e.g. `from`/`to`).
 pub async fn data_sessions(

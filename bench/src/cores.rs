@@ -10,7 +10,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::bench::env_or;
+use crate::measure::env_or;
 
 /// Where the benchmark's processes run.
 #[derive(Debug, Clone, PartialEq, Eq)]

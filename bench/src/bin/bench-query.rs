@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use datacat_integration_tests::bench::env_or;
+use datacat_bench::measure::env_or;
 
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};

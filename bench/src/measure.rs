@@ -1,4 +1,4 @@
-//! What the benchmark programs (`src/bin/bench-*.rs`) share.
+//! A benchmark's settings, and what a process used.
 
 /// A benchmark setting from the environment, or its default when unset or unparsable.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use datacat_integration_tests::bench::env_or;
+use datacat_bench::measure::env_or;
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::Stack;
 use datacat_loadgen::{run, Config, Via};

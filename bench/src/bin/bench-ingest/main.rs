@@ -32,11 +32,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
+use datacat_bench::cores::CoreLayout;
+use datacat_bench::measure::{env_or, ProcessUse};
 use datacat_ingest::http::groups_series;
 use datacat_ingest::insert_reason::InsertReason;
-use datacat_integration_tests::bench::{env_or, ProcessUse};
 use datacat_integration_tests::binaries::datacat_bin;
-use datacat_integration_tests::cores::CoreLayout;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::stack::metric_at;
 use datacat_integration_tests::workload::{Messages, Workload};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use async_nats::jetstream::{self, stream};
-use datacat_integration_tests::bench::env_or;
+use datacat_bench::measure::env_or;
 use datacat_integration_tests::{Daemon, Nats};
 use datacat_protocol::subject;
 use serde_json::json;
