@@ -24,7 +24,7 @@ use crate::machine;
 use crate::metrics;
 use crate::sessions::{Registry, SessionError};
 use crate::upstream::{Answer, Upstream};
-use datacat_protocol::calls::{
+use datacat_api::calls::{
     client_session_id, parse_lenient, product_and_version, ts, BadBody, BatchBody, BatchItem,
     ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
 };

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use datacat_protocol::query::encode;
+use datacat_api::query::encode;
 use serde_json::Value;
 use tracing::{info, warn};
 

@@ -1,9 +1,9 @@
 //! Small formatting helpers.
 
 #[cfg(test)]
-use datacat_protocol::query::decode as url_decode;
+use datacat_api::query::decode as url_decode;
 /// Percent-coding of query-string values lives with the query type it serves.
-pub use datacat_protocol::query::encode as url_encode;
+pub use datacat_api::query::encode as url_encode;
 
 /// `2026-11-22T10:00:00.123Z` → `2026-11-22 10:00:00`.
 pub fn short_time(rfc3339: &str) -> String {

@@ -12,7 +12,7 @@ mod style;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datacat_protocol::api::{
+use datacat_api::answers::{
     MetricAcrossSessions, MetricStat, ProductSummary, SessionDetail, SessionPage, SessionQuery,
     TrendPoint,
 };
@@ -70,15 +70,15 @@ impl Page {
                 Ok(query) => Page::Sessions(Box::new(query)),
                 Err(error) => Page::BadFilter(error),
             },
-            ["sessions", id] => Page::Session(datacat_protocol::query::decode(id)),
+            ["sessions", id] => Page::Session(datacat_api::query::decode(id)),
             ["products"] => match parsed(&[]) {
                 Ok(query) => Page::Products(Box::new(query)),
                 Err(error) => Page::BadFilter(error),
             },
             ["explore"] => {
-                let pairs = datacat_protocol::query::pairs(query);
+                let pairs = datacat_api::query::pairs(query);
                 let get =
-                    |key: &str| datacat_protocol::query::param(&pairs, key).unwrap_or_default();
+                    |key: &str| datacat_api::query::param(&pairs, key).unwrap_or_default();
                 let stat = match get("stat") {
                     "min" => MetricStat::Min,
                     "avg" => MetricStat::Avg,

@@ -4,7 +4,7 @@
 //! `seq` and the rows to write. It is deterministic, so a batch applied twice (a redelivery,
 //! or two workers racing) produces identical rows, which the warehouse collapses.
 
-use datacat_protocol::api::STATUS_ACTIVE;
+use datacat_api::answers::STATUS_ACTIVE;
 use datacat_protocol::merge::merge_reporting;
 use datacat_protocol::record::StateUpdate;
 use datacat_protocol::time::{epoch_days, rfc3339_ms};

@@ -389,7 +389,7 @@ async fn plain_lists_walk_every_session_once_whatever_the_versions() {
             if let Some(cursor) = &cursor {
                 text.push_str(&format!("&cursor={cursor}"));
             }
-            let query = datacat_protocol::api::SessionQuery::parse(&text, &[]).unwrap();
+            let query = datacat_api::answers::SessionQuery::parse(&text, &[]).unwrap();
             let page = reader.list_sessions(&query).await.unwrap();
             for session in &page.sessions {
                 assert_eq!(

@@ -52,7 +52,8 @@ pub struct SessionStart {
 }
 
 /// The machine and process a session ran on, captured by the daemon at session start.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct MachineInfo {
     pub hostname: String,
@@ -152,7 +153,8 @@ impl Event {
 }
 
 /// An exception as the client saw it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct ExceptionInfo {
     #[serde(rename = "type")]
@@ -165,7 +167,8 @@ pub struct ExceptionInfo {
 }
 
 /// One stack frame of an exception.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct Frame {
     pub file: String,
@@ -246,7 +249,8 @@ impl Metric {
 ///
 /// `counts` has one more entry than `bounds`: the last counts observations above the last
 /// bound (the +Inf bucket), so every number stays finite and JSON-safe.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Histogram {
     /// Upper bounds, ascending, finite.
     pub bounds: Vec<f64>,

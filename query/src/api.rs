@@ -2,11 +2,11 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use datacat_protocol::api::{
+use datacat_api::answers::{
     ErrorBody, EventPage, MetricAcrossSessions, MetricStat, MetricsAnswer, ProductsAnswer,
     SessionDetail, SessionPage, StateDiffView, StateSnapshot, TrendAnswer,
 };
-use datacat_protocol::query::{pairs, param};
+use datacat_api::query::{pairs, param};
 use datacat_warehouse::{EventFilter, StatePoint};
 use serde_json::{json, Value};
 

@@ -93,7 +93,7 @@ fn presented(request: &Request) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-        .map(datacat_protocol::query::decode)
+        .map(datacat_api::query::decode)
 }
 
 pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -137,14 +137,14 @@ pub struct LoginForm {
 #[utoipa::path(post, path = "/login", tag = "service",
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 303, description = "Signed in; to the dashboard"),
-              (status = 401, body = datacat_protocol::api::ErrorBody)))]
+              (status = 401, body = datacat_api::answers::ErrorBody)))]
 pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
     if state.tokens.grant(Some(&form.token)) == Grant::None {
         return ApiError::Unauthorized("the token is not valid".into()).into_response();
     }
     let cookie = format!(
         "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        datacat_protocol::query::encode(&form.token)
+        datacat_api::query::encode(&form.token)
     );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }

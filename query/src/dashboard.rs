@@ -13,7 +13,7 @@ use axum::response::{Html, Response};
 use axum::routing::get;
 use axum::Router;
 use datacat_dashboard::{app, url_encode, AppProps, DataSource, Page, STYLESHEET};
-use datacat_protocol::api::{
+use datacat_api::answers::{
     MetricAcrossSessions, MetricStat, ProductSummary, SessionDetail, SessionPage, SessionQuery,
     TrendPoint,
 };

@@ -5,8 +5,8 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::Json;
-use datacat_protocol::api::{CreatedSession, ErrorBody, WriteAnswer};
-use datacat_protocol::calls::{
+use datacat_api::answers::{CreatedSession, ErrorBody, WriteAnswer};
+use datacat_api::calls::{
     client_session_id, parse_lenient, product_and_version, ts, BadBody, BatchBody, BatchItem,
     ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
 };

@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use datacat_protocol::api::ErrorBody;
+use datacat_api::answers::ErrorBody;
 use datacat_warehouse::WarehouseError;
 use tracing::error;
 

@@ -2,13 +2,13 @@
 //! (`GET /api/openapi.json`).
 
 use axum::Json;
-use datacat_protocol::api::{
+use datacat_api::answers::{
     CreatedSession, DistributionBucket, ErrorBody, EventPage, EventView, MetricAcrossSessions,
     MetricSeries, MetricStat, MetricView, MetricsAnswer, ProductSummary, ProductsAnswer,
     SessionDetail, SessionMetric, SessionPage, SessionSummary, StateDiffView, StateSnapshot,
     TrendAnswer, TrendPoint, WriteAnswer,
 };
-use datacat_protocol::calls::{
+use datacat_api::calls::{
     BatchBody, ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, StateBody,
 };
 use utoipa::OpenApi;

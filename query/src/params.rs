@@ -3,8 +3,8 @@
 //! names it (a typo must not silently widen a filter). The structs at the end only document
 //! them in the OpenAPI document.
 
-use datacat_protocol::api::SessionQuery;
-use datacat_protocol::query::{pairs, param};
+use datacat_api::answers::SessionQuery;
+use datacat_api::query::{pairs, param};
 use utoipa::IntoParams;
 
 use crate::error::ApiError;

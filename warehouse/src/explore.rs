@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use clickhouse::Row;
-use datacat_protocol::api::{
+use datacat_api::answers::{
     DistributionBucket, MetricAcrossSessions, MetricStat, ProductSummary, SessionMetric,
     SessionQuery, TrendPoint,
 };

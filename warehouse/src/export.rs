@@ -1,7 +1,7 @@
 //! Streaming exports: every session, event or metric point of the sessions matching a
 //! filter, read from ClickHouse row by row (never all in memory), in a stable order.
 
-use datacat_protocol::api::{EventView, MetricView, SessionQuery, SessionSummary};
+use datacat_api::answers::{EventView, MetricView, SessionQuery, SessionSummary};
 use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::filter::{matching_sessions, Param, Sql};

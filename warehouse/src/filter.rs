@@ -8,7 +8,7 @@
 //! is taken, and conditions on other columns apply to that latest version only, outside.
 
 use clickhouse::query::Query;
-use datacat_protocol::api::{Order, PathValue, SessionQuery, SortKey};
+use datacat_api::answers::{Order, PathValue, SessionQuery, SortKey};
 
 use crate::{Result, WarehouseError};
 

@@ -1,7 +1,7 @@
 //! Reading sessions back in the API's shapes. Every user value is bound, never spliced.
 
 use clickhouse::{Client, Row};
-use datacat_protocol::api::{
+use datacat_api::answers::{
     EventView, MetricView, SessionDetail, SessionPage, SessionQuery, SessionSummary, SortKey,
     StateSnapshot, STATUS_ACTIVE,
 };

@@ -1,7 +1,7 @@
 //! One session's parts on their own: its events (filtered, paged), its metrics as series, and
 //! its state at any point of its history or the diff between two points.
 
-use datacat_protocol::api::{EventPage, MetricSeries, StateDiffView, StateSnapshot};
+use datacat_api::answers::{EventPage, MetricSeries, StateDiffView, StateSnapshot};
 use datacat_protocol::state_diff;
 use serde_json::{json, Value};
 

@@ -1,7 +1,7 @@
 //! The metric explorer: one metric across the sessions a filter selects (peak, min, avg or
 //! last per session), as a distribution chart and a ranked table.
 
-use datacat_protocol::api::{MetricAcrossSessions, MetricStat};
+use datacat_api::answers::{MetricAcrossSessions, MetricStat};
 use dioxus::prelude::*;
 
 use crate::chart::BarChart;
@@ -47,7 +47,7 @@ pub fn ExplorerPage(exploration: Exploration) -> Element {
         }
         Some(Ok(Some(answer))) => rsx! { Answer { answer: answer.clone() } },
     };
-    let filters = datacat_protocol::query::pairs(&exploration.query.to_query_string());
+    let filters = datacat_api::query::pairs(&exploration.query.to_query_string());
     let extra = vec![
         ("name".to_string(), exploration.metric.clone()),
         ("stat".to_string(), stat.to_string()),

@@ -9,8 +9,8 @@ mod timeline;
 
 use std::time::Duration;
 
-use datacat_protocol::api::{Order, PathValue, SessionQuery, SortKey};
-use datacat_protocol::query::{LEVELS, STATUSES};
+use datacat_api::answers::{Order, PathValue, SessionQuery, SortKey};
+use datacat_api::query::{LEVELS, STATUSES};
 use dioxus::prelude::*;
 
 /// How often live pages (the sessions list, an active session) fetch again.

@@ -1,8 +1,8 @@
 //! Products: per product and version, sessions by status and the crash-free rate, with the
 //! trend of the sessions the filters select.
 
-use datacat_protocol::api::{ProductSummary, SessionQuery, TrendPoint};
-use datacat_protocol::query::STATUSES;
+use datacat_api::answers::{ProductSummary, SessionQuery, TrendPoint};
+use datacat_api::query::STATUSES;
 use dioxus::prelude::*;
 
 use crate::chart::{BarChart, LineChart};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use datacat_protocol::api::{MetricView, SessionDetail};
+use datacat_api::answers::{MetricView, SessionDetail};
 use datacat_protocol::time::parse_time_ms;
 use dioxus::prelude::*;
 

@@ -1,6 +1,6 @@
 //! The sessions list: every filter, sortable columns, cursor pages, live.
 
-use datacat_protocol::api::{Order, SessionPage, SessionQuery, SortKey};
+use datacat_api::answers::{Order, SessionPage, SessionQuery, SortKey};
 use dioxus::prelude::*;
 
 use crate::format::{short_time, url_encode};

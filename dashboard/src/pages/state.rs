@@ -1,7 +1,7 @@
 //! The state: a collapsible JSON tree, a slider through its history, and the diff between
 //! two snapshots.
 
-use datacat_protocol::api::StateSnapshot;
+use datacat_api::answers::StateSnapshot;
 use datacat_protocol::state_diff;
 use dioxus::prelude::*;
 use serde_json::{json, Value};

@@ -1,6 +1,6 @@
 //! A session's events as a timeline: levels, expandable data, exception tracebacks.
 
-use datacat_protocol::api::EventView;
+use datacat_api::answers::EventView;
 use dioxus::prelude::*;
 
 use crate::format::short_time;

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::time::parse_time_ms;
+use datacat_protocol::time::parse_time_ms;
 
 /// `path=value`: a flattened state path (`window_state.open`) and a leaf value. Strings match
 /// their text, other leaves their JSON (`true`, `3`, `1.5`).

@@ -5,10 +5,10 @@
 //! The field names are the client API's (docs/daemon-api.md): applications written against
 //! it keep working.
 
-use crate::record::{
+use datacat_protocol::record::{
     EndStatus, Event, ExceptionInfo, Level, Metric, MetricKind, Record, DEFAULT_HISTOGRAM_BOUNDS,
 };
-use crate::time::{client_ts_ms, now_ms, parse_time_ms};
+use datacat_protocol::time::{client_ts_ms, now_ms, parse_time_ms};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -72,7 +72,8 @@ fn rewrite_non_finite_tokens(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A client's timestamp: Unix seconds (what the clients send) or RFC 3339 text.
-#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum ClientTime {
     Seconds(f64),
@@ -89,7 +90,8 @@ pub fn ts(timestamp: Option<ClientTime>) -> u64 {
     client_ts_ms(seconds, now_ms())
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateBody {
     pub state: Value,
     pub timestamp: Option<ClientTime>,
@@ -106,7 +108,8 @@ impl StateBody {
 
 /// An event. Its exception is an `exception` object, or the flat `stacktrace`,
 /// `exception_type` and `exception_msg` fields.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventBody {
     name: String,
     level: Option<String>,
@@ -183,7 +186,8 @@ pub enum MetricCall {
     },
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricBody {
     name: String,
     value: Option<Value>,
@@ -305,14 +309,16 @@ pub fn client_session_id(id: Option<String>) -> Result<Option<String>, BadBody> 
 
 /// A heartbeat; `timeout` (seconds without one after which the session is hung) starts
 /// hang monitoring where a daemon watches.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatBody {
     pub timeout: Option<f64>,
     pub timestamp: Option<ClientTime>,
 }
 
 /// The end of a session, normal or not.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndBody {
     pub reason: Option<String>,
     /// True ends the session as `crashed` (a client that caught its application's uncaught
@@ -346,7 +352,8 @@ pub enum BatchItem {
 
 /// Many calls in one request, applied in order. Items stay JSON until each is checked, so
 /// one bad item is reported by index and the rest still apply.
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchBody {
     pub items: Vec<Value>,
 }

@@ -7,13 +7,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::record::{ExceptionInfo, Histogram, MachineInfo};
+use datacat_protocol::record::{ExceptionInfo, Histogram, MachineInfo};
 
 /// Lifecycle status of a session.
 pub const STATUS_ACTIVE: &str = "active";
 
 /// One row of the sessions list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionSummary {
     pub id: String,
     pub product: String,
@@ -31,7 +32,8 @@ pub struct SessionSummary {
 }
 
 /// Everything about one session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionDetail {
     pub id: String,
     pub product: String,
@@ -69,7 +71,8 @@ pub struct SessionDetail {
 }
 
 /// The whole state right after one accepted update.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateSnapshot {
     pub seq: u64,
     pub timestamp: String,
@@ -78,7 +81,8 @@ pub struct StateSnapshot {
     pub state: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventView {
     pub timestamp: String,
     pub name: String,
@@ -92,7 +96,8 @@ pub struct EventView {
     pub exception: Option<ExceptionInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricView {
     pub timestamp: String,
     pub name: String,
@@ -110,20 +115,23 @@ pub struct MetricView {
 pub use crate::query::{Order, PathValue, SessionQuery, SortKey};
 
 /// A page of the sessions list; `next_cursor` fetches the next one (absent on the last).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionPage {
     pub sessions: Vec<SessionSummary>,
     pub next_cursor: Option<String>,
 }
 
 /// `GET /api/products`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProductsAnswer {
     pub products: Vec<ProductSummary>,
 }
 
 /// Sessions started on one day (UTC) and how many of them crashed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrendPoint {
     /// `YYYY-MM-DD`.
     pub date: String,
@@ -133,19 +141,22 @@ pub struct TrendPoint {
 }
 
 /// `GET /api/products/trend`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrendAnswer {
     pub days: Vec<TrendPoint>,
 }
 
 /// `GET /api/sessions/{id}/metrics`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricsAnswer {
     pub metrics: Vec<MetricSeries>,
 }
 
 /// A write was accepted: `{"status": "ok"}` (a batch adds how many items it took).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WriteAnswer {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,7 +168,8 @@ pub struct WriteAnswer {
 }
 
 /// `POST /api/sessions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedSession {
     pub session_id: String,
     /// The batch sequence number of the session's first batch (always 0).
@@ -165,7 +177,8 @@ pub struct CreatedSession {
 }
 
 /// One product version: its sessions by status and how many did not crash.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProductSummary {
     pub product: String,
     pub version: String,
@@ -178,7 +191,8 @@ pub struct ProductSummary {
 }
 
 /// Which per-session figure of a metric the explorer ranks and distributes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MetricStat {
     #[default]
@@ -189,7 +203,8 @@ pub enum MetricStat {
 }
 
 /// A metric summarised over one session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionMetric {
     pub session_id: String,
     pub product: String,
@@ -203,7 +218,8 @@ pub struct SessionMetric {
 }
 
 /// Sessions whose chosen figure falls in `[lower, upper)` (the last bucket includes `upper`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DistributionBucket {
     pub lower: f64,
     pub upper: f64,
@@ -212,7 +228,8 @@ pub struct DistributionBucket {
 
 /// A metric across the sessions matching a filter: a table (ranked by `stat`, highest
 /// first) and the distribution of `stat` over all of them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricAcrossSessions {
     pub metric: String,
     pub stat: MetricStat,
@@ -223,7 +240,8 @@ pub struct MetricAcrossSessions {
 }
 
 /// One metric of one session over time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricSeries {
     pub name: String,
     pub kind: String,
@@ -232,7 +250,8 @@ pub struct MetricSeries {
 }
 
 /// A page of one session's events; `next_offset` fetches the next one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventPage {
     pub events: Vec<EventView>,
     pub next_offset: Option<u64>,
@@ -240,7 +259,8 @@ pub struct EventPage {
 
 /// The difference between two points of a session's state history: applying `diff` (a deep
 /// merge, `null` deletes) to the state at `from_seq` gives the state at `to_seq`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateDiffView {
     pub from: StateSnapshot,
     pub to: StateSnapshot,
@@ -248,7 +268,8 @@ pub struct StateDiffView {
 }
 
 /// A JSON error body: `{"error": "<code>", "message": "<human text>"}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
     pub message: String,
