@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use datacat_protocol::record::{ExceptionInfo, Histogram, MachineInfo};
-
-/// Lifecycle status of a session.
-pub const STATUS_ACTIVE: &str = "active";
+use datacat_protocol::{Level, MetricKind, Status};
 
 /// One row of the sessions list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,8 +17,7 @@ pub struct SessionSummary {
     pub id: String,
     pub product: String,
     pub version: String,
-    /// `active`, `ended`, `crashed`, `hung` or `lost`.
-    pub status: String,
+    pub status: Status,
     /// Why the session ended (empty while active).
     pub end_reason: String,
     pub created_at: String,
@@ -38,7 +35,7 @@ pub struct SessionDetail {
     pub id: String,
     pub product: String,
     pub version: String,
-    pub status: String,
+    pub status: Status,
     pub end_reason: String,
     pub created_at: String,
     pub updated_at: String,
@@ -86,7 +83,7 @@ pub struct StateSnapshot {
 pub struct EventView {
     pub timestamp: String,
     pub name: String,
-    pub level: String,
+    pub level: Level,
     pub category: String,
     pub group: String,
     pub labels: Vec<String>,
@@ -102,7 +99,7 @@ pub struct MetricView {
     pub timestamp: String,
     pub name: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: MetricKind,
     pub value: f64,
     pub unit: String,
     pub tags: Vec<String>,
@@ -190,16 +187,18 @@ pub struct ProductSummary {
     pub last_started_at: String,
 }
 
-/// Which per-session figure of a metric the explorer ranks and distributes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum MetricStat {
-    #[default]
-    Peak,
-    Min,
-    Avg,
-    Last,
+datacat_protocol::named_enum! {
+    /// Which per-session figure of a metric the explorer ranks and distributes.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[serde(rename_all = "snake_case")]
+    pub enum MetricStat {
+        #[default]
+        Peak = "peak",
+        Min = "min",
+        Avg = "avg",
+        Last = "last",
+    }
 }
 
 /// A metric summarised over one session.
@@ -209,7 +208,7 @@ pub struct SessionMetric {
     pub session_id: String,
     pub product: String,
     pub version: String,
-    pub status: String,
+    pub status: Status,
     pub peak: f64,
     pub min: f64,
     pub avg: f64,
@@ -244,7 +243,7 @@ pub struct MetricAcrossSessions {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricSeries {
     pub name: String,
-    pub kind: String,
+    pub kind: MetricKind,
     pub unit: String,
     pub points: Vec<MetricView>,
 }

@@ -6,10 +6,12 @@
 //! * [`calls`]: client calls (JSON bodies) and the records they become.
 //! * [`answers`]: the JSON shapes the query service answers with.
 //! * [`query`]: the sessions-list filters, parsed from and written to URL query strings.
+//! * [`errors`]: the error codes of JSON error answers, and their HTTP statuses.
 //!
 //! With the `openapi` feature, every shape also describes itself for the OpenAPI document
 //! (the query service turns it on; a daemon has no use for it).
 
 pub mod answers;
 pub mod calls;
+pub mod errors;
 pub mod query;

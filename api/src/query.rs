@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use datacat_protocol::time::parse_time_ms;
+use datacat_protocol::{Level, Status};
 
 /// `path=value`: a flattened state path (`window_state.open`) and a leaf value. Strings match
 /// their text, other leaves their JSON (`true`, `3`, `1.5`).
@@ -14,22 +15,29 @@ pub struct PathValue {
     pub value: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SortKey {
-    #[default]
-    Started,
-    Updated,
-    Ended,
-    Events,
+datacat_protocol::named_enum! {
+    /// What the sessions list is ordered by.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[serde(rename_all = "snake_case")]
+    pub enum SortKey {
+        #[default]
+        Started = "started",
+        Updated = "updated",
+        Ended = "ended",
+        Events = "events",
+    }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Order {
-    #[default]
-    Desc,
-    Asc,
+datacat_protocol::named_enum! {
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[serde(rename_all = "snake_case")]
+    pub enum Order {
+        #[default]
+        Desc = "desc",
+        Asc = "asc",
+    }
 }
 
 /// Which sessions, in which order. Every filter given must hold.
@@ -38,7 +46,7 @@ pub enum Order {
 pub struct SessionQuery {
     pub product: Option<String>,
     pub version: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
     /// Started at or after (Unix ms; the query string takes RFC 3339 too).
     pub from_ms: Option<u64>,
     /// Started before.
@@ -56,7 +64,7 @@ pub struct SessionQuery {
     /// Has an event with this name.
     pub event: Option<String>,
     /// Has an event at this level.
-    pub level: Option<String>,
+    pub level: Option<Level>,
     /// Text search over id, product, version, host, end reason and state.
     pub q: Option<String>,
     pub sort: SortKey,
@@ -68,11 +76,6 @@ pub struct SessionQuery {
 
 /// The latest time a filter may name (2100-01-01): larger values are mistakes, not filters.
 pub const MAX_TIME_MS: u64 = 4_102_444_800_000;
-
-/// Statuses a session can have.
-pub const STATUSES: &[&str] = &["active", "hung", "ended", "crashed", "lost"];
-/// Event levels.
-pub const LEVELS: &[&str] = &["debug", "info", "warning", "error", "critical"];
 
 impl SessionQuery {
     /// Parses a URL query string (`product=game&state=level.name%3Dmars&sort=updated`).
@@ -109,12 +112,7 @@ impl SessionQuery {
             match key.as_str() {
                 "product" => parsed.product = text(),
                 "version" => parsed.version = text(),
-                "status" => {
-                    if !value.is_empty() && !STATUSES.contains(&value.as_str()) {
-                        return Err(format!("status must be one of {STATUSES:?}, got {value:?}"));
-                    }
-                    parsed.status = text();
-                }
+                "status" => parsed.status = named(&key, &value, Status::from_name, Status::names)?,
                 "from" => parsed.from_ms = time()?,
                 "to" => parsed.to_ms = time()?,
                 "hostname" => parsed.hostname = text(),
@@ -126,32 +124,15 @@ impl SessionQuery {
                 "contains" => parsed.contains.push(path_value()?),
                 "ever_contains" => parsed.ever_contains.push(path_value()?),
                 "event" => parsed.event = text(),
-                "level" => {
-                    if !value.is_empty() && !LEVELS.contains(&value.as_str()) {
-                        return Err(format!("level must be one of {LEVELS:?}, got {value:?}"));
-                    }
-                    parsed.level = text();
-                }
+                "level" => parsed.level = named(&key, &value, Level::from_name, Level::names)?,
                 "q" => parsed.q = text(),
                 "sort" => {
-                    parsed.sort = match value.as_str() {
-                        "" | "started" => SortKey::Started,
-                        "updated" => SortKey::Updated,
-                        "ended" => SortKey::Ended,
-                        "events" => SortKey::Events,
-                        _ => {
-                            return Err(format!(
-                                "sort must be started, updated, ended or events, got {value:?}"
-                            ))
-                        }
-                    }
+                    parsed.sort =
+                        named(&key, &value, SortKey::from_name, SortKey::names)?.unwrap_or_default()
                 }
                 "order" => {
-                    parsed.order = match value.as_str() {
-                        "" | "desc" => Order::Desc,
-                        "asc" => Order::Asc,
-                        _ => return Err(format!("order must be asc or desc, got {value:?}")),
-                    }
+                    parsed.order =
+                        named(&key, &value, Order::from_name, Order::names)?.unwrap_or_default()
                 }
                 "limit" => {
                     parsed.limit = match value.as_str() {
@@ -180,15 +161,17 @@ impl SessionQuery {
         let mut push = |key: &str, value: &str| {
             out.push(format!("{key}={}", encode(value)));
         };
+        let status = self.status.map(Status::as_str);
+        let level = self.level.map(Level::as_str);
         for (key, value) in [
-            ("product", &self.product),
-            ("version", &self.version),
-            ("status", &self.status),
-            ("hostname", &self.hostname),
-            ("machine_id", &self.machine_id),
-            ("event", &self.event),
-            ("level", &self.level),
-            ("q", &self.q),
+            ("product", self.product.as_deref()),
+            ("version", self.version.as_deref()),
+            ("status", status),
+            ("hostname", self.hostname.as_deref()),
+            ("machine_id", self.machine_id.as_deref()),
+            ("event", self.event.as_deref()),
+            ("level", level),
+            ("q", self.q.as_deref()),
         ] {
             if let Some(value) = value {
                 push(key, value);
@@ -209,11 +192,11 @@ impl SessionQuery {
                 push(key, &format!("{}={}", pv.path, pv.value));
             }
         }
-        if self.sort != SortKey::Started {
-            push("sort", sort_name(self.sort));
+        if self.sort != SortKey::default() {
+            push("sort", self.sort.as_str());
         }
-        if self.order != Order::Desc {
-            push("order", "asc");
+        if self.order != Order::default() {
+            push("order", self.order.as_str());
         }
         if let Some(limit) = self.limit {
             push("limit", &limit.to_string());
@@ -222,13 +205,20 @@ impl SessionQuery {
     }
 }
 
-fn sort_name(sort: SortKey) -> &'static str {
-    match sort {
-        SortKey::Started => "started",
-        SortKey::Updated => "updated",
-        SortKey::Ended => "ended",
-        SortKey::Events => "events",
+/// A parameter whose value is one of an enum's names: `None` when empty, an error naming
+/// the choices when it is none of them.
+fn named<T>(
+    key: &str,
+    value: &str,
+    from_name: fn(&str) -> Option<T>,
+    names: fn() -> String,
+) -> Result<Option<T>, String> {
+    if value.is_empty() {
+        return Ok(None);
     }
+    from_name(value)
+        .map(Some)
+        .ok_or_else(|| format!("{key} must be {}, got {value:?}", names()))
 }
 
 /// The decoded `key=value` pairs of a query string.

@@ -9,24 +9,23 @@ use std::time::Duration;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use datacat_protocol::record::{SessionEnd, SessionStart};
-use datacat_protocol::EndStatus;
+use datacat_protocol::{EndStatus, Status};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::error::ApiError;
 use crate::machine;
 use crate::metrics;
-use crate::sessions::{Registry, SessionError};
+use crate::sessions::Registry;
 use crate::upstream::{Answer, Upstream};
 use datacat_api::calls::{
-    client_session_id, parse_lenient, product_and_version, ts, BadBody, BatchBody, BatchItem,
-    ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
+    client_session_id, parse_lenient, product_and_version, ts, BatchBody, BatchItem, ClientTime,
+    EndBody, EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
 };
 
 /// What the handlers reach: the sessions, and the query service to read them back from.
@@ -67,65 +66,6 @@ pub fn router(daemon: Arc<Daemon>, max_body_bytes: usize) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(daemon)
-}
-
-/// Everything a client can get wrong, each with its status.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("session has ended: {0}")]
-    Ended(String),
-    #[error("method not allowed")]
-    MethodNotAllowed,
-    #[error("request body too large")]
-    TooLarge,
-    #[error("{message}")]
-    InvalidItems {
-        message: String,
-        accepted: usize,
-        rejected: Vec<Value>,
-    },
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Ended(_) => (StatusCode::CONFLICT, "session_ended"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            ApiError::InvalidItems { .. } => (StatusCode::BAD_REQUEST, "invalid_items"),
-        };
-        metrics::count_client_error();
-        let mut body = json!({"error": code, "message": self.to_string()});
-        if let ApiError::InvalidItems {
-            accepted, rejected, ..
-        } = self
-        {
-            body["accepted"] = json!(accepted);
-            body["rejected"] = json!(rejected);
-        }
-        (status, Json(body)).into_response()
-    }
-}
-
-impl From<SessionError> for ApiError {
-    fn from(error: SessionError) -> Self {
-        match error {
-            SessionError::Unknown(_) => ApiError::NotFound(error.to_string()),
-            SessionError::Ended(id) => ApiError::Ended(id),
-        }
-    }
-}
-
-impl From<BadBody> for ApiError {
-    fn from(error: BadBody) -> Self {
-        ApiError::BadRequest(error.0)
-    }
 }
 
 /// The request body, or why it could not be read (too large: 413).
@@ -468,7 +408,9 @@ fn from_server(
     };
     if !caught_up {
         server["state"] = local.view["state"].clone();
-        if local.view["active"] == json!(false) && local.view["status"] != json!("hung") {
+        let ended = serde_json::from_value::<Status>(local.view["status"].clone())
+            .is_ok_and(Status::is_terminal);
+        if ended {
             for key in [
                 "status",
                 "end_reason",

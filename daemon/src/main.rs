@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod aggregate;
 mod api;
 mod config;
+mod error;
 mod machine;
 mod metrics;
 mod parent;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use datacat_protocol::record::{Alive, DataDropped, HangChange, Heartbeat, StateUpdate};
 use datacat_protocol::time::{now_ms, rfc3339_ms};
 use datacat_protocol::{
-    deep_merge, encode_batch, state_diff, Batch, Record, SessionEnd, SessionStart,
+    deep_merge, encode_batch, state_diff, Batch, Record, SessionEnd, SessionStart, Status,
 };
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
@@ -78,9 +78,9 @@ impl Session {
     /// holds: its state, but no events, metrics or history (those are not kept here).
     fn local_view(&self, session_id: &str) -> Value {
         let status = match &self.end {
-            Some(end) => end.status.as_str(),
-            None if self.heartbeat.hung => "hung",
-            None => "active",
+            Some(end) => Status::from(end.status),
+            None if self.heartbeat.hung => Status::Hung,
+            None => Status::Active,
         };
         let end = self.end.as_ref();
         json!({
@@ -89,9 +89,9 @@ impl Session {
             "version": self.version,
             "status": status,
             "end_reason": end.map(|e| e.reason.as_str()).unwrap_or_default(),
-            "active": status == "active",
-            "crashed": status == "crashed",
-            "hung": status == "hung",
+            "active": status == Status::Active,
+            "crashed": status == Status::Crashed,
+            "hung": status == Status::Hung,
             "created_at": rfc3339_ms(self.started_ms),
             "updated_at": rfc3339_ms(self.updated_ms),
             "ended_at": end.map(|e| rfc3339_ms(e.ts_ms)),

@@ -77,14 +77,8 @@ impl Page {
             },
             ["explore"] => {
                 let pairs = datacat_api::query::pairs(query);
-                let get =
-                    |key: &str| datacat_api::query::param(&pairs, key).unwrap_or_default();
-                let stat = match get("stat") {
-                    "min" => MetricStat::Min,
-                    "avg" => MetricStat::Avg,
-                    "last" => MetricStat::Last,
-                    _ => MetricStat::Peak,
-                };
+                let get = |key: &str| datacat_api::query::param(&pairs, key).unwrap_or_default();
+                let stat = MetricStat::from_name(get("stat")).unwrap_or_default();
                 match parsed(&["name", "stat"]) {
                     Ok(query) => Page::Metrics(Box::new(Exploration {
                         metric: get("name").to_string(),
@@ -151,7 +145,7 @@ mod tests {
             Page::from_path("/sessions", "status=crashed&product=space%20game&limit=5"),
             Page::Sessions(Box::new(SessionQuery {
                 product: Some("space game".into()),
-                status: Some("crashed".into()),
+                status: Some(datacat_protocol::Status::Crashed),
                 limit: Some(5),
                 ..Default::default()
             }))

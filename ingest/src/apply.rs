@@ -4,13 +4,12 @@
 //! `seq` and the rows to write. It is deterministic, so a batch applied twice (a redelivery,
 //! or two workers racing) produces identical rows, which the warehouse collapses.
 
-use datacat_api::answers::STATUS_ACTIVE;
 use datacat_protocol::merge::merge_reporting;
 use datacat_protocol::record::StateUpdate;
 use datacat_protocol::time::{epoch_days, rfc3339_ms};
 use datacat_protocol::{
     Batch, DataDropped, EndStatus, Event, HangChange, Level, MachineInfo, Metric, Record,
-    SessionEnd, SessionStart,
+    SessionEnd, SessionStart, Status,
 };
 use datacat_warehouse::rowbinary::{
     state_text, EventRef, MetricRef, RowKey, StateHistoryRef, StatePathRef,
@@ -36,7 +35,7 @@ pub struct Progress {
     pub version: String,
     pub machine: MachineInfo,
     pub state: Value,
-    pub status: String,
+    pub status: Status,
     pub end_reason: String,
     pub started_ms: u64,
     pub updated_ms: u64,
@@ -56,7 +55,7 @@ pub struct Progress {
 
 impl Progress {
     fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "ended" | "crashed" | "lost")
+        self.status.is_terminal()
     }
 
     /// The session row as of this progress.
@@ -65,11 +64,7 @@ impl Progress {
             session_id: session_id.to_string(),
             product: self.product.clone(),
             version: self.version.clone(),
-            status: if self.status.is_empty() {
-                STATUS_ACTIVE.to_string()
-            } else {
-                self.status.clone()
-            },
+            status: self.status.as_str().to_string(),
             end_reason: self.end_reason.clone(),
             started_date: epoch_days(self.started_ms),
             started_ms: self.started_ms,
@@ -91,8 +86,6 @@ impl Progress {
     }
 }
 
-const STATUS_HUNG: &str = "hung";
-
 /// Identifies the sweeper's `session_lost` event: no record of a batch has this index.
 const LOST_EVENT_IDX: u32 = u32::MAX;
 
@@ -108,7 +101,7 @@ pub fn mark_lost(
     if progress.is_terminal() {
         return false;
     }
-    progress.status = "lost".to_string();
+    progress.status = Status::Lost;
     progress.end_reason = reason.to_string();
     progress.ended_ms = now_ms;
     progress.event_count += 1;
@@ -197,9 +190,6 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut impl RowSink) {
             Record::Dropped(dropped) => at.dropped(dropped),
             Record::Alive(_) => {}
         }
-    }
-    if progress.status.is_empty() {
-        progress.status = STATUS_ACTIVE.to_string();
     }
     progress.next_seq = progress.next_seq.max(batch.seq.saturating_add(1));
     // Summaries are versioned by applied batches, not by seq: a late predecessor applied
@@ -329,7 +319,7 @@ impl<R: RowSink> At<'_, R> {
             return;
         }
         let progress = &mut *self.progress;
-        progress.status = end.status.as_str().to_string();
+        progress.status = end.status.into();
         progress.end_reason = end.reason.clone();
         progress.ended_ms = self.key.ts_ms;
         if end.status != EndStatus::Ended {
@@ -340,12 +330,12 @@ impl<R: RowSink> At<'_, R> {
     }
 
     fn hang(&mut self, hang: &HangChange) {
-        if self.progress.is_terminal() || self.progress.status == STATUS_HUNG {
+        if self.progress.is_terminal() || self.progress.status == Status::Hung {
             return;
         }
         let ts_ms = self.key.ts_ms;
         let progress = &mut *self.progress;
-        progress.status = STATUS_HUNG.to_string();
+        progress.status = Status::Hung;
         progress.hang_count += 1;
         progress.hung_ms = ts_ms;
         let silent_s = ts_ms.saturating_sub(hang.last_heartbeat_ms) / 1000;
@@ -362,10 +352,10 @@ impl<R: RowSink> At<'_, R> {
     }
 
     fn recovery(&mut self) {
-        if self.progress.status != STATUS_HUNG {
+        if self.progress.status != Status::Hung {
             return;
         }
-        self.progress.status = STATUS_ACTIVE.to_string();
+        self.progress.status = Status::Active;
         let hung_s = self.key.ts_ms.saturating_sub(self.progress.hung_ms) / 1000;
         let message = format!("heartbeats resumed after {hung_s} s");
         let data = json!({"hung_seconds": hung_s});

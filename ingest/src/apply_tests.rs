@@ -62,7 +62,7 @@ fn applies_records_in_order_and_produces_rows() {
 
     assert_eq!(progress.next_seq, 2);
     assert_eq!(progress.state, json!({"a": {"b": 1, "c": 2}}));
-    assert_eq!(progress.status, "active");
+    assert_eq!(progress.status, Status::Active);
     assert_eq!(progress.last_heartbeat_ms, 14);
     assert_eq!(rows.state_history.len(), 2);
     assert_eq!(rows.state_history[1].state, r#"{"a":{"b":1,"c":2}}"#);
@@ -144,7 +144,7 @@ fn a_lost_session_is_marked_once_and_rows_can_be_rebuilt() {
     let mut progress = Progress {
         next_seq: 4,
         seen_ms: 5,
-        status: "active".into(),
+        status: Status::Active,
         event_count: 2,
         ..Default::default()
     };
@@ -386,7 +386,7 @@ fn a_crash_is_an_event_and_ends_a_hang() {
         ),
         &mut rows,
     );
-    assert_eq!(progress.status, "crashed");
+    assert_eq!(progress.status, Status::Crashed);
     assert_eq!(
         rows.events.last().map(|e| e.name.as_str()),
         Some("session_crashed")

@@ -136,7 +136,7 @@ impl ProgressCache {
         let mut entries = self.lock();
         if let Some((progress, base)) = entries.get_mut(key) {
             if *base == Base::Round(round) {
-                if matches!(progress.status.as_str(), "active" | "hung") {
+                if !progress.status.is_terminal() {
                     *base = Base::Revision(revision);
                 } else {
                     // An ended session rarely gets another batch: not worth the memory.
@@ -192,11 +192,13 @@ impl ProgressCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datacat_protocol::Status;
 
     fn progress(next_seq: u64, status: &str) -> Progress {
+        let status = Status::from_name(status).unwrap();
         Progress {
             next_seq,
-            status: status.into(),
+            status,
             seen_ms: datacat_protocol::time::now_ms(),
             ..Progress::default()
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use datacat_protocol::subject;
 use datacat_protocol::time::{iso_date, now_ms};
+use datacat_protocol::Status;
 use datacat_warehouse::{Maintenance, RowSet, Writer};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -131,7 +132,7 @@ impl Sweeper {
                 continue;
             };
             let mut progress: Progress = serde_json::from_slice(&entry.value)?;
-            if progress.status == "lost" {
+            if progress.status == Status::Lost {
                 // Recorded in KV but not visible: an earlier insert failed. Write it again.
                 lost_rows(&mut progress, &session_id, &mut rows);
                 continue;

@@ -89,7 +89,7 @@ async fn garbage_is_rejected_and_the_daemon_keeps_serving() {
             "/event",
             format!(r#"{{"session_id": "{id}", "name": "{huge}"}}"#),
             413,
-            "too_large",
+            "payload_too_large",
         ),
         ("/state", "\u{0}\u{1}\u{2}".into(), 400, "bad_request"),
     ];

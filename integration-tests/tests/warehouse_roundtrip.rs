@@ -393,7 +393,8 @@ async fn plain_lists_walk_every_session_once_whatever_the_versions() {
             let page = reader.list_sessions(&query).await.unwrap();
             for session in &page.sessions {
                 assert_eq!(
-                    session.status, "ended",
+                    session.status.as_str(),
+                    "ended",
                     "{}: the latest version",
                     session.id
                 );

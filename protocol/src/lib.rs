@@ -6,11 +6,13 @@
 //! * [`codec`]: the versioned MessagePack encoding of a batch.
 //! * [`subject`]: JetStream stream, subject and key-value names.
 //! * [`merge`]: the deep merge that defines a session's state, and the diff that inverts it.
+//! * [`names`]: enums whose variants each have one name (statuses, levels, kinds).
 //! * [`time`]: timestamps as the records carry them.
 
 pub mod batch;
 pub mod codec;
 pub mod merge;
+pub mod names;
 pub mod record;
 pub mod subject;
 pub mod time;
@@ -20,5 +22,5 @@ pub use codec::{decode_batch, decode_batch_head, encode_batch, BatchHead, CodecE
 pub use merge::{deep_merge, state_diff};
 pub use record::{
     Alive, DataDropped, EndStatus, Event, ExceptionInfo, Frame, HangChange, Histogram, Level,
-    MachineInfo, Metric, MetricKind, Record, SessionEnd, SessionStart,
+    MachineInfo, Metric, MetricKind, Record, SessionEnd, SessionStart, Status,
 };

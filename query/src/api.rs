@@ -191,16 +191,14 @@ pub async fn metric_across_sessions(
     RawQuery(query): RawQuery,
 ) -> Result<Json<MetricAcrossSessions>, ApiError> {
     let pairs = pairs(query.as_deref().unwrap_or_default());
-    let stat = match param(&pairs, "stat").unwrap_or("peak") {
-        "peak" => MetricStat::Peak,
-        "min" => MetricStat::Min,
-        "avg" => MetricStat::Avg,
-        "last" => MetricStat::Last,
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "stat must be peak, min, avg or last, got {other:?}"
-            )))
-        }
+    let stat = match param(&pairs, "stat") {
+        None => MetricStat::default(),
+        Some(name) => MetricStat::from_name(name).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "stat must be {}, got {name:?}",
+                MetricStat::names()
+            ))
+        })?,
     };
     let mut filters = session_query(&query, &["stat"])?;
     let limit = filters.limit.take().unwrap_or(100);

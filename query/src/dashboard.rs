@@ -12,11 +12,11 @@ use axum::extract::{OriginalUri, Query, State, WebSocketUpgrade};
 use axum::response::{Html, Response};
 use axum::routing::get;
 use axum::Router;
-use datacat_dashboard::{app, url_encode, AppProps, DataSource, Page, STYLESHEET};
 use datacat_api::answers::{
     MetricAcrossSessions, MetricStat, ProductSummary, SessionDetail, SessionPage, SessionQuery,
     TrendPoint,
 };
+use datacat_dashboard::{app, url_encode, AppProps, DataSource, Page, STYLESHEET};
 use datacat_warehouse::Reader;
 use dioxus_liveview::{axum_socket, interpreter_glue, LiveViewPool};
 use tokio::runtime::Handle;

@@ -1,10 +1,10 @@
-//! The one error type of the HTTP API, mapped to statuses and JSON bodies.
+//! The one error type of the HTTP API, answered as JSON with its code's status
+//! (`datacat_api::errors`).
 
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use datacat_api::answers::ErrorBody;
+use datacat_api::errors::ErrorCode;
 use datacat_warehouse::WarehouseError;
+use serde_json::json;
 use tracing::error;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,8 +13,6 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -45,26 +43,28 @@ impl From<WarehouseError> for ApiError {
     }
 }
 
+impl ApiError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::InvalidItems { .. } => ErrorCode::InvalidItems,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::Warehouse(_) => ErrorCode::WarehouseUnavailable,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::InvalidItems { .. } => (StatusCode::BAD_REQUEST, "invalid_items"),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::Warehouse(error) => {
-                error!(%error, "warehouse error");
-                (StatusCode::SERVICE_UNAVAILABLE, "warehouse_unavailable")
-            }
-        };
-        let mut body = serde_json::json!(ErrorBody {
-            error: code.to_string(),
-            message: self.to_string(),
-        });
+        if let ApiError::Warehouse(warehouse) = &self {
+            error!(error = %warehouse, "warehouse error");
+        }
+        let (code, message) = (self.code(), self.to_string());
+        let mut extra = serde_json::Map::new();
         if let ApiError::InvalidItems {
             accepted,
             rejected,
@@ -72,12 +72,12 @@ impl IntoResponse for ApiError {
             ..
         } = self
         {
-            body["accepted"] = serde_json::json!(accepted);
-            body["rejected"] = serde_json::json!(rejected);
+            extra.insert("accepted".into(), json!(accepted));
+            extra.insert("rejected".into(), json!(rejected));
             if let Some(seq) = seq {
-                body["seq"] = serde_json::json!(seq);
+                extra.insert("seq".into(), json!(seq));
             }
         }
-        (status, Json(body)).into_response()
+        datacat_service::error_response(code, message, extra)
     }
 }

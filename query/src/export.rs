@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use datacat_api::answers::{ErrorBody, SessionDetail, SessionQuery};
 use datacat_api::query::{pairs, param};
 use datacat_protocol::time::parse_time_ms;
+use datacat_protocol::Status;
 use futures::{stream, Stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -251,7 +252,7 @@ pub async fn grafana_sessions(
         let duration = ended.unwrap_or(updated).saturating_sub(started) as f64 / 1000.0;
         Ok::<_, std::io::Error>(json!({
             "id": s.id, "product": s.product, "version": s.version, "status": s.status,
-            "crashed": s.status == "crashed", "end_reason": s.end_reason,
+            "crashed": s.status == Status::Crashed, "end_reason": s.end_reason,
             "started_at": s.created_at, "started_ms": started, "ended_at": s.ended_at,
             "duration_seconds": duration, "hostname": s.hostname, "machine_id": s.machine_id,
             "event_count": s.event_count,

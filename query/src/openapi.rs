@@ -54,6 +54,8 @@ use utoipa::OpenApi;
         ProductSummary, TrendAnswer, TrendPoint, MetricAcrossSessions, SessionMetric, DistributionBucket, MetricStat,
         CreatedSession, WriteAnswer, ClientTime, StateBody, EventBody, MetricBody,
         HeartbeatBody, EndBody, BatchBody, crate::direct::CreateBody, crate::auth::LoginForm,
+        datacat_protocol::Status, datacat_protocol::Level, datacat_protocol::MetricKind,
+        datacat_api::answers::SortKey, datacat_api::answers::Order,
     ))
 )]
 pub struct ApiDoc;

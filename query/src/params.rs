@@ -3,8 +3,9 @@
 //! names it (a typo must not silently widen a filter). The structs at the end only document
 //! them in the OpenAPI document.
 
-use datacat_api::answers::SessionQuery;
+use datacat_api::answers::{Order, SessionQuery, SortKey};
 use datacat_api::query::{pairs, param};
+use datacat_protocol::{Level, Status};
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
@@ -58,9 +59,7 @@ pub struct MinSeq {
 pub struct SessionFilters {
     product: Option<String>,
     version: Option<String>,
-    /// active, hung, ended, crashed or lost.
-    #[param(pattern = "^(active|hung|ended|crashed|lost)$")]
-    status: Option<String>,
+    status: Option<Status>,
     /// Started at or after: Unix milliseconds or RFC 3339.
     from: Option<String>,
     /// Started before: Unix milliseconds or RFC 3339.
@@ -81,17 +80,14 @@ pub struct SessionFilters {
     ever_contains: Option<Vec<String>>,
     /// Has an event with this name.
     event: Option<String>,
-    /// Has an event at this level: debug, info, warning, error or critical.
-    #[param(pattern = "^(debug|info|warning|error|critical)$")]
-    level: Option<String>,
+    /// Has an event at this level.
+    level: Option<Level>,
     /// Text search over id, product, version, host, end reason and state.
     q: Option<String>,
-    /// started (default), updated, ended or events.
-    #[param(pattern = "^(started|updated|ended|events)$")]
-    sort: Option<String>,
-    /// desc (default) or asc.
-    #[param(pattern = "^(asc|desc)$")]
-    order: Option<String>,
+    /// Default: started.
+    sort: Option<SortKey>,
+    /// Default: desc.
+    order: Option<Order>,
     /// Page size (list: at most 1000).
     #[param(minimum = 1)]
     limit: Option<u32>,
@@ -104,8 +100,7 @@ pub struct SessionFilters {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct EventParams {
-    #[param(pattern = "^(debug|info|warning|error|critical)$")]
-    level: Option<String>,
+    level: Option<Level>,
     name: Option<String>,
     category: Option<String>,
     /// At most 5000.

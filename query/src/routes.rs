@@ -1,8 +1,8 @@
 //! Every route of the service, in one place.
 
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
+use datacat_api::errors::ErrorCode;
 
 use crate::{api, direct, export, metrics, openapi, AppState};
 
@@ -46,9 +46,10 @@ pub fn router() -> Router<AppState> {
             get(api::metric_across_sessions),
         )
         .method_not_allowed_fallback(|| async {
-            (
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                Json(json!({"error": "method_not_allowed", "message": "method not allowed"})),
+            datacat_service::error_response(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed".into(),
+                Default::default(),
             )
         })
 }

@@ -1,5 +1,5 @@
 //! What every DataCat service process shares: logging setup, shutdown on signals,
-//! Prometheus text rendering, and the page policy.
+//! Prometheus text rendering, the page policy, and JSON error answers.
 
 use std::fmt::Write;
 use std::io::IsTerminal;
@@ -34,6 +34,23 @@ pub fn disable_transparent_huge_pages() {
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
+}
+
+/// A JSON error answer: `{"error": "<code>", "message": "...", ...extra}` with the code's
+/// HTTP status (`ErrorCode::http_status`).
+pub fn error_response(
+    code: datacat_api::errors::ErrorCode,
+    message: String,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut body = serde_json::Map::new();
+    body.insert("error".into(), code.as_str().into());
+    body.insert("message".into(), message.into());
+    body.extend(extra);
+    let status = axum::http::StatusCode::from_u16(code.http_status())
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(serde_json::Value::Object(body))).into_response()
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.

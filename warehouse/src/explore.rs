@@ -9,6 +9,7 @@ use datacat_api::answers::{
     SessionQuery, TrendPoint,
 };
 use datacat_protocol::time::rfc3339_ms;
+use datacat_protocol::Status;
 use serde::Deserialize;
 
 use crate::filter::{matching_session_ids, matching_sessions, Param, Sql};
@@ -74,7 +75,7 @@ impl Reader {
             .into_iter()
             .map(|((product, version), (statuses, last_started_ms))| {
                 let sessions: u64 = statuses.values().sum();
-                let crashed = statuses.get("crashed").copied().unwrap_or(0);
+                let crashed = statuses.get(Status::Crashed.as_str()).copied().unwrap_or(0);
                 ProductSummary {
                     product,
                     version,
@@ -157,7 +158,7 @@ impl Reader {
                 session_id: r.session_id,
                 product: String::new(),
                 version: String::new(),
-                status: String::new(),
+                status: Status::default(),
                 peak: r.peak,
                 min: r.min,
                 avg: r.sum / r.points.max(1) as f64,
@@ -227,7 +228,7 @@ impl Reader {
             if let Some(label) = labels.get(&session.session_id) {
                 session.product = label.product.clone();
                 session.version = label.version.clone();
-                session.status = label.status.clone();
+                session.status = Status::from_name(&label.status).unwrap_or_default();
             }
         }
         Ok(())

@@ -108,8 +108,8 @@ fn key_subqueries(query: &SessionQuery) -> Vec<(&'static str, Vec<Param>)> {
     if let Some(name) = &query.event {
         subqueries.push((HAS_EVENT, vec![s(name)]));
     }
-    if let Some(level) = &query.level {
-        subqueries.push((HAS_LEVEL, vec![s(level)]));
+    if let Some(level) = query.level {
+        subqueries.push((HAS_LEVEL, vec![s(level.as_str())]));
     }
     subqueries
 }
@@ -117,10 +117,11 @@ fn key_subqueries(query: &SessionQuery) -> Vec<(&'static str, Vec<Param>)> {
 /// Conditions on a session's latest row (applied after versions collapse).
 fn attribute_conditions(query: &SessionQuery) -> Conditions {
     let mut attributes = Conditions::default();
+    let status = query.status.map(|status| status.as_str().to_string());
     for (column, value) in [
         ("product", &query.product),
         ("version", &query.version),
-        ("status", &query.status),
+        ("status", &status),
         ("hostname", &query.hostname),
         ("machine_id", &query.machine_id),
     ] {

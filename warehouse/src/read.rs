@@ -3,10 +3,10 @@
 use clickhouse::{Client, Row};
 use datacat_api::answers::{
     EventView, MetricView, SessionDetail, SessionPage, SessionQuery, SessionSummary, SortKey,
-    StateSnapshot, STATUS_ACTIVE,
+    StateSnapshot,
 };
 use datacat_protocol::time::rfc3339_ms;
-use datacat_protocol::{ExceptionInfo, Histogram, MachineInfo};
+use datacat_protocol::{ExceptionInfo, Histogram, Level, MachineInfo, MetricKind, Status};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -175,7 +175,7 @@ pub(crate) fn summary(row: SessionListRow) -> SessionSummary {
         id: row.session_id,
         product: row.product,
         version: row.version,
-        status: row.status,
+        status: Status::from_name(&row.status).unwrap_or_default(),
         end_reason: row.end_reason,
         created_at: rfc3339_ms(row.started_ms),
         updated_at: rfc3339_ms(row.updated_ms),
@@ -213,14 +213,15 @@ fn detail(
         .map(event_view)
         .collect::<Result<Vec<_>>>()?;
     let metrics = metrics.into_iter().map(metric_view).collect();
+    let status = Status::from_name(&row.status).unwrap_or_default();
     Ok(SessionDetail {
-        active: row.status == STATUS_ACTIVE,
-        crashed: row.status == "crashed",
-        hung: row.status == "hung",
+        active: status == Status::Active,
+        crashed: status == Status::Crashed,
+        hung: status == Status::Hung,
         id: row.session_id,
         product: row.product,
         version: row.version,
-        status: row.status,
+        status,
         end_reason: row.end_reason,
         created_at: rfc3339_ms(row.started_ms),
         updated_at: rfc3339_ms(row.updated_ms),
@@ -259,7 +260,7 @@ pub(crate) fn event_view(e: EventRow) -> Result<EventView> {
     Ok(EventView {
         timestamp: rfc3339_ms(e.ts_ms),
         name: e.name,
-        level: e.level,
+        level: Level::from_name(&e.level).unwrap_or_default(),
         category: e.category,
         group: e.group_name,
         labels: e.labels,
@@ -279,7 +280,7 @@ pub(crate) fn metric_view(m: MetricRow) -> MetricView {
             count: m.count.unwrap_or_default(),
         }),
         name: m.name,
-        kind: m.kind,
+        kind: MetricKind::from_name(&m.kind).unwrap_or_default(),
         value: m.value,
         unit: m.unit,
         tags: m.tags,

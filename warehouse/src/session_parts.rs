@@ -98,7 +98,7 @@ impl Reader {
                 Some(last) if last.name == point.name => last.points.push(point),
                 _ => series.push(MetricSeries {
                     name: point.name.clone(),
-                    kind: point.kind.clone(),
+                    kind: point.kind,
                     unit: point.unit.clone(),
                     points: vec![point],
                 }),

@@ -9,15 +9,6 @@ use crate::format::url_encode;
 use crate::pages::{FilterForm, StatusBadge};
 use crate::{Data, Exploration};
 
-fn stat_name(stat: MetricStat) -> &'static str {
-    match stat {
-        MetricStat::Peak => "peak",
-        MetricStat::Min => "min",
-        MetricStat::Avg => "avg",
-        MetricStat::Last => "last",
-    }
-}
-
 #[component]
 pub fn ExplorerPage(exploration: Exploration) -> Element {
     let data = use_context::<Data>();
@@ -35,7 +26,7 @@ pub fn ExplorerPage(exploration: Exploration) -> Element {
                 .map(Some)
         }
     });
-    let stat = stat_name(exploration.stat);
+    let stat = exploration.stat.as_str();
     let body = match &*answer.read() {
         None => rsx! { p { class: "muted", "Loading…" } },
         Some(Err(error)) => rsx! { p { class: "error", "Could not load the metric: {error}" } },
@@ -63,8 +54,8 @@ pub fn ExplorerPage(exploration: Exploration) -> Element {
                 label { "Metric " input { name: "name", value: "{exploration.metric}", placeholder: "memory_usage" } }
                 label { "Per session "
                     select { name: "stat",
-                        for s in ["peak", "min", "avg", "last"] {
-                            option { value: "{s}", selected: stat == s, "{s}" }
+                        for s in MetricStat::ALL {
+                            option { value: "{s}", selected: stat == s.as_str(), "{s}" }
                         }
                     }
                 }
@@ -78,7 +69,7 @@ pub fn ExplorerPage(exploration: Exploration) -> Element {
 
 #[component]
 fn Answer(answer: MetricAcrossSessions) -> Element {
-    let stat = stat_name(answer.stat);
+    let stat = answer.stat.as_str();
     let bars: Vec<(String, f64)> = answer
         .distribution
         .iter()
@@ -97,7 +88,7 @@ fn Answer(answer: MetricAcrossSessions) -> Element {
                     tr { key: "{s.session_id}",
                         td { a { class: "mono", href: "/sessions/{url_encode(&s.session_id)}", "{s.session_id}" } }
                         td { "{s.product}" } td { "{s.version}" }
-                        td { StatusBadge { status: s.status.clone() } }
+                        td { StatusBadge { status: s.status } }
                         td { "{s.peak}" } td { "{s.min}" } td { "{s.avg:.3}" } td { "{s.last}" } td { "{s.points}" }
                     }
                 }

@@ -10,7 +10,7 @@ mod timeline;
 use std::time::Duration;
 
 use datacat_api::answers::{Order, PathValue, SessionQuery, SortKey};
-use datacat_api::query::{LEVELS, STATUSES};
+use datacat_protocol::{Level, Status};
 use dioxus::prelude::*;
 
 /// How often live pages (the sessions list, an active session) fetch again.
@@ -18,7 +18,7 @@ pub const LIVE_EVERY: Duration = Duration::from_secs(2);
 
 /// A status as a coloured badge.
 #[component]
-pub fn StatusBadge(status: String) -> Element {
+pub fn StatusBadge(status: Status) -> Element {
     rsx! { span { class: "badge status-{status}", "{status}" } }
 }
 
@@ -43,14 +43,9 @@ fn time_value(ms: Option<u64>) -> String {
 #[component]
 pub fn FilterForm(query: SessionQuery, action: String, extra: Vec<(String, String)>) -> Element {
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
-    let status = text(&query.status);
-    let level = text(&query.level);
-    let sort = match query.sort {
-        SortKey::Started => "started",
-        SortKey::Updated => "updated",
-        SortKey::Ended => "ended",
-        SortKey::Events => "events",
-    };
+    let status = query.status.map(Status::as_str).unwrap_or_default();
+    let level = query.level.map(Level::as_str).unwrap_or_default();
+    let sort = query.sort.as_str();
     let ascending = query.order == Order::Asc;
     let state_lists = [
         ("state", "State now (path=value)", path_values(&query.state)),
@@ -78,8 +73,8 @@ pub fn FilterForm(query: SessionQuery, action: String, extra: Vec<(String, Strin
                 label { "Status "
                     select { name: "status",
                         option { value: "", selected: status.is_empty(), "any" }
-                        for s in STATUSES {
-                            option { value: "{s}", selected: status == *s, "{s}" }
+                        for s in Status::ALL {
+                            option { value: "{s}", selected: status == s.as_str(), "{s}" }
                         }
                     }
                 }
@@ -93,22 +88,22 @@ pub fn FilterForm(query: SessionQuery, action: String, extra: Vec<(String, Strin
                 label { "Event level "
                     select { name: "level",
                         option { value: "", selected: level.is_empty(), "any" }
-                        for l in LEVELS {
-                            option { value: "{l}", selected: level == *l, "{l}" }
+                        for l in Level::ALL {
+                            option { value: "{l}", selected: level == l.as_str(), "{l}" }
                         }
                     }
                 }
                 label { "Sort "
                     select { name: "sort",
-                        for s in ["started", "updated", "ended", "events"] {
-                            option { value: "{s}", selected: sort == s, "{s}" }
+                        for s in SortKey::ALL {
+                            option { value: "{s}", selected: sort == s.as_str(), "{s}" }
                         }
                     }
                 }
                 label { "Order "
                     select { name: "order",
-                        option { value: "desc", selected: !ascending, "newest / most first" }
-                        option { value: "asc", selected: ascending, "oldest / least first" }
+                        option { value: "{Order::Desc}", selected: !ascending, "newest / most first" }
+                        option { value: "{Order::Asc}", selected: ascending, "oldest / least first" }
                     }
                 }
             }

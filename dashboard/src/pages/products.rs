@@ -2,7 +2,7 @@
 //! trend of the sessions the filters select.
 
 use datacat_api::answers::{ProductSummary, SessionQuery, TrendPoint};
-use datacat_api::query::STATUSES;
+use datacat_protocol::Status;
 use dioxus::prelude::*;
 
 use crate::chart::{BarChart, LineChart};
@@ -47,7 +47,7 @@ fn ProductTable(products: Vec<ProductSummary>) -> Element {
         table { class: "products",
             thead { tr {
                 th { "Product" } th { "Version" } th { "Sessions" }
-                for status in STATUSES { th { StatusBadge { status: status.to_string() } } }
+                for status in Status::ALL { th { StatusBadge { status: *status } } }
                 th { "Crash-free" } th { "Last started" }
             } }
             tbody {
@@ -56,10 +56,10 @@ fn ProductTable(products: Vec<ProductSummary>) -> Element {
                         td { a { href: "/products?product={url_encode(&p.product)}", "{p.product}" } }
                         td { a { href: "/?product={url_encode(&p.product)}&version={url_encode(&p.version)}", "{p.version}" } }
                         td { "{p.sessions}" }
-                        for status in STATUSES {
+                        for status in Status::ALL {
                             td {
                                 a { href: "/?product={url_encode(&p.product)}&version={url_encode(&p.version)}&status={status}",
-                                    "{p.statuses.get(*status).copied().unwrap_or(0)}"
+                                    "{p.statuses.get(status.as_str()).copied().unwrap_or(0)}"
                                 }
                             }
                         }

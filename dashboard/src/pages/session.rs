@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use datacat_api::answers::{MetricView, SessionDetail};
 use datacat_protocol::time::parse_time_ms;
+use datacat_protocol::Status;
 use dioxus::prelude::*;
 
 use crate::chart::{BarChart, LineChart};
@@ -29,8 +30,7 @@ pub fn SessionPage(id: String) -> Element {
         async move {
             loop {
                 let answer = data.0.session(id.clone()).await;
-                let live =
-                    matches!(&answer, Ok(Some(s)) if s.status == "active" || s.status == "hung");
+                let live = matches!(&answer, Ok(Some(s)) if !s.status.is_terminal());
                 detail.set(Some(answer));
                 if !live {
                     break;
@@ -78,7 +78,10 @@ fn SessionView(session: SessionDetail) -> Element {
         .as_deref()
         .map(short_time)
         .unwrap_or_else(|| "—".into());
-    let troubled = matches!(session.status.as_str(), "crashed" | "hung" | "lost");
+    let troubled = matches!(
+        session.status,
+        Status::Crashed | Status::Hung | Status::Lost
+    );
     let last_events: Vec<_> = session
         .events
         .iter()
@@ -111,7 +114,7 @@ fn SessionView(session: SessionDetail) -> Element {
     };
     rsx! {
         section { class: "session-header",
-            h1 { "{session.product} {session.version} " StatusBadge { status: session.status.clone() } }
+            h1 { "{session.product} {session.version} " StatusBadge { status: session.status } }
             dl { class: "facts",
                 dt { "Session" } dd { class: "mono", "{session.id}" }
                 dt { "Started" } dd { "{short_time(&session.created_at)}" }

@@ -69,7 +69,7 @@ pub fn SessionsPage(query: SessionQuery) -> Element {
                 tbody {
                     for session in list.sessions.iter() {
                         tr { key: "{session.id}", class: "session-row status-row-{session.status}",
-                            td { StatusBadge { status: session.status.clone() } }
+                            td { StatusBadge { status: session.status } }
                             td { a { href: "/?product={url_encode(&session.product)}", "{session.product}" } }
                             td { "{session.version}" }
                             td { "{short_time(&session.created_at)}" }
