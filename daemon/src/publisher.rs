@@ -12,9 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use async_nats::jetstream::{self, message::PublishMessage};
-use datacat_protocol::subject::session_subject;
-use futures::future::join_all;
+use async_nats::jetstream;
+use datacat_jetstream::{connect_options, publish_all, Outgoing};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, warn};
 
@@ -52,18 +51,9 @@ impl Publisher {
         config: &Config,
         spool: Arc<Spool>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<DropReport>)> {
-        let client = async_nats::ConnectOptions::new()
-            .name("datacat-daemon")
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(2))
-            // Back within a second of NATS returning: spooled data (and the liveness records
-            // that keep quiet sessions from being marked lost) should not wait.
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis(100 * attempts.min(10) as u64)
-            })
-            .connect(datacat_protocol::subject::nats_servers(&config.nats_url))
-            .await?;
-        let jetstream = jetstream::new(client);
+        // NATS may be down now and come up later: connect in the background.
+        let options = connect_options("datacat-daemon").retry_on_initial_connect();
+        let jetstream = datacat_jetstream::connect(options, &config.nats_url).await?;
         let publisher = Self {
             spool,
             wake: Arc::default(),
@@ -160,7 +150,7 @@ impl Publisher {
             // Over the cap, the oldest segment goes at once (one per pass, until under it).
             let delivered = !self.spool.over(cap)
                 && loop {
-                    pending = self.publish_all(&jetstream, pending).await;
+                    pending = self.publish(&jetstream, pending).await;
                     if pending.is_empty() {
                         break true;
                     }
@@ -211,30 +201,16 @@ impl Publisher {
     }
 
     /// Publishes every entry, then awaits all acks; returns the entries that failed.
-    async fn publish_all<'a>(
+    async fn publish<'a>(
         &self,
         jetstream: &jetstream::Context,
         entries: Vec<&'a SpoolEntry>,
     ) -> Vec<&'a SpoolEntry> {
-        let mut acks = Vec::with_capacity(entries.len());
-        for entry in &entries {
-            let msg_id = format!("{}:{}", entry.session_id, entry.seq);
-            let publish = PublishMessage::build()
-                .payload(entry.payload.clone())
-                .message_id(&msg_id);
-            acks.push(
-                jetstream
-                    .send_publish(session_subject(&entry.session_id), publish)
-                    .await,
-            );
-        }
-        let results = join_all(acks.into_iter().map(|ack| async move {
-            match ack {
-                Ok(future) => future.await.map(drop).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        }))
-        .await;
+        let messages: Vec<Outgoing> = entries
+            .iter()
+            .map(|entry| Outgoing::encoded(&entry.session_id, entry.seq, entry.payload.clone()))
+            .collect();
+        let results = publish_all(jetstream, &messages).await;
 
         let mut failed = Vec::new();
         for (entry, result) in entries.into_iter().zip(results) {

@@ -100,6 +100,15 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
     let replicas = config.stream_replicas.into();
     let progress = bucket(&jetstream, subject::PROGRESS_BUCKET, progress_age, replicas).await?;
     let leases = bucket(&jetstream, subject::LEASE_BUCKET, Duration::ZERO, replicas).await?;
+    // The query service's direct writes number their batches here.
+    let direct_writes = subject::DIRECT_WRITES_BUCKET;
+    bucket(
+        &jetstream,
+        direct_writes,
+        subject::DIRECT_WRITES_MAX_AGE,
+        replicas,
+    )
+    .await?;
     Ok(Resources {
         jetstream,
         consumer,

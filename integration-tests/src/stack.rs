@@ -164,18 +164,16 @@ impl Stack {
         metric_at(self.ingest_ports[index], name).await
     }
 
-    /// Publishes batches as a daemon would (one message each, stored before the next).
+    /// Publishes batches as a daemon would (one message each, stored before the next), but
+    /// without message ids: a test that sends a batch twice gets both copies to ingest.
     pub async fn publish(&self, batches: &[datacat_protocol::Batch]) -> Result<()> {
         let jetstream = self.jetstream().await?;
         for batch in batches {
-            let payload = datacat_protocol::encode_batch(batch)?;
-            jetstream
-                .publish(
-                    datacat_protocol::subject::session_subject(&batch.session_id),
-                    payload.into(),
-                )
-                .await?
-                .await?;
+            let mut message = datacat_jetstream::Outgoing::batch(batch)?;
+            message.msg_id = None;
+            for result in datacat_jetstream::publish_all(&jetstream, &[message]).await {
+                result.map_err(anyhow::Error::msg)?;
+            }
         }
         Ok(())
     }

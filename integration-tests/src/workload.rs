@@ -5,13 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
+use datacat_jetstream::{msg_id, publish_all, Outgoing};
 use datacat_protocol::record::{
     Event, Heartbeat, Level, Metric, SessionEnd, SessionStart, StateUpdate,
 };
-use datacat_protocol::subject::session_subject;
-use datacat_protocol::{deep_merge, encode_batch, Batch, EndStatus, Record};
-use futures::future::join_all;
+use datacat_protocol::{deep_merge, Batch, EndStatus, Record};
 use serde_json::{json, Value};
 
 /// What a session must look like once ingested.
@@ -194,31 +193,25 @@ impl Workload {
         for i in (1..order.len()).step_by(11) {
             order.swap(i - 1, i);
         }
-        let mut messages: Vec<(String, String, Vec<u8>)> = order
+        let mut messages: Vec<Outgoing> = order
             .iter()
             .map(|&i| {
                 let batch = &self.batches[i];
-                Ok((
-                    session_subject(&batch.session_id),
-                    batch.msg_id(),
-                    encode_batch(batch)?,
-                ))
+                Ok(Outgoing::batch(batch)?)
             })
             .collect::<Result<_>>()?;
         for d in 0..duplicates.min(self.batches.len()) {
             let batch = &self.batches[(d * 7919) % self.batches.len()];
-            messages.push((
-                session_subject(&batch.session_id),
-                format!("{}:dup{d}", batch.msg_id()),
-                encode_batch(batch)?,
-            ));
+            let mut message = Outgoing::batch(batch)?;
+            message.msg_id = Some(format!("{}:dup{d}", msg_id(&batch.session_id, batch.seq)));
+            messages.push(message);
         }
         Ok(Messages(messages))
     }
 }
 
-/// A workload's messages, encoded: (subject, message id, payload), in publishing order.
-pub struct Messages(Vec<(String, String, Vec<u8>)>);
+/// A workload's messages, encoded, in publishing order.
+pub struct Messages(Vec<Outgoing>);
 
 impl Messages {
     pub fn len(&self) -> usize {
@@ -232,16 +225,8 @@ impl Messages {
     /// Publishes every message, waiting for JetStream to store each.
     pub async fn publish(&self, jetstream: &jetstream::Context) -> Result<()> {
         for chunk in self.0.chunks(256) {
-            let mut acks = Vec::new();
-            for (subject, msg_id, payload) in chunk {
-                let message = PublishMessage::build()
-                    .payload(payload.clone().into())
-                    .message_id(msg_id);
-                acks.push(jetstream.send_publish(subject.clone(), message).await?);
-            }
-            for result in join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await
-            {
-                result?;
+            for result in publish_all(jetstream, chunk).await {
+                result.map_err(anyhow::Error::msg)?;
             }
         }
         Ok(())

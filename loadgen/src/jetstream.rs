@@ -2,11 +2,13 @@
 
 use std::collections::HashMap;
 
-use anyhow::Result;
-use async_nats::jetstream::{self, message::PublishMessage};
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use async_nats::jetstream;
+use datacat_jetstream::{connect_options, publish_with_retry, Outgoing, Retry};
 use datacat_protocol::record::{Event, Level, Metric, SessionEnd, SessionStart, StateUpdate};
-use datacat_protocol::subject::{nats_servers, session_subject};
-use datacat_protocol::{encode_batch, Batch, EndStatus, Record};
+use datacat_protocol::{Batch, EndStatus, Record};
 use serde_json::Value;
 
 use crate::load::Call;
@@ -18,9 +20,9 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn connect(nats_url: &str) -> Result<Self> {
-        let client = async_nats::connect(nats_servers(nats_url)).await?;
         Ok(Self {
-            jetstream: jetstream::new(client),
+            jetstream: datacat_jetstream::connect(connect_options("datacat-loadgen"), nats_url)
+                .await?,
             next_seq: HashMap::new(),
         })
     }
@@ -63,14 +65,14 @@ impl Publisher {
             records,
         };
         *seq += 1;
-        let message = PublishMessage::build()
-            .payload(encode_batch(&batch)?.into())
-            .message_id(batch.msg_id());
-        self.jetstream
-            .send_publish(session_subject(session), message)
-            .await?
-            .await?;
-        Ok(())
+        let retry = Retry {
+            attempts: 3,
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(400),
+        };
+        publish_with_retry(&self.jetstream, vec![Outgoing::batch(&batch)?], retry)
+            .await
+            .map_err(|failed| anyhow!("publishing failed: {:?}", failed.first().map(|f| &f.1)))
     }
 }
 

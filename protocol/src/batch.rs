@@ -7,17 +7,11 @@ use crate::record::Record;
 /// Records of one session, numbered so ingest can apply them in order exactly once.
 ///
 /// `seq` starts at 0 for a session and grows by one per batch; the pair
-/// (`session_id`, `seq`) identifies a batch everywhere (it is also the `Nats-Msg-Id`).
+/// (`session_id`, `seq`) identifies a batch everywhere (it is also the `Nats-Msg-Id`:
+/// `datacat-jetstream`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub session_id: String,
     pub seq: u64,
     pub records: Vec<Record>,
-}
-
-impl Batch {
-    /// The JetStream message id used for publish-side deduplication.
-    pub fn msg_id(&self) -> String {
-        format!("{}:{}", self.session_id, self.seq)
-    }
 }

@@ -285,9 +285,4 @@ mod tests {
         let bytes = encode_batch(&batch).unwrap();
         assert!(matches!(decode_batch(&bytes), Err(CodecError::Invalid(_))));
     }
-
-    #[test]
-    fn msg_id_names_session_and_seq() {
-        assert_eq!(sample().msg_id(), "0190a6a4-0000-7000-8000-000000000001:7");
-    }
 }

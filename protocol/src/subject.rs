@@ -13,7 +13,10 @@ pub const LEASE_BUCKET: &str = "datacat_leases";
 /// The stream that keeps batches ingest could not use, with the reason.
 /// NATS KV bucket holding the next batch sequence of sessions written directly through the
 /// query service (no daemon), so replicas of it number a session's batches without gaps.
+/// Ingest creates it with the other buckets.
 pub const DIRECT_WRITES_BUCKET: &str = "datacat_direct_writes";
+/// How long a directly written session may stay silent and still be written to.
+pub const DIRECT_WRITES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 /// Its key for a session.
 pub fn direct_write_key(session_id: &str) -> String {
     format!("w.{session_id}")

@@ -21,15 +21,6 @@ pub struct Config {
     )]
     pub nats_url: String,
 
-    /// Copies JetStream keeps of the direct writes' sequence bucket (3 on a 3-node cluster).
-    #[arg(
-        long,
-        env = "DATACAT_STREAM_REPLICAS",
-        default_value_t = 1,
-        value_parser = clap::value_parser!(u16).range(1..=5)
-    )]
-    pub stream_replicas: u16,
-
     /// The longest a read that names the writer's last batch (`min_seq`) waits for ingest to
     /// apply it, in milliseconds; then it answers with what is there.
     #[arg(long, env = "DATACAT_READ_WAIT_MS", default_value_t = 2000)]

@@ -47,10 +47,7 @@ async fn main() -> Result<()> {
     let state = AppState {
         reader,
         tokens: Arc::new(tokens),
-        writer: writes::DirectWriter::connect_in_background(
-            config.nats_url.clone(),
-            config.stream_replicas.into(),
-        ),
+        writer: writes::DirectWriter::connect_in_background(config.nats_url.clone()),
         read_wait: std::time::Duration::from_millis(config.read_wait_ms),
     };
     let app = Router::new()

@@ -8,20 +8,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, message::PublishMessage};
+use async_nats::jetstream::{self, kv};
+use datacat_jetstream::{connect_options, publish_with_retry, Outgoing, Retry};
 use datacat_protocol::record::Record;
-use datacat_protocol::subject::{direct_write_key, session_subject, DIRECT_WRITES_BUCKET};
-use datacat_protocol::{encode_batch, Batch};
+use datacat_protocol::subject::{direct_write_key, DIRECT_WRITES_BUCKET};
+use datacat_protocol::Batch;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use crate::error::ApiError;
 
-/// How long a directly written session may stay silent and still be written to.
-const SESSION_KEY_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
-
 /// Attempts at taking a sequence number when replicas race for the same session.
 const SEQUENCE_ATTEMPTS: usize = 50;
+
+/// Publishing a direct write: five tries in about 1.5 s.
+const PUBLISH_RETRY: Retry = Retry {
+    attempts: 5,
+    first_delay: Duration::from_millis(100),
+    max_delay: Duration::from_millis(800),
+};
 
 struct Connected {
     jetstream: jetstream::Context,
@@ -39,14 +44,15 @@ fn unavailable(what: impl std::fmt::Display) -> ApiError {
 }
 
 impl DirectWriter {
-    /// Starts connecting to `nats_url`; writes answer 503 until it is done.
-    pub fn connect_in_background(nats_url: String, replicas: usize) -> Self {
+    /// Starts connecting to `nats_url`; writes answer 503 until it is done (and until ingest
+    /// has created the direct-writes bucket).
+    pub fn connect_in_background(nats_url: String) -> Self {
         let writer = DirectWriter::default();
         let cell = writer.connected.clone();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
             loop {
-                match connect(&nats_url, replicas).await {
+                match connect(&nats_url).await {
                     Ok(connected) => {
                         let _ = cell.set(connected);
                         info!(%nats_url, "direct writes ready");
@@ -55,7 +61,7 @@ impl DirectWriter {
                     Err(error) => warn!(%error, "direct writes: NATS not ready; retrying"),
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = (delay * 2).min(Duration::from_secs(1));
             }
         });
         writer
@@ -139,28 +145,16 @@ fn not_created(session_id: &str) -> ApiError {
     ))
 }
 
-async fn connect(nats_url: &str, replicas: usize) -> Result<Connected, String> {
-    let client = async_nats::ConnectOptions::new()
-        .name("datacat-query")
-        .connection_timeout(Duration::from_secs(5))
-        .connect(datacat_protocol::subject::nats_servers(nats_url))
+async fn connect(nats_url: &str) -> Result<Connected, String> {
+    let jetstream = datacat_jetstream::connect(connect_options("datacat-query"), nats_url)
         .await
         .map_err(|e| e.to_string())?;
-    let jetstream = jetstream::new(client);
-    let sequences = match jetstream.get_key_value(DIRECT_WRITES_BUCKET).await {
-        Ok(store) => store,
-        Err(_) => jetstream
-            .create_key_value(kv::Config {
-                bucket: DIRECT_WRITES_BUCKET.to_string(),
-                history: 1,
-                max_age: SESSION_KEY_MAX_AGE,
-                storage: jetstream::stream::StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?,
-    };
+    let sequences = jetstream
+        .get_key_value(DIRECT_WRITES_BUCKET)
+        .await
+        .map_err(|e| {
+            format!("the {DIRECT_WRITES_BUCKET} bucket (datacat-ingest creates it): {e}")
+        })?;
     Ok(Connected {
         jetstream,
         sequences,
@@ -179,27 +173,17 @@ async fn publish(
         seq,
         records,
     };
-    let payload = encode_batch(&batch).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let message = PublishMessage::build()
-        .payload(payload.into())
-        .message_id(format!("{session_id}:{seq}"));
+    let message = Outgoing::batch(&batch).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // Once a sequence number is taken, the batch must get out or ingest waits for it (and
     // finally records a gap): retry a few times before giving up.
-    let mut last_error = String::new();
-    for attempt in 0..5u32 {
-        let sent = connected
-            .jetstream
-            .send_publish(session_subject(session_id), message.clone())
-            .await;
-        let stored = match sent {
-            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match stored {
-            Ok(()) => return Ok(()),
-            Err(error) => last_error = error,
-        }
-        tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
-    }
-    Err(unavailable(format!("publishing failed: {last_error}")))
+    publish_with_retry(&connected.jetstream, vec![message], PUBLISH_RETRY)
+        .await
+        .map_err(|failed| {
+            let error = failed
+                .into_iter()
+                .map(|(_, e)| e)
+                .next()
+                .unwrap_or_default();
+            unavailable(format!("publishing failed: {error}"))
+        })
 }

@@ -1,0 +1,170 @@
+//! Publishing session batches to JetStream, for everything that does: daemons, the query
+//! service's direct writes, the load generator and the tests' workloads.
+//!
+//! A batch is published with `Nats-Msg-Id` = `session:seq` ([`msg_id`]), so JetStream drops a
+//! batch published again within its duplicate window (and ingest skips one published after
+//! it). Publishing is pipelined: every message of a chunk is sent before any ack is awaited.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use datacat_protocol::subject::{nats_servers, session_subject};
+use datacat_protocol::{encode_batch, Batch, CodecError};
+use futures::future::join_all;
+
+/// The JetStream message id of batch `seq` of a session.
+pub fn msg_id(session_id: &str, seq: u64) -> String {
+    format!("{session_id}:{seq}")
+}
+
+/// Connection options for a publisher named `name` (as NATS's monitoring shows it): a
+/// connection attempt gives up after 2 s, and a lost connection is tried again within a
+/// second of the server's return (spooled data, and the liveness records that keep quiet
+/// sessions from being marked lost, should not wait).
+pub fn connect_options(name: &str) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(2))
+        .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
+}
+
+/// Connects to the servers of a NATS URL setting (one URL, or several comma-separated).
+pub async fn connect(
+    options: async_nats::ConnectOptions,
+    nats_url: &str,
+) -> Result<jetstream::Context, async_nats::ConnectError> {
+    let client = options.connect(nats_servers(nats_url)).await?;
+    Ok(jetstream::new(client))
+}
+
+/// One message to publish on a session's subject.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub subject: String,
+    /// `Nats-Msg-Id`; `None` publishes without one (JetStream then keeps every copy).
+    pub msg_id: Option<String>,
+    pub payload: Bytes,
+}
+
+impl Outgoing {
+    /// A batch as a daemon publishes it.
+    pub fn batch(batch: &Batch) -> Result<Self, CodecError> {
+        Ok(Self::encoded(
+            &batch.session_id,
+            batch.seq,
+            encode_batch(batch)?.into(),
+        ))
+    }
+
+    /// An encoded batch of session `session_id`, number `seq`.
+    pub fn encoded(session_id: &str, seq: u64, payload: Bytes) -> Self {
+        Self {
+            subject: session_subject(session_id),
+            msg_id: Some(msg_id(session_id, seq)),
+            payload,
+        }
+    }
+}
+
+/// Publishes every message, then awaits every ack: the result of each, in order (an error
+/// as text).
+pub async fn publish_all(
+    jetstream: &jetstream::Context,
+    messages: &[Outgoing],
+) -> Vec<Result<(), String>> {
+    let mut acks = Vec::with_capacity(messages.len());
+    for message in messages {
+        let mut publish = PublishMessage::build().payload(message.payload.clone());
+        if let Some(id) = &message.msg_id {
+            publish = publish.message_id(id);
+        }
+        acks.push(
+            jetstream
+                .send_publish(message.subject.clone(), publish)
+                .await,
+        );
+    }
+    join_all(acks.into_iter().map(|ack| async move {
+        match ack {
+            Ok(future) => future.await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }))
+    .await
+}
+
+/// How often, and how patiently, a publish is tried again.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: u32,
+    /// The first pause; each next one is twice as long, up to `max_delay`.
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Retry {
+    /// The pause before try `attempt + 1` (attempt counts from 0).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.first_delay
+            .saturating_mul(2u32.saturating_pow(attempt))
+            .min(self.max_delay)
+    }
+}
+
+/// Publishes every message, trying those that failed again after each pause, until all are
+/// stored or the attempts run out: then the last error of each message still unsent.
+pub async fn publish_with_retry(
+    jetstream: &jetstream::Context,
+    mut messages: Vec<Outgoing>,
+    retry: Retry,
+) -> Result<(), Vec<(Outgoing, String)>> {
+    for attempt in 0..retry.attempts.max(1) {
+        if attempt > 0 {
+            tokio::time::sleep(retry.delay(attempt - 1)).await;
+        }
+        let results = publish_all(jetstream, &messages).await;
+        let failed: Vec<(Outgoing, String)> = messages
+            .into_iter()
+            .zip(results)
+            .filter_map(|(message, result)| result.err().map(|error| (message, error)))
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        if attempt + 1 >= retry.attempts.max(1) {
+            return Err(failed);
+        }
+        messages = failed.into_iter().map(|(message, _)| message).collect();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_identified_by_its_session_and_sequence() {
+        assert_eq!(msg_id("0193-ab", 7), "0193-ab:7");
+        let batch = Batch {
+            session_id: "s".into(),
+            seq: 3,
+            records: vec![],
+        };
+        let outgoing = Outgoing::batch(&batch).unwrap();
+        assert_eq!(outgoing.msg_id.as_deref(), Some("s:3"));
+        assert_eq!(outgoing.subject, "datacat.session.s");
+    }
+
+    #[test]
+    fn pauses_double_up_to_the_cap() {
+        let retry = Retry {
+            attempts: 6,
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(500),
+        };
+        let pauses: Vec<u128> = (0..5).map(|a| retry.delay(a).as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 500, 500]);
+    }
+}
