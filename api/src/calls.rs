@@ -5,8 +5,11 @@
 //! The field names are the client API's (docs/daemon-api.md): applications written against
 //! it keep working.
 
+use std::time::Duration;
+
 use datacat_protocol::record::{
-    EndStatus, Event, ExceptionInfo, Level, Metric, MetricKind, Record, DEFAULT_HISTOGRAM_BOUNDS,
+    EndStatus, Event, ExceptionInfo, Heartbeat, Histogram, Level, Metric, MetricKind, Record,
+    StateUpdate, DEFAULT_HISTOGRAM_BOUNDS,
 };
 use datacat_protocol::time::{client_ts_ms, now_ms, parse_time_ms};
 use serde::de::DeserializeOwned;
@@ -98,11 +101,14 @@ pub struct StateBody {
 }
 
 impl StateBody {
-    pub fn checked(self) -> Result<(u64, Value), BadBody> {
+    pub fn into_call(self) -> Result<Call, BadBody> {
         if !self.state.is_object() {
             return Err(BadBody("state must be a JSON object".into()));
         }
-        Ok((ts(self.timestamp), self.state))
+        Ok(Call::State(StateUpdate {
+            ts_ms: ts(self.timestamp),
+            update: self.state,
+        }))
     }
 }
 
@@ -126,7 +132,11 @@ pub struct EventBody {
 }
 
 impl EventBody {
-    pub fn into_record(self) -> Result<Record, BadBody> {
+    pub fn into_call(self) -> Result<Call, BadBody> {
+        self.into_event().map(Call::Record)
+    }
+
+    fn into_event(self) -> Result<Record, BadBody> {
         if self.name.trim().is_empty() {
             return Err(BadBody("event name must not be empty".into()));
         }
@@ -167,23 +177,77 @@ impl EventBody {
     }
 }
 
-/// A metric call: a point to store as is, or an update of an aggregate the daemon keeps.
+/// One client call, checked: what it does to its session. A daemon applies it to the
+/// session it keeps (merging state, aggregating counters and histograms); the query
+/// service's direct writes turn it into its record ([`Call::into_record`]).
 #[derive(Debug, PartialEq)]
-pub enum MetricCall {
-    Point(Record),
+pub enum Call {
+    /// A partial state to deep-merge.
+    State(StateUpdate),
+    /// A record kept as it is: an event, or a metric point.
+    Record(Record),
+    /// Add `delta` to the running total of a counter (name, tags).
     CounterDelta {
+        ts_ms: u64,
         name: String,
         tags: Vec<String>,
         unit: String,
         delta: f64,
     },
+    /// One observation of a histogram, bucketed by `bounds`.
     Observation {
+        ts_ms: u64,
         name: String,
         tags: Vec<String>,
         unit: String,
         bounds: Vec<f64>,
         value: f64,
     },
+    /// The application is alive; `timeout` starts (or retunes) hang monitoring.
+    Heartbeat {
+        ts_ms: u64,
+        timeout: Option<Duration>,
+    },
+}
+
+impl Call {
+    /// The record a call is on its own, where nothing keeps running totals (the query
+    /// service's direct writes): a counter delta is refused (send the total), and an
+    /// observation is a histogram of that one value.
+    pub fn into_record(self) -> Result<Record, BadBody> {
+        Ok(match self {
+            Call::State(update) => Record::State(update),
+            Call::Record(record) => record,
+            Call::CounterDelta { .. } => {
+                return Err(BadBody(
+                    "a counter delta needs a daemon to keep the total; send the total as value"
+                        .into(),
+                ))
+            }
+            Call::Observation {
+                ts_ms,
+                name,
+                tags,
+                unit,
+                bounds,
+                value,
+            } => {
+                let mut histogram = Histogram::new(&bounds);
+                histogram.observe(value);
+                Record::Metric(Metric {
+                    ts_ms,
+                    name,
+                    kind: MetricKind::Histogram,
+                    value,
+                    unit,
+                    tags,
+                    count: Some(1),
+                    histogram: Some(histogram),
+                })
+            }
+            Call::Heartbeat { ts_ms, .. } => Record::Heartbeat(Heartbeat { ts_ms }),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -224,7 +288,7 @@ fn bound(value: &Value) -> Result<f64, BadBody> {
 }
 
 impl MetricBody {
-    pub fn into_call(self) -> Result<MetricCall, BadBody> {
+    pub fn into_call(self) -> Result<Call, BadBody> {
         if self.name.trim().is_empty() {
             return Err(BadBody("metric name must not be empty".into()));
         }
@@ -238,10 +302,12 @@ impl MetricBody {
         };
         let tags = self.tags.unwrap_or_default();
         let unit = self.unit.unwrap_or_default();
+        let ts_ms = ts(self.timestamp);
         if kind == MetricKind::Counter {
             if let Some(delta) = &self.delta {
                 let delta = finite(delta, "counter delta")?;
-                return Ok(MetricCall::CounterDelta {
+                return Ok(Call::CounterDelta {
+                    ts_ms,
                     name: self.name,
                     tags,
                     unit,
@@ -257,7 +323,8 @@ impl MetricBody {
                 .map(|bounds| bounds.iter().map(bound).collect::<Result<Vec<_>, _>>())
                 .transpose()?;
             let bounds = listed.unwrap_or_else(|| DEFAULT_HISTOGRAM_BOUNDS.to_vec());
-            return Ok(MetricCall::Observation {
+            return Ok(Call::Observation {
+                ts_ms,
                 name: self.name,
                 tags,
                 unit,
@@ -265,8 +332,8 @@ impl MetricBody {
                 value,
             });
         }
-        Ok(MetricCall::Point(Record::Metric(Metric {
-            ts_ms: ts(self.timestamp),
+        Ok(Call::Record(Record::Metric(Metric {
+            ts_ms,
             name: self.name,
             kind,
             value,
@@ -316,6 +383,31 @@ pub struct HeartbeatBody {
     pub timestamp: Option<ClientTime>,
 }
 
+impl HeartbeatBody {
+    pub fn into_call(self) -> Result<Call, BadBody> {
+        Ok(Call::Heartbeat {
+            ts_ms: ts(self.timestamp),
+            timeout: heartbeat_timeout(self.timeout)?,
+        })
+    }
+}
+
+/// The longest heartbeat timeout a client may ask for.
+pub const MAX_HEARTBEAT_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// Seconds from a client, as a heartbeat timeout (positive and finite, at most a day).
+pub fn heartbeat_timeout(seconds: Option<f64>) -> Result<Option<Duration>, BadBody> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_HEARTBEAT_TIMEOUT_SECS => {
+            Ok(Some(Duration::from_secs_f64(s)))
+        }
+        Some(s) => Err(BadBody(format!(
+            "timeout must be between 0 and {MAX_HEARTBEAT_TIMEOUT_SECS} seconds, not {s}"
+        ))),
+    }
+}
+
 /// The end of a session, normal or not.
 #[derive(Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -350,19 +442,124 @@ pub enum BatchItem {
     Heartbeat(HeartbeatBody),
 }
 
+impl BatchItem {
+    pub fn into_call(self) -> Result<Call, BadBody> {
+        match self {
+            BatchItem::State(state) => state.into_call(),
+            BatchItem::Event(event) => event.into_call(),
+            BatchItem::Metric(metric) => metric.into_call(),
+            BatchItem::Heartbeat(beat) => beat.into_call(),
+        }
+    }
+}
+
 /// Many calls in one request, applied in order. Items stay JSON until each is checked, so
 /// one bad item is reported by index and the rest still apply.
 #[derive(Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchBody {
+    /// The session, when the endpoint does not name it (a daemon's `/batch`).
+    #[serde(default)]
+    pub session_id: Option<String>,
     pub items: Vec<Value>,
+}
+
+/// A batch call's body: its session (when the body names it) and each item's call, or why
+/// the item cannot be one.
+pub struct Batch {
+    pub session_id: Option<String>,
+    pub calls: Vec<Result<Call, BadBody>>,
+}
+
+impl Batch {
+    /// Parses a `/batch` body. The usual batch is all good: it is read in one typed pass (no
+    /// JSON tree per item: a client shipping 200 000 events a second spends most of a
+    /// daemon's time here otherwise); only a batch with a bad item is read item by item.
+    pub fn parse(body: &[u8]) -> Result<Self, BadBody> {
+        #[derive(Deserialize)]
+        struct Typed {
+            #[serde(default)]
+            session_id: Option<String>,
+            items: Vec<BatchItem>,
+        }
+        if let Ok(typed) = parse_lenient::<Typed>(body) {
+            return Ok(Self {
+                session_id: typed.session_id,
+                calls: typed.items.into_iter().map(BatchItem::into_call).collect(),
+            });
+        }
+        let body: BatchBody = parse_lenient(body)?;
+        let calls = body
+            .items
+            .into_iter()
+            .map(|item| {
+                serde_json::from_value::<BatchItem>(item)
+                    .map_err(|e| BadBody(e.to_string()))
+                    .and_then(BatchItem::into_call)
+            })
+            .collect();
+        Ok(Self {
+            session_id: body.session_id,
+            calls,
+        })
+    }
+
+    /// Applies the calls in order with `apply`. A call that is invalid, or that `apply`
+    /// refuses, is listed with its index and why; the others are still applied. `apply`
+    /// may stop the batch instead (with an error every item would meet: an unknown session).
+    pub fn apply<E>(
+        self,
+        mut apply: impl FnMut(Call) -> Result<(), Refusal<E>>,
+    ) -> Result<Applied, E> {
+        let mut applied = Applied::default();
+        for (index, call) in self.calls.into_iter().enumerate() {
+            let outcome = match call {
+                Ok(call) => apply(call),
+                Err(bad) => Err(Refusal::Item(bad.0)),
+            };
+            match outcome {
+                Ok(()) => applied.accepted += 1,
+                Err(Refusal::Item(message)) => applied.rejected.push(Rejected { index, message }),
+                Err(Refusal::Batch(error)) => return Err(error),
+            }
+        }
+        Ok(applied)
+    }
+}
+
+/// Why a call of a batch was not applied.
+pub enum Refusal<E> {
+    /// This call is wrong; the others go on.
+    Item(String),
+    /// Every call would fail the same way: the batch stops.
+    Batch(E),
+}
+
+impl<E> From<BadBody> for Refusal<E> {
+    fn from(bad: BadBody) -> Self {
+        Refusal::Item(bad.0)
+    }
+}
+
+/// What a batch did: how many calls were applied, and those that were not.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    pub accepted: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+/// A call of a batch that was not applied: its index in the batch, and why.
+#[derive(Debug, PartialEq, serde::Serialize)]
+pub struct Rejected {
+    pub index: usize,
+    pub message: String,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn call(body: Value) -> Result<MetricCall, BadBody> {
+    fn call(body: Value) -> Result<Call, BadBody> {
         serde_json::from_value::<MetricBody>(body)
             .unwrap()
             .into_call()
@@ -387,11 +584,14 @@ mod tests {
     fn metric_calls() {
         assert!(matches!(
             call(json!({"name": "fps", "value": 60})),
-            Ok(MetricCall::Point(_))
+            Ok(Call::Record(_))
         ));
         assert_eq!(
-            call(json!({"name": "hits", "type": "counter", "value": 0, "delta": 2})),
-            Ok(MetricCall::CounterDelta {
+            call(
+                json!({"name": "hits", "type": "counter", "value": 0, "delta": 2, "timestamp": 5})
+            ),
+            Ok(Call::CounterDelta {
+                ts_ms: 5000,
                 name: "hits".into(),
                 tags: vec![],
                 unit: String::new(),
@@ -400,16 +600,81 @@ mod tests {
         );
         assert!(matches!(
             call(json!({"name": "hits", "type": "counter", "value": 7})),
-            Ok(MetricCall::Point(_))
+            Ok(Call::Record(_))
         ));
-        let Ok(MetricCall::Observation { bounds, .. }) = call(
-            json!({"name": "t", "type": "histogram", "value": 0.3, "metadata": {"buckets": [0.1, 1, "+Inf"]}}),
-        ) else {
+        let observation = call(
+            json!({"name": "t", "type": "histogram", "value": 0.3, "metadata": {"buckets": [0.1, 1, "+Inf"]}, "timestamp": 7}),
+        )
+        .unwrap();
+        let Call::Observation { bounds, ts_ms, .. } = &observation else {
             panic!("a histogram observation")
         };
-        assert_eq!(bounds, vec![0.1, 1.0, f64::INFINITY]);
+        assert_eq!(bounds, &vec![0.1, 1.0, f64::INFINITY]);
+        assert_eq!(*ts_ms, 7000);
+        // Where nothing aggregates, an observation is a histogram of one value, at its time.
+        let Record::Metric(metric) = observation.into_record().unwrap() else {
+            panic!("a metric record")
+        };
+        assert_eq!((metric.ts_ms, metric.count), (7000, Some(1)));
         assert!(call(json!({"name": "fps", "value": "NaN"})).is_err());
         assert!(call(json!({"name": "fps"})).is_err());
         assert!(call(json!({"name": "fps", "value": 1, "type": "pie"})).is_err());
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_applies_its_good_calls_and_lists_the_others() {
+        let body = br#"{"session_id": "s", "items": [
+            {"kind": "event", "name": "a"},
+            {"kind": "event", "name": ""},
+            {"kind": "nonsense"},
+            {"kind": "heartbeat", "timeout": 5},
+            {"kind": "metric", "name": "hits", "type": "counter", "delta": 1}
+        ]}"#;
+        let batch = Batch::parse(body).unwrap();
+        assert_eq!(batch.session_id.as_deref(), Some("s"));
+        let mut seen = Vec::new();
+        let applied = batch
+            .apply(|call| -> Result<(), Refusal<()>> {
+                seen.push(call);
+                match seen.last() {
+                    Some(Call::CounterDelta { .. }) => Err(Refusal::Item("no totals here".into())),
+                    _ => Ok(()),
+                }
+            })
+            .unwrap();
+        assert_eq!(applied.accepted, 2);
+        let indexes: Vec<usize> = applied.rejected.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, [1, 2, 4]);
+        assert_eq!(applied.rejected[2].message, "no totals here");
+        assert!(matches!(
+            seen[1],
+            Call::Heartbeat { timeout: Some(t), .. } if t == Duration::from_secs(5)
+        ));
+    }
+
+    #[test]
+    fn a_batch_stops_when_every_call_would_fail() {
+        let batch =
+            Batch::parse(br#"{"items": [{"kind": "heartbeat"}, {"kind": "heartbeat"}]}"#).unwrap();
+        let mut calls = 0;
+        let stopped = batch.apply(|_| {
+            calls += 1;
+            Err(Refusal::Batch("unknown session"))
+        });
+        assert_eq!((stopped, calls), (Err("unknown session"), 1));
+    }
+
+    #[test]
+    fn heartbeat_timeouts_are_bounded() {
+        assert_eq!(heartbeat_timeout(None), Ok(None));
+        assert!(heartbeat_timeout(Some(86_400.0)).unwrap().is_some());
+        for bad in [0.0, -1.0, 86_401.0, f64::NAN, f64::INFINITY] {
+            assert!(heartbeat_timeout(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

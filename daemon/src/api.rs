@@ -24,8 +24,8 @@ use crate::metrics;
 use crate::sessions::Registry;
 use crate::upstream::{Answer, Upstream};
 use datacat_api::calls::{
-    client_session_id, parse_lenient, product_and_version, ts, BatchBody, BatchItem, ClientTime,
-    EndBody, EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
+    client_session_id, heartbeat_timeout, parse_lenient, product_and_version, ts, BadBody, Batch,
+    Call, ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, Refusal, StateBody,
 };
 
 /// What the handlers reach: the sessions, and the query service to read them back from.
@@ -100,19 +100,6 @@ fn ok() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Seconds from a client, as a duration (positive and finite, at most a day).
-fn timeout(seconds: Option<f64>) -> Result<Option<Duration>, ApiError> {
-    match seconds {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
-            Ok(Some(Duration::from_secs_f64(s)))
-        }
-        Some(s) => Err(ApiError::BadRequest(format!(
-            "timeout must be between 0 and 86400 seconds, not {s}"
-        ))),
-    }
-}
-
 #[derive(Deserialize)]
 struct RegisterBody {
     /// The id the client minted (a UUID); the daemon mints one when absent.
@@ -151,53 +138,31 @@ async fn register(State(daemon): State<AppState>, body: Body) -> Result<Json<Val
     Ok(Json(json!({"session_id": session_id})))
 }
 
-async fn state(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let registry = &daemon.registry;
-    let (session_id, body): (String, StateBody) = with_session(body)?;
-    let (ts_ms, update) = body.checked()?;
-    registry.update_state(&session_id, ts_ms, &update)?;
+/// A single-call endpoint: its body is one call about the session it names.
+fn apply_one<T: DeserializeOwned>(
+    daemon: &Daemon,
+    body: Body,
+    into_call: fn(T) -> Result<Call, BadBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (session_id, body): (String, T) = with_session(body)?;
+    daemon.registry.apply(&session_id, into_call(body)?)?;
     Ok(ok())
+}
+
+async fn state(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    apply_one(&daemon, body, StateBody::into_call)
 }
 
 async fn event(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let registry = &daemon.registry;
-    let (session_id, body): (String, EventBody) = with_session(body)?;
-    registry.push(&session_id, body.into_record()?)?;
-    Ok(ok())
-}
-
-fn apply_metric(registry: &Registry, session_id: &str, body: MetricBody) -> Result<(), ApiError> {
-    match body.into_call()? {
-        MetricCall::Point(record) => registry.push(session_id, record)?,
-        MetricCall::CounterDelta {
-            name,
-            tags,
-            unit,
-            delta,
-        } => registry.aggregate(session_id, |a| a.add_to_counter(name, tags, unit, delta))?,
-        MetricCall::Observation {
-            name,
-            tags,
-            unit,
-            bounds,
-            value,
-        } => registry.aggregate(session_id, |a| a.observe(name, tags, unit, &bounds, value))?,
-    }
-    Ok(())
+    apply_one(&daemon, body, EventBody::into_call)
 }
 
 async fn metric(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let registry = &daemon.registry;
-    let (session_id, body): (String, MetricBody) = with_session(body)?;
-    apply_metric(registry, &session_id, body)?;
-    Ok(ok())
+    apply_one(&daemon, body, MetricBody::into_call)
 }
 
 async fn heartbeat(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let registry = &daemon.registry;
-    let (session_id, body): (String, HeartbeatBody) = with_session(body)?;
-    registry.heartbeat(&session_id, ts(body.timestamp), timeout(body.timeout)?)?;
-    Ok(ok())
+    apply_one(&daemon, body, HeartbeatBody::into_call)
 }
 
 async fn start_monitor(
@@ -206,10 +171,8 @@ async fn start_monitor(
 ) -> Result<Json<Value>, ApiError> {
     let registry = &daemon.registry;
     let (session_id, body): (String, HeartbeatBody) = with_session(body)?;
-    registry.start_monitor(
-        &session_id,
-        timeout(body.timeout)?.unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT),
-    )?;
+    let timeout = heartbeat_timeout(body.timeout)?.unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT);
+    registry.start_monitor(&session_id, timeout)?;
     Ok(ok())
 }
 
@@ -270,59 +233,25 @@ async fn end(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, 
 /// Many calls in one request, applied in order. Items that are invalid are reported (with
 /// their index) in a 400 answer; the valid ones around them are still applied.
 async fn batch(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let registry = &daemon.registry;
-    let body = buffered(body)?;
-    // The usual batch is all good: typed in one pass, no JSON tree per item (a client
-    // shipping 200k events/s spends most of the daemon's time here otherwise).
-    #[derive(Deserialize)]
-    struct TypedBatch {
-        session_id: String,
-        items: Vec<BatchItem>,
-    }
-    let (session_id, items): (String, Vec<Result<BatchItem, ApiError>>) =
-        match parse_lenient::<TypedBatch>(&body) {
-            Ok(typed) => (typed.session_id, typed.items.into_iter().map(Ok).collect()),
-            Err(_) => {
-                let (session_id, body): (String, BatchBody) = with_session(Ok(body))?;
-                let items = body
-                    .items
-                    .into_iter()
-                    .map(from_value::<BatchItem>)
-                    .collect();
-                (session_id, items)
-            }
-        };
-    let mut accepted = 0;
-    let mut rejected = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        let applied = item.and_then(|item| match item {
-            BatchItem::State(state) => {
-                let (ts_ms, update) = state.checked()?;
-                Ok(registry
-                    .update_state(&session_id, ts_ms, &update)
-                    .map(drop)?)
-            }
-            BatchItem::Event(event) => Ok(registry.push(&session_id, event.into_record()?)?),
-            BatchItem::Metric(metric) => apply_metric(registry, &session_id, *metric),
-            BatchItem::Heartbeat(beat) => {
-                let ts_ms = ts(beat.timestamp);
-                Ok(registry.heartbeat(&session_id, ts_ms, timeout(beat.timeout)?)?)
-            }
-        });
-        match applied {
-            Ok(()) => accepted += 1,
-            // An unknown or ended session fails every item the same way: say it once.
-            Err(error @ (ApiError::NotFound(_) | ApiError::Ended(_))) => return Err(error),
-            Err(error) => rejected.push(json!({"index": index, "message": error.to_string()})),
-        }
-    }
-    if rejected.is_empty() {
-        return Ok(Json(json!({"status": "ok", "accepted": accepted})));
+    let batch = Batch::parse(&buffered(body)?)?;
+    let session_id = batch
+        .session_id
+        .clone()
+        .ok_or_else(|| ApiError::BadRequest("missing field `session_id`".into()))?;
+    // An unknown or ended session fails every call the same way: say it once.
+    let applied = batch.apply(|call| {
+        daemon
+            .registry
+            .apply(&session_id, call)
+            .map_err(|error| Refusal::Batch(ApiError::from(error)))
+    })?;
+    if applied.rejected.is_empty() {
+        return Ok(Json(json!({"status": "ok", "accepted": applied.accepted})));
     }
     Err(ApiError::InvalidItems {
-        message: format!("{} of the items are invalid", rejected.len()),
-        accepted,
-        rejected,
+        message: format!("{} of the items are invalid", applied.rejected.len()),
+        accepted: applied.accepted,
+        rejected: applied.rejected.iter().map(|r| json!(r)).collect(),
     })
 }
 

@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use datacat_api::calls::Call;
 use datacat_protocol::record::{Alive, DataDropped, HangChange, Heartbeat, StateUpdate};
 use datacat_protocol::time::{now_ms, rfc3339_ms};
 use datacat_protocol::{
@@ -287,6 +288,32 @@ impl Registry {
             self.flush_now.notify_one();
         }
         Ok(result)
+    }
+
+    /// Applies a client's call to the session: merged, aggregated, or queued as it is.
+    pub fn apply(&self, session_id: &str, call: Call) -> Result<(), SessionError> {
+        match call {
+            Call::State(update) => self
+                .update_state(session_id, update.ts_ms, &update.update)
+                .map(drop),
+            Call::Record(record) => self.push(session_id, record),
+            Call::CounterDelta {
+                name,
+                tags,
+                unit,
+                delta,
+                ..
+            } => self.aggregate(session_id, |a| a.add_to_counter(name, tags, unit, delta)),
+            Call::Observation {
+                name,
+                tags,
+                unit,
+                bounds,
+                value,
+                ..
+            } => self.aggregate(session_id, |a| a.observe(name, tags, unit, &bounds, value)),
+            Call::Heartbeat { ts_ms, timeout } => self.heartbeat(session_id, ts_ms, timeout),
+        }
     }
 
     /// Queues a record as is.

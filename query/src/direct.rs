@@ -7,12 +7,10 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::Json;
 use datacat_api::answers::{CreatedSession, ErrorBody, WriteAnswer};
 use datacat_api::calls::{
-    client_session_id, parse_lenient, product_and_version, ts, BadBody, BatchBody, BatchItem,
-    ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, MetricCall, StateBody,
+    client_session_id, parse_lenient, product_and_version, ts, BadBody, Batch, BatchBody,
+    ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, Refusal, StateBody,
 };
-use datacat_protocol::record::{
-    Heartbeat, Histogram, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
-};
+use datacat_protocol::record::{SessionEnd, SessionStart};
 use datacat_protocol::{EndStatus, MachineInfo, Record};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -129,39 +127,7 @@ fn state_record(body: Value) -> Result<Record, ApiError> {
             timestamp: None,
         }
     };
-    let (ts_ms, update) = body.checked()?;
-    Ok(Record::State(StateUpdate { ts_ms, update }))
-}
-
-/// A metric as stored: the server keeps no running totals, so a counter `delta` is refused
-/// and a histogram observation is stored as a histogram of that one value.
-fn metric_record(body: MetricBody) -> Result<Record, ApiError> {
-    match body.into_call()? {
-        MetricCall::Point(record) => Ok(record),
-        MetricCall::CounterDelta { .. } => Err(ApiError::BadRequest(
-            "a counter delta needs a daemon to keep the total; send the total as value".into(),
-        )),
-        MetricCall::Observation {
-            name,
-            tags,
-            unit,
-            bounds,
-            value,
-        } => {
-            let mut histogram = Histogram::new(&bounds);
-            histogram.observe(value);
-            Ok(Record::Metric(Metric {
-                ts_ms: ts(None),
-                name,
-                kind: MetricKind::Histogram,
-                value,
-                unit,
-                tags,
-                count: Some(1),
-                histogram: Some(histogram),
-            }))
-        }
-    }
+    Ok(body.into_call()?.into_record()?)
 }
 
 #[utoipa::path(post, path = "/api/sessions/{id}/state", tag = "direct writes",
@@ -186,11 +152,10 @@ pub async fn event(
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<WriteAnswer>, ApiError> {
-    let body: EventBody = parse_lenient(&body)?;
-    Ok(ok(app
-        .writer
-        .append(&id, vec![body.into_record()?])
-        .await?))
+    let record = parse_lenient::<EventBody>(&body)?
+        .into_call()?
+        .into_record()?;
+    Ok(ok(app.writer.append(&id, vec![record]).await?))
 }
 
 #[utoipa::path(post, path = "/api/sessions/{id}/metrics", tag = "direct writes",
@@ -202,11 +167,10 @@ pub async fn metric(
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<WriteAnswer>, ApiError> {
-    let body: MetricBody = parse_lenient(&body)?;
-    Ok(ok(app
-        .writer
-        .append(&id, vec![metric_record(body)?])
-        .await?))
+    let record = parse_lenient::<MetricBody>(&body)?
+        .into_call()?
+        .into_record()?;
+    Ok(ok(app.writer.append(&id, vec![record]).await?))
 }
 
 #[utoipa::path(post, path = "/api/sessions/{id}/heartbeat", tag = "direct writes",
@@ -218,10 +182,9 @@ pub async fn heartbeat(
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<WriteAnswer>, ApiError> {
-    let body: HeartbeatBody = parse_or_empty(&body)?;
-    let record = Record::Heartbeat(Heartbeat {
-        ts_ms: ts(body.timestamp),
-    });
+    let record = parse_or_empty::<HeartbeatBody>(&body)?
+        .into_call()?
+        .into_record()?;
     Ok(ok(app.writer.append(&id, vec![record]).await?))
 }
 
@@ -281,28 +244,12 @@ pub async fn batch(
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<WriteAnswer>, ApiError> {
-    let body: BatchBody = parse_lenient(&body)?;
-    let mut records = Vec::with_capacity(body.items.len());
-    let mut rejected = Vec::new();
-    for (index, item) in body.items.into_iter().enumerate() {
-        let record = serde_json::from_value::<BatchItem>(item)
-            .map_err(ApiError::from)
-            .and_then(|item| match item {
-                BatchItem::State(state) => {
-                    let (ts_ms, update) = state.checked()?;
-                    Ok(Record::State(StateUpdate { ts_ms, update }))
-                }
-                BatchItem::Event(event) => Ok(event.into_record()?),
-                BatchItem::Metric(metric) => metric_record(*metric),
-                BatchItem::Heartbeat(beat) => Ok(Record::Heartbeat(Heartbeat {
-                    ts_ms: ts(beat.timestamp),
-                })),
-            });
-        match record {
-            Ok(record) => records.push(record),
-            Err(error) => rejected.push(json!({"index": index, "message": error.to_string()})),
-        }
-    }
+    let mut records = Vec::new();
+    let applied = Batch::parse(&body)?.apply(|call| -> Result<(), Refusal<ApiError>> {
+        records.push(call.into_record()?);
+        Ok(())
+    })?;
+    let rejected: Vec<Value> = applied.rejected.iter().map(|r| json!(r)).collect();
     let accepted = records.len();
     let seq = match records.is_empty() {
         true => None,
