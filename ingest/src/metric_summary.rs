@@ -7,42 +7,7 @@ use std::collections::BTreeMap;
 
 use datacat_protocol::record::Metric;
 use datacat_warehouse::rows::MetricSessionRow;
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricSummary {
-    pub peak: f64,
-    pub min: f64,
-    pub sum: f64,
-    pub points: u64,
-    pub last: f64,
-    pub last_ts_ms: u64,
-}
-
-impl MetricSummary {
-    fn first(value: f64, ts_ms: u64) -> Self {
-        Self {
-            peak: value,
-            min: value,
-            sum: value,
-            points: 1,
-            last: value,
-            last_ts_ms: ts_ms,
-        }
-    }
-
-    fn add(&mut self, value: f64, ts_ms: u64) {
-        self.peak = self.peak.max(value);
-        self.min = self.min.min(value);
-        self.sum += value;
-        self.points += 1;
-        // The latest point by time; on a tie the later record (batches apply in order).
-        if ts_ms >= self.last_ts_ms {
-            self.last = value;
-            self.last_ts_ms = ts_ms;
-        }
-    }
-}
+pub use datacat_warehouse::rows::MetricSummary;
 
 /// Adds a metric point to the summaries; returns the metric's name (touched this batch).
 pub fn observe(summaries: &mut BTreeMap<String, MetricSummary>, metric: &Metric, ts_ms: u64) {
@@ -68,19 +33,10 @@ pub fn rows<'a>(
     touched
         .into_iter()
         .filter_map(|name| {
-            let s = summaries.get(name)?;
-            Some(MetricSessionRow {
-                name: name.clone(),
-                session_id: session_id.to_string(),
-                version,
-                date,
-                peak: s.peak,
-                min: s.min,
-                sum: s.sum,
-                points: s.points,
-                last: s.last,
-                last_ts_ms: s.last_ts_ms,
-            })
+            let summary = summaries.get(name)?;
+            Some(MetricSessionRow::new(
+                name, session_id, version, date, summary,
+            ))
         })
         .collect()
 }

@@ -198,6 +198,13 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_are_sorted_by_the_tables_sorting_key() {
+        // RankedKey's fields, in the order they compare.
+        let sorted_by = ["path", "value", "session_id", "seq", "idx"];
+        assert_eq!(crate::schema::STATE_PATHS.order_by, sorted_by);
+    }
     use crate::rowbinary::{EncodedRows, RowKey, RowSink, StatePathRef};
     use serde_json::{json, Value};
 

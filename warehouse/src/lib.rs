@@ -15,6 +15,7 @@ pub mod read;
 pub mod replicated;
 pub mod rowbinary;
 pub mod rows;
+pub mod schema;
 pub mod session_parts;
 pub mod write;
 

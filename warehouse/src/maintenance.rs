@@ -3,17 +3,8 @@
 use clickhouse::Client;
 use tracing::info;
 
+use crate::schema::TABLES;
 use crate::{replicated, Connection, Result};
-
-/// Tables partitioned by day, each with the column that decides its partition.
-const DAILY_TABLES: [&str; 6] = [
-    "sessions",
-    "state_history",
-    "state_paths",
-    "events",
-    "metrics",
-    "metric_sessions",
-];
 
 pub struct Maintenance {
     client: Client,
@@ -49,7 +40,8 @@ impl Maintenance {
     /// many partitions went.
     pub async fn drop_partitions_before(&self, keep_from: &str) -> Result<usize> {
         let mut dropped = 0;
-        for table in DAILY_TABLES {
+        // Every table is partitioned by day.
+        for table in TABLES.map(|table| table.name) {
             // On a cluster the parts are in `<table>_local`, dropped on every replica.
             let (stored, drop) = match &self.cluster {
                 Some(cluster) => (

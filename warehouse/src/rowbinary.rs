@@ -131,35 +131,6 @@ pub struct EncodedRows {
     scratch: Vec<u8>,
 }
 
-/// The tables in insert order, with their column lists (`sessions` last: a session row never
-/// points at history that is not there yet).
-pub const TABLES: [(&str, &str); 6] = [
-    (
-        "state_history",
-        "session_id,seq,idx,ts_ms,date,update,state",
-    ),
-    (
-        "state_paths",
-        "session_id,seq,idx,ts_ms,date,path,value,elements,removed",
-    ),
-    (
-        "events",
-        "session_id,seq,idx,ts_ms,date,name,level,category,group_name,labels,message,data,exception",
-    ),
-    (
-        "metrics",
-        "session_id,seq,idx,ts_ms,date,name,kind,value,unit,tags,count,bucket_bounds,bucket_counts,hist_sum",
-    ),
-    (
-        "metric_sessions",
-        "name,session_id,version,date,peak,min,sum,points,last,last_ts_ms",
-    ),
-    (
-        "sessions",
-        "session_id,product,version,status,end_reason,started_date,started_ms,updated_ms,ended_ms,last_heartbeat_ms,hostname,machine_id,machine,state,event_count,last_seq,hang_count,hung_ms,dropped_records,gaps,seen_ms",
-    ),
-];
-
 impl EncodedRows {
     pub fn row_count(&self) -> usize {
         self.tables().iter().map(|table| table.rows).sum()
@@ -169,7 +140,7 @@ impl EncodedRows {
         self.row_count() == 0
     }
 
-    /// The tables in the order of [`TABLES`].
+    /// The tables in the order of [`crate::schema::TABLES`].
     pub fn tables(&self) -> [&EncodedTable; 6] {
         [
             &self.state_history,

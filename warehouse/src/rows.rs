@@ -104,6 +104,45 @@ pub struct MetricRow {
     pub hist_sum: f64,
 }
 
+/// A metric summarised over a session so far: what ingest keeps in the session's progress,
+/// and the last columns of its `metric_sessions` row (a test holds them to it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MetricSummary {
+    pub peak: f64,
+    pub min: f64,
+    pub sum: f64,
+    pub points: u64,
+    pub last: f64,
+    pub last_ts_ms: u64,
+}
+
+impl MetricSummary {
+    /// A metric's first point.
+    pub fn first(value: f64, ts_ms: u64) -> Self {
+        Self {
+            peak: value,
+            min: value,
+            sum: value,
+            points: 1,
+            last: value,
+            last_ts_ms: ts_ms,
+        }
+    }
+
+    /// Another point. The last is the latest by time; on a tie the later record (batches
+    /// apply in order).
+    pub fn add(&mut self, value: f64, ts_ms: u64) {
+        self.peak = self.peak.max(value);
+        self.min = self.min.min(value);
+        self.sum += value;
+        self.points += 1;
+        if ts_ms >= self.last_ts_ms {
+            self.last = value;
+            self.last_ts_ms = ts_ms;
+        }
+    }
+}
+
 /// One metric summarised over a session so far (versioned by the batch that last changed
 /// it): what the metric explorer reads instead of every point.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -121,4 +160,36 @@ pub struct MetricSessionRow {
     pub points: u64,
     pub last: f64,
     pub last_ts_ms: u64,
+}
+
+impl MetricSessionRow {
+    /// The row of metric `name` of a session, at `version`.
+    pub fn new(
+        name: &str,
+        session_id: &str,
+        version: u64,
+        date: u16,
+        summary: &MetricSummary,
+    ) -> Self {
+        let MetricSummary {
+            peak,
+            min,
+            sum,
+            points,
+            last,
+            last_ts_ms,
+        } = *summary;
+        Self {
+            name: name.to_string(),
+            session_id: session_id.to_string(),
+            version,
+            date,
+            peak,
+            min,
+            sum,
+            points,
+            last,
+            last_ts_ms,
+        }
+    }
 }

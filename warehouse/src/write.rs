@@ -4,7 +4,8 @@ use clickhouse::insert_formatted::InsertFormatted;
 use clickhouse::{Client, RowOwned, RowWrite};
 
 use crate::key_order;
-use crate::rowbinary::{EncodedRows, EncodedTable, TABLES};
+use crate::rowbinary::{EncodedRows, EncodedTable};
+use crate::schema::{Table, STATE_PATHS, TABLES};
 
 use crate::rows::{
     EventRow, MetricRow, MetricSessionRow, SessionRow, StateHistoryRow, StatePathRow,
@@ -129,10 +130,10 @@ impl Writer {
 
     async fn insert_sets(&self, sets: &[EncodedRows], state_paths: StatePaths) -> Result<()> {
         let table = |i: usize| {
-            let (name, columns) = TABLES[i];
+            let table = TABLES[i];
             let parts: Vec<&EncodedTable> = sets.iter().map(|set| set.tables()[i]).collect();
-            let sort = name == "state_paths" && state_paths == StatePaths::Sort;
-            self.insert_encoded_table(name, columns, parts, sort)
+            let sort = table.name == STATE_PATHS.name && state_paths == StatePaths::Sort;
+            self.insert_encoded_table(table, parts, sort)
         };
         // One request per table, all at once: ClickHouse inserts them in parallel.
         tokio::try_join!(table(0), table(1), table(2), table(3), table(4))?;
@@ -142,15 +143,18 @@ impl Writer {
 
     async fn insert_encoded_table(
         &self,
-        table: &str,
-        columns: &str,
+        table: &Table,
         parts: Vec<&EncodedTable>,
         sort_state_paths: bool,
     ) -> Result<()> {
         if parts.iter().all(|part| part.is_empty()) {
             return Ok(());
         }
-        let sql = format!("INSERT INTO {table}({columns}) FORMAT RowBinary");
+        let sql = format!(
+            "INSERT INTO {}({}) FORMAT RowBinary",
+            table.name,
+            table.column_list()
+        );
         let mut insert = self.client.insert_formatted_with(sql);
         let mut body = Body::default();
         // ClickHouse skips sorting a block that comes sorted (`key_order.rs`). Rows that do
