@@ -230,7 +230,7 @@ func (a *AsyncSession) Heartbeat(_ context.Context) error {
 	if m := a.currentMonitor(); m != nil {
 		m.Beat()
 	}
-	return a.push("heartbeat", map[string]any{"timestamp": seconds(time.Time{})})
+	return a.push("heartbeat", heartbeatBody())
 }
 
 // push freezes the body (JSON now, so later changes to the caller's maps are not sent).

@@ -428,7 +428,7 @@ func (c *Client) totalCounter(session string, m Metric) Metric {
 
 // Heartbeat tells the daemon the application is alive.
 func (c *Client) Heartbeat(ctx context.Context, session string) error {
-	_, err := c.sessionCall(ctx, "/heartbeat", session, map[string]any{"timestamp": seconds(time.Time{})})
+	_, err := c.sessionCall(ctx, "/heartbeat", session, heartbeatBody())
 	return err
 }
 

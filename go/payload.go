@@ -172,6 +172,10 @@ func metricBody(m Metric) (map[string]any, error) {
 	return body, nil
 }
 
+func heartbeatBody() map[string]any {
+	return map[string]any{"timestamp": seconds(time.Time{})}
+}
+
 func stateBody(state map[string]any, at time.Time) (map[string]any, error) {
 	if state == nil {
 		return nil, errors.New("datacat: a state update must be a map")

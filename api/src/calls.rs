@@ -678,3 +678,38 @@ mod batch_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod contract_tests {
+    use super::*;
+
+    /// The calls every client must send alike (`api/fixtures/client-calls.json`): each body,
+    /// as a single call and as a batch item, is a call the daemon and the query service take.
+    #[test]
+    fn every_body_of_the_client_contract_is_a_call() {
+        let fixture: Value =
+            serde_json::from_str(include_str!("../fixtures/client-calls.json")).unwrap();
+        let calls = fixture["calls"].as_array().unwrap();
+        assert!(calls.len() >= 10);
+        for case in calls {
+            let (name, kind, body) = (&case["name"], &case["kind"], &case["body"]);
+            let mut item = body.clone();
+            item["kind"] = kind.clone();
+            let call = serde_json::from_value::<BatchItem>(item)
+                .map_err(|e| BadBody(e.to_string()))
+                .and_then(BatchItem::into_call)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let expected = match kind.as_str().unwrap() {
+                "state" => matches!(call, Call::State(_)),
+                "event" => matches!(call, Call::Record(Record::Event(_))),
+                "heartbeat" => matches!(call, Call::Heartbeat { .. }),
+                _ => match body["type"].as_str().unwrap() {
+                    "counter" => matches!(call, Call::CounterDelta { .. }),
+                    "histogram" => matches!(call, Call::Observation { .. }),
+                    _ => matches!(call, Call::Record(Record::Metric(_))),
+                },
+            };
+            assert!(expected, "{name}: {call:?}");
+        }
+    }
+}
