@@ -109,7 +109,7 @@ pub struct MetricView {
     pub histogram: Option<Histogram>,
 }
 
-pub use crate::query::{Order, PathValue, SessionQuery, SortKey};
+pub use crate::query::{MetricStat, Order, PathValue, SessionQuery, SortKey};
 
 /// A page of the sessions list; `next_cursor` fetches the next one (absent on the last).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,20 +185,6 @@ pub struct ProductSummary {
     /// Share of sessions that did not crash (0..1).
     pub crash_free_rate: f64,
     pub last_started_at: String,
-}
-
-datacat_protocol::named_enum! {
-    /// Which per-session figure of a metric the explorer ranks and distributes.
-    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-    #[serde(rename_all = "snake_case")]
-    pub enum MetricStat {
-        #[default]
-        Peak = "peak",
-        Min = "min",
-        Avg = "avg",
-        Last = "last",
-    }
 }
 
 /// A metric summarised over one session.

@@ -374,6 +374,22 @@ pub fn client_session_id(id: Option<String>) -> Result<Option<String>, BadBody> 
     }
 }
 
+/// The longest heartbeat timeout a client may ask for.
+pub const MAX_HEARTBEAT_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// Seconds from a client, as a heartbeat timeout (positive and finite, at most a day).
+pub fn heartbeat_timeout(seconds: Option<f64>) -> Result<Option<Duration>, BadBody> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_HEARTBEAT_TIMEOUT_SECS => {
+            Ok(Some(Duration::from_secs_f64(s)))
+        }
+        Some(s) => Err(BadBody(format!(
+            "timeout must be between 0 and {MAX_HEARTBEAT_TIMEOUT_SECS} seconds, not {s}"
+        ))),
+    }
+}
+
 /// A heartbeat; `timeout` (seconds without one after which the session is hung) starts
 /// hang monitoring where a daemon watches.
 #[derive(Deserialize)]
@@ -389,22 +405,6 @@ impl HeartbeatBody {
             ts_ms: ts(self.timestamp),
             timeout: heartbeat_timeout(self.timeout)?,
         })
-    }
-}
-
-/// The longest heartbeat timeout a client may ask for.
-pub const MAX_HEARTBEAT_TIMEOUT_SECS: f64 = 86_400.0;
-
-/// Seconds from a client, as a heartbeat timeout (positive and finite, at most a day).
-pub fn heartbeat_timeout(seconds: Option<f64>) -> Result<Option<Duration>, BadBody> {
-    match seconds {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_HEARTBEAT_TIMEOUT_SECS => {
-            Ok(Some(Duration::from_secs_f64(s)))
-        }
-        Some(s) => Err(BadBody(format!(
-            "timeout must be between 0 and {MAX_HEARTBEAT_TIMEOUT_SECS} seconds, not {s}"
-        ))),
     }
 }
 

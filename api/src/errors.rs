@@ -2,7 +2,6 @@
 //! with the one HTTP status it is answered with, by the daemon and the query service alike.
 
 datacat_protocol::named_enum! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum ErrorCode {
         /// The request cannot be served as sent (bad JSON, a missing field, a bad parameter).
         BadRequest = "bad_request",

@@ -17,9 +17,7 @@ pub struct PathValue {
 
 datacat_protocol::named_enum! {
     /// What the sessions list is ordered by.
-    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-    #[serde(rename_all = "snake_case")]
+    #[derive(Default)]
     pub enum SortKey {
         #[default]
         Started = "started",
@@ -30,13 +28,23 @@ datacat_protocol::named_enum! {
 }
 
 datacat_protocol::named_enum! {
-    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-    #[serde(rename_all = "snake_case")]
+    #[derive(Default)]
     pub enum Order {
         #[default]
         Desc = "desc",
         Asc = "asc",
+    }
+}
+
+datacat_protocol::named_enum! {
+    /// Which per-session figure of a metric the explorer ranks and distributes.
+    #[derive(Default)]
+    pub enum MetricStat {
+        #[default]
+        Peak = "peak",
+        Min = "min",
+        Avg = "avg",
+        Last = "last",
     }
 }
 

@@ -15,6 +15,19 @@ fn batch(seq: u64, records: Vec<Record>) -> Batch {
     }
 }
 
+/// A session's progress and the rows its batches produced, applied one batch at a time.
+#[derive(Default)]
+struct Applied {
+    progress: Progress,
+    rows: RowSet,
+}
+
+impl Applied {
+    fn batch(&mut self, seq: u64, records: Vec<Record>) {
+        apply(&mut self.progress, &batch(seq, records), &mut self.rows);
+    }
+}
+
 fn state(ts_ms: u64, update: Value) -> Record {
     Record::State(StateUpdate { ts_ms, update })
 }
@@ -29,49 +42,46 @@ fn end(ts_ms: u64, status: EndStatus) -> Record {
 
 #[test]
 fn applies_records_in_order_and_produces_rows() {
-    let mut progress = Progress::default();
-    let mut rows = RowSet::default();
-    apply(
-        &mut progress,
-        &batch(
-            0,
-            vec![
-                Record::Start(SessionStart {
-                    ts_ms: 10,
-                    product: "p".into(),
-                    version: "1".into(),
-                    machine: Default::default(),
-                }),
-                state(11, json!({"a": {"b": 1}})),
-                Record::Event(Event::named(12, "e")),
-            ],
-        ),
-        &mut rows,
+    let mut session = Applied::default();
+    session.batch(
+        0,
+        vec![
+            Record::Start(SessionStart {
+                ts_ms: 10,
+                product: "p".into(),
+                version: "1".into(),
+                machine: Default::default(),
+            }),
+            state(11, json!({"a": {"b": 1}})),
+            Record::Event(Event::named(12, "e")),
+        ],
     );
-    apply(
-        &mut progress,
-        &batch(
-            1,
-            vec![
-                state(13, json!({"a": {"c": 2}})),
-                Record::Heartbeat(Heartbeat { ts_ms: 14 }),
-            ],
-        ),
-        &mut rows,
+    session.batch(
+        1,
+        vec![
+            state(13, json!({"a": {"c": 2}})),
+            Record::Heartbeat(Heartbeat { ts_ms: 14 }),
+        ],
     );
 
-    assert_eq!(progress.next_seq, 2);
-    assert_eq!(progress.state, json!({"a": {"b": 1, "c": 2}}));
-    assert_eq!(progress.status, Status::Active);
-    assert_eq!(progress.last_heartbeat_ms, 14);
-    assert_eq!(rows.state_history.len(), 2);
-    assert_eq!(rows.state_history[1].state, r#"{"a":{"b":1,"c":2}}"#);
+    assert_eq!(session.progress.next_seq, 2);
+    assert_eq!(session.progress.state, json!({"a": {"b": 1, "c": 2}}));
+    assert_eq!(session.progress.status, Status::Active);
+    assert_eq!(session.progress.last_heartbeat_ms, 14);
+    assert_eq!(session.rows.state_history.len(), 2);
     assert_eq!(
-        (rows.state_history[1].seq, rows.state_history[1].idx),
+        session.rows.state_history[1].state,
+        r#"{"a":{"b":1,"c":2}}"#
+    );
+    assert_eq!(
+        (
+            session.rows.state_history[1].seq,
+            session.rows.state_history[1].idx
+        ),
         (1, 0)
     );
-    assert_eq!(rows.events.len(), 1);
-    let row = progress.session_row("s");
+    assert_eq!(session.rows.events.len(), 1);
+    let row = session.progress.session_row("s");
     assert_eq!(
         (
             row.started_ms,
@@ -85,28 +95,20 @@ fn applies_records_in_order_and_produces_rows() {
 
 #[test]
 fn changed_state_leaves_become_path_rows() {
-    let mut progress = Progress::default();
-    let mut rows = RowSet::default();
-    apply(
-        &mut progress,
-        &batch(
-            0,
-            vec![state(
-                1,
-                json!({"w": {"open": ["a", "space probe"], "active": "a"}, "n": 1}),
-            )],
-        ),
-        &mut rows,
-    );
-    apply(
-        &mut progress,
-        &batch(
+    let mut session = Applied::default();
+    session.batch(
+        0,
+        vec![state(
             1,
-            vec![state(2, json!({"w": {"active": "space probe"}, "n": null}))],
-        ),
-        &mut rows,
+            json!({"w": {"open": ["a", "space probe"], "active": "a"}, "n": 1}),
+        )],
     );
-    let paths: Vec<_> = rows
+    session.batch(
+        1,
+        vec![state(2, json!({"w": {"active": "space probe"}, "n": null}))],
+    );
+    let paths: Vec<_> = session
+        .rows
         .state_paths
         .iter()
         .map(|r| {
@@ -215,20 +217,11 @@ fn path_rows_do_not_depend_on_how_updates_are_batched() {
 
 #[test]
 fn first_terminal_status_wins() {
-    let mut progress = Progress::default();
-    let mut rows = RowSet::default();
-    apply(
-        &mut progress,
-        &batch(0, vec![end(5, EndStatus::Crashed)]),
-        &mut rows,
-    );
-    apply(
-        &mut progress,
-        &batch(1, vec![end(6, EndStatus::Ended)]),
-        &mut rows,
-    );
+    let mut session = Applied::default();
+    session.batch(0, vec![end(5, EndStatus::Crashed)]);
+    session.batch(1, vec![end(6, EndStatus::Ended)]);
     assert_eq!(
-        (progress.status.as_str(), progress.ended_ms),
+        (session.progress.status.as_str(), session.progress.ended_ms),
         ("crashed", 5)
     );
 }
@@ -290,13 +283,13 @@ fn metric_summaries_count_each_point_once_and_a_late_batch_still_wins() {
             histogram: None,
         })
     };
-    let mut progress = Progress::default();
-    let mut rows = RowSet::default();
-    apply(&mut progress, &batch(0, vec![fps(1, 10.0)]), &mut rows);
-    apply(&mut progress, &batch(2, vec![fps(3, 30.0)]), &mut rows);
+    let mut session = Applied::default();
+    session.batch(0, vec![fps(1, 10.0)]);
+    session.batch(2, vec![fps(3, 30.0)]);
     // Batch 1 arrives after 2 (its gap was given up on): applied late, counted once.
-    apply(&mut progress, &batch(1, vec![fps(2, 20.0)]), &mut rows);
-    let latest = rows
+    session.batch(1, vec![fps(2, 20.0)]);
+    let latest = session
+        .rows
         .metric_sessions
         .iter()
         .max_by_key(|r| r.version)
@@ -314,7 +307,10 @@ fn metric_summaries_count_each_point_once_and_a_late_batch_still_wins() {
             &mut again,
         );
     }
-    assert_eq!(again.metric_sessions, rows.metric_sessions, "deterministic");
+    assert_eq!(
+        again.metric_sessions, session.rows.metric_sessions,
+        "deterministic"
+    );
 }
 
 fn hang(ts_ms: u64, hung: bool) -> Record {
@@ -328,31 +324,26 @@ fn hang(ts_ms: u64, hung: bool) -> Record {
 
 #[test]
 fn hang_and_recovery_are_remembered_and_shown_as_events() {
-    let mut progress = Progress::default();
-    let mut rows = RowSet::default();
-    apply(
-        &mut progress,
-        &batch(0, vec![hang(7_000, true), hang(7_500, true)]),
-        &mut rows,
-    );
+    let mut session = Applied::default();
+    session.batch(0, vec![hang(7_000, true), hang(7_500, true)]);
     assert_eq!(
         (
-            progress.status.as_str(),
-            progress.hang_count,
-            progress.hung_ms
+            session.progress.status.as_str(),
+            session.progress.hang_count,
+            session.progress.hung_ms
         ),
         ("hung", 1, 7_000)
     );
-    apply(
-        &mut progress,
-        &batch(1, vec![hang(9_000, false), hang(9_100, false)]),
-        &mut rows,
-    );
+    session.batch(1, vec![hang(9_000, false), hang(9_100, false)]);
     assert_eq!(
-        (progress.status.as_str(), progress.hang_count),
+        (
+            session.progress.status.as_str(),
+            session.progress.hang_count
+        ),
         ("active", 1)
     );
-    let names: Vec<_> = rows
+    let names: Vec<_> = session
+        .rows
         .events
         .iter()
         .map(|e| (e.name.as_str(), e.level.as_str()))
@@ -365,33 +356,28 @@ fn hang_and_recovery_are_remembered_and_shown_as_events() {
         ]
     );
     assert!(
-        rows.events[0]
+        session.rows.events[0]
             .data
             .contains(r#""seconds_since_heartbeat":6"#),
         "{}",
-        rows.events[0].data
+        session.rows.events[0].data
     );
-    assert_eq!(progress.event_count, 2);
+    assert_eq!(session.progress.event_count, 2);
 }
 
 #[test]
 fn a_crash_is_an_event_and_ends_a_hang() {
-    let mut progress = Progress::default();
-    let mut rows = RowSet::default();
-    apply(
-        &mut progress,
-        &batch(
-            0,
-            vec![hang(1, true), end(2, EndStatus::Crashed), hang(3, false)],
-        ),
-        &mut rows,
+    let mut session = Applied::default();
+    session.batch(
+        0,
+        vec![hang(1, true), end(2, EndStatus::Crashed), hang(3, false)],
     );
-    assert_eq!(progress.status, Status::Crashed);
+    assert_eq!(session.progress.status, Status::Crashed);
     assert_eq!(
-        rows.events.last().map(|e| e.name.as_str()),
+        session.rows.events.last().map(|e| e.name.as_str()),
         Some("session_crashed")
     );
-    assert_eq!(rows.events.len(), 2, "no recovery after the end");
+    assert_eq!(session.rows.events.len(), 2, "no recovery after the end");
 }
 
 #[test]

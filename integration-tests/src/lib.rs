@@ -5,6 +5,7 @@
 //! `DATACAT_CLICKHOUSE_SERVER_BIN`), then the repo's `.local/` install and `PATH`.
 //! `deploy/test-all.sh` installs them and sets the variables.
 
+pub mod answers;
 pub mod binaries;
 pub mod blackhole;
 pub mod browser;
@@ -17,6 +18,7 @@ pub mod servers;
 pub mod stack;
 pub mod workload;
 
+pub use answers::items;
 pub use blackhole::BlackHole;
 pub use daemon::Daemon;
 pub use servers::{ClickHouse, Nats, WrittenBlocks};

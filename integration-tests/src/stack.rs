@@ -42,6 +42,19 @@ impl Stack {
         Self::start_on(vec![Nats::start().await?], ingest_env, &[]).await
     }
 
+    /// Like [`Stack::start`], with ingest calling a session lost `lost_after_secs` after its
+    /// daemon was last heard of (looked for every `sweep_ms`), so that tests need not wait
+    /// for the default.
+    pub async fn start_losing_after(lost_after_secs: u64, sweep_ms: u64) -> Result<Self> {
+        let lost_after = lost_after_secs.to_string();
+        let sweep = sweep_ms.to_string();
+        Self::start_with(&[
+            ("DATACAT_LOST_AFTER_SECS", lost_after.as_str()),
+            ("DATACAT_SWEEP_INTERVAL_MS", sweep.as_str()),
+        ])
+        .await
+    }
+
     /// Like [`Stack::start`], with extra settings for the query service.
     pub async fn start_with_query(query_env: &[(&str, &str)]) -> Result<Self> {
         Self::start_on(vec![Nats::start().await?], &[], query_env).await
@@ -164,6 +177,25 @@ impl Stack {
         metric_at(self.ingest_ports[index], name).await
     }
 
+    /// Waits (up to `timeout`) until one of these ingest workers has applied a message, and
+    /// answers how many they have applied (0 when none did in time).
+    pub async fn wait_ingest_busy(&self, workers: &[usize], timeout: Duration) -> u64 {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut applied = 0;
+            for &worker in workers {
+                applied += self
+                    .ingest_metric(worker, "datacat_ingest_messages_total")
+                    .await
+                    .unwrap_or_default();
+            }
+            if applied > 0 || std::time::Instant::now() >= deadline {
+                return applied;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Publishes batches as a daemon would (one message each, stored before the next), but
     /// without message ids: a test that sends a batch twice gets both copies to ingest.
     pub async fn publish(&self, batches: &[datacat_protocol::Batch]) -> Result<()> {
@@ -239,6 +271,14 @@ impl Stack {
             .get_json(&format!("/api/sessions/{id}/events?limit=5000"))
             .await?;
         Ok(page["events"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Waits until the session has an event.
+    pub async fn wait_for_events(&self, id: &str, timeout: Duration) -> Result<Value> {
+        self.wait_session(id, timeout, |s| {
+            s["events"].as_array().is_some_and(|e| !e.is_empty())
+        })
+        .await
     }
 
     pub async fn wait_session(

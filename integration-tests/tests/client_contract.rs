@@ -8,7 +8,7 @@
 //!   main, `sys.exit(n)`) leaves them `ended` with the exit reason, whatever it still holds;
 //!   only a process that dies is `crashed`.
 
-use datacat_integration_tests::{python, Stack};
+use datacat_integration_tests::{items, python, Stack};
 use serde_json::Value;
 
 /// A program written against the client API: it writes, reads back at once, ends, reads
@@ -142,9 +142,7 @@ async fn programs_that_end_nothing_and_exit_normally_are_ended_not_crashed() {
 }
 
 fn event_names(session: &Value) -> Vec<&str> {
-    session["events"]
-        .as_array()
-        .unwrap()
+    items(session, "events")
         .iter()
         .filter_map(|e| e["name"].as_str())
         .collect()

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use datacat_integration_tests::stack::metric_of;
-use datacat_integration_tests::Stack;
+use datacat_integration_tests::{items, Stack};
 use serde_json::{json, Value};
 
 /// Logs `count` events numbered from `first`, in `/batch` requests of 500.
@@ -25,9 +25,7 @@ async fn log_events(daemon: &datacat_integration_tests::Daemon, id: &str, first:
 }
 
 fn event_numbers(session: &Value) -> Vec<u64> {
-    session["events"]
-        .as_array()
-        .unwrap()
+    items(session, "events")
         .iter()
         .filter_map(|e| e["data"]["i"].as_u64())
         .collect()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use datacat_integration_tests::Stack;
+use datacat_integration_tests::{items, Stack};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,9 +128,7 @@ async fn garbage_is_rejected_and_the_daemon_keeps_serving() {
         .unwrap();
     assert_eq!(status, 400);
     assert_eq!(answer["accepted"], 3);
-    let rejected: Vec<u64> = answer["rejected"]
-        .as_array()
-        .unwrap()
+    let rejected: Vec<u64> = items(&answer, "rejected")
         .iter()
         .map(|r| r["index"].as_u64().unwrap())
         .collect();
@@ -169,9 +167,7 @@ async fn garbage_is_rejected_and_the_daemon_keeps_serving() {
         .wait_session(&id, Duration::from_secs(30), |s| s["status"] == "ended")
         .await
         .unwrap();
-    let names: Vec<&str> = session["events"]
-        .as_array()
-        .unwrap()
+    let names: Vec<&str> = items(&session, "events")
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use datacat_integration_tests::{python, Stack};
+use datacat_integration_tests::{items, python, Daemon, Stack};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -27,12 +27,23 @@ fn now_ms() -> i128 {
 }
 
 fn event_names(session: &Value) -> Vec<String> {
-    session["events"]
-        .as_array()
-        .unwrap()
+    items(session, "events")
         .iter()
         .map(|e| e["name"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Sends an event through the daemon and waits until the query service shows the session with
+/// its events (the first one arrived).
+async fn send_event(stack: &Stack, daemon: &Daemon, id: &str, name: &str) -> Value {
+    daemon
+        .post("/event", json!({"session_id": id, "name": name}))
+        .await
+        .unwrap();
+    stack
+        .wait_for_events(id, Duration::from_secs(30))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,16 +183,7 @@ async fn only_monitored_sessions_hang_and_they_recover() {
         .unwrap()["created_at"]);
     let wait = (silent_since + 3000 - now_ms()).max(0) as u64;
     tokio::time::sleep(Duration::from_millis(wait)).await;
-    daemon
-        .post("/event", json!({"session_id": silent, "name": "probe"}))
-        .await
-        .unwrap();
-    let quiet = stack
-        .wait_session(&silent, Duration::from_secs(30), |s| {
-            !s["events"].as_array().unwrap().is_empty()
-        })
-        .await
-        .unwrap();
+    let quiet = send_event(&stack, &daemon, &silent, "probe").await;
     assert_eq!(quiet["status"], "active");
     assert_eq!(quiet["hang_count"], 0);
     assert_eq!(event_names(&quiet), vec!["probe"]);
@@ -189,30 +191,15 @@ async fn only_monitored_sessions_hang_and_they_recover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_whose_daemon_vanished_is_lost_but_a_quiet_one_is_not() {
-    let stack = Stack::start_with(&[
-        ("DATACAT_LOST_AFTER_SECS", "3"),
-        ("DATACAT_SWEEP_INTERVAL_MS", "300"),
-    ])
-    .await
-    .expect("stack starts");
+    let stack = Stack::start_losing_after(3, 300)
+        .await
+        .expect("stack starts");
     let alive_every = [("DATACAT_ALIVE_INTERVAL_MS", "500")];
     let mut doomed = stack.daemon("doomed-daemon", &alive_every).unwrap();
     let quiet = stack.daemon("quiet-daemon", &alive_every).unwrap();
     let vanished = doomed.register("vanishing", "1").await.unwrap();
     let idle = quiet.register("idle", "1").await.unwrap();
-    doomed
-        .post(
-            "/event",
-            json!({"session_id": vanished, "name": "last_words"}),
-        )
-        .await
-        .unwrap();
-    stack
-        .wait_session(&vanished, Duration::from_secs(30), |s| {
-            !s["events"].as_array().unwrap().is_empty()
-        })
-        .await
-        .unwrap();
+    send_event(&stack, &doomed, &vanished, "last_words").await;
     doomed.kill().unwrap(); // No crash report can come from a dead daemon.
 
     let lost = stack
@@ -243,26 +230,14 @@ async fn a_session_whose_daemon_vanished_is_lost_but_a_quiet_one_is_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_outage_longer_than_lost_after_loses_no_session() {
     // lost_after must exceed the liveness interval plus a reconnect (daemons retry within 1 s).
-    let mut stack = Stack::start_with(&[
-        ("DATACAT_LOST_AFTER_SECS", "4"),
-        ("DATACAT_SWEEP_INTERVAL_MS", "200"),
-    ])
-    .await
-    .expect("stack starts");
+    let mut stack = Stack::start_losing_after(4, 200)
+        .await
+        .expect("stack starts");
     let daemon = stack
         .daemon("daemon", &[("DATACAT_ALIVE_INTERVAL_MS", "300")])
         .unwrap();
     let id = daemon.register("patient", "1").await.unwrap();
-    daemon
-        .post("/event", json!({"session_id": id, "name": "before"}))
-        .await
-        .unwrap();
-    stack
-        .wait_session(&id, Duration::from_secs(30), |s| {
-            !s["events"].as_array().unwrap().is_empty()
-        })
-        .await
-        .unwrap();
+    send_event(&stack, &daemon, &id, "before").await;
 
     // Nobody hears the daemon for 2.5 times lost_after; its liveness records wait in its
     // spool. Once NATS is back they arrive, and the sweeper must have waited for them.

@@ -17,6 +17,26 @@ use serde_json::json;
 
 const T0: u64 = 1_795_000_000_000;
 
+/// The browser on the dashboard at `base`, saving screenshots in `shots`.
+struct Dashboard<'a> {
+    browser: &'a Browser,
+    base: &'a str,
+    shots: std::path::PathBuf,
+}
+
+impl Dashboard<'_> {
+    /// Opens the dashboard's page at `path` (with its query string).
+    async fn open(&self, path: &str) {
+        let url = format!("{}{path}", self.base);
+        self.browser.goto(&url).await.unwrap();
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let path = self.shots.join(name);
+        self.browser.screenshot(&path).await.unwrap();
+    }
+}
+
 fn start(ts_ms: u64, product: &str) -> Record {
     Record::Start(SessionStart {
         ts_ms,
@@ -144,21 +164,19 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
     let browser = Browser::start(&stack.logs.path().join("chromedriver.log"))
         .await
         .expect("chromedriver and chromium start");
-    let base = &stack.query_url;
+    let dashboard = Dashboard {
+        browser: &browser,
+        base: &stack.query_url,
+        shots,
+    };
 
     // The sessions list, then a filter applied through the form.
-    browser.goto(&format!("{base}/")).await.unwrap();
+    dashboard.open("/").await;
     if let Err(error) = browser.wait_for_exactly("tr.session-row", 3).await {
-        browser
-            .screenshot(&shots.join("0-failed.png"))
-            .await
-            .unwrap();
+        dashboard.screenshot("0-failed.png").await;
         panic!("{error}\n{}", browser.page_text().await.unwrap());
     }
-    browser
-        .screenshot(&shots.join("1-sessions.png"))
-        .await
-        .unwrap();
+    dashboard.screenshot("1-sessions.png").await;
     // Live: a session that starts while the list is open appears without a reload.
     let late = Batch {
         session_id: "late".into(),
@@ -179,23 +197,14 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
         browser.url().await.unwrap().contains("product=qa-game"),
         "the filter is in the URL"
     );
-    browser
-        .screenshot(&shots.join("2-filtered.png"))
-        .await
-        .unwrap();
+    dashboard.screenshot("2-filtered.png").await;
 
     // A state filter through the URL: only the session whose state has it now.
-    browser
-        .goto(&format!("{base}/?state=pilot%3Dgrace"))
-        .await
-        .unwrap();
+    dashboard.open("/?state=pilot%3Dgrace").await;
     browser.wait_for_exactly("tr.session-row", 1).await.unwrap();
 
     // Open the crashed session from the list.
-    browser
-        .goto(&format!("{base}/?status=crashed"))
-        .await
-        .unwrap();
+    dashboard.open("/?status=crashed").await;
     let link = browser
         .wait_for("a[href='/sessions/crashy']", 1)
         .await
@@ -260,16 +269,10 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    browser
-        .screenshot(&shots.join("3-crashed-session.png"))
-        .await
-        .unwrap();
+    dashboard.screenshot("3-crashed-session.png").await;
 
     // Live: an active session's page shows new state without a reload.
-    browser
-        .goto(&format!("{base}/sessions/other"))
-        .await
-        .unwrap();
+    dashboard.open("/sessions/other").await;
     browser.wait_for("section.session-header", 1).await.unwrap();
     let update = Batch {
         session_id: "other".into(),
@@ -290,7 +293,7 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
     }
 
     // Products and the metric explorer.
-    browser.goto(&format!("{base}/products")).await.unwrap();
+    dashboard.open("/products").await;
     browser
         .wait_for("table.products tbody tr", 2)
         .await
@@ -300,16 +303,10 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
         text.contains("50.0 %"),
         "qa-game: one of two crashed:\n{text}"
     );
-    browser
-        .screenshot(&shots.join("4-products.png"))
-        .await
-        .unwrap();
-    browser
-        .goto(&format!(
-            "{base}/explore?name=memory_usage&stat=peak&ever_contains=window.open%3Dspace%20probe"
-        ))
-        .await
-        .unwrap();
+    dashboard.screenshot("4-products.png").await;
+    dashboard
+        .open("/explore?name=memory_usage&stat=peak&ever_contains=window.open%3Dspace%20probe")
+        .await;
     browser
         .wait_for_exactly("table.explorer tbody tr", 1)
         .await
@@ -320,9 +317,6 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
         .wait_for("figure.bar-chart rect.bar", 1)
         .await
         .unwrap();
-    browser
-        .screenshot(&shots.join("5-explorer.png"))
-        .await
-        .unwrap();
+    dashboard.screenshot("5-explorer.png").await;
     browser.close().await.unwrap();
 }

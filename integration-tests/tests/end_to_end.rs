@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use datacat_integration_tests::process::eventually;
-use datacat_integration_tests::{python, Stack};
+use datacat_integration_tests::{items, python, Stack};
 use serde_json::{json, Value};
 
 /// Logs a known story and prints the session id as the last line.
@@ -85,9 +85,7 @@ async fn python_session_arrives_exactly() {
     });
     assert_eq!(session["state"], final_state);
 
-    let history: Vec<Value> = session["state_history"]
-        .as_array()
-        .unwrap()
+    let history: Vec<Value> = items(&session, "state_history")
         .iter()
         .map(|s| s["state"].clone())
         .collect();
@@ -127,9 +125,7 @@ async fn python_session_arrives_exactly() {
         .get_json("/api/sessions?product=e2e-game")
         .await
         .unwrap();
-    let ids: Vec<&str> = list["sessions"]
-        .as_array()
-        .unwrap()
+    let ids: Vec<&str> = items(&list, "sessions")
         .iter()
         .filter_map(|s| s["id"].as_str())
         .collect();

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use datacat_integration_tests::binaries::repo_root;
-use datacat_integration_tests::Stack;
+use datacat_integration_tests::{items, Stack};
 use serde_json::{json, Value};
 
 /// Builds go/examples/demo once (Go's own cache makes rebuilds cheap).
@@ -45,9 +45,7 @@ fn run_demo(stack: &Stack, binary: &std::path::Path, args: &[&str]) -> (bool, St
 }
 
 fn values(session: &Value, name: &str) -> Vec<f64> {
-    session["metrics"]
-        .as_array()
-        .unwrap()
+    items(session, "metrics")
         .iter()
         .filter(|m| m["name"] == name)
         .map(|m| m["value"].as_f64().unwrap())

@@ -31,17 +31,7 @@ async fn one_worker_and_three_with_one_killed_give_identical_results() {
         .await
         .unwrap();
     // Kill worker 1 while it is busy: after it applied some messages, before the end.
-    let mut applied_before_kill = 0;
-    for _ in 0..200 {
-        applied_before_kill = three
-            .ingest_metric(1, "datacat_ingest_messages_total")
-            .await
-            .unwrap_or_default();
-        if applied_before_kill > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let applied_before_kill = three.wait_ingest_busy(&[1], Duration::from_secs(5)).await;
     three.ingest.remove(1); // kill -9 (SIGKILL on drop)
     three.ingest_ports.remove(1);
     assert!(applied_before_kill > 0, "worker 1 never took part");
@@ -76,12 +66,9 @@ async fn one_worker_and_three_with_one_killed_give_identical_results() {
 /// showed the session open again until the next sweep).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_sessions_first_batch_sent_again_changes_nothing() {
-    let stack = Stack::start_with(&[
-        ("DATACAT_LOST_AFTER_SECS", "3"),
-        ("DATACAT_SWEEP_INTERVAL_MS", "300"),
-    ])
-    .await
-    .expect("stack starts");
+    let stack = Stack::start_losing_after(3, 300)
+        .await
+        .expect("stack starts");
     // Its first batch of two: open, then silent.
     let workload = Workload::generate("resent", 1, 2, 6, 21);
     let first = &workload.batches[..1];

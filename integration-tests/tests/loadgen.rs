@@ -3,7 +3,7 @@
 //! straight to JetStream).
 
 use datacat_integration_tests::binaries::datacat_bin;
-use datacat_integration_tests::Stack;
+use datacat_integration_tests::{items, Stack};
 use datacat_loadgen::{run, Config, Via};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,9 +43,7 @@ async fn loadgen_measures_throughput_lag_and_freshness() {
             .get_json(&format!("/api/sessions?product=loadgen-{via:?}&limit=100"))
             .await
             .unwrap();
-        let events: u64 = list["sessions"]
-            .as_array()
-            .unwrap()
+        let events: u64 = items(&list, "sessions")
             .iter()
             .map(|s| s["event_count"].as_u64().unwrap_or_default())
             .sum();

@@ -30,20 +30,9 @@ async fn a_node_killed_during_ingest_loses_nothing() {
     part(first).publish(&jetstream, 5).await.unwrap();
 
     // Kill the stream's leader once ingest is under way.
-    for _ in 0..300 {
-        let applied = stack
-            .ingest_metric(0, "datacat_ingest_messages_total")
-            .await
-            .unwrap_or_default()
-            + stack
-                .ingest_metric(1, "datacat_ingest_messages_total")
-                .await
-                .unwrap_or_default();
-        if applied > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    stack
+        .wait_ingest_busy(&[0, 1], Duration::from_secs(5))
+        .await;
     let leader = stream
         .info()
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::process::{free_port, wait_http_ok, ChildGuard};
 use datacat_integration_tests::stack::metric_of;
-use datacat_integration_tests::Stack;
+use datacat_integration_tests::{items, Stack};
 use datacat_protocol::record::{Event, Level, Metric, SessionEnd, SessionStart, StateUpdate};
 use datacat_protocol::{Batch, EndStatus, MachineInfo, Record};
 use serde_json::{json, Value};
@@ -60,66 +60,66 @@ fn end(ts_ms: u64, status: EndStatus, reason: &str) -> Record {
     })
 }
 
+/// The pilot and the open windows, as the sessions' state updates carry them.
+fn pilot(ts_ms: u64, name: &str, open: &[&str]) -> Record {
+    state(ts_ms, json!({"pilot": name, "window": {"open": open}}))
+}
+
+fn batch(session_id: &str, seq: u64, records: Vec<Record>) -> Batch {
+    Batch {
+        session_id: session_id.into(),
+        seq,
+        records,
+    }
+}
+
 /// s1: ada -> grace, had "space probe" open then closed it, memory 100/300/200, a "boom"
 /// error, crashed (segfault). s2: ada with "space probe" open, memory 50/80, an info event,
 /// ended. s3 (another product): linus, memory 500, still active.
 fn sessions() -> Vec<Batch> {
-    let s1 = vec![
-        Batch {
-            session_id: "s1".into(),
-            seq: 0,
-            records: vec![
+    vec![
+        batch(
+            "s1",
+            0,
+            vec![
                 start(T0, "qa-game", "h1"),
-                state(
-                    T0 + 1,
-                    json!({"pilot": "ada", "window": {"open": ["main menu", "space probe"]}}),
-                ),
+                pilot(T0 + 1, "ada", &["main menu", "space probe"]),
                 memory(T0 + 2, 100.0),
                 memory(T0 + 3, 300.0),
             ],
-        },
-        Batch {
-            session_id: "s1".into(),
-            seq: 1,
-            records: vec![
-                state(
-                    T0 + 10,
-                    json!({"pilot": "grace", "window": {"open": ["main menu"]}}),
-                ),
+        ),
+        batch(
+            "s1",
+            1,
+            vec![
+                pilot(T0 + 10, "grace", &["main menu"]),
                 memory(T0 + 11, 200.0),
                 event(T0 + 12, "boom", Level::Error),
                 end(T0 + 13, EndStatus::Crashed, "segfault in renderer"),
             ],
-        },
-    ];
-    let s2 = vec![Batch {
-        session_id: "s2".into(),
-        seq: 0,
-        records: vec![
-            start(T0 + 1000, "qa-game", "h2"),
-            state(
-                T0 + 1001,
-                json!({"pilot": "ada", "window": {"open": ["space probe"]}}),
-            ),
-            memory(T0 + 1002, 50.0),
-            memory(T0 + 1003, 80.0),
-            event(T0 + 1004, "loaded", Level::Info),
-            end(T0 + 1005, EndStatus::Ended, "player quit"),
-        ],
-    }];
-    let s3 = vec![Batch {
-        session_id: "s3".into(),
-        seq: 0,
-        records: vec![
-            start(T0 + 2000, "qa-tool", "h3"),
-            state(
-                T0 + 2001,
-                json!({"pilot": "linus", "window": {"open": ["inventory"]}}),
-            ),
-            memory(T0 + 2002, 500.0),
-        ],
-    }];
-    [s1, s2, s3].concat()
+        ),
+        batch(
+            "s2",
+            0,
+            vec![
+                start(T0 + 1000, "qa-game", "h2"),
+                pilot(T0 + 1001, "ada", &["space probe"]),
+                memory(T0 + 1002, 50.0),
+                memory(T0 + 1003, 80.0),
+                event(T0 + 1004, "loaded", Level::Info),
+                end(T0 + 1005, EndStatus::Ended, "player quit"),
+            ],
+        ),
+        batch(
+            "s3",
+            0,
+            vec![
+                start(T0 + 2000, "qa-tool", "h3"),
+                pilot(T0 + 2001, "linus", &["inventory"]),
+                memory(T0 + 2002, 500.0),
+            ],
+        ),
+    ]
 }
 
 async fn get(base: &str, path: &str) -> (u16, Value) {
@@ -135,9 +135,7 @@ async fn get(base: &str, path: &str) -> (u16, Value) {
 async fn ids(base: &str, query: &str) -> Vec<String> {
     let (status, body) = get(base, &format!("/api/sessions?{query}")).await;
     assert_eq!(status, 200, "{query}: {body}");
-    body["sessions"]
-        .as_array()
-        .unwrap()
+    items(&body, "sessions")
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect()
@@ -221,9 +219,7 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
     .await;
     assert_eq!(status, 200, "{peak}");
     assert_eq!(peak["matched_sessions"], 2);
-    let rows: Vec<(String, f64)> = peak["sessions"]
-        .as_array()
-        .unwrap()
+    let rows: Vec<(String, f64)> = items(&peak, "sessions")
         .iter()
         .map(|s| {
             (
@@ -237,9 +233,7 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
     assert_eq!(peak["sessions"][0]["avg"], 200.0);
     assert_eq!(peak["sessions"][0]["last"], 200.0);
     assert_eq!(peak["sessions"][0]["points"], 3);
-    let counted: u64 = peak["distribution"]
-        .as_array()
-        .unwrap()
+    let counted: u64 = items(&peak, "distribution")
         .iter()
         .map(|b| b["sessions"].as_u64().unwrap())
         .sum();
@@ -271,9 +265,7 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
 
     // Sub-resources.
     let (_, events) = get(base, "/api/sessions/s1/events?level=error").await;
-    let names: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
+    let names: Vec<&str> = items(&events, "events")
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
@@ -545,9 +537,7 @@ async fn direct_writes_arrive_exactly() {
     .await;
     assert_eq!(status, 400, "{batch}");
     assert_eq!(batch["accepted"], 2);
-    let bad: Vec<u64> = batch["rejected"]
-        .as_array()
-        .unwrap()
+    let bad: Vec<u64> = items(&batch, "rejected")
         .iter()
         .map(|r| r["index"].as_u64().unwrap())
         .collect();
@@ -593,9 +583,7 @@ async fn direct_writes_arrive_exactly() {
         json!({"level": {"name": "venus", "boss": true}, "tags": ["a"]})
     );
     assert_eq!(session["state_history"].as_array().unwrap().len(), 3);
-    let events: Vec<&str> = session["events"]
-        .as_array()
-        .unwrap()
+    let events: Vec<&str> = items(&session, "events")
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();

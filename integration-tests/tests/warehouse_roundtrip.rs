@@ -9,6 +9,17 @@ use datacat_warehouse::{
 };
 
 fn rows() -> RowSet {
+    let set_path = StatePathRow {
+        session_id: "s-1".into(),
+        seq: 3,
+        idx: 1,
+        ts_ms: 1_728_000_000_200,
+        date: 20_000,
+        path: "a.b".into(),
+        value: "[1,2]".into(),
+        elements: vec!["1".into(), "2".into()],
+        removed: 0,
+    };
     RowSet {
         sessions: vec![SessionRow {
             session_id: "s-1".into(),
@@ -34,27 +45,13 @@ fn rows() -> RowSet {
             seen_ms: 1_728_000_003_000,
         }],
         state_paths: vec![
+            set_path.clone(),
             StatePathRow {
-                session_id: "s-1".into(),
-                seq: 3,
-                idx: 1,
-                ts_ms: 1_728_000_000_200,
-                date: 20_000,
-                path: "a.b".into(),
-                value: "[1,2]".into(),
-                elements: vec!["1".into(), "2".into()],
-                removed: 0,
-            },
-            StatePathRow {
-                session_id: "s-1".into(),
-                seq: 3,
-                idx: 1,
-                ts_ms: 1_728_000_000_200,
-                date: 20_000,
                 path: "gone".into(),
                 value: String::new(),
                 elements: vec![],
                 removed: 1,
+                ..set_path
             },
         ],
         state_history: vec![StateHistoryRow {

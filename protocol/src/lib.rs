@@ -6,7 +6,8 @@
 //! * [`codec`]: the versioned MessagePack encoding of a batch.
 //! * [`subject`]: JetStream stream, subject and key-value names.
 //! * [`merge`]: the deep merge that defines a session's state, and the diff that inverts it.
-//! * [`names`]: enums whose variants each have one name (statuses, levels, kinds).
+//! * [`names`]: enums whose variants each have one name.
+//! * [`vocabulary`]: those of the records: levels, metric kinds, end statuses, statuses.
 //! * [`time`]: timestamps as the records carry them.
 
 pub mod batch;
@@ -16,11 +17,13 @@ pub mod names;
 pub mod record;
 pub mod subject;
 pub mod time;
+pub mod vocabulary;
 
 pub use batch::Batch;
 pub use codec::{decode_batch, decode_batch_head, encode_batch, BatchHead, CodecError};
 pub use merge::{deep_merge, state_diff};
 pub use record::{
-    Alive, DataDropped, EndStatus, Event, ExceptionInfo, Frame, HangChange, Histogram, Level,
-    MachineInfo, Metric, MetricKind, Record, SessionEnd, SessionStart, Status,
+    Alive, DataDropped, Event, ExceptionInfo, Frame, HangChange, Histogram, MachineInfo, Metric,
+    Record, SessionEnd, SessionStart,
 };
+pub use vocabulary::{EndStatus, Level, MetricKind, Status};

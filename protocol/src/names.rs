@@ -3,9 +3,10 @@
 //! the enum's declaration, and everything else follows from them.
 
 /// Declares an enum whose variants each have one name (`Variant = "name",`), with `ALL`,
-/// `as_str`, `from_name`, `names` and `Display`. Serde derives come from the caller (with
-/// `rename_all = "snake_case"`, which gives the same names); [`check_serde_names`] proves
-/// it in each enum's tests.
+/// `as_str`, `from_name`, `names` and `Display`, and the derives every such enum has (`Debug`,
+/// `Clone`, `Copy`, `PartialEq`, `Eq`, `Hash`, serde with `rename_all = "snake_case"`, which
+/// gives the same names, as [`check_serde_names`] proves in each enum's tests, and utoipa's
+/// `ToSchema` where the calling crate's `openapi` feature is on). A caller adds `Default`.
 #[macro_export]
 macro_rules! named_enum {
     (
@@ -15,6 +16,9 @@ macro_rules! named_enum {
         }
     ) => {
         $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
         $vis enum $name {
             $( $(#[$vmeta])* $variant, )+
         }
@@ -22,6 +26,9 @@ macro_rules! named_enum {
         impl $name {
             /// Every variant, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// Every variant's name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
 
             /// Its name.
             pub fn as_str(self) -> &'static str {
@@ -40,7 +47,7 @@ macro_rules! named_enum {
 
             /// The names, for messages: `a, b or c`.
             pub fn names() -> String {
-                $crate::names::one_of(&[$($text),+])
+                $crate::names::one_of(Self::NAMES)
             }
         }
 

@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::vocabulary::{EndStatus, Level, MetricKind, Status};
+
 /// One thing that happened in a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,35 +79,6 @@ pub struct StateUpdate {
     pub update: Value,
 }
 
-crate::named_enum! {
-    /// Severity of an event.
-    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-    #[serde(rename_all = "snake_case")]
-    pub enum Level {
-        Debug = "debug",
-        #[default]
-        Info = "info",
-        Warning = "warning",
-        Error = "error",
-        Critical = "critical",
-    }
-}
-
-impl Level {
-    /// Parses a level name leniently (`warn`, `fatal` and any case are accepted).
-    pub fn parse(name: &str) -> Option<Level> {
-        match name.to_ascii_lowercase().as_str() {
-            "trace" => Some(Level::Debug),
-            "information" => Some(Level::Info),
-            "warn" => Some(Level::Warning),
-            "err" => Some(Level::Error),
-            "fatal" => Some(Level::Critical),
-            name => Level::from_name(name),
-        }
-    }
-}
-
 /// Something that happened, with optional structured data and exception.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -168,27 +141,6 @@ pub struct Frame {
     pub line: u32,
     pub function: String,
     pub code: String,
-}
-
-crate::named_enum! {
-    /// How a metric value is to be read.
-    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-    #[serde(rename_all = "snake_case")]
-    pub enum MetricKind {
-        #[default]
-        Gauge = "gauge",
-        Counter = "counter",
-        Histogram = "histogram",
-        Timer = "timer",
-    }
-}
-
-impl MetricKind {
-    /// Parses a kind name in any case.
-    pub fn parse(name: &str) -> Option<MetricKind> {
-        MetricKind::from_name(&name.to_ascii_lowercase())
-    }
 }
 
 /// One metric point.
@@ -288,57 +240,6 @@ pub struct Heartbeat {
     pub ts_ms: u64,
 }
 
-crate::named_enum! {
-    /// How a session ended.
-    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-    #[serde(rename_all = "snake_case")]
-    pub enum EndStatus {
-        /// The client ended it.
-        #[default]
-        Ended = "ended",
-        /// The process died without ending it.
-        Crashed = "crashed",
-        /// The daemon itself vanished.
-        Lost = "lost",
-    }
-}
-
-crate::named_enum! {
-    /// A session's status: `active` until it ends, `hung` while a monitored session's
-    /// heartbeat is overdue (active again at the next one), then `ended`, `crashed` or `lost`
-    /// for good (the first of those wins).
-    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-    #[serde(rename_all = "snake_case")]
-    pub enum Status {
-        /// (Progress records written before any batch was applied say `""`.)
-        #[default]
-        #[serde(alias = "")]
-        Active = "active",
-        Hung = "hung",
-        Ended = "ended",
-        Crashed = "crashed",
-        Lost = "lost",
-    }
-}
-
-impl Status {
-    /// Ended, crashed or lost: nothing changes it any more.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Ended | Status::Crashed | Status::Lost)
-    }
-}
-
-impl From<EndStatus> for Status {
-    fn from(end: EndStatus) -> Self {
-        match end {
-            EndStatus::Ended => Status::Ended,
-            EndStatus::Crashed => Status::Crashed,
-            EndStatus::Lost => Status::Lost,
-        }
-    }
-}
-
 /// The last record of a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionEnd {
@@ -393,24 +294,5 @@ mod tests {
         assert_eq!((h.count, h.sum), (5, 11.3));
         assert!((h.mean() - 2.26).abs() < 1e-9);
         assert_eq!(Histogram::new(&[]).mean(), 0.0);
-    }
-}
-
-#[cfg(test)]
-mod name_tests {
-    use super::*;
-    use crate::names::check_serde_names;
-
-    #[test]
-    fn serde_writes_every_variant_as_its_name() {
-        check_serde_names(Level::ALL, Level::as_str).unwrap();
-        check_serde_names(MetricKind::ALL, MetricKind::as_str).unwrap();
-        check_serde_names(EndStatus::ALL, EndStatus::as_str).unwrap();
-        check_serde_names(Status::ALL, Status::as_str).unwrap();
-        // A progress record written before its first batch was applied.
-        assert_eq!(
-            serde_json::from_str::<Status>("\"\"").unwrap(),
-            Status::Active
-        );
     }
 }

@@ -233,17 +233,9 @@ class DaemonManager(object):
     publishes to NATS; reads go to the query service named per session).
     """
 
-    def __init__(
-        self,
-        daemon_port="auto",
-        server_url=None,
-        daemon_binary=None,
-        nats_url=None,
-        startup_timeout=DEFAULT_STARTUP_TIMEOUT,
-        request_timeout=DEFAULT_TIMEOUT,
-        log_path=None,
-        extra_args=None,
-    ):
+    def __init__(self, daemon_port="auto", server_url=None, daemon_binary=None, nats_url=None,
+                 startup_timeout=DEFAULT_STARTUP_TIMEOUT, request_timeout=DEFAULT_TIMEOUT,
+                 log_path=None, extra_args=None):
         self.daemon_port = daemon_port
         self.server_url = server_url
         self.daemon_binary = daemon_binary

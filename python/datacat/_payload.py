@@ -134,10 +134,30 @@ def normalize_level(level):
     return _LEVEL_ALIASES.get(text, text)
 
 
+def _put(body, key, value, convert=None):
+    """Set ``body[key]`` to ``value`` (passed through ``convert``) unless it is None.
+
+    A field the caller did not give is left out rather than sent as ``null``: the
+    daemon then applies its default, and the bodies stay those of the contract
+    (api/fixtures/client-calls.json).
+    """
+    if value is not None:
+        body[key] = value if convert is None else convert(value)
+
+
+def _as_text(value):
+    # A string is kept as it is: text_type() of a non-ASCII byte string raises on Python 2.
+    return value if isinstance(value, string_types) else text_type(value)
+
+
+def _as_object(data):
+    # The daemon wants an object: a bare value (log_event("x", 3)) is wrapped.
+    return data if isinstance(data, dict) else {"value": data}
+
+
 def _base(session_id, timestamp):
     body = {"session_id": _require_session_id(session_id)}
-    if timestamp is not None:
-        body["timestamp"] = float(timestamp)
+    _put(body, "timestamp", timestamp, float)
     return body
 
 
@@ -145,10 +165,8 @@ def build_register(product, version, parent_pid=None, timestamp=None):
     _require_text(product, "product")
     _require_text(version, "version")
     body = {"product": product, "version": version}
-    if parent_pid is not None:
-        body["parent_pid"] = int(parent_pid)
-    if timestamp is not None:
-        body["timestamp"] = float(timestamp)
+    _put(body, "parent_pid", parent_pid, int)
+    _put(body, "timestamp", timestamp, float)
     return body
 
 
@@ -160,18 +178,8 @@ def build_state(session_id, state, timestamp=None):
     return body
 
 
-def build_event(
-    session_id,
-    name,
-    level=None,
-    category=None,
-    labels=None,
-    message=None,
-    data=None,
-    group=None,
-    exception=None,
-    timestamp=None,
-):
+def build_event(session_id, name, level=None, category=None, labels=None, message=None,
+                data=None, group=None, exception=None, timestamp=None):
     _require_text(name, "event name")
     # log_event("name", {"k": "v"}): a dict in the first optional slot is the
     # event's data, not its level.
@@ -179,38 +187,18 @@ def build_event(
         level, data = None, level
     body = _base(session_id, timestamp)
     body["name"] = name
-    level = normalize_level(level)
-    if level is not None:
-        body["level"] = level
-    if category is not None:
-        body["category"] = text_type(category)
-    if group is not None:
-        body["group"] = text_type(group)
-    labels = _string_list(labels, "labels")
-    if labels is not None:
-        body["labels"] = labels
-    if message is not None:
-        body["message"] = message if isinstance(message, string_types) else text_type(message)
-    if data is not None:
-        body["data"] = data if isinstance(data, dict) else {"value": data}
-    if exception is not None:
-        body["exception"] = exception
+    _put(body, "level", normalize_level(level))
+    _put(body, "category", category, text_type)
+    _put(body, "group", group, text_type)
+    _put(body, "labels", _string_list(labels, "labels"))
+    _put(body, "message", message, _as_text)
+    _put(body, "data", data, _as_object)
+    _put(body, "exception", exception)
     return body
 
 
-def build_metric(
-    session_id,
-    name,
-    value,
-    tags=None,
-    unit=None,
-    metric_type="gauge",
-    count=None,
-    timestamp=None,
-    delta=None,
-    buckets=None,
-    metadata=None,
-):
+def build_metric(session_id, name, value, tags=None, unit=None, metric_type="gauge",
+                 count=None, timestamp=None, delta=None, buckets=None, metadata=None):
     _require_text(name, "metric name")
     if isinstance(value, bool) or value is None:
         raise TypeError("metric value must be a number, got %r" % (value,))
@@ -228,20 +216,18 @@ def build_metric(
     body["name"] = name
     body["value"] = value
     body["type"] = metric_type
-    if unit is not None:
-        body["unit"] = text_type(unit)
-    tags = _string_list(tags, "tags")
-    if tags is not None:
-        body["tags"] = tags
-    if count is not None:
-        body["count"] = int(count)
-    if delta is not None:
-        body["delta"] = float(delta)
+    _put(body, "unit", unit, text_type)
+    _put(body, "tags", _string_list(tags, "tags"))
+    _put(body, "count", count, int)
+    _put(body, "delta", delta, float)
     if metadata:
         body["metadata"] = dict(metadata)  # a copy: the caller's dict is never changed
-    if buckets is not None:
-        body["buckets"] = [_bound(b) for b in buckets]
+    _put(body, "buckets", buckets, _bounds)
     return body
+
+
+def _bounds(buckets):
+    return [_bound(b) for b in buckets]
 
 
 def _bound(bound):
@@ -265,12 +251,10 @@ def build_heartbeat(session_id, timestamp=None):
 
 def build_end(session_id, reason=None, timestamp=None, crashed=False, wait=None):
     body = _base(session_id, timestamp)
-    if reason is not None:
-        body["reason"] = text_type(reason)
+    _put(body, "reason", reason, text_type)
     if crashed:
         body["crashed"] = True
-    if wait is not None:
-        body["wait"] = round(float(wait), 3)
+    _put(body, "wait", wait, lambda seconds: round(float(seconds), 3))
     return body
 
 
@@ -291,8 +275,7 @@ def session_id_of(body):
 
 def build_heartbeat_monitor(session_id, timeout=None):
     body = _base(session_id, None)
-    if timeout is not None:
-        body["timeout"] = float(timeout)
+    _put(body, "timeout", timeout, float)
     return body
 
 

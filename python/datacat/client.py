@@ -85,20 +85,9 @@ class DatacatClient(object):
     reads (defaults above).
     """
 
-    def __init__(
-        self,
-        base_url=None,
-        daemon_port="auto",
-        nats_url=None,
-        daemon_binary=None,
-        timeout=None,
-        end_timeout=None,
-        daemon=None,
-        use_daemon=True,
-        token=None,
-        read_timeout=DEFAULT_READ_TIMEOUT,
-        **daemon_options
-    ):
+    def __init__(self, base_url=None, daemon_port="auto", nats_url=None, daemon_binary=None,
+                 timeout=None, end_timeout=None, daemon=None, use_daemon=True, token=None,
+                 read_timeout=DEFAULT_READ_TIMEOUT, **daemon_options):
         unknown = [k for k in daemon_options if k not in _DAEMON_OPTIONS]
         if unknown:
             raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(unknown)))

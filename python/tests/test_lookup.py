@@ -175,46 +175,45 @@ def test_handshake_reads_port_and_keeps_stdin(tmpdir):
         assert "stdin closed" in handle.read()
 
 
+def failed_start(tmpdir, name, body, **options):
+    """Start a manager on a script that fails the handshake: the text of the
+    ``DaemonStartError`` it raises (it must keep no process)."""
+    manager = DaemonManager(daemon_binary=script(tmpdir, name, body), **options)
+    with pytest.raises(DaemonStartError) as info:
+        manager.start()
+    assert manager.process is None
+    return str(info.value)
+
+
 @posix_only
 def test_handshake_exit_before_ready(tmpdir):
-    path = script(tmpdir, "dies", """
+    text = failed_start(tmpdir, "dies", """
         import sys
         sys.stderr.write("boom: cannot bind\\n")
         sys.exit(3)
-    """)
-    manager = DaemonManager(daemon_binary=path, log_path=os.path.join(str(tmpdir), "d.log"))
-    with pytest.raises(DaemonStartError) as info:
-        manager.start()
-    text = str(info.value)
+    """, log_path=os.path.join(str(tmpdir), "d.log"))
     assert "exit code 3" in text
     assert "boom: cannot bind" in text
-    assert manager.process is None
 
 
 @posix_only
 def test_handshake_timeout(tmpdir):
-    path = script(tmpdir, "silent", """
+    text = failed_start(tmpdir, "silent", """
         import time
         time.sleep(60)
-    """)
-    manager = DaemonManager(daemon_binary=path, startup_timeout=0.5, log_path="devnull")
-    with pytest.raises(DaemonStartError) as info:
-        manager.start()
-    assert "within 0.5 s" in str(info.value)
+    """, startup_timeout=0.5, log_path="devnull")
+    assert "within 0.5 s" in text
 
 
 @posix_only
 def test_handshake_malformed_line(tmpdir):
-    path = script(tmpdir, "bad", """
+    text = failed_start(tmpdir, "bad", """
         import sys, time
         sys.stdout.write("DATACAT_DAEMON_READY notaport\\n")
         sys.stdout.flush()
         time.sleep(60)
-    """)
-    manager = DaemonManager(daemon_binary=path, startup_timeout=5, log_path="devnull")
-    with pytest.raises(DaemonStartError) as info:
-        manager.start()
-    assert "malformed ready line" in str(info.value)
+    """, startup_timeout=5, log_path="devnull")
+    assert "malformed ready line" in text
 
 
 @posix_only

@@ -1,6 +1,8 @@
 //! Streaming exports: every session, event or metric point of the sessions matching a
 //! filter, read from ClickHouse row by row (never all in memory), in a stable order.
 
+use clickhouse::query::RowCursor;
+use clickhouse::Row;
 use datacat_api::answers::{EventView, MetricView, SessionQuery, SessionSummary};
 use futures::{Stream, StreamExt, TryStreamExt};
 
@@ -20,7 +22,22 @@ pub struct Owned<T> {
     pub item: T,
 }
 
+impl<T> Owned<T> {
+    fn of(session_id: String, item: T) -> Self {
+        Owned { session_id, item }
+    }
+}
+
 impl Reader {
+    /// The rows `sql` selects, as they arrive.
+    fn rows<R: Row>(&self, sql: &Sql) -> Result<impl Stream<Item = Result<R>> + Send + 'static>
+    where
+        RowCursor<R>: Stream<Item = clickhouse::error::Result<R>> + Send + 'static,
+    {
+        let cursor = sql.bind_to(self.client.query(&sql.text)).fetch::<R>()?;
+        Ok(cursor.map_err(Into::into))
+    }
+
     /// The matching sessions, oldest first.
     pub fn export_sessions(
         &self,
@@ -34,10 +51,7 @@ impl Reader {
             text: format!("{} ORDER BY started_ms, session_id LIMIT ?", matching.text),
             params,
         };
-        let cursor = sql
-            .bind_to(self.client.query(&sql.text))
-            .fetch::<SessionListRow>()?;
-        Ok(cursor.map_ok(summary).map_err(Into::into))
+        Ok(self.rows::<SessionListRow>(&sql)?.map_ok(summary))
     }
 
     /// The events of the matching sessions, by session then time.
@@ -47,15 +61,9 @@ impl Reader {
         limit: u64,
     ) -> Result<impl Stream<Item = Result<Owned<EventView>>> + Send + 'static> {
         let sql = of_matching("events", query, "", limit, Vec::new());
-        let cursor = sql
-            .bind_to(self.client.query(&sql.text))
-            .fetch::<EventRow>()?;
-        Ok(cursor.map(|row| {
+        Ok(self.rows(&sql)?.map(|row: Result<EventRow>| {
             let row = row?;
-            Ok(Owned {
-                session_id: row.session_id.clone(),
-                item: event_view(row)?,
-            })
+            Ok(Owned::of(row.session_id.clone(), event_view(row)?))
         }))
     }
 
@@ -71,15 +79,9 @@ impl Reader {
             None => ("", Vec::new()),
         };
         let sql = of_matching("metrics", query, condition, limit, params);
-        let cursor = sql
-            .bind_to(self.client.query(&sql.text))
-            .fetch::<MetricRow>()?;
-        Ok(cursor.map(|row| {
+        Ok(self.rows(&sql)?.map(|row: Result<MetricRow>| {
             let row = row?;
-            Ok(Owned {
-                session_id: row.session_id.clone(),
-                item: metric_view(row),
-            })
+            Ok(Owned::of(row.session_id.clone(), metric_view(row)))
         }))
     }
 }

@@ -1,6 +1,6 @@
 //! Reading sessions back in the API's shapes. Every user value is bound, never spliced.
 
-use clickhouse::{Client, Row};
+use clickhouse::{Client, Row, RowOwned, RowRead};
 use datacat_api::answers::{
     EventView, MetricView, SessionDetail, SessionPage, SessionQuery, SessionSummary, SortKey,
     StateSnapshot,
@@ -142,27 +142,22 @@ impl Reader {
         else {
             return Ok(None);
         };
-        let history = self
-            .client
-            .query("SELECT ?fields FROM state_history FINAL WHERE session_id = ? ORDER BY seq, idx")
-            .bind(id)
-            .fetch_all::<StateHistoryRow>()
-            .await?;
-        let events = self
-            .client
-            .query("SELECT ?fields FROM events FINAL WHERE session_id = ? ORDER BY ts_ms, seq, idx")
-            .bind(id)
-            .fetch_all::<EventRow>()
-            .await?;
-        let metrics = self
-            .client
-            .query(
-                "SELECT ?fields FROM metrics FINAL WHERE session_id = ? ORDER BY ts_ms, seq, idx",
-            )
-            .bind(id)
-            .fetch_all::<MetricRow>()
-            .await?;
+        let history = self.rows_of(id, "state_history", "seq, idx").await?;
+        let events = self.rows_of(id, "events", "ts_ms, seq, idx").await?;
+        let metrics = self.rows_of(id, "metrics", "ts_ms, seq, idx").await?;
         Ok(Some(detail(row, history, events, metrics)?))
+    }
+
+    /// The rows of one session in one of the tables of its records, in `order`.
+    async fn rows_of<R: RowOwned + RowRead>(
+        &self,
+        id: &str,
+        table: &str,
+        order: &str,
+    ) -> Result<Vec<R>> {
+        let sql =
+            format!("SELECT ?fields FROM {table} FINAL WHERE session_id = ? ORDER BY {order}");
+        Ok(self.client.query(&sql).bind(id).fetch_all::<R>().await?)
     }
 }
 

@@ -6,25 +6,18 @@ use dioxus::prelude::*;
 
 use crate::chart::BarChart;
 use crate::format::url_encode;
-use crate::pages::{FilterForm, StatusBadge};
-use crate::{Data, Exploration};
+use crate::pages::{use_answer, FilterForm, StatusBadge};
+use crate::Exploration;
 
 #[component]
 pub fn ExplorerPage(exploration: Exploration) -> Element {
-    let data = use_context::<Data>();
-    let asked = exploration.clone();
-    let answer = use_resource(move || {
-        let data = data.clone();
-        let asked = asked.clone();
-        async move {
-            if asked.metric.is_empty() {
-                return Ok(None);
-            }
-            data.0
-                .metric_across(asked.metric, asked.query, asked.stat)
-                .await
-                .map(Some)
+    let answer = use_answer(exploration.clone(), |data, asked: Exploration| async move {
+        if asked.metric.is_empty() {
+            return Ok(None);
         }
+        data.metric_across(asked.metric, asked.query, asked.stat)
+            .await
+            .map(Some)
     });
     let stat = exploration.stat.as_str();
     let body = match &*answer.read() {

@@ -1,20 +1,18 @@
 //! The pages, and the pieces several of them share.
 
 pub mod explorer;
+mod loading;
 pub mod products;
 pub mod session;
 pub mod sessions;
 mod state;
 mod timeline;
 
-use std::time::Duration;
-
 use datacat_api::answers::{Order, PathValue, SessionQuery, SortKey};
 use datacat_protocol::{Level, Status};
 use dioxus::prelude::*;
 
-/// How often live pages (the sessions list, an active session) fetch again.
-pub const LIVE_EVERY: Duration = Duration::from_secs(2);
+pub use loading::{use_answer, use_live_answer};
 
 /// A status as a coloured badge.
 #[component]
@@ -35,6 +33,27 @@ fn path_values(list: &[PathValue]) -> Vec<String> {
 fn time_value(ms: Option<u64>) -> String {
     ms.map(datacat_protocol::time::rfc3339_ms)
         .unwrap_or_default()
+}
+
+/// A choice of one of a vocabulary's names, `chosen` selected; with `any` first (no choice)
+/// where the filter may be left out.
+#[component]
+fn NameSelect(
+    name: &'static str,
+    names: &'static [&'static str],
+    chosen: &'static str,
+    any: bool,
+) -> Element {
+    rsx! {
+        select { name: "{name}",
+            if any {
+                option { value: "", selected: chosen.is_empty(), "any" }
+            }
+            for n in names {
+                option { value: "{n}", selected: chosen == *n, "{n}" }
+            }
+        }
+    }
 }
 
 /// Every sessions filter, as a GET form: submitting it puts the filters in the URL, so a
@@ -70,14 +89,7 @@ pub fn FilterForm(query: SessionQuery, action: String, extra: Vec<(String, Strin
                 label { "Search " input { name: "q", value: "{text(&query.q)}", placeholder: "id, host, reason, state…" } }
                 label { "Product " input { name: "product", value: "{text(&query.product)}" } }
                 label { "Version " input { name: "version", value: "{text(&query.version)}", size: "8" } }
-                label { "Status "
-                    select { name: "status",
-                        option { value: "", selected: status.is_empty(), "any" }
-                        for s in Status::ALL {
-                            option { value: "{s}", selected: status == s.as_str(), "{s}" }
-                        }
-                    }
-                }
+                label { "Status " NameSelect { name: "status", names: Status::NAMES, chosen: status, any: true } }
                 label { "Host " input { name: "hostname", value: "{text(&query.hostname)}", size: "10" } }
                 label { "Machine id " input { name: "machine_id", value: "{text(&query.machine_id)}", size: "10" } }
             }
@@ -85,21 +97,8 @@ pub fn FilterForm(query: SessionQuery, action: String, extra: Vec<(String, Strin
                 label { "From " input { name: "from", value: "{time_value(query.from_ms)}", placeholder: "2026-11-01T00:00:00Z", size: "22" } }
                 label { "To " input { name: "to", value: "{time_value(query.to_ms)}", size: "22" } }
                 label { "Has event " input { name: "event", value: "{text(&query.event)}", size: "12" } }
-                label { "Event level "
-                    select { name: "level",
-                        option { value: "", selected: level.is_empty(), "any" }
-                        for l in Level::ALL {
-                            option { value: "{l}", selected: level == l.as_str(), "{l}" }
-                        }
-                    }
-                }
-                label { "Sort "
-                    select { name: "sort",
-                        for s in SortKey::ALL {
-                            option { value: "{s}", selected: sort == s.as_str(), "{s}" }
-                        }
-                    }
-                }
+                label { "Event level " NameSelect { name: "level", names: Level::NAMES, chosen: level, any: true } }
+                label { "Sort " NameSelect { name: "sort", names: SortKey::NAMES, chosen: sort, any: false } }
                 label { "Order "
                     select { name: "order",
                         option { value: "{Order::Desc}", selected: !ascending, "newest / most first" }

@@ -7,21 +7,14 @@ use dioxus::prelude::*;
 
 use crate::chart::{BarChart, LineChart};
 use crate::format::{short_time, url_encode};
-use crate::pages::{FilterForm, StatusBadge};
-use crate::Data;
+use crate::pages::{use_answer, FilterForm, StatusBadge};
 
 #[component]
 pub fn ProductsPage(query: SessionQuery) -> Element {
-    let data = use_context::<Data>();
-    let filter = query.clone();
-    let loaded = use_resource(move || {
-        let data = data.clone();
-        let filter = filter.clone();
-        async move {
-            let products = data.0.products(filter.clone()).await?;
-            let trend = data.0.trend(filter).await?;
-            Ok::<_, String>((products, trend))
-        }
+    let loaded = use_answer(query.clone(), |data, filter: SessionQuery| async move {
+        let products = data.products(filter.clone()).await?;
+        let trend = data.trend(filter).await?;
+        Ok((products, trend))
     });
     let body = match &*loaded.read() {
         None => rsx! { p { class: "muted", "Loading products…" } },

@@ -13,32 +13,19 @@ use crate::chart::{BarChart, LineChart};
 use crate::format::short_time;
 use crate::pages::state::{JsonTree, StateHistory};
 use crate::pages::timeline::Timeline;
-use crate::pages::{StatusBadge, LIVE_EVERY};
-use crate::Data;
+use crate::pages::{use_live_answer, StatusBadge};
 
 /// Events shown in "last moments".
 const LAST_MOMENTS: usize = 10;
 
 #[component]
 pub fn SessionPage(id: String) -> Element {
-    let data = use_context::<Data>();
-    let mut detail = use_signal(|| None::<Result<Option<SessionDetail>, String>>);
-    let session_id = id.clone();
-    use_future(move || {
-        let data = data.clone();
-        let id = session_id.clone();
-        async move {
-            loop {
-                let answer = data.0.session(id.clone()).await;
-                let live = matches!(&answer, Ok(Some(s)) if !s.status.is_terminal());
-                detail.set(Some(answer));
-                if !live {
-                    break;
-                }
-                tokio::time::sleep(LIVE_EVERY).await;
-            }
-        }
-    });
+    let detail = use_live_answer(
+        id.clone(),
+        |data, id| async move { data.session(id).await },
+        // An ended session changes no more.
+        |answer| matches!(answer, Ok(Some(s)) if !s.status.is_terminal()),
+    );
     let view = match &*detail.read() {
         None => rsx! { p { class: "muted", "Loading session…" } },
         Some(Err(error)) => rsx! { p { class: "error", "Could not load the session: {error}" } },

@@ -1,29 +1,19 @@
 //! The sessions list: every filter, sortable columns, cursor pages, live.
 
-use datacat_api::answers::{Order, SessionPage, SessionQuery, SortKey};
+use datacat_api::answers::{Order, SessionQuery, SortKey};
 use dioxus::prelude::*;
 
 use crate::format::{short_time, url_encode};
-use crate::pages::{FilterForm, StatusBadge, LIVE_EVERY};
-use crate::Data;
+use crate::pages::{use_live_answer, FilterForm, StatusBadge};
 
 #[component]
 pub fn SessionsPage(query: SessionQuery) -> Element {
-    let data = use_context::<Data>();
-    let mut page = use_signal(|| None::<Result<SessionPage, String>>);
-    let filter = query.clone();
     // Live: fetched again every few seconds, replacing the table only when the answer is in.
-    use_future(move || {
-        let data = data.clone();
-        let filter = filter.clone();
-        async move {
-            loop {
-                let answer = data.0.sessions(filter.clone()).await;
-                page.set(Some(answer));
-                tokio::time::sleep(LIVE_EVERY).await;
-            }
-        }
-    });
+    let page = use_live_answer(
+        query.clone(),
+        |data, filter| async move { data.sessions(filter).await },
+        |_| true,
+    );
     let base = query.to_query_string();
     let sort_link = |key: SortKey, name: &str| {
         let mut next = query.clone();
