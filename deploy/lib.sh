@@ -424,6 +424,78 @@ datacat_stop_pidfile() {
     datacat_log "$name: stopped"
 }
 
+# datacat_already_running NAME PIDFILE MARKER WHERE: when the process recorded in PIDFILE is
+# alive and ours, say so (WHERE: where it serves) and succeed; otherwise remove a stale
+# PIDFILE and fail, so that the caller starts it.
+datacat_already_running() {
+    local name="$1" pidfile="$2" marker="$3" where="$4" pid
+    if pid="$(datacat_pid_alive "$pidfile" "$marker")"; then
+        datacat_log "$name already running (pid $pid, $where)"
+        return 0
+    fi
+    rm -f -- "$pidfile"
+    return 1
+}
+
+# datacat_can_start NAME BINARY_LABEL BINARY PORT...: fail with a clear message unless BINARY
+# is executable and every PORT is free.
+datacat_can_start() {
+    local name="$1" label="$2" bin="$3"
+    shift 3
+    [ -x "$bin" ] ||
+        { datacat_err "$label binary $bin not found (run datacat_install_deps)"; return 1; }
+    datacat_check_ports_free "$name" "$@"
+}
+
+# datacat_start_ready NAME PIDFILE MARKER READY_URL LOGFILE LINES [FILE LINES]... -- CMD...:
+# spawn CMD (see datacat_spawn; output appended to LOGFILE) and wait until READY_URL answers.
+# Prints the pid. When it does not come up, shows the last LINES of LOGFILE and of each
+# further FILE, stops it and fails.
+datacat_start_ready() {
+    local name="$1" pidfile="$2" marker="$3" url="$4" logfile="$5"
+    shift 4
+    local -a tails=()
+    while [ "$1" != -- ]; do
+        tails+=("$1" "$2")
+        shift 2
+    done
+    shift
+    local pid i
+    pid="$(datacat_spawn "$pidfile" "$logfile" "$marker" "$@")" || return 1
+    if ! datacat_wait_http "$name" "$url" "$pidfile" "$marker"; then
+        for ((i = 0; i < ${#tails[@]}; i += 2)); do
+            datacat_tail_log "${tails[i]}" "${tails[i + 1]}"
+        done
+        datacat_stop_pidfile "$name" "$pidfile" "$marker" >/dev/null 2>&1 || true
+        rm -f -- "$pidfile"
+        return 1
+    fi
+    printf '%s\n' "$pid"
+}
+
+# datacat_mkdir_abs DIR: create DIR (with its parents) and print its absolute physical path,
+# which is what instance markers and server configs name.
+datacat_mkdir_abs() {
+    mkdir -p "$1" && (cd "$1" && pwd -P)
+}
+
+# A server instance lives in a state dir DIR: MARKER_FN DIR prints its marker, and its pid
+# file is DIR/PIDNAME unless the caller names another PIDFILE.
+#
+# _datacat_server_running MARKER_FN PIDNAME DIR [PIDFILE]: prints the pid when it runs.
+_datacat_server_running() {
+    local marker_fn="$1" pidname="$2" dir
+    dir="$(cd "$3" 2>/dev/null && pwd -P)" || return 1
+    datacat_pid_alive "${4:-$dir/$pidname}" "$("$marker_fn" "$dir")"
+}
+
+# _datacat_server_stop NAME MARKER_FN PIDNAME DIR [PIDFILE]
+_datacat_server_stop() {
+    local name="$1" marker_fn="$2" pidname="$3" dir
+    dir="$(cd "$4" 2>/dev/null && pwd -P)" || { datacat_log "$name: not running (no $4)"; return 0; }
+    datacat_stop_pidfile "$name" "${5:-$dir/$pidname}" "$("$marker_fn" "$dir")"
+}
+
 # ---------------------------------------------------------------------------------------------
 # ClickHouse
 #
@@ -442,8 +514,8 @@ datacat_clickhouse_render() {
         [ -r "$DATACAT_CLICKHOUSE_TEMPLATE_DIR/$f" ] ||
             { datacat_err "missing template $DATACAT_CLICKHOUSE_TEMPLATE_DIR/$f"; return 1; }
     done
-    mkdir -p "$dir" "$dir/logs" || return 1
-    dir="$(cd "$dir" && pwd -P)" || return 1
+    dir="$(datacat_mkdir_abs "$dir")" || return 1
+    mkdir -p "$dir/logs" || return 1
     case "$dir" in
         *[\&\<\>\"\']*)
             datacat_err "ClickHouse data dir path must not contain XML special characters: $dir"
@@ -476,27 +548,17 @@ datacat_clickhouse_render() {
 
 _datacat_clickhouse_marker() { printf -- '--config-file=%s/config.xml ' "$1"; }
 
-datacat_clickhouse_running() {
-    local dir
-    dir="$(cd "$1" 2>/dev/null && pwd -P)" || return 1
-    datacat_pid_alive "${2:-$dir/clickhouse.pid}" "$(_datacat_clickhouse_marker "$dir")"
-}
+datacat_clickhouse_running() { _datacat_server_running _datacat_clickhouse_marker clickhouse.pid "$@"; }
 
 datacat_clickhouse_start() {
     local dir="$1" http="$2" tcp="$3" inter="$4" pidfile="${5:-}"
-    mkdir -p "$dir" || return 1
-    dir="$(cd "$dir" && pwd -P)" || return 1
+    dir="$(datacat_mkdir_abs "$dir")" || return 1
     [ -n "$pidfile" ] || pidfile="$dir/clickhouse.pid"
     local marker pid
     marker="$(_datacat_clickhouse_marker "$dir")"
-    if pid="$(datacat_pid_alive "$pidfile" "$marker")"; then
-        datacat_log "ClickHouse already running (pid $pid, http 127.0.0.1:$http)"
-        return 0
-    fi
-    rm -f -- "$pidfile"
-    [ -x "$DATACAT_CLICKHOUSE_SERVER_BIN" ] ||
-        { datacat_err "ClickHouse server binary $DATACAT_CLICKHOUSE_SERVER_BIN not found (run datacat_install_deps)"; return 1; }
-    datacat_check_ports_free ClickHouse "$http" "$tcp" "$inter" || return 1
+    datacat_already_running ClickHouse "$pidfile" "$marker" "http 127.0.0.1:$http" && return 0
+    datacat_can_start ClickHouse "ClickHouse server" "$DATACAT_CLICKHOUSE_SERVER_BIN" \
+        "$http" "$tcp" "$inter" || return 1
     datacat_clickhouse_render "$dir" "$http" "$tcp" "$inter" || return 1
     local out="$dir/logs/stdout.log"
     # cd into the data dir: relative paths in the server's defaults then stay inside it.
@@ -504,24 +566,14 @@ datacat_clickhouse_start() {
     # insert's columns) back to the kernel as soon as they are freed, to be faulted in afresh
     # by the next insert; ClickHouse's own builds set oversize_threshold:0 so they are reused.
     # The integration tests' harness sets the same (integration-tests/src/servers.rs).
-    pid="$(cd "$dir" && datacat_spawn "$pidfile" "$out" "$marker" \
+    pid="$(cd "$dir" && datacat_start_ready ClickHouse "$pidfile" "$marker" "http://127.0.0.1:$http/ping" \
+        "$out" 20 "$dir/logs/clickhouse-server.err.log" 40 -- \
         env "MALLOC_CONF=${MALLOC_CONF-oversize_threshold:0}" \
         "$DATACAT_CLICKHOUSE_SERVER_BIN" "--config-file=$dir/config.xml")" || return 1
-    if ! datacat_wait_http ClickHouse "http://127.0.0.1:$http/ping" "$pidfile" "$marker"; then
-        datacat_tail_log "$out" 20
-        datacat_tail_log "$dir/logs/clickhouse-server.err.log" 40
-        datacat_stop_pidfile ClickHouse "$pidfile" "$marker" >/dev/null 2>&1 || true
-        rm -f -- "$pidfile"
-        return 1
-    fi
     datacat_log "ClickHouse started (pid $pid, http 127.0.0.1:$http, tcp 127.0.0.1:$tcp, data ${dir#"$DATACAT_ROOT"/})"
 }
 
-datacat_clickhouse_stop() {
-    local dir
-    dir="$(cd "$1" 2>/dev/null && pwd -P)" || { datacat_log "ClickHouse: not running (no $1)"; return 0; }
-    datacat_stop_pidfile ClickHouse "${2:-$dir/clickhouse.pid}" "$(_datacat_clickhouse_marker "$dir")"
-}
+datacat_clickhouse_stop() { _datacat_server_stop ClickHouse _datacat_clickhouse_marker clickhouse.pid "$@"; }
 
 # ---------------------------------------------------------------------------------------------
 # NATS (JetStream)
@@ -534,41 +586,22 @@ datacat_clickhouse_stop() {
 
 _datacat_nats_marker() { printf -- '-sd %s/store ' "$1"; }
 
-datacat_nats_running() {
-    local dir
-    dir="$(cd "$1" 2>/dev/null && pwd -P)" || return 1
-    datacat_pid_alive "${2:-$dir/nats.pid}" "$(_datacat_nats_marker "$dir")"
-}
+datacat_nats_running() { _datacat_server_running _datacat_nats_marker nats.pid "$@"; }
 
 datacat_nats_start() {
     local dir="$1" port="$2" mport="$3" pidfile="${4:-}" logfile="${5:-}"
+    dir="$(datacat_mkdir_abs "$dir")" || return 1
     mkdir -p "$dir/store" || return 1
-    dir="$(cd "$dir" && pwd -P)" || return 1
     [ -n "$pidfile" ] || pidfile="$dir/nats.pid"
     [ -n "$logfile" ] || logfile="$dir/nats.log"
     local marker pid
     marker="$(_datacat_nats_marker "$dir")"
-    if pid="$(datacat_pid_alive "$pidfile" "$marker")"; then
-        datacat_log "NATS already running (pid $pid, nats://127.0.0.1:$port)"
-        return 0
-    fi
-    rm -f -- "$pidfile"
-    [ -x "$DATACAT_NATS_SERVER_BIN" ] ||
-        { datacat_err "nats-server binary $DATACAT_NATS_SERVER_BIN not found (run datacat_install_deps)"; return 1; }
-    datacat_check_ports_free NATS "$port" "$mport" || return 1
-    pid="$(datacat_spawn "$pidfile" "$logfile" "$marker" \
+    datacat_already_running NATS "$pidfile" "$marker" "nats://127.0.0.1:$port" && return 0
+    datacat_can_start NATS nats-server "$DATACAT_NATS_SERVER_BIN" "$port" "$mport" || return 1
+    pid="$(datacat_start_ready NATS "$pidfile" "$marker" "http://127.0.0.1:$mport/healthz?js-enabled-only=true" \
+        "$logfile" 40 -- \
         "$DATACAT_NATS_SERVER_BIN" -a 127.0.0.1 -p "$port" -m "$mport" -js -sd "$dir/store")" || return 1
-    if ! datacat_wait_http NATS "http://127.0.0.1:$mport/healthz?js-enabled-only=true" "$pidfile" "$marker"; then
-        datacat_tail_log "$logfile" 40
-        datacat_stop_pidfile NATS "$pidfile" "$marker" >/dev/null 2>&1 || true
-        rm -f -- "$pidfile"
-        return 1
-    fi
     datacat_log "NATS started (pid $pid, nats://127.0.0.1:$port, monitor 127.0.0.1:$mport, store ${dir#"$DATACAT_ROOT"/}/store)"
 }
 
-datacat_nats_stop() {
-    local dir
-    dir="$(cd "$1" 2>/dev/null && pwd -P)" || { datacat_log "NATS: not running (no $1)"; return 0; }
-    datacat_stop_pidfile NATS "${2:-$dir/nats.pid}" "$(_datacat_nats_marker "$dir")"
-}
+datacat_nats_stop() { _datacat_server_stop NATS _datacat_nats_marker nats.pid "$@"; }

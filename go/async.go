@@ -39,6 +39,7 @@ type AsyncStats struct {
 // and are counted as failed.
 type AsyncSession struct {
 	*Session
+	sessionCalls
 	opts AsyncOptions
 
 	mu      sync.Mutex
@@ -76,7 +77,7 @@ var ErrNotRegistered = errors.New("datacat: the session could not be registered"
 // minted here and it is registered by the shipping goroutine, so starting it costs no
 // request either. Calls made meanwhile are sent after the registration.
 func (c *Client) StartAsyncSession(product, version string, opts AsyncOptions) *AsyncSession {
-	session := &Session{Client: c, ID: newSessionID()}
+	session := newSession(c, newSessionID())
 	a := newAsyncSession(session, opts, []string{product, version})
 	if product == "" || version == "" {
 		a.refusing = errors.New("datacat: product and version are required to create a session")
@@ -98,10 +99,6 @@ func NewAsyncSession(s *Session, opts AsyncOptions) *AsyncSession {
 	return a
 }
 
-func (a *AsyncSession) endWithin(ctx context.Context, reason string) error {
-	return a.close(ctx, reason, false)
-}
-
 func newAsyncSession(s *Session, opts AsyncOptions, register []string) *AsyncSession {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 10000
@@ -114,6 +111,7 @@ func newAsyncSession(s *Session, opts AsyncOptions, register []string) *AsyncSes
 	}
 	a := &AsyncSession{Session: s, opts: opts, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		register: register, registering: register != nil}
+	a.sessionCalls = sessionCalls{a}
 	a.room = sync.NewCond(&a.mu)
 	a.idle = sync.NewCond(&a.mu)
 	return a
@@ -168,11 +166,6 @@ func (a *AsyncSession) UpdateState(_ context.Context, state map[string]any) erro
 	return a.push("state", body)
 }
 
-// LogEvent buffers an event with data.
-func (a *AsyncSession) LogEvent(ctx context.Context, name string, data map[string]any) error {
-	return a.LogEventWith(ctx, Event{Name: name, Data: data})
-}
-
 // LogEventWith buffers an event.
 func (a *AsyncSession) LogEventWith(_ context.Context, e Event) error {
 	body, err := eventBody(e)
@@ -190,39 +183,6 @@ func (a *AsyncSession) LogMetricWith(_ context.Context, m Metric) error {
 		return a.invalid(err)
 	}
 	return a.push("metric", body)
-}
-
-// LogGauge buffers a gauge point.
-func (a *AsyncSession) LogGauge(ctx context.Context, name string, value float64, tags ...string) error {
-	return a.LogMetricWith(ctx, gaugeMetric(name, value, tags))
-}
-
-// LogCounter buffers a counter increment.
-func (a *AsyncSession) LogCounter(ctx context.Context, name string, delta float64, tags ...string) error {
-	return a.LogMetricWith(ctx, counterMetric(name, delta, tags))
-}
-
-// LogHistogram buffers a histogram observation.
-func (a *AsyncSession) LogHistogram(ctx context.Context, name string, value float64, buckets []float64, tags ...string) error {
-	return a.LogMetricWith(ctx, histogramMetric(name, value, buckets, tags))
-}
-
-// LogTimer buffers a duration.
-func (a *AsyncSession) LogTimer(ctx context.Context, name string, d time.Duration, tags ...string) error {
-	return a.LogMetricWith(ctx, timerMetric(name, d, tags))
-}
-
-// StartTimer starts timing; Stop buffers the timer metric.
-func (a *AsyncSession) StartTimer(name string, tags ...string) *TimerHandle {
-	return &TimerHandle{log: a.LogMetricWith, name: name, tags: tags, started: time.Now()}
-}
-
-// LogException buffers err as an exception event with the caller's stack (taken now).
-func (a *AsyncSession) LogException(ctx context.Context, err error, data map[string]any) error {
-	if err == nil {
-		return nil
-	}
-	return a.LogEventWith(ctx, exceptionEvent(ExceptionFromError(err, 1), Error, data))
 }
 
 // Heartbeat buffers a heartbeat (and tells the session's monitor).
@@ -440,34 +400,11 @@ func (a *AsyncSession) Stats() AsyncStats {
 	return stats
 }
 
-// End flushes, stops the shipper and ends the session, all within the context's deadline
-// (the client's EndTimeout when it has none). Calls still buffered then are counted as
-// failed.
-func (a *AsyncSession) End(ctx context.Context) error {
-	return a.close(ctx, "", false)
-}
-
-// Finish, deferred right after the session starts, ends it when the function returns:
-// normally, or crashed with the panic (which then goes on).
-func (a *AsyncSession) Finish() {
-	if value := recover(); value != nil {
-		a.reportPanic(value)
-		panic(value)
-	}
-	_ = a.End(context.Background())
-}
-
-// Crash flushes and ends the session as crashed.
-func (a *AsyncSession) Crash(ctx context.Context, reason string) error {
-	return a.close(ctx, reason, true)
-}
-
-func (a *AsyncSession) close(ctx context.Context, reason string, crashed bool) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, a.Client.opts.EndTimeout)
-		defer cancel()
-	}
+// end flushes, stops the shipper and ends the session, all within the context's deadline
+// (the client's EndTimeout when it has none).
+func (a *AsyncSession) end(ctx context.Context, reason string, crashed bool) error {
+	ctx, cancel := withDefaultTimeout(ctx, a.Client.opts.EndTimeout)
+	defer cancel()
 	a.mu.Lock()
 	if a.closing {
 		a.mu.Unlock()
@@ -507,26 +444,13 @@ func (a *AsyncSession) close(ctx context.Context, reason string, crashed bool) e
 	default:
 	}
 	if !registered {
-		a.Session.mu.Lock()
-		a.Session.ended = true
-		a.Session.mu.Unlock()
+		a.Session.markEnded()
 		return ErrNotRegistered
 	}
 	if err := a.Session.end(ctx, reason, crashed); err != nil {
 		return err
 	}
 	return flushErr
-}
-
-// RecoverPanic, deferred, reports a panic (flushing what was buffered first) and panics
-// again with the same value.
-func (a *AsyncSession) RecoverPanic() {
-	value := recover()
-	if value == nil {
-		return
-	}
-	a.reportPanic(value)
-	panic(value)
 }
 
 func (a *AsyncSession) reportPanic(value any) {

@@ -457,6 +457,14 @@ func (c *Client) ResumeHeartbeat(ctx context.Context, session string) error {
 	return err
 }
 
+// withDefaultTimeout bounds ctx by timeout unless the caller gave it a deadline.
+func withDefaultTimeout(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, timeout)
+}
+
 // EndSession ends the session normally; it returns once the daemon has delivered the
 // session's data (or, after its wait, still holds it queued).
 func (c *Client) EndSession(ctx context.Context, session string) error {
@@ -469,11 +477,8 @@ func (c *Client) EndSession(ctx context.Context, session string) error {
 // acknowledged by JetStream before the answer; when it was not, a daemon holds it in its
 // spool and delivers it later.
 func (c *Client) EndSessionWith(ctx context.Context, session, reason string, crashed bool) (bool, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.opts.EndTimeout)
-		defer cancel()
-	}
+	ctx, cancel := withDefaultTimeout(ctx, c.opts.EndTimeout)
+	defer cancel()
 	body := map[string]any{"timestamp": seconds(time.Time{})}
 	if deadline, ok := ctx.Deadline(); ok {
 		wait := time.Until(deadline) - endAnswerMargin
@@ -508,11 +513,8 @@ func (c *Client) GetSession(ctx context.Context, session string) (map[string]any
 	if session == "" {
 		return nil, ErrNoSession
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.opts.ReadTimeout)
-		defer cancel()
-	}
+	ctx, cancel := withDefaultTimeout(ctx, c.opts.ReadTimeout)
+	defer cancel()
 	params := url.Values{}
 	c.mu.Lock()
 	if seq, ok := c.lastSeq[session]; ok {

@@ -20,32 +20,38 @@ func newClient(t *testing.T) *Client {
 	return c
 }
 
-func TestSessionCallsReachTheDaemonAndAreDelivered(t *testing.T) {
-	ctx := context.Background()
+// startSession starts a session of a new client.
+func startSession(t *testing.T) (*Client, *Session) {
+	t.Helper()
 	c := newClient(t)
-	s, err := c.StartSession(ctx, "go-game", "1.0")
+	s, err := c.StartSession(context.Background(), "go-game", "1.0")
+	must(t, err)
+	return c, s
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(s.UpdateState(ctx, map[string]any{"player": map[string]any{"level": 1, "hp": 10}, "scene": "menu"}))
-	must(s.UpdateState(ctx, map[string]any{"player": map[string]any{"hp": nil}, "scene": "space"}))
-	must(s.LogEvent(ctx, "level_loaded", map[string]any{"level": 1}))
-	must(s.LogEventWith(ctx, Event{Name: "low_fuel", Level: Warning, Labels: []string{"fuel"}, Message: "fuel low"}))
-	must(s.LogGauge(ctx, "fps", 59.5, "scene:space"))
-	must(s.LogCounter(ctx, "kills", 2))
-	must(s.LogHistogram(ctx, "frame_ms", 16.4, []float64{8, 16, 33, math.Inf(1)}))
-	must(s.LogTimer(ctx, "load", 1250*time.Millisecond))
-	_, err = s.StartTimer("step").Stop(ctx)
-	must(err)
-	must(s.LogException(ctx, errors.New("probe lost"), map[string]any{"probe": "alpha"}))
-	must(s.Heartbeat(ctx))
-	must(c.LogMetric(ctx, s.ID, "memory", 512, []string{"app:go"}))
+}
+
+func TestSessionCallsReachTheDaemonAndAreDelivered(t *testing.T) {
+	ctx := context.Background()
+	c, s := startSession(t)
+	must(t, s.UpdateState(ctx, map[string]any{"player": map[string]any{"level": 1, "hp": 10}, "scene": "menu"}))
+	must(t, s.UpdateState(ctx, map[string]any{"player": map[string]any{"hp": nil}, "scene": "space"}))
+	must(t, s.LogEvent(ctx, "level_loaded", map[string]any{"level": 1}))
+	must(t, s.LogEventWith(ctx, Event{Name: "low_fuel", Level: Warning, Labels: []string{"fuel"}, Message: "fuel low"}))
+	must(t, s.LogGauge(ctx, "fps", 59.5, "scene:space"))
+	must(t, s.LogCounter(ctx, "kills", 2))
+	must(t, s.LogHistogram(ctx, "frame_ms", 16.4, []float64{8, 16, 33, math.Inf(1)}))
+	must(t, s.LogTimer(ctx, "load", 1250*time.Millisecond))
+	_, err := s.StartTimer("step").Stop(ctx)
+	must(t, err)
+	must(t, s.LogException(ctx, errors.New("probe lost"), map[string]any{"probe": "alpha"}))
+	must(t, s.Heartbeat(ctx))
+	must(t, c.LogMetric(ctx, s.ID, "memory", 512, []string{"app:go"}))
 
 	view := daemonView(t, c, s.ID)
 	state := view["state"].(map[string]any)
@@ -55,17 +61,17 @@ func TestSessionCallsReachTheDaemonAndAreDelivered(t *testing.T) {
 	if _, has := state["player"].(map[string]any)["hp"]; has {
 		t.Fatalf("nil must delete: %v", state)
 	}
-	must(s.End(ctx))
+	must(t, s.End(ctx))
 	// End answered after JetStream acknowledged the data: no waiting here.
 	if n := streamMessages(t, s.ID); n < 1 {
 		t.Fatalf("no batch in JetStream")
 	}
-	must(s.End(ctx)) // already ended: nothing to do
+	must(t, s.End(ctx)) // already ended: nothing to do
 
 	other, err := c.StartSession(ctx, "go-game", "1.0")
-	must(err)
+	must(t, err)
 	delivered, err := c.EndSessionWith(ctx, other.ID, "finished", false)
-	must(err)
+	must(t, err)
 	if !delivered {
 		t.Fatal("end must report the data delivered")
 	}
@@ -73,13 +79,9 @@ func TestSessionCallsReachTheDaemonAndAreDelivered(t *testing.T) {
 
 func TestBadInputIsAnErrorNotAPanic(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t)
+	c, s := startSession(t)
 	if _, err := c.CreateSession(ctx, "", "1"); err == nil {
 		t.Fatal("a session without a product must be refused")
-	}
-	s, err := c.StartSession(ctx, "go-game", "1.0")
-	if err != nil {
-		t.Fatal(err)
 	}
 	if err := s.LogGauge(ctx, "nan", math.NaN()); err == nil {
 		t.Fatal("NaN must be refused")
@@ -107,11 +109,7 @@ func TestBadInputIsAnErrorNotAPanic(t *testing.T) {
 }
 
 func TestContextsBoundEveryCall(t *testing.T) {
-	c := newClient(t)
-	s, err := c.StartSession(context.Background(), "go-game", "1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s := startSession(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := s.LogEvent(ctx, "late", nil); !errors.Is(err, context.Canceled) {
@@ -122,11 +120,7 @@ func TestContextsBoundEveryCall(t *testing.T) {
 
 func TestDaemonGoneIsAnErrorAndANewOneStarts(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t)
-	s, err := c.StartSession(ctx, "go-game", "1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := startSession(t)
 	_ = c.Daemon().Stop(10 * time.Second)
 	if err := s.LogEvent(ctx, "after", nil); err == nil {
 		t.Fatal("the new daemon does not know the old session: an error, not a panic")
@@ -142,11 +136,7 @@ func TestDaemonGoneIsAnErrorAndANewOneStarts(t *testing.T) {
 
 func TestAsyncSessionShipsEverythingAndCountsDrops(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t)
-	s, err := c.StartSession(ctx, "go-game", "1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := startSession(t)
 	a := NewAsyncSession(s, AsyncOptions{BatchSize: 200})
 	state := map[string]any{"level": 1}
 	_ = a.UpdateState(ctx, state)
@@ -200,11 +190,7 @@ func TestAsyncSessionShipsEverythingAndCountsDrops(t *testing.T) {
 
 func TestHeartbeatMonitorTellsTheDaemonAndReportsStacks(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t)
-	s, err := c.StartSession(ctx, "go-game", "1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := startSession(t)
 	m, err := s.StartHeartbeatMonitor(ctx, 2*time.Second, 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)

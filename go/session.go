@@ -23,6 +23,7 @@ import (
 type Session struct {
 	Client *Client
 	ID     string
+	sessionCalls
 
 	mu      sync.Mutex
 	monitor *HeartbeatMonitor
@@ -38,10 +39,53 @@ func (c *Client) StartSession(ctx context.Context, product, version string) (*Se
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{Client: c, ID: id}
+	s := newSession(c, id)
 	c.track(s)
 	return s, nil
 }
+
+// newSession is a Session whose shared calls go straight to itself.
+func newSession(c *Client, id string) *Session {
+	s := &Session{Client: c, ID: id}
+	s.sessionCalls = sessionCalls{s}
+	return s
+}
+
+// sessionCore is what each kind of session does its own way: a Session sends at once, an
+// AsyncSession buffers (and flushes before it ends).
+type sessionCore interface {
+	LogEventWith(ctx context.Context, e Event) error
+	LogMetricWith(ctx context.Context, m Metric) error
+	end(ctx context.Context, reason string, crashed bool) error
+	reportPanic(value any)
+}
+
+// sessionCalls are the calls Session and AsyncSession share, made through the core of the
+// one that embeds them: an AsyncSession's shadow those of the Session it wraps.
+type sessionCalls struct {
+	core sessionCore
+}
+
+// target is the session the shared calls go to. A Session or AsyncSession written as a
+// literal instead of made by the client has none: its calls return ErrUnbound (and a
+// deferred Finish or RecoverPanic lets a panic go on) rather than panic in the application.
+func (s *sessionCalls) target() sessionCore {
+	if s.core == nil {
+		return unbound{}
+	}
+	return s.core
+}
+
+// ErrUnbound is returned by the calls of a Session or AsyncSession that was not made by
+// StartSession, StartAsyncSession or NewAsyncSession.
+var ErrUnbound = errors.New("datacat: this session was not made by the client (use StartSession)")
+
+type unbound struct{}
+
+func (unbound) LogEventWith(context.Context, Event) error   { return ErrUnbound }
+func (unbound) LogMetricWith(context.Context, Metric) error { return ErrUnbound }
+func (unbound) end(context.Context, string, bool) error     { return ErrUnbound }
+func (unbound) reportPanic(any)                             {}
 
 // ender is a session Close can end (a Session, or an AsyncSession, which flushes first).
 type ender interface {
@@ -61,8 +105,8 @@ func (c *Client) untrack(s ender) {
 	c.mu.Unlock()
 }
 
-func (s *Session) endWithin(ctx context.Context, reason string) error {
-	return s.end(ctx, reason, false)
+func (s *sessionCalls) endWithin(ctx context.Context, reason string) error {
+	return s.target().end(ctx, reason, false)
 }
 
 // refused is the error for a call the session cannot send any more (counted), or nil.
@@ -85,8 +129,8 @@ func (s *Session) UpdateState(ctx context.Context, state map[string]any) error {
 }
 
 // LogEvent logs an event with data; LogEventWith takes every field.
-func (s *Session) LogEvent(ctx context.Context, name string, data map[string]any) error {
-	return s.LogEventWith(ctx, Event{Name: name, Data: data})
+func (s *sessionCalls) LogEvent(ctx context.Context, name string, data map[string]any) error {
+	return s.target().LogEventWith(ctx, Event{Name: name, Data: data})
 }
 
 // LogEventWith logs an event.
@@ -106,40 +150,37 @@ func (s *Session) LogMetricWith(ctx context.Context, m Metric) error {
 }
 
 // LogGauge logs a value that goes up and down.
-func (s *Session) LogGauge(ctx context.Context, name string, value float64, tags ...string) error {
-	return s.LogMetricWith(ctx, gaugeMetric(name, value, tags))
+func (s *sessionCalls) LogGauge(ctx context.Context, name string, value float64, tags ...string) error {
+	return s.target().LogMetricWith(ctx, gaugeMetric(name, value, tags))
 }
 
 // LogCounter adds delta to a running total.
-func (s *Session) LogCounter(ctx context.Context, name string, delta float64, tags ...string) error {
-	return s.LogMetricWith(ctx, counterMetric(name, delta, tags))
+func (s *sessionCalls) LogCounter(ctx context.Context, name string, delta float64, tags ...string) error {
+	return s.target().LogMetricWith(ctx, counterMetric(name, delta, tags))
 }
 
 // LogHistogram logs one observation of a distribution with bucket upper bounds.
-func (s *Session) LogHistogram(ctx context.Context, name string, value float64, buckets []float64, tags ...string) error {
-	return s.LogMetricWith(ctx, histogramMetric(name, value, buckets, tags))
+func (s *sessionCalls) LogHistogram(ctx context.Context, name string, value float64, buckets []float64, tags ...string) error {
+	return s.target().LogMetricWith(ctx, histogramMetric(name, value, buckets, tags))
 }
 
 // LogTimer logs a measured duration in seconds.
-func (s *Session) LogTimer(ctx context.Context, name string, d time.Duration, tags ...string) error {
-	return s.LogMetricWith(ctx, timerMetric(name, d, tags))
+func (s *sessionCalls) LogTimer(ctx context.Context, name string, d time.Duration, tags ...string) error {
+	return s.target().LogMetricWith(ctx, timerMetric(name, d, tags))
 }
 
 // LogException logs err as an exception event with the caller's stack.
-func (s *Session) LogException(ctx context.Context, err error, data map[string]any) error {
+func (s *sessionCalls) LogException(ctx context.Context, err error, data map[string]any) error {
 	if err == nil {
 		return nil
 	}
-	return s.LogEventWith(ctx, exceptionEvent(ExceptionFromError(err, 1), Error, data))
+	return s.target().LogEventWith(ctx, exceptionEvent(ExceptionFromError(err, 1), Error, data))
 }
 
 // Heartbeat tells the daemon (and this session's monitor) the application is alive.
 func (s *Session) Heartbeat(ctx context.Context) error {
-	s.mu.Lock()
-	monitor := s.monitor
-	s.mu.Unlock()
-	if monitor != nil {
-		monitor.Beat()
+	if m := s.currentMonitor(); m != nil {
+		m.Beat()
 	}
 	if err := s.refused(); err != nil {
 		return err
@@ -148,9 +189,10 @@ func (s *Session) Heartbeat(ctx context.Context) error {
 }
 
 // End ends the session normally and stops its heartbeat monitor, within the context's
-// deadline (the client's EndTimeout when it has none). Calling it again does nothing.
-func (s *Session) End(ctx context.Context) error {
-	return s.end(ctx, "", false)
+// deadline (the client's EndTimeout when it has none); an AsyncSession flushes first, and
+// counts the calls still buffered then as failed. Calling it again does nothing.
+func (s *sessionCalls) End(ctx context.Context) error {
+	return s.target().end(ctx, "", false)
 }
 
 // Finish, deferred right after the session starts, ends it when the function returns:
@@ -158,35 +200,26 @@ func (s *Session) End(ctx context.Context) error {
 // exception event, and then the panic goes on as it would have.
 //
 //	defer s.Finish()
-func (s *Session) Finish() {
+func (s *sessionCalls) Finish() {
 	if value := recover(); value != nil {
-		s.reportPanic(value)
+		s.target().reportPanic(value)
 		panic(value)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.Client.opts.EndTimeout)
-	defer cancel()
-	_ = s.End(ctx)
+	_ = s.End(context.Background())
 }
 
-// Crash ends the session as crashed with a reason.
-func (s *Session) Crash(ctx context.Context, reason string) error {
-	return s.end(ctx, reason, true)
+// Crash ends the session as crashed with a reason (an AsyncSession flushes first).
+func (s *sessionCalls) Crash(ctx context.Context, reason string) error {
+	return s.target().end(ctx, reason, true)
 }
 
 func (s *Session) end(ctx context.Context, reason string, crashed bool) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.Client.opts.EndTimeout)
-		defer cancel()
-	}
-	s.mu.Lock()
-	if s.ended {
-		s.mu.Unlock()
+	ctx, cancel := withDefaultTimeout(ctx, s.Client.opts.EndTimeout)
+	defer cancel()
+	monitor, first := s.markEnded()
+	if !first {
 		return nil
 	}
-	s.ended = true
-	monitor := s.monitor
-	s.mu.Unlock()
 	s.Client.untrack(s)
 	if monitor != nil {
 		monitor.stopWithin(ctx)
@@ -195,17 +228,29 @@ func (s *Session) end(ctx context.Context, reason string, crashed bool) error {
 	return err
 }
 
+// markEnded refuses the session's calls from now on; first is false when it had ended
+// already, monitor is the heartbeat monitor left to stop.
+func (s *Session) markEnded() (monitor *HeartbeatMonitor, first bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return nil, false
+	}
+	s.ended = true
+	return s.monitor, true
+}
+
 // RecoverPanic, deferred at the top of main (or a goroutine), reports a panic: the panic
 // and its stack as a critical exception event, the session ended crashed. Then it panics
 // again with the same value, so the program fails as it would have.
 //
 //	defer session.RecoverPanic()
-func (s *Session) RecoverPanic() {
+func (s *sessionCalls) RecoverPanic() {
 	value := recover()
 	if value == nil {
 		return
 	}
-	s.reportPanic(value)
+	s.target().reportPanic(value)
 	panic(value)
 }
 
@@ -218,8 +263,8 @@ func (s *Session) reportPanic(value any) {
 }
 
 // StartTimer starts timing; Stop logs the timer metric.
-func (s *Session) StartTimer(name string, tags ...string) *TimerHandle {
-	return &TimerHandle{log: s.LogMetricWith, name: name, tags: tags, started: time.Now()}
+func (s *sessionCalls) StartTimer(name string, tags ...string) *TimerHandle {
+	return &TimerHandle{log: s.target().LogMetricWith, name: name, tags: tags, started: time.Now()}
 }
 
 // TimerHandle is a started timer.
