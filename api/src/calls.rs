@@ -211,6 +211,30 @@ pub enum Call {
 }
 
 impl Call {
+    /// About how many bytes the call's record takes encoded (measured, not guessed: a
+    /// client may log megabytes of data); what a size limit is checked against.
+    pub fn encoded_size(&self) -> usize {
+        use datacat_protocol::codec::encoded_size;
+        // The timestamp, the kind and the field names of a metric record.
+        const METRIC_FIELDS: usize = 96;
+        match self {
+            Call::State(update) => encoded_size(update),
+            Call::Record(record) => encoded_size(record),
+            Call::CounterDelta {
+                name, tags, unit, ..
+            } => encoded_size(&(name, tags, unit)) + METRIC_FIELDS,
+            // A histogram holds its bounds and a count per bucket.
+            Call::Observation {
+                name,
+                tags,
+                unit,
+                bounds,
+                ..
+            } => encoded_size(&(name, tags, unit)) + 2 * encoded_size(bounds) + METRIC_FIELDS,
+            Call::Heartbeat { .. } => METRIC_FIELDS,
+        }
+    }
+
     /// The record a call is on its own, where nothing keeps running totals (the query
     /// service's direct writes): a counter delta is refused (send the total), and an
     /// observation is a histogram of that one value.

@@ -36,6 +36,17 @@ pub struct Daemon {
     pub query_url: Option<String>,
 }
 
+impl Daemon {
+    /// Refuses a call whose record could never be published (see [`crate::limits`]).
+    fn admit(&self, body_len: usize, call: &Call) -> Result<(), String> {
+        let admitted = self.registry.publisher().limits.admit(body_len, call);
+        if admitted.is_err() {
+            metrics::count_oversize_call();
+        }
+        admitted
+    }
+}
+
 type AppState = Arc<Daemon>;
 type Body = Result<Bytes, BytesRejection>;
 
@@ -71,7 +82,9 @@ pub fn router(daemon: Arc<Daemon>, max_body_bytes: usize) -> Router {
 /// The request body, or why it could not be read (too large: 413).
 fn buffered(body: Body) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| match rejection {
-        BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
+        BytesRejection::FailedToBufferBody(_) => {
+            ApiError::TooLarge("the request body is larger than the daemon takes".into())
+        }
         other => ApiError::BadRequest(other.body_text()),
     })
 }
@@ -144,8 +157,13 @@ fn apply_one<T: DeserializeOwned>(
     body: Body,
     into_call: fn(T) -> Result<Call, BadBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let (session_id, body): (String, T) = with_session(body)?;
-    daemon.registry.apply(&session_id, into_call(body)?)?;
+    let bytes = buffered(body)?;
+    let (session_id, body): (String, T) = with_session(Ok(bytes.clone()))?;
+    let call = into_call(body)?;
+    daemon
+        .admit(bytes.len(), &call)
+        .map_err(ApiError::TooLarge)?;
+    daemon.registry.apply(&session_id, call)?;
     Ok(ok())
 }
 
@@ -233,13 +251,15 @@ async fn end(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, 
 /// Many calls in one request, applied in order. Items that are invalid are reported (with
 /// their index) in a 400 answer; the valid ones around them are still applied.
 async fn batch(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let batch = Batch::parse(&buffered(body)?)?;
+    let bytes = buffered(body)?;
+    let batch = Batch::parse(&bytes)?;
     let session_id = batch
         .session_id
         .clone()
         .ok_or_else(|| ApiError::BadRequest("missing field `session_id`".into()))?;
     // An unknown or ended session fails every call the same way: say it once.
     let applied = batch.apply(|call| {
+        daemon.admit(bytes.len(), &call).map_err(Refusal::Item)?;
         daemon
             .registry
             .apply(&session_id, call)

@@ -36,7 +36,9 @@ pub struct Config {
     #[arg(long, env = "DATACAT_FLUSH_RECORDS", default_value_t = 2000)]
     pub flush_records: usize,
 
-    /// Largest batch payload in bytes; bigger flushes are split (NATS' default limit is 1 MiB).
+    /// Largest batch payload in bytes; bigger flushes are split. The NATS server's
+    /// max_payload less 16 KiB caps it too; a call whose record cannot fit in a batch of its
+    /// own is refused (413).
     #[arg(long, env = "DATACAT_MAX_BATCH_BYTES", default_value_t = 512 * 1024)]
     pub max_batch_bytes: usize,
 

@@ -20,8 +20,9 @@ pub enum ApiError {
     Ended(String),
     #[error("method not allowed")]
     MethodNotAllowed,
-    #[error("request body too large")]
-    TooLarge,
+    /// The body, or the record a call makes, is larger than the daemon takes.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{message}")]
     InvalidItems {
         message: String,
@@ -37,7 +38,7 @@ impl ApiError {
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Ended(_) => ErrorCode::SessionEnded,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
-            ApiError::TooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::InvalidItems { .. } => ErrorCode::InvalidItems,
         }
     }

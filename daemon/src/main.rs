@@ -14,6 +14,7 @@ mod aggregate;
 mod api;
 mod config;
 mod error;
+mod limits;
 mod machine;
 mod metrics;
 mod parent;

@@ -7,9 +7,14 @@ use datacat_service::{prometheus_text, Sample};
 use crate::sessions::Registry;
 
 static CLIENT_ERRORS: AtomicU64 = AtomicU64::new(0);
+static OVERSIZE_CALLS: AtomicU64 = AtomicU64::new(0);
 
 pub fn count_client_error() {
     CLIENT_ERRORS.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn count_oversize_call() {
+    OVERSIZE_CALLS.fetch_add(1, Ordering::Relaxed);
 }
 
 pub fn render(registry: &Registry) -> String {
@@ -60,6 +65,16 @@ pub fn render(registry: &Registry) -> String {
             "datacat_daemon_publish_errors_total",
             "Failed publish attempts (each retried).",
             &stats.publish_errors,
+        ),
+        Sample::counter(
+            "datacat_daemon_refused_batches_total",
+            "Batches NATS refused for good (larger than its max_payload): moved aside, and their loss reported in their sessions.",
+            &stats.refused_batches,
+        ),
+        Sample::counter(
+            "datacat_daemon_oversize_calls_total",
+            "Calls refused because their record could not fit in one NATS message.",
+            &OVERSIZE_CALLS,
         ),
         Sample::counter(
             "datacat_daemon_client_errors_total",

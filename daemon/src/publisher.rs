@@ -5,6 +5,11 @@
 //! waiting, collects the acks, retries the failed ones with backoff, and only then commits
 //! the chunk (which lets the spool delete delivered segments). While the spool is over its
 //! byte cap, the oldest segment is dropped instead and the loss is reported per session.
+//!
+//! A batch the server can never take (larger than its `max_payload`: spooled before the
+//! daemon knew the limit, or adopted from another daemon's spool) is moved aside
+//! ([`Spool::set_aside`]) and replaced by a batch with the same sequence number that says
+//! what was lost: nothing waits on it, and the loss is in the session's story.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,11 +18,15 @@ use std::time::Duration;
 
 use anyhow::Result;
 use async_nats::jetstream;
-use datacat_jetstream::{connect_options, publish_all, Outgoing};
+use datacat_jetstream::{connect_options, publish_all, Outgoing, PublishFailure};
+use datacat_protocol::record::DataDropped;
+use datacat_protocol::time::now_ms;
+use datacat_protocol::{encode_batch, Batch, Record};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, warn};
 
 use crate::config::Config;
+use crate::limits::SizeLimits;
 use crate::spool::{Spool, SpoolEntry};
 
 /// Most batches published before waiting for their acks.
@@ -30,6 +39,8 @@ pub struct PublisherStats {
     pub published: AtomicU64,
     pub publish_errors: AtomicU64,
     pub published_bytes: AtomicU64,
+    /// Batches the server refused for good (moved aside, replaced by a report of the loss).
+    pub refused_batches: AtomicU64,
 }
 
 /// Batches of one session that were dropped: (session id, batches, records).
@@ -42,6 +53,15 @@ pub struct Publisher {
     /// Per open session, its count of batches not yet acknowledged.
     unacked: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
     pub stats: Arc<PublisherStats>,
+    pub limits: Arc<SizeLimits>,
+}
+
+/// What publishing a chunk's pending batches came to.
+struct Outcome {
+    /// Not stored this time; tried again.
+    failed: Vec<SpoolEntry>,
+    /// Never to be stored as they are.
+    refused: Vec<(SpoolEntry, PublishFailure)>,
 }
 
 impl Publisher {
@@ -59,6 +79,7 @@ impl Publisher {
             wake: Arc::default(),
             unacked: Arc::default(),
             stats: Arc::default(),
+            limits: Arc::new(SizeLimits::new(config.max_batch_bytes)),
         };
         let (drops, reports) = mpsc::unbounded_channel();
         tokio::spawn(
@@ -137,6 +158,9 @@ impl Publisher {
     ) {
         let mut last_adopt = tokio::time::Instant::now();
         loop {
+            // The server's limit, as of the last (re)connection: it may change with a restart.
+            self.limits
+                .set_server_max_payload(jetstream.client().server_info().max_payload);
             if last_adopt.elapsed() >= ADOPT_INTERVAL {
                 self.spool.adopt_orphans();
                 last_adopt = tokio::time::Instant::now();
@@ -145,12 +169,16 @@ impl Publisher {
                 let _ = tokio::time::timeout(ADOPT_INTERVAL, self.wake.notified()).await;
                 continue;
             };
-            let mut pending: Vec<&SpoolEntry> = chunk.entries.iter().collect();
+            let mut pending: Vec<SpoolEntry> = chunk.entries.clone();
             let mut backoff = Duration::from_millis(50);
             // Over the cap, the oldest segment goes at once (one per pass, until under it).
             let delivered = !self.spool.over(cap)
                 && loop {
-                    pending = self.publish(&jetstream, pending).await;
+                    let outcome = self.publish(&jetstream, pending).await;
+                    pending = outcome.failed;
+                    for (entry, why) in outcome.refused {
+                        pending.push(self.set_aside(entry, &why));
+                    }
                     if pending.is_empty() {
                         break true;
                     }
@@ -200,19 +228,49 @@ impl Publisher {
         }
     }
 
-    /// Publishes every entry, then awaits all acks; returns the entries that failed.
-    async fn publish<'a>(
-        &self,
-        jetstream: &jetstream::Context,
-        entries: Vec<&'a SpoolEntry>,
-    ) -> Vec<&'a SpoolEntry> {
+    /// Moves a batch the server refused aside and answers the batch that replaces it: the
+    /// same session and sequence number, holding a report of what was lost.
+    fn set_aside(&self, entry: SpoolEntry, why: &PublishFailure) -> SpoolEntry {
+        self.stats.refused_batches.fetch_add(1, Ordering::Relaxed);
+        let kept = match self.spool.set_aside(&entry) {
+            Ok(path) => format!("kept in {}", path.display()),
+            Err(error) => format!("not kept: {error}"),
+        };
+        warn!(session = %entry.session_id, seq = entry.seq, bytes = entry.payload.len(), %why, %kept,
+            "NATS refused a batch for good; its loss is reported in the session instead");
+        let report = Batch {
+            session_id: entry.session_id.clone(),
+            seq: entry.seq,
+            records: vec![Record::Dropped(DataDropped {
+                ts_ms: now_ms(),
+                batches: 1,
+                records: u64::from(entry.records),
+                reason: format!(
+                    "NATS refused a batch of {} bytes ({why}); the daemon {kept}",
+                    entry.payload.len()
+                ),
+            })],
+        };
+        let payload = encode_batch(&report).expect("a loss report encodes");
+        SpoolEntry {
+            payload: payload.into(),
+            records: 1,
+            ..entry
+        }
+    }
+
+    /// Publishes every entry, then awaits all acks.
+    async fn publish(&self, jetstream: &jetstream::Context, entries: Vec<SpoolEntry>) -> Outcome {
         let messages: Vec<Outgoing> = entries
             .iter()
             .map(|entry| Outgoing::encoded(&entry.session_id, entry.seq, entry.payload.clone()))
             .collect();
         let results = publish_all(jetstream, &messages).await;
 
-        let mut failed = Vec::new();
+        let mut outcome = Outcome {
+            failed: Vec::new(),
+            refused: Vec::new(),
+        };
         for (entry, result) in entries.into_iter().zip(results) {
             match result {
                 Ok(()) => {
@@ -225,19 +283,20 @@ impl Publisher {
                     });
                     debug!(session = %entry.session_id, seq = entry.seq, "batch acknowledged");
                 }
+                Err(error) if error.refused => outcome.refused.push((entry, error)),
                 Err(error) => {
                     self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
                     debug!(session = %entry.session_id, seq = entry.seq, %error, "publish failed; will retry");
-                    failed.push(entry);
+                    outcome.failed.push(entry);
                 }
             }
         }
-        if !failed.is_empty() {
+        if !outcome.failed.is_empty() {
             warn!(
-                failed = failed.len(),
+                failed = outcome.failed.len(),
                 "publishing to JetStream failed; retrying (batches stay spooled)"
             );
         }
-        failed
+        outcome
     }
 }

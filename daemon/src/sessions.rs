@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use datacat_api::calls::Call;
+use datacat_protocol::codec::encoded_size;
 use datacat_protocol::record::{Alive, DataDropped, HangChange, Heartbeat, StateUpdate};
 use datacat_protocol::time::{now_ms, rfc3339_ms};
 use datacat_protocol::{
@@ -189,7 +190,6 @@ pub struct Registry {
     publisher: Publisher,
     flush_now: Notify,
     flush_records: usize,
-    max_batch_bytes: usize,
     flush_interval: Duration,
     alive_interval_ms: u64,
     pub end_wait: Duration,
@@ -202,7 +202,6 @@ impl Registry {
             publisher,
             flush_now: Notify::new(),
             flush_records: config.flush_records,
-            max_batch_bytes: config.max_batch_bytes,
             flush_interval: Duration::from_millis(config.flush_interval_ms),
             alive_interval_ms: config.alive_interval_ms,
             end_wait: Duration::from_millis(config.end_wait_ms),
@@ -545,7 +544,7 @@ impl Registry {
             }
             session.last_batch_ms = now;
             let records = std::mem::take(&mut session.pending);
-            for batch_records in split_records(records, self.max_batch_bytes) {
+            for batch_records in split_records(records, self.publisher.limits.batch_bytes()) {
                 let count = batch_records.len() as u32;
                 let batch = Batch {
                     session_id: session_id.clone(),
@@ -607,7 +606,7 @@ fn split_records(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
     let mut current = Vec::new();
     let mut current_bytes = 0;
     for record in records {
-        let size = rmp_size(&record);
+        let size = encoded_size(&record);
         if !current.is_empty() && current_bytes + size > max_bytes {
             chunks.push(std::mem::take(&mut current));
             current_bytes = 0;
@@ -619,24 +618,6 @@ fn split_records(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
         chunks.push(current);
     }
     chunks
-}
-
-/// Encoded size of one record; a cheap guess is not enough when a client logs
-/// megabyte-sized data, so measure.
-fn rmp_size(record: &Record) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    let _ = rmp_serde::encode::write_named(&mut counter, record);
-    counter.0
 }
 
 /// Flushes on the interval, or at once when a session fills up; checks for hangs.
@@ -690,7 +671,7 @@ mod tests {
         let records: Vec<Record> = (0..100)
             .map(|i| Record::Heartbeat(Heartbeat { ts_ms: i }))
             .collect();
-        let one = rmp_size(&records[0]);
+        let one = encoded_size(&records[0]);
         let chunks = split_records(records.clone(), one * 10);
         assert!(chunks.iter().all(|c| c.len() <= 10));
         assert_eq!(chunks.concat(), records);

@@ -9,6 +9,10 @@
 //! * The spool has a byte cap; above it the oldest segment is dropped and every dropped
 //!   batch is counted per session, so the loss is reported, never silent.
 //!
+//! * A batch NATS can never take (larger than the server's `max_payload`) is moved aside to
+//!   `<root>/refused/<session id>.<seq>.batch` (up to 64 MiB of them) so it cannot hold up
+//!   what follows it.
+//!
 //! Layout: `<root>/<daemon id>/{lock, meta.json, <n>.seg}`. A segment is a sequence of
 //! entries `0xDC, u32 body length, u32 crc32(body), body` with body
 //! `u16 id length, session id, u64 seq, u32 record count, batch payload`.
@@ -28,6 +32,9 @@ const MAGIC: u8 = 0xDC;
 const HEADER: usize = 9;
 /// A segment is sealed once it is this big, so acknowledged data can be deleted.
 const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
+/// The most that batches NATS refused keep of disk under `<root>/refused/`; past it a refused
+/// batch is only counted and reported.
+const SET_ASIDE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// One batch as spooled.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +155,38 @@ impl Spool {
 
     pub fn pending_bytes(&self) -> u64 {
         self.stats.pending_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Keeps a batch NATS refused in `<root>/refused/`, for a person to look at; returns its
+    /// path. Fails once the folder holds [`SET_ASIDE_MAX_BYTES`].
+    pub fn set_aside(&self, entry: &SpoolEntry) -> std::io::Result<PathBuf> {
+        let dir = self.root.join("refused");
+        fs::create_dir_all(&dir)?;
+        let held: u64 = fs::read_dir(&dir)?
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if held + entry.payload.len() as u64 > SET_ASIDE_MAX_BYTES {
+            return Err(std::io::Error::other(format!(
+                "{} already holds {held} bytes of refused batches",
+                dir.display()
+            )));
+        }
+        let name: String = entry
+            .session_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{name}.{}.batch", entry.seq));
+        fs::write(&path, &entry.payload)?;
+        Ok(path)
     }
 
     /// Takes over the spool directories of dead daemons that published to the same NATS.

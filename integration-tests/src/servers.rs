@@ -37,6 +37,9 @@ pub struct Nats {
     pub url: String,
     /// In a cluster: this node's name, its route port and every node's route port.
     cluster: Option<(String, u16, Vec<u16>)>,
+    /// The server's `max_payload` (NATS's default, 1 MiB, when `None`); takes effect at
+    /// the next start.
+    pub max_payload: Option<usize>,
     process: Option<ChildGuard>,
     #[cfg(feature = "containers")]
     container: Option<crate::containers::Container>,
@@ -46,6 +49,14 @@ pub struct Nats {
 impl Nats {
     pub async fn start() -> Result<Self> {
         let mut nats = Self::new(None)?;
+        nats.restart().await?;
+        Ok(nats)
+    }
+
+    /// A server that takes messages of at most `bytes` (payload and headers).
+    pub async fn start_with_max_payload(bytes: usize) -> Result<Self> {
+        let mut nats = Self::new(None)?;
+        nats.max_payload = Some(bytes);
         nats.restart().await?;
         Ok(nats)
     }
@@ -73,6 +84,7 @@ impl Nats {
             monitor_port: free_port(),
             url: format!("nats://127.0.0.1:{port}"),
             cluster,
+            max_payload: None,
             process: None,
             #[cfg(feature = "containers")]
             container: None,
@@ -85,7 +97,7 @@ impl Nats {
         // A single server runs from the official image when containers can run (a cluster
         // stays on local processes: its nodes route to each other on loopback).
         #[cfg(feature = "containers")]
-        if self.cluster.is_none() && crate::containers::available() {
+        if self.cluster.is_none() && self.max_payload.is_none() && crate::containers::available() {
             match &self.container {
                 Some(container) => crate::containers::start_again(container).await?,
                 None => {
@@ -105,6 +117,11 @@ impl Nats {
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor_port.to_string(), "-js", "-sd"])
             .arg(self.dir.path().join("store"));
+        if let Some(bytes) = self.max_payload {
+            let config = self.dir.path().join("nats.conf");
+            std::fs::write(&config, format!("max_payload: {bytes}\n"))?;
+            command.arg("-c").arg(config);
+        }
         if let Some((name, route, routes)) = &self.cluster {
             let all: Vec<String> = routes
                 .iter()

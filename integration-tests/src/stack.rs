@@ -55,6 +55,11 @@ impl Stack {
         .await
     }
 
+    /// Like [`Stack::start`], on this NATS server.
+    pub async fn start_on_nats(nats: Nats) -> Result<Self> {
+        Self::start_on(vec![nats], &[], &[]).await
+    }
+
     /// Like [`Stack::start`], with extra settings for the query service.
     pub async fn start_with_query(query_env: &[(&str, &str)]) -> Result<Self> {
         Self::start_on(vec![Nats::start().await?], &[], query_env).await

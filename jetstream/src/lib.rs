@@ -67,12 +67,38 @@ impl Outgoing {
     }
 }
 
-/// Publishes every message, then awaits every ack: the result of each, in order (an error
-/// as text).
+/// Why a message was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishFailure {
+    pub message: String,
+    /// The message can never be stored as it is (it is larger than the server's
+    /// `max_payload`): trying it again cannot help.
+    pub refused: bool,
+}
+
+impl std::fmt::Display for PublishFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PublishFailure {}
+
+impl From<jetstream::context::PublishError> for PublishFailure {
+    fn from(error: jetstream::context::PublishError) -> Self {
+        let refused = error.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded;
+        Self {
+            message: error.to_string(),
+            refused,
+        }
+    }
+}
+
+/// Publishes every message, then awaits every ack: the result of each, in order.
 pub async fn publish_all(
     jetstream: &jetstream::Context,
     messages: &[Outgoing],
-) -> Vec<Result<(), String>> {
+) -> Vec<Result<(), PublishFailure>> {
     let mut acks = Vec::with_capacity(messages.len());
     for message in messages {
         let mut publish = PublishMessage::build().payload(message.payload.clone());
@@ -87,8 +113,8 @@ pub async fn publish_all(
     }
     join_all(acks.into_iter().map(|ack| async move {
         match ack {
-            Ok(future) => future.await.map(drop).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(future) => future.await.map(drop).map_err(PublishFailure::from),
+            Err(e) => Err(PublishFailure::from(e)),
         }
     }))
     .await
@@ -113,31 +139,35 @@ impl Retry {
 }
 
 /// Publishes every message, trying those that failed again after each pause, until all are
-/// stored or the attempts run out: then the last error of each message still unsent.
+/// stored or the attempts run out: then the last failure of each message still unsent. A
+/// message the server refuses for good is not tried again.
 pub async fn publish_with_retry(
     jetstream: &jetstream::Context,
     mut messages: Vec<Outgoing>,
     retry: Retry,
-) -> Result<(), Vec<(Outgoing, String)>> {
+) -> Result<(), Vec<(Outgoing, PublishFailure)>> {
+    let mut refused = Vec::new();
     for attempt in 0..retry.attempts.max(1) {
         if attempt > 0 {
             tokio::time::sleep(retry.delay(attempt - 1)).await;
         }
         let results = publish_all(jetstream, &messages).await;
-        let failed: Vec<(Outgoing, String)> = messages
+        let (failed, gave_up): (Vec<_>, Vec<_>) = messages
             .into_iter()
             .zip(results)
             .filter_map(|(message, result)| result.err().map(|error| (message, error)))
-            .collect();
-        if failed.is_empty() {
-            return Ok(());
-        }
-        if attempt + 1 >= retry.attempts.max(1) {
-            return Err(failed);
+            .partition(|(_, error)| !error.refused);
+        refused.extend(gave_up);
+        if failed.is_empty() || attempt + 1 >= retry.attempts.max(1) {
+            refused.extend(failed);
+            break;
         }
         messages = failed.into_iter().map(|(message, _)| message).collect();
     }
-    Ok(())
+    match refused.is_empty() {
+        true => Ok(()),
+        false => Err(refused),
+    }
 }
 
 #[cfg(test)]

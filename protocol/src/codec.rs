@@ -31,6 +31,24 @@ pub fn encode_batch(batch: &Batch) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// How many bytes `value` takes in this encoding (measured by encoding it, without keeping
+/// the bytes): what a record adds to a batch.
+pub fn encoded_size<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    let _ = rmp_serde::encode::write_named(&mut counter, value);
+    counter.0
+}
+
 pub fn decode_batch(bytes: &[u8]) -> Result<Batch, CodecError> {
     let batch: Batch = rmp_serde::from_slice(body(bytes)?)?;
     validate(&batch)?;

@@ -178,12 +178,11 @@ async fn publish(
     // finally records a gap): retry a few times before giving up.
     publish_with_retry(&connected.jetstream, vec![message], PUBLISH_RETRY)
         .await
-        .map_err(|failed| {
-            let error = failed
-                .into_iter()
-                .map(|(_, e)| e)
-                .next()
-                .unwrap_or_default();
-            unavailable(format!("publishing failed: {error}"))
+        .map_err(|failed| match failed.into_iter().next() {
+            Some((_, error)) if error.refused => {
+                ApiError::PayloadTooLarge(format!("NATS refused the write: {error}"))
+            }
+            Some((_, error)) => unavailable(format!("publishing failed: {error}")),
+            None => unavailable("publishing failed"),
         })
 }
