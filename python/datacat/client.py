@@ -52,6 +52,14 @@ ENV_QUERY_URL = "DATACAT_QUERY_URL"
 _DAEMON_OPTIONS = ("startup_timeout", "log_path", "extra_args")
 
 _FAILURES = (TransportError, DaemonHTTPError, DaemonStartError, InvalidRecord)
+
+
+def _refused_as_sent(exc):
+    """Whether a call was refused for what it is (invalid, or larger than the daemon takes:
+    400 or 413), so that sending it again could not help."""
+    if isinstance(exc, InvalidRecord):
+        return True
+    return isinstance(exc, DaemonHTTPError) and exc.status in (400, 413)
 _UNREACHABLE = ("TransportError", "DaemonStartError")
 
 
@@ -145,7 +153,7 @@ class DatacatClient(object):
         """``calls`` calls were lost because of ``exc``: counted, logged; returns False."""
         with self._stats_lock:
             self._failed += calls
-        _accounting.count("invalid" if isinstance(exc, InvalidRecord) else "failed", calls)
+        _accounting.count("invalid" if _refused_as_sent(exc) else "failed", calls)
         self._log_failure(what, exc)
         return False
 

@@ -165,6 +165,19 @@ def test_failure_logging_is_throttled(caplog):
     assert any("accepts calls again" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("status", [400, 413])
+def test_a_call_refused_as_sent_counts_as_invalid(status):
+    from datacat import _accounting
+    error = DaemonHTTPError(status, "payload_too_large", "too large")
+    client = DatacatClient(daemon=StubDaemon(error=error))
+    before = _accounting.undelivered()
+    assert client.log_event("sid", "e") is False
+    after = _accounting.undelivered()
+    assert after["invalid"] == before["invalid"] + 1
+    assert after["failed"] == before["failed"]
+    assert client.get_stats()["failed"] == 1
+
+
 def test_non_finite_metric_is_dropped_not_raised(session, stub):
     assert session.log_metric("fps", float("nan")) is False
     assert "/metric" not in [c[1] for c in stub.calls]
