@@ -1,7 +1,7 @@
 //! How large a batch and a record may be. A batch travels as one NATS message, which the
 //! server refuses above its `max_payload` (1 MiB unless configured otherwise); the message
 //! also carries headers (`Nats-Msg-Id`, and those ingest adds when it dead-letters a batch).
-//! So a batch is cut at `--max-batch-bytes` or at the server's limit less [`HEADROOM`],
+//! So a batch is cut at `--max-batch-bytes` or at the server's limit less `HEADROOM`,
 //! whichever is smaller, and a call whose record could not travel even in a batch of its
 //! own is refused at the door (413) instead of being spooled for ever.
 
@@ -9,10 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datacat_api::calls::Call;
 
-/// Room kept in every message for the batch's envelope and the headers.
-pub const HEADROOM: usize = 16 * 1024;
-/// The server's limit assumed until the daemon has connected (NATS's default).
-pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+use datacat_jetstream::{batch_room, HEADROOM};
+
 /// What a batch of one record adds to the record (its session id and sequence number).
 const ENVELOPE: usize = 256;
 /// MessagePack takes at most this many times the bytes of the JSON a call came as (a float
@@ -40,13 +38,8 @@ impl SizeLimits {
 
     /// The largest batch payload.
     pub fn batch_bytes(&self) -> usize {
-        let server = match self.server_max_payload.load(Ordering::Relaxed) {
-            0 => DEFAULT_MAX_PAYLOAD,
-            known => known,
-        };
-        self.max_batch_bytes
-            .min(server.saturating_sub(HEADROOM))
-            .max(HEADROOM)
+        let server = batch_room(self.server_max_payload.load(Ordering::Relaxed));
+        self.max_batch_bytes.min(server)
     }
 
     /// The largest record a call may make: one that travels in a batch of its own.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use datacat_api::calls::Call;
-use datacat_protocol::codec::encoded_size;
+use datacat_protocol::batch::split_by_size;
 use datacat_protocol::record::{Alive, DataDropped, HangChange, Heartbeat, StateUpdate};
 use datacat_protocol::time::{now_ms, rfc3339_ms};
 use datacat_protocol::{
@@ -544,7 +544,7 @@ impl Registry {
             }
             session.last_batch_ms = now;
             let records = std::mem::take(&mut session.pending);
-            for batch_records in split_records(records, self.publisher.limits.batch_bytes()) {
+            for batch_records in split_by_size(records, self.publisher.limits.batch_bytes()) {
                 let count = batch_records.len() as u32;
                 let batch = Batch {
                     session_id: session_id.clone(),
@@ -599,27 +599,6 @@ impl Registry {
     }
 }
 
-/// Splits records into chunks whose encoded size stays under `max_bytes` (a single record
-/// larger than that travels alone).
-fn split_records(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
-    let mut chunks = Vec::new();
-    let mut current = Vec::new();
-    let mut current_bytes = 0;
-    for record in records {
-        let size = encoded_size(&record);
-        if !current.is_empty() && current_bytes + size > max_bytes {
-            chunks.push(std::mem::take(&mut current));
-            current_bytes = 0;
-        }
-        current_bytes += size;
-        current.push(record);
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
-}
-
 /// Flushes on the interval, or at once when a session fills up; checks for hangs.
 pub async fn flush_loop(registry: Arc<Registry>, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(registry.flush_interval);
@@ -659,23 +638,5 @@ pub async fn exit_when_idle(
             shutdown.cancel();
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_keeps_order_and_respects_the_limit() {
-        let records: Vec<Record> = (0..100)
-            .map(|i| Record::Heartbeat(Heartbeat { ts_ms: i }))
-            .collect();
-        let one = encoded_size(&records[0]);
-        let chunks = split_records(records.clone(), one * 10);
-        assert!(chunks.iter().all(|c| c.len() <= 10));
-        assert_eq!(chunks.concat(), records);
-        assert_eq!(split_records(records.clone(), usize::MAX).len(), 1);
-        assert_eq!(split_records(Vec::new(), 10).len(), 0);
     }
 }

@@ -1,6 +1,19 @@
 //! Reading the JSON answers of the HTTP APIs in tests.
 
+use anyhow::Result;
 use serde_json::Value;
+
+/// POSTs `body` to `url`: the status and the JSON answer (`null` if not JSON).
+pub async fn post(
+    client: &reqwest::Client,
+    url: String,
+    body: impl Into<reqwest::Body>,
+) -> Result<(u16, Value)> {
+    let response = client.post(url).body(body).send().await?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
 
 /// The array at `answer[key]`; a test fails with the answer when there is none.
 pub fn items<'a>(answer: &'a Value, key: &str) -> &'a [Value] {

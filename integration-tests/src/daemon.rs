@@ -74,15 +74,7 @@ impl Daemon {
         path: &str,
         body: impl Into<reqwest::Body>,
     ) -> Result<(u16, Value)> {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        let text = response.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        crate::answers::post(&self.client, format!("{}{path}", self.url), body).await
     }
 
     /// POSTs JSON and fails unless the answer is 200.

@@ -231,6 +231,36 @@ impl Stack {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// POSTs a JSON body to the query service: the status and the JSON answer (`null` if
+    /// not JSON).
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let url = format!("{}{path}", self.query_url);
+        crate::answers::post(&reqwest::Client::new(), url, body.to_string()).await
+    }
+
+    /// Creates a session by direct write (`POST /api/sessions`); the query service connects
+    /// to NATS in the background, so 503s are waited out for a few seconds.
+    pub async fn create_direct(&self, body: &Value) -> Result<String> {
+        let mut answer = (0, Value::Null);
+        for _ in 0..100 {
+            answer = self.post_json("/api/sessions", body).await?;
+            if answer.0 != 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(
+            answer.0 == 200,
+            "POST /api/sessions answered {}: {}",
+            answer.0,
+            answer.1
+        );
+        Ok(answer.1["session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
     /// Environment a client process needs to reach this stack.
     pub fn client_env(&self) -> Result<Vec<(String, String)>> {
         Ok(vec![

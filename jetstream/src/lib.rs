@@ -13,6 +13,24 @@ use datacat_protocol::subject::{nats_servers, session_subject};
 use datacat_protocol::{encode_batch, Batch, CodecError};
 use futures::future::join_all;
 
+/// Room kept in every message for what travels beside a batch's records: its envelope
+/// (session id, sequence number), `Nats-Msg-Id`, and the headers ingest adds when it
+/// dead-letters it.
+pub const HEADROOM: usize = 16 * 1024;
+
+/// The server's `max_payload` assumed before a connection says it (NATS's default).
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// The most bytes of records one batch may hold on a server that takes messages of at most
+/// `max_payload` bytes (0: not known yet).
+pub fn batch_room(max_payload: usize) -> usize {
+    let max_payload = match max_payload {
+        0 => DEFAULT_MAX_PAYLOAD,
+        known => known,
+    };
+    max_payload.saturating_sub(HEADROOM).max(HEADROOM)
+}
+
 /// The JetStream message id of batch `seq` of a session.
 pub fn msg_id(session_id: &str, seq: u64) -> String {
     format!("{session_id}:{seq}")

@@ -10,6 +10,7 @@ use datacat_api::calls::{
     client_session_id, parse_lenient, product_and_version, ts, BadBody, Batch, BatchBody,
     ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, Refusal, StateBody,
 };
+use datacat_protocol::codec::encoded_size;
 use datacat_protocol::record::{SessionEnd, SessionStart};
 use datacat_protocol::{EndStatus, MachineInfo, Record};
 use serde::Deserialize;
@@ -245,15 +246,24 @@ pub async fn batch(
     Body(body): Body,
 ) -> Result<Json<WriteAnswer>, ApiError> {
     let mut records = Vec::new();
+    let room = app.writer.batch_room();
     let applied = Batch::parse(&body)?.apply(|call| -> Result<(), Refusal<ApiError>> {
-        records.push(call.into_record()?);
+        let record = call.into_record()?;
+        let size = encoded_size(&record);
+        if size > room {
+            return Err(Refusal::Item(format!(
+                "this item is {size} bytes encoded; the largest batch NATS takes is {room} bytes"
+            )));
+        }
+        records.push(record);
         Ok(())
     })?;
     let rejected: Vec<Value> = applied.rejected.iter().map(|r| json!(r)).collect();
     let accepted = records.len();
+    // Items that together exceed one batch go as several, each with its own sequence number.
     let seq = match records.is_empty() {
         true => None,
-        false => Some(app.writer.append(&id, records).await?),
+        false => Some(app.writer.append_all(&id, records).await?),
     };
     if rejected.is_empty() {
         Ok(Json(WriteAnswer {

@@ -9,7 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use datacat_jetstream::{connect_options, publish_with_retry, Outgoing, Retry};
+use datacat_jetstream::{
+    batch_room, connect_options, publish_with_retry, Outgoing, Retry, HEADROOM,
+};
+use datacat_protocol::batch::split_by_size;
+use datacat_protocol::codec::encoded_size;
 use datacat_protocol::record::Record;
 use datacat_protocol::subject::{direct_write_key, DIRECT_WRITES_BUCKET};
 use datacat_protocol::Batch;
@@ -67,6 +71,44 @@ impl DirectWriter {
         writer
     }
 
+    /// The most bytes of records one batch may hold, as the connected server says (NATS's
+    /// default until connected).
+    pub fn batch_room(&self) -> usize {
+        let max_payload = self
+            .connected
+            .get()
+            .map(|c| c.jetstream.client().server_info().max_payload)
+            .unwrap_or_default();
+        batch_room(max_payload)
+    }
+
+    /// Refuses records that could never be published as one batch, before a sequence number
+    /// is taken for them (a number taken must be published, or ingest waits on it).
+    pub fn check_size(&self, records: &[Record]) -> Result<(), ApiError> {
+        let (size, room) = (encoded_size(records), self.batch_room());
+        if size <= room {
+            return Ok(());
+        }
+        Err(ApiError::PayloadTooLarge(format!(
+            "this write is {size} bytes encoded; the largest batch NATS takes is {room} bytes \
+             (its max_payload less {HEADROOM} bytes for headers)"
+        )))
+    }
+
+    /// Appends records as as many batches as their size needs (each under
+    /// [`Self::batch_room`]); returns the last batch's sequence number.
+    pub async fn append_all(
+        &self,
+        session_id: &str,
+        records: Vec<Record>,
+    ) -> Result<u64, ApiError> {
+        let mut last = None;
+        for group in split_by_size(records, self.batch_room()) {
+            last = Some(self.append(session_id, group).await?);
+        }
+        last.ok_or_else(|| ApiError::BadRequest("nothing to write".into()))
+    }
+
     fn connected(&self) -> Result<&Connected, ApiError> {
         self.connected
             .get()
@@ -78,6 +120,7 @@ impl DirectWriter {
     /// ingest recognise as a duplicate: a client that retries a registration whose answer
     /// it never got (a timeout) gets the same session, not an error.
     pub async fn create(&self, session_id: &str, records: Vec<Record>) -> Result<(), ApiError> {
+        self.check_size(&records)?;
         let connected = self.connected()?;
         match connected
             .sequences
@@ -104,6 +147,7 @@ impl DirectWriter {
         if !plausible {
             return Err(not_created(session_id));
         }
+        self.check_size(&records)?;
         let connected = self.connected()?;
         let key = direct_write_key(session_id);
         for _ in 0..SEQUENCE_ATTEMPTS {

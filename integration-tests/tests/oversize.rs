@@ -1,7 +1,8 @@
-//! Calls too large for NATS: refused at the daemon's door (413, a batch item listed as
-//! invalid) while everything around them arrives; and a batch spooled before the daemon
-//! knew the server's limit is moved aside and reported in its session, and never holds up
-//! what follows it. The NATS server here takes messages of at most 64 KiB.
+//! Calls too large for NATS: refused at the door, by the daemon and by direct writes (413, a
+//! batch item listed as invalid) while everything around them arrives, with no gap in the
+//! sequence; and a batch spooled before the daemon knew the server's limit is moved aside and
+//! reported in its session, and never holds up what follows it. The NATS server here takes
+//! messages of at most 64 KiB.
 
 use std::time::Duration;
 
@@ -33,6 +34,13 @@ async fn session_under_way(stack: &Stack) -> (Daemon, String) {
 async fn send(daemon: &Daemon, id: &str, name: &str, data: Value) {
     let event = json!({"session_id": id, "name": name, "data": data});
     daemon.post("/event", event).await.unwrap();
+}
+
+/// A batch answer: two items applied, the second refused.
+fn second_item_refused((status, answer): (u16, Value)) {
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["accepted"], 2);
+    assert_eq!(items(&answer, "rejected")[0]["index"], 1);
 }
 
 /// Waits until the session shows an event named `name`.
@@ -72,7 +80,7 @@ async fn a_call_too_large_for_nats_is_refused_and_what_follows_arrives() {
     send(&daemon, &id, "large", json!({ "blob": fits })).await;
 
     // In a batch, only the item that is too large is refused.
-    let (status, answer) = daemon
+    let answer = daemon
         .post_raw(
             "/batch",
             json!({"session_id": id, "items": [
@@ -84,9 +92,7 @@ async fn a_call_too_large_for_nats_is_refused_and_what_follows_arrives() {
         )
         .await
         .unwrap();
-    assert_eq!(status, 400, "{answer}");
-    assert_eq!(answer["accepted"], 2);
-    assert_eq!(items(&answer, "rejected")[0]["index"], 1);
+    second_item_refused(answer);
 
     let session = arrived(&stack, &id, "last").await;
     assert_eq!(
@@ -119,4 +125,48 @@ async fn a_spooled_batch_nats_refuses_is_reported_and_holds_nothing_up() {
         .await
         .unwrap();
     assert!(!event_names(&session).contains(&"huge".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_write_too_large_for_nats_is_refused_before_it_takes_a_number() {
+    let nats = Nats::start_with_max_payload(MAX_PAYLOAD).await.unwrap();
+    let stack = Stack::start_on_nats(nats).await.expect("stack starts");
+    let id = stack
+        .create_direct(&json!({"product": "big-data", "version": "1"}))
+        .await
+        .unwrap();
+    let events = format!("/api/sessions/{id}/events");
+    let blob = "x".repeat(100 * 1024);
+    let (status, answer) = stack
+        .post_json(&events, &json!({"name": "huge", "data": {"blob": blob}}))
+        .await
+        .unwrap();
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error"], "payload_too_large");
+    let (status, answer) = stack
+        .post_json(&events, &json!({"name": "small"}))
+        .await
+        .unwrap();
+    assert_eq!((status, answer["seq"].as_u64()), (200, Some(1)), "{answer}");
+
+    // In a batch: the item too large is refused; the others (together larger than one
+    // message) go as several batches.
+    let fits = "y".repeat(30 * 1024);
+    let batch = json!({"items": [
+        {"kind": "event", "name": "a", "data": {"blob": fits}},
+        {"kind": "event", "name": "huge", "data": {"blob": blob}},
+        {"kind": "event", "name": "b", "data": {"blob": fits}},
+    ]});
+    let answer = stack
+        .post_json(&format!("/api/sessions/{id}/batch"), &batch)
+        .await
+        .unwrap();
+    second_item_refused(answer);
+
+    let session = arrived(&stack, &id, "b").await;
+    assert_eq!(event_names(&session), vec!["small", "a", "b"]);
+    assert_eq!(
+        session["gaps"], 0,
+        "no number was taken and left unpublished"
+    );
 }
