@@ -65,10 +65,17 @@ const METRIC_COLUMNS: &[&str] = &[
     "histogram",
 ];
 
-/// A CSV cell: text as is, other JSON as JSON text, null empty; quoted when needed.
+/// What a spreadsheet reads as the start of a formula (OWASP's list): a text cell starting
+/// with one of these gets a leading `'`, so an application's strings cannot run as formulas
+/// in whoever opens the export. Numbers are written as they are (`-0.25` stays a number).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A CSV cell: text as is (but never a formula), other JSON as JSON text, null empty;
+/// quoted when needed.
 fn csv_cell(value: Option<&Value>) -> String {
     let text = match value {
         None | Some(Value::Null) => String::new(),
+        Some(Value::String(text)) if text.starts_with(FORMULA_STARTS) => format!("'{text}"),
         Some(Value::String(text)) => text.clone(),
         Some(other) => other.to_string(),
     };
@@ -274,5 +281,19 @@ mod tests {
         assert_eq!(csv_cell(Some(&json!(3))), "3");
         assert_eq!(csv_cell(None), "");
         assert_eq!(csv_cell(Some(&Value::Null)), "");
+    }
+
+    #[test]
+    fn text_that_a_spreadsheet_would_run_is_not_a_formula() {
+        assert_eq!(
+            csv_cell(Some(&json!("=HYPERLINK(\"x\")"))),
+            "\"'=HYPERLINK(\"\"x\"\")\""
+        );
+        assert_eq!(csv_cell(Some(&json!("+1"))), "'+1");
+        assert_eq!(csv_cell(Some(&json!("-2"))), "'-2");
+        assert_eq!(csv_cell(Some(&json!("@SUM(A1)"))), "'@SUM(A1)");
+        assert_eq!(csv_cell(Some(&json!("\tx"))), "'\tx");
+        assert_eq!(csv_cell(Some(&json!("a=b"))), "a=b");
+        assert_eq!(csv_cell(Some(&json!(-0.25))), "-0.25");
     }
 }
