@@ -379,6 +379,29 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
 }
 
 #[tokio::test]
+async fn a_dotted_key_is_a_path_of_its_own() {
+    let stack = Stack::start().await.expect("stack starts");
+    let records = vec![
+        start(T0, "qa-game", "h1"),
+        state(T0 + 1, json!({"a.b": 1, "a": {"b": 2}})),
+    ];
+    stack.publish(&[batch("dots", 0, records)]).await.unwrap();
+    stack
+        .wait_session("dots", Duration::from_secs(30), |s| {
+            s["state"]["a"]["b"] == 2
+        })
+        .await
+        .unwrap();
+    let base = stack.query_url.as_str();
+    assert_eq!(ids(base, r"state=a%5C.b%3D1").await, vec!["dots"]);
+    assert_eq!(ids(base, "state=a.b%3D2").await, vec!["dots"]);
+    assert!(
+        ids(base, "state=a.b%3D1").await.is_empty(),
+        "the dotted key is not a.b"
+    );
+}
+
+#[tokio::test]
 async fn tokens_guard_reads_and_writes() {
     let stack = Stack::start().await.expect("stack starts");
     let port = free_port();

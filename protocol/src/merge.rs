@@ -83,7 +83,9 @@ pub fn state_diff(old: &Value, new: &Value) -> Option<Value> {
 }
 
 /// Flattens a state into `(path, value)` leaves: object keys joined with `.`, arrays kept
-/// whole as one leaf. Used for "state now / ever had" lookups.
+/// whole as one leaf. Used for "state now / ever had" lookups. A key's own `.` and `\\` are
+/// escaped (`\\.`, `\\\\`), so `{"a.b": 1}` (path `a\\.b`) and `{"a": {"b": 1}}` (path `a.b`)
+/// stay apart; keys without them read as they are.
 pub fn flatten(state: &Value) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     // A state is an object; anything else (the `null` before the first update) has no leaves.
@@ -108,7 +110,8 @@ pub fn merge_reporting(state: &mut Value, update: &Value, mut f: impl FnMut(&str
             let mut out = Vec::new();
             for key in keys.keys() {
                 if let Some(value) = state.get(key) {
-                    let mut path = key.clone();
+                    let mut path = String::new();
+                    push_key(&mut path, key);
                     flatten_into(value, &mut path, &mut out);
                 }
             }
@@ -165,6 +168,20 @@ impl<'a> Leaves<'a> {
     }
 }
 
+/// Appends an object key to a path, its `.` and `\\` escaped with `\\`.
+fn push_key(path: &mut String, key: &str) {
+    if !key.contains(['.', '\\']) {
+        path.push_str(key);
+        return;
+    }
+    for c in key.chars() {
+        if c == '.' || c == '\\' {
+            path.push('\\');
+        }
+        path.push(c);
+    }
+}
+
 fn flatten_into(value: &Value, path: &mut String, out: &mut Vec<(String, Value)>) {
     match value {
         Value::Object(map) if !map.is_empty() || path.is_empty() => {
@@ -173,7 +190,7 @@ fn flatten_into(value: &Value, path: &mut String, out: &mut Vec<(String, Value)>
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(key);
+                push_key(path, key);
                 flatten_into(nested, path, out);
                 path.truncate(len);
             }
@@ -281,6 +298,25 @@ mod tests {
                 ("big.new".to_string(), json!(true), false),
             ]
         );
+    }
+
+    #[test]
+    fn a_key_with_a_dot_is_not_a_nested_path() {
+        let dotted = flatten(&json!({"a.b": 1, "a": {"b": 2}, "c\\d": 3}));
+        assert_eq!(
+            dotted,
+            vec![
+                ("a\\.b".to_string(), json!(1)),
+                ("a.b".to_string(), json!(2)),
+                ("c\\\\d".to_string(), json!(3)),
+            ]
+        );
+        let mut state = json!({});
+        let mut changed = Vec::new();
+        merge_reporting(&mut state, &json!({"x.y": {"z": 1}}), |path, _, _| {
+            changed.push(path.to_string())
+        });
+        assert_eq!(changed, vec!["x\\.y.z"]);
     }
 
     #[test]
