@@ -102,8 +102,8 @@ pub struct StateBody {
 
 impl StateBody {
     pub fn into_call(self) -> Result<Call, BadBody> {
-        if !self.state.is_object() {
-            return Err(BadBody("state must be a JSON object".into()));
+        if let Some(refusal) = StateUpdate::refusal(&self.state) {
+            return Err(BadBody(refusal));
         }
         Ok(Call::State(StateUpdate {
             ts_ms: ts(self.timestamp),
@@ -700,6 +700,35 @@ mod batch_tests {
         for bad in [0.0, -1.0, 86_401.0, f64::NAN, f64::INFINITY] {
             assert!(heartbeat_timeout(Some(bad)).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use datacat_protocol::record::json_depth;
+    use serde_json::json;
+
+    use super::*;
+
+    fn nested(levels: usize) -> Value {
+        (1..levels).fold(json!({"leaf": 1}), |inner, _| json!({ "n": inner }))
+    }
+
+    #[test]
+    fn a_state_up_to_the_depth_limit_is_taken_and_a_deeper_one_refused() {
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!({"a": [1, {"b": 2}]})), 3);
+        let body = |state| StateBody {
+            state,
+            timestamp: None,
+        };
+        let limit = StateUpdate::MAX_DEPTH;
+        assert_eq!(json_depth(&nested(limit)), limit);
+        assert!(body(nested(limit)).into_call().is_ok());
+        let refused = body(nested(limit + 1)).into_call().unwrap_err();
+        assert!(refused.0.contains("at most 64"), "{}", refused.0);
+        let refused = body(json!([1])).into_call().unwrap_err();
+        assert!(refused.0.contains("JSON object"), "{}", refused.0);
     }
 }
 

@@ -131,7 +131,14 @@ impl Sweeper {
             let Some(entry) = self.progress.entry(key.clone()).await? else {
                 continue;
             };
-            let mut progress: Progress = serde_json::from_slice(&entry.value)?;
+            // One record that does not read must not stop the sweep for every session.
+            let mut progress: Progress = match serde_json::from_slice(&entry.value) {
+                Ok(progress) => progress,
+                Err(error) => {
+                    warn!(%session_id, %error, "progress record does not read; not swept");
+                    continue;
+                }
+            };
             if progress.status == Status::Lost {
                 // Recorded in KV but not visible: an earlier insert failed. Write it again.
                 lost_rows(&mut progress, &session_id, &mut rows);

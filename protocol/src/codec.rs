@@ -116,10 +116,8 @@ fn validate(batch: &Batch) -> Result<(), CodecError> {
     }
     for record in &batch.records {
         if let crate::Record::State(update) = record {
-            if !update.update.is_object() {
-                return Err(CodecError::Invalid(
-                    "a state update must be a JSON object".into(),
-                ));
+            if let Some(refusal) = crate::record::StateUpdate::refusal(&update.update) {
+                return Err(CodecError::Invalid(refusal));
             }
         }
     }
@@ -171,6 +169,20 @@ mod tests {
         truncated.truncate(12);
         assert!(decode_batch_head(&truncated).is_err());
         assert!(decode_batch_head(&[FORMAT_V1, 0xc1]).is_err());
+    }
+
+    #[test]
+    fn a_state_nested_past_the_limit_does_not_decode() {
+        let nested =
+            |levels: usize| (1..levels).fold(json!({"leaf": 1}), |inner, _| json!({ "n": inner }));
+        let with_state = |update| {
+            let mut batch = sample();
+            batch.records = vec![Record::State(StateUpdate { ts_ms: 1, update })];
+            encode_batch(&batch).unwrap()
+        };
+        assert!(decode_batch(&with_state(nested(StateUpdate::MAX_DEPTH))).is_ok());
+        let error = decode_batch(&with_state(nested(StateUpdate::MAX_DEPTH + 1))).unwrap_err();
+        assert!(error.to_string().contains("at most 64"), "{error}");
     }
 
     fn sample() -> Batch {

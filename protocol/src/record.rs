@@ -79,6 +79,44 @@ pub struct StateUpdate {
     pub update: Value,
 }
 
+impl StateUpdate {
+    /// The deepest a state may nest (objects and arrays): the merged state is kept in the
+    /// session's progress record, a level or two further down, and every reader of that
+    /// record must decode it (JSON decoders stop at 128 levels).
+    pub const MAX_DEPTH: usize = 64;
+
+    /// Why `update` cannot be a state update (not an object, or nested too deeply), if so.
+    pub fn refusal(update: &Value) -> Option<String> {
+        if !update.is_object() {
+            return Some("a state update must be a JSON object".into());
+        }
+        let depth = json_depth(update);
+        (depth > Self::MAX_DEPTH).then(|| {
+            format!(
+                "the state nests {depth} levels deep; at most {} are kept",
+                Self::MAX_DEPTH
+            )
+        })
+    }
+}
+
+/// How deep a JSON value nests: 0 for a scalar, 1 for an object of scalars. (Iterative: a
+/// value nested deeper than the stack allows must still be measured.)
+pub fn json_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Object(map) => Box::new(map.values()),
+            Value::Array(items) => Box::new(items.iter()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
+}
+
 /// Something that happened, with optional structured data and exception.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

@@ -106,14 +106,25 @@ pub struct MetricRow {
 
 /// A metric summarised over a session so far: what ingest keeps in the session's progress,
 /// and the last columns of its `metric_sessions` row (a test holds them to it).
+///
+/// Its floats read `null` as 0: JSON writes a non-finite float as `null`, and a progress
+/// record must stay readable whatever a client sent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MetricSummary {
+    #[serde(deserialize_with = "null_as_zero")]
     pub peak: f64,
+    #[serde(deserialize_with = "null_as_zero")]
     pub min: f64,
+    #[serde(deserialize_with = "null_as_zero")]
     pub sum: f64,
     pub points: u64,
+    #[serde(deserialize_with = "null_as_zero")]
     pub last: f64,
     pub last_ts_ms: u64,
+}
+
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(0.0))
 }
 
 impl MetricSummary {
@@ -134,12 +145,34 @@ impl MetricSummary {
     pub fn add(&mut self, value: f64, ts_ms: u64) {
         self.peak = self.peak.max(value);
         self.min = self.min.min(value);
-        self.sum += value;
+        // Saturates instead of overflowing to infinity, which JSON (the progress record)
+        // cannot hold.
+        self.sum = (self.sum + value).clamp(f64::MIN, f64::MAX);
         self.points += 1;
         if ts_ms >= self.last_ts_ms {
             self.last = value;
             self.last_ts_ms = ts_ms;
         }
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::MetricSummary;
+
+    #[test]
+    fn a_sum_saturates_and_a_summary_stays_readable() {
+        let mut summary = MetricSummary::first(1e308, 1);
+        summary.add(1e308, 2);
+        assert_eq!(summary.sum, f64::MAX);
+        let json = serde_json::to_string(&summary).unwrap();
+        assert_eq!(
+            serde_json::from_str::<MetricSummary>(&json).unwrap(),
+            summary
+        );
+        // What an overflow wrote before sums saturated.
+        let old = r#"{"peak":1.0,"min":1.0,"sum":null,"points":2,"last":1.0,"last_ts_ms":2}"#;
+        assert_eq!(serde_json::from_str::<MetricSummary>(old).unwrap().sum, 0.0);
     }
 }
 
