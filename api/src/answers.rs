@@ -76,6 +76,10 @@ pub struct StateSnapshot {
     /// The update as applied (after the daemon's change filter).
     pub update: Value,
     pub state: Value,
+    /// The client's own time, when `timestamp` is the receive time instead: the client's
+    /// was more than 30 days before, or a minute after, the record was received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_timestamp: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +95,10 @@ pub struct EventView {
     pub data: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exception: Option<ExceptionInfo>,
+    /// The client's own time, when `timestamp` is the receive time instead: the client's
+    /// was more than 30 days before, or a minute after, the record was received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_timestamp: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +115,10 @@ pub struct MetricView {
     pub count: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub histogram: Option<Histogram>,
+    /// The client's own time, when `timestamp` is the receive time instead: the client's
+    /// was more than 30 days before, or a minute after, the record was received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_timestamp: Option<String>,
 }
 
 pub use crate::query::{MetricStat, Order, PathValue, SessionQuery, SortKey};

@@ -6,7 +6,7 @@
 
 use datacat_protocol::merge::merge_reporting;
 use datacat_protocol::record::StateUpdate;
-use datacat_protocol::time::{epoch_days, rfc3339_ms};
+use datacat_protocol::time::{believed_ts_ms, epoch_days, rfc3339_ms};
 use datacat_protocol::{
     Batch, DataDropped, EndStatus, Event, HangChange, Level, MachineInfo, Metric, Record,
     SessionEnd, SessionStart, Status,
@@ -51,6 +51,9 @@ pub struct Progress {
     pub metrics: std::collections::BTreeMap<String, MetricSummary>,
     /// Batches applied: the version of the summaries' rows (always increasing).
     pub applied_batches: u64,
+    /// Records whose time was not believed (too far from when they were received) and
+    /// was replaced by the receive time.
+    pub retimed_records: u64,
 }
 
 impl Progress {
@@ -123,6 +126,7 @@ pub fn lost_rows(progress: &mut Progress, session_id: &str, rows: &mut impl RowS
         idx: LOST_EVENT_IDX,
         ts_ms: ended_ms,
         date: epoch_days(ended_ms),
+        client_ts_ms: 0,
     };
     system_event(progress, rows, key, event);
     progress.event_count = event_count;
@@ -152,13 +156,22 @@ fn system_event(
 }
 
 /// Applies `batch` (whose seq must be `progress.next_seq`, or later when a gap is accepted)
-/// and appends its rows to `rows`.
-pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut impl RowSink) {
+/// and appends its rows to `rows`. `received_ms` is when the batch reached the stream: a
+/// record time too far from it is replaced by it (`believed_ts_ms`), the client's kept
+/// beside it. Returns how many records were so retimed.
+pub fn apply(
+    progress: &mut Progress,
+    batch: &Batch,
+    received_ms: u64,
+    rows: &mut impl RowSink,
+) -> u64 {
     let session_id = batch.session_id.as_str();
     progress.account_for_gap(batch.seq);
     let mut touched_metrics = std::collections::BTreeSet::new();
+    let mut retimed = 0;
     for (idx, record) in batch.records.iter().enumerate() {
-        let ts_ms = record.ts_ms();
+        let (ts_ms, client_ts_ms) = believed_ts_ms(record.ts_ms(), received_ms);
+        retimed += u64::from(client_ts_ms != 0);
         if progress.started_ms == 0 {
             progress.started_ms = ts_ms;
         }
@@ -169,6 +182,7 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut impl RowSink) {
             idx: idx as u32,
             ts_ms,
             date: epoch_days(ts_ms),
+            client_ts_ms,
         };
         let mut at = At {
             progress: &mut *progress,
@@ -204,6 +218,8 @@ pub fn apply(progress: &mut Progress, batch: &Batch, rows: &mut impl RowSink) {
     ) {
         rows.metric_session(row);
     }
+    progress.retimed_records += retimed;
+    retimed
 }
 
 impl Progress {
@@ -245,7 +261,7 @@ impl<R: RowSink> At<'_, R> {
         progress.product = start.product.clone();
         progress.version = start.version.clone();
         progress.machine = start.machine.clone();
-        progress.started_ms = start.ts_ms;
+        progress.started_ms = self.key.ts_ms;
     }
 
     fn state(&mut self, update: &StateUpdate) {

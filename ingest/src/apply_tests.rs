@@ -15,6 +15,13 @@ fn batch(seq: u64, records: Vec<Record>) -> Batch {
     }
 }
 
+/// Applies a batch received just after its last record (every time in it believed, as long
+/// as they span less than 30 days).
+fn apply(progress: &mut Progress, batch: &Batch, rows: &mut impl RowSink) {
+    let received_ms = batch.records.iter().map(Record::ts_ms).max().unwrap_or(0);
+    super::apply(progress, batch, received_ms, rows);
+}
+
 /// A session's progress and the rows its batches produced, applied one batch at a time.
 #[derive(Default)]
 struct Applied {
@@ -396,4 +403,48 @@ fn drops_are_counted() {
     );
     assert_eq!(progress.dropped_records, 30);
     assert_eq!(progress.session_row("s").dropped_records, 30);
+}
+
+#[test]
+fn a_time_too_far_from_the_receive_time_is_replaced_and_the_clients_kept() {
+    let received = 1_800_000_000_000;
+    let days = 86_400_000;
+    let records = vec![
+        Record::Start(SessionStart {
+            ts_ms: 0,
+            product: "p".into(),
+            version: "1".into(),
+            machine: MachineInfo::default(),
+        }),
+        Record::Event(Event::named(received - 31 * days, "old")),
+        Record::Event(Event::named(received - 29 * days, "believed")),
+        Record::Event(Event::named(received + 3_600_000, "future")),
+        state(received + 61_000, json!({"a": 1})),
+    ];
+    let mut progress = Progress::default();
+    let mut rows = RowSet::default();
+    let retimed = super::apply(&mut progress, &batch(0, records), received, &mut rows);
+    assert_eq!((retimed, progress.retimed_records), (4, 4));
+    assert_eq!(progress.started_ms, received);
+    let times: Vec<(u64, u64)> = rows
+        .events
+        .iter()
+        .map(|e| (e.ts_ms, e.client_ts_ms))
+        .collect();
+    assert_eq!(
+        times,
+        [
+            (received, received - 31 * days),
+            (received - 29 * days, 0),
+            (received, received + 3_600_000),
+        ]
+    );
+    let history = &rows.state_history[0];
+    assert_eq!(
+        (history.ts_ms, history.client_ts_ms),
+        (received, received + 61_000)
+    );
+    // One day's partition for all of it but the believed event.
+    let dates: std::collections::BTreeSet<u16> = rows.events.iter().map(|e| e.date).collect();
+    assert_eq!(dates.len(), 2);
 }

@@ -445,6 +445,7 @@ mod tests {
                     idx: idx as u32,
                     ts_ms: 1,
                     date: 1,
+                    client_ts_ms: 0,
                 },
                 name: "e",
                 level: "info",

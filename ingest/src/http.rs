@@ -67,6 +67,11 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
             &stats.dead_letters,
         ),
         Sample::counter(
+            "datacat_ingest_retimed_records_total",
+            "Records stored at their receive time: their own was over 30 days before it or over a minute after.",
+            &stats.retimed,
+        ),
+        Sample::counter(
             "datacat_ingest_gaps_total",
             "Batches given up on after the gap wait.",
             &stats.gaps,

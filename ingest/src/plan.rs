@@ -478,7 +478,14 @@ impl Planner {
             };
             match full {
                 Ok(full) => {
-                    apply(&mut progress, &full, rows);
+                    // When the batch reached the stream: the same on every delivery, so a
+                    // batch applied again gives the same rows.
+                    let received_ms = message.info().map_or_else(
+                        |_| datacat_protocol::time::now_ms(),
+                        |info| (info.published.unix_timestamp_nanos() / 1_000_000) as u64,
+                    );
+                    let retimed = apply(&mut progress, &full, received_ms, rows);
+                    self.stats.retimed.fetch_add(retimed, Ordering::Relaxed);
                     plan.applied.push(message);
                 }
                 Err(error) => plan.poison.push((message, error.to_string())),

@@ -40,6 +40,9 @@ pub struct Stats {
     pub message_bytes: AtomicU64,
     /// Progress records read from NATS KV (not known from this worker's own rounds).
     pub progress_reads: AtomicU64,
+    /// Records whose time was replaced by the receive time (too far from it), as applied
+    /// (a plan applied again counts again; the session's own count does not).
+    pub retimed: AtomicU64,
     /// Session plans void because the progress they were built on was not written.
     pub voided: AtomicU64,
 }

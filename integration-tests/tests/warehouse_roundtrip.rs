@@ -62,6 +62,7 @@ fn rows() -> RowSet {
             date: 20_000,
             update: r#"{"a":{"b":[1,2]}}"#.into(),
             state: r#"{"a":{"b":[1,2]}}"#.into(),
+            client_ts_ms: 0,
         }],
         events: vec![EventRow {
             session_id: "s-1".into(),
@@ -77,6 +78,7 @@ fn rows() -> RowSet {
             message: "it's \"quoted\"\n".into(),
             data: "{}".into(),
             exception: r#"{"type":"E"}"#.into(),
+            client_ts_ms: 4_102_444_800_000,
         }],
         metrics: vec![
             MetricRow {
@@ -94,6 +96,7 @@ fn rows() -> RowSet {
                 bucket_bounds: vec![],
                 bucket_counts: vec![],
                 hist_sum: 0.0,
+                client_ts_ms: 1,
             },
             MetricRow {
                 session_id: "s-1".into(),
@@ -110,6 +113,7 @@ fn rows() -> RowSet {
                 bucket_bounds: vec![0.5, 1.0],
                 bucket_counts: vec![3, 0, 4],
                 hist_sum: 12.25,
+                client_ts_ms: 0,
             },
         ],
         metric_sessions: vec![MetricSessionRow {

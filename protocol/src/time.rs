@@ -48,6 +48,28 @@ pub fn epoch_days(ms: u64) -> u16 {
     (ms / 86_400_000).min(u64::from(u16::MAX)) as u16
 }
 
+/// How far before the receive time a record's time is still believed (Sentry's Relay keeps
+/// the same 30 days): an older one is a wrong clock, or a replay too old to file where it
+/// says. Rows are partitioned by day, so unbelievable times would also scatter one insert
+/// over hundreds of partitions, which current ClickHouse refuses.
+pub const MAX_PAST_MS: u64 = 30 * 86_400_000;
+
+/// How far after the receive time a record's time is still believed (a minute, as Relay).
+pub const MAX_FUTURE_MS: u64 = 60_000;
+
+/// A record's time as stored, and the client's own when that was not believed (0 when it
+/// was): the client's time if within [`MAX_PAST_MS`] before and [`MAX_FUTURE_MS`] after the
+/// receive time, the receive time otherwise.
+pub fn believed_ts_ms(client_ms: u64, received_ms: u64) -> (u64, u64) {
+    let earliest = received_ms.saturating_sub(MAX_PAST_MS);
+    let latest = received_ms.saturating_add(MAX_FUTURE_MS);
+    if (earliest..=latest).contains(&client_ms) {
+        (client_ms, 0)
+    } else {
+        (received_ms, client_ms.max(1))
+    }
+}
+
 /// Client timestamps arrive as float Unix seconds; absent or absurd ones fall back to `now`.
 pub fn client_ts_ms(seconds: Option<f64>, now: u64) -> u64 {
     match seconds {
@@ -81,5 +103,25 @@ mod tests {
         assert_eq!(client_ts_ms(Some(f64::NAN), 9), 9);
         assert_eq!(client_ts_ms(Some(-1.0), 9), 9);
         assert_eq!(epoch_days(86_400_000 * 3 + 5), 3);
+    }
+
+    #[test]
+    fn times_too_far_from_the_receive_time_are_replaced_and_kept() {
+        let now = 1_800_000_000_000;
+        assert_eq!(believed_ts_ms(now, now), (now, 0));
+        assert_eq!(
+            believed_ts_ms(now - MAX_PAST_MS, now),
+            (now - MAX_PAST_MS, 0)
+        );
+        let too_old = now - MAX_PAST_MS - 1;
+        assert_eq!(believed_ts_ms(too_old, now), (now, too_old));
+        assert_eq!(
+            believed_ts_ms(now + MAX_FUTURE_MS, now),
+            (now + MAX_FUTURE_MS, 0)
+        );
+        let too_new = now + MAX_FUTURE_MS + 1;
+        assert_eq!(believed_ts_ms(too_new, now), (now, too_new));
+        // Time 0 (the epoch) is kept as 1 ms: 0 says "believed".
+        assert_eq!(believed_ts_ms(0, now), (now, 1));
     }
 }

@@ -217,6 +217,7 @@ mod tests {
                 idx: *idx,
                 ts_ms: 1_700_000_000_000 + seq,
                 date: 20_000,
+                client_ts_ms: 0,
             };
             encoded.state_path(StatePathRef {
                 key,

@@ -204,6 +204,29 @@ pub const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 5,
+        name: "the client's time beside a replaced one",
+        steps: &[
+            // A time too far from when the record was received is stored as the receive
+            // time; the client's own is kept here (0: the client's time was believed).
+            Step::AddColumn {
+                table: "state_history",
+                column: "client_ts_ms",
+                definition: "UInt64",
+            },
+            Step::AddColumn {
+                table: "events",
+                column: "client_ts_ms",
+                definition: "UInt64",
+            },
+            Step::AddColumn {
+                table: "metrics",
+                column: "client_ts_ms",
+                definition: "UInt64",
+            },
+        ],
+    },
 ];
 
 #[derive(Row, Serialize, Deserialize)]

@@ -243,7 +243,13 @@ pub(crate) fn snapshot(h: StateHistoryRow) -> Result<StateSnapshot> {
         timestamp: rfc3339_ms(h.ts_ms),
         update: parse_json(&h.update)?,
         state: parse_json(&h.state)?,
+        client_timestamp: client_time(h.client_ts_ms),
     })
+}
+
+/// The client's time kept beside a replaced one (0: there is none).
+fn client_time(client_ts_ms: u64) -> Option<String> {
+    (client_ts_ms != 0).then(|| rfc3339_ms(client_ts_ms))
 }
 
 pub(crate) fn event_view(e: EventRow) -> Result<EventView> {
@@ -262,6 +268,7 @@ pub(crate) fn event_view(e: EventRow) -> Result<EventView> {
         message: e.message,
         data: parse_json(&e.data)?,
         exception,
+        client_timestamp: client_time(e.client_ts_ms),
     })
 }
 
@@ -280,5 +287,6 @@ pub(crate) fn metric_view(m: MetricRow) -> MetricView {
         unit: m.unit,
         tags: m.tags,
         count: m.count,
+        client_timestamp: client_time(m.client_ts_ms),
     }
 }

@@ -25,6 +25,10 @@ pub struct RowKey<'a> {
     pub ts_ms: u64,
     /// Days since the Unix epoch.
     pub date: u16,
+    /// The client's time when `ts_ms` is the receive time instead (it was not believed:
+    /// `datacat_protocol::time::believed_ts_ms`), else 0. Kept by the tables of history,
+    /// events and metrics, not by `state_paths`.
+    pub client_ts_ms: u64,
 }
 
 /// A state update and the whole state after it.
@@ -162,17 +166,20 @@ impl EncodedRows {
             let table = &mut encoded.state_history;
             put_key(
                 &mut table.bytes,
-                &key_of(&row.session_id, row.seq, row.idx, row.ts_ms, row.date),
+                &key_of(&row.session_id, row.seq, row.idx, row.ts_ms, row.date, 0),
             );
             put_str(&mut table.bytes, &row.update);
             put_str(&mut table.bytes, &row.state);
+            table
+                .bytes
+                .extend_from_slice(&row.client_ts_ms.to_le_bytes());
             table.rows += 1;
         }
         for row in &rows.state_paths {
             let table = &mut encoded.state_paths;
             put_key(
                 &mut table.bytes,
-                &key_of(&row.session_id, row.seq, row.idx, row.ts_ms, row.date),
+                &key_of(&row.session_id, row.seq, row.idx, row.ts_ms, row.date, 0),
             );
             put_str(&mut table.bytes, &row.path);
             put_str(&mut table.bytes, &row.value);
@@ -181,7 +188,7 @@ impl EncodedRows {
             table.rows += 1;
         }
         for row in &rows.events {
-            let key = key_of(&row.session_id, row.seq, row.idx, row.ts_ms, row.date);
+            let key = key_of(&row.session_id, row.seq, row.idx, row.ts_ms, row.date, 0);
             let fields = [&row.name, &row.level, &row.category, &row.group_name];
             let table = &mut encoded.events;
             put_key(&mut table.bytes, &key);
@@ -192,11 +199,21 @@ impl EncodedRows {
             put_str(&mut table.bytes, &row.message);
             put_str(&mut table.bytes, &row.data);
             put_str(&mut table.bytes, &row.exception);
+            table
+                .bytes
+                .extend_from_slice(&row.client_ts_ms.to_le_bytes());
             table.rows += 1;
         }
         for row in &rows.metrics {
             encoded.metric(MetricRef {
-                key: key_of(&row.session_id, row.seq, row.idx, row.ts_ms, row.date),
+                key: key_of(
+                    &row.session_id,
+                    row.seq,
+                    row.idx,
+                    row.ts_ms,
+                    row.date,
+                    row.client_ts_ms,
+                ),
                 name: &row.name,
                 kind: &row.kind,
                 value: row.value,
@@ -231,13 +248,21 @@ impl EncodedRows {
     }
 }
 
-fn key_of(session_id: &str, seq: u64, idx: u32, ts_ms: u64, date: u16) -> RowKey<'_> {
+fn key_of(
+    session_id: &str,
+    seq: u64,
+    idx: u32,
+    ts_ms: u64,
+    date: u16,
+    client_ts_ms: u64,
+) -> RowKey<'_> {
     RowKey {
         session_id,
         seq,
         idx,
         ts_ms,
         date,
+        client_ts_ms,
     }
 }
 
@@ -283,6 +308,7 @@ impl RowSink for EncodedRows {
         } else {
             Self::put_json(bytes, &mut self.scratch, row.state);
         }
+        bytes.extend_from_slice(&row.key.client_ts_ms.to_le_bytes());
         self.state_history.rows += 1;
     }
 
@@ -314,6 +340,7 @@ impl RowSink for EncodedRows {
         put_str(bytes, row.message);
         Self::put_json(bytes, &mut self.scratch, row.data);
         put_str(bytes, row.exception);
+        bytes.extend_from_slice(&row.key.client_ts_ms.to_le_bytes());
         self.events.rows += 1;
     }
 
@@ -341,6 +368,7 @@ impl RowSink for EncodedRows {
             bytes.extend_from_slice(&count.to_le_bytes());
         }
         bytes.extend_from_slice(&row.hist_sum.to_le_bytes());
+        bytes.extend_from_slice(&row.key.client_ts_ms.to_le_bytes());
         self.metrics.rows += 1;
     }
 
@@ -375,6 +403,7 @@ impl RowSink for RowSet {
             date: key.date,
             update: json_text(row.update),
             state: state_text(row.state),
+            client_ts_ms: key.client_ts_ms,
         });
     }
 
@@ -412,6 +441,7 @@ impl RowSink for RowSet {
             message: row.message.to_string(),
             data: json_text(row.data),
             exception: row.exception.to_string(),
+            client_ts_ms: key.client_ts_ms,
         });
     }
 
@@ -432,6 +462,7 @@ impl RowSink for RowSet {
             bucket_bounds: row.bucket_bounds.to_vec(),
             bucket_counts: row.bucket_counts.to_vec(),
             hist_sum: row.hist_sum,
+            client_ts_ms: key.client_ts_ms,
         });
     }
 
@@ -497,7 +528,7 @@ mod tests {
 
     #[test]
     fn borrowed_rows_encode_like_their_owned_rows() {
-        let key = key_of("s-1", 3, 2, 1_700_000_000_123, 19_675);
+        let key = key_of("s-1", 3, 2, 1_700_000_000_123, 19_675, 5);
         let state = json!({"window": {"open": ["map", 7]}});
         let update = json!({"window": {"open": ["map", 7]}});
         let open = json!(["map", 7]);

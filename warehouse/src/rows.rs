@@ -47,6 +47,9 @@ pub struct StateHistoryRow {
     pub date: u16,
     pub update: String,
     pub state: String,
+    /// The client's time when `ts_ms` is the receive time instead, else 0 (see
+    /// `datacat_protocol::time::believed_ts_ms`).
+    pub client_ts_ms: u64,
 }
 
 /// One state leaf that changed (see `datacat_protocol::merge::flatten`).
@@ -83,6 +86,9 @@ pub struct EventRow {
     pub data: String,
     /// [`datacat_protocol::ExceptionInfo`] as JSON, or empty.
     pub exception: String,
+    /// The client's time when `ts_ms` is the receive time instead, else 0 (see
+    /// `datacat_protocol::time::believed_ts_ms`).
+    pub client_ts_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -102,6 +108,9 @@ pub struct MetricRow {
     pub bucket_bounds: Vec<f64>,
     pub bucket_counts: Vec<u64>,
     pub hist_sum: f64,
+    /// The client's time when `ts_ms` is the receive time instead, else 0 (see
+    /// `datacat_protocol::time::believed_ts_ms`).
+    pub client_ts_ms: u64,
 }
 
 /// A metric summarised over a session so far: what ingest keeps in the session's progress,

@@ -60,7 +60,7 @@ macro_rules! batch_row {
 
 pub const STATE_HISTORY: Table = Table {
     name: "state_history",
-    columns: batch_row!(update: "String", state: "String"),
+    columns: batch_row!(update: "String", state: "String", client_ts_ms: "UInt64"),
     order_by: &["session_id", "seq", "idx"],
     partition_by: "date",
     version: None,
@@ -91,6 +91,7 @@ pub const EVENTS: Table = Table {
         message: "String",
         data: "String",
         exception: "String",
+        client_ts_ms: "UInt64",
     ),
     order_by: &["session_id", "seq", "idx"],
     partition_by: "date",
@@ -109,6 +110,7 @@ pub const METRICS: Table = Table {
         bucket_bounds: "Array(Float64)",
         bucket_counts: "Array(UInt64)",
         hist_sum: "Float64",
+        client_ts_ms: "UInt64",
     ),
     order_by: &["session_id", "seq", "idx"],
     partition_by: "date",

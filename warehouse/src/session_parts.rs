@@ -158,6 +158,7 @@ fn pick(history: Vec<StateHistoryRow>, point: StatePoint) -> Result<StateSnapsho
             timestamp: String::new(),
             update: Value::Null,
             state: json!({}),
+            client_timestamp: None,
         }),
     }
 }
