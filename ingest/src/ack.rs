@@ -45,6 +45,53 @@ pub(crate) async fn nak_all(messages: Vec<Message>, delay: Duration) {
 pub(crate) struct DeadLetters {
     pub(crate) jetstream: jetstream::Context,
     pub(crate) stats: Arc<Stats>,
+    /// The largest message the server takes (headers included).
+    pub(crate) max_payload: usize,
+}
+
+/// Header names of a dead letter, besides the reason's.
+const SUBJECT_HEADER: &str = "Datacat-Subject";
+
+/// The headers of a dead letter of `payload_len` bytes, within `max_payload`: the message's
+/// subject, and the reason cut to the room left (a message near the limit leaves little).
+/// With no room even for those, the payload itself is cut (the headers say so): a message
+/// that can never be stored must still leave the stream, and its size is kept.
+fn dead_letter_headers(
+    subject: &str,
+    reason: &str,
+    payload_len: usize,
+    max_payload: usize,
+) -> (async_nats::HeaderMap, usize) {
+    // "NATS/1.0\r\n", each "Name: value\r\n", and the closing "\r\n".
+    let header_bytes = |name: &str, value: &str| name.len() + value.len() + 4;
+    let fixed = 12
+        + header_bytes(SUBJECT_HEADER, subject)
+        + header_bytes(subject::DEAD_LETTER_REASON_HEADER, "");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(SUBJECT_HEADER, subject);
+    let room = max_payload.saturating_sub(payload_len + fixed);
+    if room > 0 {
+        headers.insert(
+            subject::DEAD_LETTER_REASON_HEADER,
+            cut_to(reason, room).as_str(),
+        );
+        return (headers, payload_len);
+    }
+    let note = format!("payload cut to fit from {payload_len} bytes; {reason}");
+    let note = cut_to(&note, 256);
+    let kept = max_payload.saturating_sub(fixed + note.len());
+    headers.insert(subject::DEAD_LETTER_REASON_HEADER, note.as_str());
+    (headers, kept.min(payload_len))
+}
+
+/// `text` cut to at most `bytes` bytes at a character boundary, on one line.
+fn cut_to(text: &str, bytes: usize) -> String {
+    let line = text.replace(['\r', '\n'], " ");
+    let mut end = line.len().min(bytes);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].to_string()
 }
 
 impl DeadLetters {
@@ -52,15 +99,18 @@ impl DeadLetters {
     /// NAKs it to try again later.
     pub(crate) async fn send(&self, message: Message, reason: &str) {
         warn!(subject = %message.subject, %reason, "dead-lettering an unusable message");
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(subject::DEAD_LETTER_REASON_HEADER, reason);
-        headers.insert("Datacat-Subject", message.subject.as_str());
+        let (headers, kept) = dead_letter_headers(
+            message.subject.as_str(),
+            reason,
+            message.payload.len(),
+            self.max_payload,
+        );
         let published = self
             .jetstream
             .publish_with_headers(
                 subject::DEAD_LETTER_SUBJECT,
                 headers,
-                message.payload.clone(),
+                message.payload.slice(..kept),
             )
             .await;
         let stored = match published {
@@ -77,5 +127,45 @@ impl DeadLetters {
                 nak_all(vec![message], RETRY_DELAY).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a message with these headers and payload takes on the wire, as NATS counts it.
+    fn size(headers: &async_nats::HeaderMap, payload: usize) -> usize {
+        let mut bytes = 12;
+        for (name, values) in headers.iter() {
+            for value in values {
+                bytes += name.to_string().len() + value.as_str().len() + 4;
+            }
+        }
+        bytes + payload
+    }
+
+    #[test]
+    fn a_dead_letter_fits_the_limit_whatever_the_message() {
+        let max = 1 << 20;
+        let reason = "é".repeat(5000);
+        for payload in [10, max - 20_000, max - 300, max - 40, max] {
+            let (headers, kept) = dead_letter_headers("datacat.b.s", &reason, payload, max);
+            assert!(size(&headers, kept) <= max, "payload {payload}");
+            let reason = headers.get(subject::DEAD_LETTER_REASON_HEADER).unwrap();
+            assert!(!reason.as_str().is_empty(), "payload {payload}");
+            if payload <= max - 300 {
+                assert_eq!(kept, payload);
+            }
+        }
+        let (headers, kept) = dead_letter_headers("s", "short", 10, max);
+        assert_eq!(kept, 10);
+        assert_eq!(
+            headers
+                .get(subject::DEAD_LETTER_REASON_HEADER)
+                .unwrap()
+                .as_str(),
+            "short"
+        );
     }
 }

@@ -219,6 +219,7 @@ pub fn apply(
         rows.metric_session(row);
     }
     progress.retimed_records += retimed;
+    rows.end_batch(batch.seq);
     retimed
 }
 

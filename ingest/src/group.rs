@@ -20,6 +20,7 @@ use crate::insert_reason::{Backlog, InsertReason};
 use crate::plan::{Held, Round, SessionPlan, SessionRows, KV_CONCURRENCY};
 use crate::progress_cache::{Base, ProgressCache};
 use crate::stats::Stats;
+use datacat_protocol::decode_batch_head;
 
 /// A group of rounds being inserted and committed, and the signal that its insert is done.
 pub(crate) struct InFlight {
@@ -118,9 +119,43 @@ impl KeepAlive {
 /// of the session, history, event and metric tables start with the session id and go on
 /// with the sequence, in which order a session's rows are made, so ordering whole sessions
 /// (thousands of items, not millions of rows) sends those tables sorted.
-fn in_key_order(mut sessions: Vec<SessionRows>) -> Vec<EncodedRows> {
+fn in_key_order(mut sessions: Vec<SessionRows>) -> (Vec<String>, Vec<EncodedRows>) {
     sessions.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-    sessions.into_iter().map(|session| session.rows).collect()
+    sessions
+        .into_iter()
+        .map(|session| (session.session_id, session.rows))
+        .unzip()
+}
+
+/// How an insert ended.
+enum Inserted {
+    All,
+    /// ClickHouse refused the rows themselves (`WarehouseError::refuses_the_rows`).
+    Refused(String),
+    /// Shutdown interrupted the retries of an unavailable ClickHouse.
+    ShuttingDown,
+}
+
+/// Batches whose rows ClickHouse refused, by the progress key of their session: the batch's
+/// seq (`None`: rows that came after every batch, the session's own row) and ClickHouse's
+/// message.
+#[derive(Default)]
+pub(crate) struct Refusals(HashMap<String, Vec<(Option<u64>, String)>>);
+
+impl Refusals {
+    fn add(&mut self, session_id: &str, seq: Option<u64>, reason: String) {
+        let key = datacat_protocol::subject::progress_key(session_id);
+        self.0.entry(key).or_default().push((seq, reason));
+    }
+
+    /// Why the batch at `seq` of the session with progress key `key` was refused, if it was.
+    fn reason(&self, key: &str, seq: Option<u64>) -> Option<&str> {
+        let refused = self.0.get(key)?;
+        let matching = refused
+            .iter()
+            .find(|(refused_seq, _)| refused_seq.is_none() || *refused_seq == seq);
+        matching.map(|(_, reason)| reason.as_str())
+    }
 }
 
 /// A group stops growing at this many times `--insert-rows`: planning waits for ClickHouse
@@ -241,14 +276,21 @@ impl Committer {
             sessions.extend(round.rows);
             planned.push((round.id, round.plans));
         }
-        let rows = in_key_order(sessions);
+        let (session_ids, rows) = in_key_order(sessions);
         // Kept alive while the insert is retried and while the previous group commits.
         let messages: Vec<&Message> = planned
             .iter()
             .flat_map(|(_, plans)| plans.iter().flat_map(SessionPlan::messages))
             .collect();
+        let mut refusals = Refusals::default();
         if !rows.is_empty() {
-            if !self.insert_until_done(&rows, &messages).await {
+            let mut outcome = self.insert_until_done(&rows, &messages).await;
+            if let Inserted::Refused(reason) = outcome {
+                outcome = self
+                    .isolate_refused(&session_ids, &rows, reason, &messages, &mut refusals)
+                    .await;
+            }
+            if let Inserted::ShuttingDown = outcome {
                 let _ = inserted.send(());
                 if let Some(task) = previous {
                     let _ = task.await; // shutting down: let the earlier group finish first
@@ -282,7 +324,7 @@ impl Committer {
         let keep_from = outcomes.group_start;
         for (id, plans) in planned {
             let committed: Vec<_> = stream::iter(plans)
-                .map(|plan| self.commit(id, plan, &outcomes))
+                .map(|plan| self.commit(id, plan, &outcomes, &refusals))
                 .buffer_unordered(KV_CONCURRENCY)
                 .collect()
                 .await;
@@ -328,26 +370,98 @@ impl Committer {
 
     /// Inserts the group's rows, retrying with backoff while ClickHouse is unavailable. The
     /// group's messages are kept (their ack deadline extended), not redelivered: an outage
-    /// must not count against a message's deliveries and dead-letter good data.
-    /// Returns false only when shutdown interrupts the retries.
-    async fn insert_until_done(&self, rows: &[EncodedRows], messages: &[&Message]) -> bool {
+    /// must not count against a message's deliveries and dead-letter good data. Rows
+    /// ClickHouse refuses are not retried as they are (see `isolate_refused`).
+    async fn insert_until_done(&self, rows: &[EncodedRows], messages: &[&Message]) -> Inserted {
         let mut backoff = Duration::from_millis(500);
         loop {
             // A slow insert (a busy ClickHouse) must not outlast the messages' ack wait either.
             let inserted = self.keeping_alive(self.writer.insert_encoded(rows), messages);
             let Err(error) = inserted.await else {
-                return true;
+                return Inserted::All;
             };
             self.stats.insert_errors.fetch_add(1, Ordering::Relaxed);
+            if error.refuses_the_rows() {
+                self.stats.refused_inserts.fetch_add(1, Ordering::Relaxed);
+                warn!(%error, "ClickHouse refused the rows; narrowing them down");
+                return Inserted::Refused(error.to_string());
+            }
             error!(%error, retry_in = ?backoff, "insert failed; keeping the round and retrying");
             extend_ack_deadlines(messages).await;
             let _ = self.client.flush().await;
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = self.shutdown.cancelled() => return false,
+                _ = self.shutdown.cancelled() => return Inserted::ShuttingDown,
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
+    }
+
+    /// Rows ClickHouse refused as a whole are inserted in halves, and halves of those, until
+    /// what it refuses is one session's rows; those go batch by batch, in order, up to the
+    /// first batch it refuses, which is listed in `refusals` (dead-lettered at commit, with
+    /// ClickHouse's message). What follows that batch is not inserted: the session's plan
+    /// is void, and its later batches are applied again without it. A refusal that comes
+    /// from the size of the whole (too many partitions for one insert) so ends with
+    /// everything inserted in parts and nothing refused.
+    async fn isolate_refused(
+        &self,
+        session_ids: &[String],
+        rows: &[EncodedRows],
+        reason: String,
+        messages: &[&Message],
+        refusals: &mut Refusals,
+    ) -> Inserted {
+        let refused_sessions = match self.bisect(rows, reason, messages).await {
+            Ok(refused) => refused,
+            Err(()) => return Inserted::ShuttingDown,
+        };
+        for (index, _) in refused_sessions {
+            for (seq, part) in rows[index].batches() {
+                match self
+                    .insert_until_done(std::slice::from_ref(&part), messages)
+                    .await
+                {
+                    Inserted::All => self.stats.count_rows(std::slice::from_ref(&part)),
+                    Inserted::ShuttingDown => return Inserted::ShuttingDown,
+                    Inserted::Refused(reason) => {
+                        error!(session_id = %session_ids[index], ?seq, %reason, "ClickHouse refuses a batch's rows; dead-lettering it");
+                        refusals.add(&session_ids[index], seq, reason);
+                        break;
+                    }
+                }
+            }
+        }
+        Inserted::All
+    }
+
+    /// Inserts `units` (which ClickHouse refused together, saying `reason`) in ever smaller
+    /// runs; returns the units it refuses alone, with its message. `Err` on shutdown.
+    async fn bisect(
+        &self,
+        units: &[EncodedRows],
+        reason: String,
+        messages: &[&Message],
+    ) -> Result<Vec<(usize, String)>, ()> {
+        let mut refused = Vec::new();
+        let mut runs = vec![(0..units.len(), Some(reason))];
+        while let Some((run, known)) = runs.pop() {
+            let outcome = match known {
+                Some(reason) => Inserted::Refused(reason),
+                None => self.insert_until_done(&units[run.clone()], messages).await,
+            };
+            match outcome {
+                Inserted::All => self.stats.count_rows(&units[run]),
+                Inserted::ShuttingDown => return Err(()),
+                Inserted::Refused(reason) if run.len() == 1 => refused.push((run.start, reason)),
+                Inserted::Refused(_) => {
+                    let middle = run.start + run.len() / 2;
+                    runs.push((middle..run.end, None));
+                    runs.push((run.start..middle, None));
+                }
+            }
+        }
+        Ok(refused)
     }
 
     /// Records the session's new progress (compare-and-set on the record its plan was built
@@ -355,11 +469,36 @@ impl Committer {
     async fn commit(
         &self,
         round: u64,
-        plan: SessionPlan,
+        mut plan: SessionPlan,
         previous: &Outcomes,
+        refusals: &Refusals,
     ) -> Option<(String, Option<u64>)> {
         for (message, reason) in plan.poison {
             self.dead_letters.send(message, &reason).await;
+        }
+        // Batches whose rows ClickHouse refused: dead-lettered, and the plan, whose progress
+        // counts them, is void (the others are applied again, without them).
+        let mut refused = false;
+        for message in std::mem::take(&mut plan.applied) {
+            let seq = decode_batch_head(&message.payload)
+                .ok()
+                .map(|head| head.seq);
+            match refusals.reason(&plan.key, seq) {
+                Some(reason) => {
+                    refused = true;
+                    let reason = format!("ClickHouse refused its rows: {reason}");
+                    self.dead_letters.send(message, &reason).await;
+                }
+                None => plan.applied.push(message),
+            }
+        }
+        if refused {
+            self.stats.voided.fetch_add(1, Ordering::Relaxed);
+            let all = plan.applied.into_iter().chain(plan.duplicates).collect();
+            nak_all(all, Duration::from_millis(50)).await;
+            nak_all(plan.waiting, Duration::from_millis(50)).await;
+            self.cache.forget(&plan.key);
+            return Some((plan.key, None));
         }
         self.stats
             .waits
@@ -473,6 +612,7 @@ mod tests {
             rows("b", 5),
         ];
         let order: Vec<usize> = in_key_order(group)
+            .1
             .iter()
             .map(|r| r.events.rows())
             .collect();

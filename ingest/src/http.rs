@@ -104,8 +104,13 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
         Sample::counter("datacat_ingest_rows_total", "Rows inserted.", &stats.rows),
         Sample::counter(
             "datacat_ingest_insert_errors_total",
-            "Failed insert rounds (retried).",
+            "Failed inserts (retried while ClickHouse is unavailable, narrowed down when it refuses the rows).",
             &stats.insert_errors,
+        ),
+        Sample::counter(
+            "datacat_ingest_refused_inserts_total",
+            "Inserts ClickHouse refused for the rows they carried (split until the refused batches are found, which are dead-lettered).",
+            &stats.refused_inserts,
         ),
         Sample::counter(
             "datacat_ingest_insert_micros_total",

@@ -14,6 +14,8 @@ pub struct Stats {
     pub gaps: AtomicU64,
     pub rows: AtomicU64,
     pub insert_errors: AtomicU64,
+    /// Inserts ClickHouse refused for the rows they carried (narrowed down, not retried).
+    pub refused_inserts: AtomicU64,
     pub insert_micros: AtomicU64,
     pub inserts: AtomicU64,
     /// Groups sent on to be inserted, by `InsertReason` (its discriminant).

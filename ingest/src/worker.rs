@@ -87,9 +87,15 @@ impl Worker {
         let cache = Arc::new(ProgressCache::new(
             Duration::from_secs(config.lost_after_secs.max(2)) / 2,
         ));
+        // NATS's own default, should the server not have said (1 MiB).
+        let max_payload = match client.server_info().max_payload {
+            0 => 1 << 20,
+            max_payload => max_payload,
+        };
         let dead_letters = DeadLetters {
             jetstream: resources.jetstream.clone(),
             stats: stats.clone(),
+            max_payload,
         };
         let planner = Planner {
             stats: stats.clone(),
@@ -125,11 +131,7 @@ impl Worker {
             members: Arc::new(Members::default()),
             budget: MessageBudget::new(
                 config.message_budget_mib.saturating_mul(1 << 20),
-                // NATS's own default, should the server not have said (1 MiB).
-                match client.server_info().max_payload {
-                    0 => 1 << 20,
-                    max_payload => max_payload,
-                },
+                max_payload,
             ),
             client,
             shutdown,

@@ -41,6 +41,42 @@ pub enum WarehouseError {
     InvalidInput(String),
 }
 
+impl WarehouseError {
+    /// The error code ClickHouse answered with (`Code: 252. DB::Exception: ...`), if any.
+    pub fn clickhouse_code(&self) -> Option<u32> {
+        let WarehouseError::ClickHouse(clickhouse::error::Error::BadResponse(text)) = self else {
+            return None;
+        };
+        let digits = text.split("Code: ").nth(1)?;
+        let end = digits.find(|c: char| !c.is_ascii_digit())?;
+        digits[..end].parse().ok()
+    }
+
+    /// Whether ClickHouse refused the rows themselves (a value it cannot take, too many
+    /// partitions in one insert, a row its own checks reject): sending them again will not
+    /// help, while sending fewer may. Everything else (unreachable, overloaded, timed out,
+    /// out of memory, read-only, a table that does not match) is taken for unavailability:
+    /// the same rows go again later, and none is ever thrown away for it.
+    pub fn refuses_the_rows(&self) -> bool {
+        let Some(code) = self.clickhouse_code() else {
+            return false;
+        };
+        match code {
+            // TOO_MANY_PARTS: merges behind (overload), unless it is about partitions.
+            252 => self.to_string().contains("partitions"),
+            _ => REFUSED_ROWS.contains(&code),
+        }
+    }
+}
+
+/// ClickHouse error codes that refuse the rows sent, not the request: CANNOT_PARSE_TEXT (6),
+/// CANNOT_PARSE_INPUT_ASSERTION_FAILED (27), CANNOT_READ_ALL_DATA (33), CANNOT_PARSE_DATE
+/// (38), CANNOT_PARSE_DATETIME (41), TYPE_MISMATCH (53), ARGUMENT_OUT_OF_BOUND (69),
+/// CANNOT_CONVERT_TYPE (70), CANNOT_PARSE_NUMBER (72), INCORRECT_DATA (117),
+/// TOO_LARGE_ARRAY_SIZE (128), TOO_LARGE_STRING_SIZE (131), FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+/// (395), VIOLATED_CONSTRAINT (469).
+const REFUSED_ROWS: &[u32] = &[6, 27, 33, 38, 41, 53, 69, 70, 72, 117, 128, 131, 395, 469];
+
 pub type Result<T, E = WarehouseError> = std::result::Result<T, E>;
 
 /// ClickHouse connection flags, shared by every binary that talks to the warehouse.
@@ -201,5 +237,32 @@ mod tests {
             error.to_string().contains("possible values: lz4, none"),
             "{error}"
         );
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::WarehouseError;
+
+    fn answered(text: &str) -> WarehouseError {
+        WarehouseError::ClickHouse(clickhouse::error::Error::BadResponse(text.into()))
+    }
+
+    #[test]
+    fn refusals_of_the_rows_are_told_from_unavailability() {
+        let partitions = answered(
+            "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100).",
+        );
+        assert_eq!(partitions.clickhouse_code(), Some(252));
+        assert!(partitions.refuses_the_rows());
+        let merges_behind = answered("Code: 252, e.displayText() = DB::Exception: Too many parts (300). Merges are processing significantly slower than inserts.");
+        assert!(!merges_behind.refuses_the_rows());
+        let thrown = answered("Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero");
+        assert!(thrown.refuses_the_rows());
+        let memory = answered("Code: 241. DB::Exception: Memory limit (total) exceeded");
+        assert!(!memory.refuses_the_rows());
+        assert!(!answered("503 Service Unavailable").refuses_the_rows());
+        let network = WarehouseError::ClickHouse(clickhouse::error::Error::TimedOut);
+        assert!(!network.refuses_the_rows());
     }
 }

@@ -80,6 +80,8 @@ pub trait RowSink {
     fn event(&mut self, row: EventRef<'_>);
     fn metric(&mut self, row: MetricRef<'_>);
     fn metric_session(&mut self, row: MetricSessionRow);
+    /// The rows since the last call (or the start) are batch `seq`'s.
+    fn end_batch(&mut self, _seq: u64) {}
 }
 
 /// How a state leaf is stored for lookups: a string as its text, anything else as JSON.
@@ -133,6 +135,17 @@ pub struct EncodedRows {
     pub metric_sessions: EncodedTable,
     /// Scratch space for JSON text, reused (its length prefix is written before it).
     scratch: Vec<u8>,
+    /// Where each batch's rows end, so rows ClickHouse refuses can be narrowed down to the
+    /// batch they came from ([`EncodedRows::batches`]).
+    marks: Vec<BatchMark>,
+}
+
+/// The end of one batch's rows: bytes and rows of each table, in [`EncodedRows::tables`]'s
+/// order.
+#[derive(Debug, Clone, Copy)]
+struct BatchMark {
+    seq: u64,
+    ends: [(usize, usize); 6],
 }
 
 impl EncodedRows {
@@ -154,6 +167,45 @@ impl EncodedRows {
             &self.metric_sessions,
             &self.sessions,
         ]
+    }
+
+    fn ends(&self) -> [(usize, usize); 6] {
+        self.tables().map(|table| (table.bytes.len(), table.rows))
+    }
+
+    /// The rows split by the batch they came from (`end_batch`), in order; rows after the
+    /// last batch (the session's row, say) come last, as `None`'s.
+    pub fn batches(&self) -> Vec<(Option<u64>, EncodedRows)> {
+        let mut parts = Vec::with_capacity(self.marks.len() + 1);
+        let mut from = [(0, 0); 6];
+        for mark in &self.marks {
+            parts.push((Some(mark.seq), self.part(&from, &mark.ends)));
+            from = mark.ends;
+        }
+        let tail = self.part(&from, &self.ends());
+        if !tail.is_empty() || parts.is_empty() {
+            parts.push((None, tail));
+        }
+        parts
+    }
+
+    /// The rows between two sets of table ends.
+    fn part(&self, from: &[(usize, usize); 6], to: &[(usize, usize); 6]) -> EncodedRows {
+        let [state_history, state_paths, events, metrics, metric_sessions, sessions] =
+            std::array::from_fn(|i| EncodedTable {
+                bytes: self.tables()[i].bytes[from[i].0..to[i].0].to_vec(),
+                rows: to[i].1 - from[i].1,
+            });
+        EncodedRows {
+            sessions,
+            state_history,
+            state_paths,
+            events,
+            metrics,
+            metric_sessions,
+            scratch: Vec::new(),
+            marks: Vec::new(),
+        }
     }
 
     /// Every row of an owned set, encoded (the raw-insert baseline, and tests).
@@ -386,6 +438,11 @@ impl RowSink for EncodedRows {
         bytes.extend_from_slice(&row.last_ts_ms.to_le_bytes());
         self.metric_sessions.rows += 1;
     }
+
+    fn end_batch(&mut self, seq: u64) {
+        let ends = self.ends();
+        self.marks.push(BatchMark { seq, ends });
+    }
 }
 
 impl RowSink for RowSet {
@@ -524,6 +581,45 @@ mod tests {
             [0, 1, 127, 0x80, 1, 0xac, 2, 0x80, 0x80, 1],
             "0, 1, 127, 128, 300, 16384"
         );
+    }
+
+    #[test]
+    fn rows_split_by_the_batch_they_came_from() {
+        let event = |rows: &mut EncodedRows, seq: u64| {
+            rows.event(EventRef {
+                key: key_of("s", seq, 0, 1, 1, 0),
+                name: "e",
+                level: "info",
+                category: "",
+                group_name: "",
+                labels: &[],
+                message: "",
+                data: &Value::Null,
+                exception: "",
+            })
+        };
+        let mut rows = EncodedRows::default();
+        event(&mut rows, 1);
+        rows.end_batch(1);
+        event(&mut rows, 2);
+        event(&mut rows, 2);
+        rows.end_batch(2);
+        let whole = rows.events.bytes.clone();
+        let parts = rows.batches();
+        let seqs: Vec<(Option<u64>, usize)> = parts
+            .iter()
+            .map(|(seq, part)| (*seq, part.events.rows()))
+            .collect();
+        assert_eq!(seqs, [(Some(1), 1), (Some(2), 2)]);
+        let joined: Vec<u8> = parts
+            .iter()
+            .flat_map(|(_, p)| p.events.bytes.clone())
+            .collect();
+        assert_eq!(joined, whole);
+        rows.session(SessionRow::default());
+        let parts = rows.batches();
+        assert_eq!(parts.len(), 3);
+        assert_eq!((parts[2].0, parts[2].1.sessions.rows()), (None, 1));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
 pub struct SessionRow {
     pub session_id: String,
     pub product: String,
