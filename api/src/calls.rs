@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use datacat_protocol::record::{
-    EndStatus, Event, ExceptionInfo, Heartbeat, Histogram, Level, Metric, MetricKind, Record,
-    StateUpdate, DEFAULT_HISTOGRAM_BOUNDS,
+    name_refusal, EndStatus, Event, ExceptionInfo, Heartbeat, Histogram, Level, Metric, MetricKind,
+    Record, StateUpdate, DEFAULT_HISTOGRAM_BOUNDS,
 };
 use datacat_protocol::time::{client_ts_ms, now_ms, parse_time_ms};
 use serde::de::DeserializeOwned;
@@ -313,8 +313,8 @@ fn bound(value: &Value) -> Result<f64, BadBody> {
 
 impl MetricBody {
     pub fn into_call(self) -> Result<Call, BadBody> {
-        if self.name.trim().is_empty() {
-            return Err(BadBody("metric name must not be empty".into()));
+        if let Some(refusal) = name_refusal("metric name", &self.name) {
+            return Err(BadBody(refusal));
         }
         let kind = match self.kind.as_deref() {
             None | Some("") => MetricKind::Gauge,
@@ -377,7 +377,14 @@ pub fn product_and_version(
     let product = product.filter(|p| !p.trim().is_empty());
     let version = version.filter(|v| !v.trim().is_empty());
     match (product, version) {
-        (Some(product), Some(version)) => Ok((product, version)),
+        (Some(product), Some(version)) => {
+            let refusal =
+                name_refusal("product", &product).or_else(|| name_refusal("version", &version));
+            match refusal {
+                Some(refusal) => Err(BadBody(refusal)),
+                None => Ok((product, version)),
+            }
+        }
         _ => Err(BadBody("product and version are required".into())),
     }
 }

@@ -87,11 +87,7 @@ fn dead_letter_headers(
 /// `text` cut to at most `bytes` bytes at a character boundary, on one line.
 fn cut_to(text: &str, bytes: usize) -> String {
     let line = text.replace(['\r', '\n'], " ");
-    let mut end = line.len().min(bytes);
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    line[..end].to_string()
+    datacat_protocol::record::cut_to(&line, bytes).to_string()
 }
 
 impl DeadLetters {

@@ -4,8 +4,8 @@
 //! `seq` and the rows to write. It is deterministic, so a batch applied twice (a redelivery,
 //! or two workers racing) produces identical rows, which the warehouse collapses.
 
-use datacat_protocol::merge::merge_reporting;
-use datacat_protocol::record::StateUpdate;
+use datacat_protocol::merge::{deep_merge, merge_reporting};
+use datacat_protocol::record::{cut_to, StateUpdate, MAX_NAME_BYTES};
 use datacat_protocol::time::{believed_ts_ms, epoch_days, rfc3339_ms};
 use datacat_protocol::{
     Batch, DataDropped, EndStatus, Event, HangChange, Level, MachineInfo, Metric, Record,
@@ -54,6 +54,38 @@ pub struct Progress {
     /// Records whose time was not believed (too far from when they were received) and
     /// was replaced by the receive time.
     pub retimed_records: u64,
+    /// An upper bound of the state's size as JSON (exact after each time it was measured):
+    /// the state is measured only when this passes [`MAX_STATE_BYTES`].
+    pub state_bytes: u64,
+}
+
+/// The largest a session's merged state may grow, as JSON: it lives in the session's
+/// progress record, which NATS must be able to store (a message of at most 1 MiB by
+/// default). An update that would grow it further is not merged; the session shows why.
+pub const MAX_STATE_BYTES: usize = 256 * 1024;
+
+/// The most metric names a session keeps: each has a summary in the progress record.
+/// Points of further names are dropped (and counted); the session shows why.
+pub const MAX_METRIC_NAMES: usize = 1000;
+
+/// The longest end reason a session keeps (a longer one is cut).
+const MAX_END_REASON_BYTES: usize = 4096;
+
+/// Bytes of a value's JSON text, without building it.
+fn json_bytes(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 impl Progress {
@@ -169,6 +201,8 @@ pub fn apply(
     progress.account_for_gap(batch.seq);
     let mut touched_metrics = std::collections::BTreeSet::new();
     let mut retimed = 0;
+    // Points of metric names past the limit: how many, and where the first was.
+    let mut refused_points: Option<(RowKey<'_>, u64)> = None;
     for (idx, record) in batch.records.iter().enumerate() {
         let (ts_ms, client_ts_ms) = believed_ts_ms(record.ts_ms(), received_ms);
         retimed += u64::from(client_ts_ms != 0);
@@ -193,9 +227,13 @@ pub fn apply(
             Record::Start(start) => at.start(start),
             Record::State(update) => at.state(update),
             Record::Event(event) => at.event(event),
-            Record::Metric(metric) => {
+            Record::Metric(metric) if at.takes_metric(&metric.name) => {
                 at.metric(metric);
                 touched_metrics.insert(metric.name.clone());
+            }
+            Record::Metric(_) => {
+                let (_, points) = refused_points.get_or_insert((key, 0));
+                *points += 1;
             }
             Record::Heartbeat(_) => at.heartbeat(),
             Record::End(end) => at.end(end),
@@ -204,6 +242,20 @@ pub fn apply(
             Record::Dropped(dropped) => at.dropped(dropped),
             Record::Alive(_) => {}
         }
+    }
+    if let Some((key, points)) = refused_points {
+        progress.dropped_records += points;
+        let message = format!(
+            "{points} metric points dropped: a session keeps at most {MAX_METRIC_NAMES} metric \
+             names, each at most {MAX_NAME_BYTES} bytes"
+        );
+        let data = json!({
+            "points": points,
+            "max_metric_names": MAX_METRIC_NAMES,
+            "max_name_bytes": MAX_NAME_BYTES,
+        });
+        let event = ("metrics_refused", Level::Error, message.as_str(), data);
+        system_event(progress, rows, key, event);
     }
     progress.next_seq = progress.next_seq.max(batch.seq.saturating_add(1));
     // Summaries are versioned by applied batches, not by seq: a late predecessor applied
@@ -259,13 +311,53 @@ impl<R: RowSink> At<'_, R> {
 
     fn start(&mut self, start: &SessionStart) {
         let progress = &mut *self.progress;
-        progress.product = start.product.clone();
-        progress.version = start.version.clone();
+        // Cut as the door would have refused them (an older client's may be longer).
+        progress.product = cut_to(&start.product, MAX_NAME_BYTES).to_string();
+        progress.version = cut_to(&start.version, MAX_NAME_BYTES).to_string();
         progress.machine = start.machine.clone();
         progress.started_ms = self.key.ts_ms;
     }
 
+    /// Whether the session's state can take `update` within [`MAX_STATE_BYTES`]. Measures
+    /// the merged state only when the running bound says it might not.
+    fn state_takes(&mut self, update: &Value) -> bool {
+        let progress = &mut *self.progress;
+        let grown = progress.state_bytes as usize + json_bytes(update);
+        if grown <= MAX_STATE_BYTES {
+            // Merging adds at most the update's own text to the state's.
+            progress.state_bytes = grown as u64;
+            return true;
+        }
+        let mut merged = progress.state.clone();
+        deep_merge(&mut merged, update);
+        let exact = json_bytes(&merged);
+        if exact <= MAX_STATE_BYTES {
+            progress.state_bytes = exact as u64;
+            return true;
+        }
+        progress.state_bytes = json_bytes(&progress.state) as u64;
+        progress.dropped_records += 1;
+        let message = format!(
+            "a state update was not merged: the state would be {exact} bytes of JSON, and a \
+             session's state holds at most {MAX_STATE_BYTES}"
+        );
+        let data = json!({"state_bytes": exact, "max_state_bytes": MAX_STATE_BYTES});
+        self.system_event(("state_refused", Level::Error, &message, data));
+        false
+    }
+
+    /// Whether a point of metric `name` is kept: its name is known, or there is room for
+    /// another ([`MAX_METRIC_NAMES`]) and it is not too long to keep (`MAX_NAME_BYTES`).
+    fn takes_metric(&self, name: &str) -> bool {
+        let metrics = &self.progress.metrics;
+        metrics.contains_key(name)
+            || (metrics.len() < MAX_METRIC_NAMES && name.len() <= MAX_NAME_BYTES)
+    }
+
     fn state(&mut self, update: &StateUpdate) {
+        if !self.state_takes(&update.update) {
+            return;
+        }
         let (key, rows) = (self.key, &mut *self.rows);
         // Removal rows (the old value of a leaf that changed or went) make "the state now
         // has" an index range on (path, value), like "ever had".
@@ -337,7 +429,7 @@ impl<R: RowSink> At<'_, R> {
         }
         let progress = &mut *self.progress;
         progress.status = end.status.into();
-        progress.end_reason = end.reason.clone();
+        progress.end_reason = cut_to(&end.reason, MAX_END_REASON_BYTES).to_string();
         progress.ended_ms = self.key.ts_ms;
         if end.status != EndStatus::Ended {
             let name = format!("session_{}", end.status.as_str());

@@ -448,3 +448,69 @@ fn a_time_too_far_from_the_receive_time_is_replaced_and_the_clients_kept() {
     let dates: std::collections::BTreeSet<u16> = rows.events.iter().map(|e| e.date).collect();
     assert_eq!(dates.len(), 2);
 }
+
+#[test]
+fn a_state_update_past_the_size_limit_is_not_merged_and_the_session_says_so() {
+    let chunk = "x".repeat(60 * 1024);
+    let mut session = Applied::default();
+    for (seq, key) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        session.batch(seq as u64, vec![state(1, json!({ key: chunk }))]);
+    }
+    assert_eq!(session.progress.state.as_object().unwrap().len(), 4);
+    // A fifth would take it past 256 KiB: refused, shown, counted.
+    session.batch(4, vec![state(2, json!({ "e": chunk }))]);
+    assert!(session.progress.state.get("e").is_none());
+    assert_eq!(session.progress.dropped_records, 1);
+    let refused = session.rows.events.last().unwrap();
+    assert_eq!(refused.name, "state_refused");
+    assert!(
+        refused.message.contains("at most 262144"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(session.rows.state_history.len(), 4);
+    // Replacing a value instead of adding one still fits, and is merged.
+    session.batch(5, vec![state(3, json!({ "a": "small" }))]);
+    assert_eq!(session.progress.state["a"], "small");
+    assert!(session.progress.state_bytes as usize <= MAX_STATE_BYTES);
+    // The running bound never falls below the truth.
+    let exact = serde_json::to_string(&session.progress.state)
+        .unwrap()
+        .len();
+    assert!(session.progress.state_bytes as usize >= exact);
+}
+
+#[test]
+fn points_of_metric_names_past_the_limit_are_dropped_counted_and_shown_once() {
+    let point = |name: String| {
+        Record::Metric(datacat_protocol::Metric {
+            ts_ms: 1,
+            name,
+            kind: datacat_protocol::MetricKind::Gauge,
+            value: 1.0,
+            unit: String::new(),
+            tags: vec![],
+            count: None,
+            histogram: None,
+        })
+    };
+    let records = (0..MAX_METRIC_NAMES + 5)
+        .map(|i| point(format!("m{i}")))
+        .collect();
+    let mut session = Applied::default();
+    session.batch(0, records);
+    assert_eq!(session.progress.metrics.len(), MAX_METRIC_NAMES);
+    assert_eq!(session.rows.metrics.len(), MAX_METRIC_NAMES);
+    assert_eq!(session.progress.dropped_records, 5);
+    let events: Vec<&str> = session
+        .rows
+        .events
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(events, ["metrics_refused"]);
+    // A name the session has keeps being recorded.
+    session.batch(1, vec![point("m0".into()), point("new".into())]);
+    assert_eq!(session.progress.metrics["m0"].points, 2);
+    assert_eq!(session.progress.dropped_records, 6);
+}

@@ -538,15 +538,24 @@ impl Committer {
             return None;
         }
         let store = &self.progress;
+        // Err(true): another worker wrote the record first (a real compare-and-set conflict).
         let saved = match base {
             Base::Revision(revision) => store
                 .update(&plan.key, plan.value.into(), revision)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| {
+                    let conflict = e.kind() == kv::UpdateErrorKind::WrongLastRevision;
+                    (conflict, e.to_string())
+                }),
             _ => store
                 .create(&plan.key, plan.value.into())
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| {
+                    (
+                        e.kind() == kv::CreateErrorKind::AlreadyExists,
+                        e.to_string(),
+                    )
+                }),
         };
         match saved {
             Ok(revision) => {
@@ -557,11 +566,22 @@ impl Committer {
                 ack_all(plan.applied).await;
                 Some((plan.key, Some(revision)))
             }
-            Err(error) => {
+            Err((true, error)) => {
                 // Another worker moved this session on; its rows equal ours. Re-evaluate.
                 debug!(key = %plan.key, %error, "progress changed under us; redelivering");
                 self.cache.forget(&plan.key);
                 nak_all(plan.applied, Duration::from_millis(50)).await;
+                Some((plan.key, None))
+            }
+            Err((false, error)) => {
+                // NATS did not store it (timed out, unavailable): the same batches come back
+                // later; nothing is known to have moved on.
+                self.stats
+                    .progress_write_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(key = %plan.key, %error, "progress not written; the batches come back");
+                self.cache.forget(&plan.key);
+                nak_all(plan.applied, RETRY_DELAY).await;
                 Some((plan.key, None))
             }
         }

@@ -67,6 +67,11 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> String {
             &stats.dead_letters,
         ),
         Sample::counter(
+            "datacat_ingest_progress_write_errors_total",
+            "Progress records NATS did not store (not a conflict with another worker): their batches are retried.",
+            &stats.progress_write_errors,
+        ),
+        Sample::counter(
             "datacat_ingest_retimed_records_total",
             "Records stored at their receive time: their own was over 30 days before it or over a minute after.",
             &stats.retimed,

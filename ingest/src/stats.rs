@@ -45,6 +45,8 @@ pub struct Stats {
     /// Records whose time was replaced by the receive time (too far from it), as applied
     /// (a plan applied again counts again; the session's own count does not).
     pub retimed: AtomicU64,
+    /// Progress records NATS did not store for another reason than a conflict.
+    pub progress_write_errors: AtomicU64,
     /// Session plans void because the progress they were built on was not written.
     pub voided: AtomicU64,
 }

@@ -181,6 +181,32 @@ pub struct Frame {
     pub code: String,
 }
 
+/// The longest a name kept in a session's progress record may be (a metric's, a product's
+/// or a version's), in bytes: that record must stay well within a NATS message.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// `text`'s first `bytes` bytes at most, cut at a character boundary.
+pub fn cut_to(text: &str, bytes: usize) -> &str {
+    let mut end = text.len().min(bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Why `name` (a metric's, a product's, a version's) cannot be kept, if it cannot.
+pub fn name_refusal(what: &str, name: &str) -> Option<String> {
+    if name.trim().is_empty() {
+        return Some(format!("{what} must not be empty"));
+    }
+    (name.len() > MAX_NAME_BYTES).then(|| {
+        format!(
+            "{what} is {} bytes; at most {MAX_NAME_BYTES} are kept",
+            name.len()
+        )
+    })
+}
+
 /// One metric point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metric {
