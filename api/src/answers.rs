@@ -65,6 +65,23 @@ pub struct SessionDetail {
     pub state_history: Vec<StateSnapshot>,
     pub events: Vec<EventView>,
     pub metrics: Vec<MetricView>,
+    /// Present when a list was cut at `limit` rows (`?limit=`, 10 000 by default): which
+    /// lists, and the `?offset=` that gives their next rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more: Option<MoreRows>,
+}
+
+/// The lists of a session's detail that hold only part of their rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MoreRows {
+    /// The most rows each list held.
+    pub limit: u64,
+    /// Each cut list's next rows start here (absent when the latest rows were asked for,
+    /// and earlier ones left out).
+    pub next_offset: Option<u64>,
+    /// The lists cut: `state_history`, `events`, `metrics`.
+    pub lists: Vec<String>,
 }
 
 /// The whole state right after one accepted update.

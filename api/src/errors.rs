@@ -18,6 +18,9 @@ datacat_protocol::named_enum! {
         SessionEnded = "session_ended",
         /// The body is larger than the service takes.
         PayloadTooLarge = "payload_too_large",
+        /// A read ClickHouse would not finish within its limits (time, rows, query size):
+        /// narrow it (fewer sessions, a shorter time range, a smaller page).
+        QueryTooExpensive = "query_too_expensive",
         /// A dependency (NATS) is not available; try again.
         Unavailable = "unavailable",
         /// ClickHouse is not available; try again.
@@ -36,6 +39,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::SessionEnded => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::QueryTooExpensive => 422,
             ErrorCode::Unavailable | ErrorCode::WarehouseUnavailable => 503,
         }
     }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::spool::SpoolSync;
+
 /// The per-application DataCat daemon. Clients start it and talk to it over loopback HTTP;
 /// it batches what they log and publishes it to NATS JetStream.
 #[derive(Debug, Clone, Parser)]
@@ -83,6 +85,13 @@ pub struct Config {
     /// (and the loss is reported in each affected session).
     #[arg(long, env = "DATACAT_SPOOL_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub spool_max_bytes: u64,
+
+    /// When spooled batches are forced to disk: `never` leaves it to the OS (a batch
+    /// survives the daemon or the application being killed, not a power cut); `always`
+    /// fsyncs every append before the call returns (survives a power cut; costs a disk
+    /// flush per flush of the daemon, see docs/daemon-api.md).
+    #[arg(long, env = "DATACAT_SPOOL_SYNC", value_enum, default_value_t = SpoolSync::Never)]
+    pub spool_sync: SpoolSync,
 
     /// A session with nothing to send still tells ingest it is alive this often (ms), so a
     /// vanished daemon's sessions can be marked lost.

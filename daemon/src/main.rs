@@ -64,15 +64,17 @@ async fn run(config: Config) -> Result<()> {
     let shutdown = CancellationToken::new();
     let daemon_id = uuid::Uuid::now_v7().to_string();
     let spool_root = config.spool_root();
-    let spool = Spool::open(&spool_root, &daemon_id, &config.nats_url)
+    let spool = Spool::open(&spool_root, &daemon_id, &config.nats_url, config.spool_sync)
         .with_context(|| format!("opening the spool under {}", spool_root.display()))?;
     let (publisher, mut drops) = Publisher::start(&config, Arc::new(spool)).await?;
     let registry = Arc::new(Registry::new(&config, publisher.clone()));
     let reporter = registry.clone();
     tokio::spawn(async move {
-        while let Some((session_id, batches, records)) = drops.recv().await {
-            reporter.report_dropped(&session_id, batches, records);
-            reporter.publisher().release(&session_id, batches);
+        while let Some(report) = drops.recv().await {
+            reporter.report_dropped(&report);
+            reporter
+                .publisher()
+                .release(&report.session_id, report.batches);
         }
     });
     let daemon = Arc::new(api::Daemon {

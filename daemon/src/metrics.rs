@@ -47,6 +47,21 @@ pub fn render(registry: &Registry) -> String {
             &spool.dropped_records,
         ),
         Sample::counter(
+            "datacat_daemon_spool_torn_bytes_total",
+            "Spool bytes skipped as torn or corrupt entries (their batches are lost; the entries after them are delivered).",
+            &spool.torn_bytes,
+        ),
+        Sample::counter(
+            "datacat_daemon_spool_read_errors_total",
+            "Spool segment reads that failed (tried again later).",
+            &spool.read_errors,
+        ),
+        Sample::counter(
+            "datacat_daemon_spool_unreadable_segments_total",
+            "Spool segments that failed to read 5 times in a row: kept on disk as .seg.unreadable, not delivered.",
+            &spool.unreadable_segments,
+        ),
+        Sample::counter(
             "datacat_daemon_adopted_spools_total",
             "Spools of dead daemons adopted.",
             &spool.adopted_dirs,

@@ -43,8 +43,16 @@ pub struct PublisherStats {
     pub refused_batches: AtomicU64,
 }
 
-/// Batches of one session that were dropped: (session id, batches, records).
-pub type DropReport = (String, u64, u64);
+/// Batches of one session that were dropped.
+#[derive(Debug)]
+pub struct DropReport {
+    pub session_id: String,
+    /// The lowest sequence number dropped: a session this daemon does not know (adopted
+    /// from a dead one) is told of the loss in a batch of this number.
+    pub first_seq: u64,
+    pub batches: u64,
+    pub records: u64,
+}
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -216,14 +224,22 @@ impl Publisher {
                 batches = lost.len(),
                 "spool over its byte cap; dropped the oldest segment"
             );
-            let mut per_session: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+            let mut per_session: BTreeMap<&str, DropReport> = BTreeMap::new();
             for entry in &lost {
-                let totals = per_session.entry(&entry.session_id).or_default();
-                totals.0 += 1;
-                totals.1 += u64::from(entry.records);
+                let report = per_session
+                    .entry(&entry.session_id)
+                    .or_insert_with(|| DropReport {
+                        session_id: entry.session_id.clone(),
+                        first_seq: entry.seq,
+                        batches: 0,
+                        records: 0,
+                    });
+                report.first_seq = report.first_seq.min(entry.seq);
+                report.batches += 1;
+                report.records += u64::from(entry.records);
             }
-            for (session_id, (batches, records)) in per_session {
-                let _ = drops.send((session_id.to_string(), batches, records));
+            for report in per_session.into_values() {
+                let _ = drops.send(report);
             }
         }
     }

@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::aggregate::Aggregates;
 use crate::config::Config;
-use crate::publisher::Publisher;
+use crate::publisher::{DropReport, Publisher};
 use crate::spool::SpoolEntry;
 
 /// Why a call about a session cannot be served.
@@ -441,21 +441,40 @@ impl Registry {
     }
 
     /// Records that some of a session's batches were dropped (reported in the session).
-    pub fn report_dropped(&self, session_id: &str, batches: u64, records: u64) {
+    pub fn report_dropped(&self, report: &DropReport) {
         let reason = "the daemon's spool was full while NATS was unreachable".to_string();
         let dropped = Record::Dropped(DataDropped {
             ts_ms: now_ms(),
-            batches,
-            records,
+            batches: report.batches,
+            records: report.records,
             reason,
         });
         let mut sessions = self.lock();
-        match sessions.open.get_mut(session_id) {
+        if let Some(session) = sessions.open.get_mut(&report.session_id) {
             // Even an ended session takes this: the loss belongs in its story.
-            Some(session) => session.pending.push(dropped),
-            None => {
-                warn!(%session_id, batches, records, "dropped data of a session this daemon no longer has")
-            }
+            session.pending.push(dropped);
+            return;
+        }
+        drop(sessions);
+        // A session this daemon does not have (adopted from a dead daemon's spool, or
+        // forgotten): the report takes the number of the first batch lost, whose place it
+        // fills; the others are gaps ingest records.
+        let batch = Batch {
+            session_id: report.session_id.clone(),
+            seq: report.first_seq,
+            records: vec![dropped],
+        };
+        let spooled = encode_batch(&batch).map(|payload| SpoolEntry {
+            session_id: batch.session_id.clone(),
+            seq: batch.seq,
+            records: 1,
+            payload: payload.into(),
+        });
+        let reported = spooled
+            .map_err(|error| error.to_string())
+            .and_then(|entry| self.publisher.enqueue(&[entry]).map_err(|e| e.to_string()));
+        if let Err(error) = reported {
+            warn!(session_id = %report.session_id, batches = report.batches, records = report.records, %error, "the loss of another daemon's session could not be reported to it");
         }
     }
 

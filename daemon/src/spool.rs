@@ -13,20 +13,31 @@
 //!   `<root>/refused/<session id>.<seq>.batch` (up to 64 MiB of them) so it cannot hold up
 //!   what follows it.
 //!
+//! * Nothing undelivered is deleted because it could not be read: a segment that fails to
+//!   read is tried again later, and after [`READ_ATTEMPTS`] failures renamed to
+//!   `<n>.seg.unreadable` (kept, counted) so it cannot hold up what follows it.
+//! * A write that fails part-way is cut back off the segment; an entry torn anyway (power
+//!   lost mid-write, a damaged disk) is skipped up to the next whole entry, and the bytes
+//!   skipped are counted and logged: the entries after it are still delivered.
+//! * When data reaches the disk: with `--spool-sync never` (the default) the spool is in
+//!   the OS's page cache when a call returns, which survives the daemon or the application
+//!   being killed but not the machine losing power; with `--spool-sync always` every append
+//!   is also `fdatasync`ed before the call returns (docs/daemon-api.md has the cost).
+//!
 //! Layout: `<root>/<daemon id>/{lock, meta.json, <n>.seg}`. A segment is a sequence of
 //! entries `0xDC, u32 body length, u32 crc32(body), body` with body
 //! `u16 id length, session id, u64 seq, u32 record count, batch payload`.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 const MAGIC: u8 = 0xDC;
 const HEADER: usize = 9;
@@ -35,6 +46,18 @@ const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// The most that batches NATS refused keep of disk under `<root>/refused/`; past it a refused
 /// batch is only counted and reported.
 const SET_ASIDE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Reads of a segment that fail in a row before it is set aside as unreadable.
+const READ_ATTEMPTS: u32 = 5;
+
+/// When appended batches are forced to the disk (`--spool-sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SpoolSync {
+    /// Left to the OS: survives the daemon being killed, not the machine losing power.
+    #[default]
+    Never,
+    /// `fdatasync` after every append, before the call that spooled it returns.
+    Always,
+}
 
 /// One batch as spooled.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +82,12 @@ pub struct SpoolStats {
     pub dropped_batches: AtomicU64,
     pub dropped_records: AtomicU64,
     pub adopted_dirs: AtomicU64,
+    /// Bytes skipped as torn or corrupt entries (their batches are lost).
+    pub torn_bytes: AtomicU64,
+    /// Reads of a segment that failed (tried again later).
+    pub read_errors: AtomicU64,
+    /// Segments set aside as unreadable (kept on disk, not delivered).
+    pub unreadable_segments: AtomicU64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -76,11 +105,14 @@ struct Source {
     /// Read position in the front segment.
     offset: u64,
     own: bool,
+    /// Reads of the front segment that failed in a row.
+    read_failures: u32,
 }
 
 struct Writer {
-    file: BufWriter<File>,
+    file: File,
     segment: u64,
+    /// Bytes of whole entries in the segment (where a failed write is cut back to).
     bytes: u64,
 }
 
@@ -93,6 +125,7 @@ struct State {
 pub struct Spool {
     root: PathBuf,
     nats_url: String,
+    sync: SpoolSync,
     state: Mutex<State>,
     pub stats: SpoolStats,
 }
@@ -101,17 +134,21 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:016}.seg"))
 }
 
-fn open_segment(dir: &Path, segment: u64) -> std::io::Result<BufWriter<File>> {
-    let file = OpenOptions::new()
+fn open_segment(dir: &Path, segment: u64) -> std::io::Result<File> {
+    OpenOptions::new()
         .create(true)
         .append(true)
-        .open(segment_path(dir, segment))?;
-    Ok(BufWriter::with_capacity(256 * 1024, file))
+        .open(segment_path(dir, segment))
 }
 
 impl Spool {
     /// Creates this daemon's spool directory under `root`, locked for its lifetime.
-    pub fn open(root: &Path, daemon_id: &str, nats_url: &str) -> std::io::Result<Self> {
+    pub fn open(
+        root: &Path,
+        daemon_id: &str,
+        nats_url: &str,
+        sync: SpoolSync,
+    ) -> std::io::Result<Self> {
         let dir = root.join(daemon_id);
         fs::create_dir_all(&dir)?;
         let lock = File::create(dir.join("lock"))?;
@@ -133,10 +170,12 @@ impl Spool {
             segments: VecDeque::from([1]),
             offset: 0,
             own: true,
+            read_failures: 0,
         };
         let spool = Self {
             root: root.to_path_buf(),
             nats_url: nats_url.to_string(),
+            sync,
             state: Mutex::new(State {
                 sources: vec![own],
                 writer,
@@ -228,7 +267,7 @@ impl Spool {
                 .map(|m| m.len())
                 .sum();
             if segments.is_empty() || bytes == 0 {
-                let _ = fs::remove_dir_all(&dir);
+                remove_spool_dir(&dir);
                 continue;
             }
             info!(dir = %dir.display(), dead_pid = meta.pid, bytes, "adopting the spool of a daemon that died");
@@ -240,6 +279,7 @@ impl Spool {
                 segments: segments.into(),
                 offset: 0,
                 own: false,
+                read_failures: 0,
             };
             let mut state = self.lock();
             let at = state.sources.len() - 1;
@@ -249,20 +289,33 @@ impl Spool {
         adopted
     }
 
-    /// Appends batches (in order) and makes them visible to readers.
+    /// Appends batches (in order) and makes them visible to readers: all of them, or (on an
+    /// error) none, the segment cut back to its last whole entry.
     pub fn append(&self, entries: &[SpoolEntry]) -> std::io::Result<()> {
-        let mut state = self.lock();
-        let mut written = 0;
+        let mut encoded = Vec::new();
         for entry in entries {
-            let encoded = encode(entry);
-            state.writer.file.write_all(&encoded)?;
-            state.writer.bytes += encoded.len() as u64;
-            written += encoded.len() as u64;
+            encode_into(entry, &mut encoded);
         }
-        state.writer.file.flush()?;
+        let mut state = self.lock();
+        let writer = &mut state.writer;
+        let written = writer
+            .file
+            .write_all(&encoded)
+            .and_then(|()| match self.sync {
+                SpoolSync::Never => Ok(()),
+                SpoolSync::Always => writer.file.sync_data(),
+            });
+        if let Err(error) = written {
+            // A torn entry left behind would cost the entries after it their checksum.
+            if let Err(cut) = writer.file.set_len(writer.bytes) {
+                warn!(%error, %cut, "a failed spool write could not be cut back; readers skip the torn entry");
+            }
+            return Err(error);
+        }
+        writer.bytes += encoded.len() as u64;
         self.stats
             .pending_bytes
-            .fetch_add(written, Ordering::Relaxed);
+            .fetch_add(encoded.len() as u64, Ordering::Relaxed);
         if state.writer.bytes >= SEGMENT_BYTES {
             let next = state.writer.segment + 1;
             let dir = own(&state).dir.clone();
@@ -295,25 +348,87 @@ impl Spool {
                     active,
                 )
             };
-            let data = read_from(&path, offset).unwrap_or_default();
-            let (entries, used, corrupt) = decode_entries(&data, max);
-            if corrupt {
-                warn!(path = %path.display(), offset = offset + used as u64, "corrupt spool entry; skipping the rest of the segment");
+            let data = match read_from(&path, offset) {
+                Ok(data) => {
+                    self.lock().sources[source].read_failures = 0;
+                    data
+                }
+                Err(error) => {
+                    self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(path = %path.display(), %error, "a spool segment does not read; trying again later");
+                    if self.read_failed(source, segment, active) {
+                        continue;
+                    }
+                    return None;
+                }
+            };
+            let decoded = decode_entries(&data, max);
+            if decoded.skipped > 0 {
+                // (They leave the pending count with the chunk, or with the segment.)
+                self.stats
+                    .torn_bytes
+                    .fetch_add(decoded.skipped as u64, Ordering::Relaxed);
+                warn!(path = %path.display(), offset, bytes = decoded.skipped, "torn or corrupt spool entries skipped; the entries after them are delivered");
             }
-            if !entries.is_empty() {
+            if !decoded.entries.is_empty() || (decoded.skipped > 0 && active) {
                 return Some(Chunk {
-                    entries,
+                    entries: decoded.entries,
                     source,
                     segment,
-                    end_offset: offset + used as u64,
+                    end_offset: offset + decoded.used as u64,
                 });
             }
             if active {
                 return None; // Caught up with the writer.
             }
-            let skipped = data.len() as u64;
-            self.finish_segment(source, segment, skipped);
+            let torn = data.len() - decoded.used;
+            if torn > 0 {
+                // A sealed segment ending in part of an entry: written when its daemon died.
+                self.stats
+                    .torn_bytes
+                    .fetch_add(torn as u64, Ordering::Relaxed);
+                warn!(path = %path.display(), bytes = torn, "a spool segment ends in a torn entry; skipped");
+            }
+            self.finish_segment(source, segment, data.len() as u64);
         }
+    }
+
+    /// Counts a failed read of a source's front segment; after [`READ_ATTEMPTS`] in a row a
+    /// sealed one is renamed `.unreadable` (kept on disk, never deleted) and reading goes on
+    /// with the next. Returns whether it was set aside.
+    fn read_failed(&self, source_index: usize, segment: u64, active: bool) -> bool {
+        let mut state = self.lock();
+        let source = &mut state.sources[source_index];
+        source.read_failures += 1;
+        if active || source.read_failures < READ_ATTEMPTS {
+            return false;
+        }
+        let path = segment_path(&source.dir, segment);
+        let aside = path.with_extension("seg.unreadable");
+        let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if let Err(error) = fs::rename(&path, &aside) {
+            warn!(path = %path.display(), %error, "an unreadable spool segment could not be set aside either");
+        }
+        error!(path = %aside.display(), bytes, "a spool segment failed to read {READ_ATTEMPTS} times; set aside, undelivered");
+        self.stats
+            .unreadable_segments
+            .fetch_add(1, Ordering::Relaxed);
+        source.segments.pop_front();
+        source.offset = 0;
+        source.read_failures = 0;
+        if !source.own && source.segments.is_empty() {
+            state.sources.remove(source_index);
+        }
+        drop(state);
+        self.discount(bytes);
+        true
+    }
+
+    /// Bytes that left the spool without being delivered.
+    fn discount(&self, bytes: u64) {
+        self.stats
+            .pending_bytes
+            .fetch_sub(bytes.min(self.pending_bytes()), Ordering::Relaxed);
     }
 
     /// Marks a chunk delivered.
@@ -347,7 +462,7 @@ impl Spool {
             .pending_bytes
             .fetch_sub(unread.min(self.pending_bytes()), Ordering::Relaxed);
         if !source.own && source.segments.is_empty() {
-            let _ = fs::remove_dir_all(&source.dir);
+            remove_spool_dir(&source.dir);
             state.sources.remove(source_index);
         }
     }
@@ -379,10 +494,19 @@ impl Spool {
             let source = &state.sources[chunk.source];
             (segment_path(&source.dir, chunk.segment), source.offset)
         };
-        let data = read_from(&path, offset).unwrap_or_default();
-        let (entries, _, _) = decode_entries(&data, usize::MAX);
-        self.finish_segment(chunk.source, chunk.segment, data.len() as u64);
-        entries
+        let data = match read_from(&path, offset) {
+            Ok(data) => data,
+            Err(error) => {
+                // Over the cap something must go: this, uncounted by session, but said.
+                error!(path = %path.display(), %error, "dropping a spool segment that does not read; its batches are not known");
+                Vec::new()
+            }
+        };
+        let decoded = decode_entries(&data, usize::MAX);
+        let unread =
+            fs::metadata(&path).map_or(data.len() as u64, |m| m.len().saturating_sub(offset));
+        self.finish_segment(chunk.source, chunk.segment, unread);
+        decoded.entries
     }
 
     /// On a clean exit with nothing left to send, the directory goes; otherwise it stays
@@ -391,7 +515,7 @@ impl Spool {
         let state = self.lock();
         let own = own(&state);
         if self.pending_bytes() == 0 && state.sources.len() == 1 {
-            let _ = fs::remove_dir_all(&own.dir);
+            remove_spool_dir(&own.dir);
         } else {
             info!(dir = %own.dir.display(), bytes = self.pending_bytes(), "leaving undelivered batches for the next daemon");
         }
@@ -409,6 +533,21 @@ fn own_mut(state: &mut State) -> &mut Source {
         .expect("our own source is always last")
 }
 
+/// Removes a spool directory whose batches are all delivered; one still holding something
+/// (a segment set aside as unreadable) stays for a person to look at, without the files that
+/// would have the next daemon adopt it.
+fn remove_spool_dir(dir: &Path) {
+    let delivered = fs::read_dir(dir).into_iter().flatten().flatten();
+    for segment in delivered.filter(|e| e.path().extension().is_some_and(|x| x == "seg")) {
+        let _ = fs::remove_file(segment.path());
+    }
+    let _ = fs::remove_file(dir.join("meta.json"));
+    let _ = fs::remove_file(dir.join("lock"));
+    if let Err(error) = fs::remove_dir(dir) {
+        warn!(dir = %dir.display(), %error, "a spool directory is kept: it holds what was not delivered");
+    }
+}
+
 fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
@@ -417,47 +556,87 @@ fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     Ok(data)
 }
 
-fn encode(entry: &SpoolEntry) -> Vec<u8> {
+/// Appends an entry's encoding to `out`.
+fn encode_into(entry: &SpoolEntry, out: &mut Vec<u8>) {
     let id = entry.session_id.as_bytes();
-    let mut body = Vec::with_capacity(2 + id.len() + 12 + entry.payload.len());
-    body.extend_from_slice(&(id.len() as u16).to_le_bytes());
-    body.extend_from_slice(id);
-    body.extend_from_slice(&entry.seq.to_le_bytes());
-    body.extend_from_slice(&entry.records.to_le_bytes());
-    body.extend_from_slice(&entry.payload);
-    let mut out = Vec::with_capacity(HEADER + body.len());
+    let start = out.len();
     out.push(MAGIC);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&[0; 8]); // length and checksum, once the body is there
+    out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    out.extend_from_slice(id);
+    out.extend_from_slice(&entry.seq.to_le_bytes());
+    out.extend_from_slice(&entry.records.to_le_bytes());
+    out.extend_from_slice(&entry.payload);
+    let body = start + HEADER;
+    let len = (out.len() - body) as u32;
+    let crc = crc32fast::hash(&out[body..]);
+    out[start + 1..start + 5].copy_from_slice(&len.to_le_bytes());
+    out[start + 5..body].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[cfg(test)]
+fn encode(entry: &SpoolEntry) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(entry, &mut out);
     out
 }
 
-/// Decodes up to `max` complete entries; returns them, the bytes they used, and whether a
-/// corrupt entry stopped the decoding (an incomplete one at the end is just not there yet).
-fn decode_entries(data: &[u8], max: usize) -> (Vec<SpoolEntry>, usize, bool) {
-    let mut entries = Vec::new();
+/// What [`decode_entries`] found.
+struct Decoded {
+    entries: Vec<SpoolEntry>,
+    /// Bytes read: the entries and what was skipped among them.
+    used: usize,
+    /// Bytes of torn or corrupt entries skipped.
+    skipped: usize,
+}
+
+/// Decodes up to `max` whole entries. A torn or corrupt entry is skipped up to the next
+/// whole entry (found by its checksum); an incomplete one at the end is not there yet.
+fn decode_entries(data: &[u8], max: usize) -> Decoded {
+    let mut decoded = Decoded {
+        entries: Vec::new(),
+        used: 0,
+        skipped: 0,
+    };
     let mut at = 0;
-    while entries.len() < max && data.len() - at >= HEADER {
-        let header = &data[at..at + HEADER];
-        let len = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[5..9].try_into().expect("4 bytes"));
-        if header[0] != MAGIC {
-            return (entries, at, true);
+    while decoded.entries.len() < max && data.len() - at >= HEADER {
+        match entry_at(data, at) {
+            Some(Some((entry, len))) => {
+                decoded.entries.push(entry);
+                at += len;
+                decoded.used = at;
+            }
+            None => break, // Incomplete: the rest is still being written.
+            Some(None) => {
+                let next = (at + 1..data.len())
+                    .find(|&from| matches!(entry_at(data, from), Some(Some(_))));
+                let Some(next) = next else {
+                    // Nothing whole after it (yet): the reader stops here.
+                    break;
+                };
+                decoded.skipped += next - at;
+                at = next;
+                decoded.used = at;
+            }
         }
-        let Some(body) = data.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        let Some(entry) = (crc32fast::hash(body) == crc)
-            .then(|| decode_body(body))
-            .flatten()
-        else {
-            return (entries, at, true);
-        };
-        entries.push(entry);
-        at += HEADER + len;
     }
-    (entries, at, false)
+    decoded
+}
+
+/// The entry at `at` and its length; `Some(None)` if what is there is not an entry (torn or
+/// corrupt); `None` if it may be one not yet wholly written.
+fn entry_at(data: &[u8], at: usize) -> Option<Option<(SpoolEntry, usize)>> {
+    let header = data.get(at..at + HEADER)?;
+    if header[0] != MAGIC {
+        return Some(None);
+    }
+    let len = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[5..9].try_into().expect("4 bytes"));
+    let body = data.get(at + HEADER..at + HEADER + len)?;
+    if crc32fast::hash(body) != crc {
+        return Some(None);
+    }
+    Some(decode_body(body).map(|entry| (entry, HEADER + len)))
 }
 
 fn decode_body(body: &[u8]) -> Option<SpoolEntry> {
@@ -502,7 +681,7 @@ mod tests {
     #[test]
     fn entries_come_back_in_order_across_segments() {
         let root = tempfile::tempdir().unwrap();
-        let spool = Spool::open(root.path(), "a", "nats://x").unwrap();
+        let spool = Spool::open(root.path(), "a", "nats://x", SpoolSync::Never).unwrap();
         let entries: Vec<_> = (0..40).map(|seq| entry(seq, 300_000)).collect();
         for pair in entries.chunks(2) {
             spool.append(pair).unwrap();
@@ -530,9 +709,9 @@ mod tests {
     #[test]
     fn a_dead_daemons_spool_is_adopted_by_the_next_one_for_the_same_nats() {
         let root = tempfile::tempdir().unwrap();
-        let dead = Spool::open(root.path(), "dead", "nats://x").unwrap();
+        let dead = Spool::open(root.path(), "dead", "nats://x", SpoolSync::Never).unwrap();
         dead.append(&[entry(1, 10), entry(2, 10)]).unwrap();
-        let other_nats = Spool::open(root.path(), "other", "nats://y").unwrap();
+        let other_nats = Spool::open(root.path(), "other", "nats://y", SpoolSync::Never).unwrap();
         assert_eq!(
             other_nats.adopt_orphans(),
             0,
@@ -544,7 +723,7 @@ mod tests {
             0,
             "another NATS server's data is not ours to send"
         );
-        let next = Spool::open(root.path(), "next", "nats://x").unwrap();
+        let next = Spool::open(root.path(), "next", "nats://x", SpoolSync::Never).unwrap();
         next.append(&[entry(3, 10)]).unwrap();
         assert_eq!(drain(&next), vec![1, 2, 3]);
         assert!(!root.path().join("dead").exists());
@@ -553,14 +732,14 @@ mod tests {
     #[test]
     fn a_torn_tail_is_skipped_and_the_rest_delivered() {
         let root = tempfile::tempdir().unwrap();
-        let dead = Spool::open(root.path(), "dead", "nats://x").unwrap();
+        let dead = Spool::open(root.path(), "dead", "nats://x", SpoolSync::Never).unwrap();
         dead.append(&[entry(1, 10), entry(2, 10)]).unwrap();
         let path = segment_path(&root.path().join("dead"), 1);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&[MAGIC, 200, 0, 0, 0, 1, 2]).unwrap(); // Killed mid-write.
         drop(file);
         drop(dead);
-        let next = Spool::open(root.path(), "next", "nats://x").unwrap();
+        let next = Spool::open(root.path(), "next", "nats://x", SpoolSync::Never).unwrap();
         assert_eq!(drain(&next), vec![1, 2]);
         assert_eq!(next.pending_bytes(), 0);
     }
@@ -568,7 +747,7 @@ mod tests {
     #[test]
     fn dropping_the_oldest_segment_returns_what_was_lost() {
         let root = tempfile::tempdir().unwrap();
-        let spool = Spool::open(root.path(), "a", "nats://x").unwrap();
+        let spool = Spool::open(root.path(), "a", "nats://x", SpoolSync::Never).unwrap();
         spool.append(&[entry(1, 100), entry(2, 100)]).unwrap();
         assert!(spool.over(100));
         let chunk = spool.next_chunk(1).unwrap();
@@ -580,11 +759,68 @@ mod tests {
     }
 
     #[test]
-    fn corruption_is_detected() {
+    fn a_corrupt_entry_is_skipped_up_to_the_next_whole_one() {
         let mut bytes = encode(&entry(1, 20));
         let last = bytes.len() - 1;
         bytes[last] ^= 0xFF;
-        let (entries, used, corrupt) = decode_entries(&bytes, 10);
-        assert!(entries.is_empty() && used == 0 && corrupt);
+        let decoded = decode_entries(&bytes, 10);
+        assert!(decoded.entries.is_empty() && decoded.used == 0 && decoded.skipped == 0);
+        let torn = bytes.len();
+        bytes.extend(encode(&entry(2, 20)));
+        bytes.extend(encode(&entry(3, 20)));
+        let decoded = decode_entries(&bytes, 10);
+        let seqs: Vec<u64> = decoded.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            (seqs, decoded.skipped, decoded.used),
+            (vec![2, 3], torn, bytes.len())
+        );
+    }
+
+    #[test]
+    fn entries_after_a_torn_one_are_delivered_and_the_loss_counted() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = Spool::open(root.path(), "dead", "nats://x", SpoolSync::Always).unwrap();
+        dead.append(&[entry(1, 10)]).unwrap();
+        let path = segment_path(&root.path().join("dead"), 1);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&encode(&entry(9, 50))[..30]).unwrap(); // Torn by a power cut.
+        drop(file);
+        dead.append(&[entry(2, 10), entry(3, 10)]).unwrap();
+        drop(dead);
+        let next = Spool::open(root.path(), "next", "nats://x", SpoolSync::Never).unwrap();
+        assert_eq!(drain(&next), vec![1, 2, 3]);
+        assert_eq!(next.stats.torn_bytes.load(Ordering::Relaxed), 30);
+        assert_eq!(next.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn a_segment_that_does_not_read_is_kept_and_the_next_delivered() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = Spool::open(root.path(), "dead", "nats://x", SpoolSync::Never).unwrap();
+        dead.append(&[entry(1, 10)]).unwrap();
+        drop(dead);
+        let dir = root.path().join("dead");
+        // Segment 1 fails every read (a directory where a file should be: EISDIR).
+        fs::remove_file(segment_path(&dir, 1)).unwrap();
+        fs::create_dir(segment_path(&dir, 1)).unwrap();
+        fs::write(segment_path(&dir, 2), encode(&entry(2, 10))).unwrap();
+        let next = Spool::open(root.path(), "next", "nats://x", SpoolSync::Never).unwrap();
+        for _ in 1..READ_ATTEMPTS {
+            assert!(
+                next.next_chunk(7).is_none(),
+                "tried again later, not skipped"
+            );
+        }
+        assert_eq!(drain(&next), vec![2]);
+        assert!(
+            dir.join(format!("{:016}.seg.unreadable", 1)).exists(),
+            "kept"
+        );
+        let stats = &next.stats;
+        assert_eq!(
+            stats.read_errors.load(Ordering::Relaxed),
+            READ_ATTEMPTS as u64
+        );
+        assert_eq!(stats.unreadable_segments.load(Ordering::Relaxed), 1);
     }
 }

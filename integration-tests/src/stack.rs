@@ -325,7 +325,10 @@ impl Stack {
         let deadline = std::time::Instant::now() + timeout;
         let mut last = Value::Null;
         loop {
-            if let Ok(session) = self.get_json(&format!("/api/sessions/{id}")).await {
+            // Every row the API gives in one read (tests count events into the tens of
+            // thousands).
+            let path = format!("/api/sessions/{id}?limit=100000");
+            if let Ok(session) = self.get_json(&path).await {
                 if done(&session) {
                     return Ok(session);
                 }

@@ -132,3 +132,54 @@ async fn a_killed_daemons_spool_is_delivered_by_the_next_daemon() {
     let health = next.get("/health").await.unwrap();
     assert_eq!(health["spooled_bytes"], 0, "{health}");
 }
+
+/// A dead daemon's spool that the next daemon must drop (over its byte cap, NATS still
+/// down): the loss is reported in the dead daemon's session, which the next daemon never
+/// knew, like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_spool_dropped_over_the_cap_is_reported_in_its_session() {
+    let mut stack = Stack::start().await.expect("stack starts");
+    stack.nats.stop();
+    let mut first = stack.daemon("first-daemon", &[]).unwrap();
+    let id = first.register("orphan", "1").await.unwrap();
+    log_events(&first, &id, 0, 2000).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = first.get("/health").await.unwrap();
+        if health["pending_records"] == 0 && health["spooled_bytes"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never spooled: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().unwrap();
+
+    let next = stack
+        .daemon("next-daemon", &[("DATACAT_SPOOL_MAX_BYTES", "4096")])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric_of(&next.url, "datacat_daemon_dropped_batches_total")
+        .await
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the adopted spool was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.nats.restart().await.unwrap();
+    let session = stack
+        .wait_session(&id, Duration::from_secs(60), |s| {
+            s["dropped_records"].as_u64() > Some(0)
+        })
+        .await
+        .expect("the loss reaches the dead daemon's session");
+    let dropped = session["dropped_records"].as_u64().unwrap();
+    assert!(dropped >= 2000, "every record lost is counted: {session}");
+    let reported = items(&session, "events")
+        .iter()
+        .any(|e| e["name"] == "data_dropped");
+    assert!(reported, "the session's story shows the loss: {session}");
+}

@@ -15,7 +15,12 @@ use datacat_protocol::record::{
 use datacat_protocol::{Batch, EndStatus, ExceptionInfo, Histogram, MachineInfo, Record};
 use serde_json::json;
 
-const T0: u64 = 1_795_000_000_000;
+/// The sessions' start: two days before the test runs (a fixed time would, a month later,
+/// be more than the 30 days ingest believes, and be stored at the receive time instead).
+static T0: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    let hour = 3_600_000;
+    (datacat_protocol::time::now_ms() - 48 * hour) / hour * hour
+});
 
 /// The browser on the dashboard at `base`, saving screenshots in `shots`.
 struct Dashboard<'a> {
@@ -63,7 +68,7 @@ fn batches() -> Vec<Batch> {
         histogram.observe(v);
     }
     let crash = Record::Event(Event {
-        ts_ms: T0 + 20,
+        ts_ms: *T0 + 20,
         name: "unhandled_exception".into(),
         level: Level::Error,
         category: "game".into(),
@@ -88,15 +93,15 @@ fn batches() -> Vec<Batch> {
             session_id: "crashy".into(),
             seq: 0,
             records: vec![
-                start(T0, "qa-game"),
+                start(*T0, "qa-game"),
                 Record::State(StateUpdate {
-                    ts_ms: T0 + 1,
+                    ts_ms: *T0 + 1,
                     update: json!({"pilot": "ada", "window": {"open": ["main menu", "space probe"]}}),
                 }),
-                gauge(T0 + 2, 200.0),
-                gauge(T0 + 3, 350.0),
+                gauge(*T0 + 2, 200.0),
+                gauge(*T0 + 3, 350.0),
                 Record::Metric(Metric {
-                    ts_ms: T0 + 4,
+                    ts_ms: *T0 + 4,
                     name: "load_time".into(),
                     kind: MetricKind::Histogram,
                     value: 0.0,
@@ -112,13 +117,13 @@ fn batches() -> Vec<Batch> {
             seq: 1,
             records: vec![
                 Record::State(StateUpdate {
-                    ts_ms: T0 + 10,
+                    ts_ms: *T0 + 10,
                     update: json!({"pilot": "grace", "boss": true}),
                 }),
-                gauge(T0 + 11, 500.0),
+                gauge(*T0 + 11, 500.0),
                 crash,
                 Record::End(SessionEnd {
-                    ts_ms: T0 + 30,
+                    ts_ms: *T0 + 30,
                     status: EndStatus::Crashed,
                     reason: "ZeroDivisionError: division by zero".into(),
                 }),
@@ -128,10 +133,10 @@ fn batches() -> Vec<Batch> {
             session_id: "calm".into(),
             seq: 0,
             records: vec![
-                start(T0 + 1000, "qa-game"),
-                gauge(T0 + 1001, 120.0),
+                start(*T0 + 1000, "qa-game"),
+                gauge(*T0 + 1001, 120.0),
                 Record::End(SessionEnd {
-                    ts_ms: T0 + 1002,
+                    ts_ms: *T0 + 1002,
                     status: EndStatus::Ended,
                     reason: "player quit".into(),
                 }),
@@ -140,7 +145,7 @@ fn batches() -> Vec<Batch> {
         Batch {
             session_id: "other".into(),
             seq: 0,
-            records: vec![start(T0 + 2000, "qa-tool")],
+            records: vec![start(*T0 + 2000, "qa-tool")],
         },
     ]
 }
@@ -181,7 +186,7 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
     let late = Batch {
         session_id: "late".into(),
         seq: 0,
-        records: vec![start(T0 + 3000, "qa-tool")],
+        records: vec![start(*T0 + 3000, "qa-tool")],
     };
     stack.publish(&[late]).await.unwrap();
     browser.wait_for_exactly("tr.session-row", 4).await.unwrap();
@@ -278,7 +283,7 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
         session_id: "other".into(),
         seq: 1,
         records: vec![Record::State(StateUpdate {
-            ts_ms: T0 + 2001,
+            ts_ms: *T0 + 2001,
             update: json!({"wave": 9}),
         })],
     };

@@ -12,7 +12,12 @@ use datacat_protocol::record::{Event, Level, Metric, SessionEnd, SessionStart, S
 use datacat_protocol::{Batch, EndStatus, MachineInfo, Record};
 use serde_json::{json, Value};
 
-const T0: u64 = 1_795_000_000_000;
+/// The sessions' start: two days before the test runs (a fixed time would, a month later,
+/// be more than the 30 days ingest believes, and be stored at the receive time instead).
+static T0: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    let hour = 3_600_000;
+    (datacat_protocol::time::now_ms() - 48 * hour) / hour * hour
+});
 
 fn start(ts_ms: u64, product: &str, host: &str) -> Record {
     Record::Start(SessionStart {
@@ -82,41 +87,41 @@ fn sessions() -> Vec<Batch> {
             "s1",
             0,
             vec![
-                start(T0, "qa-game", "h1"),
-                pilot(T0 + 1, "ada", &["main menu", "space probe"]),
-                memory(T0 + 2, 100.0),
-                memory(T0 + 3, 300.0),
+                start(*T0, "qa-game", "h1"),
+                pilot(*T0 + 1, "ada", &["main menu", "space probe"]),
+                memory(*T0 + 2, 100.0),
+                memory(*T0 + 3, 300.0),
             ],
         ),
         batch(
             "s1",
             1,
             vec![
-                pilot(T0 + 10, "grace", &["main menu"]),
-                memory(T0 + 11, 200.0),
-                event(T0 + 12, "boom", Level::Error),
-                end(T0 + 13, EndStatus::Crashed, "segfault in renderer"),
+                pilot(*T0 + 10, "grace", &["main menu"]),
+                memory(*T0 + 11, 200.0),
+                event(*T0 + 12, "boom", Level::Error),
+                end(*T0 + 13, EndStatus::Crashed, "segfault in renderer"),
             ],
         ),
         batch(
             "s2",
             0,
             vec![
-                start(T0 + 1000, "qa-game", "h2"),
-                pilot(T0 + 1001, "ada", &["space probe"]),
-                memory(T0 + 1002, 50.0),
-                memory(T0 + 1003, 80.0),
-                event(T0 + 1004, "loaded", Level::Info),
-                end(T0 + 1005, EndStatus::Ended, "player quit"),
+                start(*T0 + 1000, "qa-game", "h2"),
+                pilot(*T0 + 1001, "ada", &["space probe"]),
+                memory(*T0 + 1002, 50.0),
+                memory(*T0 + 1003, 80.0),
+                event(*T0 + 1004, "loaded", Level::Info),
+                end(*T0 + 1005, EndStatus::Ended, "player quit"),
             ],
         ),
         batch(
             "s3",
             0,
             vec![
-                start(T0 + 2000, "qa-tool", "h3"),
-                pilot(T0 + 2001, "linus", &["inventory"]),
-                memory(T0 + 2002, 500.0),
+                start(*T0 + 2000, "qa-tool", "h3"),
+                pilot(*T0 + 2001, "linus", &["inventory"]),
+                memory(*T0 + 2002, 500.0),
             ],
         ),
     ]
@@ -180,8 +185,8 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
         ("level=info", &["s2"]),
         ("q=SEGFAULT", &["s1"]),
         ("q=linus", &["s3"]),
-        (&format!("from={}", T0 + 500), &["s3", "s2"]),
-        (&format!("to={}", T0 + 1500), &["s2", "s1"]),
+        (&format!("from={}", *T0 + 500), &["s3", "s2"]),
+        (&format!("to={}", *T0 + 1500), &["s2", "s1"]),
         ("from=2026-01-01T00:00:00Z&to=2026-06-01T00:00:00Z", &[]),
         ("sort=started&order=asc", &["s1", "s2", "s3"]),
         ("sort=events&order=desc", &["s1", "s2", "s3"]),
@@ -290,7 +295,7 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
     assert_eq!(at0["state"]["pilot"], "ada");
     let (_, now) = get(base, "/api/sessions/s1/state").await;
     assert_eq!(now["state"]["pilot"], "grace");
-    let (_, at_time) = get(base, &format!("/api/sessions/s1/state?at={}", T0 + 5)).await;
+    let (_, at_time) = get(base, &format!("/api/sessions/s1/state?at={}", *T0 + 5)).await;
     assert_eq!(at_time["state"]["pilot"], "ada");
     let (_, diff) = get(base, "/api/sessions/s1/state/diff?from_seq=0&to_seq=1").await;
     assert_eq!(diff["diff"]["pilot"], "grace");
@@ -382,8 +387,8 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
 async fn a_dotted_key_is_a_path_of_its_own() {
     let stack = Stack::start().await.expect("stack starts");
     let records = vec![
-        start(T0, "qa-game", "h1"),
-        state(T0 + 1, json!({"a.b": 1, "a": {"b": 2}})),
+        start(*T0, "qa-game", "h1"),
+        state(*T0 + 1, json!({"a.b": 1, "a": {"b": 2}})),
     ];
     stack.publish(&[batch("dots", 0, records)]).await.unwrap();
     stack
@@ -757,4 +762,86 @@ async fn reads_naming_the_writers_last_batch_see_it() {
     assert_eq!(status, 400);
     let behind = metric_of(base, "datacat_query_reads_behind_total").await;
     assert_eq!(behind.unwrap(), 1);
+}
+
+/// A session's detail holds at most `limit` rows of each list (10 000 by default) and says
+/// where the rest starts; the metric explorer answers over thousands of sessions (its
+/// lookups stay under ClickHouse's query size); a limit out of range is a 400.
+#[tokio::test]
+async fn reads_are_bounded_and_page() {
+    let stack = Stack::start().await.expect("stack starts");
+    let mut records = vec![start(*T0, "qa-game", "h1")];
+    records.extend((0..25).map(|i| event(*T0 + 1 + i, &format!("e{i}"), Level::Info)));
+    let mut batches = vec![batch("long", 0, records)];
+    // Many sessions with one metric each, for the explorer.
+    const MANY: usize = 7000;
+    batches.extend((0..MANY).map(|i| {
+        let id = format!("{i:08}-0000-7000-8000-000000000000");
+        batch(
+            &id,
+            0,
+            vec![start(*T0 + 5, "qa-many", "h9"), memory(*T0 + 6, i as f64)],
+        )
+    }));
+    stack.publish(&batches).await.unwrap();
+    stack
+        .wait_session("long", Duration::from_secs(60), |s| {
+            s["events"].as_array().is_some_and(|e| e.len() == 25)
+        })
+        .await
+        .unwrap();
+    let base = stack.query_url.as_str();
+    let names = |session: &Value| -> Vec<String> {
+        items(session, "events")
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let (status, first) = get(base, "/api/sessions/long?limit=10").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        names(&first),
+        (0..10).map(|i| format!("e{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(first["more"]["lists"], json!(["events"]));
+    assert_eq!(first["more"]["next_offset"], 10);
+    let (_, last) = get(base, "/api/sessions/long?limit=10&offset=20").await;
+    assert_eq!(
+        names(&last),
+        (20..25).map(|i| format!("e{i}")).collect::<Vec<_>>()
+    );
+    assert!(last.get("more").is_none(), "nothing left: {last}");
+    let (_, whole) = get(base, "/api/sessions/long").await;
+    assert_eq!(names(&whole).len(), 25);
+    assert!(whole.get("more").is_none());
+    for bad in ["limit=0", "limit=100001", "offset=-1", "limit=ten"] {
+        let (status, body) = get(base, &format!("/api/sessions/long?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let explored = loop {
+        let (status, body) = get(
+            base,
+            "/api/metrics/memory_usage/sessions?product=qa-many&limit=10000",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        if body["matched_sessions"] == MANY {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all ingested: {}",
+            body["matched_sessions"]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let sessions = items(&explored, "sessions");
+    assert_eq!(sessions.len(), MANY);
+    assert!(
+        sessions.iter().all(|s| s["product"] == "qa-many"),
+        "every session described"
+    );
 }

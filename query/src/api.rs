@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::freshness::wait_applied;
-use crate::params::{number, params, session_query, EventParams, MinSeq, SessionFilters, MIN_SEQ};
+use crate::params::{
+    detail_rows, number, params, session_query, DetailParams, EventParams, MinSeq, SessionFilters,
+    MIN_SEQ,
+};
 use crate::AppState;
 
 #[utoipa::path(get, path = "/health", tag = "service",
@@ -36,20 +39,21 @@ pub async fn list_sessions(
 }
 
 #[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path), MinSeq),
+    params(("id" = String, Path), MinSeq, DetailParams),
     responses((status = 200, body = SessionDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-/// `GET /api/sessions/{id}?min_seq=`: the session with state, state history, events and
-/// metrics.
+/// `GET /api/sessions/{id}?min_seq=&limit=&offset=`: the session with state, state history,
+/// events and metrics (each list bounded: `more` says when there are more rows).
 pub async fn session(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<SessionDetail>, ApiError> {
-    let pairs = params(&query, &[MIN_SEQ])?;
+    let pairs = params(&query, &[MIN_SEQ, "limit", "offset"])?;
+    let rows = detail_rows(&pairs)?;
     wait_applied(&state, &id, number(&pairs, MIN_SEQ)?).await?;
     state
         .reader
-        .session(&id)
+        .session(&id, rows)
         .await?
         .map(Json)
         .ok_or_else(|| not_found(&id))

@@ -26,6 +26,11 @@ pub struct Config {
     #[arg(long, env = "DATACAT_READ_WAIT_MS", default_value_t = 2000)]
     pub read_wait_ms: u64,
 
+    /// The longest ClickHouse works on one read, in seconds (`max_execution_time`): a read
+    /// that would take longer is answered `422 query_too_expensive`.
+    #[arg(long, env = "DATACAT_QUERY_TIME_LIMIT_SECS", default_value_t = 60)]
+    pub query_time_limit_secs: u64,
+
     #[command(flatten)]
     pub clickhouse: datacat_warehouse::ClickHouseArgs,
 

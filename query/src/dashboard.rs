@@ -107,6 +107,10 @@ impl WarehouseData {
     }
 }
 
+/// Rows of each list a session's live page shows (its latest): the page is read again every
+/// 2 s while the session is active.
+const LIVE_PAGE_ROWS: u64 = 2000;
+
 #[async_trait]
 impl DataSource for WarehouseData {
     async fn sessions(&self, query: SessionQuery) -> Result<SessionPage, String> {
@@ -115,7 +119,12 @@ impl DataSource for WarehouseData {
     }
 
     async fn session(&self, id: String) -> Result<Option<SessionDetail>, String> {
-        self.run(move |r| async move { r.session(&id).await }).await
+        // A live page reloads this every 2 s: the latest rows only.
+        let rows = datacat_warehouse::DetailRows::Latest {
+            limit: LIVE_PAGE_ROWS,
+        };
+        self.run(move |r| async move { r.session(&id, rows).await })
+            .await
     }
 
     async fn products(&self, query: SessionQuery) -> Result<Vec<ProductSummary>, String> {

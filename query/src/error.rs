@@ -3,7 +3,7 @@
 
 use axum::response::{IntoResponse, Response};
 use datacat_api::errors::ErrorCode;
-use datacat_warehouse::WarehouseError;
+use datacat_warehouse::{RequestFault, WarehouseError};
 use serde_json::json;
 use tracing::error;
 
@@ -29,6 +29,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Forbidden(String),
+    #[error("the query is too expensive to answer; narrow it (fewer sessions, a shorter time range, a smaller page): {0}")]
+    QueryTooExpensive(String),
     #[error("the warehouse is unavailable: {0}")]
     Warehouse(datacat_warehouse::WarehouseError),
 }
@@ -38,7 +40,12 @@ impl From<WarehouseError> for ApiError {
         match error {
             // The request asked for something impossible (a bad cursor): the caller's fault.
             WarehouseError::InvalidInput(message) => ApiError::BadRequest(message),
-            other => ApiError::Warehouse(other),
+            // ClickHouse refused the read for what it asked: still the caller's to change.
+            other => match other.request_fault() {
+                Some(RequestFault::TooExpensive) => ApiError::QueryTooExpensive(other.to_string()),
+                Some(RequestFault::Invalid) => ApiError::BadRequest(other.to_string()),
+                None => ApiError::Warehouse(other),
+            },
         }
     }
 }
@@ -53,6 +60,7 @@ impl ApiError {
             ApiError::InvalidItems { .. } => ErrorCode::InvalidItems,
             ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::QueryTooExpensive(_) => ErrorCode::QueryTooExpensive,
             ApiError::Warehouse(_) => ErrorCode::WarehouseUnavailable,
         }
     }

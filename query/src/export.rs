@@ -215,7 +215,13 @@ pub async fn data_sessions(
     let details = stream::iter(ids)
         .then(move |id| {
             let reader = reader.clone();
-            async move { reader.session(&id).await.map_err(std::io::Error::other) }
+            async move {
+                let rows = datacat_warehouse::DetailRows::default();
+                reader
+                    .session(&id, rows)
+                    .await
+                    .map_err(std::io::Error::other)
+            }
         })
         // A session deleted by retention meanwhile is skipped.
         .try_filter_map(|detail| futures::future::ready(Ok(detail)));

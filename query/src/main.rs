@@ -39,7 +39,9 @@ async fn main() -> Result<()> {
     let config = Config::parse();
     datacat_service::init_tracing();
 
-    let reader = Arc::new(Reader::new(&config.clickhouse.connection())?);
+    let reader = Arc::new(
+        Reader::new(&config.clickhouse.connection())?.with_time_limit(config.query_time_limit_secs),
+    );
     let tokens = auth::Tokens {
         read: config.read_token.clone().filter(|t| !t.is_empty()),
         write: config.write_token.clone().filter(|t| !t.is_empty()),

@@ -4,7 +4,7 @@
 use axum::Json;
 use datacat_api::answers::{
     CreatedSession, DistributionBucket, ErrorBody, EventPage, EventView, MetricAcrossSessions,
-    MetricSeries, MetricStat, MetricView, MetricsAnswer, ProductSummary, ProductsAnswer,
+    MetricSeries, MetricStat, MetricView, MetricsAnswer, MoreRows, ProductSummary, ProductsAnswer,
     SessionDetail, SessionMetric, SessionPage, SessionSummary, StateDiffView, StateSnapshot,
     TrendAnswer, TrendPoint, WriteAnswer,
 };
@@ -49,7 +49,7 @@ use utoipa::OpenApi;
         document,
     ),
     components(schemas(
-        ErrorBody, SessionPage, SessionSummary, SessionDetail, StateSnapshot, EventView,
+        ErrorBody, SessionPage, SessionSummary, SessionDetail, MoreRows, StateSnapshot, EventView,
         MetricView, EventPage, MetricsAnswer, MetricSeries, StateDiffView, ProductsAnswer,
         ProductSummary, TrendAnswer, TrendPoint, MetricAcrossSessions, SessionMetric, DistributionBucket, MetricStat,
         CreatedSession, WriteAnswer, ClientTime, StateBody, EventBody, MetricBody,

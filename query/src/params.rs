@@ -41,6 +41,31 @@ pub fn session_query(query: &Option<String>, extra: &[&str]) -> Result<SessionQu
     SessionQuery::parse(query.as_deref().unwrap_or_default(), extra).map_err(ApiError::BadRequest)
 }
 
+/// Which rows of its lists a session's detail holds: `limit` (10 000 by default, at most
+/// 100 000) rows of each from `offset` (0), in time order.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct DetailParams {
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+/// The detail rows the `limit` and `offset` parameters ask for.
+pub fn detail_rows(pairs: &[(String, String)]) -> Result<datacat_warehouse::DetailRows, ApiError> {
+    let limit = number(pairs, "limit")?.unwrap_or(datacat_warehouse::read::DEFAULT_DETAIL_ROWS);
+    let max = datacat_warehouse::read::MAX_DETAIL_ROWS;
+    if limit == 0 || limit > max {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {max} rows per list, got {limit}"
+        )));
+    }
+    Ok(datacat_warehouse::DetailRows::From {
+        offset: number(pairs, "offset")?.unwrap_or(0),
+        limit,
+    })
+}
+
 /// Read your own writes: the sequence number of the writer's last batch (a daemon's, or a
 /// direct write's `seq`). The read waits (at most `--read-wait-ms`, 2 s by default) until
 /// ingest has applied it, then answers with what is there.

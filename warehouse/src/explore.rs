@@ -200,40 +200,44 @@ struct SessionLabelRow {
 }
 
 impl Reader {
-    /// Fills in product, version and status of the listed sessions (a key lookup).
+    /// Fills in product, version and status of the listed sessions (a key lookup), a
+    /// thousand ids per query: a list of thousands would pass ClickHouse's `max_query_size`.
     async fn describe_sessions(&self, sessions: &mut [SessionMetric]) -> Result<()> {
-        if sessions.is_empty() {
-            return Ok(());
-        }
-        let placeholders = vec!["?"; sessions.len()].join(", ");
-        let sql = Sql {
-            text: format!(
-                "SELECT session_id, product, version, status FROM sessions
-                 WHERE session_id IN ({placeholders})
-                 ORDER BY session_id, last_seq DESC LIMIT 1 BY session_id"
-            ),
-            params: sessions
-                .iter()
-                .map(|s| Param::Str(s.session_id.clone()))
-                .collect(),
-        };
-        let labels: std::collections::HashMap<String, SessionLabelRow> = sql
-            .bind_to(self.client.query(&sql.text))
-            .fetch_all::<SessionLabelRow>()
-            .await?
-            .into_iter()
-            .map(|row| (row.session_id.clone(), row))
-            .collect();
-        for session in sessions {
-            if let Some(label) = labels.get(&session.session_id) {
-                session.product = label.product.clone();
-                session.version = label.version.clone();
-                session.status = Status::from_name(&label.status).unwrap_or_default();
+        for part in sessions.chunks_mut(DESCRIBED_PER_QUERY) {
+            let placeholders = vec!["?"; part.len()].join(", ");
+            let sql = Sql {
+                text: format!(
+                    "SELECT session_id, product, version, status FROM sessions
+                     WHERE session_id IN ({placeholders})
+                     ORDER BY session_id, last_seq DESC LIMIT 1 BY session_id"
+                ),
+                params: part
+                    .iter()
+                    .map(|s| Param::Str(s.session_id.clone()))
+                    .collect(),
+            };
+            let labels: std::collections::HashMap<String, SessionLabelRow> = sql
+                .bind_to(self.client.query(&sql.text))
+                .fetch_all::<SessionLabelRow>()
+                .await?
+                .into_iter()
+                .map(|row| (row.session_id.clone(), row))
+                .collect();
+            for session in part {
+                if let Some(label) = labels.get(&session.session_id) {
+                    session.product = label.product.clone();
+                    session.version = label.version.clone();
+                    session.status = Status::from_name(&label.status).unwrap_or_default();
+                }
             }
         }
         Ok(())
     }
 }
+
+/// Session ids one lookup names (each at most 128 bytes, quoted: well within the 256 KiB
+/// ClickHouse takes in a query by default).
+const DESCRIBED_PER_QUERY: usize = 1000;
 
 /// Equal-width buckets from the smallest to the largest value.
 pub fn distribution(values: &[f64], buckets: usize) -> Vec<DistributionBucket> {

@@ -23,7 +23,7 @@ use thiserror::Error;
 
 pub use maintenance::Maintenance;
 pub use migrations::{migrate, MIGRATIONS};
-pub use read::Reader;
+pub use read::{DetailRows, Reader};
 pub use rowbinary::{EncodedRows, RowSink};
 pub use session_parts::{EventFilter, StatePoint};
 pub use write::{RowSet, Writer};
@@ -52,6 +52,24 @@ impl WarehouseError {
         digits[..end].parse().ok()
     }
 
+    /// Why ClickHouse refused a read because of what it asked (too broad, too long, too
+    /// large a query), if that is why: the caller's to change, not an outage.
+    pub fn request_fault(&self) -> Option<RequestFault> {
+        match self.clickhouse_code()? {
+            // TIMEOUT_EXCEEDED, TOO_MANY_ROWS, TOO_MANY_BYTES, TOO_MANY_ROWS_OR_BYTES,
+            // TOO_MANY_PARTS... of a read, MEMORY_LIMIT of one query ("for query").
+            159 | 158 | 307 | 396 => Some(RequestFault::TooExpensive),
+            241 if self.to_string().contains("for query") => Some(RequestFault::TooExpensive),
+            // SYNTAX_ERROR from a query past max_query_size, CANNOT_COMPILE_REGEXP,
+            // BAD_ARGUMENTS, ARGUMENT_OUT_OF_BOUND: the parameters made a query it cannot run.
+            62 if self.to_string().contains("Max query size exceeded") => {
+                Some(RequestFault::TooExpensive)
+            }
+            427 | 36 | 69 => Some(RequestFault::Invalid),
+            _ => None,
+        }
+    }
+
     /// Whether ClickHouse refused the rows themselves (a value it cannot take, too many
     /// partitions in one insert, a row its own checks reject): sending them again will not
     /// help, while sending fewer may. Everything else (unreachable, overloaded, timed out,
@@ -67,6 +85,15 @@ impl WarehouseError {
             _ => REFUSED_ROWS.contains(&code),
         }
     }
+}
+
+/// What was wrong with a read ClickHouse refused ([`WarehouseError::request_fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFault {
+    /// It would take too long or too much (`max_execution_time` and the like).
+    TooExpensive,
+    /// Its parameters make a query ClickHouse cannot run.
+    Invalid,
 }
 
 /// ClickHouse error codes that refuse the rows sent, not the request: CANNOT_PARSE_TEXT (6),
@@ -264,5 +291,25 @@ mod refusal_tests {
         assert!(!answered("503 Service Unavailable").refuses_the_rows());
         let network = WarehouseError::ClickHouse(clickhouse::error::Error::TimedOut);
         assert!(!network.refuses_the_rows());
+    }
+
+    #[test]
+    fn reads_refused_for_what_they_ask_are_the_callers_fault() {
+        use super::RequestFault::{Invalid, TooExpensive};
+        let timeout = answered("Code: 159, e.displayText() = DB::Exception: Timeout exceeded: elapsed 1.0 seconds, maximum: 1");
+        assert_eq!(timeout.request_fault(), Some(TooExpensive));
+        let size = answered("Code: 62, e.displayText() = DB::Exception: Syntax error: failed at position 262140: Max query size exceeded");
+        assert_eq!(size.request_fault(), Some(TooExpensive));
+        let regexp =
+            answered("Code: 427. DB::Exception: OptimizedRegularExpression: cannot compile re2");
+        assert_eq!(regexp.request_fault(), Some(Invalid));
+        let server_memory = answered("Code: 241. DB::Exception: Memory limit (total) exceeded");
+        assert_eq!(
+            server_memory.request_fault(),
+            None,
+            "the server's state, not the query's"
+        );
+        let down = WarehouseError::ClickHouse(clickhouse::error::Error::TimedOut);
+        assert_eq!(down.request_fault(), None);
     }
 }

@@ -2,8 +2,8 @@
 
 use clickhouse::{Client, Row, RowOwned, RowRead};
 use datacat_api::answers::{
-    EventView, MetricView, SessionDetail, SessionPage, SessionQuery, SessionSummary, SortKey,
-    StateSnapshot,
+    EventView, MetricView, MoreRows, SessionDetail, SessionPage, SessionQuery, SessionSummary,
+    SortKey, StateSnapshot,
 };
 use datacat_protocol::time::rfc3339_ms;
 use datacat_protocol::{ExceptionInfo, Histogram, Level, MachineInfo, MetricKind, Status};
@@ -13,6 +13,39 @@ use serde_json::Value;
 use crate::filter::{is_plain_by_start, session_page, windowed_by_start, Cursor};
 use crate::rows::{EventRow, MetricRow, SessionRow, StateHistoryRow};
 use crate::{Connection, Result};
+
+/// Rows of each list (history, events, metrics) a session's detail holds by default, and at
+/// most: a session can have millions, and a detail is read whole into memory.
+pub const DEFAULT_DETAIL_ROWS: u64 = 10_000;
+pub const MAX_DETAIL_ROWS: u64 = 100_000;
+
+/// Which rows of each list a session's detail holds, in time order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetailRows {
+    /// `limit` rows from `offset`.
+    From { offset: u64, limit: u64 },
+    /// The latest `limit` rows (a live page).
+    Latest { limit: u64 },
+}
+
+impl Default for DetailRows {
+    fn default() -> Self {
+        DetailRows::From {
+            offset: 0,
+            limit: DEFAULT_DETAIL_ROWS,
+        }
+    }
+}
+
+impl DetailRows {
+    fn limit(self) -> u64 {
+        match self {
+            DetailRows::From { limit, .. } | DetailRows::Latest { limit } => {
+                limit.clamp(1, MAX_DETAIL_ROWS)
+            }
+        }
+    }
+}
 
 /// The most sessions one list call returns.
 pub const MAX_PAGE: u32 = 1000;
@@ -42,6 +75,16 @@ impl Reader {
         Ok(Self {
             client: connection.client()?,
         })
+    }
+
+    /// The same reader, each of whose queries ClickHouse stops after `seconds`
+    /// (`max_execution_time`): a read too broad to finish is refused, not left running.
+    pub fn with_time_limit(self, seconds: u64) -> Self {
+        Self {
+            client: self
+                .client
+                .with_setting("max_execution_time", seconds.max(1).to_string()),
+        }
     }
 
     /// Answers when the warehouse is reachable.
@@ -132,7 +175,7 @@ impl Reader {
     }
 
     /// One session with its whole story, or `None` if it was never seen.
-    pub async fn session(&self, id: &str) -> Result<Option<SessionDetail>> {
+    pub async fn session(&self, id: &str, rows: DetailRows) -> Result<Option<SessionDetail>> {
         let Some(row) = self
             .client
             .query("SELECT ?fields FROM sessions FINAL WHERE session_id = ? LIMIT 1")
@@ -142,22 +185,80 @@ impl Reader {
         else {
             return Ok(None);
         };
-        let history = self.rows_of(id, "state_history", "seq, idx").await?;
-        let events = self.rows_of(id, "events", "ts_ms, seq, idx").await?;
-        let metrics = self.rows_of(id, "metrics", "ts_ms, seq, idx").await?;
-        Ok(Some(detail(row, history, events, metrics)?))
+        let (history, cut_history) = self.rows_of(id, "state_history", "seq, idx", rows).await?;
+        let (events, cut_events) = self.rows_of(id, "events", "ts_ms, seq, idx", rows).await?;
+        let (metrics, cut_metrics) = self.rows_of(id, "metrics", "ts_ms, seq, idx", rows).await?;
+        let mut detail = detail(row, history, events, metrics)?;
+        let cut = [
+            ("state_history", cut_history),
+            ("events", cut_events),
+            ("metrics", cut_metrics),
+        ];
+        let lists: Vec<String> = cut
+            .iter()
+            .filter(|(_, cut)| *cut)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if !lists.is_empty() {
+            detail.more = Some(MoreRows {
+                limit: rows.limit(),
+                next_offset: match rows {
+                    DetailRows::From { offset, .. } => Some(offset + rows.limit()),
+                    DetailRows::Latest { .. } => None,
+                },
+                lists,
+            });
+        }
+        Ok(Some(detail))
     }
 
-    /// The rows of one session in one of the tables of its records, in `order`.
+    /// Some rows of one session in one of the tables of its records, in `order` (columns,
+    /// ascending), and whether there were more.
     async fn rows_of<R: RowOwned + RowRead>(
         &self,
         id: &str,
         table: &str,
         order: &str,
-    ) -> Result<Vec<R>> {
-        let sql =
-            format!("SELECT ?fields FROM {table} FINAL WHERE session_id = ? ORDER BY {order}");
-        Ok(self.client.query(&sql).bind(id).fetch_all::<R>().await?)
+        rows: DetailRows,
+    ) -> Result<(Vec<R>, bool)> {
+        let limit = rows.limit();
+        let (sql, offset) = match rows {
+            DetailRows::From { offset, .. } => (
+                format!(
+                    "SELECT ?fields FROM {table} FINAL WHERE session_id = ? \
+                     ORDER BY {order} LIMIT ?, ?"
+                ),
+                offset,
+            ),
+            DetailRows::Latest { .. } => {
+                let descending = order.replace(',', " DESC,") + " DESC";
+                (
+                    format!(
+                        "SELECT * FROM (SELECT ?fields FROM {table} FINAL WHERE session_id = ? \
+                         ORDER BY {descending} LIMIT ?, ?) ORDER BY {order}"
+                    ),
+                    0,
+                )
+            }
+        };
+        // One more than asked for says whether there are more.
+        let mut found = self
+            .client
+            .query(&sql)
+            .bind(id)
+            .bind(offset)
+            .bind(limit + 1)
+            .fetch_all::<R>()
+            .await?;
+        let cut = found.len() as u64 > limit;
+        if cut {
+            match rows {
+                DetailRows::From { .. } => found.truncate(limit as usize),
+                // The oldest of the latest `limit + 1` is the one too many.
+                DetailRows::Latest { .. } => drop(found.remove(0)),
+            }
+        }
+        Ok((found, cut))
     }
 }
 
@@ -234,6 +335,7 @@ fn detail(
         state_history,
         events,
         metrics,
+        more: None,
     })
 }
 

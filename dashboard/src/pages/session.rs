@@ -130,6 +130,9 @@ fn SessionView(session: SessionDetail) -> Element {
         }
         section {
             h2 { "Timeline ({session.events.len()} events)" }
+            if let Some(more) = &session.more {
+                p { class: "muted", "The latest {more.limit} of each list are shown; earlier ones are in the API (GET /api/sessions/{session.id}?offset=)." }
+            }
             Timeline { events: session.events.clone() }
         }
         section {
