@@ -12,10 +12,11 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo build --workspace --bins
 #   5. cargo test --workspace
-#   6. Go client: gofmt, go vet, go test (go/) against the real daemon
-#   7. pytest python/tests with python3
-#   8. pytest python/tests with Python 3.8.18 (the oldest Python 3 the client supports)
-#   9. pytest python/tests with Python 2.7.18
+#   6. cargo fuzz: the batch codec and the call parser, 30 s each (fuzz/README.md)
+#   7. Go client: gofmt, go vet, go test (go/) against the real daemon
+#   8. pytest python/tests with python3
+#   9. pytest python/tests with Python 3.8.18 (the oldest Python 3 the client supports)
+#  10. pytest python/tests with Python 2.7.18
 #
 # Exported to the tests (steps 5-7):
 #   DATACAT_NATS_SERVER_BIN        absolute path of .local/nats/bin/nats-server
@@ -28,7 +29,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$DATACAT_ROOT"
 
-TOTAL_STEPS=9
+TOTAL_STEPS=10
 STEP_NO=0
 STEP_NAME=""
 STEP_T0=$SECONDS
@@ -136,6 +137,10 @@ else
     datacat_log "NATS and ClickHouse run as local processes (no Docker engine, or it lacks ${CONTAINER_IMAGES[*]})"
     cargo test --workspace
 fi
+
+# ---------------------------------------------------------------------------------------------
+step "cargo fuzz: codec and call parser, ${DATACAT_FUZZ_SECONDS:-30} s each"
+bash fuzz/run.sh "${DATACAT_FUZZ_SECONDS:-30}"
 
 # ---------------------------------------------------------------------------------------------
 step "go client: gofmt, go vet, go test"

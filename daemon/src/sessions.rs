@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use datacat_api::calls::Call;
-use datacat_protocol::batch::split_by_size;
+use datacat_protocol::codec::split_by_size;
 use datacat_protocol::record::{Alive, DataDropped, HangChange, Heartbeat, StateUpdate};
 use datacat_protocol::time::{now_ms, rfc3339_ms};
 use datacat_protocol::{

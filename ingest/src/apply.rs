@@ -4,6 +4,7 @@
 //! `seq` and the rows to write. It is deterministic, so a batch applied twice (a redelivery,
 //! or two workers racing) produces identical rows, which the warehouse collapses.
 
+use datacat_protocol::codec::json_size;
 use datacat_protocol::merge::{deep_merge, merge_reporting};
 use datacat_protocol::record::{cut_to, StateUpdate, MAX_NAME_BYTES};
 use datacat_protocol::time::{believed_ts_ms, epoch_days, rfc3339_ms};
@@ -70,23 +71,6 @@ pub const MAX_METRIC_NAMES: usize = 1000;
 
 /// The longest end reason a session keeps (a longer one is cut).
 const MAX_END_REASON_BYTES: usize = 4096;
-
-/// Bytes of a value's JSON text, without building it.
-fn json_bytes(value: &Value) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
-}
 
 impl Progress {
     fn is_terminal(&self) -> bool {
@@ -322,7 +306,7 @@ impl<R: RowSink> At<'_, R> {
     /// the merged state only when the running bound says it might not.
     fn state_takes(&mut self, update: &Value) -> bool {
         let progress = &mut *self.progress;
-        let grown = progress.state_bytes as usize + json_bytes(update);
+        let grown = progress.state_bytes as usize + json_size(update);
         if grown <= MAX_STATE_BYTES {
             // Merging adds at most the update's own text to the state's.
             progress.state_bytes = grown as u64;
@@ -330,12 +314,12 @@ impl<R: RowSink> At<'_, R> {
         }
         let mut merged = progress.state.clone();
         deep_merge(&mut merged, update);
-        let exact = json_bytes(&merged);
+        let exact = json_size(&merged);
         if exact <= MAX_STATE_BYTES {
             progress.state_bytes = exact as u64;
             return true;
         }
-        progress.state_bytes = json_bytes(&progress.state) as u64;
+        progress.state_bytes = json_size(&progress.state) as u64;
         progress.dropped_records += 1;
         let message = format!(
             "a state update was not merged: the state would be {exact} bytes of JSON, and a \

@@ -24,6 +24,20 @@ async fn log_events(daemon: &datacat_integration_tests::Daemon, id: &str, first:
     }
 }
 
+/// Waits until the daemon's flush loop has spooled everything, then `kill -9`.
+async fn kill_once_spooled(daemon: &mut datacat_integration_tests::Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = daemon.get("/health").await.unwrap();
+        if health["pending_records"] == 0 && health["spooled_bytes"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never spooled: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.kill().unwrap();
+}
+
 fn event_numbers(session: &Value) -> Vec<u64> {
     items(session, "events")
         .iter()
@@ -104,17 +118,7 @@ async fn a_killed_daemons_spool_is_delivered_by_the_next_daemon() {
         )
         .await
         .unwrap();
-    // Wait until the flush loop has spooled everything, then kill -9.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let health = first.get("/health").await.unwrap();
-        if health["pending_records"] == 0 && health["spooled_bytes"].as_u64().unwrap() > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never spooled: {health}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    first.kill().unwrap();
+    kill_once_spooled(&mut first).await;
 
     stack.nats.restart().await.unwrap();
     let next = stack.daemon("next-daemon", &[]).unwrap();
@@ -143,16 +147,7 @@ async fn an_adopted_spool_dropped_over_the_cap_is_reported_in_its_session() {
     let mut first = stack.daemon("first-daemon", &[]).unwrap();
     let id = first.register("orphan", "1").await.unwrap();
     log_events(&first, &id, 0, 2000).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let health = first.get("/health").await.unwrap();
-        if health["pending_records"] == 0 && health["spooled_bytes"].as_u64().unwrap() > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never spooled: {health}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    first.kill().unwrap();
+    kill_once_spooled(&mut first).await;
 
     let next = stack
         .daemon("next-daemon", &[("DATACAT_SPOOL_MAX_BYTES", "4096")])

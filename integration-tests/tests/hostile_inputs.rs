@@ -46,7 +46,11 @@ impl Table<'_> {
     /// raw: the status and answer, whatever they are.
     async fn send_raw(&self, via: Via, id: &str, call: &str, body: String) -> (u16, Value) {
         match via {
-            Via::Daemon => self.daemon.post_raw(&format!("/{call}"), body).await.unwrap(),
+            Via::Daemon => self
+                .daemon
+                .post_raw(&format!("/{call}"), body)
+                .await
+                .unwrap(),
             Via::Direct => {
                 let path = match call {
                     "event" => "events",
@@ -82,7 +86,9 @@ impl Table<'_> {
         let started = Instant::now();
         let canary = format!("canary {}", self.inputs);
         let id = self.session(Via::Direct, "canary").await;
-        let (status, answer) = self.send(Via::Direct, &id, "event", json!({"name": canary})).await;
+        let (status, answer) = self
+            .send(Via::Direct, &id, "event", json!({"name": canary}))
+            .await;
         assert_eq!(status, 200, "after {what}: {answer}");
         self.stack
             .wait_session(&id, CANARY_BOUND, |s| {
@@ -148,7 +154,12 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
 
         // Size: larger than NATS takes.
         let (status, answer) = table
-            .send(via, &id, "event", json!({"name": "huge", "data": {"blob": "x".repeat(2 << 20)}}))
+            .send(
+                via,
+                &id,
+                "event",
+                json!({"name": "huge", "data": {"blob": "x".repeat(2 << 20)}}),
+            )
             .await;
         assert_eq!(status, 413, "{via:?}: {answer}");
         table.survived(&tag("a 2 MB event")).await;
@@ -156,21 +167,35 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
         // Huge strings and keys that fit are kept.
         let long = "é".repeat(100_000);
         let (status, answer) = table
-            .send(via, &id, "event", json!({"name": "long", "message": long, "data": {long.clone(): 1}}))
+            .send(
+                via,
+                &id,
+                "event",
+                json!({"name": "long", "message": long, "data": {long.clone(): 1}}),
+            )
             .await;
         assert_eq!(status, 200, "{via:?}: {answer}");
         good.push("long".to_string());
         table.survived(&tag("a 200 KB message and key")).await;
 
         // Depth: 64 levels are kept, 65 refused.
-        let (status, answer) = table.send(via, &id, "state", json!({"state": nested(64)})).await;
+        let (status, answer) = table
+            .send(via, &id, "state", json!({"state": nested(64)}))
+            .await;
         assert_eq!(status, 200, "{via:?}: {answer}");
-        let (status, answer) = table.send(via, &id, "state", json!({"state": {"deep": nested(65)}})).await;
+        let (status, answer) = table
+            .send(via, &id, "state", json!({"state": {"deep": nested(65)}}))
+            .await;
         assert_eq!(status, 400, "{via:?}: {answer}");
         table.survived(&tag("a state 65 levels deep")).await;
 
         // Numbers JSON cannot carry, and sums that overflow.
-        for raw in [r#""value": NaN"#, r#""value": Infinity"#, r#""value": -Infinity"#, r#""value": "fast""#] {
+        for raw in [
+            r#""value": NaN"#,
+            r#""value": Infinity"#,
+            r#""value": -Infinity"#,
+            r#""value": "fast""#,
+        ] {
             let body = match via {
                 Via::Daemon => format!(r#"{{"session_id": "{id}", "name": "fps", {raw}}}"#),
                 Via::Direct => format!(r#"{{"name": "fps", {raw}}}"#),
@@ -179,10 +204,14 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
             assert_eq!(status, 400, "{via:?} {raw}: {answer}");
         }
         for _ in 0..2 {
-            let (status, answer) = table.send(via, &id, "metric", json!({"name": "big", "value": 1e308})).await;
+            let (status, answer) = table
+                .send(via, &id, "metric", json!({"name": "big", "value": 1e308}))
+                .await;
             assert_eq!(status, 200, "{via:?}: {answer}");
         }
-        table.survived(&tag("NaN, infinities and two metric values of 1e308")).await;
+        table
+            .survived(&tag("NaN, infinities and two metric values of 1e308"))
+            .await;
 
         // Wrong JSON types and bodies that are not JSON.
         for (call, body) in [
@@ -207,24 +236,48 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
             let (status, answer) = table.send_raw(via, &id, "event", raw.to_string()).await;
             assert_eq!(status / 100, 4, "{via:?} {raw:?}: {answer}");
         }
-        let (status, _) = table.send_raw(via, &id, "event", String::from_utf8_lossy(&[0xff, 0xfe, b'{']).into_owned()).await;
+        let (status, _) = table
+            .send_raw(
+                via,
+                &id,
+                "event",
+                String::from_utf8_lossy(&[0xff, 0xfe, b'{']).into_owned(),
+            )
+            .await;
         assert_eq!(status / 100, 4);
-        table.survived(&tag("wrong types and bodies that are not JSON")).await;
+        table
+            .survived(&tag("wrong types and bodies that are not JSON"))
+            .await;
 
         // Unicode edges are kept as sent.
-        for name in ["emoji 🐈‍⬛", "rtl \u{202e}gnp.exe", "zero\u{200b}width", "nul \u{0} inside", "ascii"] {
+        for name in [
+            "emoji 🐈‍⬛",
+            "rtl \u{202e}gnp.exe",
+            "zero\u{200b}width",
+            "nul \u{0} inside",
+            "ascii",
+        ] {
             table.good_event(via, &id, name).await;
             good.push(name.to_string());
         }
         table.survived(&tag("unicode edge cases")).await;
 
         // Names too long to keep, and too many metric names.
-        let (status, answer) = table.send(via, &id, "metric", json!({"name": "m".repeat(300), "value": 1})).await;
+        let (status, answer) = table
+            .send(
+                via,
+                &id,
+                "metric",
+                json!({"name": "m".repeat(300), "value": 1}),
+            )
+            .await;
         assert_eq!(status, 400, "{via:?}: {answer}");
         let points: Vec<Value> = (0..10_000)
             .map(|i| json!({"kind": "metric", "name": format!("name-{i}"), "value": i}))
             .collect();
-        let (status, answer) = table.send(via, &id, "batch", json!({ "items": points })).await;
+        let (status, answer) = table
+            .send(via, &id, "batch", json!({ "items": points }))
+            .await;
         assert_eq!(status, 200, "{via:?}: {answer}");
         table.survived(&tag("10 000 metric names")).await;
 
@@ -239,16 +292,34 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
             ("t an hour ahead", json!(now + 3600.0)),
             ("t text", json!("yesterday")),
         ] {
-            let (status, answer) = table.send(via, &id, "event", json!({"name": name, "timestamp": timestamp})).await;
+            let (status, answer) = table
+                .send(
+                    via,
+                    &id,
+                    "event",
+                    json!({"name": name, "timestamp": timestamp}),
+                )
+                .await;
             // A time that does not read is taken as absent: the receive time.
             assert_eq!(status, 200, "{via:?} {name}: {answer}");
             good.push(name.to_string());
         }
-        table.survived(&tag("timestamps 0, negative, 1e12, far future, 101 days ago")).await;
+        table
+            .survived(&tag(
+                "timestamps 0, negative, 1e12, far future, 101 days ago",
+            ))
+            .await;
 
         // A state past 256 KiB is not merged (and said so); a long end reason is cut.
         for key in ["a", "b", "c", "d", "e"] {
-            let (status, answer) = table.send(via, &id, "state", json!({"state": {key: "s".repeat(60_000)}})).await;
+            let (status, answer) = table
+                .send(
+                    via,
+                    &id,
+                    "state",
+                    json!({"state": {key: "s".repeat(60_000)}}),
+                )
+                .await;
             assert_eq!(status, 200, "{via:?}: {answer}");
         }
         table.good_event(via, &id, "last").await;
@@ -265,7 +336,10 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
             })
             .await
             .unwrap_or_else(|e| panic!("{via:?}: the good calls arrive: {e}"));
-        assert!(session["state"].get("e").is_none(), "{via:?}: the fifth 60 KB key was not merged");
+        assert!(
+            session["state"].get("e").is_none(),
+            "{via:?}: the fifth 60 KB key was not merged"
+        );
         assert!(session["state"].get("a").is_some());
         assert_eq!(
             session["dropped_records"].as_u64().unwrap(),
@@ -276,19 +350,31 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
         let by_name = |name: &str| events.iter().find(|e| e["name"] == name).unwrap().clone();
         let old = by_name("t 101 days ago");
         assert!(old["client_timestamp"].is_string(), "{old}");
-        let stored = datacat_protocol::time::parse_time_ms(old["timestamp"].as_str().unwrap()).unwrap();
-        assert!(stored as f64 / 1000.0 > now - 3600.0, "stored at the receive time: {old}");
-        assert!(by_name("t 2096")["client_timestamp"].as_str().unwrap().starts_with("2096"));
+        let stored =
+            datacat_protocol::time::parse_time_ms(old["timestamp"].as_str().unwrap()).unwrap();
+        assert!(
+            stored as f64 / 1000.0 > now - 3600.0,
+            "stored at the receive time: {old}"
+        );
+        assert!(by_name("t 2096")["client_timestamp"]
+            .as_str()
+            .unwrap()
+            .starts_with("2096"));
         assert!(by_name("ascii").get("client_timestamp").is_none());
         let summary = stack
             .get_json("/api/metrics/big/sessions?product=hostile")
             .await
             .unwrap();
-        let big = items(&summary, "sessions").iter().find(|s| s["session_id"] == id).cloned();
+        let big = items(&summary, "sessions")
+            .iter()
+            .find(|s| s["session_id"] == id)
+            .cloned();
         assert_eq!(big.unwrap()["peak"], 1e308);
 
         let long_reason = "r".repeat(100_000);
-        let (status, answer) = table.send(via, &id, "end", json!({"reason": long_reason})).await;
+        let (status, answer) = table
+            .send(via, &id, "end", json!({"reason": long_reason}))
+            .await;
         assert_eq!(status, 200, "{via:?}: {answer}");
         let ended = stack.wait_status(&id, "ended").await.unwrap();
         assert_eq!(ended["end_reason"].as_str().unwrap().len(), 4096);
@@ -297,14 +383,25 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
 
     // Odd session ids.
     // (An empty id is no id: the daemon and the query service mint one.)
-    for id in ["../../etc/passwd", "a.b.*.>", "not-a-uuid", &"x".repeat(10_000)] {
+    for id in [
+        "../../etc/passwd",
+        "a.b.*.>",
+        "not-a-uuid",
+        &"x".repeat(10_000),
+    ] {
         let (status, answer) = daemon
-            .post_raw("/register", json!({"product": "p", "version": "1", "session_id": id}).to_string())
+            .post_raw(
+                "/register",
+                json!({"product": "p", "version": "1", "session_id": id}).to_string(),
+            )
             .await
             .unwrap();
         assert_eq!(status, 400, "{id:.20}: {answer}");
         let (status, _) = stack
-            .post_json("/api/sessions", &json!({"product": "p", "version": "1", "session_id": id}))
+            .post_json(
+                "/api/sessions",
+                &json!({"product": "p", "version": "1", "session_id": id}),
+            )
             .await
             .unwrap();
         assert_eq!(status, 400, "{id:.20}");
@@ -315,12 +412,18 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
         assert_eq!(status / 100, 4, "{id:.20}");
     }
     let (status, _) = stack
-        .post_json(&format!("/api/sessions/{}/events", "%2E%2E"), &json!({"name": "e"}))
+        .post_json(
+            &format!("/api/sessions/{}/events", "%2E%2E"),
+            &json!({"name": "e"}),
+        )
         .await
         .unwrap();
     assert_eq!(status, 404);
     let (status, _) = daemon
-        .post_raw("/register", json!({"product": "p".repeat(300), "version": "1"}).to_string())
+        .post_raw(
+            "/register",
+            json!({"product": "p".repeat(300), "version": "1"}).to_string(),
+        )
         .await
         .unwrap();
     assert_eq!(status, 400, "a product name past 256 bytes");
@@ -328,7 +431,9 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
 
     // What only a broken or old client could publish: garbage MessagePack, a state nested
     // past the limit, garbage near the largest message NATS takes, a sequence far ahead.
-    table.publish("garbage", vec![0xc1, 0xff, 0x00, 0x93, 0xdc]).await;
+    table
+        .publish("garbage", vec![0xc1, 0xff, 0x00, 0x93, 0xdc])
+        .await;
     table.dead_letters += 1;
     table.survived("garbage MessagePack").await;
 
@@ -343,26 +448,41 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
         seq: 0,
         records: vec![
             start.clone(),
-            Record::State(StateUpdate { ts_ms: 1, update: nested(70) }),
+            Record::State(StateUpdate {
+                ts_ms: 1,
+                update: nested(70),
+            }),
         ],
     };
-    table.publish(&deep.session_id, encode_batch(&deep).unwrap()).await;
+    table
+        .publish(&deep.session_id, encode_batch(&deep).unwrap())
+        .await;
     table.dead_letters += 1;
-    table.survived("a state nested 70 deep from an old client").await;
+    table
+        .survived("a state nested 70 deep from an old client")
+        .await;
 
     let max_payload = 1 << 20;
-    table.publish("near-the-limit", vec![0xdc; max_payload - 200]).await;
+    table
+        .publish("near-the-limit", vec![0xdc; max_payload - 200])
+        .await;
     table.dead_letters += 1;
-    table.survived("a garbage message 200 bytes under the limit").await;
+    table
+        .survived("a garbage message 200 bytes under the limit")
+        .await;
 
     let ahead = Batch {
         session_id: "far-ahead".into(),
         seq: 1 << 40,
         records: vec![start],
     };
-    table.publish(&ahead.session_id, encode_batch(&ahead).unwrap()).await;
+    table
+        .publish(&ahead.session_id, encode_batch(&ahead).unwrap())
+        .await;
     stack
-        .wait_session("far-ahead", Duration::from_secs(60), |s| s["product"] == "old-client")
+        .wait_session("far-ahead", Duration::from_secs(60), |s| {
+            s["product"] == "old-client"
+        })
         .await
         .expect("a batch far ahead is applied after the gap wait");
     table.survived("a sequence number 2^40 ahead").await;

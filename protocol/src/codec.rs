@@ -6,6 +6,7 @@
 use thiserror::Error;
 
 use crate::batch::Batch;
+use crate::record::Record;
 
 /// The format byte of the current encoding.
 pub const FORMAT_V1: u8 = 1;
@@ -31,22 +32,54 @@ pub fn encode_batch(batch: &Batch) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// Counts the bytes written to it: a value's size without keeping its encoding.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// How many bytes `value` takes in this encoding (measured by encoding it, without keeping
 /// the bytes): what a record adds to a batch.
 pub fn encoded_size<T: serde::Serialize + ?Sized>(value: &T) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
+    let mut counter = ByteCounter(0);
     let _ = rmp_serde::encode::write_named(&mut counter, value);
     counter.0
+}
+
+/// How many bytes `value` takes as JSON text (how a session's state is kept in its progress
+/// record), without building the text.
+pub fn json_size(value: &serde_json::Value) -> usize {
+    let mut counter = ByteCounter(0);
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+/// Splits records, in order, into groups whose encoded size stays under `max_bytes` (a single
+/// record larger than that is a group of its own): the records of one batch each.
+pub fn split_by_size(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
+    let mut groups = Vec::new();
+    let mut current = Vec::new();
+    let mut current_bytes = 0;
+    for record in records {
+        let size = encoded_size(&record);
+        if !current.is_empty() && current_bytes + size > max_bytes {
+            groups.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current_bytes += size;
+        current.push(record);
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
 }
 
 pub fn decode_batch(bytes: &[u8]) -> Result<Batch, CodecError> {
@@ -183,6 +216,19 @@ mod tests {
         assert!(decode_batch(&with_state(nested(StateUpdate::MAX_DEPTH))).is_ok());
         let error = decode_batch(&with_state(nested(StateUpdate::MAX_DEPTH + 1))).unwrap_err();
         assert!(error.to_string().contains("at most 64"), "{error}");
+    }
+
+    #[test]
+    fn a_split_keeps_order_and_respects_the_limit() {
+        let records: Vec<crate::Record> = (0..100)
+            .map(|i| crate::Record::Heartbeat(crate::record::Heartbeat { ts_ms: i }))
+            .collect();
+        let one = encoded_size(&records[0]);
+        let groups = split_by_size(records.clone(), one * 10);
+        assert!(groups.iter().all(|g| g.len() <= 10));
+        assert_eq!(groups.concat(), records);
+        assert_eq!(split_by_size(records.clone(), usize::MAX).len(), 1);
+        assert_eq!(split_by_size(Vec::new(), 10).len(), 0);
     }
 
     fn sample() -> Batch {

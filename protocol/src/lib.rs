@@ -3,7 +3,7 @@
 //!
 //! * [`record`]: what a session produces (start, state update, event, metric, heartbeat, end).
 //! * [`batch`]: the unit the daemon publishes: one session, one sequence number, many records.
-//! * [`codec`]: the versioned MessagePack encoding of a batch.
+//! * [`codec`]: the versioned MessagePack encoding of a batch, and the sizes of what it carries.
 //! * [`subject`]: JetStream stream, subject and key-value names.
 //! * [`merge`]: the deep merge that defines a session's state, and the diff that inverts it.
 //! * [`names`]: enums whose variants each have one name.

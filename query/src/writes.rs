@@ -12,8 +12,8 @@ use async_nats::jetstream::{self, kv};
 use datacat_jetstream::{
     batch_room, connect_options, publish_with_retry, Outgoing, Retry, HEADROOM,
 };
-use datacat_protocol::batch::split_by_size;
 use datacat_protocol::codec::encoded_size;
+use datacat_protocol::codec::split_by_size;
 use datacat_protocol::record::Record;
 use datacat_protocol::subject::{direct_write_key, DIRECT_WRITES_BUCKET};
 use datacat_protocol::Batch;
