@@ -4,7 +4,7 @@
 //! `seq` and the rows to write. It is deterministic, so a batch applied twice (a redelivery,
 //! or two workers racing) produces identical rows, which the warehouse collapses.
 
-use datacat_protocol::codec::json_size;
+use datacat_protocol::codec::{json_size, json_size_bound};
 use datacat_protocol::merge::{deep_merge, merge_reporting};
 use datacat_protocol::record::{cut_to, StateUpdate, MAX_NAME_BYTES};
 use datacat_protocol::time::{believed_ts_ms, epoch_days, rfc3339_ms};
@@ -306,9 +306,9 @@ impl<R: RowSink> At<'_, R> {
     /// the merged state only when the running bound says it might not.
     fn state_takes(&mut self, update: &Value) -> bool {
         let progress = &mut *self.progress;
-        let grown = progress.state_bytes as usize + json_size(update);
+        let grown = progress.state_bytes as usize + json_size_bound(update);
         if grown <= MAX_STATE_BYTES {
-            // Merging adds at most the update's own text to the state's.
+            // Merging adds at most the update's own text to the state's (bounded here).
             progress.state_bytes = grown as u64;
             return true;
         }

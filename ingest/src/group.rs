@@ -479,7 +479,12 @@ impl Committer {
         // Batches whose rows ClickHouse refused: dead-lettered, and the plan, whose progress
         // counts them, is void (the others are applied again, without them).
         let mut refused = false;
-        for message in std::mem::take(&mut plan.applied) {
+        let messages = if refusals.0.contains_key(&plan.key) {
+            std::mem::take(&mut plan.applied)
+        } else {
+            Vec::new()
+        };
+        for message in messages {
             let seq = decode_batch_head(&message.payload)
                 .ok()
                 .map(|head| head.seq);

@@ -53,6 +53,33 @@ pub fn encoded_size<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     counter.0
 }
 
+/// An upper bound of [`json_size`], found without writing the text (several times cheaper:
+/// no number is formatted, no string copied): a number counts as 24 bytes (the longest a
+/// float is written), an escaped character as 6.
+pub fn json_size_bound(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    fn text(s: &str) -> usize {
+        let escaped = s
+            .bytes()
+            .filter(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
+            .count();
+        s.len() + 2 + 5 * escaped
+    }
+    match value {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => text(s),
+        Value::Array(items) => 2 + items.iter().map(|v| json_size_bound(v) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| text(k) + 1 + json_size_bound(v) + 1)
+                .sum::<usize>()
+        }
+    }
+}
+
 /// How many bytes `value` takes as JSON text (how a session's state is kept in its progress
 /// record), without building the text.
 pub fn json_size(value: &serde_json::Value) -> usize {
@@ -229,6 +256,18 @@ mod tests {
         assert_eq!(groups.concat(), records);
         assert_eq!(split_by_size(records.clone(), usize::MAX).len(), 1);
         assert_eq!(split_by_size(Vec::new(), 10).len(), 0);
+    }
+
+    #[test]
+    fn the_json_size_bound_is_never_below_the_size() {
+        for value in [
+            json!(null),
+            json!({"a": [1, -2.2250738585072014e-308, true, false, null, "x\"\n\u{1}\\"]}),
+            json!({"": {}, "é": [], "k": u64::MAX, "n": i64::MIN}),
+            json!("plain"),
+        ] {
+            assert!(json_size_bound(&value) >= json_size(&value), "{value}");
+        }
     }
 
     fn sample() -> Batch {

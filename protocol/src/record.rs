@@ -90,13 +90,25 @@ impl StateUpdate {
         if !update.is_object() {
             return Some("a state update must be a JSON object".into());
         }
-        let depth = json_depth(update);
-        (depth > Self::MAX_DEPTH).then(|| {
+        // Every update ingest decodes is checked: the walk stops below the limit.
+        nests_deeper_than(update, Self::MAX_DEPTH).then(|| {
             format!(
-                "the state nests {depth} levels deep; at most {} are kept",
+                "the state nests {} levels deep; at most {} are kept",
+                json_depth(update),
                 Self::MAX_DEPTH
             )
         })
+    }
+}
+
+/// Whether `value` nests more than `levels` levels (looking no deeper than that).
+fn nests_deeper_than(value: &Value, levels: usize) -> bool {
+    match value {
+        Value::Object(map) => levels == 0 || map.values().any(|v| nests_deeper_than(v, levels - 1)),
+        Value::Array(items) => {
+            levels == 0 || items.iter().any(|v| nests_deeper_than(v, levels - 1))
+        }
+        _ => false,
     }
 }
 
