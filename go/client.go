@@ -162,7 +162,7 @@ func (c *Client) startDaemon(ctx context.Context) error {
 	if c.transport != nil {
 		c.transport.close()
 	}
-	c.transport = newTransport(fmt.Sprintf("http://127.0.0.1:%d", port), "", c.opts.Timeout)
+	c.transport = newTransport(fmt.Sprintf("http://127.0.0.1:%d", port), c.daemon.Token(), c.opts.Timeout)
 	return nil
 }
 

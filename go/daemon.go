@@ -17,7 +17,8 @@ import (
 	"time"
 )
 
-// readyPrefix is the daemon's one line on stdout: "DATACAT_DAEMON_READY <port>".
+// readyPrefix starts the daemon's one line on stdout: "DATACAT_DAEMON_READY <port> <token>".
+// Every call carries the token (other local users' processes can reach the port).
 const readyPrefix = "DATACAT_DAEMON_READY"
 
 // DaemonManager starts and stops a datacat-daemon for this process (docs/daemon-api.md):
@@ -42,6 +43,7 @@ type DaemonManager struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	port  int
+	token string
 	done  chan struct{}
 }
 
@@ -126,7 +128,7 @@ func (m *DaemonManager) Start(ctx context.Context) (int, error) {
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("datacat: starting %s: %w", binary, err)
 	}
-	port, err := readReadyLine(ctx, stdout, m.startupTimeout())
+	port, token, err := readReadyLine(ctx, stdout, m.startupTimeout())
 	if err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -137,7 +139,7 @@ func (m *DaemonManager) Start(ctx context.Context) (int, error) {
 		_ = cmd.Wait()
 		close(done)
 	}()
-	m.cmd, m.stdin, m.port, m.done = cmd, stdin, port, done
+	m.cmd, m.stdin, m.port, m.token, m.done = cmd, stdin, port, token, done
 	return port, nil
 }
 
@@ -163,24 +165,30 @@ func (m *DaemonManager) openLog() (*os.File, error) {
 	return file, nil
 }
 
-// readReadyLine reads the daemon's stdout until its ready line, within the timeout.
-func readReadyLine(ctx context.Context, stdout io.Reader, timeout time.Duration) (int, error) {
+// readReadyLine reads the daemon's stdout until its ready line, within the timeout: the port
+// and the token (empty from a daemon that prints none).
+func readReadyLine(ctx context.Context, stdout io.Reader, timeout time.Duration) (int, string, error) {
 	type result struct {
-		port int
-		err  error
+		port  int
+		token string
+		err   error
 	}
 	found := make(chan result, 1)
 	go func() {
 		scanner := bufio.NewScanner(stdout)
 		for scanner.Scan() {
 			fields := strings.Fields(scanner.Text())
-			if len(fields) == 2 && fields[0] == readyPrefix {
+			if (len(fields) == 2 || len(fields) == 3) && fields[0] == readyPrefix {
 				port, err := strconv.Atoi(fields[1])
 				if err != nil || port <= 0 || port > 65535 {
 					found <- result{err: fmt.Errorf("printed a malformed ready line %q", scanner.Text())}
 					return
 				}
-				found <- result{port: port}
+				token := ""
+				if len(fields) == 3 {
+					token = fields[2]
+				}
+				found <- result{port: port, token: token}
 				// The daemon never writes stdout again; drain in case it does.
 				_, _ = io.Copy(io.Discard, stdout)
 				return
@@ -192,11 +200,11 @@ func readReadyLine(ctx context.Context, stdout io.Reader, timeout time.Duration)
 	defer timer.Stop()
 	select {
 	case r := <-found:
-		return r.port, r.err
+		return r.port, r.token, r.err
 	case <-timer.C:
-		return 0, fmt.Errorf("did not print %s within %v", readyPrefix, timeout)
+		return 0, "", fmt.Errorf("did not print %s within %v", readyPrefix, timeout)
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return 0, "", ctx.Err()
 	}
 }
 
@@ -220,6 +228,16 @@ func (m *DaemonManager) IsRunning() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.runningLocked()
+}
+
+// Token is what every call to the daemon must carry (empty before Start).
+func (m *DaemonManager) Token() string {
+	if m == nil {
+		return ""
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.token
 }
 
 // Port is the daemon's loopback port (0 before Start).

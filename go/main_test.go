@@ -148,7 +148,13 @@ func streamMessages(t *testing.T, session string) int {
 // daemonView is what the daemon holds of the session (GET /session).
 func daemonView(t *testing.T, c *Client, session string) map[string]any {
 	t.Helper()
-	response, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/session?session_id=%s", c.Daemon().Port(), session))
+	url := fmt.Sprintf("http://127.0.0.1:%d/session?session_id=%s", c.Daemon().Port(), session)
+	request, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatalf("daemon /session: %v", err)
+	}
+	request.Header.Set("Authorization", "Bearer "+c.Daemon().Token())
+	response, err := http.DefaultClient.Do(request)
 	if err != nil {
 		t.Fatalf("daemon /session: %v", err)
 	}

@@ -16,6 +16,10 @@ datacat_protocol::named_enum! {
         MethodNotAllowed = "method_not_allowed",
         /// The session has already ended.
         SessionEnded = "session_ended",
+        /// A write's body is not declared `application/json`.
+        UnsupportedMediaType = "unsupported_media_type",
+        /// Too many attempts (failed sign-ins from one address); wait.
+        TooManyRequests = "too_many_requests",
         /// The body is larger than the service takes.
         PayloadTooLarge = "payload_too_large",
         /// A read ClickHouse would not finish within its limits (time, rows, query size):
@@ -39,6 +43,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::SessionEnded => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::QueryTooExpensive => 422,
             ErrorCode::Unavailable | ErrorCode::WarehouseUnavailable => 503,
         }

@@ -7,6 +7,7 @@
 //! * [`answers`]: the JSON shapes the query service answers with.
 //! * [`query`]: the sessions-list filters, parsed from and written to URL query strings.
 //! * [`errors`]: the error codes of JSON error answers, and their HTTP statuses.
+//! * [`handshake`]: the daemon's ready line (its port and the token calls carry).
 //!
 //! With the `openapi` feature, every shape also describes itself for the OpenAPI document
 //! (the query service turns it on; a daemon has no use for it).
@@ -14,4 +15,5 @@
 pub mod answers;
 pub mod calls;
 pub mod errors;
+pub mod handshake;
 pub mod query;

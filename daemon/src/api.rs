@@ -53,7 +53,40 @@ type Body = Result<Bytes, BytesRejection>;
 /// The heartbeat timeout when a client starts monitoring without one.
 const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn router(daemon: Arc<Daemon>, max_body_bytes: usize) -> Router {
+/// Every call but `/health` and `/metrics` (counts only) carries the daemon's token: other
+/// local users' processes can reach the port, and must neither read sessions nor write to
+/// them.
+async fn require_token(
+    State(token): State<Arc<str>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use subtle::ConstantTimeEq;
+    if matches!(request.uri().path(), "/health" | "/metrics") {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(presented) if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError::Unauthorized("the daemon's token is not this".into()).into_response(),
+        None => ApiError::Unauthorized(
+            "send the daemon's token (the last word of its ready line) as Authorization: Bearer <token>"
+                .into(),
+        )
+        .into_response(),
+    }
+}
+
+pub fn router(daemon: Arc<Daemon>, max_body_bytes: usize, token: String) -> Router {
+    let token: Arc<str> = token.into();
     Router::new()
         .route("/register", post(register))
         .route("/state", post(state))
@@ -76,6 +109,7 @@ pub fn router(daemon: Arc<Daemon>, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(token, require_token))
         .with_state(daemon)
 }
 

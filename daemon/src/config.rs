@@ -21,9 +21,16 @@ pub struct Config {
     pub nats_url: String,
 
     /// Address of the client API. Port 0 lets the OS choose; the chosen port is printed on
-    /// stdout as `DATACAT_DAEMON_READY <port>`.
+    /// stdout as `DATACAT_DAEMON_READY <port> <token>`.
     #[arg(long, env = "DATACAT_DAEMON_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+
+    /// The token every call but `/health` must carry (`Authorization: Bearer <token>`), so
+    /// that other local users' processes cannot read or write this daemon's sessions.
+    /// Default: a fresh random one, printed in the ready line for the client that started
+    /// the daemon. Set it to share a daemon started by hand.
+    #[arg(long, env = "DATACAT_DAEMON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 
     /// PID of the application; when it dies, its open sessions are marked crashed.
     /// EOF on stdin means the same thing.

@@ -20,6 +20,9 @@ pub enum ApiError {
     Ended(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The call does not carry this daemon's token.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The body, or the record a call makes, is larger than the daemon takes.
     #[error("{0}")]
     TooLarge(String),
@@ -38,6 +41,7 @@ impl ApiError {
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Ended(_) => ErrorCode::SessionEnded,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
             ApiError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::InvalidItems { .. } => ErrorCode::InvalidItems,
         }

@@ -1,8 +1,8 @@
 //! `datacat-daemon`: the per-application process that takes client calls on loopback,
 //! batches them per session and publishes them to NATS JetStream.
 //!
-//! Start-up is a handshake: bind an OS-chosen port, print `DATACAT_DAEMON_READY <port>` on
-//! stdout, never write stdout again. The client holds our stdin open; EOF means the
+//! Start-up is a handshake: bind an OS-chosen port, print `DATACAT_DAEMON_READY <port>
+//! <token>` on stdout, never write stdout again (the token is what every call must carry). The client holds our stdin open; EOF means the
 //! application is gone (see `parent`).
 
 // The daemon parses and buffers many small values per call; glibc's allocator was a third
@@ -37,9 +37,6 @@ use crate::config::Config;
 use crate::publisher::Publisher;
 use crate::sessions::Registry;
 use crate::spool::Spool;
-
-/// The line the client waits for; the port follows it.
-const READY_LINE: &str = "DATACAT_DAEMON_READY";
 
 fn main() -> Result<()> {
     // Small beats fast beside the application: a daemon that touches a few KiB of a 2 MiB
@@ -86,7 +83,11 @@ async fn run(config: Config) -> Result<()> {
         ),
         query_url: config.query_url.clone().filter(|url| !url.is_empty()),
     });
-    let app = api::router(daemon, config.max_body_bytes);
+    let token = match config.token.clone().filter(|t| !t.is_empty()) {
+        Some(token) => token,
+        None => datacat_service::random_secret().context("making the daemon's token")?,
+    };
+    let app = api::router(daemon, config.max_body_bytes, token.clone());
 
     tokio::spawn(sessions::flush_loop(registry.clone(), shutdown.clone()));
     tokio::spawn(parent::watch(
@@ -103,8 +104,9 @@ async fn run(config: Config) -> Result<()> {
     }
     tokio::spawn(datacat_service::cancel_on_signal(shutdown.clone()));
 
-    announce_ready(port)?;
-    info!(port, nats = %config.nats_url, "datacat-daemon ready");
+    announce_ready(port, &token)?;
+    let nats = datacat_service::redacted_url(&config.nats_url);
+    info!(port, %nats, "datacat-daemon ready");
 
     let serve_shutdown = shutdown.clone();
     let server = axum::serve(listener, app)
@@ -129,9 +131,13 @@ async fn run(config: Config) -> Result<()> {
 }
 
 /// The handshake line, then stdout is never used again (its reader may be gone).
-fn announce_ready(port: u16) -> Result<()> {
+fn announce_ready(port: u16, token: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{READY_LINE} {port}")?;
+    writeln!(
+        stdout,
+        "{}",
+        datacat_api::handshake::Ready::line(port, token)
+    )?;
     stdout.flush()?;
     Ok(())
 }

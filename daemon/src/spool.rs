@@ -135,10 +135,29 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
 }
 
 fn open_segment(dir: &Path, segment: u64) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(segment_path(dir, segment))
+    private(OpenOptions::new().create(true).append(true)).open(segment_path(dir, segment))
+}
+
+/// Files the spool creates are its user's alone (0600): they hold what applications logged.
+fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
+}
+
+/// Creates `dir` (and its parents) and makes it its user's alone (0700).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Writes a whole file, its user's alone.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    private(OpenOptions::new().create(true).write(true).truncate(true))
+        .open(path)?
+        .write_all(bytes)
 }
 
 impl Spool {
@@ -150,15 +169,19 @@ impl Spool {
         sync: SpoolSync,
     ) -> std::io::Result<Self> {
         let dir = root.join(daemon_id);
-        fs::create_dir_all(&dir)?;
-        let lock = File::create(dir.join("lock"))?;
+        private_dir(root)?;
+        private_dir(&dir)?;
+        let lock = private(OpenOptions::new().create(true).truncate(true).write(true))
+            .open(dir.join("lock"))?;
         lock.try_lock()
             .map_err(|e| std::io::Error::other(format!("locking {}: {e}", dir.display())))?;
+        // Which server the batches are for, without its credentials.
+        let nats_url = datacat_service::redacted_url(nats_url);
         let meta = Meta {
-            nats_url: nats_url.to_string(),
+            nats_url: nats_url.clone(),
             pid: std::process::id(),
         };
-        fs::write(dir.join("meta.json"), serde_json::to_vec(&meta)?)?;
+        write_private(&dir.join("meta.json"), &serde_json::to_vec(&meta)?)?;
         let writer = Writer {
             file: open_segment(&dir, 1)?,
             segment: 1,
@@ -174,7 +197,7 @@ impl Spool {
         };
         let spool = Self {
             root: root.to_path_buf(),
-            nats_url: nats_url.to_string(),
+            nats_url,
             sync,
             state: Mutex::new(State {
                 sources: vec![own],
@@ -200,7 +223,7 @@ impl Spool {
     /// path. Fails once the folder holds [`SET_ASIDE_MAX_BYTES`].
     pub fn set_aside(&self, entry: &SpoolEntry) -> std::io::Result<PathBuf> {
         let dir = self.root.join("refused");
-        fs::create_dir_all(&dir)?;
+        private_dir(&dir)?;
         let held: u64 = fs::read_dir(&dir)?
             .flatten()
             .filter_map(|e| e.metadata().ok())
@@ -224,7 +247,7 @@ impl Spool {
             })
             .collect();
         let path = dir.join(format!("{name}.{}.batch", entry.seq));
-        fs::write(&path, &entry.payload)?;
+        write_private(&path, &entry.payload)?;
         Ok(path)
     }
 
@@ -245,7 +268,8 @@ impl Spool {
             else {
                 continue;
             };
-            if meta.nats_url != self.nats_url {
+            // (An older daemon wrote the URL whole.)
+            if datacat_service::redacted_url(&meta.nats_url) != self.nats_url {
                 continue;
             }
             let Ok(lock) = OpenOptions::new().write(true).open(dir.join("lock")) else {
@@ -676,6 +700,34 @@ mod tests {
             spool.commit(&chunk);
         }
         seqs
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_spool_is_its_users_alone_and_names_no_credentials() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let spool_root = root.path().join("spool");
+        let spool = Spool::open(
+            &spool_root,
+            "a",
+            "nats://daemon:s3cret@h:4222",
+            SpoolSync::Never,
+        )
+        .unwrap();
+        spool.append(&[entry(1, 10)]).unwrap();
+        let dir = spool_root.join("a");
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&spool_root), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        for file in ["lock", "meta.json", "0000000000000001.seg"] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+        }
+        let meta = fs::read_to_string(dir.join("meta.json")).unwrap();
+        assert!(
+            !meta.contains("s3cret") && meta.contains("nats://h:4222"),
+            "{meta}"
+        );
     }
 
     #[test]

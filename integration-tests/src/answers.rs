@@ -9,7 +9,13 @@ pub async fn post(
     url: String,
     body: impl Into<reqwest::Body>,
 ) -> Result<(u16, Value)> {
-    let response = client.post(url).body(body).send().await?;
+    // JSON, as every client sends it (direct writes refuse any other type).
+    let response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await?;
     let status = response.status().as_u16();
     let text = response.text().await?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))

@@ -1,6 +1,7 @@
 //! A real `datacat-daemon`, started with the same handshake clients use, for tests that
 //! talk to it directly (a client with nothing to hide: plain HTTP).
 
+use datacat_api::handshake::Ready;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -17,7 +18,21 @@ pub struct Daemon {
     /// Held open like an application does; dropping it is the application exiting.
     stdin: Option<ChildStdin>,
     pub url: String,
+    /// Sends the daemon's token with every call.
     client: reqwest::Client,
+    /// The daemon's token (from its ready line).
+    pub token: String,
+}
+
+/// A client that sends the daemon's token with every request.
+pub fn authorized_client(ready: &Ready) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = ready.authorization() {
+        headers.insert(reqwest::header::AUTHORIZATION, value.parse()?);
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }
 
 impl Daemon {
@@ -51,16 +66,17 @@ impl Daemon {
         let line = receiver
             .recv_timeout(Duration::from_secs(20))
             .context("no readiness line from the daemon")?;
-        let Some(port) = line.trim().strip_prefix("DATACAT_DAEMON_READY ") else {
+        let Some(ready) = Ready::parse(&line) else {
             bail!("unexpected readiness line {line:?}; see {}", log.display());
         };
-        let url = format!("http://127.0.0.1:{}", port.trim());
+        let url = format!("http://127.0.0.1:{}", ready.port);
         let stdin = child.stdin.take();
         Ok(Self {
             child,
             stdin,
             url,
-            client: reqwest::Client::new(),
+            client: authorized_client(&ready)?,
+            token: ready.token.unwrap_or_default(),
         })
     }
 

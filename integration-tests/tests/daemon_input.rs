@@ -106,7 +106,10 @@ async fn garbage_is_rejected_and_the_daemon_keeps_serving() {
             "a clear message for {path}"
         );
     }
-    let wrong_method = reqwest::get(format!("{}/register", daemon.url))
+    let wrong_method = reqwest::Client::new()
+        .get(format!("{}/register", daemon.url))
+        .bearer_auth(&daemon.token)
+        .send()
         .await
         .unwrap();
     assert_eq!(wrong_method.status().as_u16(), 405);
@@ -177,4 +180,83 @@ async fn garbage_is_rejected_and_the_daemon_keeps_serving() {
     assert_eq!(metrics.len(), 2, "{metrics:?}");
     let histogram = metrics.iter().find(|m| m["name"] == "lat").unwrap();
     assert_eq!(histogram["histogram"]["counts"], json!([0, 1, 0]));
+}
+
+/// Another local user's process can reach the daemon's port but not its token: it can
+/// neither list sessions, nor end one, nor write to one. The token comes in the ready line;
+/// `/health` and `/metrics` (counts only) stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_the_daemons_token_is_refused() {
+    let stack = Stack::start().await.expect("stack starts");
+    let daemon = stack.daemon("daemon", &[]).unwrap();
+    let id = daemon.register("private", "1").await.unwrap();
+    assert_eq!(
+        daemon.token.len(),
+        64,
+        "a fresh 256-bit token: {}",
+        daemon.token
+    );
+    let stranger = reqwest::Client::new();
+    let calls = [
+        (reqwest::Method::GET, "/sessions", String::new()),
+        (
+            reqwest::Method::GET,
+            &*format!("/session?session_id={id}"),
+            String::new(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/end",
+            json!({"session_id": id}).to_string(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/event",
+            json!({"session_id": id, "name": "forged"}).to_string(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/register",
+            json!({"product": "p", "version": "1"}).to_string(),
+        ),
+    ];
+    for (method, path, body) in &calls {
+        for token in [None, Some("not-the-token"), Some(&daemon.token[..63])] {
+            let mut request = stranger
+                .request(method.clone(), format!("{}{path}", daemon.url))
+                .body(body.clone());
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response.status().as_u16(),
+                401,
+                "{method} {path} with {token:?}"
+            );
+            let answer: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(answer["error"], "unauthorized", "{answer}");
+        }
+    }
+    let health = stranger
+        .get(format!("{}/health", daemon.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    // The session is untouched: still active, without the forged event.
+    daemon
+        .post("/event", json!({"session_id": id, "name": "mine"}))
+        .await
+        .unwrap();
+    let session = stack
+        .wait_session(&id, Duration::from_secs(30), |s| {
+            items(s, "events").iter().any(|e| e["name"] == "mine")
+        })
+        .await
+        .unwrap();
+    assert_eq!(session["status"], "active");
+    assert!(items(&session, "events")
+        .iter()
+        .all(|e| e["name"] != "forged"));
 }

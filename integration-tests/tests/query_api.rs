@@ -480,14 +480,160 @@ async fn tokens_guard_reads_and_writes() {
         .await
         .unwrap();
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.starts_with("datacat_token="), "{cookie}");
-    let page = no_redirect
-        .get(format!("{base}/"))
-        .header("cookie", cookie.split(';').next().unwrap())
+    // A signed, expiring session value, not the token.
+    assert!(cookie.starts_with("datacat_session="), "{cookie}");
+    for flag in ["HttpOnly", "SameSite=Strict", "Max-Age=43200", "Path=/"] {
+        assert!(cookie.contains(flag), "{flag}: {cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure") && !cookie.contains("reader-secret"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page_with = |cookie: String| {
+        let request = no_redirect.get(format!("{base}/")).header("cookie", cookie);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(page_with(session.clone()).await, 200);
+    // Forged or altered: back to the sign-in form.
+    assert_eq!(
+        page_with("datacat_session=r.99999999999.00".into()).await,
+        303
+    );
+    assert_eq!(page_with("datacat_token=reader-secret".into()).await, 303);
+    let upgraded = session.replacen("=r.", "=w.", 1);
+    assert_eq!(page_with(upgraded).await, 303);
+    // Behind a TLS proxy the cookie is Secure.
+    let tls = no_redirect
+        .post(format!("{base}/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("token", "reader-secret")])
         .send()
         .await
         .unwrap();
-    assert_eq!(page.status().as_u16(), 200);
+    let tls_cookie = tls.headers()["set-cookie"].to_str().unwrap();
+    assert!(tls_cookie.ends_with("; Secure"), "{tls_cookie}");
+    // Logout clears it.
+    let out = no_redirect
+        .post(format!("{base}/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status().as_u16(), 303);
+    let cleared = out.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.starts_with("datacat_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    // Failed sign-ins from one address are limited.
+    let wrong = || {
+        let request = no_redirect
+            .post(format!("{base}/login"))
+            .form(&[("token", "guess")]);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for _ in 0..5 {
+        assert_eq!(wrong().await, 401);
+    }
+    assert_eq!(wrong().await, 429);
+    // (The right token from that address waits too.)
+    let held = no_redirect
+        .post(format!("{base}/login"))
+        .form(&[("token", "reader-secret")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status().as_u16(), 429);
+    // The socket needs the sign-in when there is a read token.
+    assert_eq!(socket(&base, Some(&base), None).await, 303);
+    assert_eq!(socket(&base, Some(&base), Some(&session)).await, 101);
+    assert_eq!(
+        socket(&base, Some("http://evil.example"), Some(&session)).await,
+        403
+    );
+}
+
+/// The status of a WebSocket handshake on the dashboard's socket, from `origin`.
+async fn socket(base: &str, origin: Option<&str>, cookie: Option<&str>) -> u16 {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut request = client
+        .get(format!("{base}/live/ws?page=/"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// Without a read token the dashboard is open, but only to its own pages: another site's
+/// page cannot open its socket (cross-site WebSocket hijacking). A direct write must be
+/// declared JSON (a cross-site form cannot), and setting only a read token is warned of.
+#[tokio::test]
+async fn an_open_service_is_open_to_its_own_pages_only() {
+    let stack = Stack::start().await.expect("stack starts");
+    let base = stack.query_url.as_str();
+    assert_eq!(socket(base, Some(base), None).await, 101);
+    assert_eq!(socket(base, None, None).await, 101, "not a browser");
+    assert_eq!(socket(base, Some("http://evil.example"), None).await, 403);
+    assert_eq!(socket(base, Some("null"), None).await, 403);
+
+    let id = stack
+        .create_direct(&json!({"product": "p", "version": "1"}))
+        .await
+        .unwrap();
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/api/sessions/{id}/events"))
+            .header("content-type", content_type)
+            .body(r#"{"name": "forged"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{content_type}");
+    }
+    let (status, _) = post(
+        base,
+        &format!("/api/sessions/{id}/events"),
+        r#"{"name": "mine"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Only a read token: writes are open, and the service says so loudly.
+    let port = free_port();
+    let mut command = std::process::Command::new(datacat_bin("datacat-query").unwrap());
+    command
+        .env("DATACAT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DATACAT_CLICKHOUSE_URL", &stack.clickhouse.url)
+        .env("DATACAT_CLICKHOUSE_DATABASE", &stack.database)
+        .env("DATACAT_READ_TOKEN", "reader-secret");
+    let log = stack.logs.path().join("query-read-only.log");
+    let _query = ChildGuard::spawn("datacat-query", command, &log).unwrap();
+    wait_http_ok(
+        &format!("http://127.0.0.1:{port}/health"),
+        Duration::from_secs(30),
+        "query",
+    )
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("ANYONE WHO CAN REACH THIS SERVICE CAN WRITE"),
+        "{text}"
+    );
 }
 
 async fn post(base: &str, path: &str, body: &str) -> (u16, Value) {

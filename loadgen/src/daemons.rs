@@ -1,6 +1,7 @@
 //! Real datacat-daemon processes, one per simulated application, driven over their HTTP API
 //! as the Python and Go clients drive them.
 
+use datacat_api::handshake::Ready;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -38,20 +39,26 @@ impl Daemon {
             .with_context(|| format!("starting {}", binary.display()))?;
         let stdout = child.stdout.take().context("daemon stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let port = tokio::time::timeout(Duration::from_secs(15), async {
+        let ready = tokio::time::timeout(Duration::from_secs(15), async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(port) = line.strip_prefix("DATACAT_DAEMON_READY ") {
-                    return Ok::<u16, anyhow::Error>(port.trim().parse()?);
+                if let Some(ready) = Ready::parse(&line) {
+                    return Ok::<Ready, anyhow::Error>(ready);
                 }
             }
             bail!("the daemon exited before printing its ready line")
         })
         .await
         .context("the daemon did not print its ready line within 15 s")??;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = ready.authorization() {
+            headers.insert(reqwest::header::AUTHORIZATION, value.parse()?);
+        }
         Ok(Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            base: format!("http://127.0.0.1:{}", ready.port),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()?,
         })
     }
 

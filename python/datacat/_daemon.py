@@ -6,8 +6,9 @@ Contract: docs/daemon-api.md ("Starting the daemon").
   then ``target/debug/datacat-daemon`` and ``target/release/datacat-daemon``
   in the package directory or any directory above it (a workspace checkout).
 * Readiness handshake: the daemon is started with stdin and stdout as pipes;
-  it prints ``DATACAT_DAEMON_READY <port>`` once; we read that line (with a
-  timeout), close our end of stdout and keep stdin open without ever writing
+  it prints ``DATACAT_DAEMON_READY <port> <token>`` once; we read that line
+  (with a timeout) and send the token with every call (other local users'
+  processes can reach the port, not the token), close our end of stdout and keep stdin open without ever writing
   to it. When this process dies the OS closes stdin and the daemon sees EOF.
   Closing stdin ourselves asks the daemon to flush and exit.
 * The daemon's stderr goes to a log file (or the null device), never to a
@@ -22,6 +23,7 @@ from __future__ import absolute_import
 
 import logging
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -138,19 +140,58 @@ def default_log_path():
     return os.path.join(directory, "daemon-%d.log" % os.getpid())
 
 
+def _private_dir(directory):
+    """Whether ``directory`` is a real directory of ours that only we can use, making it
+    so if it does not exist (or is ours but open to others). A directory in the shared temp
+    dir that someone else made, or a link, is not used: another user could read the log, or
+    plant a link in it to a file of ours."""
+    getuid = getattr(os, "getuid", None)
+    try:
+        os.mkdir(directory, 0o700)
+    except OSError:
+        pass  # it exists (or cannot be made: checked below)
+    if getuid is None:
+        return os.path.isdir(directory)  # no owners to check here (Windows)
+    try:
+        info = os.lstat(directory)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != getuid():
+        return False
+    if info.st_mode & 0o077:
+        try:
+            os.chmod(directory, 0o700)
+        except OSError:
+            return False
+    return True
+
+
+def _open_private(path):
+    """Open ``path`` to append, created 0600, never through a link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags, 0o600), "ab")
+
+
 def _open_log(log_path):
     """Open the daemon's stderr target. Returns ``(file_or_constant, path_or_None)``."""
+    default = False
     if log_path is None:
         log_path = os.environ.get(ENV_LOG)
         if log_path is None:
-            log_path = default_log_path()
+            log_path, default = default_log_path(), True
     if log_path.strip().lower() in _NO_LOG_VALUES:
         return open_devnull(), None
     try:
         directory = os.path.dirname(log_path)
-        if directory and not os.path.isdir(directory):
+        if default and not _private_dir(directory):
+            # Not ours to write in: a fresh private directory of this process instead.
+            log.warning("datacat: %s is not a private directory of this user; "
+                        "the daemon logs to a new one", directory)
+            directory = tempfile.mkdtemp(prefix="datacat-")
+            log_path = os.path.join(directory, os.path.basename(log_path))
+        elif directory and not os.path.isdir(directory):
             os.makedirs(directory, 0o700)
-        return open(log_path, "ab"), log_path
+        return _open_private(log_path), log_path
     except (OSError, IOError) as exc:
         log.debug("cannot open daemon log %s (%s); using the null device", log_path, exc)
         return open_devnull(), None
@@ -170,7 +211,10 @@ def _log_tail(path, limit=2000):
 
 
 def _read_ready_line(proc, timeout):
-    """Read stdout lines until ``DATACAT_DAEMON_READY <port>``; return the port.
+    """Read stdout lines until ``DATACAT_DAEMON_READY <port> <token>``.
+
+    Returns ``((port, token), None)``, or ``(None, problem)``. (A daemon from
+    before tokens prints no token: ``token`` is then None.)
 
     Runs the blocking reads in a helper thread so the wait is bounded on every
     platform and Python version (no ``select`` on Windows pipes, no
@@ -202,13 +246,13 @@ def _read_ready_line(proc, timeout):
         return None, "did not print %s within %.1f s" % (READY_PREFIX, timeout)
     if "line" in result:
         parts = result["line"].split()
-        if len(parts) == 2 and parts[0] == READY_PREFIX:
+        if len(parts) in (2, 3) and parts[0] == READY_PREFIX:
             try:
                 port = int(parts[1])
             except ValueError:
                 port = 0
             if 0 < port < 65536:
-                return port, None
+                return (port, parts[2] if len(parts) == 3 else None), None
         return None, "malformed ready line %r" % (result["line"],)
     if "error" in result:
         return None, "reading its stdout failed: %s" % (result["error"],)
@@ -246,6 +290,8 @@ class DaemonManager(object):
         self.extra_args = list(extra_args or [])
         self.process = None
         self.port = None
+        # What every call carries (the last word of the daemon's ready line).
+        self.token = None
         self.binary_path = None
         self.current_log_path = None
         self.starts = 0
@@ -362,8 +408,8 @@ class DaemonManager(object):
             if hasattr(stderr, "close"):
                 stderr.close()  # the child has its own copy
         set_cloexec(proc.stdin)
-        port, problem = _read_ready_line(proc, self.startup_timeout)
-        if port is None:
+        ready, problem = _read_ready_line(proc, self.startup_timeout)
+        if ready is None:
             # Kill first: on a timeout the handshake thread is still blocked
             # reading stdout, and closing the pipe under it would wait for it.
             if proc.poll() is None:
@@ -385,14 +431,18 @@ class DaemonManager(object):
             proc.stdout.close()  # the daemon never writes stdout again
         except (OSError, IOError):
             pass
+        port, token = ready
         self.process = proc
         self.port = port
+        self.token = token
         self.binary_path = binary
         self.current_log_path = log_path
         self.starts += 1
         if self._transport is not None:
             self._transport.close()
         self._transport = HTTPJSONTransport(LOOPBACK, port, timeout=self.request_timeout)
+        if token:
+            self._transport.extra_headers["Authorization"] = "Bearer " + token
         log.debug("started daemon pid %d on port %d (%s)", proc.pid, port, binary)
         return proc
 

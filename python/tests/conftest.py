@@ -165,14 +165,18 @@ def live(daemon_bin, nats_url, tmpdir, monkeypatch):
         _daemon.stop_shared_daemons(timeout=10.0)
 
 
-def http_raw(port, method, path, body=None, headers=None):
-    """One raw HTTP exchange with the daemon; returns (status, parsed JSON or raw bytes)."""
+def http_raw(port, method, path, body=None, headers=None, token=None):
+    """One raw HTTP exchange with the daemon (with its ``token``, if given); returns
+    (status, parsed JSON or raw bytes)."""
     from datacat._compat import http_client
 
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = "Bearer " + token
     conn = http_client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         try:
-            conn.request(method, path, body, headers or {})
+            conn.request(method, path, body, headers)
         except (OSError, IOError):
             # A server refusing a body (413) may answer and close before reading all of
             # it: the answer is still there to read.

@@ -19,8 +19,9 @@ from conftest import PYTHON_DIR, http_raw
 
 
 def daemon_view(session):
-    status, body = http_raw(session.client.daemon.port, "GET",
-                            "/session?session_id=%s" % (session.session_id,))
+    daemon = session.client.daemon
+    status, body = http_raw(daemon.port, "GET", "/session?session_id=%s" % (session.session_id,),
+                            token=daemon.token)
     assert status == 200, body
     return body
 

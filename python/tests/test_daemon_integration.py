@@ -164,13 +164,14 @@ def test_bad_input_gets_4xx_json_and_daemon_keeps_serving(live):
         ("GET", "/register", None, 405),
     ]
     for method, path, body, expected in cases:
-        status, answer = http_raw(port, method, path, body, headers)
+        status, answer = http_raw(port, method, path, body, headers, token=s.client.daemon.token)
         assert status == expected, (method, path, body, status, answer)
         assert isinstance(answer, dict), (path, answer)
         assert answer.get("error") and answer.get("message"), (path, answer)
 
     # larger than the daemon's default body limit (8 MiB)
-    status, answer = http_raw(port, "POST", "/state", b"x" * (9 << 20), headers)
+    status, answer = http_raw(port, "POST", "/state", b"x" * (9 << 20), headers,
+                              token=s.client.daemon.token)
     assert status == 413, (status, answer)
     assert answer.get("error"), answer
 
@@ -301,3 +302,20 @@ def test_demo_app_runs(live):
     assert len(ids) == 3, out
     for sid in ids:
         uuid.UUID(sid)
+
+
+def test_the_daemon_refuses_a_call_without_its_token(live):
+    """Another local user's process can reach the port, not the token from the ready line."""
+    s = datacat.create_session(product="space-game", version="1.4.0", **live)
+    daemon = s.client.daemon
+    assert daemon.token and len(daemon.token) == 64
+    for token in (None, "not-the-token"):
+        status, answer = http_raw(daemon.port, "GET", "/sessions", token=token)
+        assert status == 401 and answer["error"] == "unauthorized", (status, answer)
+        body = ('{"session_id": "%s"}' % s.session_id).encode("ascii")
+        status, answer = http_raw(daemon.port, "POST", "/end", body, token=token)
+        assert status == 401, (status, answer)
+    status, answer = http_raw(daemon.port, "GET", "/sessions", token=daemon.token)
+    assert status == 200 and [x for x in answer if x.get("id") == s.session_id], answer
+    assert ok(s.update_state({"still": "mine"}))
+    assert ok(s.end())

@@ -247,3 +247,49 @@ def test_refused_request_starts_a_new_daemon_and_retries_once(tmpdir):
 def _compat_wait(proc, timeout):
     from datacat._compat import popen_wait
     return popen_wait(proc, timeout)
+
+
+@posix_only
+def test_the_default_log_directory_must_be_private_and_ours(tmpdir, monkeypatch):
+    """Another user's (or a shared) directory in the temp dir is not logged into."""
+    import stat
+    from datacat import _daemon
+    monkeypatch.setattr(_daemon.tempfile, "gettempdir", lambda: str(tmpdir))
+    path = _daemon.default_log_path()
+    directory = os.path.dirname(path)
+    handle, opened = _daemon._open_log(None)
+    handle.close()
+    assert opened == path
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # Opened up by someone: made private again.
+    os.chmod(directory, 0o777)
+    handle, opened = _daemon._open_log(None)
+    handle.close()
+    assert opened == path and stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    # Another user's: not used (only root can make one here for the test).
+    if os.getuid() == 0:
+        os.chown(directory, 65534, 65534)
+        handle, opened = _daemon._open_log(None)
+        handle.close()
+        assert not opened.startswith(directory + os.sep), opened
+        os.chown(directory, 0, 0)
+    # A link planted in its place is not followed: a fresh private directory instead.
+    os.remove(path)
+    os.rmdir(directory)
+    elsewhere = tmpdir.mkdir("elsewhere")
+    os.symlink(str(elsewhere), directory)
+    handle, opened = _daemon._open_log(None)
+    handle.close()
+    assert not opened.startswith(directory + os.sep), opened
+    assert stat.S_IMODE(os.stat(os.path.dirname(opened)).st_mode) == 0o700
+    assert os.listdir(str(elsewhere)) == []
+    # A planted link at the log file itself is not followed either.
+    os.remove(directory)
+    os.mkdir(directory, 0o700)
+    target = elsewhere.join("victim")
+    target.write("keep")
+    os.symlink(str(target), path)
+    handle, opened = _daemon._open_log(None)
+    assert opened is None  # O_NOFOLLOW refused it: the null device
+    assert target.read() == "keep"

@@ -41,4 +41,14 @@ pub struct Config {
     /// Token required for direct writes (it also reads). Unset: writes are open.
     #[arg(long, env = "DATACAT_WRITE_TOKEN", hide_env_values = true)]
     pub write_token: Option<String>,
+
+    /// Origins (`scheme://host:port`, comma-separated) whose pages may open the dashboard's
+    /// socket besides the service's own.
+    #[arg(long, env = "DATACAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Mark the sign-in cookie `Secure` always (it is already when a TLS proxy in front says
+    /// `X-Forwarded-Proto: https`).
+    #[arg(long, env = "DATACAT_SECURE_COOKIES")]
+    pub secure_cookies: bool,
 }

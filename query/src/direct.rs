@@ -29,8 +29,19 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _: &S) -> Result<Self, ApiError> {
+        // A browser's cross-site form or `no-cors` fetch cannot send this type: with writes
+        // open, a web page must not be able to write.
+        let json = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
         let body = request.into_body();
         match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(bytes) if !json && !bytes.is_empty() => Err(ApiError::UnsupportedMediaType(
+                "a write's body must be sent as Content-Type: application/json".into(),
+            )),
             Ok(bytes) => Ok(Body(bytes)),
             Err(error) => {
                 let too_large = std::error::Error::source(&error)

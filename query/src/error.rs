@@ -29,6 +29,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("the query is too expensive to answer; narrow it (fewer sessions, a shorter time range, a smaller page): {0}")]
     QueryTooExpensive(String),
     #[error("the warehouse is unavailable: {0}")]
@@ -60,6 +64,8 @@ impl ApiError {
             ApiError::InvalidItems { .. } => ErrorCode::InvalidItems,
             ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            ApiError::TooManyRequests(_) => ErrorCode::TooManyRequests,
             ApiError::QueryTooExpensive(_) => ErrorCode::QueryTooExpensive,
             ApiError::Warehouse(_) => ErrorCode::WarehouseUnavailable,
         }

@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use clap::Parser;
 use datacat_warehouse::Reader;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 
@@ -28,7 +28,7 @@ use crate::config::Config;
 #[derive(Clone)]
 pub struct AppState {
     pub reader: Arc<Reader>,
-    pub tokens: Arc<auth::Tokens>,
+    pub access: Arc<auth::Access>,
     pub writer: writes::DirectWriter,
     /// The longest a read waits for a writer's last batch (`min_seq`) to be applied.
     pub read_wait: std::time::Duration,
@@ -42,13 +42,23 @@ async fn main() -> Result<()> {
     let reader = Arc::new(
         Reader::new(&config.clickhouse.connection())?.with_time_limit(config.query_time_limit_secs),
     );
-    let tokens = auth::Tokens {
-        read: config.read_token.clone().filter(|t| !t.is_empty()),
-        write: config.write_token.clone().filter(|t| !t.is_empty()),
-    };
+    let access = auth::Access::new(
+        config.read_token.as_deref(),
+        config.write_token.as_deref(),
+        config.allowed_origins.clone(),
+        config.secure_cookies,
+    );
+    if access.writes_open_reads_closed() {
+        warn!(
+            "DATACAT_READ_TOKEN is set but DATACAT_WRITE_TOKEN is not: ANYONE WHO CAN REACH THIS \
+             SERVICE CAN WRITE SESSIONS (direct writes are open). Set DATACAT_WRITE_TOKEN."
+        );
+    } else if access.reads_open_writes_closed() {
+        warn!("DATACAT_WRITE_TOKEN is set but DATACAT_READ_TOKEN is not: reads and the dashboard are open to anyone who can reach this service");
+    }
     let state = AppState {
         reader,
-        tokens: Arc::new(tokens),
+        access: Arc::new(access),
         writer: writes::DirectWriter::connect_in_background(config.nats_url.clone()),
         read_wait: std::time::Duration::from_millis(config.read_wait_ms),
     };
@@ -58,6 +68,10 @@ async fn main() -> Result<()> {
         .route(
             "/login",
             axum::routing::get(auth::login_form).post(auth::login),
+        )
+        .route(
+            "/logout",
+            axum::routing::get(auth::logout).post(auth::logout),
         )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -72,6 +86,8 @@ async fn main() -> Result<()> {
     info!(addr = %listener.local_addr()?, "datacat-query serving the API and dashboard");
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(datacat_service::cancel_on_signal(shutdown.clone()));
+    // The peer address limits failed sign-ins per address.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

@@ -26,6 +26,7 @@ use utoipa::OpenApi;
         crate::metrics::render,
         crate::auth::login_form,
         crate::auth::login,
+        crate::auth::logout,
         crate::api::list_sessions,
         crate::api::session,
         crate::api::session_events,

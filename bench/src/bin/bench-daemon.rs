@@ -99,10 +99,16 @@ async fn main() -> Result<()> {
     let mut tasks = Vec::new();
     for bodies in per_client {
         let url = format!("{}/batch", daemon.url);
+        let token = daemon.token.clone();
         tasks.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             for body in bodies {
-                let response = http.post(&url).body(body).send().await?;
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .body(body)
+                    .send()
+                    .await?;
                 ensure!(
                     response.status().is_success(),
                     "batch answered {}",
