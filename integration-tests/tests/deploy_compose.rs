@@ -37,13 +37,39 @@ fn services(config: &str) -> BTreeMap<String, String> {
     sections
 }
 
+/// `docker-compose config` with the secrets `deploy/secrets.sh` writes, or without them.
+fn compose_config(with_secrets: bool) -> std::process::Output {
+    let mut command = Command::new("docker-compose");
+    command
+        .args(["-f", "deploy/compose.yml", "config"])
+        .current_dir(repo_root());
+    for name in [
+        "DATACAT_READ_TOKEN",
+        "DATACAT_WRITE_TOKEN",
+        "DATACAT_CLICKHOUSE_PASSWORD",
+    ] {
+        // (A deploy/.env of this checkout would count as given: compose reads it first;
+        // the environment wins over it, and an empty value counts as missing.)
+        command.env(name, if with_secrets { "test-secret" } else { "" });
+    }
+    command
+        .output()
+        .expect("docker-compose runs (Debian package docker-compose)")
+}
+
+/// Without the tokens and the ClickHouse password, compose refuses to start, and says how
+/// to make them.
+#[test]
+fn compose_refuses_to_start_without_its_secrets() {
+    let output = compose_config(false);
+    assert!(!output.status.success(), "compose took no secrets");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("deploy/secrets.sh"), "{said}");
+}
+
 #[test]
 fn compose_file_is_valid_and_complete() {
-    let output = Command::new("docker-compose")
-        .args(["-f", "deploy/compose.yml", "config"])
-        .current_dir(repo_root())
-        .output()
-        .expect("docker-compose runs (Debian package docker-compose)");
+    let output = compose_config(true);
     let config = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -72,6 +98,13 @@ fn compose_file_is_valid_and_complete() {
     has("ingest", "condition: service_completed_successfully");
     has("ingest", "DATACAT_NATS_URL: nats://nats:4222");
     has("query", "published: 8080");
+    has("query", "DATACAT_READ_TOKEN: test-secret");
+    has("query", "DATACAT_WRITE_TOKEN: test-secret");
+    assert!(
+        !services["clickhouse"].contains("ports:"),
+        "ClickHouse is not published on the host:\n{}",
+        services["clickhouse"]
+    );
     has("query", "target: query");
     for service in ["nats", "clickhouse", "ingest", "query"] {
         has(service, "healthcheck:");
@@ -96,5 +129,51 @@ fn compose_file_is_valid_and_complete() {
     assert!(
         dockerfile.contains("debian:bookworm-slim"),
         "small runtime images"
+    );
+}
+
+/// `deploy/secrets.sh` makes the secrets compose needs: private, random, kept once made.
+#[test]
+fn the_secrets_step_makes_private_random_secrets_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join(".env");
+    let run = || {
+        let status = Command::new("bash")
+            .arg(repo_root().join("deploy/secrets.sh"))
+            .arg(&env)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(&env).unwrap()
+    };
+    let first = run();
+    let mode = std::fs::metadata(&env).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let values: Vec<&str> = first
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values.len(), 3, "{first}");
+    for value in &values {
+        assert!(
+            value.len() == 64 && value.chars().all(|c| c.is_ascii_hexdigit()),
+            "{value}"
+        );
+    }
+    assert_ne!(values[0], values[1]);
+    assert_eq!(run(), first, "an existing file is kept");
+    let output = Command::new("docker-compose")
+        .arg("--env-file")
+        .arg(&env)
+        .args(["-f", "deploy/compose.yml", "config"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
