@@ -774,35 +774,69 @@ async fn direct_writes_arrive_exactly() {
 /// direct writes): no answer may be a 5xx.
 #[tokio::test]
 async fn schemathesis_finds_no_server_error() {
+    schemathesis_run(None).await;
+}
+
+/// The same, with both tokens on: every call carries the write token.
+#[tokio::test]
+async fn schemathesis_with_tokens_finds_no_server_error() {
+    schemathesis_run(Some("schemathesis-writer")).await;
+}
+
+/// Schemathesis over the query API's OpenAPI document: no answer may be a 5xx. With a
+/// `token`, the service requires tokens (that one writes) and every call sends it.
+async fn schemathesis_run(token: Option<&str>) {
     let dir = datacat_integration_tests::binaries::schemathesis_dir().unwrap();
     // Reads naming a batch that never comes (`min_seq`) wait for it: briefly here.
-    let stack = Stack::start_with_query(&[("DATACAT_READ_WAIT_MS", "100")])
-        .await
-        .expect("stack starts");
+    let mut env = vec![("DATACAT_READ_WAIT_MS", "100")];
+    if let Some(token) = token {
+        env.extend([
+            ("DATACAT_WRITE_TOKEN", token),
+            ("DATACAT_READ_TOKEN", "schemathesis-reader"),
+        ]);
+    }
+    let stack = Stack::start_with_query(&env).await.expect("stack starts");
     stack.publish(&sessions()).await.unwrap();
-    stack
-        .wait_session("s1", Duration::from_secs(30), |s| s["status"] == "crashed")
-        .await
-        .unwrap();
-    // Direct writes answer 503 until their NATS connection is up: wait for it first.
+    let authorization = token.map(|t| format!("Bearer {t}"));
+    let client = reqwest::Client::new();
+    // Direct writes answer 503 until their NATS connection is up: wait for it first (the
+    // harness reads without the token: ask ClickHouse-backed reads with it here).
     let mut ready = false;
     for _ in 0..100 {
-        let (status, _) = post(
-            &stack.query_url,
-            "/api/sessions",
-            r#"{"product": "p", "version": "1"}"#,
-        )
-        .await;
-        if status == 200 {
+        let mut request = client
+            .post(format!("{}/api/sessions", stack.query_url))
+            .header("content-type", "application/json")
+            .body(r#"{"product": "p", "version": "1"}"#);
+        if let Some(value) = &authorization {
+            request = request.header("authorization", value);
+        }
+        if request.send().await.unwrap().status().as_u16() == 200 {
             ready = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "direct writes never became ready");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut request = client.get(format!("{}/api/sessions/s1", stack.query_url));
+        if let Some(value) = &authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        if response.status().is_success() {
+            let session: Value = response.json().await.unwrap();
+            if session["status"] == "crashed" {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "s1 never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let report = stack.logs.path().join("schemathesis.txt");
-    let output = tokio::process::Command::new("python3")
+    let mut command = tokio::process::Command::new("python3");
+    command
         .args(["-m", "schemathesis.cli", "run"])
         .arg(format!("{}/api/openapi.json", stack.query_url))
         .args([
@@ -812,7 +846,13 @@ async fn schemathesis_finds_no_server_error() {
             "25",
             "--seed",
             "7",
-        ])
+        ]);
+    if let Some(value) = &authorization {
+        command
+            .arg("--header")
+            .arg(format!("Authorization: {value}"));
+    }
+    let output = command
         .env("PYTHONPATH", &dir)
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
