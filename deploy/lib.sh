@@ -346,7 +346,9 @@ datacat_spawn() {
     local pidfile="$1" logfile="$2" marker="$3"
     shift 3
     mkdir -p "$(dirname "$pidfile")" "$(dirname "$logfile")" || return 1
-    printf '\n===== %s starting: %s =====\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$*" >>"$logfile"
+    # (Without the user and password of any URL in it: the log is no place for secrets.)
+    printf '\n===== %s starting: %s =====\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" \
+        "$(printf '%s' "$*" | sed -E 's#://[^/@ ]+@#://#g')" >>"$logfile"
     # In a non-interactive shell the background child is not a process-group leader, so
     # setsid(1) calls setsid(2) and execs CMD without forking: $! is CMD's pid.
     if command -v setsid >/dev/null 2>&1; then
@@ -588,10 +590,47 @@ _datacat_nats_marker() { printf -- '-sd %s/store ' "$1"; }
 
 datacat_nats_running() { _datacat_server_running _datacat_nats_marker nats.pid "$@"; }
 
+# datacat_nats_passwords STATE_DIR
+#   Sets DATACAT_NATS_{INGEST,QUERY,DAEMON}_PASSWORD (not exported): the passwords of the
+#   users of deploy/nats/auth.conf for the server whose state is STATE_DIR, kept in
+#   STATE_DIR/passwords.env (0600), made once.
+datacat_nats_passwords() {
+    local file="$1/passwords.env" role
+    mkdir -p "$1" || return 1
+    if [ ! -s "$file" ]; then
+        (
+            umask 077
+            for role in INGEST QUERY DAEMON; do
+                printf 'DATACAT_NATS_%s_PASSWORD=%s\n' "$role" \
+                    "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+            done >"$file"
+        ) || return 1
+    fi
+    # shellcheck disable=SC1090
+    . "$file"
+}
+
+# datacat_nats_url STATE_DIR PORT ROLE: nats://<ROLE's user>:<password>@127.0.0.1:PORT, ROLE
+#   one of ingest, query, daemon.
+datacat_nats_url() {
+    local dir="$1" port="$2" role="$3" var
+    datacat_nats_passwords "$dir" || return 1
+    var="DATACAT_NATS_$(printf '%s' "$role" | tr '[:lower:]' '[:upper:]')_PASSWORD"
+    printf 'nats://datacat-%s:%s@127.0.0.1:%s' "$role" "${!var}" "$port"
+}
+
 datacat_nats_start() {
     local dir="$1" port="$2" mport="$3" pidfile="${4:-}" logfile="${5:-}"
     dir="$(datacat_mkdir_abs "$dir")" || return 1
     mkdir -p "$dir/store" || return 1
+    # The users and permissions of every deployment, with this server's passwords defined
+    # in the (private) file itself: never on a command line, which the spawn log records.
+    datacat_nats_passwords "$dir" || return 1
+    (
+        umask 077
+        sed -e 's/^\(DATACAT_NATS_[A-Z]*_PASSWORD\)=\(.*\)$/\1: "\2"/' "$dir/passwords.env"
+        cat "$DATACAT_ROOT/deploy/nats/auth.conf"
+    ) >"$dir/nats.conf" && chmod 600 "$dir/nats.conf" || return 1
     [ -n "$pidfile" ] || pidfile="$dir/nats.pid"
     [ -n "$logfile" ] || logfile="$dir/nats.log"
     local marker pid
@@ -600,7 +639,8 @@ datacat_nats_start() {
     datacat_can_start NATS nats-server "$DATACAT_NATS_SERVER_BIN" "$port" "$mport" || return 1
     pid="$(datacat_start_ready NATS "$pidfile" "$marker" "http://127.0.0.1:$mport/healthz?js-enabled-only=true" \
         "$logfile" 40 -- \
-        "$DATACAT_NATS_SERVER_BIN" -a 127.0.0.1 -p "$port" -m "$mport" -js -sd "$dir/store")" || return 1
+        "$DATACAT_NATS_SERVER_BIN" -a 127.0.0.1 -p "$port" -m "$mport" -js -sd "$dir/store" \
+        -c "$dir/nats.conf")" || return 1
     datacat_log "NATS started (pid $pid, nats://127.0.0.1:$port, monitor 127.0.0.1:$mport, store ${dir#"$DATACAT_ROOT"/}/store)"
 }
 

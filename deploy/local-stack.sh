@@ -7,6 +7,9 @@
 #   deploy/local-stack.sh status    what runs, with pids, ports and health
 #   deploy/local-stack.sh demo [ARGS...]
 #                                   up, then run python/examples/demo_app.py (ARGS passed on)
+#   deploy/local-stack.sh env       print the settings an application needs to log into the
+#                                   stack (eval "$(deploy/local-stack.sh env)"): its daemon
+#                                   connects as NATS's daemon user, whose password is here
 #   deploy/local-stack.sh logs [-f] [NAME...]
 #                                   show (or follow) logs; NAME is one of
 #                                   clickhouse clickhouse-err nats migrate ingest query demo
@@ -70,13 +73,17 @@ load_settings() {
     : "${DATACAT_STACK_DATABASE:=datacat}"
 
     NATS_URL="nats://127.0.0.1:$DATACAT_STACK_NATS_PORT"
+    # Each program connects as its own NATS user (deploy/nats/auth.conf).
+    NATS_INGEST_URL="$(datacat_nats_url "$NATS_DIR" "$DATACAT_STACK_NATS_PORT" ingest)"
+    NATS_QUERY_URL="$(datacat_nats_url "$NATS_DIR" "$DATACAT_STACK_NATS_PORT" query)"
+    NATS_DAEMON_URL="$(datacat_nats_url "$NATS_DIR" "$DATACAT_STACK_NATS_PORT" daemon)"
     CLICKHOUSE_URL="http://127.0.0.1:$DATACAT_STACK_CH_HTTP_PORT"
     QUERY_URL="http://$(local_addr "$DATACAT_STACK_QUERY_LISTEN")"
     INGEST_URL="http://$(local_addr "$DATACAT_STACK_INGEST_LISTEN")"
 
     # The environment every DataCat binary of the stack gets (clap reads DATACAT_* variables).
     BIN_ENV=(
-        "DATACAT_NATS_URL=$NATS_URL"
+        "DATACAT_NATS_URL=$NATS_INGEST_URL"
         "DATACAT_CLICKHOUSE_URL=$CLICKHOUSE_URL"
         "DATACAT_CLICKHOUSE_DATABASE=$DATACAT_STACK_DATABASE"
         # ClickHouse runs on this host: compressing what goes to it would only cost CPU.
@@ -147,7 +154,10 @@ start_service() {
     rm -f -- "$pidfile"
     datacat_check_ports_free "$name" "$(port_of "$listen")"
     # env(1) execs BIN, so the recorded pid is BIN's own pid.
-    pid="$(datacat_spawn "$pidfile" "$logfile" "$marker" env "${BIN_ENV[@]}" "DATACAT_LISTEN=$listen" "$bin" "$@")"
+    local nats_url="$NATS_INGEST_URL"
+    [ "$name" != query ] || nats_url="$NATS_QUERY_URL"
+    pid="$(datacat_spawn "$pidfile" "$logfile" "$marker" env "${BIN_ENV[@]}" \
+        "DATACAT_NATS_URL=$nats_url" "DATACAT_LISTEN=$listen" "$bin" "$@")"
     if ! datacat_wait_http "$name" "$health" "$pidfile" "$marker"; then
         datacat_tail_log "$logfile" 40
         datacat_stop_pidfile "$name" "$pidfile" "$marker" >/dev/null 2>&1 || true
@@ -323,7 +333,7 @@ cmd_demo() {
     local rc=0
     (
         cd "$DATACAT_ROOT"
-        export DATACAT_NATS_URL="$NATS_URL"
+        export DATACAT_NATS_URL="$NATS_DAEMON_URL"
         export DATACAT_DAEMON_BIN="$DAEMON_BIN"
         export DATACAT_QUERY_URL="$QUERY_URL"
         export PYTHONPATH="$DATACAT_ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
@@ -342,6 +352,12 @@ cmd_demo() {
     return "$rc"
 }
 
+cmd_env() {
+    printf 'export DATACAT_NATS_URL=%q\n' "$NATS_DAEMON_URL"
+    printf 'export DATACAT_QUERY_URL=%q\n' "$QUERY_URL"
+    printf 'export DATACAT_DAEMON_BIN=%q\n' "$DAEMON_BIN"
+}
+
 usage() {
     # The header comment, from its third line to its end.
     awk 'NR < 3 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
@@ -357,6 +373,7 @@ main() {
         status) cmd_status "$@" ;;
         demo) cmd_demo "$@" ;;
         logs) cmd_logs "$@" ;;
+        env) cmd_env "$@" ;;
         -h | --help | help) usage ;;
         *)
             usage >&2

@@ -2,7 +2,9 @@
 # deploy/secrets.sh [FILE]: writes FILE (default deploy/.env; mode 0600) with fresh random secrets for
 # deploy/compose.yml, which refuses to start without them:
 #   DATACAT_READ_TOKEN, DATACAT_WRITE_TOKEN (the query service's tokens),
-#   DATACAT_CLICKHOUSE_PASSWORD (ingest's and query's ClickHouse user).
+#   DATACAT_CLICKHOUSE_PASSWORD (ingest's and query's ClickHouse user),
+#   DATACAT_NATS_{INGEST,QUERY,DAEMON}_PASSWORD (the NATS users of deploy/nats/auth.conf;
+#   applications' daemons connect as datacat-daemon with the last one).
 # An existing deploy/.env is kept as it is (delete it to make new secrets; changing a token
 # signs out every browser signed in with the old one). Compose reads deploy/.env by itself.
 set -euo pipefail
@@ -17,5 +19,8 @@ umask 077
     echo "DATACAT_READ_TOKEN=$(secret)"
     echo "DATACAT_WRITE_TOKEN=$(secret)"
     echo "DATACAT_CLICKHOUSE_PASSWORD=$(secret)"
+    echo "DATACAT_NATS_INGEST_PASSWORD=$(secret)"
+    echo "DATACAT_NATS_QUERY_PASSWORD=$(secret)"
+    echo "DATACAT_NATS_DAEMON_PASSWORD=$(secret)"
 } >"$env_file"
 echo "[datacat] wrote $env_file (0600): the read token signs in at the dashboard; clients writing directly use the write token" >&2

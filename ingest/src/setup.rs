@@ -22,14 +22,17 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client> {
     // Messages forwarded by other workers wait in the inbox subscription; at most every
     // unacknowledged message of the consumer can be there, and a full one drops them.
     let inbox_capacity = (config.max_ack_pending.max(1) as usize + config.fetch_batch).max(65_536);
-    async_nats::ConnectOptions::new()
+    let options = async_nats::ConnectOptions::new()
         .name("datacat-ingest")
         .subscription_capacity(inbox_capacity)
         .retry_on_initial_connect()
-        .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
-        .connect(subject::nats_servers(&config.nats_url))
+        .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64));
+    datacat_jetstream::connect_client(options, &config.nats_url)
         .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))
+        .with_context(|| {
+            let nats = datacat_service::redacted_url(&config.nats_url);
+            format!("connecting to NATS at {nats}")
+        })
 }
 
 /// How long one attempt at creating the stream, consumer and buckets may take, and how long

@@ -20,12 +20,22 @@ pub fn available() -> bool {
 }
 
 /// `nats` with JetStream, client port on `port`, monitoring on `monitor`.
-pub async fn nats(port: u16, monitor: u16) -> Result<Container> {
+pub async fn nats(port: u16, monitor: u16, config: String) -> Result<Container> {
     Ok(GenericImage::new("nats", "2.11-alpine")
         .with_exposed_port(4222.tcp())
         .with_exposed_port(8222.tcp())
         .with_wait_for(WaitFor::message_on_stderr("Server is ready"))
-        .with_cmd(["--jetstream", "--store_dir", "/data", "--http_port", "8222"])
+        // The users and permissions of every deployment (`Nats::config`).
+        .with_copy_to("/etc/nats/datacat.conf", config.into_bytes())
+        .with_cmd([
+            "--config",
+            "/etc/nats/datacat.conf",
+            "--jetstream",
+            "--store_dir",
+            "/data",
+            "--http_port",
+            "8222",
+        ])
         .with_mapped_port(port, 4222.tcp())
         .with_mapped_port(monitor, 8222.tcp())
         .start()

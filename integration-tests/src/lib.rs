@@ -21,5 +21,5 @@ pub mod workload;
 pub use answers::items;
 pub use blackhole::BlackHole;
 pub use daemon::Daemon;
-pub use servers::{ClickHouse, Nats, WrittenBlocks};
+pub use servers::{ClickHouse, Nats, NatsRole, WrittenBlocks};
 pub use stack::Stack;

@@ -10,6 +10,40 @@ use crate::binaries::{clickhouse_server_bin, nats_server_bin, repo_root};
 use crate::process::{free_port, wait_http_ok, ChildGuard};
 
 const CLICKHOUSE_CONFIG: &str = include_str!("../../deploy/clickhouse/config.xml");
+/// The NATS users and their permissions, as every deployment runs them.
+const NATS_AUTH: &str = include_str!("../../deploy/nats/auth.conf");
+
+/// The NATS user a program connects as (`deploy/nats/auth.conf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatsRole {
+    /// Everything: ingest, and the tests' own publishing and inspection.
+    Ingest,
+    /// Direct writes.
+    Query,
+    /// Session batches only.
+    Daemon,
+}
+
+impl NatsRole {
+    pub const ALL: [NatsRole; 3] = [NatsRole::Ingest, NatsRole::Query, NatsRole::Daemon];
+
+    pub fn user(self) -> &'static str {
+        match self {
+            NatsRole::Ingest => "datacat-ingest",
+            NatsRole::Query => "datacat-query",
+            NatsRole::Daemon => "datacat-daemon",
+        }
+    }
+
+    /// The variable `deploy/nats/auth.conf` reads the role's password from.
+    pub fn password_variable(self) -> &'static str {
+        match self {
+            NatsRole::Ingest => "DATACAT_NATS_INGEST_PASSWORD",
+            NatsRole::Query => "DATACAT_NATS_QUERY_PASSWORD",
+            NatsRole::Daemon => "DATACAT_NATS_DAEMON_PASSWORD",
+        }
+    }
+}
 /// jemalloc options for a ClickHouse that links the system's (Debian's 18.16), as
 /// `deploy/lib.sh` starts it: allocations over 8 MiB (an insert's columns) are kept for reuse
 /// instead of given back to the kernel when freed. ClickHouse's own builds use the same; a
@@ -34,7 +68,10 @@ fn takes_direct_io(dir: &std::path::Path) -> bool {
 pub struct Nats {
     pub port: u16,
     pub monitor_port: u16,
+    /// The URL of the `datacat-ingest` user (every permission), for the tests' own use.
     pub url: String,
+    /// Each role's password (fresh for this server).
+    passwords: Vec<(NatsRole, String)>,
     /// In a cluster: this node's name, its route port and every node's route port.
     cluster: Option<(String, u16, Vec<u16>)>,
     /// The server's `max_payload` (NATS's default, 1 MiB, when `None`); takes effect at
@@ -48,14 +85,14 @@ pub struct Nats {
 
 impl Nats {
     pub async fn start() -> Result<Self> {
-        let mut nats = Self::new(None)?;
+        let mut nats = Self::new(None, Self::passwords())?;
         nats.restart().await?;
         Ok(nats)
     }
 
     /// A server that takes messages of at most `bytes` (payload and headers).
     pub async fn start_with_max_payload(bytes: usize) -> Result<Self> {
-        let mut nats = Self::new(None)?;
+        let mut nats = Self::new(None, Self::passwords())?;
         nats.max_payload = Some(bytes);
         nats.restart().await?;
         Ok(nats)
@@ -65,8 +102,12 @@ impl Nats {
     /// once a JetStream meta leader is elected.
     pub async fn start_cluster(nodes: usize) -> Result<Vec<Self>> {
         let routes: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let passwords = Self::passwords();
         let mut cluster = (0..nodes)
-            .map(|i| Self::new(Some((format!("node-{i}"), routes[i], routes.clone()))))
+            .map(|i| {
+                let node = (format!("node-{i}"), routes[i], routes.clone());
+                Self::new(Some(node), passwords.clone())
+            })
             .collect::<Result<Vec<_>>>()?;
         for node in &mut cluster {
             node.spawn()?;
@@ -77,12 +118,26 @@ impl Nats {
         Ok(cluster)
     }
 
-    fn new(cluster: Option<(String, u16, Vec<u16>)>) -> Result<Self> {
+    /// Fresh passwords for every role (one set for a whole cluster: a client logs in to
+    /// whichever node it reaches with the same credentials).
+    fn passwords() -> Vec<(NatsRole, String)> {
+        NatsRole::ALL
+            .iter()
+            .map(|role| (*role, format!("{:x}", uuid::Uuid::now_v7().as_u128())))
+            .collect()
+    }
+
+    fn new(
+        cluster: Option<(String, u16, Vec<u16>)>,
+        passwords: Vec<(NatsRole, String)>,
+    ) -> Result<Self> {
         let port = free_port();
+        let ingest = &passwords[0].1;
         Ok(Self {
             port,
             monitor_port: free_port(),
-            url: format!("nats://127.0.0.1:{port}"),
+            url: format!("nats://datacat-ingest:{ingest}@127.0.0.1:{port}"),
+            passwords,
             cluster,
             max_payload: None,
             process: None,
@@ -90,6 +145,32 @@ impl Nats {
             container: None,
             dir: tempfile::tempdir()?,
         })
+    }
+
+    /// The server's configuration: the users and permissions of every deployment, after
+    /// this server's passwords.
+    fn config(&self) -> String {
+        let mut config: String = self
+            .passwords
+            .iter()
+            .map(|(role, password)| format!("{}: \"{password}\"\n", role.password_variable()))
+            .collect();
+        config.push_str(NATS_AUTH);
+        if let Some(bytes) = self.max_payload {
+            config.push_str(&format!("\nmax_payload: {bytes}\n"));
+        }
+        config
+    }
+
+    /// This server's URL for `role`'s user.
+    pub fn url_as(&self, role: NatsRole) -> String {
+        let password = &self
+            .passwords
+            .iter()
+            .find(|(r, _)| *r == role)
+            .expect("every role")
+            .1;
+        format!("nats://{}:{password}@127.0.0.1:{}", role.user(), self.port)
     }
 
     /// Starts the server again on the same ports and store (after [`Nats::stop`]).
@@ -101,8 +182,10 @@ impl Nats {
             match &self.container {
                 Some(container) => crate::containers::start_again(container).await?,
                 None => {
-                    self.container =
-                        Some(crate::containers::nats(self.port, self.monitor_port).await?)
+                    self.container = Some(
+                        crate::containers::nats(self.port, self.monitor_port, self.config())
+                            .await?,
+                    )
                 }
             }
             return self.wait_ready().await;
@@ -117,11 +200,9 @@ impl Nats {
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor_port.to_string(), "-js", "-sd"])
             .arg(self.dir.path().join("store"));
-        if let Some(bytes) = self.max_payload {
-            let config = self.dir.path().join("nats.conf");
-            std::fs::write(&config, format!("max_payload: {bytes}\n"))?;
-            command.arg("-c").arg(config);
-        }
+        let path = self.dir.path().join("nats.conf");
+        std::fs::write(&path, self.config())?;
+        command.arg("-c").arg(path);
         if let Some((name, route, routes)) = &self.cluster {
             let all: Vec<String> = routes
                 .iter()

@@ -10,14 +10,16 @@ use tempfile::TempDir;
 
 use crate::binaries::datacat_bin;
 use crate::process::{free_port, wait_http_ok, ChildGuard};
-use crate::servers::{ClickHouse, Nats};
+use crate::servers::{ClickHouse, Nats, NatsRole};
 
 pub struct Stack {
     /// The NATS server (in a cluster: its first node).
     pub nats: Nats,
     /// The other nodes of a NATS cluster (none for a single server).
     pub nats_peers: Vec<Nats>,
-    /// What clients connect to: every node's URL, comma-separated.
+    /// Every node's URL, comma-separated, as the `datacat-ingest` user (every permission):
+    /// what ingest and the tests themselves connect with. Daemons and clients get
+    /// [`Stack::nats_url_as`]`(NatsRole::Daemon)`, the query service the query user's.
     pub nats_url: String,
     pub clickhouse: ClickHouse,
     pub database: String,
@@ -90,6 +92,11 @@ impl Stack {
             .map(|node| node.url.as_str())
             .collect::<Vec<_>>()
             .join(",");
+        let query_nats_url = nodes
+            .iter()
+            .map(|node| node.url_as(NatsRole::Query))
+            .collect::<Vec<_>>()
+            .join(",");
         let nats = nodes.remove(0);
         let clickhouse = ClickHouse::start().await?;
         let database = "datacat".to_string();
@@ -101,7 +108,7 @@ impl Stack {
         ensure!(status.success(), "datacat-ingest migrate failed: {status}");
 
         let query_port = free_port();
-        let mut query = Self::command(&nats_url, &clickhouse, &database, "datacat-query")?;
+        let mut query = Self::command(&query_nats_url, &clickhouse, &database, "datacat-query")?;
         query.env("DATACAT_LISTEN", format!("127.0.0.1:{query_port}"));
         query.envs(query_env.iter().copied());
         let query = ChildGuard::spawn("datacat-query", query, &logs.path().join("query.log"))?;
@@ -217,8 +224,9 @@ impl Stack {
 
     /// A JetStream context on this stack's NATS.
     pub async fn jetstream(&self) -> Result<async_nats::jetstream::Context> {
+        let options = async_nats::ConnectOptions::new();
         Ok(async_nats::jetstream::new(
-            async_nats::connect(datacat_protocol::subject::nats_servers(&self.nats_url)).await?,
+            datacat_jetstream::connect_client(options, &self.nats_url).await?,
         ))
     }
 
@@ -261,10 +269,23 @@ impl Stack {
             .to_string())
     }
 
-    /// Environment a client process needs to reach this stack.
+    /// Every node's URL, comma-separated, as `role`'s user.
+    pub fn nats_url_as(&self, role: NatsRole) -> String {
+        std::iter::once(&self.nats)
+            .chain(&self.nats_peers)
+            .map(|node| node.url_as(role))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Environment a client process needs to reach this stack (its daemons publish as the
+    /// daemon user).
     pub fn client_env(&self) -> Result<Vec<(String, String)>> {
         Ok(vec![
-            ("DATACAT_NATS_URL".into(), self.nats_url.clone()),
+            (
+                "DATACAT_NATS_URL".into(),
+                self.nats_url_as(NatsRole::Daemon),
+            ),
             ("DATACAT_QUERY_URL".into(), self.query_url.clone()),
             (
                 "DATACAT_DAEMON_BIN".into(),
@@ -285,7 +306,7 @@ impl Stack {
     /// A daemon for this stack, as an application would start it.
     pub fn daemon(&self, name: &str, env: &[(&str, &str)]) -> Result<crate::Daemon> {
         crate::Daemon::start(
-            &self.nats_url,
+            &self.nats_url_as(NatsRole::Daemon),
             &self.spool_dir(),
             &self.logs.path().join(format!("{name}.log")),
             env,

@@ -37,17 +37,23 @@ fn services(config: &str) -> BTreeMap<String, String> {
     sections
 }
 
+/// What `deploy/secrets.sh` writes and compose requires.
+const SECRETS: [&str; 6] = [
+    "DATACAT_READ_TOKEN",
+    "DATACAT_WRITE_TOKEN",
+    "DATACAT_CLICKHOUSE_PASSWORD",
+    "DATACAT_NATS_INGEST_PASSWORD",
+    "DATACAT_NATS_QUERY_PASSWORD",
+    "DATACAT_NATS_DAEMON_PASSWORD",
+];
+
 /// `docker-compose config` with the secrets `deploy/secrets.sh` writes, or without them.
 fn compose_config(with_secrets: bool) -> std::process::Output {
     let mut command = Command::new("docker-compose");
     command
         .args(["-f", "deploy/compose.yml", "config"])
         .current_dir(repo_root());
-    for name in [
-        "DATACAT_READ_TOKEN",
-        "DATACAT_WRITE_TOKEN",
-        "DATACAT_CLICKHOUSE_PASSWORD",
-    ] {
+    for name in SECRETS {
         // (A deploy/.env of this checkout would count as given: compose reads it first;
         // the environment wins over it, and an empty value counts as missing.)
         command.env(name, if with_secrets { "test-secret" } else { "" });
@@ -96,7 +102,17 @@ fn compose_file_is_valid_and_complete() {
     has("migrate", "target: ingest");
     has("ingest", "replicas: 3");
     has("ingest", "condition: service_completed_successfully");
-    has("ingest", "DATACAT_NATS_URL: nats://nats:4222");
+    // Each program as its own NATS user; the server with the users' permissions.
+    has(
+        "ingest",
+        "DATACAT_NATS_URL: nats://datacat-ingest:test-secret@nats:4222",
+    );
+    has(
+        "query",
+        "DATACAT_NATS_URL: nats://datacat-query:test-secret@nats:4222",
+    );
+    has("nats", "/etc/nats/auth.conf");
+    has("nats", "DATACAT_NATS_DAEMON_PASSWORD: test-secret");
     has("query", "published: 8080");
     has("query", "DATACAT_READ_TOKEN: test-secret");
     has("query", "DATACAT_WRITE_TOKEN: test-secret");
@@ -155,7 +171,12 @@ fn the_secrets_step_makes_private_random_secrets_once() {
         .filter_map(|l| l.split_once('='))
         .map(|(_, v)| v)
         .collect();
-    assert_eq!(values.len(), 3, "{first}");
+    let names: Vec<&str> = first
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(names, SECRETS, "{first}");
     for value in &values {
         assert!(
             value.len() == 64 && value.chars().all(|c| c.is_ascii_hexdigit()),

@@ -39,21 +39,97 @@ pub fn msg_id(session_id: &str, seq: u64) -> String {
 /// Connection options for a publisher named `name` (as NATS's monitoring shows it): a
 /// connection attempt gives up after 2 s, and a lost connection is tried again within a
 /// second of the server's return (spooled data, and the liveness records that keep quiet
-/// sessions from being marked lost, should not wait).
+/// sessions from being marked lost, should not wait). Replies (JetStream's acks) come to
+/// `_INBOX_<name>.…`, the only subjects a role's NATS user may subscribe to
+/// (`deploy/nats/auth.conf`): no role reads another's replies.
 pub fn connect_options(name: &str) -> async_nats::ConnectOptions {
     async_nats::ConnectOptions::new()
         .name(name)
+        .custom_inbox_prefix(format!("_INBOX_{name}"))
         .connection_timeout(Duration::from_secs(2))
         .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
 }
 
-/// Connects to the servers of a NATS URL setting (one URL, or several comma-separated).
+/// Connects to the servers of a NATS URL setting (one URL, or several comma-separated),
+/// with the credentials it carries.
 pub async fn connect(
     options: async_nats::ConnectOptions,
     nats_url: &str,
 ) -> Result<jetstream::Context, async_nats::ConnectError> {
-    let client = options.connect(nats_servers(nats_url)).await?;
-    Ok(jetstream::new(client))
+    Ok(jetstream::new(connect_client(options, nats_url).await?))
+}
+
+/// A client of the servers of a NATS URL setting, with the credentials it carries.
+pub async fn connect_client(
+    options: async_nats::ConnectOptions,
+    nats_url: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    with_url_credentials(options, nats_url)
+        .connect(nats_servers(nats_url))
+        .await
+}
+
+/// What a NATS URL setting says to log in with (`nats://user:password@host`, or
+/// `nats://token@host`; the first URL that says), which async-nats does not take from the
+/// URL by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlCredentials {
+    UserAndPassword(String, String),
+    Token(String),
+}
+
+impl UrlCredentials {
+    pub fn of(nats_url: &str) -> Option<Self> {
+        nats_servers(nats_url).into_iter().find_map(|url| {
+            let start = url.find("://")? + 3;
+            let at = url.rfind('@').filter(|at| *at > start)?;
+            let userinfo = &url[start..at];
+            Some(match userinfo.split_once(':') {
+                Some((user, password)) => {
+                    Self::UserAndPassword(percent_decoded(user), percent_decoded(password))
+                }
+                None => Self::Token(percent_decoded(userinfo)),
+            })
+        })
+    }
+}
+
+/// `options` logging in as the NATS URL setting says, if it says.
+pub fn with_url_credentials(
+    options: async_nats::ConnectOptions,
+    nats_url: &str,
+) -> async_nats::ConnectOptions {
+    match UrlCredentials::of(nats_url) {
+        Some(UrlCredentials::UserAndPassword(user, password)) => {
+            options.user_and_password(user, password)
+        }
+        Some(UrlCredentials::Token(token)) => options.token(token),
+        None => options,
+    }
+}
+
+/// `%XX` escapes decoded (a URL's user and password may carry them).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One message to publish on a session's subject.
@@ -190,6 +266,21 @@ pub async fn publish_with_retry(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn credentials_come_from_the_url() {
+        use super::UrlCredentials;
+        assert_eq!(
+            UrlCredentials::of("nats://u%40x:p%3Aw@h:4222,nats://h2:4222"),
+            Some(UrlCredentials::UserAndPassword("u@x".into(), "p:w".into()))
+        );
+        assert_eq!(
+            UrlCredentials::of("nats://h1:4222, tls://tok@h2:4222"),
+            Some(UrlCredentials::Token("tok".into()))
+        );
+        assert_eq!(UrlCredentials::of("nats://127.0.0.1:4222"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use datacat_protocol::subject::{nats_servers, INGEST_CONSUMER, STREAM};
+use datacat_protocol::subject::{INGEST_CONSUMER, STREAM};
 use serde_json::Value;
 
 use crate::load::PROBE;
@@ -113,7 +113,8 @@ pub struct Lag {
 
 impl Lag {
     pub async fn connect(nats_url: &str) -> Result<Self> {
-        let client = async_nats::connect(nats_servers(nats_url)).await?;
+        let client =
+            datacat_jetstream::connect_client(async_nats::ConnectOptions::new(), nats_url).await?;
         let jetstream = async_nats::jetstream::new(client);
         let stream = jetstream.get_stream(STREAM).await?;
         let consumer = stream

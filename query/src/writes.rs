@@ -59,7 +59,8 @@ impl DirectWriter {
                 match connect(&nats_url).await {
                     Ok(connected) => {
                         let _ = cell.set(connected);
-                        info!(%nats_url, "direct writes ready");
+                        let nats = datacat_service::redacted_url(&nats_url);
+                        info!(%nats, "direct writes ready");
                         return;
                     }
                     Err(error) => warn!(%error, "direct writes: NATS not ready; retrying"),

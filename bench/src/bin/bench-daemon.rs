@@ -39,7 +39,9 @@ async fn main() -> Result<()> {
     let clients = env_or("BENCH_CLIENTS", 2u64).max(1);
 
     let nats = Nats::start().await?;
-    let js = jetstream::new(async_nats::connect(&nats.url).await?);
+    let client =
+        datacat_jetstream::connect_client(async_nats::ConnectOptions::new(), &nats.url).await?;
+    let js = jetstream::new(client);
     js.create_stream(stream::Config {
         name: subject::STREAM.into(),
         subjects: vec![subject::SESSION_SUBJECTS.into()],

@@ -232,7 +232,9 @@ async fn ingest_run(
     for process in &mut setup {
         process.terminate(Duration::from_secs(10))?;
     }
-    let jetstream = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
+    let client =
+        datacat_jetstream::connect_client(async_nats::ConnectOptions::new(), &nats.url).await?;
+    let jetstream = async_nats::jetstream::new(client);
     warmup.publish(&jetstream).await?;
     workload.publish(&jetstream).await?;
     cooldown.publish(&jetstream).await?;
