@@ -156,7 +156,13 @@ func (m *DaemonManager) openLog() (*os.File, error) {
 		path = os.Getenv("DATACAT_DAEMON_LOG")
 	}
 	if path == "" {
-		path = filepath.Join(os.TempDir(), fmt.Sprintf("datacat-daemon-go-%d.log", os.Getpid()))
+		// A fresh file of a random name, created here (0600, O_EXCL): a predictable name in
+		// the shared temp dir could be a link another user planted.
+		file, err := os.CreateTemp("", fmt.Sprintf("datacat-daemon-go-%d-*.log", os.Getpid()))
+		if err != nil {
+			return nil, fmt.Errorf("datacat: daemon log: %w", err)
+		}
+		return file, nil
 	}
 	file, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
