@@ -602,24 +602,15 @@ mod tests {
     fn rows(session_id: &str, events: usize) -> SessionRows {
         let mut rows = EncodedRows::default();
         for idx in 0..events {
-            rows.event(datacat_warehouse::rowbinary::EventRef {
-                key: datacat_warehouse::rowbinary::RowKey {
-                    session_id,
-                    seq: 1,
-                    idx: idx as u32,
-                    ts_ms: 1,
-                    date: 1,
-                    client_ts_ms: 0,
-                },
-                name: "e",
-                level: "info",
-                category: "",
-                group_name: "",
-                labels: &[],
-                message: "",
-                data: &serde_json::Value::Null,
-                exception: "",
-            });
+            let key = datacat_warehouse::rowbinary::RowKey {
+                session_id,
+                seq: 1,
+                idx: idx as u32,
+                ts_ms: 1,
+                date: 1,
+                client_ts_ms: 0,
+            };
+            rows.event(datacat_warehouse::rowbinary::EventRef::named(key, "e"));
         }
         SessionRows {
             session_id: session_id.into(),

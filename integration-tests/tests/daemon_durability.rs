@@ -24,6 +24,20 @@ async fn log_events(daemon: &datacat_integration_tests::Daemon, id: &str, first:
     }
 }
 
+/// A stack whose NATS is down, and a daemon that logged `events` events of a new session of
+/// `product` into its spool: the stack, the daemon and the session.
+async fn spooling_offline(
+    product: &str,
+    events: u64,
+) -> (Stack, datacat_integration_tests::Daemon, String) {
+    let mut stack = Stack::start().await.expect("stack starts");
+    stack.nats.stop();
+    let daemon = stack.daemon("first-daemon", &[]).unwrap();
+    let id = daemon.register(product, "1").await.unwrap();
+    log_events(&daemon, &id, 0, events).await;
+    (stack, daemon, id)
+}
+
 /// Waits until the daemon's flush loop has spooled everything, then `kill -9`.
 async fn kill_once_spooled(daemon: &mut datacat_integration_tests::Daemon) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -106,11 +120,7 @@ async fn a_thirty_second_nats_outage_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_daemons_spool_is_delivered_by_the_next_daemon() {
-    let mut stack = Stack::start().await.expect("stack starts");
-    stack.nats.stop();
-    let mut first = stack.daemon("first-daemon", &[]).unwrap();
-    let id = first.register("phoenix", "1").await.unwrap();
-    log_events(&first, &id, 0, 3000).await;
+    let (mut stack, mut first, id) = spooling_offline("phoenix", 3000).await;
     first
         .post(
             "/state",
@@ -142,11 +152,7 @@ async fn a_killed_daemons_spool_is_delivered_by_the_next_daemon() {
 /// knew, like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adopted_spool_dropped_over_the_cap_is_reported_in_its_session() {
-    let mut stack = Stack::start().await.expect("stack starts");
-    stack.nats.stop();
-    let mut first = stack.daemon("first-daemon", &[]).unwrap();
-    let id = first.register("orphan", "1").await.unwrap();
-    log_events(&first, &id, 0, 2000).await;
+    let (mut stack, mut first, id) = spooling_offline("orphan", 2000).await;
     kill_once_spooled(&mut first).await;
 
     let next = stack

@@ -10,15 +10,17 @@ use datacat_jetstream::{connect, connect_options};
 use datacat_protocol::subject;
 use futures::StreamExt;
 
+/// A JetStream context as `role`'s program connects (its user, its inbox prefix).
+async fn connect_as(stack: &Stack, role: NatsRole) -> async_nats::jetstream::Context {
+    connect(connect_options(role.user()), &stack.nats_url_as(role))
+        .await
+        .unwrap_or_else(|e| panic!("{} connects with its credentials: {e}", role.user()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_nats_user_can_do_its_part_and_no_more() {
     let stack = Stack::start().await.expect("stack starts");
-    let daemon = connect(
-        connect_options("datacat-daemon"),
-        &stack.nats_url_as(NatsRole::Daemon),
-    )
-    .await
-    .expect("a daemon connects with its credentials");
+    let daemon = connect_as(&stack, NatsRole::Daemon).await;
 
     // Its part: a batch published and acknowledged.
     let ack = daemon
@@ -68,12 +70,7 @@ async fn each_nats_user_can_do_its_part_and_no_more() {
     assert!(stream.info().await.unwrap().state.messages >= 2);
 
     // The query service's user: its bucket, not the stream's administration.
-    let query = connect(
-        connect_options("datacat-query"),
-        &stack.nats_url_as(NatsRole::Query),
-    )
-    .await
-    .expect("the query service connects with its credentials");
+    let query = connect_as(&stack, NatsRole::Query).await;
     let writes = query
         .get_key_value(subject::DIRECT_WRITES_BUCKET)
         .await

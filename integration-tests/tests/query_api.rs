@@ -406,27 +406,37 @@ async fn a_dotted_key_is_a_path_of_its_own() {
     );
 }
 
-#[tokio::test]
-async fn tokens_guard_reads_and_writes() {
-    let stack = Stack::start().await.expect("stack starts");
+/// A second query service over the stack's ClickHouse with these settings; its base URL
+/// (once healthy) and its log.
+async fn another_query(
+    stack: &Stack,
+    name: &str,
+    env: &[(&str, &str)],
+) -> (ChildGuard, String, std::path::PathBuf) {
     let port = free_port();
     let mut command = std::process::Command::new(datacat_bin("datacat-query").unwrap());
     command
         .env("DATACAT_LISTEN", format!("127.0.0.1:{port}"))
         .env("DATACAT_CLICKHOUSE_URL", &stack.clickhouse.url)
         .env("DATACAT_CLICKHOUSE_DATABASE", &stack.database)
-        .env("DATACAT_READ_TOKEN", "reader-secret")
-        .env("DATACAT_WRITE_TOKEN", "writer-secret");
-    let _query = ChildGuard::spawn(
-        "datacat-query",
-        command,
-        &stack.logs.path().join("query-auth.log"),
-    )
-    .unwrap();
+        .envs(env.iter().copied());
+    let log = stack.logs.path().join(format!("{name}.log"));
+    let query = ChildGuard::spawn("datacat-query", command, &log).unwrap();
     let base = format!("http://127.0.0.1:{port}");
     wait_http_ok(&format!("{base}/health"), Duration::from_secs(30), "query")
         .await
         .unwrap();
+    (query, base, log)
+}
+
+#[tokio::test]
+async fn tokens_guard_reads_and_writes() {
+    let stack = Stack::start().await.expect("stack starts");
+    let tokens = [
+        ("DATACAT_READ_TOKEN", "reader-secret"),
+        ("DATACAT_WRITE_TOKEN", "writer-secret"),
+    ];
+    let (_query, base, _) = another_query(&stack, "query-auth", &tokens).await;
     let client = reqwest::Client::new();
     let status = |token: Option<&str>, method: reqwest::Method, path: &str| {
         let mut request = client.request(method, format!("{base}{path}"));
@@ -613,22 +623,8 @@ async fn an_open_service_is_open_to_its_own_pages_only() {
     assert_eq!(status, 200);
 
     // Only a read token: writes are open, and the service says so loudly.
-    let port = free_port();
-    let mut command = std::process::Command::new(datacat_bin("datacat-query").unwrap());
-    command
-        .env("DATACAT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("DATACAT_CLICKHOUSE_URL", &stack.clickhouse.url)
-        .env("DATACAT_CLICKHOUSE_DATABASE", &stack.database)
-        .env("DATACAT_READ_TOKEN", "reader-secret");
-    let log = stack.logs.path().join("query-read-only.log");
-    let _query = ChildGuard::spawn("datacat-query", command, &log).unwrap();
-    wait_http_ok(
-        &format!("http://127.0.0.1:{port}/health"),
-        Duration::from_secs(30),
-        "query",
-    )
-    .await
-    .unwrap();
+    let read_only = [("DATACAT_READ_TOKEN", "reader-secret")];
+    let (_query, _, log) = another_query(&stack, "query-read-only", &read_only).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("ANYONE WHO CAN REACH THIS SERVICE CAN WRITE"),

@@ -46,6 +46,23 @@ pub struct StatePathRef<'a> {
     pub removed: bool,
 }
 
+/// An event row with only a name (info level, nothing else): tests' rows.
+impl<'a> EventRef<'a> {
+    pub fn named(key: RowKey<'a>, name: &'a str) -> Self {
+        Self {
+            key,
+            name,
+            level: "info",
+            category: "",
+            group_name: "",
+            labels: &[],
+            message: "",
+            data: &Value::Null,
+            exception: "",
+        }
+    }
+}
+
 pub struct EventRef<'a> {
     pub key: RowKey<'a>,
     pub name: &'a str,
@@ -586,17 +603,7 @@ mod tests {
     #[test]
     fn rows_split_by_the_batch_they_came_from() {
         let event = |rows: &mut EncodedRows, seq: u64| {
-            rows.event(EventRef {
-                key: key_of("s", seq, 0, 1, 1, 0),
-                name: "e",
-                level: "info",
-                category: "",
-                group_name: "",
-                labels: &[],
-                message: "",
-                data: &Value::Null,
-                exception: "",
-            })
+            rows.event(EventRef::named(key_of("s", seq, 0, 1, 1, 0), "e"))
         };
         let mut rows = EncodedRows::default();
         event(&mut rows, 1);
