@@ -628,9 +628,12 @@ datacat_nats_start() {
     datacat_nats_passwords "$dir" || return 1
     (
         umask 077
-        sed -e 's/^\(DATACAT_NATS_[A-Z]*_PASSWORD\)=\(.*\)$/\1: "\2"/' "$dir/passwords.env"
-        cat "$DATACAT_ROOT/deploy/nats/auth.conf"
-    ) >"$dir/nats.conf" && chmod 600 "$dir/nats.conf" || return 1
+        rm -f "$dir/nats.conf"
+        {
+            sed -e 's/^\(DATACAT_NATS_[A-Z]*_PASSWORD\)=\(.*\)$/\1: "\2"/' "$dir/passwords.env"
+            cat "$DATACAT_ROOT/deploy/nats/auth.conf"
+        } >"$dir/nats.conf"
+    ) || return 1
     [ -n "$pidfile" ] || pidfile="$dir/nats.pid"
     [ -n "$logfile" ] || logfile="$dir/nats.log"
     local marker pid

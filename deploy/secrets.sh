@@ -4,7 +4,8 @@
 #   DATACAT_READ_TOKEN, DATACAT_WRITE_TOKEN (the query service's tokens),
 #   DATACAT_CLICKHOUSE_PASSWORD (ingest's and query's ClickHouse user),
 #   DATACAT_NATS_{INGEST,QUERY,DAEMON}_PASSWORD (the NATS users of deploy/nats/auth.conf;
-#   applications' daemons connect as datacat-daemon with the last one).
+#   applications' daemons connect as datacat-daemon with the last one),
+#   DATACAT_SESSION_SECRET (signs the dashboard's sign-in cookies).
 # An existing deploy/.env is kept as it is (delete it to make new secrets; changing a token
 # signs out every browser signed in with the old one). Compose reads deploy/.env by itself.
 set -euo pipefail
@@ -22,5 +23,6 @@ umask 077
     echo "DATACAT_NATS_INGEST_PASSWORD=$(secret)"
     echo "DATACAT_NATS_QUERY_PASSWORD=$(secret)"
     echo "DATACAT_NATS_DAEMON_PASSWORD=$(secret)"
+    echo "DATACAT_SESSION_SECRET=$(secret)"
 } >"$env_file"
 echo "[datacat] wrote $env_file (0600): the read token signs in at the dashboard; clients writing directly use the write token" >&2

@@ -97,8 +97,11 @@ func (m *DaemonManager) Start(ctx context.Context) (int, error) {
 	if natsURL == "" {
 		natsURL = os.Getenv("DATACAT_NATS_URL")
 	}
+	// The NATS URL goes in the daemon's environment, never on its command line: it may
+	// carry a password, and any local user can read another process's arguments.
+	env := os.Environ()
 	if natsURL != "" {
-		args = append(args, "--nats-url", natsURL)
+		env = append(env, "DATACAT_NATS_URL="+natsURL)
 	}
 	if m.DaemonPort != "" && m.DaemonPort != "auto" && m.DaemonPort != "0" {
 		if _, err := strconv.Atoi(m.DaemonPort); err != nil {
@@ -108,6 +111,7 @@ func (m *DaemonManager) Start(ctx context.Context) (int, error) {
 	}
 	args = append(args, m.ExtraArgs...)
 	cmd := exec.Command(binary, args...)
+	cmd.Env = env
 	// Its own process group: a Ctrl-C aimed at the application must not kill the daemon
 	// before the application's last calls reach it.
 	cmd.SysProcAttr = daemonProcAttr()

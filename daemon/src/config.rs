@@ -16,6 +16,7 @@ pub struct Config {
     #[arg(
         long,
         env = "DATACAT_NATS_URL",
+        hide_env_values = true,
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,

@@ -64,8 +64,14 @@ pub async fn connect_client(
     options: async_nats::ConnectOptions,
     nats_url: &str,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
+    // The credentials go in the options; the servers without them, so that no log of the
+    // client's (at any level) shows a password.
+    let servers = nats_servers(&redacted(nats_url))
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
     with_url_credentials(options, nats_url)
-        .connect(nats_servers(nats_url))
+        .connect(servers)
         .await
 }
 
@@ -106,6 +112,20 @@ pub fn with_url_credentials(
         Some(UrlCredentials::Token(token)) => options.token(token),
         None => options,
     }
+}
+
+/// The URLs without their user info.
+fn redacted(nats_url: &str) -> String {
+    nats_servers(nats_url)
+        .into_iter()
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(start), Some(at)) if at > start => {
+                format!("{}{}", &url[..start + 3], &url[at + 1..])
+            }
+            _ => url.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `%XX` escapes decoded (a URL's user and password may carry them).

@@ -24,12 +24,9 @@ impl Daemon {
         let log =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut child = Command::new(binary)
-            .args([
-                "--nats-url",
-                nats_url,
-                "--parent-pid",
-                &std::process::id().to_string(),
-            ])
+            // (In the environment, not the arguments: the URL may carry a password.)
+            .args(["--parent-pid", &std::process::id().to_string()])
+            .env("DATACAT_NATS_URL", nats_url)
             .env("DATACAT_SPOOL_DIR", spool)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

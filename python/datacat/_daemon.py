@@ -354,11 +354,9 @@ class DaemonManager(object):
     # -- start / stop ------------------------------------------------------------
 
     def _command(self, binary):
-        args = [binary]
-        nats_url = self.nats_url or os.environ.get(ENV_NATS_URL)
-        if nats_url:
-            args += ["--nats-url", nats_url]
-        args += ["--parent-pid", str(os.getpid())]
+        # (The NATS URL goes in the environment, never on the command line: it may carry a
+        # password, and any local user can read another process's arguments.)
+        args = [binary, "--parent-pid", str(os.getpid())]
         port = self.daemon_port
         if port not in (None, "", "auto", 0, "0"):
             args += ["--listen", "%s:%d" % (LOOPBACK, int(port))]
@@ -378,6 +376,13 @@ class DaemonManager(object):
         self._start_backoff.succeeded()
         return proc
 
+    def _environment(self):
+        """The daemon's environment: ours, with the NATS URL this manager was given."""
+        env = dict(os.environ)
+        if self.nats_url:
+            env[ENV_NATS_URL] = self.nats_url
+        return env
+
     def _start(self):
         binary, source = (self.daemon_binary, "argument") if self.daemon_binary else locate_daemon_binary()
         if not binary:
@@ -389,7 +394,8 @@ class DaemonManager(object):
             )
         args = self._command(binary)
         stderr, log_path = _open_log(self.log_path)
-        kwargs = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": stderr}
+        kwargs = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": stderr,
+                  "env": self._environment()}
         if os.name == "nt":
             kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         else:

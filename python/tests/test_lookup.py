@@ -113,12 +113,15 @@ def test_command_line(monkeypatch):
     args = DaemonManager()._command("/bin/d")
     assert args == ["/bin/d", "--parent-pid", str(os.getpid())]
 
-    args = DaemonManager(nats_url="nats://h:1", daemon_port=4567)._command("/bin/d")
-    assert args == ["/bin/d", "--nats-url", "nats://h:1", "--parent-pid", str(os.getpid()),
-                    "--listen", "127.0.0.1:4567"]
+    # The NATS URL (it may carry a password) is never an argument: it is in the environment.
+    manager = DaemonManager(nats_url="nats://u:secret@h:1", daemon_port=4567)
+    args = manager._command("/bin/d")
+    assert args == ["/bin/d", "--parent-pid", str(os.getpid()), "--listen", "127.0.0.1:4567"]
+    assert manager._environment()["DATACAT_NATS_URL"] == "nats://u:secret@h:1"
 
     monkeypatch.setenv("DATACAT_NATS_URL", "nats://env:2")
-    assert DaemonManager(daemon_port="auto")._command("/bin/d")[1:3] == ["--nats-url", "nats://env:2"]
+    assert DaemonManager()._environment()["DATACAT_NATS_URL"] == "nats://env:2"
+    assert "nats://env:2" not in DaemonManager()._command("/bin/d")
 
 
 def test_shared_daemon_is_per_settings():

@@ -42,7 +42,9 @@ pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
 pub struct Access {
     read: Option<[u8; 32]>,
     write: Option<[u8; 32]>,
-    /// Signs session cookies; derived from the tokens, so changing one ends its sessions.
+    /// Signs session cookies: from the service's session secret and the tokens, so changing
+    /// a token ends its sessions, and a cookie says nothing about a token (no guessing one
+    /// offline from a cookie's signature).
     session_key: [u8; 32],
     /// Origins the dashboard's socket takes besides the service's own (`scheme://host:port`).
     allowed_origins: Vec<String>,
@@ -92,6 +94,7 @@ impl Access {
     pub fn new(
         read: Option<&str>,
         write: Option<&str>,
+        session_secret: &str,
         allowed_origins: Vec<String>,
         secure_cookies: bool,
     ) -> Self {
@@ -100,8 +103,8 @@ impl Access {
             write.filter(|t| !t.is_empty()),
         );
         let mut key = Sha256::new();
-        key.update(b"datacat session key v1");
-        for token in [read, write] {
+        key.update(b"datacat session key v2");
+        for token in [Some(session_secret), read, write] {
             let token = token.unwrap_or_default();
             key.update((token.len() as u64).to_le_bytes());
             key.update(token.as_bytes());
@@ -216,10 +219,15 @@ impl Access {
             // Not a browser (browsers always send it on a WebSocket handshake).
             return true;
         };
-        let origin = origin.trim_end_matches('/');
+        // Host names are case-insensitive.
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        let host = host.map(str::to_ascii_lowercase);
         let authority = origin.split_once("://").map(|(_, rest)| rest);
-        authority.is_some_and(|authority| host == Some(authority))
-            || self.allowed_origins.iter().any(|allowed| allowed == origin)
+        authority.is_some_and(|authority| host.as_deref() == Some(authority))
+            || self
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(&origin))
     }
 
     /// Counts a failed sign-in from `address`; whether it may try again now.
@@ -378,7 +386,13 @@ mod tests {
     use super::*;
 
     fn access(read: Option<&str>, write: Option<&str>) -> Access {
-        Access::new(read, write, vec!["https://grafana.example".into()], false)
+        Access::new(
+            read,
+            write,
+            "secret",
+            vec!["https://grafana.example".into()],
+            false,
+        )
     }
 
     fn bearer(token: &str) -> Option<Credential> {
@@ -442,6 +456,12 @@ mod tests {
             Grant::None,
             "a new token ends it"
         );
+        let restarted = Access::new(Some("r"), Some("w"), "another secret", vec![], false);
+        assert_eq!(
+            restarted.session_grant(&read, now),
+            Grant::None,
+            "and a new secret"
+        );
         let write = both.session_value(Grant::Write, now + 60);
         let session = Some(Credential::Session(write));
         assert!(both.check(session.as_ref(), true).is_ok());
@@ -452,6 +472,7 @@ mod tests {
         let open = access(None, None);
         let host = Some("127.0.0.1:8080");
         assert!(open.origin_allowed(Some("http://127.0.0.1:8080"), host));
+        assert!(open.origin_allowed(Some("http://DataCat.example"), Some("datacat.EXAMPLE")));
         assert!(open.origin_allowed(None, host), "not a browser");
         assert!(open.origin_allowed(Some("https://grafana.example/"), host));
         assert!(!open.origin_allowed(Some("http://evil.example"), host));

@@ -17,6 +17,7 @@ pub struct Config {
     #[arg(
         long,
         env = "DATACAT_NATS_URL",
+        hide_env_values = true,
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
@@ -41,6 +42,11 @@ pub struct Config {
     /// Token required for direct writes (it also reads). Unset: writes are open.
     #[arg(long, env = "DATACAT_WRITE_TOKEN", hide_env_values = true)]
     pub write_token: Option<String>,
+
+    /// The secret that signs sign-in cookies (with the tokens). Unset: a random one per
+    /// start, so a restart signs everyone out; replicas behind one address need the same.
+    #[arg(long, env = "DATACAT_SESSION_SECRET", hide_env_values = true)]
+    pub session_secret: Option<String>,
 
     /// Origins (`scheme://host:port`, comma-separated) whose pages may open the dashboard's
     /// socket besides the service's own.

@@ -42,9 +42,14 @@ async fn main() -> Result<()> {
     let reader = Arc::new(
         Reader::new(&config.clickhouse.connection())?.with_time_limit(config.query_time_limit_secs),
     );
+    let session_secret = match config.session_secret.clone().filter(|s| !s.is_empty()) {
+        Some(secret) => secret,
+        None => datacat_service::random_secret().context("making a session secret")?,
+    };
     let access = auth::Access::new(
         config.read_token.as_deref(),
         config.write_token.as_deref(),
+        &session_secret,
         config.allowed_origins.clone(),
         config.secure_cookies,
     );
