@@ -12,14 +12,8 @@ use crate::spool::SpoolSync;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "datacat-daemon", version)]
 pub struct Config {
-    /// NATS server to publish session batches to.
-    #[arg(
-        long,
-        env = "DATACAT_NATS_URL",
-        hide_env_values = true,
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: datacat_jetstream::NatsArgs,
 
     /// Address of the client API. Port 0 lets the OS choose; the chosen port is printed on
     /// stdout as `DATACAT_DAEMON_READY <port> <token>`.

@@ -61,8 +61,13 @@ async fn run(config: Config) -> Result<()> {
     let shutdown = CancellationToken::new();
     let daemon_id = uuid::Uuid::now_v7().to_string();
     let spool_root = config.spool_root();
-    let spool = Spool::open(&spool_root, &daemon_id, &config.nats_url, config.spool_sync)
-        .with_context(|| format!("opening the spool under {}", spool_root.display()))?;
+    let spool = Spool::open(
+        &spool_root,
+        &daemon_id,
+        &config.nats.nats_url,
+        config.spool_sync,
+    )
+    .with_context(|| format!("opening the spool under {}", spool_root.display()))?;
     let (publisher, mut drops) = Publisher::start(&config, Arc::new(spool)).await?;
     let registry = Arc::new(Registry::new(&config, publisher.clone()));
     let reporter = registry.clone();
@@ -105,7 +110,7 @@ async fn run(config: Config) -> Result<()> {
     tokio::spawn(datacat_service::cancel_on_signal(shutdown.clone()));
 
     announce_ready(port, &token)?;
-    let nats = datacat_service::redacted_url(&config.nats_url);
+    let nats = datacat_service::redacted_url(&config.nats.nats_url);
     info!(port, %nats, "datacat-daemon ready");
 
     let serve_shutdown = shutdown.clone();

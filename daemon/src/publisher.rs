@@ -81,7 +81,7 @@ impl Publisher {
     ) -> Result<(Self, mpsc::UnboundedReceiver<DropReport>)> {
         // NATS may be down now and come up later: connect in the background.
         let options = connect_options("datacat-daemon").retry_on_initial_connect();
-        let jetstream = datacat_jetstream::connect(options, &config.nats_url).await?;
+        let jetstream = datacat_jetstream::connect(options, &config.nats.nats_url).await?;
         let publisher = Self {
             spool,
             wake: Arc::default(),

@@ -13,15 +13,8 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// NATS server with JetStream.
-    #[arg(
-        long,
-        global = true,
-        env = "DATACAT_NATS_URL",
-        hide_env_values = true,
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: datacat_jetstream::NatsArgs,
 
     #[command(flatten)]
     pub clickhouse: datacat_warehouse::ClickHouseArgs,

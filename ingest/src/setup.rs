@@ -27,10 +27,10 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client> {
         .subscription_capacity(inbox_capacity)
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64));
-    datacat_jetstream::connect_client(options, &config.nats_url)
+    datacat_jetstream::connect_client(options, &config.nats.nats_url)
         .await
         .with_context(|| {
-            let nats = datacat_service::redacted_url(&config.nats_url);
+            let nats = datacat_service::redacted_url(&config.nats.nats_url);
             format!("connecting to NATS at {nats}")
         })
 }

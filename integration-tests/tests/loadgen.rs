@@ -12,7 +12,9 @@ async fn loadgen_measures_throughput_lag_and_freshness() {
     for via in [Via::Daemon, Via::Jetstream] {
         let config = Config {
             via,
-            nats_url: stack.nats_url.clone(),
+            nats: datacat_jetstream::NatsArgs {
+                nats_url: stack.nats_url.clone(),
+            },
             query_url: stack.query_url.clone(),
             read_token: None,
             daemon_bin: datacat_bin("datacat-daemon").unwrap(),

@@ -31,6 +31,22 @@ pub fn batch_room(max_payload: usize) -> usize {
     max_payload.saturating_sub(HEADROOM).max(HEADROOM)
 }
 
+/// The NATS setting every program takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS servers (comma-separated for a cluster) as the program's user:
+    /// `nats://<user>:<password>@host:4222` (deploy/nats/auth.conf). Never shown by `--help`,
+    /// logged or written down with its password.
+    #[arg(
+        long,
+        global = true,
+        env = "DATACAT_NATS_URL",
+        hide_env_values = true,
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+}
+
 /// The JetStream message id of batch `seq` of a session.
 pub fn msg_id(session_id: &str, seq: u64) -> String {
     format!("{session_id}:{seq}")

@@ -22,14 +22,8 @@ pub struct Config {
     #[arg(long, env = "DATACAT_LOADGEN_VIA", value_enum, default_value_t = Via::Daemon)]
     pub via: Via,
 
-    /// NATS (comma-separated for a cluster): handed to the daemons, or published to.
-    #[arg(
-        long,
-        env = "DATACAT_NATS_URL",
-        hide_env_values = true,
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: datacat_jetstream::NatsArgs,
 
     /// The query service, where freshness is measured (events becoming visible).
     #[arg(

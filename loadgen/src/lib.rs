@@ -40,7 +40,7 @@ pub async fn run(config: &Config) -> Result<Report> {
 
     let stop_sampling = Arc::new(tokio::sync::Notify::new());
     let sampler = tokio::spawn(
-        connect_lag(&config.nats_url)
+        connect_lag(&config.nats.nats_url)
             .await?
             .sample_until(stop_sampling.clone()),
     );
@@ -162,8 +162,9 @@ async fn open(config: &Config, workdir: &std::path::Path) -> Result<(Sink, Vec<(
             for app in 0..config.apps.max(1) {
                 let spool = workdir.join(format!("spool-{app}"));
                 let log = workdir.join(format!("daemon-{app}.log"));
-                daemons
-                    .push(Daemon::start(&config.daemon_bin, &config.nats_url, &spool, &log).await?);
+                daemons.push(
+                    Daemon::start(&config.daemon_bin, &config.nats.nats_url, &spool, &log).await?,
+                );
             }
             for (app, daemon) in daemons.iter().enumerate() {
                 for _ in 0..config.sessions.max(1) {
@@ -178,7 +179,7 @@ async fn open(config: &Config, workdir: &std::path::Path) -> Result<(Sink, Vec<(
             Ok((Sink::Daemons(daemons), sessions))
         }
         Via::Jetstream => {
-            let mut publisher = Publisher::connect(&config.nats_url).await?;
+            let mut publisher = Publisher::connect(&config.nats.nats_url).await?;
             for app in 0..config.apps.max(1) {
                 for _ in 0..config.sessions.max(1) {
                     let id = publisher.new_session();

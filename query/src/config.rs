@@ -12,15 +12,8 @@ pub struct Config {
     #[arg(long, env = "DATACAT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// NATS server with JetStream, for direct writes (clients without a daemon). Reads work
-    /// without it.
-    #[arg(
-        long,
-        env = "DATACAT_NATS_URL",
-        hide_env_values = true,
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: datacat_jetstream::NatsArgs,
 
     /// The longest a read that names the writer's last batch (`min_seq`) waits for ingest to
     /// apply it, in milliseconds; then it answers with what is there.

@@ -64,7 +64,7 @@ async fn main() -> Result<()> {
     let state = AppState {
         reader,
         access: Arc::new(access),
-        writer: writes::DirectWriter::connect_in_background(config.nats_url.clone()),
+        writer: writes::DirectWriter::connect_in_background(config.nats.nats_url.clone()),
         read_wait: std::time::Duration::from_millis(config.read_wait_ms),
     };
     let app = Router::new()

@@ -20,7 +20,9 @@ async fn main() -> Result<()> {
     let spool: PathBuf = stack.spool_dir();
     let config = Config {
         via: Via::Daemon,
-        nats_url: stack.nats_url.clone(),
+        nats: datacat_jetstream::NatsArgs {
+            nats_url: stack.nats_url.clone(),
+        },
         query_url: stack.query_url.clone(),
         read_token: None,
         daemon_bin: datacat_bin("datacat-daemon")?,
