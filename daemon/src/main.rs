@@ -110,7 +110,7 @@ async fn run(config: Config) -> Result<()> {
     tokio::spawn(datacat_service::cancel_on_signal(shutdown.clone()));
 
     announce_ready(port, &token)?;
-    let nats = datacat_service::redacted_url(&config.nats.nats_url);
+    let nats = datacat_jetstream::redacted_url(&config.nats.nats_url);
     info!(port, %nats, "datacat-daemon ready");
 
     let serve_shutdown = shutdown.clone();

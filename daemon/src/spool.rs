@@ -176,7 +176,7 @@ impl Spool {
         lock.try_lock()
             .map_err(|e| std::io::Error::other(format!("locking {}: {e}", dir.display())))?;
         // Which server the batches are for, without its credentials.
-        let nats_url = datacat_service::redacted_url(nats_url);
+        let nats_url = datacat_jetstream::redacted_url(nats_url);
         let meta = Meta {
             nats_url: nats_url.clone(),
             pid: std::process::id(),
@@ -269,7 +269,7 @@ impl Spool {
                 continue;
             };
             // (An older daemon wrote the URL whole.)
-            if datacat_service::redacted_url(&meta.nats_url) != self.nats_url {
+            if datacat_jetstream::redacted_url(&meta.nats_url) != self.nats_url {
                 continue;
             }
             let Ok(lock) = OpenOptions::new().write(true).open(dir.join("lock")) else {

@@ -30,7 +30,7 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client> {
     datacat_jetstream::connect_client(options, &config.nats.nats_url)
         .await
         .with_context(|| {
-            let nats = datacat_service::redacted_url(&config.nats.nats_url);
+            let nats = datacat_jetstream::redacted_url(&config.nats.nats_url);
             format!("connecting to NATS at {nats}")
         })
 }

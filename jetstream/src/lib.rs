@@ -82,7 +82,7 @@ pub async fn connect_client(
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
     // The credentials go in the options; the servers without them, so that no log of the
     // client's (at any level) shows a password.
-    let servers = nats_servers(&redacted(nats_url))
+    let servers = nats_servers(&redacted_url(nats_url))
         .into_iter()
         .map(str::to_string)
         .collect::<Vec<_>>();
@@ -130,15 +130,19 @@ pub fn with_url_credentials(
     }
 }
 
-/// The URLs without their user info.
-fn redacted(nats_url: &str) -> String {
-    nats_servers(nats_url)
-        .into_iter()
-        .map(|url| match (url.find("://"), url.rfind('@')) {
-            (Some(start), Some(at)) if at > start => {
-                format!("{}{}", &url[..start + 3], &url[at + 1..])
+/// A URL as it may be logged or written down: without its user name and password.
+/// (`nats://user:secret@host:4222` becomes `nats://host:4222`; each of a comma-separated
+/// list of URLs likewise.)
+pub fn redacted_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let url = url.trim();
+            match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+                }
+                _ => url.to_string(),
             }
-            _ => url.to_string(),
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -315,6 +319,13 @@ mod tests {
             Some(UrlCredentials::Token("tok".into()))
         );
         assert_eq!(UrlCredentials::of("nats://127.0.0.1:4222"), None);
+        use super::redacted_url;
+        assert_eq!(redacted_url("nats://u:p@h:4222"), "nats://h:4222");
+        assert_eq!(redacted_url("nats://h:4222"), "nats://h:4222");
+        assert_eq!(
+            redacted_url("nats://a:b@h1:4222, tls://tok@h2:4222"),
+            "nats://h1:4222,tls://h2:4222"
+        );
     }
 
     use super::*;

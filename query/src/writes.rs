@@ -59,7 +59,7 @@ impl DirectWriter {
                 match connect(&nats_url).await {
                     Ok(connected) => {
                         let _ = cell.set(connected);
-                        let nats = datacat_service::redacted_url(&nats_url);
+                        let nats = datacat_jetstream::redacted_url(&nats_url);
                         info!(%nats, "direct writes ready");
                         return;
                     }
