@@ -30,6 +30,9 @@ DATACAT_LOCAL_NATS_BIN="$DATACAT_NATS_INSTALL_DIR/bin/nats-server"
 DATACAT_PY27_VERSION="2.7.18"
 DATACAT_PY38_VERSION="3.8.18"
 DATACAT_SCHEMATHESIS_VERSION="4.32.5"
+# Current ClickHouse in process (integration-tests/chdb/gateway.py): the second engine the
+# warehouse's SQL is checked on, beside Debian's 18.16 server.
+DATACAT_CHDB_VERSION="26.9.0"
 DATACAT_CLICKHOUSE_TEMPLATE_DIR="$DATACAT_ROOT/deploy/clickhouse"
 
 : "${DATACAT_CLICKHOUSE_SERVER_BIN:=/usr/sbin/clickhouse-server}"
@@ -253,6 +256,17 @@ datacat_install_test_deps() {
             --target "$st_dir" "schemathesis==$DATACAT_SCHEMATHESIS_VERSION" || return 1
         PYTHONPATH="$st_dir" python3 -c 'import schemathesis' ||
             { datacat_err "schemathesis still not importable after installing it"; return 1; }
+    fi
+
+    # chdb-core (current ClickHouse in process), without pandas and pyarrow, which only its
+    # DataFrame helpers need.
+    local chdb_dir="$DATACAT_ROOT/.local/chdb"
+    if ! PYTHONPATH="$chdb_dir" python3 -c 'import chdb' >/dev/null 2>&1; then
+        datacat_log "installing chdb-core==$DATACAT_CHDB_VERSION into .local/chdb"
+        python3 -m pip install --disable-pip-version-check --no-input --upgrade --no-deps \
+            --target "$chdb_dir" "chdb-core==$DATACAT_CHDB_VERSION" || return 1
+        PYTHONPATH="$chdb_dir" python3 -c 'import chdb' ||
+            { datacat_err "chdb still not importable after installing it"; return 1; }
     fi
 
     # pyenv's Python 3.8.18 (the oldest Python 3 the client supports) and 2.7.18, each with

@@ -196,5 +196,11 @@ pub enum Command {
     /// Consume and ingest (the default).
     Run,
     /// Apply the ClickHouse schema migrations and exit.
-    Migrate,
+    Migrate {
+        /// Print the statements that build the schema from nothing, in order, for the
+        /// configured variant (single server, or the cluster of `--clickhouse-cluster`),
+        /// instead of connecting to ClickHouse.
+        #[arg(long)]
+        print_sql: bool,
+    },
 }

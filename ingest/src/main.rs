@@ -35,7 +35,15 @@ async fn main() -> Result<()> {
 
     let connection = config.clickhouse.connection();
     match config.command.unwrap_or(Command::Run) {
-        Command::Migrate => {
+        Command::Migrate { print_sql: true } => {
+            let cluster = connection.cluster.as_deref();
+            let schema = datacat_warehouse::migrations::schema_sql(&connection.database, cluster)?;
+            for sql in schema {
+                println!("{sql};\n");
+            }
+            Ok(())
+        }
+        Command::Migrate { print_sql: false } => {
             let applied = datacat_warehouse::migrate(&connection)
                 .await
                 .context("migrating ClickHouse")?;

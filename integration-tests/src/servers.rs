@@ -276,7 +276,13 @@ impl Nats {
 
 pub struct ClickHouse {
     pub http_port: u16,
+    /// The native protocol's port (what a cluster's servers reach each other on).
+    pub tcp_port: u16,
     pub url: String,
+    /// A member of a cluster runs as a local process, never a container: its peers reach it
+    /// on loopback.
+    #[cfg_attr(not(feature = "containers"), allow(dead_code))]
+    in_cluster: bool,
     process: Option<ChildGuard>,
     #[cfg(feature = "containers")]
     container: Option<crate::containers::Container>,
@@ -285,24 +291,38 @@ pub struct ClickHouse {
 
 impl ClickHouse {
     pub async fn start() -> Result<Self> {
+        Self::start_configured(free_port(), free_port(), None).await
+    }
+
+    /// A server on these ports with `cluster_config` (its `remote_servers`, `zookeeper` and
+    /// `macros`) added to the configuration every deployment runs.
+    pub(crate) async fn start_configured(
+        http_port: u16,
+        tcp_port: u16,
+        cluster_config: Option<&str>,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let http_port = free_port();
         let users = dir.path().join("users.xml");
         std::fs::write(&users, CLICKHOUSE_USERS)?;
         let direct_io = u8::from(takes_direct_io(dir.path())).to_string();
-        let config = CLICKHOUSE_CONFIG
+        let mut config = CLICKHOUSE_CONFIG
             .replace("{{HTTP_PORT}}", &http_port.to_string())
-            .replace("{{TCP_PORT}}", &free_port().to_string())
+            .replace("{{TCP_PORT}}", &tcp_port.to_string())
             .replace("{{INTERSERVER_PORT}}", &free_port().to_string())
             .replace("{{DATA_DIR}}", &dir.path().display().to_string())
             .replace("{{USERS_XML}}", &users.display().to_string())
             .replace("{{MERGE_DIRECT_IO}}", &direct_io);
+        if let Some(extra) = cluster_config {
+            config = config.replace("</yandex>", &format!("{extra}\n</yandex>"));
+        }
         std::fs::create_dir_all(dir.path().join("logs"))?;
         let config_path = dir.path().join("config.xml");
         std::fs::write(&config_path, config)?;
         let mut clickhouse = Self {
             http_port,
+            tcp_port,
             url: format!("http://127.0.0.1:{http_port}"),
+            in_cluster: cluster_config.is_some(),
             process: None,
             #[cfg(feature = "containers")]
             container: None,
@@ -318,7 +338,7 @@ impl ClickHouse {
     pub async fn restart(&mut self) -> Result<()> {
         let ping = format!("{}/ping", self.url);
         #[cfg(feature = "containers")]
-        if crate::containers::available() {
+        if !self.in_cluster && crate::containers::available() {
             match &self.container {
                 Some(container) => crate::containers::start_again(container).await?,
                 None => self.container = Some(crate::containers::clickhouse(self.http_port).await?),
@@ -400,16 +420,33 @@ impl ClickHouse {
 
     /// Runs one SQL statement over HTTP and returns the body.
     pub async fn sql(&self, sql: &str) -> Result<String> {
-        let response = reqwest::Client::new()
-            .post(&self.url)
-            .body(sql.to_string())
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.text().await?;
-        anyhow::ensure!(status.is_success(), "clickhouse answered {status}: {body}");
-        Ok(body)
+        post_sql(&self.url, sql).await
     }
+
+    /// How DataCat reaches `database` on this server (compressed, as by default).
+    pub fn connection(&self, database: &str) -> datacat_warehouse::Connection {
+        datacat_warehouse::Connection {
+            url: self.url.clone(),
+            database: database.to_string(),
+            user: None,
+            password: None,
+            cluster: None,
+            compression: datacat_warehouse::WireCompression::Lz4,
+        }
+    }
+}
+
+/// Runs one SQL statement on the ClickHouse HTTP interface at `url`; the answer's body.
+pub async fn post_sql(url: &str, sql: &str) -> Result<String> {
+    let response = reqwest::Client::new()
+        .post(url)
+        .body(sql.to_string())
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.text().await?;
+    anyhow::ensure!(status.is_success(), "clickhouse answered {status}: {body}");
+    Ok(body)
 }
 
 /// Blocks ClickHouse wrote into new parts, and how many of them came sorted.

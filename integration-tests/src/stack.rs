@@ -10,7 +10,54 @@ use tempfile::TempDir;
 
 use crate::binaries::datacat_bin;
 use crate::process::{free_port, wait_http_ok, ChildGuard};
+use datacat_warehouse::{Connection, WireCompression};
+
+use crate::chdb::Chdb;
+use crate::cluster::{ClickHouseCluster, CLUSTER};
 use crate::servers::{ClickHouse, Nats, NatsRole};
+
+/// Where a stack keeps its rows.
+pub enum Warehouse {
+    /// One ClickHouse server.
+    Server(ClickHouse),
+    /// Current ClickHouse in process, behind its HTTP gateway.
+    Chdb(Chdb),
+    /// A replicated cluster, reached through its first server.
+    Cluster(ClickHouseCluster),
+}
+
+impl Warehouse {
+    /// How DataCat reaches it.
+    pub fn connection(&self, database: &str) -> Connection {
+        match self {
+            Warehouse::Server(server) => server.connection(database),
+            Warehouse::Chdb(chdb) => chdb.connection(database),
+            Warehouse::Cluster(cluster) => Connection {
+                cluster: Some(CLUSTER.to_string()),
+                ..cluster.servers[0].connection(database)
+            },
+        }
+    }
+
+    /// The settings that point a DataCat program at it.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let connection = self.connection("");
+        let compression = match connection.compression {
+            WireCompression::Lz4 => "lz4",
+            WireCompression::None => "none",
+        };
+        let mut env = vec![
+            ("DATACAT_CLICKHOUSE_URL", connection.url),
+            ("DATACAT_CLICKHOUSE_COMPRESSION", compression.to_string()),
+        ];
+        env.extend(
+            connection
+                .cluster
+                .map(|cluster| ("DATACAT_CLICKHOUSE_CLUSTER", cluster)),
+        );
+        env
+    }
+}
 
 pub struct Stack {
     /// The NATS server (in a cluster: its first node).
@@ -21,7 +68,7 @@ pub struct Stack {
     /// what ingest and the tests themselves connect with. Daemons and clients get
     /// [`Stack::nats_url_as`]`(NatsRole::Daemon)`, the query service the query user's.
     pub nats_url: String,
-    pub clickhouse: ClickHouse,
+    pub warehouse: Warehouse,
     pub database: String,
     pub query_url: String,
     pub ingest: Vec<ChildGuard>,
@@ -41,7 +88,15 @@ impl Stack {
 
     /// Like [`Stack::start`], with extra settings for the ingest workers.
     pub async fn start_with(ingest_env: &[(&str, &str)]) -> Result<Self> {
-        Self::start_on(vec![Nats::start().await?], ingest_env, &[]).await
+        Self::start_with_warehouse(Warehouse::Server(ClickHouse::start().await?), ingest_env).await
+    }
+
+    /// Like [`Stack::start_with`], keeping its rows in `warehouse`.
+    pub async fn start_with_warehouse(
+        warehouse: Warehouse,
+        ingest_env: &[(&str, &str)],
+    ) -> Result<Self> {
+        Self::start_on(vec![Nats::start().await?], warehouse, ingest_env, &[]).await
     }
 
     /// Like [`Stack::start`], with ingest calling a session lost `lost_after_secs` after its
@@ -59,22 +114,59 @@ impl Stack {
 
     /// Like [`Stack::start`], on this NATS server.
     pub async fn start_on_nats(nats: Nats) -> Result<Self> {
-        Self::start_on(vec![nats], &[], &[]).await
+        Self::start_on(vec![nats], Self::server().await?, &[], &[]).await
     }
 
     /// Like [`Stack::start`], with extra settings for the query service.
     pub async fn start_with_query(query_env: &[(&str, &str)]) -> Result<Self> {
-        Self::start_on(vec![Nats::start().await?], &[], query_env).await
+        Self::start_on(
+            vec![Nats::start().await?],
+            Self::server().await?,
+            &[],
+            query_env,
+        )
+        .await
     }
 
     /// Like [`Stack::start`] on a NATS cluster of `nodes` servers, the streams and buckets
     /// replicated on all of them.
     pub async fn start_clustered(nodes: usize) -> Result<Self> {
-        Self::start_on(Nats::start_cluster(nodes).await?, &[], &[]).await
+        Self::start_on(
+            Nats::start_cluster(nodes).await?,
+            Self::server().await?,
+            &[],
+            &[],
+        )
+        .await
+    }
+
+    async fn server() -> Result<Warehouse> {
+        Ok(Warehouse::Server(ClickHouse::start().await?))
+    }
+
+    /// How DataCat reaches the stack's warehouse.
+    pub fn connection(&self) -> Connection {
+        self.warehouse.connection(&self.database)
+    }
+
+    /// The stack's ClickHouse server (it has one unless started on another warehouse).
+    pub fn clickhouse(&self) -> &ClickHouse {
+        match &self.warehouse {
+            Warehouse::Server(server) => server,
+            _ => panic!("this stack keeps its rows elsewhere than one ClickHouse server"),
+        }
+    }
+
+    pub fn clickhouse_mut(&mut self) -> &mut ClickHouse {
+        match &mut self.warehouse {
+            Warehouse::Server(server) => server,
+            _ => panic!("this stack keeps its rows elsewhere than one ClickHouse server"),
+        }
     }
 
     async fn start_on(
         mut nodes: Vec<Nats>,
+        warehouse: Warehouse,
         ingest_env: &[(&str, &str)],
         query_env: &[(&str, &str)],
     ) -> Result<Self> {
@@ -98,17 +190,16 @@ impl Stack {
             .collect::<Vec<_>>()
             .join(",");
         let nats = nodes.remove(0);
-        let clickhouse = ClickHouse::start().await?;
         let database = "datacat".to_string();
 
-        let status = Self::command(&nats_url, &clickhouse, &database, "datacat-ingest")?
+        let status = Self::command(&nats_url, &warehouse, &database, "datacat-ingest")?
             .arg("migrate")
             .status()
             .context("running datacat-ingest migrate")?;
         ensure!(status.success(), "datacat-ingest migrate failed: {status}");
 
         let query_port = free_port();
-        let mut query = Self::command(&query_nats_url, &clickhouse, &database, "datacat-query")?;
+        let mut query = Self::command(&query_nats_url, &warehouse, &database, "datacat-query")?;
         query.env("DATACAT_LISTEN", format!("127.0.0.1:{query_port}"));
         query.envs(query_env.iter().copied());
         let query = ChildGuard::spawn("datacat-query", query, &logs.path().join("query.log"))?;
@@ -118,7 +209,7 @@ impl Stack {
             nats,
             nats_peers: nodes,
             nats_url,
-            clickhouse,
+            warehouse,
             database,
             query_url,
             ingest: Vec::new(),
@@ -142,7 +233,7 @@ impl Stack {
 
     fn command(
         nats_url: &str,
-        clickhouse: &ClickHouse,
+        warehouse: &Warehouse,
         database: &str,
         bin: &str,
     ) -> Result<Command> {
@@ -152,7 +243,7 @@ impl Stack {
         command
             .env("DATACAT_NATS_URL", nats_url)
             .env("DATACAT_STREAM_REPLICAS", replicas.to_string())
-            .env("DATACAT_CLICKHOUSE_URL", &clickhouse.url)
+            .envs(warehouse.env())
             .env("DATACAT_CLICKHOUSE_DATABASE", database)
             .env("RUST_LOG", "info");
         Ok(command)
@@ -163,7 +254,7 @@ impl Stack {
         let port = free_port();
         let mut command = Self::command(
             &self.nats_url,
-            &self.clickhouse,
+            &self.warehouse,
             &self.database,
             "datacat-ingest",
         )?;

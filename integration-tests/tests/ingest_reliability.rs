@@ -221,10 +221,10 @@ async fn a_thirty_second_clickhouse_outage_loses_nothing() {
     half(first).publish(&js, 0).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    stack.clickhouse.stop();
+    stack.clickhouse_mut().stop();
     half(second).publish(&js, 10).await.unwrap();
     tokio::time::sleep(Duration::from_secs(30)).await;
-    stack.clickhouse.restart().await.unwrap();
+    stack.clickhouse_mut().restart().await.unwrap();
 
     let sessions = ingested(&stack, &workload, Duration::from_secs(120)).await;
     check_expected(&workload, &sessions);

@@ -37,7 +37,7 @@ async fn slow_stack(ingest_env: &[(&str, &str)]) -> Stack {
     let stack = Stack::start_with(&env).await.expect("stack starts");
     let database = &stack.database;
     stack
-        .clickhouse
+        .clickhouse()
         .sql(&format!(
             "CREATE MATERIALIZED VIEW {database}.slow_events ENGINE = Null \
              AS SELECT sleep(3) AS slept FROM {database}.events"

@@ -254,7 +254,7 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
     // A point written twice (a redelivered batch whose copy ClickHouse has not merged away
     // yet) is still counted once.
     stack
-        .clickhouse
+        .clickhouse()
         .sql(&format!(
             "INSERT INTO {}.metrics SELECT * FROM {}.metrics WHERE session_id = 's1' AND seq = 0",
             stack.database, stack.database
@@ -417,7 +417,7 @@ async fn another_query(
     let mut command = std::process::Command::new(datacat_bin("datacat-query").unwrap());
     command
         .env("DATACAT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("DATACAT_CLICKHOUSE_URL", &stack.clickhouse.url)
+        .envs(stack.warehouse.env())
         .env("DATACAT_CLICKHOUSE_DATABASE", &stack.database)
         .envs(env.iter().copied());
     let log = stack.logs.path().join(format!("{name}.log"));

@@ -52,7 +52,7 @@ async fn a_batch_clickhouse_refuses_is_dead_lettered_and_the_rest_goes_in() {
         .expect("stack starts");
     let db = &stack.database;
     stack
-        .clickhouse
+        .clickhouse()
         .sql(&format!(
             "CREATE MATERIALIZED VIEW {db}.refuse_poison ENGINE = Null AS \
              SELECT throwIf(name = 'poison') AS refused FROM {db}.events"

@@ -235,22 +235,75 @@ struct AppliedMigration {
     name: String,
 }
 
-/// Creates the database if needed and applies every migration not applied yet.
-/// Returns the versions applied by this call.
-pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
-    let cluster = connection.cluster.as_deref();
-    let server = connection.server_client()?;
-    let create_database = format!("CREATE DATABASE IF NOT EXISTS {}", connection.database);
-    for sql in statements(&create_database, &connection.database, cluster) {
-        server.query(&sql).execute().await?;
-    }
-    let db = connection.client()?;
-    let migrations_table = "CREATE TABLE IF NOT EXISTS schema_migrations (
+/// The table recording which migrations are applied.
+const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
             version UInt32,
             name String,
             applied_at DateTime DEFAULT now()
         ) ENGINE = MergeTree() ORDER BY version";
-    for sql in statements(migrations_table, &connection.database, cluster) {
+
+/// Every statement that builds the schema from nothing, in the order [`migrate`] runs them
+/// on an empty server: the database, the migrations table, each migration's steps and its
+/// record, as a script for `clickhouse-client --multiquery` (a `USE` of the database follows
+/// its creation). `cluster` picks the replicated variant. For DBAs who apply schemas by hand
+/// (`datacat-ingest migrate --print-sql`), and for checking the schema on other ClickHouse
+/// versions.
+pub fn schema_sql(database: &str, cluster: Option<&str>) -> Result<Vec<String>> {
+    crate::validate_identifier(database)?;
+    if let Some(cluster) = cluster {
+        crate::validate_identifier(cluster)?;
+    }
+    let mut sql = statements(&create_database(database), database, cluster);
+    sql.push(format!("USE {database}"));
+    sql.extend(statements(MIGRATIONS_TABLE, database, cluster));
+    for migration in MIGRATIONS {
+        for step in migration.steps {
+            sql.extend(step.statements(database, cluster));
+        }
+        sql.push(format!(
+            "INSERT INTO schema_migrations (version, name) VALUES ({}, '{}')",
+            migration.version,
+            migration.name.replace('\\', "\\\\").replace('\'', "\\'")
+        ));
+    }
+    Ok(sql)
+}
+
+fn create_database(database: &str) -> String {
+    format!("CREATE DATABASE IF NOT EXISTS {database}")
+}
+
+impl Step {
+    /// The statements of this step on a single server or, with `cluster`, on the cluster.
+    fn statements(&self, database: &str, cluster: Option<&str>) -> Vec<String> {
+        match self {
+            Step::Sql(sql) => statements(sql, database, cluster),
+            // Names come from MIGRATIONS (constants), never from input.
+            Step::AddColumn {
+                table,
+                column,
+                definition,
+            } => match cluster {
+                Some(cluster) => replicated::add_column(table, column, definition, cluster),
+                None => vec![format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                )],
+            },
+        }
+    }
+}
+
+/// Creates the database if needed and applies every migration not applied yet.
+/// Returns the versions applied by this call.
+pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
+    let cluster = connection.cluster.as_deref();
+    let database = &connection.database;
+    let server = connection.server_client()?;
+    for sql in statements(&create_database(database), database, cluster) {
+        server.query(&sql).execute().await?;
+    }
+    let db = connection.client()?;
+    for sql in statements(MIGRATIONS_TABLE, database, cluster) {
         db.query(&sql).execute().await?;
     }
     let applied: Vec<u32> = db
@@ -266,7 +319,7 @@ pub async fn migrate(connection: &Connection) -> Result<Vec<u32>> {
             "applying migration"
         );
         for step in migration.steps {
-            apply_step(&db, &connection.database, cluster, step).await?;
+            apply_step(&db, database, cluster, step).await?;
         }
         let mut insert = db.insert::<AppliedMigration>("schema_migrations").await?;
         insert
@@ -295,40 +348,26 @@ async fn apply_step(
     cluster: Option<&str>,
     step: &Step,
 ) -> Result<()> {
-    match step {
-        Step::Sql(sql) => {
-            for sql in statements(sql, database, cluster) {
-                db.query(&sql).execute().await?;
-            }
+    let Step::AddColumn { table, column, .. } = step else {
+        for sql in step.statements(database, cluster) {
+            db.query(&sql).execute().await?;
         }
-        Step::AddColumn {
-            table,
-            column,
-            definition,
-        } => {
-            // On a cluster the rows live in `<table>_local`; that is what to look at.
-            let stored = match cluster {
-                Some(_) => replicated::local_table(table),
-                None => table.to_string(),
-            };
-            if column_exists(db, database, &stored, column).await? {
-                return Ok(());
-            }
-            // Names come from MIGRATIONS (constants), never from input.
-            let alters = match cluster {
-                Some(cluster) => replicated::add_column(table, column, definition, cluster),
-                None => vec![format!(
-                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
-                )],
-            };
-            for alter in alters {
-                let added = db.query(&alter).execute().await;
-                // Workers starting together race to add it: the loser finds it there.
-                if let Err(error) = added {
-                    if !column_exists(db, database, &stored, column).await? {
-                        return Err(error.into());
-                    }
-                }
+        return Ok(());
+    };
+    // On a cluster the rows live in `<table>_local`; that is what to look at.
+    let stored = match cluster {
+        Some(_) => replicated::local_table(table),
+        None => table.to_string(),
+    };
+    if column_exists(db, database, &stored, column).await? {
+        return Ok(());
+    }
+    for alter in step.statements(database, cluster) {
+        let added = db.query(&alter).execute().await;
+        // Workers starting together race to add it: the loser finds it there.
+        if let Err(error) = added {
+            if !column_exists(db, database, &stored, column).await? {
+                return Err(error.into());
             }
         }
     }
@@ -349,4 +388,43 @@ async fn column_exists(
         .fetch_one()
         .await?;
     Ok(count > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_schema_is_every_step_in_order_with_its_record() {
+        let sql = schema_sql("datacat", None).unwrap();
+        assert_eq!(sql[0], "CREATE DATABASE IF NOT EXISTS datacat");
+        assert_eq!(sql[1], "USE datacat");
+        assert!(sql[2].contains("schema_migrations"));
+        let records: Vec<&String> = sql
+            .iter()
+            .filter(|s| s.starts_with("INSERT INTO schema_migrations"))
+            .collect();
+        assert_eq!(records.len(), MIGRATIONS.len());
+        assert!(sql.last().unwrap().starts_with(&format!(
+            "INSERT INTO schema_migrations (version, name) VALUES ({}, '",
+            MIGRATIONS.last().unwrap().version
+        )));
+        assert!(sql.contains(&"ALTER TABLE events ADD COLUMN client_ts_ms UInt64".to_string()));
+    }
+
+    #[test]
+    fn the_cluster_variant_runs_every_definition_on_the_cluster() {
+        let sql = schema_sql("datacat", Some("prod")).unwrap();
+        for statement in sql
+            .iter()
+            .filter(|s| !s.starts_with("INSERT") && !s.starts_with("USE"))
+        {
+            assert!(statement.contains(" ON CLUSTER prod"), "{statement}");
+        }
+        assert!(sql.contains(
+            &"ALTER TABLE events_local ON CLUSTER prod ADD COLUMN client_ts_ms UInt64".to_string()
+        ));
+        assert!(schema_sql("datacat", Some("bad name")).is_err());
+        assert!(schema_sql("drop table", None).is_err());
+    }
 }

@@ -1,0 +1,130 @@
+//! A replicated ClickHouse cluster on loopback: ZooKeeper (Debian's `zookeeper` package) and
+//! shards × replicas ClickHouse servers, each a local process with its own ports and store.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use tempfile::TempDir;
+
+use crate::binaries::external_bin;
+use crate::process::{eventually, free_port, ChildGuard};
+use crate::servers::ClickHouse;
+
+/// The cluster's name in every server's `remote_servers` (`DATACAT_CLICKHOUSE_CLUSTER`).
+pub const CLUSTER: &str = "datacat";
+
+pub struct ZooKeeper {
+    pub port: u16,
+    _process: ChildGuard,
+    _dir: TempDir,
+}
+
+impl ZooKeeper {
+    /// A standalone ZooKeeper, answering `ruok` with `imok`.
+    pub async fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let config = dir.path().join("zoo.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+                 admin.enableServer=false\n4lw.commands.whitelist=ruok\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let mut command = Command::new(external_bin("DATACAT_JAVA_BIN", &[], "java")?);
+        command
+            .arg("-cp")
+            .arg(zookeeper_jar()?)
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .arg(&config);
+        let process = ChildGuard::spawn("zookeeper", command, &dir.path().join("log"))?;
+        eventually(Duration::from_secs(60), "ZooKeeper answering", || async {
+            Ok(ruok(port).await.is_ok_and(|answer| answer == "imok"))
+        })
+        .await?;
+        Ok(Self {
+            port,
+            _process: process,
+            _dir: dir,
+        })
+    }
+}
+
+async fn ruok(port: u16) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(b"ruok").await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    Ok(answer)
+}
+
+/// Debian's ZooKeeper: `DATACAT_ZOOKEEPER_JAR`, else the `zookeeper` package's.
+fn zookeeper_jar() -> Result<PathBuf> {
+    let jar = std::env::var_os("DATACAT_ZOOKEEPER_JAR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/java/zookeeper.jar"));
+    if jar.is_file() {
+        return Ok(jar);
+    }
+    bail!(
+        "{} not found: install Debian's zookeeper package (deploy/test-all.sh does) or set \
+         DATACAT_ZOOKEEPER_JAR",
+        jar.display()
+    )
+}
+
+/// Shards of replicas, as `remote_servers` declares them with `internal_replication` (a
+/// `Distributed` insert goes to one replica of a shard; replication copies it to the others).
+pub struct ClickHouseCluster {
+    /// Shard by shard, replica by replica: `servers[shard * replicas + replica]`.
+    pub servers: Vec<ClickHouse>,
+    pub replicas: usize,
+    pub zookeeper: ZooKeeper,
+}
+
+impl ClickHouseCluster {
+    pub async fn start(shards: usize, replicas: usize) -> Result<Self> {
+        let zookeeper = ZooKeeper::start().await?;
+        let ports: Vec<(u16, u16)> = (0..shards * replicas)
+            .map(|_| (free_port(), free_port()))
+            .collect();
+        let shard_xml: String = ports
+            .chunks(replicas)
+            .map(|shard| {
+                let members: String = shard
+                    .iter()
+                    .map(|(_, tcp)| {
+                        format!("<replica><host>127.0.0.1</host><port>{tcp}</port></replica>")
+                    })
+                    .collect();
+                format!("<shard><internal_replication>true</internal_replication>{members}</shard>")
+            })
+            .collect();
+        let mut servers = Vec::new();
+        for (i, (http, tcp)) in ports.iter().enumerate() {
+            let (shard, replica) = (i / replicas + 1, i % replicas + 1);
+            let config = format!(
+                "<remote_servers><{CLUSTER}>{shard_xml}</{CLUSTER}></remote_servers>\n\
+                 <zookeeper><node><host>127.0.0.1</host><port>{}</port></node></zookeeper>\n\
+                 <macros><shard>{shard:02}</shard><replica>r{replica}</replica></macros>\n\
+                 <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>",
+                zookeeper.port
+            );
+            servers.push(ClickHouse::start_configured(*http, *tcp, Some(&config)).await?);
+        }
+        Ok(Self {
+            servers,
+            replicas,
+            zookeeper,
+        })
+    }
+
+    pub fn server(&mut self, shard: usize, replica: usize) -> &mut ClickHouse {
+        &mut self.servers[shard * self.replicas + replica]
+    }
+}
