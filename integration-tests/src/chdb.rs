@@ -20,7 +20,7 @@ pub struct Chdb {
 
 impl Chdb {
     pub async fn start() -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        let dir = crate::process::test_dir("chdb-")?;
         let port = free_port();
         let mut command = Command::new("python3");
         command

@@ -22,28 +22,39 @@ pub struct ZooKeeper {
 }
 
 impl ZooKeeper {
-    /// A standalone ZooKeeper, answering `ruok` with `imok`.
+    /// A standalone ZooKeeper, serving. (It says `imok` to `ruok` before it serves; 18.16
+    /// connecting then gets no session and crashes at its first use.)
     pub async fn start() -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        let dir = crate::process::test_dir("zookeeper-")?;
         let port = free_port();
         let config = dir.path().join("zoo.cfg");
         std::fs::write(
             &config,
             format!(
                 "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
-                 admin.enableServer=false\n4lw.commands.whitelist=ruok\n",
+                 admin.enableServer=false\n4lw.commands.whitelist=srvr\n",
                 dir.path().join("data").display()
             ),
         )?;
         let mut command = Command::new(external_bin("DATACAT_JAVA_BIN", &[], "java")?);
+        // slf4j-simple (beside Debian's jar, when there) makes its log say something.
+        let jar = zookeeper_jar()?;
+        let mut classpath = jar.clone().into_os_string();
+        let logger = jar.with_file_name("slf4j-simple.jar");
+        if logger.is_file() {
+            classpath.push(":");
+            classpath.push(logger);
+        }
         command
             .arg("-cp")
-            .arg(zookeeper_jar()?)
+            .arg(classpath)
             .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
             .arg(&config);
         let process = ChildGuard::spawn("zookeeper", command, &dir.path().join("log"))?;
-        eventually(Duration::from_secs(60), "ZooKeeper answering", || async {
-            Ok(ruok(port).await.is_ok_and(|answer| answer == "imok"))
+        eventually(Duration::from_secs(60), "ZooKeeper serving", || async {
+            Ok(srvr(port)
+                .await
+                .is_ok_and(|answer| answer.starts_with("Zookeeper version")))
         })
         .await?;
         Ok(Self {
@@ -54,10 +65,11 @@ impl ZooKeeper {
     }
 }
 
-async fn ruok(port: u16) -> Result<String> {
+/// ZooKeeper's `srvr` four-letter word: its version and mode once it serves.
+async fn srvr(port: u16) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(b"ruok").await?;
+    stream.write_all(b"srvr").await?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await?;
     Ok(answer)

@@ -131,6 +131,21 @@ fn ephemeral_range_start() -> Option<u16> {
         .ok()
 }
 
+/// A temporary directory for a server's store and logs, or a stack's logs, named `prefix…`:
+/// removed when dropped, unless `DATACAT_KEEP_TEST_DIRS` is set (for a post-mortem; the path
+/// is printed).
+pub fn test_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    let keep = std::env::var_os("DATACAT_KEEP_TEST_DIRS").is_some();
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .disable_cleanup(keep)
+        .tempdir()?;
+    if keep {
+        eprintln!("kept for a post-mortem: {}", dir.path().display());
+    }
+    Ok(dir)
+}
+
 /// Polls `url` until it answers 2xx, or fails after `timeout` with `what` in the message.
 pub async fn wait_http_ok(url: &str, timeout: Duration, what: &str) -> Result<()> {
     let client = reqwest::Client::new();

@@ -128,7 +128,11 @@ enum Body {
 async fn ask(client: &reqwest::Client, base: &str, path: &str) -> Result<Answer> {
     let response = client.get(format!("{base}{path}")).send().await?;
     let status = response.status().as_u16();
-    let text = response.text().await?;
+    // A stream the server cuts (a read failing half-way) is an answer too: a wrong one.
+    let text = match response.text().await {
+        Ok(text) => text,
+        Err(error) => format!("(the answer was cut: {error})"),
+    };
     let body = match serde_json::from_str(&text) {
         Ok(value) => Body::Json(value),
         Err(_) => Body::Text(text),

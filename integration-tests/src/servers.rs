@@ -143,7 +143,7 @@ impl Nats {
             process: None,
             #[cfg(feature = "containers")]
             container: None,
-            dir: tempfile::tempdir()?,
+            dir: crate::process::test_dir("nats-")?,
         })
     }
 
@@ -301,7 +301,7 @@ impl ClickHouse {
         tcp_port: u16,
         cluster_config: Option<&str>,
     ) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        let dir = crate::process::test_dir("clickhouse-")?;
         let users = dir.path().join("users.xml");
         std::fs::write(&users, CLICKHOUSE_USERS)?;
         let direct_io = u8::from(takes_direct_io(dir.path())).to_string();
@@ -369,6 +369,17 @@ impl ClickHouse {
             crate::containers::stop(container);
         }
         self.process = None;
+    }
+
+    /// What an operator does for a replica killed in the middle of an insert, which will not
+    /// start on its own ("The local set of parts of table ... doesn't look like the set of
+    /// parts in ZooKeeper"): at its next start it sets aside the parts ZooKeeper does not
+    /// know and fetches what it misses from the other replicas.
+    pub fn force_restore_data(&self) -> Result<()> {
+        let flags = self.dir.path().join("data/flags");
+        std::fs::create_dir_all(&flags)?;
+        std::fs::write(flags.join("force_restore_data"), "")?;
+        Ok(())
     }
 
     /// The server's process id, when it runs as a local process (not in a container).

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::binaries::datacat_bin;
-use crate::process::{free_port, wait_http_ok, ChildGuard};
+use crate::process::{free_port, test_dir, wait_http_ok, ChildGuard};
 use datacat_warehouse::{Connection, WireCompression};
 
 use crate::chdb::Chdb;
@@ -170,15 +170,7 @@ impl Stack {
         ingest_env: &[(&str, &str)],
         query_env: &[(&str, &str)],
     ) -> Result<Self> {
-        // DATACAT_KEEP_TEST_DIRS=1 keeps logs and spools for a post-mortem.
-        let keep = std::env::var_os("DATACAT_KEEP_TEST_DIRS").is_some();
-        let logs = tempfile::Builder::new()
-            .prefix("datacat-stack-")
-            .disable_cleanup(keep)
-            .tempdir()?;
-        if keep {
-            eprintln!("stack logs kept in {}", logs.path().display());
-        }
+        let logs = test_dir("datacat-stack-")?;
         let nats_url = nodes
             .iter()
             .map(|node| node.url.as_str())
@@ -314,6 +306,16 @@ impl Stack {
     }
 
     /// A JetStream context on this stack's NATS.
+    /// Publishes every batch of `workload` (and `duplicates` re-publications), as daemons
+    /// would.
+    pub async fn publish_workload(
+        &self,
+        workload: &crate::workload::Workload,
+        duplicates: usize,
+    ) -> Result<()> {
+        workload.publish(&self.jetstream().await?, duplicates).await
+    }
+
     pub async fn jetstream(&self) -> Result<async_nats::jetstream::Context> {
         let options = async_nats::ConnectOptions::new();
         Ok(async_nats::jetstream::new(

@@ -241,13 +241,17 @@ pub async fn ingested(
 ) -> BTreeMap<String, Value> {
     let mut sessions = BTreeMap::new();
     for (id, expected) in &workload.expected {
-        let want_events = expected.events;
+        // Every list whole: on a replicated cluster a read may come from a replica that is
+        // still fetching the newest rows.
         let session = stack
             .wait_session(id, timeout, |s| {
+                let at_least = |key: &str, count: usize| {
+                    s[key].as_array().is_some_and(|list| list.len() >= count)
+                };
                 s["status"] == expected.status
-                    && s["events"]
-                        .as_array()
-                        .is_some_and(|e| e.len() >= want_events)
+                    && at_least("events", expected.events)
+                    && at_least("state_history", expected.history)
+                    && at_least("metrics", expected.metrics)
             })
             .await
             .unwrap();

@@ -270,8 +270,7 @@ async fn ingest_and_every_read_agree_on_current_clickhouse() {
     let start_ms = datacat_protocol::time::now_ms() - 1_800_000;
     let extras = extra_sessions(product, start_ms);
     for stack in [&reference, &current] {
-        let jetstream = stack.jetstream().await.unwrap();
-        workload.publish(&jetstream, 3).await.unwrap();
+        stack.publish_workload(&workload, 3).await.unwrap();
         stack.publish(&extras).await.unwrap();
     }
     for stack in [&reference, &current] {

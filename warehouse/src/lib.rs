@@ -194,8 +194,14 @@ impl Connection {
     pub fn client(&self) -> Result<clickhouse::Client> {
         let client = self.server_client()?.with_database(&self.database);
         Ok(match &self.cluster {
-            // An insert returns once the rows are on their shard: ingest acks after it.
-            Some(_) => client.with_setting("insert_distributed_sync", "1"),
+            Some(_) => client
+                // An insert returns once the rows are on their shard: ingest acks after it.
+                .with_setting("insert_distributed_sync", "1")
+                // A subquery over a distributed table (`session_id IN (SELECT session_id
+                // FROM events ...)`) reads each shard's own rows on that shard: all of a
+                // session's rows are on one shard, so that is the whole answer. (The default,
+                // `deny`, refuses such queries.)
+                .with_setting("distributed_product_mode", "local"),
             None => client,
         })
     }

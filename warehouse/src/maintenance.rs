@@ -46,7 +46,7 @@ impl Maintenance {
             let (stored, drop) = match &self.cluster {
                 Some(cluster) => (
                     replicated::local_table(table),
-                    replicated::drop_partition(table, cluster),
+                    replicated::drop_partition(&self.database, table, cluster),
                 ),
                 None => (
                     table.to_string(),

@@ -278,17 +278,37 @@ impl Step {
     fn statements(&self, database: &str, cluster: Option<&str>) -> Vec<String> {
         match self {
             Step::Sql(sql) => statements(sql, database, cluster),
-            // Names come from MIGRATIONS (constants), never from input.
-            Step::AddColumn {
-                table,
-                column,
-                definition,
-            } => match cluster {
-                Some(cluster) => replicated::add_column(table, column, definition, cluster),
-                None => vec![format!(
+            Step::AddColumn { .. } => self
+                .column_additions(database, cluster)
+                .into_iter()
+                .flat_map(|(_, statements)| statements)
+                .collect(),
+        }
+    }
+
+    /// For `AddColumn`: each table the column goes to, with the statements that add it there.
+    fn column_additions(
+        &self,
+        database: &str,
+        cluster: Option<&str>,
+    ) -> Vec<(String, Vec<String>)> {
+        let Step::AddColumn {
+            table,
+            column,
+            definition,
+        } = self
+        else {
+            return Vec::new();
+        };
+        // Names come from MIGRATIONS (constants), never from input.
+        match cluster {
+            Some(cluster) => replicated::add_column(database, table, column, definition, cluster),
+            None => vec![(
+                table.to_string(),
+                vec![format!(
                     "ALTER TABLE {table} ADD COLUMN {column} {definition}"
                 )],
-            },
+            )],
         }
     }
 }
@@ -348,26 +368,24 @@ async fn apply_step(
     cluster: Option<&str>,
     step: &Step,
 ) -> Result<()> {
-    let Step::AddColumn { table, column, .. } = step else {
+    let Step::AddColumn { column, .. } = step else {
         for sql in step.statements(database, cluster) {
             db.query(&sql).execute().await?;
         }
         return Ok(());
     };
-    // On a cluster the rows live in `<table>_local`; that is what to look at.
-    let stored = match cluster {
-        Some(_) => replicated::local_table(table),
-        None => table.to_string(),
-    };
-    if column_exists(db, database, &stored, column).await? {
-        return Ok(());
-    }
-    for alter in step.statements(database, cluster) {
-        let added = db.query(&alter).execute().await;
-        // Workers starting together race to add it: the loser finds it there.
-        if let Err(error) = added {
-            if !column_exists(db, database, &stored, column).await? {
-                return Err(error.into());
+    // Each table the column goes to on its own: one that has it is done.
+    for (table, statements) in step.column_additions(database, cluster) {
+        if column_exists(db, database, &table, column).await? {
+            continue;
+        }
+        for sql in statements {
+            let applied = db.query(&sql).execute().await;
+            // Workers starting together race to add it: the loser finds it there.
+            if let Err(error) = applied {
+                if !column_exists(db, database, &table, column).await? {
+                    return Err(error.into());
+                }
             }
         }
     }
@@ -422,8 +440,10 @@ mod tests {
             assert!(statement.contains(" ON CLUSTER prod"), "{statement}");
         }
         assert!(sql.contains(
-            &"ALTER TABLE events_local ON CLUSTER prod ADD COLUMN client_ts_ms UInt64".to_string()
+            &"ALTER TABLE datacat.events_local ON CLUSTER prod ADD COLUMN client_ts_ms UInt64"
+                .to_string()
         ));
+        assert!(sql.contains(&"DROP TABLE IF EXISTS datacat.events ON CLUSTER prod".to_string()));
         assert!(schema_sql("datacat", Some("bad name")).is_err());
         assert!(schema_sql("drop table", None).is_err());
     }

@@ -5,6 +5,9 @@
 //!   replicas of a shard keep each other's copies, coordinated by ClickHouse Keeper);
 //! * `<table>`: a `Distributed` table over the `_local` ones, sharded by `session_id`.
 //!
+//! Every name is qualified with the database: a statement `ON CLUSTER` runs on each server
+//! in that server's default database, not the one the client chose.
+//!
 //! Reads and writes keep using `<table>`. Sharding by session keeps all rows of a session on
 //! one shard, so `FINAL` and `LIMIT 1 BY session_id` (applied per shard) stay correct, and
 //! inserts are made synchronous (`insert_distributed_sync`) so that ingest acks only rows
@@ -42,13 +45,10 @@ pub fn create_table(sql: &str, database: &str, cluster: &str) -> Vec<String> {
     let shard_key = shard_key(columns, tail);
     vec![
         format!(
-            "{PREFIX}{table}_local ON CLUSTER {cluster} {} ENGINE = Replicated{engine}({replicated_args}){tail}",
+            "{PREFIX}{database}.{table}_local ON CLUSTER {cluster} {} ENGINE = Replicated{engine}({replicated_args}){tail}",
             columns.trim()
         ),
-        format!(
-            "{PREFIX}{table} ON CLUSTER {cluster} AS {table}_local \
-             ENGINE = Distributed({cluster}, {database}, {table}_local, {shard_key})"
-        ),
+        distributed(database, table, cluster, &shard_key),
     ]
 }
 
@@ -56,7 +56,7 @@ pub fn create_table(sql: &str, database: &str, cluster: &str) -> Vec<String> {
 /// session's rows on one shard), else by the first column of its sorting key.
 fn shard_key(columns: &str, tail: &str) -> String {
     if columns.contains("session_id String") {
-        return "cityHash64(session_id)".to_string();
+        return BY_SESSION.to_string();
     }
     tail.split("ORDER BY")
         .nth(1)
@@ -71,18 +71,52 @@ fn shard_key(columns: &str, tail: &str) -> String {
         .to_string()
 }
 
-/// The statements that add a column in the cluster variant: to the replicated tables and to
-/// the distributed one.
-pub fn add_column(table: &str, column: &str, definition: &str, cluster: &str) -> Vec<String> {
-    [format!("{table}_local"), table.to_string()]
-        .iter()
-        .map(|t| format!("ALTER TABLE {t} ON CLUSTER {cluster} ADD COLUMN {column} {definition}"))
-        .collect()
+/// How a column is added in the cluster variant: each table it goes to, with the statements
+/// that add it there. The replicated tables take an `ALTER ... ON CLUSTER`. The distributed
+/// table is created again over them instead: ClickHouse 18.16 refuses an `ALTER ON CLUSTER`
+/// of a table that is not replicated on a cluster whose shards are ("Table ... isn't
+/// replicated, but shard #2 is replicated according to its cluster definition"), and a
+/// distributed table holds no rows of its own (inserts into it are synchronous). Every table
+/// a column is added to is sharded by session.
+pub fn add_column(
+    database: &str,
+    table: &str,
+    column: &str,
+    definition: &str,
+    cluster: &str,
+) -> Vec<(String, Vec<String>)> {
+    let local = local_table(table);
+    vec![
+        (
+            local.clone(),
+            vec![format!(
+                "ALTER TABLE {database}.{local} ON CLUSTER {cluster} ADD COLUMN {column} {definition}"
+            )],
+        ),
+        (
+            table.to_string(),
+            vec![
+                format!("DROP TABLE IF EXISTS {database}.{table} ON CLUSTER {cluster}"),
+                distributed(database, table, cluster, BY_SESSION),
+            ],
+        ),
+    ]
+}
+
+/// The shard key of a table with sessions: all of a session's rows on one shard.
+const BY_SESSION: &str = "cityHash64(session_id)";
+
+/// The `Distributed` table over `table`'s replicated ones.
+fn distributed(database: &str, table: &str, cluster: &str, shard_key: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{table} ON CLUSTER {cluster} AS {database}.{table}_local \
+         ENGINE = Distributed({cluster}, {database}, {table}_local, {shard_key})"
+    )
 }
 
 /// Where retention drops a table's partitions in the cluster variant.
-pub fn drop_partition(table: &str, cluster: &str) -> String {
-    format!("ALTER TABLE {table}_local ON CLUSTER {cluster} DROP PARTITION ?")
+pub fn drop_partition(database: &str, table: &str, cluster: &str) -> String {
+    format!("ALTER TABLE {database}.{table}_local ON CLUSTER {cluster} DROP PARTITION ?")
 }
 
 /// The table holding a table's rows on this server (for `system.parts` and `system.columns`).
@@ -111,14 +145,14 @@ mod tests {
         let statements = create_table(sql, "datacat", "prod");
         assert_eq!(statements.len(), 2);
         assert!(statements[0].starts_with(
-            "CREATE TABLE IF NOT EXISTS sessions_local ON CLUSTER prod (\n            session_id String,"
+            "CREATE TABLE IF NOT EXISTS datacat.sessions_local ON CLUSTER prod (\n            session_id String,"
         ));
         assert!(statements[0].contains(
             "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/datacat/sessions', '{replica}', last_seq)\n        PARTITION BY started_date\n        ORDER BY session_id"
         ));
         assert_eq!(
             statements[1],
-            "CREATE TABLE IF NOT EXISTS sessions ON CLUSTER prod AS sessions_local \
+            "CREATE TABLE IF NOT EXISTS datacat.sessions ON CLUSTER prod AS datacat.sessions_local \
              ENGINE = Distributed(prod, datacat, sessions_local, cityHash64(session_id))"
         );
     }
@@ -152,10 +186,22 @@ mod tests {
                         column,
                         definition,
                     } => {
-                        let statements = add_column(table, column, definition, "c");
+                        let additions = add_column("db", table, column, definition, "c");
+                        assert_eq!(additions[0].0, format!("{table}_local"));
                         assert_eq!(
-                            statements[0],
-                            format!("ALTER TABLE {table}_local ON CLUSTER c ADD COLUMN {column} {definition}")
+                            additions[0].1,
+                            [format!("ALTER TABLE db.{table}_local ON CLUSTER c ADD COLUMN {column} {definition}")]
+                        );
+                        assert_eq!(additions[1].0, *table);
+                        assert_eq!(
+                            additions[1].1,
+                            [
+                                format!("DROP TABLE IF EXISTS db.{table} ON CLUSTER c"),
+                                format!(
+                                    "CREATE TABLE IF NOT EXISTS db.{table} ON CLUSTER c AS db.{table}_local \
+                                     ENGINE = Distributed(c, db, {table}_local, cityHash64(session_id))"
+                                )
+                            ]
                         );
                     }
                 }
