@@ -10,6 +10,7 @@ use datacat_integration_tests::cluster::ClickHouseCluster;
 use datacat_integration_tests::same_answers::{assert_same, every_read, Fixture};
 use datacat_integration_tests::workload::{check_expected, ingested, Workload};
 use datacat_integration_tests::{Stack, Warehouse};
+use datacat_warehouse::Maintenance;
 
 fn cluster(stack: &mut Stack) -> &mut ClickHouseCluster {
     match &mut stack.warehouse {
@@ -166,4 +167,22 @@ async fn a_replicated_cluster_answers_as_one_server_and_loses_nothing() {
         workload.expected.len() + later.expected.len(),
         "every session once"
     );
+
+    // Retention finds the partitions of both shards and drops them on every replica.
+    let tomorrow = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let keep_from = format!(
+        "{:04}-{:02}-{:02}",
+        tomorrow.year(),
+        u8::from(tomorrow.month()),
+        tomorrow.day()
+    );
+    let dropped = Maintenance::new(&clustered.connection())
+        .unwrap()
+        .drop_partitions_before(&keep_from)
+        .await
+        .unwrap();
+    assert!(dropped > 0);
+    for shard in 0..2 {
+        assert_eq!(replica_rows(&clustered, shard, "events").await, [0, 0]);
+    }
 }

@@ -356,4 +356,85 @@ async fn ingest_and_every_read_agree_on_current_clickhouse() {
         "{} reads ({compared} with further pages) answered the same on ClickHouse 18.16 and 26.9",
         reads.len()
     );
+
+    // Retention drops the same partitions, and with them every session.
+    let tomorrow = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let keep_from = format!(
+        "{:04}-{:02}-{:02}",
+        tomorrow.year(),
+        u8::from(tomorrow.month()),
+        tomorrow.day()
+    );
+    let dropped = reference_sweep
+        .drop_partitions_before(&keep_from)
+        .await
+        .unwrap();
+    assert!(dropped > 0);
+    assert_eq!(
+        dropped,
+        current_sweep
+            .drop_partitions_before(&keep_from)
+            .await
+            .unwrap()
+    );
+    let empty = ["/api/sessions".to_string(), "/api/products".to_string()];
+    assert_same(&reference.query_url, &current.query_url, &empty)
+        .await
+        .unwrap();
+}
+
+/// Current ClickHouse refuses an insert that touches more than 100 partitions (18.16 takes
+/// it). Sessions from 150 different days, ingested together: every record's time falls in the
+/// month before it arrived (older ones are retimed), so no insert is refused.
+#[tokio::test]
+async fn no_insert_touches_more_partitions_than_current_clickhouse_takes() {
+    let chdb = Chdb::start().await.unwrap();
+    let stack = Stack::start_with_warehouse(Warehouse::Chdb(chdb), &[])
+        .await
+        .unwrap();
+    let now = datacat_protocol::time::now_ms();
+    let day = 86_400_000;
+    let batches: Vec<Batch> = (0..150u64)
+        .map(|k| {
+            let ts = now - k * day;
+            Batch {
+                session_id: format!("day-{k:03}"),
+                seq: 0,
+                records: vec![
+                    Record::Start(SessionStart {
+                        ts_ms: ts,
+                        product: "days".into(),
+                        version: "1".into(),
+                        machine: MachineInfo::default(),
+                    }),
+                    Record::Event(Event::named(ts + 1, "started")),
+                    Record::Metric(Metric::gauge(ts + 2, "fps", 60.0)),
+                    Record::End(SessionEnd {
+                        ts_ms: ts + 3,
+                        status: EndStatus::Ended,
+                        reason: String::new(),
+                    }),
+                ],
+            }
+        })
+        .collect();
+    stack.publish(&batches).await.unwrap();
+    for k in (0..150).step_by(7) {
+        let id = format!("day-{k:03}");
+        stack.wait_status(&id, "ended").await.unwrap();
+        let events = stack.session_events(&id).await.unwrap();
+        assert_eq!(events.len(), 1, "{id}");
+    }
+    let listed = stack.get_json("/api/sessions?limit=1000").await.unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 150);
+    let refused = stack
+        .ingest_metric(0, "datacat_ingest_refused_inserts_total")
+        .await
+        .unwrap();
+    assert_eq!(refused, 0, "current ClickHouse refused an insert");
+    let retimed = stack
+        .ingest_metric(0, "datacat_ingest_retimed_records_total")
+        .await
+        .unwrap();
+    assert!(retimed > 100, "{retimed} records retimed");
 }

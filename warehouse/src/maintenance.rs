@@ -42,20 +42,23 @@ impl Maintenance {
         let mut dropped = 0;
         // Every table is partitioned by day.
         for table in TABLES.map(|table| table.name) {
-            // On a cluster the parts are in `<table>_local`, dropped on every replica.
-            let (stored, drop) = match &self.cluster {
+            // On a cluster the parts are in `<table>_local` on every server, each shard with
+            // its own partitions, and are dropped on every replica.
+            let (stored, parts, drop) = match &self.cluster {
                 Some(cluster) => (
                     replicated::local_table(table),
+                    replicated::all_parts(cluster),
                     replicated::drop_partition(&self.database, table, cluster),
                 ),
                 None => (
                     table.to_string(),
+                    "system.parts".to_string(),
                     format!("ALTER TABLE {table} DROP PARTITION ?"),
                 ),
             };
             let partitions: Vec<String> = self
                 .client
-                .query("SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active")
+                .query(&format!("SELECT DISTINCT partition FROM {parts} WHERE database = ? AND table = ? AND active"))
                 .bind(&self.database)
                 .bind(&stored)
                 .fetch_all::<String>()

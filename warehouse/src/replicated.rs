@@ -114,6 +114,11 @@ fn distributed(database: &str, table: &str, cluster: &str, shard_key: &str) -> S
     )
 }
 
+/// `system.parts` of every server of the cluster.
+pub fn all_parts(cluster: &str) -> String {
+    format!("cluster('{cluster}', system, parts)")
+}
+
 /// Where retention drops a table's partitions in the cluster variant.
 pub fn drop_partition(database: &str, table: &str, cluster: &str) -> String {
     format!("ALTER TABLE {database}.{table}_local ON CLUSTER {cluster} DROP PARTITION ?")
