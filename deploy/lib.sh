@@ -227,6 +227,9 @@ datacat_install_test_deps() {
     datacat_apt_for chromium chromium chromium-driver || return 1
     datacat_apt_for go golang-go || return 1
     datacat_apt_for docker-compose docker-compose || return 1
+    # ZooKeeper (with Java): it coordinates the replicated ClickHouse cluster of
+    # integration-tests/tests/clickhouse_cluster.rs.
+    [ -f /usr/share/java/zookeeper.jar ] || datacat_apt_install zookeeper || return 1
 
     # Python 3: pytest (any version). Try a normal pip install; if this python3 is an
     # "externally managed" system interpreter (PEP 668), install into .local/py3-site instead

@@ -81,14 +81,14 @@ async fn run(config: Config, connection: datacat_warehouse::Connection) -> Resul
         leases: resources.leases.clone(),
         progress: resources.progress.clone(),
         maintenance: datacat_warehouse::Maintenance::new(&connection)?,
-        writer: datacat_warehouse::Writer::new(&connection)?,
+        writer: datacat_warehouse::Writer::connect(&connection).await?,
         interval: std::time::Duration::from_millis(config.sweep_interval_ms.max(100)),
         lost_after: std::time::Duration::from_secs(config.lost_after_secs),
         retention_days: config.retention_days,
     };
     tokio::spawn(sweeper.run(shutdown.clone()));
 
-    let writer = datacat_warehouse::Writer::new(&connection)?;
+    let writer = datacat_warehouse::Writer::connect(&connection).await?;
     worker::Worker::new(nats, resources, writer, stats, &config, shutdown)
         .run()
         .await

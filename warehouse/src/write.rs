@@ -95,6 +95,27 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A writer whose inserts are written into parts before they return, on every server.
+    /// Current ClickHouse can buffer inserts itself (`async_insert`, on by default in 26.9),
+    /// which ingest does not want: it batches its own rows, sends them sorted by each
+    /// table's key, and acks what is stored. 18.16 has no such setting and refuses the ones it
+    /// does not know, so it is turned off only where the server has it.
+    pub async fn connect(connection: &Connection) -> Result<Self> {
+        let writer = Self::new(connection)?;
+        let knows_async_inserts: u64 = writer
+            .client
+            .query("SELECT count() FROM system.settings WHERE name = 'async_insert'")
+            .fetch_one()
+            .await?;
+        Ok(match knows_async_inserts {
+            0 => writer,
+            _ => Self {
+                client: writer.client.with_setting("async_insert", "0"),
+            },
+        })
+    }
+
+    /// A writer with the server's own insert settings.
     pub fn new(connection: &Connection) -> Result<Self> {
         Ok(Self {
             client: connection.client()?,
