@@ -43,7 +43,7 @@ use datacat_integration_tests::workload::{Messages, Workload};
 use datacat_integration_tests::{ClickHouse, Nats, WrittenBlocks};
 use datacat_warehouse::{Connection, WireCompression};
 
-use raw::{drop_database, wait_for_merges, RawRows, RawRun, RawRuns};
+use raw::{disk_use, drop_database, wait_for_merges, RawRows, RawRun, RawRuns};
 
 mod raw;
 
@@ -340,6 +340,7 @@ async fn main() -> Result<()> {
     let raw_repeats = env_or("BENCH_RAW_REPEATS", 3usize).max(1);
     let mut runs = Vec::new();
     let mut raw: Option<RawRows> = None;
+    let mut disk = None;
     for workers in min_workers..=max_workers {
         let database = format!("bench_w{workers}");
         // Each run starts on a quiet server: not merging the previous run's parts.
@@ -355,6 +356,7 @@ async fn main() -> Result<()> {
         .await?;
         if raw.is_none() {
             raw = Some(RawRows::read_back(&connection(&database)).await?);
+            disk = Some(disk_use(&connection(&database)).await?);
         }
         drop_database(&connection("default"), &database).await?;
         let raw = raw.as_ref().expect("read back after the first run");
@@ -395,6 +397,9 @@ async fn main() -> Result<()> {
         raw.measured_rows,
     );
     println!("  the measured rows by table: {}", raw.tables);
+    if let Some(disk) = disk {
+        println!("  on disk after the first run, the three workloads merged: {disk}");
+    }
     for (run, raw_runs) in runs {
         let all_rate = |raw_run: &RawRun| raw_run.all_rate(&raw);
         let measured_rate = |raw_run: &RawRun| raw_run.measured_rate(&raw);

@@ -278,3 +278,33 @@ pub async fn drop_database(connection: &Connection, database: &str) -> Result<()
         .await?;
     Ok(())
 }
+
+/// What a database's rows take on disk, table by table, once merges are done: compressed
+/// bytes per row (for sizing disks: docs/benchmarks.md, Sizing).
+pub async fn disk_use(connection: &Connection) -> Result<String> {
+    wait_for_merges(connection).await?;
+    let client = connection.client()?;
+    let tables: Vec<(String, u64, u64)> = client
+        .query(
+            "SELECT table, sum(rows), sum(bytes_on_disk) FROM system.parts \
+             WHERE database = ? AND active GROUP BY table ORDER BY table",
+        )
+        .bind(&connection.database)
+        .fetch_all()
+        .await?;
+    let (rows, bytes) = tables
+        .iter()
+        .fold((0, 0), |(rows, bytes), (_, r, b)| (rows + r, bytes + b));
+    let each: Vec<String> = tables
+        .iter()
+        .map(|(table, rows, bytes)| {
+            format!("{table} {:.0} B/row", *bytes as f64 / (*rows).max(1) as f64)
+        })
+        .collect();
+    Ok(format!(
+        "{:.1} B per row ({rows} rows, {:.1} MB): {}",
+        bytes as f64 / rows.max(1) as f64,
+        bytes as f64 / 1e6,
+        each.join(", ")
+    ))
+}
