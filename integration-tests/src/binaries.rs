@@ -88,15 +88,29 @@ pub fn clickhouse_server_bin() -> Result<PathBuf> {
 /// `PYTHONPATH`): `DATACAT_SCHEMATHESIS_DIR`, else `.local/schemathesis` (test-all.sh puts it
 /// there).
 pub fn schemathesis_dir() -> Result<PathBuf> {
-    let dir = std::env::var_os("DATACAT_SCHEMATHESIS_DIR")
+    python_packages(
+        "DATACAT_SCHEMATHESIS_DIR",
+        ".local/schemathesis",
+        "schemathesis",
+    )
+}
+
+/// Where chdb-core (current ClickHouse in process) is installed, for `PYTHONPATH`:
+/// `DATACAT_CHDB_DIR`, else `.local/chdb` (test-all.sh puts it there).
+pub fn chdb_dir() -> Result<PathBuf> {
+    python_packages("DATACAT_CHDB_DIR", ".local/chdb", "chdb")
+}
+
+/// A directory of Python packages that holds `package`: `$env_var`, else `local` in the repo.
+fn python_packages(env_var: &str, local: &str, package: &str) -> Result<PathBuf> {
+    let dir = std::env::var_os(env_var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".local/schemathesis"));
-    if dir.join("schemathesis").is_dir() {
+        .unwrap_or_else(|| repo_root().join(local));
+    if dir.join(package).is_dir() {
         return Ok(dir);
     }
     bail!(
-        "schemathesis not found in {}: set DATACAT_SCHEMATHESIS_DIR or run deploy/test-all.sh, \
-         which installs it",
+        "{package} not found in {}: set {env_var} or run deploy/test-all.sh, which installs it",
         dir.display()
     )
 }

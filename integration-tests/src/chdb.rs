@@ -1,15 +1,14 @@
 //! Current ClickHouse (chdb-core, ClickHouse in process) on a free loopback port, behind
 //! `integration-tests/chdb/gateway.py`: the second engine the warehouse's SQL is checked on.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use datacat_warehouse::{Connection, WireCompression};
 use tempfile::TempDir;
 
-use crate::binaries::repo_root;
+use crate::binaries::{chdb_dir, repo_root};
 use crate::process::{free_port, wait_http_ok, ChildGuard};
 
 pub struct Chdb {
@@ -61,20 +60,4 @@ impl Chdb {
     pub async fn sql(&self, sql: &str) -> Result<String> {
         crate::servers::post_sql(&self.url, sql).await
     }
-}
-
-/// Where chdb-core is installed (`PYTHONPATH` for the gateway): `DATACAT_CHDB_DIR`, else
-/// `.local/chdb` (test-all.sh installs it there).
-fn chdb_dir() -> Result<PathBuf> {
-    let dir = std::env::var_os("DATACAT_CHDB_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".local/chdb"));
-    if dir.join("chdb").is_dir() {
-        return Ok(dir);
-    }
-    bail!(
-        "chdb-core not found in {}: set DATACAT_CHDB_DIR or run deploy/test-all.sh, which \
-         installs it",
-        dir.display()
-    )
 }

@@ -14,6 +14,33 @@ pub struct Fixture {
     pub to: String,
 }
 
+impl Fixture {
+    /// The reads' values for `sessions` of `product` in the deployment at `base` (the
+    /// reference): the window holds the starts from the quarter to the middle of its
+    /// sessions, oldest first.
+    pub async fn of(base: &str, product: &str, sessions: Vec<String>) -> Result<Self> {
+        let url = format!("{base}/api/sessions?sort=started&order=asc&limit=1000");
+        let list: Value = reqwest::get(url).await?.json().await?;
+        let starts: Vec<&str> = list["sessions"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|s| s["created_at"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if starts.len() < 8 {
+            bail!("too few sessions for a window: {list}");
+        }
+        Ok(Self {
+            product: product.to_string(),
+            sessions,
+            from: starts[starts.len() / 4].to_string(),
+            to: starts[starts.len() / 2].to_string(),
+        })
+    }
+}
+
 /// List pages followed through their cursors, at most.
 const PAGES: usize = 3;
 

@@ -113,22 +113,10 @@ async fn a_replicated_cluster_answers_as_one_server_and_loses_nothing() {
     // The same answers as a single server with the same workload.
     let reference_sessions = ingested(&reference, &workload, Duration::from_secs(120)).await;
     check_expected(&workload, &reference_sessions);
-    let list = reference
-        .get_json("/api/sessions?sort=started&order=asc&limit=1000")
+    let sessions = workload.expected.keys().step_by(9).cloned().collect();
+    let fixture = Fixture::of(&reference.query_url, product, sessions)
         .await
         .unwrap();
-    let starts: Vec<String> = list["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["created_at"].as_str().unwrap().to_string())
-        .collect();
-    let fixture = Fixture {
-        product: product.to_string(),
-        sessions: workload.expected.keys().step_by(9).cloned().collect(),
-        from: starts[10].clone(),
-        to: starts[30].clone(),
-    };
     let reads = every_read(&fixture);
     let compared = assert_same(&reference.query_url, &clustered.query_url, &reads)
         .await
@@ -169,13 +157,8 @@ async fn a_replicated_cluster_answers_as_one_server_and_loses_nothing() {
     );
 
     // Retention finds the partitions of both shards and drops them on every replica.
-    let tomorrow = time::OffsetDateTime::now_utc() + time::Duration::days(1);
-    let keep_from = format!(
-        "{:04}-{:02}-{:02}",
-        tomorrow.year(),
-        u8::from(tomorrow.month()),
-        tomorrow.day()
-    );
+    let now = datacat_protocol::time::now_ms();
+    let keep_from = datacat_protocol::time::iso_date(now + 86_400_000);
     let dropped = Maintenance::new(&clustered.connection())
         .unwrap()
         .drop_partitions_before(&keep_from)
