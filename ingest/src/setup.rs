@@ -13,6 +13,8 @@ use crate::config::Config;
 
 pub struct Resources {
     pub jetstream: jetstream::Context,
+    /// The session stream (it keeps messages after they are applied).
+    pub stream: jetstream::stream::Stream,
     pub consumer: jetstream::consumer::Consumer<pull::Config>,
     pub progress: kv::Store,
     pub leases: kv::Store,
@@ -114,6 +116,7 @@ pub async fn ensure(client: &async_nats::Client, config: &Config) -> Result<Reso
     .await?;
     Ok(Resources {
         jetstream,
+        stream,
         consumer,
         progress,
         leases,

@@ -28,6 +28,8 @@ pub struct Sweeper {
     pub worker_id: String,
     pub nats: async_nats::Client,
     pub consumer: async_nats::jetstream::consumer::PullConsumer,
+    /// The session stream: when a session's daemon last published.
+    pub stream: async_nats::jetstream::stream::Stream,
     pub leases: kv::Store,
     pub progress: kv::Store,
     pub maintenance: Maintenance,
@@ -79,6 +81,17 @@ impl Sweeper {
                 }
             }
         }
+    }
+
+    /// When the session's newest message reached JetStream (the stream keeps messages after
+    /// they are applied, for its max age), if there is one.
+    async fn last_published_ms(&self, session_id: &str) -> Option<u64> {
+        let message = self
+            .stream
+            .get_last_raw_message_by_subject(&subject::session_subject(session_id))
+            .await
+            .ok()?;
+        u64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).ok()
     }
 
     /// NATS is connected and every message of the stream has been delivered to ingest.
@@ -144,10 +157,16 @@ impl Sweeper {
                 lost_rows(&mut progress, &session_id, &mut rows);
                 continue;
             }
-            if progress.seen_ms >= cutoff {
+            // The daemon's last word is its newest message in the stream, applied or not:
+            // a batch still on its way through ingest (held by a worker that died, waiting
+            // out the ack wait) is word from a daemon that is alive.
+            let heard_ms = progress
+                .seen_ms
+                .max(self.last_published_ms(&session_id).await.unwrap_or(0));
+            if heard_ms >= cutoff {
                 continue;
             }
-            let silent_s = now.saturating_sub(progress.seen_ms) / 1000;
+            let silent_s = now.saturating_sub(heard_ms) / 1000;
             let reason = format!("no word from the session's daemon for {silent_s} s");
             let mut session_rows = RowSet::default();
             if !mark_lost(&mut progress, &session_id, now, &reason, &mut session_rows) {

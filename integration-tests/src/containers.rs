@@ -14,14 +14,38 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 pub type Container = ContainerAsync<GenericImage>;
 
+/// The NATS image: `DATACAT_NATS_IMAGE` (as compose reads it; deploy/images.sh builds one
+/// without a registry), else the official one.
+fn nats_image() -> (String, String) {
+    image_from_env("DATACAT_NATS_IMAGE", "nats:2.11-alpine")
+}
+
+/// The ClickHouse image: `DATACAT_CLICKHOUSE_IMAGE`, else the official one.
+fn clickhouse_image() -> (String, String) {
+    image_from_env(
+        "DATACAT_CLICKHOUSE_IMAGE",
+        "clickhouse/clickhouse-server:25.8",
+    )
+}
+
+/// An image reference from `variable` or `default`, as (name, tag).
+fn image_from_env(variable: &str, default: &str) -> (String, String) {
+    let reference = std::env::var(variable).unwrap_or_else(|_| default.to_string());
+    match reference.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_string(), tag.to_string()),
+        _ => (reference, "latest".to_string()),
+    }
+}
+
 /// Whether a Docker engine is there to run containers.
 pub fn available() -> bool {
     std::env::var_os("DOCKER_HOST").is_some() || Path::new("/var/run/docker.sock").exists()
 }
 
-/// `nats` with JetStream, client port on `port`, monitoring on `monitor`.
+/// NATS with JetStream, client port on `port`, monitoring on `monitor`.
 pub async fn nats(port: u16, monitor: u16, config: String) -> Result<Container> {
-    Ok(GenericImage::new("nats", "2.11-alpine")
+    let (name, tag) = nats_image();
+    Ok(GenericImage::new(name, tag)
         .with_exposed_port(4222.tcp())
         .with_exposed_port(8222.tcp())
         .with_wait_for(WaitFor::message_on_stderr("Server is ready"))
@@ -42,10 +66,11 @@ pub async fn nats(port: u16, monitor: u16, config: String) -> Result<Container> 
         .await?)
 }
 
-/// `clickhouse/clickhouse-server`, HTTP interface on `http_port`, the default user open (as
+/// ClickHouse, HTTP interface on `http_port`, the default user open (as
 /// the local test server's users.xml has it).
 pub async fn clickhouse(http_port: u16) -> Result<Container> {
-    Ok(GenericImage::new("clickhouse/clickhouse-server", "25.8")
+    let (name, tag) = clickhouse_image();
+    Ok(GenericImage::new(name, tag)
         .with_exposed_port(8123.tcp())
         .with_wait_for(WaitFor::Nothing)
         .with_env_var("CLICKHOUSE_SKIP_USER_SETUP", "1")

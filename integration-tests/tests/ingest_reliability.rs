@@ -397,3 +397,51 @@ async fn large_batches_stay_within_the_message_budget() {
         "the large events are stored whole"
     );
 }
+
+/// A daemon that keeps publishing is alive, even while ingest cannot apply what it sends (here
+/// its batches wait behind a missing one, as they do behind a batch held by a worker that
+/// died until the ack wait gives it to another): the sweeper goes by the session's newest
+/// message in the stream, not only by what ingest has applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_batches_wait_in_ingest_is_not_lost() {
+    let stack = Stack::start_losing_after(3, 200)
+        .await
+        .expect("stack starts");
+    let workload = Workload::generate("waiting", 1, 20, 4, 5);
+    let id = workload.batches[0].session_id.clone();
+    stack.publish(&workload.batches[..1]).await.unwrap();
+    stack
+        .wait_session(&id, Duration::from_secs(30), |s| s["status"] == "active")
+        .await
+        .unwrap();
+
+    // Batch 1 is missing; batch 2 and the daemon's liveness batches after it wait for it,
+    // twice as long as lost_after.
+    stack.publish(&workload.batches[2..3]).await.unwrap();
+    for seq in 3..15 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let alive = datacat_protocol::Batch {
+            session_id: id.clone(),
+            seq,
+            records: vec![datacat_protocol::Record::Heartbeat(
+                datacat_protocol::record::Heartbeat {
+                    ts_ms: datacat_protocol::time::now_ms(),
+                },
+            )],
+        };
+        stack.publish(&[alive]).await.unwrap();
+    }
+    let waiting = stack
+        .get_json(&format!("/api/sessions/{id}"))
+        .await
+        .unwrap();
+    assert_eq!(waiting["status"], "active", "{}", waiting["end_reason"]);
+
+    stack.publish(&workload.batches[1..2]).await.unwrap();
+    let session = stack
+        .wait_session(&id, Duration::from_secs(60), |s| s["last_seq"] == 14)
+        .await
+        .unwrap();
+    assert_eq!(session["status"], "active");
+    assert_eq!(session["gaps"], 0);
+}
