@@ -19,9 +19,9 @@
 #  10. pytest python/tests with Python 2.7.18
 #  11. with a Docker engine: deploy/compose-check.sh (the compose deployment, for real)
 #
-# With a Docker engine, step 5 runs the integration tests' NATS and ClickHouse as containers
-# of images built here (deploy/images.sh; no registry is needed); without one, as local
-# processes.
+# With DATACAT_TEST_CONTAINERS=1 and a Docker engine, step 5 runs the integration tests' NATS
+# and ClickHouse as containers of images built here (deploy/images.sh; no registry is
+# needed); otherwise as local processes.
 #
 # Exported to the tests (steps 5-7):
 #   DATACAT_NATS_SERVER_BIN        absolute path of .local/nats/bin/nats-server
@@ -133,16 +133,17 @@ docker_engine() {
 
 # ---------------------------------------------------------------------------------------------
 step "cargo test --workspace"
-# With a Docker engine, NATS and ClickHouse run as containers (testcontainers) of the images
-# deploy/images.sh builds from the package registries; otherwise as local processes. The same
-# tests either way. DATACAT_TEST_CONTAINERS=0 keeps local processes.
-if docker_engine && [ "${DATACAT_TEST_CONTAINERS:-1}" != 0 ]; then
+# With DATACAT_TEST_CONTAINERS=1 and a Docker engine, NATS and ClickHouse run as containers
+# (testcontainers) of the images deploy/images.sh builds from the package registries;
+# otherwise as local processes. The same tests either way. Not the default yet: in container
+# mode oversize.rs's spooled-batch test fails (deploy/README.md, Tests on containers).
+if docker_engine && [ "${DATACAT_TEST_CONTAINERS:-0}" = 1 ]; then
     bash deploy/images.sh servers
     while IFS= read -r line; do export "${line?}"; done < <(bash deploy/images.sh --env)
     datacat_log "Docker engine: NATS ($DATACAT_NATS_IMAGE) and ClickHouse ($DATACAT_CLICKHOUSE_IMAGE) run as containers"
     cargo test --workspace --features datacat-integration-tests/containers
 else
-    datacat_log "NATS and ClickHouse run as local processes (no Docker engine, or DATACAT_TEST_CONTAINERS=0)"
+    datacat_log "NATS and ClickHouse run as local processes (DATACAT_TEST_CONTAINERS=1 and a Docker engine run them as containers)"
     cargo test --workspace
 fi
 

@@ -47,6 +47,14 @@ const SECRETS: [&str; 6] = [
     "DATACAT_NATS_DAEMON_PASSWORD",
 ];
 
+/// The variables that name compose's images (deploy/images.sh --env).
+const IMAGE_VARIABLES: [&str; 4] = [
+    "DATACAT_NATS_IMAGE",
+    "DATACAT_CLICKHOUSE_IMAGE",
+    "DATACAT_INGEST_IMAGE",
+    "DATACAT_QUERY_IMAGE",
+];
+
 /// `docker-compose config` with the secrets `deploy/secrets.sh` writes, or without them.
 fn compose_config(with_secrets: bool) -> std::process::Output {
     let mut command = Command::new("docker-compose");
@@ -57,6 +65,10 @@ fn compose_config(with_secrets: bool) -> std::process::Output {
         // (A deploy/.env of this checkout would count as given: compose reads it first;
         // the environment wins over it, and an empty value counts as missing.)
         command.env(name, if with_secrets { "test-secret" } else { "" });
+    }
+    // The file's own defaults (test-all exports the local images' names for the tests).
+    for name in IMAGE_VARIABLES {
+        command.env_remove(name);
     }
     command
         .output()
