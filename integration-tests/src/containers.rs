@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::core::{IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
@@ -42,8 +42,10 @@ pub fn available() -> bool {
     std::env::var_os("DOCKER_HOST").is_some() || Path::new("/var/run/docker.sock").exists()
 }
 
-/// NATS with JetStream, client port on `port`, monitoring on `monitor`.
-pub async fn nats(port: u16, monitor: u16, config: String) -> Result<Container> {
+/// NATS with JetStream, client port on `port`, monitoring on `monitor`, its store in the
+/// host's `store` (so that a container made again with another configuration keeps it).
+pub async fn nats(port: u16, monitor: u16, config: String, store: &Path) -> Result<Container> {
+    std::fs::create_dir_all(store)?;
     let (name, tag) = nats_image();
     Ok(GenericImage::new(name, tag)
         .with_exposed_port(4222.tcp())
@@ -62,6 +64,7 @@ pub async fn nats(port: u16, monitor: u16, config: String) -> Result<Container> 
         ])
         .with_mapped_port(port, 4222.tcp())
         .with_mapped_port(monitor, 8222.tcp())
+        .with_mount(Mount::bind_mount(store.display().to_string(), "/data"))
         .start()
         .await?)
 }

@@ -78,8 +78,9 @@ pub struct Nats {
     /// the next start.
     pub max_payload: Option<usize>,
     process: Option<ChildGuard>,
+    /// The server's container, and the configuration it was made with.
     #[cfg(feature = "containers")]
-    container: Option<crate::containers::Container>,
+    container: Option<(crate::containers::Container, String)>,
     dir: TempDir,
 }
 
@@ -175,17 +176,27 @@ impl Nats {
 
     /// Starts the server again on the same ports and store (after [`Nats::stop`]).
     pub async fn restart(&mut self) -> Result<()> {
-        // A single server runs from the official image when containers can run (a cluster
-        // stays on local processes: its nodes route to each other on loopback).
+        // A single server runs as a container when containers can run (a cluster stays on
+        // local processes: its nodes route to each other on loopback). A changed
+        // configuration (`max_payload`) takes a new container on the same ports and store.
         #[cfg(feature = "containers")]
-        if self.cluster.is_none() && self.max_payload.is_none() && crate::containers::available() {
+        if self.cluster.is_none() && crate::containers::available() {
+            let config = self.config();
             match &self.container {
-                Some(container) => crate::containers::start_again(container).await?,
-                None => {
-                    self.container = Some(
-                        crate::containers::nats(self.port, self.monitor_port, self.config())
-                            .await?,
+                Some((container, made_with)) if *made_with == config => {
+                    crate::containers::start_again(container).await?
+                }
+                _ => {
+                    self.container = None;
+                    let store = self.dir.path().join("store");
+                    let container = crate::containers::nats(
+                        self.port,
+                        self.monitor_port,
+                        config.clone(),
+                        &store,
                     )
+                    .await?;
+                    self.container = Some((container, config));
                 }
             }
             return self.wait_ready().await;
@@ -267,7 +278,7 @@ impl Nats {
     /// Kills the server (its store stays).
     pub fn stop(&mut self) {
         #[cfg(feature = "containers")]
-        if let Some(container) = &self.container {
+        if let Some((container, _)) = &self.container {
             crate::containers::stop(container);
         }
         self.process = None;

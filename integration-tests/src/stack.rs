@@ -17,6 +17,8 @@ use crate::cluster::{ClickHouseCluster, CLUSTER};
 use crate::servers::{ClickHouse, Nats, NatsRole};
 
 /// Where a stack keeps its rows.
+// One per stack, made once: the size of the server variant (with a container) costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Warehouse {
     /// One ClickHouse server.
     Server(ClickHouse),
