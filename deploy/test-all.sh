@@ -135,8 +135,8 @@ docker_engine() {
 step "cargo test --workspace"
 # With DATACAT_TEST_CONTAINERS=1 and a Docker engine, NATS and ClickHouse run as containers
 # (testcontainers) of the images deploy/images.sh builds from the package registries;
-# otherwise as local processes. The same tests either way. Not the default yet: in container
-# mode oversize.rs's spooled-batch test fails (deploy/README.md, Tests on containers).
+# otherwise as local processes. The same tests either way. Not the default yet: see
+# deploy/README.md, Tests on containers.
 if docker_engine && [ "${DATACAT_TEST_CONTAINERS:-0}" = 1 ]; then
     bash deploy/images.sh servers
     while IFS= read -r line; do export "${line?}"; done < <(bash deploy/images.sh --env)
