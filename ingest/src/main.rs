@@ -70,6 +70,8 @@ async fn run(config: Config, connection: datacat_warehouse::Connection) -> Resul
     info!(addr = %listener.local_addr()?, "datacat-ingest serving /health and /metrics");
     tokio::spawn(http::serve(listener, stats.clone(), shutdown.clone()));
 
+    // One probe of the server's insert settings serves the sweeper and the workers.
+    let writer = datacat_warehouse::Writer::connect(&connection).await?;
     let sweeper = sweeper::Sweeper {
         nats: nats.clone(),
         consumer: resources.consumer.clone(),
@@ -82,14 +84,13 @@ async fn run(config: Config, connection: datacat_warehouse::Connection) -> Resul
         leases: resources.leases.clone(),
         progress: resources.progress.clone(),
         maintenance: datacat_warehouse::Maintenance::new(&connection)?,
-        writer: datacat_warehouse::Writer::connect(&connection).await?,
+        writer: writer.clone(),
         interval: std::time::Duration::from_millis(config.sweep_interval_ms.max(100)),
         lost_after: std::time::Duration::from_secs(config.lost_after_secs),
         retention_days: config.retention_days,
     };
     tokio::spawn(sweeper.run(shutdown.clone()));
 
-    let writer = datacat_warehouse::Writer::connect(&connection).await?;
     worker::Worker::new(nats, resources, writer, stats, &config, shutdown)
         .run()
         .await

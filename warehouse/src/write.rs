@@ -90,6 +90,7 @@ enum StatePaths {
     AsTheyAre,
 }
 
+#[derive(Clone)]
 pub struct Writer {
     client: Client,
 }
