@@ -278,38 +278,35 @@ impl Step {
     fn statements(&self, database: &str, cluster: Option<&str>) -> Vec<String> {
         match self {
             Step::Sql(sql) => statements(sql, database, cluster),
-            Step::AddColumn { .. } => self
-                .column_additions(database, cluster)
+            Step::AddColumn {
+                table,
+                column,
+                definition,
+            } => column_additions(table, column, definition, database, cluster)
                 .into_iter()
                 .flat_map(|(_, statements)| statements)
                 .collect(),
         }
     }
+}
 
-    /// For `AddColumn`: each table the column goes to, with the statements that add it there.
-    fn column_additions(
-        &self,
-        database: &str,
-        cluster: Option<&str>,
-    ) -> Vec<(String, Vec<String>)> {
-        let Step::AddColumn {
-            table,
-            column,
-            definition,
-        } = self
-        else {
-            return Vec::new();
-        };
-        // Names come from MIGRATIONS (constants), never from input.
-        match cluster {
-            Some(cluster) => replicated::add_column(database, table, column, definition, cluster),
-            None => vec![(
-                table.to_string(),
-                vec![format!(
-                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
-                )],
+/// Each table a column goes to, with the statements that add it there. Names come from
+/// MIGRATIONS (constants), never from input.
+fn column_additions(
+    table: &str,
+    column: &str,
+    definition: &str,
+    database: &str,
+    cluster: Option<&str>,
+) -> Vec<(String, Vec<String>)> {
+    match cluster {
+        Some(cluster) => replicated::add_column(database, table, column, definition, cluster),
+        None => vec![(
+            table.to_string(),
+            vec![format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
             )],
-        }
+        )],
     }
 }
 
@@ -368,14 +365,19 @@ async fn apply_step(
     cluster: Option<&str>,
     step: &Step,
 ) -> Result<()> {
-    let Step::AddColumn { column, .. } = step else {
+    let Step::AddColumn {
+        table,
+        column,
+        definition,
+    } = step
+    else {
         for sql in step.statements(database, cluster) {
             db.query(&sql).execute().await?;
         }
         return Ok(());
     };
     // Each table the column goes to on its own: one that has it is done.
-    for (table, statements) in step.column_additions(database, cluster) {
+    for (table, statements) in column_additions(table, column, definition, database, cluster) {
         if column_exists(db, database, &table, column).await? {
             continue;
         }
