@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use tempfile::TempDir;
 
 use crate::binaries::external_bin;
@@ -75,18 +75,12 @@ async fn srvr(port: u16) -> Result<String> {
     Ok(answer)
 }
 
-/// Debian's ZooKeeper: `DATACAT_ZOOKEEPER_JAR`, else the `zookeeper` package's.
+/// Debian's ZooKeeper: `DATACAT_ZOOKEEPER_JAR`, else the `zookeeper` package's jar.
 fn zookeeper_jar() -> Result<PathBuf> {
-    let jar = std::env::var_os("DATACAT_ZOOKEEPER_JAR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/share/java/zookeeper.jar"));
-    if jar.is_file() {
-        return Ok(jar);
-    }
-    bail!(
-        "{} not found: install Debian's zookeeper package (deploy/test-all.sh does) or set \
-         DATACAT_ZOOKEEPER_JAR",
-        jar.display()
+    external_bin(
+        "DATACAT_ZOOKEEPER_JAR",
+        &["/usr/share/java/zookeeper.jar"],
+        "zookeeper.jar",
     )
 }
 

@@ -41,6 +41,21 @@ impl Fixture {
     }
 }
 
+/// Every read of the query API about `sessions` of `product` ([`every_read`], its window
+/// from the reference: [`Fixture::of`]), asked of `expected` and `actual`, as
+/// [`assert_same`]. Returns how many reads there are, and how many were compared with the
+/// further pages of lists.
+pub async fn assert_every_read_same(
+    expected: &str,
+    actual: &str,
+    product: &str,
+    sessions: Vec<String>,
+) -> Result<(usize, usize)> {
+    let reads = every_read(&Fixture::of(expected, product, sessions).await?);
+    let compared = assert_same(expected, actual, &reads).await?;
+    Ok((reads.len(), compared))
+}
+
 /// List pages followed through their cursors, at most.
 const PAGES: usize = 3;
 

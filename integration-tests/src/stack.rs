@@ -16,6 +16,15 @@ use crate::chdb::Chdb;
 use crate::cluster::{ClickHouseCluster, CLUSTER};
 use crate::servers::{ClickHouse, Nats, NatsRole};
 
+/// The nodes' URLs, comma-separated, as `role`'s user: a NATS URL setting for the cluster.
+fn urls_as<'a>(nodes: impl IntoIterator<Item = &'a Nats>, role: NatsRole) -> String {
+    nodes
+        .into_iter()
+        .map(|node| node.url_as(role))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Where a stack keeps its rows.
 // One per stack, made once: the size of the server variant (with a container) costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -173,16 +182,8 @@ impl Stack {
         query_env: &[(&str, &str)],
     ) -> Result<Self> {
         let logs = test_dir("datacat-stack-")?;
-        let nats_url = nodes
-            .iter()
-            .map(|node| node.url.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
-        let query_nats_url = nodes
-            .iter()
-            .map(|node| node.url_as(NatsRole::Query))
-            .collect::<Vec<_>>()
-            .join(",");
+        let nats_url = urls_as(&nodes, NatsRole::Ingest);
+        let query_nats_url = urls_as(&nodes, NatsRole::Query);
         let nats = nodes.remove(0);
         let database = "datacat".to_string();
 
@@ -366,11 +367,7 @@ impl Stack {
 
     /// Every node's URL, comma-separated, as `role`'s user.
     pub fn nats_url_as(&self, role: NatsRole) -> String {
-        std::iter::once(&self.nats)
-            .chain(&self.nats_peers)
-            .map(|node| node.url_as(role))
-            .collect::<Vec<_>>()
-            .join(",")
+        urls_as(std::iter::once(&self.nats).chain(&self.nats_peers), role)
     }
 
     /// Environment a client process needs to reach this stack (its daemons publish as the

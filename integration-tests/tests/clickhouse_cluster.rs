@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use datacat_integration_tests::cluster::ClickHouseCluster;
-use datacat_integration_tests::same_answers::{assert_same, every_read, Fixture};
+use datacat_integration_tests::same_answers::assert_every_read_same;
 use datacat_integration_tests::workload::{check_expected, ingested, Workload};
 use datacat_integration_tests::{Stack, Warehouse};
 use datacat_warehouse::Maintenance;
@@ -114,13 +114,14 @@ async fn a_replicated_cluster_answers_as_one_server_and_loses_nothing() {
     let reference_sessions = ingested(&reference, &workload, Duration::from_secs(120)).await;
     check_expected(&workload, &reference_sessions);
     let sessions = workload.expected.keys().step_by(9).cloned().collect();
-    let fixture = Fixture::of(&reference.query_url, product, sessions)
-        .await
-        .unwrap();
-    let reads = every_read(&fixture);
-    let compared = assert_same(&reference.query_url, &clustered.query_url, &reads)
-        .await
-        .unwrap();
+    let (_, compared) = assert_every_read_same(
+        &reference.query_url,
+        &clustered.query_url,
+        product,
+        sessions,
+    )
+    .await
+    .unwrap();
     eprintln!("{compared} reads answered the same by the cluster and by one server");
 
     // A whole shard down: ingest holds its rows until it is back, and loses none.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use datacat_integration_tests::binaries::datacat_bin;
 use datacat_integration_tests::chdb::Chdb;
-use datacat_integration_tests::same_answers::{assert_same, every_read, Fixture};
+use datacat_integration_tests::same_answers::{assert_every_read_same, assert_same};
 use datacat_integration_tests::servers::post_sql;
 use datacat_integration_tests::workload::{check_expected, ingested, Workload};
 use datacat_integration_tests::{ClickHouse, Stack, Warehouse};
@@ -336,16 +336,12 @@ async fn ingest_and_every_read_agree_on_current_clickhouse() {
         .await
         .unwrap();
     assert_eq!(listed["sessions"].as_array().unwrap().len(), 42);
-    let fixture = Fixture::of(&reference.query_url, product, ids)
-        .await
-        .unwrap();
-    let reads = every_read(&fixture);
-    let compared = assert_same(&reference.query_url, &current.query_url, &reads)
-        .await
-        .unwrap();
+    let (reads, compared) =
+        assert_every_read_same(&reference.query_url, &current.query_url, product, ids)
+            .await
+            .unwrap();
     eprintln!(
-        "{} reads ({compared} with further pages) answered the same on ClickHouse 18.16 and 26.9",
-        reads.len()
+        "{reads} reads ({compared} with further pages) answered the same on ClickHouse 18.16 and 26.9"
     );
 
     // Retention drops the same partitions, and with them every session.
