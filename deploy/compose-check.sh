@@ -60,7 +60,8 @@ until curl -fsS --max-time 2 -o /dev/null "$query/health" 2>/dev/null; do
 done
 
 export DATACAT_NATS_URL="nats://datacat-daemon:$DATACAT_NATS_DAEMON_PASSWORD@127.0.0.1:$DATACAT_NATS_PORT"
-export DATACAT_DAEMON_BIN="$DATACAT_ROOT/target/release/datacat-daemon"
+DATACAT_DAEMON_BIN="$(datacat_target_dir)/release/datacat-daemon"
+export DATACAT_DAEMON_BIN
 export DATACAT_SPOOL_DIR="$work/spool"
 datacat_log "recording $sessions sessions from $processes applications"
 python3 deploy/compose_workload.py run --sessions "$sessions" --processes "$processes" \
@@ -86,13 +87,18 @@ checked=$(python3 deploy/compose_workload.py check --expected "$work/expected.js
     exit 1
 }
 
-# Ingest stops gracefully: each worker finishes its rounds and says so.
-running=$(compose ps -q ingest | wc -l)
+# Ingest stops gracefully: each running worker finishes its rounds, says so and exits 0.
+workers=$(docker ps -q --filter "label=com.docker.compose.project=$project" \
+    --filter "label=com.docker.compose.service=ingest")
+running=$(printf '%s\n' "$workers" | grep -c .)
 compose stop --timeout 60 ingest >/dev/null 2>&1
-stopped=$(compose logs --no-color ingest 2>/dev/null | grep -c 'datacat_ingest::worker: stopped' || true)
-if [ "$stopped" -lt "$running" ]; then
-    echo "compose-check: $stopped of $running ingest containers stopped gracefully"
-    exit 1
-fi
+for worker in $workers; do
+    exit_code=$(docker inspect -f '{{.State.ExitCode}}' "$worker")
+    if [ "$exit_code" != 0 ] || ! docker logs "$worker" 2>&1 | grep -q 'datacat_ingest::worker: stopped'; then
+        echo "compose-check: ingest container ${worker:0:12} did not stop gracefully (exit code $exit_code); its log ends:"
+        docker logs --tail 20 "$worker" 2>&1
+        exit 1
+    fi
+done
 
 echo "compose-check: OK in $((SECONDS - started)) s: compose up with 3 ingest replicas, one killed mid-load, scaled to 5 and back to 2; $checked; $running ingest containers stopped gracefully"

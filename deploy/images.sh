@@ -118,7 +118,8 @@ datacat_log "cargo build --release (ingest, query, daemon)"
 cargo build --release --locked -p datacat-ingest -p datacat-query -p datacat-daemon --bins
 context="$WORK/services"
 rm -rf "$context" && mkdir -p "$context"
-cp target/release/datacat-ingest target/release/datacat-query target/release/datacat-daemon "$context/"
+release="$(datacat_target_dir)/release"
+cp "$release/datacat-ingest" "$release/datacat-query" "$release/datacat-daemon" "$context/"
 # The Dockerfile's runtime stages, as they are, on a `builder` holding these binaries.
 {
     echo "ARG RUNTIME_BASE=$BASE_IMAGE"
