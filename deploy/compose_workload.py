@@ -2,12 +2,17 @@
 (started by the Python client), record sessions into a compose deployment's published NATS
 port; then every session is checked through its published query API.
 
-    python3 deploy/compose_workload.py run   --sessions N --processes P --spread S --expected FILE
-    python3 deploy/compose_workload.py check --expected FILE --query-url URL --timeout S
+    python3 deploy/compose_workload.py run   --product P --sessions N --processes P --spread S
+                                             --expected FILE
+    python3 deploy/compose_workload.py check --product P --expected FILE --query-url URL
+                                             --timeout S
+    python3 deploy/compose_workload.py unsettled < jsz.json
 
 `run` reads DATACAT_NATS_URL (the daemon user's URL) and DATACAT_DAEMON_BIN; `check` reads
 DATACAT_READ_TOKEN. `check` prints one line and exits 1 if a session is missing, incomplete
-or has a record twice.
+or has a record twice, or the product has sessions beyond them. `unsettled` reads NATS's
+`/jsz?accounts=true&consumers=true` and prints how many session batches ingest has yet to
+acknowledge (pending, or delivered and not acknowledged).
 """
 
 import argparse
@@ -20,7 +25,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 
-PRODUCT = "compose-check"
+STREAM = "DATACAT"
 
 
 def expected_events(index):
@@ -32,12 +37,12 @@ def record(work):
     ids and what each holds."""
     import datacat
 
-    indices, spread = work
+    product, indices, spread = work
     pause = spread / max(len(indices), 1)
     done = {}
     for index in indices:
         time.sleep(pause)
-        session = datacat.create_session(product=PRODUCT, version="1.%d" % (index % 3))
+        session = datacat.create_session(product=product, version="1.%d" % (index % 3))
         if session.session_id is None:
             raise SystemExit("session %d was not created: is the deployment up?" % index)
         session.update_state({"index": index, "scene": "menu"})
@@ -51,7 +56,7 @@ def record(work):
 
 
 def run(args):
-    chunks = [(list(range(p, args.sessions, args.processes)), args.spread)
+    chunks = [(args.product, list(range(p, args.sessions, args.processes)), args.spread)
               for p in range(args.processes)]
     pool = multiprocessing.Pool(args.processes)
     expected = {}
@@ -102,7 +107,7 @@ def check(args):
     while wrong and time.time() < deadline:
         time.sleep(2)
         wrong = problems(args.query_url, {k: expected[k] for k in wrong})
-    listed = get("%s/api/sessions?product=%s&limit=1000" % (args.query_url, PRODUCT))["sessions"]
+    listed = get("%s/api/sessions?product=%s&limit=1000" % (args.query_url, args.product))["sessions"]
     extra = len(listed) - len(expected)
     if wrong or extra:
         for session_id, what in sorted(wrong.items())[:10]:
@@ -114,21 +119,37 @@ def check(args):
     return 0
 
 
+def unsettled(_args):
+    jsz = json.load(sys.stdin)
+    total = 0
+    for account in jsz.get("account_details") or []:
+        for stream in account.get("stream_detail") or []:
+            if stream.get("name") != STREAM:
+                continue
+            for consumer in stream.get("consumer_detail") or []:
+                total += consumer.get("num_pending", 0) + consumer.get("num_ack_pending", 0)
+    print(total)
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run")
+    run_parser.add_argument("--product", required=True)
     run_parser.add_argument("--sessions", type=int, default=400)
     run_parser.add_argument("--processes", type=int, default=4)
     run_parser.add_argument("--expected", required=True)
     run_parser.add_argument("--spread", type=float, default=20,
                             help="seconds the sessions are spread over")
     check_parser = sub.add_parser("check")
+    check_parser.add_argument("--product", required=True)
     check_parser.add_argument("--expected", required=True)
     check_parser.add_argument("--query-url", required=True)
     check_parser.add_argument("--timeout", type=float, default=120)
+    sub.add_parser("unsettled")
     args = parser.parse_args()
-    return run(args) if args.command == "run" else check(args)
+    return {"run": run, "check": check, "unsettled": unsettled}[args.command](args)
 
 
 if __name__ == "__main__":

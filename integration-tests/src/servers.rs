@@ -72,8 +72,8 @@ pub struct Nats {
     pub url: String,
     /// Each role's password (fresh for this server).
     passwords: Vec<(NatsRole, String)>,
-    /// In a cluster: this node's name, its route port and every node's route port.
-    cluster: Option<(String, u16, Vec<u16>)>,
+    /// In a cluster: this node's place in it.
+    cluster: Option<Membership>,
     /// The server's `max_payload` (NATS's default, 1 MiB, when `None`); takes effect at
     /// the next start.
     pub max_payload: Option<usize>,
@@ -82,6 +82,30 @@ pub struct Nats {
     #[cfg(feature = "containers")]
     container: Option<(crate::containers::Container, String)>,
     dir: TempDir,
+    /// The Docker network a cluster's containers are on; after `container`, so that it is
+    /// removed after the container (fields drop in order).
+    #[cfg(feature = "containers")]
+    network: Option<std::sync::Arc<crate::containers::Network>>,
+}
+
+/// A node's place in a NATS cluster: nodes `node-0` .. `node-<n-1>`, routing to each other
+/// on loopback ports as local processes, by container name on a Docker network as
+/// containers.
+struct Membership {
+    name: String,
+    index: usize,
+    /// Every node's route port (local processes).
+    route_ports: Vec<u16>,
+}
+
+impl Membership {
+    /// Every node's container name on `network` (unique on the engine).
+    #[cfg(feature = "containers")]
+    fn hosts(&self, network: &crate::containers::Network) -> Vec<String> {
+        (0..self.route_ports.len())
+            .map(|index| format!("{}-node-{index}", network.name))
+            .collect()
+    }
 }
 
 impl Nats {
@@ -99,19 +123,36 @@ impl Nats {
         Ok(nats)
     }
 
-    /// A cluster of `nodes` JetStream servers on loopback (routes between all of them), ready
-    /// once a JetStream meta leader is elected.
+    /// A cluster of `nodes` JetStream servers (routes between all of them), ready once a
+    /// JetStream meta leader is elected: containers on a Docker network of their own when
+    /// containers can run, else local processes on loopback.
     pub async fn start_cluster(nodes: usize) -> Result<Vec<Self>> {
-        let routes: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let passwords = Self::passwords();
+        #[cfg(feature = "containers")]
+        let network = crate::containers::available()
+            .then(crate::containers::Network::create)
+            .transpose()?
+            .map(std::sync::Arc::new);
         let mut cluster = (0..nodes)
-            .map(|i| {
-                let node = (format!("node-{i}"), routes[i], routes.clone());
-                Self::new(Some(node), passwords.clone())
+            .map(|index| {
+                let membership = Membership {
+                    name: format!("node-{index}"),
+                    index,
+                    route_ports: route_ports.clone(),
+                };
+                #[allow(unused_mut)]
+                let mut node = Self::new(Some(membership), passwords.clone())?;
+                #[cfg(feature = "containers")]
+                {
+                    node.network = network.clone();
+                }
+                Ok(node)
             })
             .collect::<Result<Vec<_>>>()?;
+        // Every node up before waiting for any: a meta leader takes a quorum.
         for node in &mut cluster {
-            node.spawn()?;
+            node.launch().await?;
         }
         for node in &cluster {
             node.wait_ready().await?;
@@ -128,10 +169,7 @@ impl Nats {
             .collect()
     }
 
-    fn new(
-        cluster: Option<(String, u16, Vec<u16>)>,
-        passwords: Vec<(NatsRole, String)>,
-    ) -> Result<Self> {
+    fn new(cluster: Option<Membership>, passwords: Vec<(NatsRole, String)>) -> Result<Self> {
         let port = free_port();
         let ingest = &passwords[0].1;
         Ok(Self {
@@ -145,6 +183,8 @@ impl Nats {
             #[cfg(feature = "containers")]
             container: None,
             dir: crate::process::test_dir("nats-")?,
+            #[cfg(feature = "containers")]
+            network: None,
         })
     }
 
@@ -176,33 +216,69 @@ impl Nats {
 
     /// Starts the server again on the same ports and store (after [`Nats::stop`]).
     pub async fn restart(&mut self) -> Result<()> {
-        // A single server runs as a container when containers can run (a cluster stays on
-        // local processes: its nodes route to each other on loopback). A changed
-        // configuration (`max_payload`) takes a new container on the same ports and store.
-        #[cfg(feature = "containers")]
-        if self.cluster.is_none() && crate::containers::available() {
-            let config = self.config();
-            match &self.container {
-                Some((container, made_with)) if *made_with == config => {
-                    crate::containers::start_again(container).await?
-                }
-                _ => {
-                    self.container = None;
-                    let store = self.dir.path().join("store");
-                    let container = crate::containers::nats(
-                        self.port,
-                        self.monitor_port,
-                        config.clone(),
-                        &store,
-                    )
-                    .await?;
-                    self.container = Some((container, config));
-                }
-            }
-            return self.wait_ready().await;
-        }
-        self.spawn()?;
+        self.launch().await?;
         self.wait_ready().await
+    }
+
+    /// Starts the server: a container when containers can run, else a local process.
+    async fn launch(&mut self) -> Result<()> {
+        #[cfg(feature = "containers")]
+        if crate::containers::available() {
+            return self.launch_container().await;
+        }
+        self.spawn()
+    }
+
+    /// Starts the server's container again, or makes it when there is none or its
+    /// configuration changed (`max_payload`): a new container on the same ports and store.
+    #[cfg(feature = "containers")]
+    async fn launch_container(&mut self) -> Result<()> {
+        let config = self.config();
+        if let Some((container, made_with)) = &self.container {
+            if *made_with == config {
+                return crate::containers::start_again(container).await;
+            }
+        }
+        self.container = None;
+        let on_network = self.cluster.as_ref().zip(self.network.as_deref());
+        let hosts: Vec<String> = on_network
+            .map(|(membership, network)| membership.hosts(network))
+            .unwrap_or_default();
+        let node = on_network.map(|(membership, network)| crate::containers::ClusterNode {
+            network,
+            host: &hosts[membership.index],
+            server_name: &membership.name,
+            hosts: &hosts,
+        });
+        let store = self.dir.path().join("store");
+        let container =
+            crate::containers::nats(self.port, self.monitor_port, config.clone(), &store, node)
+                .await?;
+        self.container = Some((container, config));
+        Ok(())
+    }
+
+    /// Cuts this cluster node off its network: no peer and no client reaches it until
+    /// [`Nats::reconnect`]. Only a node running in a container can be cut off.
+    #[cfg(feature = "containers")]
+    pub fn disconnect(&self) -> Result<()> {
+        let (container, network) = self.on_network()?;
+        crate::containers::disconnect(network, container)
+    }
+
+    /// Joins this node to its network again after [`Nats::disconnect`].
+    #[cfg(feature = "containers")]
+    pub fn reconnect(&self) -> Result<()> {
+        let (container, network) = self.on_network()?;
+        crate::containers::connect(network, container)
+    }
+
+    #[cfg(feature = "containers")]
+    fn on_network(&self) -> Result<(&crate::containers::Container, &crate::containers::Network)> {
+        match (&self.container, &self.network) {
+            (Some((container, _)), Some(network)) => Ok((container, network)),
+            _ => anyhow::bail!("this NATS server is not a container on a cluster's network"),
+        }
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -214,13 +290,15 @@ impl Nats {
         let path = self.dir.path().join("nats.conf");
         std::fs::write(&path, self.config())?;
         command.arg("-c").arg(path);
-        if let Some((name, route, routes)) = &self.cluster {
-            let all: Vec<String> = routes
+        if let Some(membership) = &self.cluster {
+            let all: Vec<String> = membership
+                .route_ports
                 .iter()
                 .map(|port| format!("nats://127.0.0.1:{port}"))
                 .collect();
+            let route = membership.route_ports[membership.index];
             command
-                .args(["--server_name", name, "--cluster_name", "datacat"])
+                .args(["--server_name", &membership.name, "--cluster_name", "datacat"])
                 .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
                 .args(["--routes", &all.join(",")]);
         }
@@ -272,7 +350,7 @@ impl Nats {
 
     /// This node's name in a cluster.
     pub fn name(&self) -> Option<&str> {
-        self.cluster.as_ref().map(|(name, _, _)| name.as_str())
+        self.cluster.as_ref().map(|membership| membership.name.as_str())
     }
 
     /// Kills the server (its store stays).

@@ -370,6 +370,13 @@ impl Stack {
         urls_as(std::iter::once(&self.nats).chain(&self.nats_peers), role)
     }
 
+    /// The NATS cluster's node named `name` (`node-<i>`).
+    pub fn nats_node(&mut self, name: &str) -> Option<&mut Nats> {
+        std::iter::once(&mut self.nats)
+            .chain(&mut self.nats_peers)
+            .find(|node| node.name() == Some(name))
+    }
+
     /// Environment a client process needs to reach this stack (its daemons publish as the
     /// daemon user).
     pub fn client_env(&self) -> Result<Vec<(String, String)>> {
