@@ -185,7 +185,11 @@ duplicates=0
 for worker in $(ingest_containers); do
     count=$(docker exec "$worker" curl -fsS http://127.0.0.1:9464/metrics |
         awk '$1 == "datacat_ingest_duplicates_total" { print $2 }')
-    duplicates=$((duplicates + ${count:-0}))
+    [[ "$count" =~ ^[0-9]+$ ]] || {
+        datacat_err "ingest container ${worker:0:12} has no datacat_ingest_duplicates_total in /metrics"
+        exit 1
+    }
+    duplicates=$((duplicates + count))
 done
 if [ "$duplicates" != 0 ]; then
     echo "compose-check: after down and up, ingest was given $duplicates batches it had applied before"
