@@ -154,16 +154,16 @@ done
 down_sessions=$((sessions / 2))
 datacat_log "recording $down_sessions more sessions; docker-compose down in the middle of them"
 python3 deploy/compose_workload.py run --product compose-down --sessions "$down_sessions" \
-    --processes "$processes" --spread 24 --expected "$work/compose-down.json" &
+    --processes "$processes" --spread 12 --expected "$work/compose-down.json" &
 workload=$!
-sleep 8
+sleep 6
 workers=$(ingest_containers)
 for worker in $workers; do
     docker wait "$worker" >"$work/exit-$worker" 2>&1 &
     docker logs -f "$worker" >"$work/log-$worker" 2>&1 &
 done
 compose down --timeout 60 2>&1 | tail -1
-stopped=0
+stopped=0 rows_at_shutdown=0 handed_back=0
 for worker in $workers; do
     for _ in $(seq 50); do [ -s "$work/exit-$worker" ] && break; sleep 0.2; done
     exit_code=$(cat "$work/exit-$worker")
@@ -173,6 +173,10 @@ for worker in $workers; do
         exit 1
     fi
     stopped=$((stopped + 1))
+    # What the worker's last rounds committed, and what it handed back unplanned.
+    line=$(grep 'datacat_ingest::worker: stopped' "$work/log-$worker")
+    [[ "$line" =~ rows_at_shutdown=([0-9]+) ]] && rows_at_shutdown=$((rows_at_shutdown + BASH_REMATCH[1]))
+    [[ "$line" =~ handed_back=([0-9]+) ]] && handed_back=$((handed_back + BASH_REMATCH[1]))
 done
 sleep 3
 datacat_log "docker-compose up again: 2 ingest replicas"
@@ -196,4 +200,4 @@ if [ "$duplicates" != 0 ]; then
     exit 1
 fi
 
-echo "compose-check: OK in $((SECONDS - started)) s: compose up with 3 ingest replicas ($healthy containers healthy), one killed mid-load, scaled to 5 and back to 2: $checked; down mid-load ($stopped ingest containers stopped gracefully) and up: $checked_down, no batch applied twice"
+echo "compose-check: OK in $((SECONDS - started)) s: compose up with 3 ingest replicas ($healthy containers healthy), one killed mid-load, scaled to 5 and back to 2: $checked; down mid-load ($stopped ingest containers stopped gracefully, committing $rows_at_shutdown rows of their last rounds and handing back $handed_back batches) and up: $checked_down, no batch applied twice"

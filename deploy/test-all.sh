@@ -9,7 +9,8 @@
 #                     (.local/schemathesis, fuzzes the query API in step 5), Debian's
 #                     chromium + chromium-driver (the dashboard test drives a real browser)
 #   2. cargo fmt --all -- --check
-#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   3. cargo clippy --workspace --all-targets -- -D warnings, also with the integration
+#      tests' containers feature
 #   4. cargo build --workspace --bins
 #   5. cargo test --workspace
 #   6. cargo fuzz: the batch codec and the call parser, 30 s each (fuzz/README.md)
@@ -19,9 +20,10 @@
 #  10. pytest python/tests with Python 2.7.18
 #  11. with a Docker engine: deploy/compose-check.sh (the compose deployment, for real)
 #
-# With DATACAT_TEST_CONTAINERS=1 and a Docker engine, step 5 runs the integration tests' NATS
-# and ClickHouse as containers of images built here (deploy/images.sh; no registry is
-# needed); otherwise as local processes.
+# With a Docker engine, step 5 runs the integration tests' NATS and ClickHouse as containers
+# of images built here (deploy/images.sh; no registry is needed), and the NATS cluster as
+# containers on a Docker network; without one, or with DATACAT_TEST_CONTAINERS=0, as local
+# processes. deploy/README.md ("Tests on containers") says which tests run where.
 #
 # Exported to the tests (steps 5-7):
 #   DATACAT_NATS_SERVER_BIN        absolute path of .local/nats/bin/nats-server
@@ -118,6 +120,7 @@ cargo fmt --all -- --check
 # ---------------------------------------------------------------------------------------------
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p datacat-integration-tests --all-targets --features containers -- -D warnings
 
 # ---------------------------------------------------------------------------------------------
 step "cargo build --workspace --bins"
@@ -133,17 +136,17 @@ docker_engine() {
 
 # ---------------------------------------------------------------------------------------------
 step "cargo test --workspace"
-# With DATACAT_TEST_CONTAINERS=1 and a Docker engine, NATS and ClickHouse run as containers
-# (testcontainers) of the images deploy/images.sh builds from the package registries;
-# otherwise as local processes. The same tests either way. Not the default yet: see
-# deploy/README.md, Tests on containers.
-if docker_engine && [ "${DATACAT_TEST_CONTAINERS:-0}" = 1 ]; then
+# With a Docker engine, NATS and ClickHouse run as containers (testcontainers) of the images
+# deploy/images.sh builds from the package registries; otherwise, or with
+# DATACAT_TEST_CONTAINERS=0, as local processes. The same tests either way, but for the
+# partition test, which needs containers (deploy/README.md, Tests on containers).
+if docker_engine && [ "${DATACAT_TEST_CONTAINERS:-1}" = 1 ]; then
     bash deploy/images.sh servers
     while IFS= read -r line; do export "${line?}"; done < <(bash deploy/images.sh --env)
     datacat_log "Docker engine: NATS ($DATACAT_NATS_IMAGE) and ClickHouse ($DATACAT_CLICKHOUSE_IMAGE) run as containers"
     cargo test --workspace --features datacat-integration-tests/containers
 else
-    datacat_log "NATS and ClickHouse run as local processes (DATACAT_TEST_CONTAINERS=1 and a Docker engine run them as containers)"
+    datacat_log "NATS and ClickHouse run as local processes (no Docker engine, or DATACAT_TEST_CONTAINERS=0)"
     cargo test --workspace
 fi
 

@@ -275,6 +275,9 @@ impl Worker {
                     .await,
             );
         }
+        // Rows of rounds taken in before shutdown, inserted (and their batches acknowledged)
+        // before this worker stops.
+        let rows_at_shutdown = group.rows;
         if !group.is_empty() {
             worker.stats.count_group(InsertReason::Shutdown);
             in_flight = Some(
@@ -291,13 +294,14 @@ impl Worker {
         while let Some(messages) = inbox.recv().await {
             unplanned.extend(messages);
         }
+        let handed_back = unplanned.len();
         nak_all(unplanned, Duration::ZERO).await;
         let _ = tokio::join!(fetcher, receiver);
         if let Some(previous) = in_flight {
             let _ = previous.task.await;
         }
         worker.client.flush().await?;
-        info!("stopped");
+        info!(rows_at_shutdown, handed_back, "stopped");
         Ok(())
     }
 

@@ -298,7 +298,12 @@ impl Nats {
                 .collect();
             let route = membership.route_ports[membership.index];
             command
-                .args(["--server_name", &membership.name, "--cluster_name", "datacat"])
+                .args([
+                    "--server_name",
+                    &membership.name,
+                    "--cluster_name",
+                    "datacat",
+                ])
                 .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
                 .args(["--routes", &all.join(",")]);
         }
@@ -350,7 +355,9 @@ impl Nats {
 
     /// This node's name in a cluster.
     pub fn name(&self) -> Option<&str> {
-        self.cluster.as_ref().map(|membership| membership.name.as_str())
+        self.cluster
+            .as_ref()
+            .map(|membership| membership.name.as_str())
     }
 
     /// Kills the server (its store stays).

@@ -85,7 +85,9 @@ async fn a_node_stopped_during_ingest_loses_nothing() {
     parts[0].publish(&jetstream, 5).await.unwrap();
 
     // Stop the stream's leader once ingest is under way.
-    stack.wait_ingest_busy(&[0, 1], Duration::from_secs(5)).await;
+    stack
+        .wait_ingest_busy(&[0, 1], Duration::from_secs(5))
+        .await;
     let leader = stream_cluster(&stack).await.leader.unwrap();
     stack
         .nats_node(&leader)
@@ -119,7 +121,9 @@ async fn a_node_cut_off_the_network_and_back_then_one_stopped_loses_nothing() {
     let parts = parts(&workload, 3);
 
     publish_until_taken(&stack, &parts[0]).await;
-    stack.wait_ingest_busy(&[0, 1], Duration::from_secs(5)).await;
+    stack
+        .wait_ingest_busy(&[0, 1], Duration::from_secs(5))
+        .await;
 
     // Cut the stream's leader off: the two others elect a new one and take writes.
     let cut_off = stream_cluster(&stack).await.leader.unwrap();
