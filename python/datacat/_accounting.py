@@ -13,6 +13,29 @@ import threading
 
 _lock = threading.Lock()
 _undelivered = {"dropped": 0, "failed": 0, "invalid": 0}
+# DATACAT_DEBUG: the first problem goes to stderr (once), whatever the logging setup.
+_debug = {"on": False, "reported": False}
+
+
+def set_debug(on):
+    with _lock:
+        _debug["on"] = bool(on) or _debug["on"]
+
+
+def report_problem(problem, stream=None):
+    """With ``DATACAT_DEBUG`` on, write the first problem of this process to stderr."""
+    with _lock:
+        if not _debug["on"] or _debug["reported"]:
+            return
+        _debug["reported"] = True
+    stream = stream if stream is not None else sys.stderr
+    try:
+        stream.write("datacat (DATACAT_DEBUG): %s\n"
+                     "datacat (DATACAT_DEBUG): further problems go to the 'datacat' logger only; "
+                     "a line at exit counts the calls not delivered\n" % (problem,))
+        stream.flush()
+    except Exception:  # noqa: BLE001 - stderr may be closed
+        pass
 
 
 def count(kind, n=1):

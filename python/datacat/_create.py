@@ -2,6 +2,7 @@
 
 from __future__ import absolute_import
 
+from . import _accounting, _config
 from ._async import AsyncSession
 from ._ids import uuid7
 from ._uncaught import install_uncaught_hook
@@ -11,12 +12,14 @@ from .session import Session
 
 def create_session(base_url=None, product=None, version=None, nats_url=None, daemon_port="auto",
                    async_mode=False, queue_size=10000, use_daemon=True, drop_on_full=True,
-                   capture_uncaught=True, **kwargs):
+                   capture_uncaught=True, disabled=None, debug=None, **kwargs):
     """Register a new session and return a ``Session`` (or an ``AsyncSession``).
 
-    ``product`` and ``version`` are required (``ValueError`` otherwise).
+    ``product`` and ``version`` (default ``$DATACAT_PRODUCT``, ``$DATACAT_VERSION``)
+    are required (``ValueError`` otherwise).
 
-    * ``base_url`` (default ``$DATACAT_QUERY_URL``): the query service. With a
+    * ``base_url`` (default ``$DATACAT_URL``, then ``$DATACAT_QUERY_URL``): the
+      query service. With a
       daemon, sessions are read back from it (``get_details()``).
     * ``use_daemon`` (default True): calls go to this process's shared daemon
       (started on first use; ``nats_url``, default ``$DATACAT_NATS_URL``, is
@@ -31,6 +34,10 @@ def create_session(base_url=None, product=None, version=None, nats_url=None, dae
       ``flush_interval``, ``exit_timeout``.
     * ``capture_uncaught`` (default True): an uncaught exception is logged and
       the session ends ``crashed`` with it.
+    * ``disabled`` (default ``$DATACAT_DISABLED``): the session records nothing,
+      starts no daemon and returns False from every call (``registered`` is False).
+    * ``debug`` (default ``$DATACAT_DEBUG``): the first problem (no daemon binary,
+      nothing listening, a refused call) is written to stderr, once per process.
 
     Other keyword arguments go to ``DatacatClient`` (``daemon_binary``,
     ``timeout``, ``end_timeout``, ``read_timeout``, ``startup_timeout``,
@@ -39,15 +46,23 @@ def create_session(base_url=None, product=None, version=None, nats_url=None, dae
     registered, ``registered`` is False and it refuses its calls (logged and
     counted): monitoring never stops the application.
     """
+    product = _config.text(_config.ENV_PRODUCT, product)
+    version = _config.text(_config.ENV_VERSION, version)
     if not product or not version:
-        raise ValueError("Product and version are required to create a session")
+        raise ValueError(
+            "Product and version are required to create a session (arguments, or "
+            "$%s and $%s)" % (_config.ENV_PRODUCT, _config.ENV_VERSION))
+    _accounting.set_debug(_config.flag(_config.ENV_DEBUG, debug))
+    disabled = _config.flag(_config.ENV_DISABLED, disabled)
     async_options = {}
     for option in ("batch_size", "flush_interval", "exit_timeout"):
         if option in kwargs:
             async_options[option] = kwargs.pop(option)
     client = DatacatClient(base_url, daemon_port=daemon_port, nats_url=nats_url,
-                           use_daemon=use_daemon, **kwargs)
+                           use_daemon=use_daemon, disabled=disabled, **kwargs)
     session_id = uuid7()
+    if disabled:
+        return Session(client, session_id, product=product, version=version, registered=False)
     if async_mode:
         session = Session(client, session_id, product=product, version=version, registered=None)
         session = AsyncSession(session, queue_size=queue_size, drop_on_full=drop_on_full,

@@ -2,9 +2,13 @@
 
 Contract: docs/daemon-api.md ("Starting the daemon").
 
-* Binary lookup: ``$DATACAT_DAEMON_BIN``, then ``datacat-daemon`` on ``PATH``,
-  then ``target/debug/datacat-daemon`` and ``target/release/datacat-daemon``
-  in the package directory or any directory above it (a workspace checkout).
+* Binary lookup: ``$DATACAT_DAEMON_BIN``, then the ``datacat-daemon`` the
+  wheel installed with this package (the scripts directory of the
+  installation scheme whose library directory holds the package: the virtual
+  environment's, the system's or the user's), then ``datacat-daemon`` on
+  ``PATH``, then ``target/debug/datacat-daemon`` and
+  ``target/release/datacat-daemon`` in the package directory or any directory
+  above it (a workspace checkout).
 * Readiness handshake: the daemon is started with stdin and stdout as pipes;
   it prints ``DATACAT_DAEMON_READY <port> <token>`` once; we read that line
   (with a timeout) and send the token with every call (other local users'
@@ -26,6 +30,7 @@ import os
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import weakref
@@ -77,6 +82,26 @@ def which(name, path=None):
     return None
 
 
+def installed_candidates(package_dir=None):
+    """Where a wheel of this package put ``datacat-daemon``: the scripts directory of each
+    installation scheme whose library directory holds the package."""
+    if package_dir is None:
+        package_dir = os.path.dirname(os.path.abspath(__file__))
+    site_dir = os.path.normcase(os.path.realpath(os.path.dirname(package_dir)))
+    out = []
+    for scheme in sysconfig.get_scheme_names():
+        try:
+            paths = sysconfig.get_paths(scheme)
+        except (KeyError, ValueError):  # a scheme this platform cannot expand
+            continue
+        libraries = [paths.get(key) for key in ("purelib", "platlib")]
+        if any(lib and os.path.normcase(os.path.realpath(lib)) == site_dir for lib in libraries):
+            candidate = os.path.join(paths["scripts"], daemon_binary_name())
+            if candidate not in out:
+                out.append(candidate)
+    return out
+
+
 def workspace_candidates(start_dir=None):
     """``target/{debug,release}/datacat-daemon`` in ``start_dir`` and every parent."""
     if start_dir is None:
@@ -93,15 +118,15 @@ def workspace_candidates(start_dir=None):
         current = parent
 
 
-def find_daemon_binary(start_dir=None, environ=None, path=None):
+def find_daemon_binary(start_dir=None, environ=None, path=None, package_dir=None):
     """The daemon binary the lookup order selects, or None."""
-    return locate_daemon_binary(start_dir, environ, path)[0]
+    return locate_daemon_binary(start_dir, environ, path, package_dir)[0]
 
 
-def locate_daemon_binary(start_dir=None, environ=None, path=None):
+def locate_daemon_binary(start_dir=None, environ=None, path=None, package_dir=None):
     """Return ``(path, source)`` for the daemon binary, or ``(None, None)``.
 
-    ``source`` says which rule matched: ``"env"``, ``"path"`` or
+    ``source`` says which rule matched: ``"env"``, ``"package"``, ``"path"`` or
     ``"workspace"``. An explicit ``$DATACAT_DAEMON_BIN`` is returned even if it
     does not exist, so that the error names it instead of silently running
     some other binary.
@@ -111,6 +136,9 @@ def locate_daemon_binary(start_dir=None, environ=None, path=None):
     explicit = environ.get(ENV_BINARY)
     if explicit:
         return explicit, "env"
+    for candidate in installed_candidates(package_dir):
+        if _is_executable(candidate):
+            return candidate, "package"
     if path is None:
         path = environ.get("PATH", os.defpath)
     found = which(daemon_binary_name(), path)
@@ -124,8 +152,9 @@ def locate_daemon_binary(start_dir=None, environ=None, path=None):
 
 def _not_found_message():
     return (
-        "cannot find the %s binary: set $%s to its path, put it on PATH, or build it "
-        "in the workspace (cargo build -p datacat-daemon -> target/debug/%s)"
+        "cannot find the %s binary: install the datacat-sessions wheel (it carries the "
+        "daemon), set $%s to its path, put it on PATH, or build it in the workspace "
+        "(cargo build -p datacat-daemon -> target/debug/%s)"
         % (daemon_binary_name(), ENV_BINARY, daemon_binary_name())
     )
 

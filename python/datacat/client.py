@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 
-from . import _accounting, _payload
+from . import _accounting, _config, _payload
 from ._compat import quote as _quote, string_types
 from ._daemon import DaemonStartError, shared_daemon
 from ._direct import DirectBackend
@@ -47,7 +47,6 @@ DEFAULT_READ_TIMEOUT = 5.0
 #: to wait for JetStream only for the rest.
 _END_MARGIN = 0.5
 
-ENV_QUERY_URL = "DATACAT_QUERY_URL"
 
 _DAEMON_OPTIONS = ("startup_timeout", "log_path", "extra_args")
 
@@ -82,7 +81,8 @@ def _build_batch(session_id, items, timestamp=None):
 class DatacatClient(object):
     """Talks to this process's shared daemon (started on first use).
 
-    ``base_url`` is the query service URL (default ``$DATACAT_QUERY_URL``):
+    ``base_url`` is the query service URL (default ``$DATACAT_URL``, then
+    ``$DATACAT_QUERY_URL``):
     with ``use_daemon=False`` the calls go there (its direct-write endpoints;
     ``token`` or ``$DATACAT_WRITE_TOKEN`` as bearer token); with a daemon the
     daemon reads sessions back from it (``get_session``). ``daemon_port`` is
@@ -90,17 +90,18 @@ class DatacatClient(object):
     to ``$DATACAT_NATS_URL``; ``daemon_binary`` overrides the binary lookup.
     ``daemon`` may be an explicit ``DaemonManager`` instead of the shared one.
     ``timeout``, ``end_timeout`` and ``read_timeout`` bound calls, ``end`` and
-    reads (defaults above).
+    reads (defaults above). ``disabled=True``: every call does nothing and
+    returns False (or None for reads), no daemon is started, nothing is counted.
     """
 
     def __init__(self, base_url=None, daemon_port="auto", nats_url=None, daemon_binary=None,
                  timeout=None, end_timeout=None, daemon=None, use_daemon=True, token=None,
-                 read_timeout=DEFAULT_READ_TIMEOUT, **daemon_options):
+                 read_timeout=DEFAULT_READ_TIMEOUT, disabled=False, **daemon_options):
         unknown = [k for k in daemon_options if k not in _DAEMON_OPTIONS]
         if unknown:
             raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(unknown)))
-        if not base_url:
-            base_url = os.environ.get(ENV_QUERY_URL) or None
+        base_url = _config.query_url(base_url)
+        self.disabled = bool(disabled)
         self.base_url = base_url.rstrip("/") if base_url else base_url
         self.use_daemon = bool(use_daemon)
         if timeout is None:
@@ -110,9 +111,9 @@ class DatacatClient(object):
         self.timeout = timeout
         self.end_timeout = end_timeout
         self.read_timeout = read_timeout
-        if daemon is None and not use_daemon:
+        if daemon is None and not use_daemon and not self.disabled:
             daemon = DirectBackend(base_url, token=token, timeout=timeout)
-        if daemon is None:
+        if daemon is None and not self.disabled:
             daemon = shared_daemon(
                 daemon_port=daemon_port, nats_url=nats_url, daemon_binary=daemon_binary, **daemon_options
             )
@@ -132,7 +133,7 @@ class DatacatClient(object):
 
     @property
     def daemon_url(self):
-        return self.daemon.base_url
+        return self.daemon.base_url if self.daemon is not None else None
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -169,11 +170,14 @@ class DatacatClient(object):
         if repeated:
             log.debug("call %s failed: %s", what, problem)
         else:
+            _accounting.report_problem("call %s failed, its data is lost: %s" % (what, problem))
             log.warning("call %s failed, its data is lost (repeats of this failure are logged at debug level): %s",
                         what, problem)
 
     def _post(self, path, build, *args, **kwargs):
         """Build a body (programming errors raise), send it (failures are counted)."""
+        if self.disabled:
+            return False
         timeout = kwargs.pop("_timeout", None) or self.timeout
         deadline = kwargs.pop("_deadline", None)
         try:
@@ -216,6 +220,8 @@ class DatacatClient(object):
                 self._last_seq[session_id] = seq
 
     def _session_call(self, path, build, session_id, *args, **kwargs):
+        if self.disabled:
+            return False
         if session_id is None:
             # create_session() could not register (daemon unavailable): keep
             # the application running and account for the lost call.
@@ -342,6 +348,8 @@ class DatacatClient(object):
         return self._monitor_call("/resume_heartbeat", session_id)
 
     def _monitor_call(self, path, session_id, timeout=None):
+        if self.disabled:
+            return False
         if session_id is None:
             return self._failed_call(path, TransportError("the session was never registered", kind="no-session"))
         return self._post(path, _payload.build_heartbeat_monitor, session_id, timeout)
@@ -370,6 +378,8 @@ class DatacatClient(object):
         return answer
 
     def _get(self, path, timeout):
+        if self.disabled:
+            return None
         try:
             return self.daemon.request("GET", path, timeout=timeout)
         except _FAILURES as exc:
@@ -400,6 +410,8 @@ class DatacatClient(object):
 
     def health(self):
         """The daemon's ``GET /health`` answer, or None if it is unavailable."""
+        if self.disabled:
+            return None
         try:
             return self.daemon.request("GET", "/health", timeout=self.timeout)
         except _FAILURES as exc:

@@ -119,7 +119,10 @@ class Session(_TypedMetrics):
         return self._ended
 
     def _closed(self, what):
-        """Refuse (count, log) a call the session cannot send: True if refused."""
+        """Refuse (count, log) a call the session cannot send: True if refused. A
+        disabled client's sessions refuse every call without a word."""
+        if getattr(self.client, "disabled", False):
+            return True
         if self._ended:
             problem = "session %s has already ended" % (self.session_id,)
         elif self.registered is False:

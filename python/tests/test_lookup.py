@@ -38,6 +38,27 @@ def test_empty_env_var_is_ignored(tmpdir):
     assert locate_daemon_binary(start_dir=str(tmpdir), environ=env) == (on_path, "path")
 
 
+@posix_only
+def test_the_wheels_daemon_before_path(tmpdir, monkeypatch):
+    root = str(tmpdir)
+    paths = {"purelib": os.path.join(root, "env", "lib"), "scripts": os.path.join(root, "env", "bin")}
+    monkeypatch.setattr(_daemon.sysconfig, "get_scheme_names", lambda: ("elsewhere", "env"))
+    monkeypatch.setattr(
+        _daemon.sysconfig, "get_paths",
+        lambda scheme: paths if scheme == "env" else {"purelib": "/nowhere", "scripts": "/nowhere"})
+    installed = make_exe(os.path.join(paths["scripts"], NAME))
+    on_path = make_exe(os.path.join(root, "bin", NAME))
+    env = {"PATH": os.path.dirname(on_path)}
+    package = os.path.join(paths["purelib"], "datacat")
+    assert locate_daemon_binary(start_dir=root, environ=env, package_dir=package) == (installed, "package")
+    # A package that is not where the scheme installs (a checkout) does not look there.
+    elsewhere = os.path.join(root, "checkout", "datacat")
+    assert locate_daemon_binary(start_dir=root, environ=env, package_dir=elsewhere) == (on_path, "path")
+    # Nor when the wheel's daemon is missing.
+    os.remove(installed)
+    assert locate_daemon_binary(start_dir=root, environ=env, package_dir=package) == (on_path, "path")
+
+
 def test_path_before_workspace(tmpdir):
     root = str(tmpdir)
     on_path = make_exe(os.path.join(root, "bin", NAME))
