@@ -33,6 +33,11 @@ DATACAT_SCHEMATHESIS_VERSION="4.32.5"
 # Current ClickHouse in process (integration-tests/chdb/gateway.py): the second engine the
 # warehouse's SQL is checked on, beside Debian's 18.16 server.
 DATACAT_CHDB_VERSION="26.9.0"
+# The last virtualenv that makes Python 2.7 environments (the wheel test installs the client
+# into fresh ones for Python 3 and 2.7).
+DATACAT_VIRTUALENV_VERSION="20.21.1"
+# mypy's stubtest checks the client's type stubs against its code (python/tests/test_stubs.py).
+DATACAT_MYPY_VERSION="2.4.1"
 DATACAT_CLICKHOUSE_TEMPLATE_DIR="$DATACAT_ROOT/deploy/clickhouse"
 
 : "${DATACAT_CLICKHOUSE_SERVER_BIN:=/usr/sbin/clickhouse-server}"
@@ -272,10 +277,39 @@ datacat_install_test_deps() {
             { datacat_err "chdb still not importable after installing it"; return 1; }
     fi
 
+    local venv_dir="$DATACAT_ROOT/.local/virtualenv"
+    if ! PYTHONPATH="$venv_dir" python3 -m virtualenv --version >/dev/null 2>&1; then
+        datacat_log "installing virtualenv==$DATACAT_VIRTUALENV_VERSION into .local/virtualenv"
+        python3 -m pip install --disable-pip-version-check --no-input --upgrade \
+            --target "$venv_dir" "virtualenv==$DATACAT_VIRTUALENV_VERSION" || return 1
+    fi
+
+    local mypy_dir="$DATACAT_ROOT/.local/mypy"
+    if ! PYTHONPATH="$mypy_dir" python3 -m mypy --version 2>/dev/null | grep -q "mypy $DATACAT_MYPY_VERSION "; then
+        datacat_log "installing mypy==$DATACAT_MYPY_VERSION into .local/mypy"
+        python3 -m pip install --disable-pip-version-check --no-input --upgrade \
+            --target "$mypy_dir" "mypy==$DATACAT_MYPY_VERSION" || return 1
+    fi
+
     # pyenv's Python 3.8.18 (the oldest Python 3 the client supports) and 2.7.18, each with
     # the last pytest that supports it.
     datacat_pyenv_pytest "$DATACAT_PY38_VERSION" "$(datacat_py38)" "pytest==8.3.5" || return 1
     datacat_pyenv_pytest "$DATACAT_PY27_VERSION" "$(datacat_py27)" "pytest==4.6.11" || return 1
+}
+
+# datacat_wheel: builds the Python client's wheel, with the release daemon in it, into
+# <target>/wheels (pip wheel ./python; setuptools-rust runs cargo), and prints its path.
+datacat_wheel() {
+    local dir version wheel
+    dir="$(datacat_target_dir)/wheels"
+    version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$DATACAT_ROOT/python/datacat/__init__.py")"
+    rm -f "$dir"/datacat_sessions-*.whl
+    rm -rf "$DATACAT_ROOT/python/build"  # setuptools' staging: every build starts from the sources
+    python3 -m pip wheel --disable-pip-version-check --no-input --no-deps -w "$dir" \
+        "$DATACAT_ROOT/python" >&2 || return 1
+    wheel="$(ls "$dir"/datacat_sessions-"$version"-*.whl 2>/dev/null | head -n 1)"
+    [ -n "$wheel" ] || { datacat_err "pip wheel made no datacat_sessions-$version wheel in $dir"; return 1; }
+    printf '%s\n' "$wheel"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -12,23 +12,25 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings, also with the integration
 #      tests' containers feature
 #   4. cargo build --workspace --bins
-#   5. cargo test --workspace
-#   6. cargo fuzz: the batch codec and the call parser, 30 s each (fuzz/README.md)
-#   7. Go client: gofmt, go vet, go test (go/) against the real daemon
-#   8. pytest python/tests with python3
-#   9. pytest python/tests with Python 3.8.18 (the oldest Python 3 the client supports)
-#  10. pytest python/tests with Python 2.7.18
-#  11. with a Docker engine: deploy/compose-check.sh (the compose deployment, for real)
+#   5. the Python client's wheel, with the release daemon in it (pip wheel ./python)
+#   6. cargo test --workspace (python_wheel.rs installs that wheel into fresh environments)
+#   7. cargo fuzz: the batch codec and the call parser, 30 s each (fuzz/README.md)
+#   8. Go client: gofmt, go vet, go test (go/) against the real daemon
+#   9. pytest python/tests with python3
+#  10. pytest python/tests with Python 3.8.18 (the oldest Python 3 the client supports)
+#  11. pytest python/tests with Python 2.7.18
+#  12. with a Docker engine: deploy/compose-check.sh (the compose deployment, for real)
 #
-# With a Docker engine, step 5 runs the integration tests' NATS and ClickHouse as containers
+# With a Docker engine, step 6 runs the integration tests' NATS and ClickHouse as containers
 # of images built here (deploy/images.sh; no registry is needed), and the NATS cluster as
 # containers on a Docker network; without one, or with DATACAT_TEST_CONTAINERS=0, as local
 # processes. deploy/README.md ("Tests on containers") says which tests run where.
 #
-# Exported to the tests (steps 5-7):
+# Exported to the tests (steps 6-8):
 #   DATACAT_NATS_SERVER_BIN        absolute path of .local/nats/bin/nats-server
 #   DATACAT_CLICKHOUSE_SERVER_BIN  /usr/sbin/clickhouse-server
 #   DATACAT_DAEMON_BIN             absolute path of <target>/debug/datacat-daemon
+#   DATACAT_WHEEL                  the wheel step 5 built
 
 set -euo pipefail
 
@@ -36,7 +38,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$DATACAT_ROOT"
 
-TOTAL_STEPS=11
+TOTAL_STEPS=12
 STEP_NO=0
 STEP_NAME=""
 STEP_T0=$SECONDS
@@ -129,6 +131,12 @@ if [ ! -x "$DATACAT_DAEMON_BIN" ]; then
     datacat_err "the build did not produce $DATACAT_DAEMON_BIN (the daemon binary the tests need)"
     exit 1
 fi
+
+# ---------------------------------------------------------------------------------------------
+step "python wheel: pip wheel ./python (the client, with the release daemon)"
+DATACAT_WHEEL="$(datacat_wheel)"
+export DATACAT_WHEEL
+datacat_log "built ${DATACAT_WHEEL#"$DATACAT_ROOT"/}"
 
 docker_engine() {
     command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1

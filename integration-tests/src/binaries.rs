@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// The repository root (this crate lives one level below it).
 pub fn repo_root() -> PathBuf {
@@ -99,6 +99,48 @@ pub fn schemathesis_dir() -> Result<PathBuf> {
 /// `DATACAT_CHDB_DIR`, else `.local/chdb` (test-all.sh puts it there).
 pub fn chdb_dir() -> Result<PathBuf> {
     python_packages("DATACAT_CHDB_DIR", ".local/chdb", "chdb")
+}
+
+/// Where virtualenv is installed (it makes the Python 2.7 environments of the wheel test):
+/// `DATACAT_VIRTUALENV_DIR`, else `.local/virtualenv` (test-all.sh puts it there).
+pub fn virtualenv_dir() -> Result<PathBuf> {
+    python_packages("DATACAT_VIRTUALENV_DIR", ".local/virtualenv", "virtualenv")
+}
+
+/// The Python client's wheel (with the release daemon in it): `DATACAT_WHEEL`, else the one
+/// `deploy/test-all.sh` builds into `<target>/wheels` (`datacat_wheel` in deploy/lib.sh).
+pub fn python_wheel() -> Result<PathBuf> {
+    if let Some(wheel) = std::env::var_os("DATACAT_WHEEL") {
+        return Ok(PathBuf::from(wheel));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                repo_root().join(dir)
+            }
+        })
+        .unwrap_or_else(|| repo_root().join("target"));
+    let dir = target.join("wheels");
+    let wheel = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("datacat_sessions-") && name.ends_with(".whl")
+        });
+    wheel.with_context(|| {
+        format!(
+            "no datacat_sessions wheel in {}: set DATACAT_WHEEL, or build it with \
+             `python3 -m pip wheel --no-deps -w {} ./python` (deploy/test-all.sh does)",
+            dir.display(),
+            dir.display()
+        )
+    })
 }
 
 /// A directory of Python packages that holds `package`: `$env_var`, else `local` in the repo.

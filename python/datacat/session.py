@@ -3,6 +3,7 @@
 from __future__ import absolute_import
 
 import functools
+import inspect
 import logging
 import os
 import threading
@@ -45,12 +46,41 @@ class Timer(object):
         return False
 
     def __call__(self, function):
+        if _is_coroutine_function(function):
+            return _timed_coroutine(self, function)
+
         @functools.wraps(function)
         def timed(*args, **kwargs):
-            with Timer(self.session, self.name, self.count, self.tags, self.unit):
+            with self._again():
                 return function(*args, **kwargs)
 
         return timed
+
+    def _again(self):
+        """A timer like this one, for one call of a decorated function."""
+        return Timer(self.session, self.name, self.count, self.tags, self.unit)
+
+
+_is_coroutine_function = getattr(inspect, "iscoroutinefunction", lambda function: False)
+
+# ``async def`` is a syntax error to Python 2's compiler (which byte-compiles every module
+# of the package when it is installed), so the wrapper of coroutine functions is compiled
+# only where there are coroutine functions to wrap.
+_TIMED_COROUTINE = """
+def timed_coroutine(timer, function):
+    @functools.wraps(function)
+    async def timed(*args, **kwargs):
+        with timer._again():
+            return await function(*args, **kwargs)
+    return timed
+"""
+
+
+def _timed_coroutine(timer, function):
+    """``function`` (an ``async def``), timed from its start to its end, not its creation."""
+    namespace = {"functools": functools}
+    exec(_TIMED_COROUTINE, namespace)
+    return namespace["timed_coroutine"](timer, function)
 
 
 class _TypedMetrics(object):
