@@ -90,6 +90,8 @@ class AsyncSession(_TypedMetrics):
         self.drop_on_full = bool(drop_on_full)
         self.batch_size = max(1, int(batch_size))
         self.flush_interval = float(flush_interval)
+        # The wrapped session's breadcrumbs, when it keeps any (empty: false).
+        self._crumbs = getattr(session, "breadcrumbs", None)
         # Our own sessions are sent in batches; anything else is called method by method.
         self._native = isinstance(session, Session) and isinstance(session.client, DatacatClient)
         if exit_timeout is None:
@@ -127,6 +129,14 @@ class AsyncSession(_TypedMetrics):
 
     def __repr__(self):
         return "<datacat.AsyncSession %s queued=%d>" % (self.session_id, len(self._buffer))
+
+    def add_breadcrumb(self, message, level="info", category=None, data=None):
+        """See ``Session.add_breadcrumb`` (kept in this process; no call is queued)."""
+        crumbs = self._crumbs
+        if crumbs is None:
+            return False
+        crumbs.add(message, level=level, category=category, data=data)
+        return True
 
     # -- forwarded -------------------------------------------------------------------
 
@@ -200,6 +210,10 @@ class AsyncSession(_TypedMetrics):
     def log_event(self, name, level=None, category=None, labels=None, message=None, data=None,
                   group=None, exception=None):
         """Log an event (see ``Session.log_event``)."""
+        if self._crumbs:  # something to attach to an error event
+            if isinstance(level, dict) and data is None:
+                level, data = None, level
+            data = self._crumbs.attach(level, data)
         try:
             entry = (_EVENT, _time(), name, level, category, labels, message,
                      data if data is None else _dumps(data), group, exception)

@@ -12,7 +12,8 @@ from .session import Session
 
 def create_session(base_url=None, product=None, version=None, nats_url=None, daemon_port="auto",
                    async_mode=False, queue_size=10000, use_daemon=True, drop_on_full=True,
-                   capture_uncaught=True, disabled=None, debug=None, **kwargs):
+                   capture_uncaught=True, disabled=None, debug=None, max_breadcrumbs=100,
+                   **kwargs):
     """Register a new session and return a ``Session`` (or an ``AsyncSession``).
 
     ``product`` and ``version`` (default ``$DATACAT_PRODUCT``, ``$DATACAT_VERSION``)
@@ -34,6 +35,9 @@ def create_session(base_url=None, product=None, version=None, nats_url=None, dae
       ``flush_interval``, ``exit_timeout``.
     * ``capture_uncaught`` (default True): an uncaught exception is logged and
       the session ends ``crashed`` with it.
+    * ``max_breadcrumbs``: how many breadcrumbs (``add_breadcrumb``, and log records
+      below a ``DatacatHandler``'s ``event_level``) the session keeps for its next error
+      event.
     * ``disabled`` (default ``$DATACAT_DISABLED``): the session records nothing,
       starts no daemon and returns False from every call (``registered`` is False).
     * ``debug`` (default ``$DATACAT_DEBUG``): the first problem (no daemon binary,
@@ -64,12 +68,14 @@ def create_session(base_url=None, product=None, version=None, nats_url=None, dae
     if disabled:
         return Session(client, session_id, product=product, version=version, registered=False)
     if async_mode:
-        session = Session(client, session_id, product=product, version=version, registered=None)
+        session = Session(client, session_id, product=product, version=version, registered=None,
+                          max_breadcrumbs=max_breadcrumbs)
         session = AsyncSession(session, queue_size=queue_size, drop_on_full=drop_on_full,
                                **async_options)
     else:
         answered = client.create_session(product, version, session_id=session_id)
         session = Session(client, answered or session_id, product=product, version=version,
+                          max_breadcrumbs=max_breadcrumbs,
                           registered=answered is not None)
     if capture_uncaught:
         install_uncaught_hook()

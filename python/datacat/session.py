@@ -9,6 +9,7 @@ import os
 import threading
 import time
 
+from ._breadcrumbs import DEFAULT_LIMIT as _BREADCRUMBS, Breadcrumbs
 from ._lifecycle import open_sessions
 from ._transport import TransportError
 
@@ -125,8 +126,9 @@ class Session(_TypedMetrics):
     """
 
     def __init__(self, client, session_id, product=None, version=None, registered=True,
-                 exit_timeout=None):
+                 exit_timeout=None, max_breadcrumbs=_BREADCRUMBS):
         self.client = client
+        self.breadcrumbs = Breadcrumbs(max_breadcrumbs)
         self.session_id = session_id
         self.product = product
         self.version = version
@@ -178,6 +180,9 @@ class Session(_TypedMetrics):
         """
         if self._closed("/event"):
             return False
+        if isinstance(level, dict) and data is None:
+            level, data = None, level
+        data = self.breadcrumbs.attach(level, data)
         return self.client.log_event(self.session_id, name, level=level, category=category,
                                      labels=labels, message=message, data=data, group=group,
                                      exception=exception)
@@ -196,7 +201,14 @@ class Session(_TypedMetrics):
         if self._closed("/event"):
             return False
         return self.client.log_exception(self.session_id, exc_info=exc_info,
-                                         extra_data=extra_data, message=message, level=level)
+                                         extra_data=self.breadcrumbs.attach(level, extra_data),
+                                         message=message, level=level)
+
+    def add_breadcrumb(self, message, level="info", category=None, data=None):
+        """Keep ``message`` in this process (no request) until the next error event, which
+        carries the last ``max_breadcrumbs`` of them as its data's ``breadcrumbs``."""
+        self.breadcrumbs.add(message, level=level, category=category, data=data)
+        return True
 
     def heartbeat(self):
         """Tell the daemon (and this session's heartbeat monitor) the application is alive."""
