@@ -159,6 +159,9 @@ func (a *AsyncSession) invalid(err error) error {
 // UpdateState buffers a state update. The map is encoded now: changing it after the call
 // does not change what is sent.
 func (a *AsyncSession) UpdateState(_ context.Context, state map[string]any) error {
+	if a == nil {
+		return ErrNilSession
+	}
 	body, err := stateBody(state, time.Time{})
 	if err != nil {
 		return a.invalid(err)
@@ -168,6 +171,9 @@ func (a *AsyncSession) UpdateState(_ context.Context, state map[string]any) erro
 
 // LogEventWith buffers an event.
 func (a *AsyncSession) LogEventWith(_ context.Context, e Event) error {
+	if a == nil {
+		return ErrNilSession
+	}
 	body, err := eventBody(e)
 	if err != nil {
 		return a.invalid(err)
@@ -177,6 +183,9 @@ func (a *AsyncSession) LogEventWith(_ context.Context, e Event) error {
 
 // LogMetricWith buffers a metric point.
 func (a *AsyncSession) LogMetricWith(_ context.Context, m Metric) error {
+	if a == nil {
+		return ErrNilSession
+	}
 	m = a.Client.totalCounter(a.ID, m)
 	body, err := metricBody(m)
 	if err != nil {
@@ -187,6 +196,9 @@ func (a *AsyncSession) LogMetricWith(_ context.Context, m Metric) error {
 
 // Heartbeat buffers a heartbeat (and tells the session's monitor).
 func (a *AsyncSession) Heartbeat(_ context.Context) error {
+	if a == nil {
+		return ErrNilSession
+	}
 	if m := a.currentMonitor(); m != nil {
 		m.Beat()
 	}
@@ -312,6 +324,9 @@ func (a *AsyncSession) control(call func(context.Context) error) error {
 // StartHeartbeatMonitor starts hang detection here at once; the daemon is told in order
 // with the other calls.
 func (a *AsyncSession) StartHeartbeatMonitor(_ context.Context, timeout, interval time.Duration) (*HeartbeatMonitor, error) {
+	if a == nil {
+		return nil, ErrNilSession
+	}
 	a.mu.Lock()
 	refusing := a.refusing
 	a.mu.Unlock()
@@ -329,18 +344,27 @@ func (a *AsyncSession) StartHeartbeatMonitor(_ context.Context, timeout, interva
 
 // StopHeartbeatMonitor stops hang detection (the daemon is told in order).
 func (a *AsyncSession) StopHeartbeatMonitor(context.Context) error {
+	if a == nil {
+		return ErrNilSession
+	}
 	a.replaceMonitor(nil)
 	return a.control(func(ctx context.Context) error { return a.Client.StopHeartbeatMonitor(ctx, a.ID) })
 }
 
 // PauseHeartbeat suspends hang detection (the daemon is told in order).
 func (a *AsyncSession) PauseHeartbeat(context.Context) error {
+	if a == nil {
+		return ErrNilSession
+	}
 	a.pauseMonitor()
 	return a.control(func(ctx context.Context) error { return a.Client.PauseHeartbeat(ctx, a.ID) })
 }
 
 // ResumeHeartbeat restarts hang detection's clock (the daemon is told in order).
 func (a *AsyncSession) ResumeHeartbeat(context.Context) error {
+	if a == nil {
+		return ErrNilSession
+	}
 	a.resumeMonitor()
 	return a.control(func(ctx context.Context) error { return a.Client.ResumeHeartbeat(ctx, a.ID) })
 }
@@ -367,6 +391,9 @@ func (a *AsyncSession) send(items []json.RawMessage) (sent, failed, invalid int6
 
 // Flush waits until every call made before it was sent (or counted as lost), or ctx ends.
 func (a *AsyncSession) Flush(ctx context.Context) error {
+	if a == nil {
+		return ErrNilSession
+	}
 	select {
 	case a.wake <- struct{}{}:
 	default:
@@ -393,6 +420,9 @@ func (a *AsyncSession) Flush(ctx context.Context) error {
 
 // Stats counts what happened to the calls so far.
 func (a *AsyncSession) Stats() AsyncStats {
+	if a == nil {
+		return AsyncStats{}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	stats := a.stats
@@ -451,6 +481,78 @@ func (a *AsyncSession) end(ctx context.Context, reason string, crashed bool) err
 		return err
 	}
 	return flushErr
+}
+
+// calls is where this session's shared calls go: a nil *AsyncSession's answer
+// ErrNilSession. They are defined here too, as on Session: this type embeds both a
+// *Session and its own sessionCalls, and its own must win.
+func (a *AsyncSession) calls() *sessionCalls {
+	if a == nil {
+		return &sessionCalls{core: nilSession{}}
+	}
+	return &a.sessionCalls
+}
+
+// LogEvent queues an event with data.
+func (a *AsyncSession) LogEvent(ctx context.Context, name string, data map[string]any) error {
+	return a.calls().LogEvent(ctx, name, data)
+}
+
+// LogGauge queues a value that goes up and down.
+func (a *AsyncSession) LogGauge(ctx context.Context, name string, value float64, tags ...string) error {
+	return a.calls().LogGauge(ctx, name, value, tags...)
+}
+
+// LogCounter queues an addition to a running total.
+func (a *AsyncSession) LogCounter(ctx context.Context, name string, delta float64, tags ...string) error {
+	return a.calls().LogCounter(ctx, name, delta, tags...)
+}
+
+// LogHistogram queues one observation of a distribution.
+func (a *AsyncSession) LogHistogram(ctx context.Context, name string, value float64, buckets []float64, tags ...string) error {
+	return a.calls().LogHistogram(ctx, name, value, buckets, tags...)
+}
+
+// LogTimer queues a measured duration in seconds.
+func (a *AsyncSession) LogTimer(ctx context.Context, name string, d time.Duration, tags ...string) error {
+	return a.calls().LogTimer(ctx, name, d, tags...)
+}
+
+// LogException queues err as an exception event with the caller's stack.
+func (a *AsyncSession) LogException(ctx context.Context, err error, data map[string]any) error {
+	return a.calls().LogException(ctx, err, data)
+}
+
+// End flushes and ends the session normally.
+func (a *AsyncSession) End(ctx context.Context) error { return a.calls().End(ctx) }
+
+// Crash flushes and ends the session as crashed with a reason.
+func (a *AsyncSession) Crash(ctx context.Context, reason string) error {
+	return a.calls().Crash(ctx, reason)
+}
+
+// StartTimer starts timing; Stop queues the timer metric.
+func (a *AsyncSession) StartTimer(name string, tags ...string) *TimerHandle {
+	return a.calls().StartTimer(name, tags...)
+}
+
+// Finish, deferred: see Session.Finish.
+func (a *AsyncSession) Finish() {
+	if value := recover(); value != nil {
+		a.calls().target().reportPanic(value)
+		panic(value)
+	}
+	_ = a.End(context.Background())
+}
+
+// RecoverPanic, deferred: see Session.RecoverPanic.
+func (a *AsyncSession) RecoverPanic() {
+	value := recover()
+	if value == nil {
+		return
+	}
+	a.calls().target().reportPanic(value)
+	panic(value)
 }
 
 func (a *AsyncSession) reportPanic(value any) {

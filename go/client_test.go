@@ -12,6 +12,7 @@ import (
 
 func newClient(t *testing.T) *Client {
 	t.Helper()
+	needServers(t)
 	c, err := NewClientWithDaemon("http://127.0.0.1:8080", "auto")
 	if err != nil {
 		t.Fatalf("NewClientWithDaemon: %v", err)

@@ -12,53 +12,91 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// The tests run the REAL datacat-daemon ($DATACAT_DAEMON_BIN, default the workspace's
-// target/debug/datacat-daemon) against a real nats-server ($DATACAT_NATS_SERVER_BIN or
-// nats-server on PATH). They fail, never skip, when either is missing.
+// The tests that need them run the REAL datacat-daemon ($DATACAT_DAEMON_BIN, default the
+// workspace's target/debug/datacat-daemon) against a real nats-server
+// ($DATACAT_NATS_SERVER_BIN or nats-server on PATH): they call needDaemon or needServers,
+// and fail, never skip, when either is missing. The others run without them.
 
 var natsURL string
 
+var (
+	daemonOnce, serversOnce sync.Once
+	daemonErr, serversErr   error
+	// cleanups undo what the servers' setup made, after every test has run.
+	cleanups []func()
+)
+
 func TestMain(m *testing.M) {
-	code, err := run(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test setup:", err)
-		os.Exit(1)
+	code := m.Run()
+	for i := len(cleanups) - 1; i >= 0; i-- {
+		cleanups[i]()
 	}
 	os.Exit(code)
 }
 
-func run(m *testing.M) (int, error) {
+// needDaemon makes sure the daemon binary is there (DATACAT_DAEMON_BIN set), with a spool
+// and a log of the test run's own.
+func needDaemon(t *testing.T) {
+	t.Helper()
+	daemonOnce.Do(func() { daemonErr = findDaemon() })
+	if daemonErr != nil {
+		t.Fatalf("test setup: %v", daemonErr)
+	}
+}
+
+func findDaemon() error {
 	if os.Getenv("DATACAT_DAEMON_BIN") == "" {
 		path, _ := filepath.Abs(filepath.Join("..", "target", "debug", "datacat-daemon"))
 		if _, err := os.Stat(path); err != nil {
-			return 0, fmt.Errorf("datacat-daemon not built at %s (cargo build -p datacat-daemon) and DATACAT_DAEMON_BIN unset", path)
+			return fmt.Errorf("datacat-daemon not built at %s (cargo build -p datacat-daemon) and DATACAT_DAEMON_BIN unset", path)
 		}
 		os.Setenv("DATACAT_DAEMON_BIN", path)
 	}
+	dir, err := os.MkdirTemp("", "datacat-go-test-")
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() { os.RemoveAll(dir) })
+	os.Setenv("DATACAT_SPOOL_DIR", filepath.Join(dir, "spool"))
+	os.Setenv("DATACAT_DAEMON_LOG", filepath.Join(dir, "daemon.log"))
+	return nil
+}
+
+// needServers: the daemon, and a nats-server with the session stream, which the daemons
+// the tests start send to (DATACAT_NATS_URL).
+func needServers(t *testing.T) {
+	t.Helper()
+	needDaemon(t)
+	serversOnce.Do(func() { serversErr = startNATS() })
+	if serversErr != nil {
+		t.Fatalf("test setup: %v", serversErr)
+	}
+}
+
+func startNATS() error {
 	server := os.Getenv("DATACAT_NATS_SERVER_BIN")
 	if server == "" {
 		server = "nats-server"
 	}
-	dir, err := os.MkdirTemp("", "datacat-go-test-")
+	dir, err := os.MkdirTemp("", "datacat-go-nats-")
 	if err != nil {
-		return 0, err
+		return err
 	}
-	defer os.RemoveAll(dir)
-	os.Setenv("DATACAT_SPOOL_DIR", filepath.Join(dir, "spool"))
-	os.Setenv("DATACAT_DAEMON_LOG", filepath.Join(dir, "daemon.log"))
+	cleanups = append(cleanups, func() { os.RemoveAll(dir) })
 	port := freePort()
 	nats := exec.Command(server, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "js"))
 	if err := nats.Start(); err != nil {
-		return 0, fmt.Errorf("starting nats-server %q: %w", server, err)
+		return fmt.Errorf("starting nats-server %q: %w", server, err)
 	}
-	defer func() {
+	cleanups = append(cleanups, func() {
 		_ = nats.Process.Kill()
 		_ = nats.Wait()
-	}()
+	})
 	natsURL = fmt.Sprintf("nats://127.0.0.1:%d", port)
 	os.Setenv("DATACAT_NATS_URL", natsURL)
 	deadline := time.Now().Add(20 * time.Second)
@@ -68,14 +106,13 @@ func run(m *testing.M) (int, error) {
 			"duplicate_window": int64(120 * time.Second),
 		})
 		if err == nil {
-			break
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("creating the stream: %w", err)
+			return fmt.Errorf("creating the stream: %w", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return m.Run(), nil
 }
 
 func freePort() int {

@@ -28,6 +28,9 @@ type HeartbeatMonitor struct {
 // StartHeartbeatMonitor starts hang detection with the timeout, checking every interval
 // (0: a fifth of the timeout). A second call replaces the first monitor.
 func (s *Session) StartHeartbeatMonitor(ctx context.Context, timeout, interval time.Duration) (*HeartbeatMonitor, error) {
+	if s == nil {
+		return nil, ErrNilSession
+	}
 	if timeout <= 0 {
 		return nil, fmt.Errorf("datacat: heartbeat timeout must be positive, got %v", timeout)
 	}
@@ -54,6 +57,9 @@ func (s *Session) watch(timeout, interval time.Duration) (*HeartbeatMonitor, err
 
 // StopHeartbeatMonitor stops hang detection.
 func (s *Session) StopHeartbeatMonitor(ctx context.Context) error {
+	if s == nil {
+		return ErrNilSession
+	}
 	s.replaceMonitor(nil)
 	return s.Client.StopHeartbeatMonitor(ctx, s.ID)
 }
@@ -71,12 +77,18 @@ func (s *Session) replaceMonitor(m *HeartbeatMonitor) {
 
 // PauseHeartbeat suspends hang detection (here and at the daemon).
 func (s *Session) PauseHeartbeat(ctx context.Context) error {
+	if s == nil {
+		return ErrNilSession
+	}
 	s.pauseMonitor()
 	return s.Client.PauseHeartbeat(ctx, s.ID)
 }
 
 // ResumeHeartbeat restarts hang detection's clock.
 func (s *Session) ResumeHeartbeat(ctx context.Context) error {
+	if s == nil {
+		return ErrNilSession
+	}
 	s.resumeMonitor()
 	return s.Client.ResumeHeartbeat(ctx, s.ID)
 }

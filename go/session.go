@@ -33,6 +33,100 @@ type Session struct {
 // ErrEnded is returned (and counted) for a call on a session that has ended.
 var ErrEnded = errors.New("datacat: the session has ended")
 
+// ErrNilSession is returned by the calls of a nil *Session (StartSession returns nil with
+// its error: a program that ignores the error gets this at each call instead of a panic).
+var ErrNilSession = errors.New("datacat: the session is nil (StartSession failed)")
+
+// nilSession is where a nil *Session's shared calls go.
+type nilSession struct{}
+
+func (nilSession) LogEventWith(context.Context, Event) error   { return ErrNilSession }
+func (nilSession) LogMetricWith(context.Context, Metric) error { return ErrNilSession }
+func (nilSession) end(context.Context, string, bool) error     { return ErrNilSession }
+func (nilSession) reportPanic(any)                             {}
+
+// calls is where this session's shared calls go: a nil *Session's answer ErrNilSession.
+// The shared calls are defined on *Session too (not only promoted from sessionCalls), since
+// reaching an embedded field of a nil pointer panics.
+func (s *Session) calls() *sessionCalls {
+	if s == nil {
+		return &sessionCalls{core: nilSession{}}
+	}
+	return &s.sessionCalls
+}
+
+// LogEvent logs an event with data; LogEventWith takes every field.
+func (s *Session) LogEvent(ctx context.Context, name string, data map[string]any) error {
+	return s.calls().LogEvent(ctx, name, data)
+}
+
+// LogGauge logs a value that goes up and down.
+func (s *Session) LogGauge(ctx context.Context, name string, value float64, tags ...string) error {
+	return s.calls().LogGauge(ctx, name, value, tags...)
+}
+
+// LogCounter adds delta to a running total.
+func (s *Session) LogCounter(ctx context.Context, name string, delta float64, tags ...string) error {
+	return s.calls().LogCounter(ctx, name, delta, tags...)
+}
+
+// LogHistogram logs one observation of a distribution with bucket upper bounds.
+func (s *Session) LogHistogram(ctx context.Context, name string, value float64, buckets []float64, tags ...string) error {
+	return s.calls().LogHistogram(ctx, name, value, buckets, tags...)
+}
+
+// LogTimer logs a measured duration in seconds.
+func (s *Session) LogTimer(ctx context.Context, name string, d time.Duration, tags ...string) error {
+	return s.calls().LogTimer(ctx, name, d, tags...)
+}
+
+// LogException logs err as an exception event with the caller's stack.
+func (s *Session) LogException(ctx context.Context, err error, data map[string]any) error {
+	return s.calls().LogException(ctx, err, data)
+}
+
+// End ends the session normally, within the context's deadline (the client's EndTimeout
+// when it has none), and stops its heartbeat monitor. Calling it again does nothing.
+func (s *Session) End(ctx context.Context) error { return s.calls().End(ctx) }
+
+// Crash ends the session as crashed with a reason.
+func (s *Session) Crash(ctx context.Context, reason string) error {
+	return s.calls().Crash(ctx, reason)
+}
+
+// StartTimer starts timing; Stop logs the timer metric.
+func (s *Session) StartTimer(name string, tags ...string) *TimerHandle {
+	return s.calls().StartTimer(name, tags...)
+}
+
+// Finish, deferred right after the session starts, ends it when the function returns:
+// normally, or, if the function panics, crashed with the panic and its stack as an
+// exception event, and then the panic goes on as it would have. (recover works only in
+// the deferred function itself: Session and AsyncSession each have their own.)
+//
+//	defer s.Finish()
+func (s *Session) Finish() {
+	if value := recover(); value != nil {
+		s.calls().target().reportPanic(value)
+		panic(value)
+	}
+	_ = s.End(context.Background())
+}
+
+// RecoverPanic, deferred at the top of main (or a goroutine), reports a panic: the panic
+// and its stack as a critical exception event, the session ended crashed. Then it panics
+// again with the same value, so the program fails as it would have.
+//
+//	defer session.RecoverPanic()
+func (s *Session) RecoverPanic() {
+	value := recover()
+	if value == nil {
+		return
+	}
+	s.calls().target().reportPanic(value)
+	panic(value)
+}
+
 // StartSession creates a session and returns it.
 func (c *Client) StartSession(ctx context.Context, product, version string) (*Session, error) {
 	id, err := c.CreateSession(ctx, product, version)
@@ -111,6 +205,9 @@ func (s *sessionCalls) endWithin(ctx context.Context, reason string) error {
 
 // refused is the error for a call the session cannot send any more (counted), or nil.
 func (s *Session) refused() error {
+	if s == nil {
+		return ErrNilSession
+	}
 	s.mu.Lock()
 	ended := s.ended
 	s.mu.Unlock()
@@ -179,6 +276,9 @@ func (s *sessionCalls) LogException(ctx context.Context, err error, data map[str
 
 // Heartbeat tells the daemon (and this session's monitor) the application is alive.
 func (s *Session) Heartbeat(ctx context.Context) error {
+	if s == nil {
+		return ErrNilSession
+	}
 	if m := s.currentMonitor(); m != nil {
 		m.Beat()
 	}
@@ -193,19 +293,6 @@ func (s *Session) Heartbeat(ctx context.Context) error {
 // counts the calls still buffered then as failed. Calling it again does nothing.
 func (s *sessionCalls) End(ctx context.Context) error {
 	return s.target().end(ctx, "", false)
-}
-
-// Finish, deferred right after the session starts, ends it when the function returns:
-// normally, or, if the function panics, crashed with the panic and its stack as an
-// exception event, and then the panic goes on as it would have.
-//
-//	defer s.Finish()
-func (s *sessionCalls) Finish() {
-	if value := recover(); value != nil {
-		s.target().reportPanic(value)
-		panic(value)
-	}
-	_ = s.End(context.Background())
 }
 
 // Crash ends the session as crashed with a reason (an AsyncSession flushes first).
@@ -238,20 +325,6 @@ func (s *Session) markEnded() (monitor *HeartbeatMonitor, first bool) {
 	}
 	s.ended = true
 	return s.monitor, true
-}
-
-// RecoverPanic, deferred at the top of main (or a goroutine), reports a panic: the panic
-// and its stack as a critical exception event, the session ended crashed. Then it panics
-// again with the same value, so the program fails as it would have.
-//
-//	defer session.RecoverPanic()
-func (s *sessionCalls) RecoverPanic() {
-	value := recover()
-	if value == nil {
-		return
-	}
-	s.target().reportPanic(value)
-	panic(value)
 }
 
 func (s *Session) reportPanic(value any) {

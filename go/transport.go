@@ -73,16 +73,19 @@ func (b *backoff) succeeded() {
 }
 
 func newTransport(base, token string, timeout time.Duration) *transport {
+	// http.DefaultTransport's settings, proxies from the environment (HTTP_PROXY,
+	// HTTPS_PROXY, NO_PROXY) among them: they apply to the query service, never to the
+	// daemon, which is on loopback.
+	h := http.DefaultTransport.(*http.Transport).Clone()
+	h.MaxIdleConns = 4
+	h.MaxIdleConnsPerHost = 4
+	h.IdleConnTimeout = 90 * time.Second
+	h.DisableCompression = true
 	return &transport{
 		base:    base,
 		token:   token,
 		timeout: timeout,
-		http: &http.Client{Transport: &http.Transport{
-			MaxIdleConns:        4,
-			MaxIdleConnsPerHost: 4,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
-		}},
+		http:    &http.Client{Transport: h},
 	}
 }
 

@@ -106,6 +106,7 @@ func TestACallToABlackHoleCostsOneTimeoutThenBacksOff(t *testing.T) {
 }
 
 func TestDaemonAnswersWithNATSAndTheQueryServiceBlackHoled(t *testing.T) {
+	needDaemon(t)
 	ctx := context.Background()
 	started := time.Now()
 	c, err := NewClientWithOptions(ctx, Options{NATSURL: "nats://" + blackHole(t), ServerURL: "http://" + blackHole(t)})
