@@ -16,7 +16,36 @@ func ExceptionFromError(err error, skip int) *Exception {
 	if err == nil {
 		return nil
 	}
-	return newException(typeName(err), err.Error(), skip+1)
+	exc := newException(typeName(err), err.Error(), skip+1)
+	exc.Causes = causesOf(err)
+	return exc
+}
+
+// causesOf is the chain behind err, nearest first, breadth-first through joined errors:
+// what each error wraps (Unwrap() error) or joins (Unwrap() []error).
+func causesOf(err error) []Cause {
+	var causes []Cause
+	queue := []error{err}
+	for len(queue) > 0 && len(causes) < MaxCauses {
+		current := queue[0]
+		queue = queue[1:]
+		var next []error
+		relation := "wrapped"
+		switch e := current.(type) {
+		case interface{ Unwrap() []error }:
+			next, relation = e.Unwrap(), "joined"
+		case interface{ Unwrap() error }:
+			next = []error{e.Unwrap()}
+		}
+		for _, cause := range next {
+			if cause == nil || len(causes) == MaxCauses {
+				continue
+			}
+			causes = append(causes, Cause{Type: typeName(cause), Message: cause.Error(), Relation: relation})
+			queue = append(queue, cause)
+		}
+	}
+	return causes
 }
 
 // ExceptionFromPanic describes a recovered panic value with the panicking stack; call it

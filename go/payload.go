@@ -64,13 +64,28 @@ type Frame struct {
 	Code     string `json:"code"`
 }
 
-// Exception describes an error or panic: its type, message and stack.
+// Exception describes an error or panic: its type, message and stack, and the errors it
+// wraps.
 type Exception struct {
 	Type       string   `json:"type"`
 	Message    string   `json:"message"`
 	Stacktrace []string `json:"stacktrace"`
 	Frames     []Frame  `json:"frames"`
+	// Causes are the errors behind this one, nearest first (at most MaxCauses).
+	Causes []Cause `json:"causes,omitempty"`
 }
+
+// Cause is an error behind an Exception: one it wraps (Relation "wrapped", through
+// Unwrap() error) or one of those it joins ("joined", Unwrap() []error, as errors.Join
+// makes).
+type Cause struct {
+	Type     string `json:"type"`
+	Message  string `json:"message"`
+	Relation string `json:"relation"`
+}
+
+// MaxCauses is the most causes an Exception carries; a longer chain is cut.
+const MaxCauses = 10
 
 // The typed metrics, built once for Session and AsyncSession.
 

@@ -160,7 +160,7 @@ impl EventBody {
                 type_name,
                 message: self.exception_msg.unwrap_or_default(),
                 stacktrace: self.stacktrace.unwrap_or_default(),
-                frames: Vec::new(),
+                ..ExceptionInfo::default()
             })
         });
         Ok(Record::Event(Event {
@@ -172,7 +172,7 @@ impl EventBody {
             labels: self.labels.unwrap_or_default(),
             message: self.message.unwrap_or_default(),
             data,
-            exception,
+            exception: exception.map(Box::new),
         }))
     }
 }

@@ -173,12 +173,12 @@ fn extra_sessions(product: &str, start_ms: u64) -> Vec<Batch> {
                     update: json!({"scene": null, "player": {"level": 3}}),
                 }),
                 Record::Event(Event {
-                    exception: Some(ExceptionInfo {
+                    exception: Some(Box::new(ExceptionInfo {
                         type_name: "MemoryError".into(),
                         message: "out of memory".into(),
                         stacktrace: vec!["  File \"game.py\", line 3, in load\n".into()],
-                        frames: vec![],
-                    }),
+                        ..Default::default()
+                    })),
                     ..event(t + 50, "load_failed", Level::Error)
                 }),
                 Record::End(SessionEnd {

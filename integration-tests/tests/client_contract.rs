@@ -147,3 +147,58 @@ fn event_names(session: &Value) -> Vec<&str> {
         .filter_map(|e| e["name"].as_str())
         .collect()
 }
+
+/// An exception arrives as structure: the chain behind it and, opted in, its innermost
+/// frames' local variables, with breadcrumbs in its data; through the daemon, NATS, ingest
+/// and ClickHouse to the query API.
+const EXCEPTION_DETAIL: &str = r#"
+import os
+import datacat
+
+def load(path):
+    attempts = 3
+    try:
+        return {}[path]
+    except KeyError as error:
+        raise ValueError("could not load " + path) from error
+
+s = datacat.create_session(os.environ["DATACAT_QUERY_URL"], product="exception-detail",
+                           version="1.0", capture_locals=True)
+s.add_breadcrumb("opened the map", category="ui")
+try:
+    load("level-3")
+except ValueError:
+    s.log_exception(extra_data={"where": "loader"})
+s.end()
+print(s.session_id)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exceptions_chain_locals_and_breadcrumbs_arrive_as_structure() {
+    let stack = Stack::start().await.expect("stack starts");
+    let output = python::run(&stack, EXCEPTION_DETAIL).expect("the program succeeds");
+    let id = python::last_line(&output);
+    let session = stack.wait_status(&id, "ended").await.unwrap();
+    let event = &session["events"][0];
+    let exception = &event["exception"];
+    assert_eq!(exception["type"], "ValueError", "{event}");
+    assert_eq!(exception["causes"][0]["type"], "KeyError", "{event}");
+    assert_eq!(exception["causes"][0]["relation"], "cause", "{event}");
+    assert_eq!(exception["causes"][0]["message"], "'level-3'", "{event}");
+    let frames = exception["causes"][0]["frames"].as_array().unwrap();
+    let innermost = frames.last().unwrap();
+    assert_eq!(innermost["function"], "load", "{event}");
+    assert!(
+        innermost.get("locals").is_none(),
+        "a cause's frames carry no locals"
+    );
+    let raised_at = exception["frames"].as_array().unwrap().last().unwrap();
+    assert_eq!(raised_at["function"], "load", "{event}");
+    assert_eq!(raised_at["locals"]["path"], "'level-3'", "{event}");
+    assert_eq!(raised_at["locals"]["attempts"], "3", "{event}");
+    assert_eq!(event["data"]["where"], "loader");
+    assert_eq!(
+        event["data"]["breadcrumbs"][0]["message"], "opened the map",
+        "{event}"
+    );
+}

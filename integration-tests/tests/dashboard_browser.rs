@@ -10,7 +10,7 @@ use datacat_integration_tests::binaries::repo_root;
 use datacat_integration_tests::browser::Browser;
 use datacat_integration_tests::Stack;
 use datacat_protocol::record::{
-    Event, Frame, Level, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
+    Cause, Event, Frame, Level, Metric, MetricKind, SessionEnd, SessionStart, StateUpdate,
 };
 use datacat_protocol::{Batch, EndStatus, ExceptionInfo, Histogram, MachineInfo, Record};
 use serde_json::json;
@@ -76,7 +76,7 @@ fn batches() -> Vec<Batch> {
         labels: vec![],
         message: "ZeroDivisionError <b>not bold</b>".into(),
         data: json!({"speed": 0}),
-        exception: Some(ExceptionInfo {
+        exception: Some(Box::new(ExceptionInfo {
             type_name: "ZeroDivisionError".into(),
             message: "division by zero".into(),
             stacktrace: vec![],
@@ -85,8 +85,15 @@ fn batches() -> Vec<Batch> {
                 line: 42,
                 function: "step".into(),
                 code: "speed = distance / dt".into(),
+                locals: [("dt".to_string(), "0.0".to_string())].into(),
             }],
-        }),
+            causes: vec![Cause {
+                type_name: "KeyError".into(),
+                message: "'timestep'".into(),
+                relation: "context".into(),
+                frames: vec![],
+            }],
+        })),
     });
     vec![
         Batch {
@@ -221,6 +228,8 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
         "Last moments before it crashed",
         "ZeroDivisionError: division by zero",
         "game/physics.py:42",
+        "dt = 0.0",
+        "raised while handling KeyError: 'timestep'",
         "unhandled_exception",
         "session_crashed",
         "<b>not bold</b>",

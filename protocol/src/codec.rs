@@ -298,7 +298,7 @@ mod tests {
                     labels: vec!["l".into()],
                     message: "m".into(),
                     data: json!({"k": u64::MAX, "neg": -3}),
-                    exception: Some(ExceptionInfo {
+                    exception: Some(Box::new(ExceptionInfo {
                         type_name: "ValueError".into(),
                         message: "bad".into(),
                         stacktrace: vec!["tb".into()],
@@ -307,8 +307,15 @@ mod tests {
                             line: 3,
                             function: "f".into(),
                             code: "x()".into(),
+                            locals: [("n".to_string(), "3".to_string())].into(),
                         }],
-                    }),
+                        causes: vec![Cause {
+                            type_name: "KeyError".into(),
+                            message: "'k'".into(),
+                            relation: "context".into(),
+                            frames: vec![Frame::default()],
+                        }],
+                    })),
                 }),
                 Record::Metric(Metric {
                     ts_ms: 4,

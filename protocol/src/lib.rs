@@ -23,7 +23,7 @@ pub use batch::Batch;
 pub use codec::{decode_batch, decode_batch_head, encode_batch, BatchHead, CodecError};
 pub use merge::{deep_merge, state_diff};
 pub use record::{
-    Alive, DataDropped, Event, ExceptionInfo, Frame, HangChange, Histogram, MachineInfo, Metric,
-    Record, SessionEnd, SessionStart,
+    Alive, Cause, DataDropped, Event, ExceptionInfo, Frame, HangChange, Histogram, MachineInfo,
+    Metric, Record, SessionEnd, SessionStart,
 };
 pub use vocabulary::{EndStatus, Level, MetricKind, Status};

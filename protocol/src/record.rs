@@ -3,6 +3,8 @@
 //! Every record carries `ts_ms`: Unix milliseconds of the client call (or of the daemon's
 //! observation, for what the daemon detects itself).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -148,7 +150,7 @@ pub struct Event {
     #[serde(default = "empty_object")]
     pub data: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exception: Option<ExceptionInfo>,
+    pub exception: Option<Box<ExceptionInfo>>,
 }
 
 impl Event {
@@ -180,6 +182,30 @@ pub struct ExceptionInfo {
     pub stacktrace: Vec<String>,
     /// Structured frames, innermost last.
     pub frames: Vec<Frame>,
+    /// The errors behind this one, nearest first: what it was raised from or while
+    /// handling (Python's `__cause__`, `__context__`), what it wraps (Go's `Unwrap`,
+    /// `errors.Join`). Clients send at most [`MAX_CAUSES`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<Cause>,
+}
+
+/// The most causes a client sends with one exception (deeper chains are cut).
+pub const MAX_CAUSES: usize = 10;
+
+/// An error behind an exception.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default)]
+pub struct Cause {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub message: String,
+    /// How it relates to the error before it in the chain: `cause` (raised from it),
+    /// `context` (raised while handling it), `wrapped`, `joined`.
+    pub relation: String,
+    /// Its own frames, innermost last, when the language keeps them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<Frame>,
 }
 
 /// One stack frame of an exception.
@@ -191,6 +217,11 @@ pub struct Frame {
     pub line: u32,
     pub function: String,
     pub code: String,
+    /// The frame's local variables as text (`repr`), when the application opted in; the
+    /// clients send at most 30 of the innermost 10 frames' variables, each cut to 200
+    /// characters.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub locals: BTreeMap<String, String>,
 }
 
 /// The longest a name kept in a session's progress record may be (a metric's, a product's

@@ -263,9 +263,14 @@ class AsyncSession(_TypedMetrics):
         self._append(entry)
         return True
 
-    def log_exception(self, exc_info=None, extra_data=None, message=None, level="error"):
-        """Log the exception being handled (captured now, in the calling thread)."""
-        exception = _payload.build_exception(exc_info)
+    def log_exception(self, exc_info=None, extra_data=None, message=None, level="error",
+                      with_locals=None):
+        """Log the exception being handled (captured now, in the calling thread; see
+        ``Session.log_exception``)."""
+        client = getattr(self.session, "client", None)
+        if with_locals is None:
+            with_locals = getattr(client, "capture_locals", False)
+        exception = _payload.build_exception(exc_info, with_locals=with_locals)
         if exception is None:
             exception = _payload.stack_exception(_caller_stack())
         return self.log_event("exception", level=level, category="exception", group="exception",

@@ -43,7 +43,8 @@ def create_session(base_url=None, product=None, version=None, nats_url=None, dae
     * ``debug`` (default ``$DATACAT_DEBUG``): the first problem (no daemon binary,
       nothing listening, a refused call) is written to stderr, once per process.
 
-    Other keyword arguments go to ``DatacatClient`` (``daemon_binary``,
+    Other keyword arguments go to ``DatacatClient`` (``capture_locals``: exceptions
+    carry their frames' local variables; ``daemon_binary``,
     ``timeout``, ``end_timeout``, ``read_timeout``, ``startup_timeout``,
     ``log_path``, ``token``). The session's id is minted here (a time-ordered
     UUID), so ``session_id`` is known at once. If the session cannot be

@@ -83,7 +83,9 @@ class DatacatHandler(logging.Handler):
                 data["extra"] = extra
             exception = None
             if self.include_exceptions and record.exc_info and record.exc_info[0] is not None:
-                exception = _payload.build_exception(record.exc_info)
+                client = getattr(self.session, "client", None)
+                exception = _payload.build_exception(
+                    record.exc_info, with_locals=getattr(client, "capture_locals", False))
             self.session.log_event(
                 "log.%s" % (record.name,),
                 level=level,

@@ -299,10 +299,21 @@ def stack_exception(stack):
     }
 
 
-def build_exception(exc_info=None, max_frames=200):
+# Local variables, when an application asks for them: the innermost frames' only, and not
+# all of them; each value as its repr, cut. An exception's chain is cut too.
+LOCALS_FRAMES = 10
+LOCALS_PER_FRAME = 30
+LOCAL_CHARS = 200
+MAX_CAUSES = 10
+
+
+def build_exception(exc_info=None, max_frames=200, with_locals=False):
     """The ``exception`` object of an event from ``sys.exc_info()``-style data.
 
-    Returns None when there is no exception to describe.
+    With ``with_locals``, the innermost frames carry their local variables (as text, see
+    the limits above). The exceptions behind it (``raise ... from``, or raised while
+    handling another) are its ``causes``, nearest first. Returns None when there is no
+    exception to describe.
     """
     if exc_info is None or exc_info is True:
         exc_info = sys.exc_info()
@@ -311,16 +322,74 @@ def build_exception(exc_info=None, max_frames=200):
     etype, evalue, tb = exc_info
     if etype is None:
         return None
-    frames = []
-    for filename, lineno, function, code in traceback.extract_tb(tb)[-max_frames:]:
-        frames.append(_frame(filename, lineno, function, code))
-    try:
-        message = text_type(evalue) if evalue is not None else ""
-    except Exception:  # noqa: BLE001 - a broken __str__ must not break logging
-        message = "<unprintable %s>" % (etype.__name__,)
-    return {
+    frames = _frames(tb, max_frames, with_locals)
+    exception = {
         "type": etype.__name__,
-        "message": message,
+        "message": _exception_text(etype, evalue),
         "stacktrace": [line.rstrip("\n") for line in traceback.format_exception(etype, evalue, tb)],
         "frames": frames,
     }
+    causes = _causes(evalue, max_frames)
+    if causes:
+        exception["causes"] = causes
+    return exception
+
+
+def _exception_text(etype, evalue):
+    try:
+        return text_type(evalue) if evalue is not None else ""
+    except Exception:  # noqa: BLE001 - a broken __str__ must not break logging
+        return "<unprintable %s>" % (etype.__name__,)
+
+
+def _frames(tb, max_frames, with_locals):
+    frames = [_frame(filename, lineno, function, code)
+              for filename, lineno, function, code in traceback.extract_tb(tb)[-max_frames:]]
+    if with_locals:
+        objects = []
+        while tb is not None:
+            objects.append(tb.tb_frame)
+            tb = tb.tb_next
+        for frame, obj in list(zip(frames, objects[-max_frames:]))[-LOCALS_FRAMES:]:
+            frame["locals"] = _locals(obj)
+    return frames
+
+
+def _locals(frame):
+    """A function frame's variables (a module's frame has globals, not locals: none)."""
+    shown = {}
+    if frame.f_locals is frame.f_globals:
+        return shown
+    names = [name for name in frame.f_locals if not (name.startswith("__") and name.endswith("__"))]
+    for name in sorted(names)[:LOCALS_PER_FRAME]:
+        try:
+            text = repr(frame.f_locals[name])
+        except Exception:  # noqa: BLE001 - a broken __repr__ must not break logging
+            text = "<unrepresentable>"
+        if not isinstance(text, text_type):
+            text = text.decode("utf-8", "replace")
+        shown[text_type(name)] = text if len(text) <= LOCAL_CHARS else text[:LOCAL_CHARS - 3] + "..."
+    return shown
+
+
+def _causes(evalue, max_frames):
+    """The chain behind ``evalue`` (Python 3: ``__cause__``, ``__context__``), nearest first."""
+    causes = []
+    seen = set([id(evalue)])
+    current = evalue
+    while current is not None and len(causes) < MAX_CAUSES:
+        cause = getattr(current, "__cause__", None)
+        relation = "cause"
+        if cause is None and not getattr(current, "__suppress_context__", False):
+            cause, relation = getattr(current, "__context__", None), "context"
+        if cause is None or id(cause) in seen:
+            break
+        seen.add(id(cause))
+        causes.append({
+            "type": type(cause).__name__,
+            "message": _exception_text(type(cause), cause),
+            "relation": relation,
+            "frames": _frames(getattr(cause, "__traceback__", None), max_frames, False),
+        })
+        current = cause
+    return causes

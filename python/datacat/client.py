@@ -92,16 +92,20 @@ class DatacatClient(object):
     ``timeout``, ``end_timeout`` and ``read_timeout`` bound calls, ``end`` and
     reads (defaults above). ``disabled=True``: every call does nothing and
     returns False (or None for reads), no daemon is started, nothing is counted.
+    ``capture_locals=True``: exceptions carry their innermost frames' local variables
+    (as text, cut: ``_payload.LOCALS_*``); off by default, since they may hold secrets.
     """
 
     def __init__(self, base_url=None, daemon_port="auto", nats_url=None, daemon_binary=None,
                  timeout=None, end_timeout=None, daemon=None, use_daemon=True, token=None,
-                 read_timeout=DEFAULT_READ_TIMEOUT, disabled=False, **daemon_options):
+                 read_timeout=DEFAULT_READ_TIMEOUT, disabled=False, capture_locals=False,
+                 **daemon_options):
         unknown = [k for k in daemon_options if k not in _DAEMON_OPTIONS]
         if unknown:
             raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(unknown)))
         base_url = _config.query_url(base_url)
         self.disabled = bool(disabled)
+        self.capture_locals = bool(capture_locals)
         self.base_url = base_url.rstrip("/") if base_url else base_url
         self.use_daemon = bool(use_daemon)
         if timeout is None:
@@ -313,9 +317,13 @@ class DatacatClient(object):
         """
         return self._session_call("/batch", _build_batch, session_id, items)
 
-    def log_exception(self, session_id, exc_info=None, extra_data=None, message=None, level="error"):
-        """Log an ``exception`` event for the current (or given) exception."""
-        exception = _payload.build_exception(exc_info)
+    def log_exception(self, session_id, exc_info=None, extra_data=None, message=None, level="error",
+                      with_locals=None):
+        """Log an ``exception`` event for the current (or given) exception, with the chain
+        behind it; with its frames' local variables when ``with_locals`` (default: the
+        client's ``capture_locals``)."""
+        exception = _payload.build_exception(
+            exc_info, with_locals=self.capture_locals if with_locals is None else with_locals)
         if exception is None:
             # No exception being handled: record where log_exception was called from.
             exception = _payload.stack_exception(_caller_stack())

@@ -196,13 +196,16 @@ class Session(_TypedMetrics):
                                       metric_type=metric_type, count=count, metadata=metadata,
                                       delta=delta, buckets=buckets)
 
-    def log_exception(self, exc_info=None, extra_data=None, message=None, level="error"):
-        """Log the exception being handled (or ``exc_info``) with its traceback."""
+    def log_exception(self, exc_info=None, extra_data=None, message=None, level="error",
+                      with_locals=None):
+        """Log the exception being handled (or ``exc_info``) with its traceback and the
+        exceptions behind it; ``with_locals`` (default: ``create_session``'s
+        ``capture_locals``) adds its innermost frames' local variables."""
         if self._closed("/event"):
             return False
         return self.client.log_exception(self.session_id, exc_info=exc_info,
                                          extra_data=self.breadcrumbs.attach(level, extra_data),
-                                         message=message, level=level)
+                                         message=message, level=level, with_locals=with_locals)
 
     def add_breadcrumb(self, message, level="info", category=None, data=None):
         """Keep ``message`` in this process (no request) until the next error event, which

@@ -1,6 +1,7 @@
 //! A session's events as a timeline: levels, expandable data, exception tracebacks.
 
 use datacat_api::answers::EventView;
+use datacat_protocol::Frame;
 use dioxus::prelude::*;
 
 use crate::format::short_time;
@@ -49,23 +50,63 @@ fn TimelineEvent(event: EventView) -> Element {
                 details { class: "exception", open: true,
                     summary { strong { "{exception.type_name}" } ": {exception.message}" }
                     if !exception.frames.is_empty() {
-                        ol { class: "frames",
-                            for (i, frame) in exception.frames.iter().enumerate() {
-                                li { key: "{i}",
-                                    span { class: "mono", "{frame.file}:{frame.line}" }
-                                    " in "
-                                    strong { "{frame.function}" }
-                                    if !frame.code.is_empty() {
-                                        pre { class: "code", "{frame.code}" }
-                                    }
-                                }
-                            }
-                        }
+                        Frames { frames: exception.frames.clone() }
                     } else if !exception.stacktrace.is_empty() {
                         pre { class: "traceback", "{traceback}" }
+                    }
+                    for (i, cause) in exception.causes.iter().enumerate() {
+                        div { key: "{i}", class: "cause",
+                            span { class: "muted", "{relation_text(&cause.relation)} " }
+                            strong { "{cause.type_name}" }
+                            ": {cause.message}"
+                            if !cause.frames.is_empty() {
+                                Frames { frames: cause.frames.clone() }
+                            }
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// An exception's frames, innermost last, each with its source line and (when the
+/// application sent them) its local variables.
+#[component]
+fn Frames(frames: Vec<Frame>) -> Element {
+    rsx! {
+        ol { class: "frames",
+            for (i, frame) in frames.iter().enumerate() {
+                li { key: "{i}",
+                    span { class: "mono", "{frame.file}:{frame.line}" }
+                    " in "
+                    strong { "{frame.function}" }
+                    if !frame.code.is_empty() {
+                        pre { class: "code", "{frame.code}" }
+                    }
+                    if !frame.locals.is_empty() {
+                        details { class: "locals", open: true,
+                            summary { "locals ({frame.locals.len()})" }
+                            pre { class: "mono",
+                                for (name, value) in frame.locals.iter() {
+                                    "{name} = {value}\n"
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How a cause relates to the error before it, as the dashboard says it.
+fn relation_text(relation: &str) -> &str {
+    match relation {
+        "cause" => "raised from",
+        "context" => "raised while handling",
+        "wrapped" => "wrapping",
+        "joined" => "joined with",
+        _ => "caused by",
     }
 }
