@@ -292,3 +292,37 @@ func TestAsyncMonitorCallsWaitForTheSessionsRegistration(t *testing.T) {
 		}
 	}
 }
+
+// After End, every call of the session returns ErrEnded, the error the documentation
+// names (and counts it); End again does nothing.
+func TestCallsAfterEndReturnErrEnded(t *testing.T) {
+	c, s := startSession(t)
+	ctx := context.Background()
+	must(t, s.End(ctx))
+	failedBefore := c.Stats().Failed
+	_, monitor := s.StartHeartbeatMonitor(ctx, time.Minute, 0)
+	_, timer := s.StartTimer("t").Stop(ctx)
+	calls := map[string]error{
+		"UpdateState":           s.UpdateState(ctx, map[string]any{"a": 1}),
+		"LogEvent":              s.LogEvent(ctx, "late", nil),
+		"LogGauge":              s.LogGauge(ctx, "g", 1),
+		"LogException":          s.LogException(ctx, errors.New("late"), nil),
+		"Heartbeat":             s.Heartbeat(ctx),
+		"StartHeartbeatMonitor": monitor,
+		"PauseHeartbeat":        s.PauseHeartbeat(ctx),
+		"ResumeHeartbeat":       s.ResumeHeartbeat(ctx),
+		"StopHeartbeatMonitor":  s.StopHeartbeatMonitor(ctx),
+		"StartTimer":            timer,
+	}
+	for name, err := range calls {
+		if !errors.Is(err, ErrEnded) {
+			t.Errorf("%s after End: got %v, want ErrEnded", name, err)
+		}
+	}
+	if counted := c.Stats().Failed - failedBefore; counted != int64(len(calls)) {
+		t.Errorf("%d calls after End counted as failed, want %d", counted, len(calls))
+	}
+	if err := s.End(ctx); err != nil {
+		t.Errorf("End again: %v", err)
+	}
+}

@@ -28,8 +28,8 @@ type HeartbeatMonitor struct {
 // StartHeartbeatMonitor starts hang detection with the timeout, checking every interval
 // (0: a fifth of the timeout). A second call replaces the first monitor.
 func (s *Session) StartHeartbeatMonitor(ctx context.Context, timeout, interval time.Duration) (*HeartbeatMonitor, error) {
-	if s == nil {
-		return nil, ErrNilSession
+	if err := s.refused(); err != nil {
+		return nil, err
 	}
 	if timeout <= 0 {
 		return nil, fmt.Errorf("datacat: heartbeat timeout must be positive, got %v", timeout)
@@ -57,8 +57,8 @@ func (s *Session) watch(timeout, interval time.Duration) (*HeartbeatMonitor, err
 
 // StopHeartbeatMonitor stops hang detection.
 func (s *Session) StopHeartbeatMonitor(ctx context.Context) error {
-	if s == nil {
-		return ErrNilSession
+	if err := s.refused(); err != nil {
+		return err
 	}
 	s.replaceMonitor(nil)
 	return s.Client.StopHeartbeatMonitor(ctx, s.ID)
@@ -77,8 +77,8 @@ func (s *Session) replaceMonitor(m *HeartbeatMonitor) {
 
 // PauseHeartbeat suspends hang detection (here and at the daemon).
 func (s *Session) PauseHeartbeat(ctx context.Context) error {
-	if s == nil {
-		return ErrNilSession
+	if err := s.refused(); err != nil {
+		return err
 	}
 	s.pauseMonitor()
 	return s.Client.PauseHeartbeat(ctx, s.ID)
@@ -86,8 +86,8 @@ func (s *Session) PauseHeartbeat(ctx context.Context) error {
 
 // ResumeHeartbeat restarts hang detection's clock.
 func (s *Session) ResumeHeartbeat(ctx context.Context) error {
-	if s == nil {
-		return ErrNilSession
+	if err := s.refused(); err != nil {
+		return err
 	}
 	s.resumeMonitor()
 	return s.Client.ResumeHeartbeat(ctx, s.ID)
