@@ -1,5 +1,7 @@
 //! Test harness: real NATS, real ClickHouse and the real DataCat binaries as local processes
-//! on free loopback ports, each stopped (SIGKILL, then reaped) when its handle drops.
+//! on free loopback ports, each stopped (SIGKILL, then reaped) when its handle drops. With
+//! the `containers` feature and a Docker engine, NATS and ClickHouse run as containers
+//! instead (`containers.rs`; a NATS cluster on a Docker network of its own).
 //!
 //! Binaries are found through environment variables first (`DATACAT_NATS_SERVER_BIN`,
 //! `DATACAT_CLICKHOUSE_SERVER_BIN`), then the repo's `.local/` install and `PATH`.
