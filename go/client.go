@@ -57,6 +57,11 @@ type Options struct {
 	EndTimeout time.Duration
 	// ReadTimeout bounds GetSession (default 5 s).
 	ReadTimeout time.Duration
+	// Environment is where the program runs ("production", "ci", ...; default
+	// $DATACAT_ENVIRONMENT), and Tags are free labels: every session of the client carries
+	// them, and the API filters on them (environment=, tag=key:value).
+	Environment string
+	Tags        map[string]string
 }
 
 // ClientStats counts a client's calls (an AsyncSession counts its own too).
@@ -109,6 +114,9 @@ func NewClientWithDaemon(serverURL, daemonPort string) (*Client, error) {
 func NewClientWithOptions(ctx context.Context, opts Options) (*Client, error) {
 	if opts.ServerURL == "" {
 		opts.ServerURL = os.Getenv(envQueryURL)
+	}
+	if opts.Environment == "" {
+		opts.Environment = strings.TrimSpace(os.Getenv("DATACAT_ENVIRONMENT"))
 	}
 	opts.ServerURL = strings.TrimRight(opts.ServerURL, "/")
 	if opts.Timeout <= 0 {
@@ -334,6 +342,12 @@ func (c *Client) register(ctx context.Context, product, version, id string) (str
 	}
 	body := map[string]any{"session_id": id, "product": product, "version": version,
 		"timestamp": seconds(time.Time{})}
+	if c.opts.Environment != "" {
+		body["environment"] = c.opts.Environment
+	}
+	if len(c.opts.Tags) > 0 {
+		body["tags"] = c.opts.Tags
+	}
 	if c.daemon != nil {
 		body["parent_pid"] = os.Getpid()
 		if c.opts.ServerURL != "" {

@@ -26,6 +26,12 @@ pub struct SessionSummary {
     pub hostname: String,
     pub machine_id: String,
     pub event_count: u64,
+    /// Where it ran (`production`, `ci`, ...); empty when the client did not say.
+    #[serde(default)]
+    pub environment: String,
+    /// The client's free tags.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// Everything about one session.
@@ -50,6 +56,10 @@ pub struct SessionDetail {
     pub hostname: String,
     pub machine_id: String,
     pub machine: MachineInfo,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
     /// How often the session was detected hung (it stays remembered after recovery).
     pub hang_count: u32,
     /// When the current or last hang started.
@@ -138,7 +148,7 @@ pub struct MetricView {
     pub client_timestamp: Option<String>,
 }
 
-pub use crate::query::{MetricStat, Order, PathValue, SessionQuery, SortKey};
+pub use crate::query::{MetricStat, Order, PathValue, SessionQuery, SortKey, Tag};
 
 /// A page of the sessions list; `next_cursor` fetches the next one (absent on the last).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -389,6 +389,19 @@ pub fn product_and_version(
     }
 }
 
+/// A new session's environment and tags, checked (`labels_refusal`'s limits).
+pub fn session_labels(
+    environment: Option<String>,
+    tags: Option<std::collections::BTreeMap<String, String>>,
+) -> Result<(String, std::collections::BTreeMap<String, String>), BadBody> {
+    let environment = environment.unwrap_or_default().trim().to_string();
+    let tags = tags.unwrap_or_default();
+    match datacat_protocol::record::labels_refusal(&environment, &tags) {
+        Some(refusal) => Err(BadBody(refusal)),
+        None => Ok((environment, tags)),
+    }
+}
+
 /// The id a client chose for a new session, if it chose one: a UUID, written in its
 /// canonical lowercase hyphenated form. A client mints the id itself so that registering
 /// never holds up the application (the registration is sent later, from a background

@@ -15,6 +15,13 @@ pub struct PathValue {
     pub value: String,
 }
 
+/// `key:value`: a session tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
 datacat_protocol::named_enum! {
     /// What the sessions list is ordered by.
     #[derive(Default)]
@@ -61,6 +68,9 @@ pub struct SessionQuery {
     pub to_ms: Option<u64>,
     pub hostname: Option<String>,
     pub machine_id: Option<String>,
+    pub environment: Option<String>,
+    /// Has every one of these tags.
+    pub tags: Vec<Tag>,
     /// The state now has `path = value`.
     pub state: Vec<PathValue>,
     /// The state had `path = value` at some point.
@@ -125,6 +135,15 @@ impl SessionQuery {
                 "to" => parsed.to_ms = time()?,
                 "hostname" => parsed.hostname = text(),
                 "machine_id" => parsed.machine_id = text(),
+                "environment" => parsed.environment = text(),
+                "tag" if value.is_empty() => {}
+                "tag" => match value.split_once(':') {
+                    Some((key, tag)) if !key.is_empty() => parsed.tags.push(Tag {
+                        key: key.to_string(),
+                        value: tag.to_string(),
+                    }),
+                    _ => return Err(format!("tag must be key:value, got {value:?}")),
+                },
                 // An empty box of a form: no filter.
                 "state" | "ever" | "contains" | "ever_contains" if value.is_empty() => {}
                 "state" => parsed.state.push(path_value()?),
@@ -177,6 +196,7 @@ impl SessionQuery {
             ("status", status),
             ("hostname", self.hostname.as_deref()),
             ("machine_id", self.machine_id.as_deref()),
+            ("environment", self.environment.as_deref()),
             ("event", self.event.as_deref()),
             ("level", level),
             ("q", self.q.as_deref()),
@@ -189,6 +209,9 @@ impl SessionQuery {
             if let Some(value) = value {
                 push(key, &value.to_string());
             }
+        }
+        for tag in &self.tags {
+            push("tag", &format!("{}:{}", tag.key, tag.value));
         }
         for (key, list) in [
             ("state", &self.state),

@@ -24,8 +24,9 @@ use crate::metrics;
 use crate::sessions::Registry;
 use crate::upstream::{Answer, Upstream};
 use datacat_api::calls::{
-    client_session_id, heartbeat_timeout, parse_lenient, product_and_version, ts, BadBody, Batch,
-    Call, ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, Refusal, StateBody,
+    client_session_id, heartbeat_timeout, parse_lenient, product_and_version, session_labels, ts,
+    BadBody, Batch, Call, ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, Refusal,
+    StateBody,
 };
 
 /// What the handlers reach: the sessions, and the query service to read them back from.
@@ -157,6 +158,8 @@ struct RegisterBody {
     timestamp: Option<ClientTime>,
     /// The query service to read this session back from (`GET /session`).
     query_url: Option<String>,
+    environment: Option<String>,
+    tags: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A query service URL a client named, as given (without a trailing `/`). It is only ever
@@ -170,6 +173,7 @@ fn query_url(url: Option<String>) -> Option<String> {
 async fn register(State(daemon): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let body: RegisterBody = parse(body)?;
     let (product, version) = product_and_version(body.product, body.version)?;
+    let (environment, tags) = session_labels(body.environment, body.tags)?;
     let query_url = query_url(body.query_url);
     let session_id =
         client_session_id(body.session_id)?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -178,6 +182,8 @@ async fn register(State(daemon): State<AppState>, body: Body) -> Result<Json<Val
         product,
         version,
         machine: machine::info(body.parent_pid),
+        environment,
+        tags,
     };
     daemon
         .registry

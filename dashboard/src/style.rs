@@ -46,6 +46,7 @@ pre.state { background: #fff; padding: .8rem; border: 1px solid #e3e6eb; overflo
 .timeline details { margin: .2rem 0 .2rem 1.5rem; }
 .timeline pre { background: #f6f7f9; padding: .4rem; overflow: auto; margin: .2rem 0; }
 .exception summary { color: #b42318; }
+.tag { display: inline-block; padding: 0 .35rem; border-radius: .6rem; background: #eef; font-size: .8rem; }
 .frames { margin: .2rem 0; font-size: .85rem; }
 .json-tree { background: #fff; border: 1px solid #e3e6eb; padding: .5rem; font-family: ui-monospace, monospace; font-size: .85rem; }
 .json-node, .json-leaf { margin-left: 1rem; }

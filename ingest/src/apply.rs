@@ -35,6 +35,8 @@ pub struct Progress {
     pub product: String,
     pub version: String,
     pub machine: MachineInfo,
+    pub environment: String,
+    pub tags: std::collections::BTreeMap<String, String>,
     pub state: Value,
     pub status: Status,
     pub end_reason: String,
@@ -101,6 +103,9 @@ impl Progress {
             dropped_records: self.dropped_records,
             gaps: self.gaps,
             seen_ms: self.seen_ms,
+            environment: self.environment.clone(),
+            tag_keys: self.tags.keys().cloned().collect(),
+            tag_values: self.tags.values().cloned().collect(),
         }
     }
 }
@@ -299,6 +304,12 @@ impl<R: RowSink> At<'_, R> {
         progress.product = cut_to(&start.product, MAX_NAME_BYTES).to_string();
         progress.version = cut_to(&start.version, MAX_NAME_BYTES).to_string();
         progress.machine = start.machine.clone();
+        // Checked at the door (the daemon, direct writes); a record from elsewhere that is
+        // out of bounds keeps none of them rather than some.
+        if datacat_protocol::record::labels_refusal(&start.environment, &start.tags).is_none() {
+            progress.environment = start.environment.clone();
+            progress.tags = start.tags.clone();
+        }
         progress.started_ms = self.key.ts_ms;
     }
 

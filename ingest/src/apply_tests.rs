@@ -58,6 +58,7 @@ fn applies_records_in_order_and_produces_rows() {
                 product: "p".into(),
                 version: "1".into(),
                 machine: Default::default(),
+                ..Default::default()
             }),
             state(11, json!({"a": {"b": 1}})),
             Record::Event(Event::named(12, "e")),
@@ -415,6 +416,7 @@ fn a_time_too_far_from_the_receive_time_is_replaced_and_the_clients_kept() {
             product: "p".into(),
             version: "1".into(),
             machine: MachineInfo::default(),
+            ..Default::default()
         }),
         Record::Event(Event::named(received - 31 * days, "old")),
         Record::Event(Event::named(received - 29 * days, "believed")),

@@ -74,6 +74,7 @@ impl Workload {
                         product: product.to_string(),
                         version: format!("1.{}", s % 3),
                         machine: Default::default(),
+                        ..Default::default()
                     }));
                 }
                 for r in 0..records {

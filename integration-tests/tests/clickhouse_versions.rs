@@ -121,6 +121,7 @@ fn extra_sessions(product: &str, start_ms: u64) -> Vec<Batch> {
             product: product.to_string(),
             version: version.to_string(),
             machine: machine.clone(),
+            ..Default::default()
         })
     };
     let mut histogram = Histogram::new(&[0.008, 0.016, 0.033]);
@@ -388,6 +389,7 @@ async fn no_insert_touches_more_partitions_than_current_clickhouse_takes() {
                         product: "days".into(),
                         version: "1".into(),
                         machine: MachineInfo::default(),
+                        ..Default::default()
                     }),
                     Record::Event(Event::named(ts + 1, "started")),
                     Record::Metric(Metric::gauge(ts + 2, "fps", 60.0)),

@@ -202,3 +202,75 @@ async fn an_exceptions_chain_locals_and_breadcrumbs_arrive_as_structure() {
         "{event}"
     );
 }
+
+/// A session's environment (from `DATACAT_ENVIRONMENT`) and tags, through a daemon and
+/// through direct writes: the API filters on them and shows them.
+const LABELLED: &str = r#"
+import os
+import datacat
+
+os.environ["DATACAT_ENVIRONMENT"] = "ci"
+ids = []
+for use_daemon in (True, False):
+    s = datacat.create_session(os.environ["DATACAT_QUERY_URL"], product="labelled",
+                               version="1.0", use_daemon=use_daemon,
+                               tags={"team": "render", "daemon": str(use_daemon)})
+    s.end()
+    ids.append(s.session_id)
+other = datacat.create_session(os.environ["DATACAT_QUERY_URL"], product="labelled",
+                               version="1.0", environment="nightly", tags={"team": "audio"})
+other.end()
+print(" ".join(ids + [other.session_id]))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_environment_and_tags_are_filtered_on_and_shown() {
+    let stack = Stack::start().await.expect("stack starts");
+    let output = python::run(&stack, LABELLED).expect("the program succeeds");
+    let line = python::last_line(&output);
+    let ids: Vec<&str> = line.split(' ').collect();
+    for id in &ids {
+        stack.wait_status(id, "ended").await.unwrap();
+    }
+    let listed = |query: &'static str| {
+        let stack = &stack;
+        async move {
+            let page = stack
+                .get_json(&format!("/api/sessions?product=labelled&{query}"))
+                .await
+                .unwrap();
+            let mut found: Vec<String> = page["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    let mut ci = vec![ids[0].to_string(), ids[1].to_string()];
+    ci.sort();
+    assert_eq!(listed("environment=ci").await, ci);
+    assert_eq!(listed("tag=team:render").await, ci);
+    assert_eq!(listed("environment=ci&tag=daemon:True").await, [ids[0]]);
+    assert_eq!(listed("environment=nightly&tag=team:audio").await, [ids[2]]);
+    assert!(listed("tag=team:render&tag=team:audio").await.is_empty());
+    let detail = stack
+        .get_json(&format!("/api/sessions/{}", ids[1]))
+        .await
+        .unwrap();
+    assert_eq!(detail["environment"], "ci");
+    assert_eq!(
+        detail["tags"],
+        serde_json::json!({"team": "render", "daemon": "False"})
+    );
+    let (status, refused) = stack
+        .post_json(
+            "/api/sessions",
+            &serde_json::json!({"product": "p", "version": "1", "tags": {"a:b": "c"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{refused}");
+}

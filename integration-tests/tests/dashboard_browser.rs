@@ -52,6 +52,8 @@ fn start(ts_ms: u64, product: &str) -> Record {
             os_name: "Linux".into(),
             ..Default::default()
         },
+        environment: "staging".into(),
+        tags: [("team".to_string(), "physics".to_string())].into(),
     })
 }
 
@@ -229,6 +231,8 @@ async fn pages_filters_and_a_crashed_session_in_a_real_browser() {
         "ZeroDivisionError: division by zero",
         "game/physics.py:42",
         "dt = 0.0",
+        "staging",
+        "team: physics",
         "raised while handling KeyError: 'timestep'",
         "unhandled_exception",
         "session_crashed",

@@ -448,6 +448,7 @@ async fn no_input_stops_the_pipeline_or_loses_what_was_good() {
         product: "old-client".into(),
         version: "1".into(),
         machine: MachineInfo::default(),
+        ..Default::default()
     });
     let deep = Batch {
         session_id: "deep-old-client".into(),

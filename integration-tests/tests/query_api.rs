@@ -29,6 +29,9 @@ fn start(ts_ms: u64, product: &str, host: &str) -> Record {
             machine_id: format!("machine-{host}"),
             ..Default::default()
         },
+        // Each host's sessions in an environment of its own, tagged with their product.
+        environment: format!("env-{host}"),
+        tags: [("product".to_string(), product.to_string())].into(),
     })
 }
 
@@ -173,6 +176,11 @@ async fn filters_aggregations_and_sub_resources_answer_exactly() {
         ("status=active", &["s3"]),
         ("hostname=h2", &["s2"]),
         ("machine_id=machine-h3", &["s3"]),
+        ("environment=env-h2", &["s2"]),
+        ("tag=product:qa-game", &["s2", "s1"]),
+        ("tag=product:qa-game&environment=env-h1", &["s1"]),
+        ("tag=product:qa-game&tag=product:qa-tool", &[]),
+        ("tag=product:nothing", &[]),
         ("state=pilot%3Dgrace", &["s1"]),
         ("state=pilot%3Dada", &["s2"]),
         ("ever=pilot%3Dada", &["s2", "s1"]),

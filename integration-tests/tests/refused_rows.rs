@@ -31,6 +31,7 @@ fn start() -> Record {
         product: "refusals".into(),
         version: "1".into(),
         machine: MachineInfo::default(),
+        ..Default::default()
     })
 }
 

@@ -43,6 +43,9 @@ fn rows() -> RowSet {
             dropped_records: 17,
             gaps: 1,
             seen_ms: 1_728_000_003_000,
+            environment: "prod-ü".into(),
+            tag_keys: vec!["branch".into(), "team".into()],
+            tag_values: vec!["main".into(), "rendering".into()],
         }],
         state_paths: vec![
             set_path.clone(),

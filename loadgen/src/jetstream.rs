@@ -39,6 +39,7 @@ impl Publisher {
             product: product.to_string(),
             version: "1.0".to_string(),
             machine: Default::default(),
+            ..Default::default()
         });
         self.publish(session, vec![record]).await
     }

@@ -284,6 +284,8 @@ mod tests {
                         cpu_count: 8,
                         ..Default::default()
                     },
+                    environment: "ci".into(),
+                    tags: [("team".to_string(), "render".to_string())].into(),
                 }),
                 Record::State(StateUpdate {
                     ts_ms: 2,

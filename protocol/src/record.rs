@@ -46,13 +46,53 @@ impl Record {
 }
 
 /// The first record of a session: what ran, and where.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionStart {
     pub ts_ms: u64,
     pub product: String,
     pub version: String,
     #[serde(default)]
     pub machine: MachineInfo,
+    /// Where the program ran (`production`, `staging`, `ci`, ...); empty when not said.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub environment: String,
+    /// Free tags (`team: rendering`, `branch: main`): the API filters on them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The longest environment name, in bytes.
+pub const MAX_ENVIRONMENT_BYTES: usize = 64;
+/// The most tags a session carries, and the longest tag key and value, in bytes.
+pub const MAX_TAGS: usize = 32;
+pub const MAX_TAG_KEY_BYTES: usize = 64;
+pub const MAX_TAG_VALUE_BYTES: usize = 256;
+
+/// Why a session's environment and tags cannot be kept, if they cannot.
+pub fn labels_refusal(environment: &str, tags: &BTreeMap<String, String>) -> Option<String> {
+    if environment.len() > MAX_ENVIRONMENT_BYTES {
+        return Some(format!(
+            "environment is {} bytes long; at most {MAX_ENVIRONMENT_BYTES}",
+            environment.len()
+        ));
+    }
+    if tags.len() > MAX_TAGS {
+        return Some(format!("{} tags; at most {MAX_TAGS}", tags.len()));
+    }
+    tags.iter().find_map(|(key, value)| {
+        if key.trim().is_empty() || key.len() > MAX_TAG_KEY_BYTES || key.contains(':') {
+            Some(format!(
+                "tag key {key:?}: 1 to {MAX_TAG_KEY_BYTES} bytes, without ':'"
+            ))
+        } else if value.len() > MAX_TAG_VALUE_BYTES {
+            Some(format!(
+                "tag {key:?}: its value is {} bytes long; at most {MAX_TAG_VALUE_BYTES}",
+                value.len()
+            ))
+        } else {
+            None
+        }
+    })
 }
 
 /// The machine and process a session ran on, captured by the daemon at session start.

@@ -47,6 +47,8 @@ def create_session(
     disabled: Optional[bool] = ...,
     debug: Optional[bool] = ...,
     max_breadcrumbs: int = ...,
+    environment: Optional[str] = ...,
+    tags: Optional[Mapping[str, str]] = ...,
     **kwargs: Any,
 ) -> Union[Session, AsyncSession]: ...
 
@@ -81,9 +83,12 @@ class Session(_TypedMetrics):
     registered: Optional[bool]
     exit_timeout: float
     breadcrumbs: Any
+    environment: Optional[str]
+    tags: Optional[Mapping[str, str]]
     def __init__(self, client: DatacatClient, session_id: Optional[str], product: Optional[str] = ...,
                  version: Optional[str] = ..., registered: Optional[bool] = ...,
-                 exit_timeout: Optional[float] = ..., max_breadcrumbs: int = ...) -> None: ...
+                 exit_timeout: Optional[float] = ..., max_breadcrumbs: int = ...,
+                 environment: Optional[str] = ..., tags: Optional[Mapping[str, str]] = ...) -> None: ...
     def add_breadcrumb(self, message: str, level: Union[str, int] = ..., category: Optional[str] = ...,
                        data: Optional[Mapping[str, Any]] = ...) -> bool: ...
     @property
@@ -201,9 +206,11 @@ class DatacatClient:
                 deadline: Optional[float] = ...) -> Any: ...
     def wrote(self, session_id: str, seq: int) -> None: ...
     def create_session(self, product: str, version: str, session_id: Optional[str] = ...,
-                       timeout: Optional[float] = ...) -> Optional[str]: ...
+                       timeout: Optional[float] = ..., environment: Optional[str] = ...,
+                       tags: Optional[Mapping[str, str]] = ...) -> Optional[str]: ...
     def register_session(self, product: str, version: str, session_id: Optional[str] = ...,
-                         timeout: Optional[float] = ...) -> Optional[str]: ...
+                         timeout: Optional[float] = ..., environment: Optional[str] = ...,
+                         tags: Optional[Mapping[str, str]] = ...) -> Optional[str]: ...
     def update_state(self, session_id: str, state: Mapping[str, Any]) -> _Answer: ...
     def log_event(self, session_id: str, name: str, level: Optional[Union[str, int]] = ...,
                   category: Optional[str] = ..., labels: Optional[Iterable[str]] = ...,

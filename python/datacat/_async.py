@@ -412,7 +412,9 @@ class AsyncSession(_TypedMetrics):
         session = self.session
         try:
             answered = session.client.create_session(session.product, session.version,
-                                                     session_id=session.session_id)
+                                                     session_id=session.session_id,
+                                                     environment=session.environment,
+                                                     tags=session.tags)
         except Exception:  # noqa: BLE001
             log.debug("registering failed", exc_info=True)
             answered = None

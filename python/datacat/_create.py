@@ -13,7 +13,7 @@ from .session import Session
 def create_session(base_url=None, product=None, version=None, nats_url=None, daemon_port="auto",
                    async_mode=False, queue_size=10000, use_daemon=True, drop_on_full=True,
                    capture_uncaught=True, disabled=None, debug=None, max_breadcrumbs=100,
-                   **kwargs):
+                   environment=None, tags=None, **kwargs):
     """Register a new session and return a ``Session`` (or an ``AsyncSession``).
 
     ``product`` and ``version`` (default ``$DATACAT_PRODUCT``, ``$DATACAT_VERSION``)
@@ -35,6 +35,9 @@ def create_session(base_url=None, product=None, version=None, nats_url=None, dae
       ``flush_interval``, ``exit_timeout``.
     * ``capture_uncaught`` (default True): an uncaught exception is logged and
       the session ends ``crashed`` with it.
+    * ``environment`` (default ``$DATACAT_ENVIRONMENT``: ``production``, ``ci``, ...)
+      and ``tags`` (a dict of text: ``{"team": "rendering"}``): the API filters sessions on
+      them (``environment=``, ``tag=key:value``) and the dashboard shows them.
     * ``max_breadcrumbs``: how many breadcrumbs (``add_breadcrumb``, and log records
       below a ``DatacatHandler``'s ``event_level``) the session keeps for its next error
       event.
@@ -59,6 +62,8 @@ def create_session(base_url=None, product=None, version=None, nats_url=None, dae
             "$%s and $%s)" % (_config.ENV_PRODUCT, _config.ENV_VERSION))
     _accounting.set_debug(_config.flag(_config.ENV_DEBUG, debug))
     disabled = _config.flag(_config.ENV_DISABLED, disabled)
+    environment = _config.text(_config.ENV_ENVIRONMENT, environment)
+    labels = {"environment": environment, "tags": tags, "max_breadcrumbs": max_breadcrumbs}
     async_options = {}
     for option in ("batch_size", "flush_interval", "exit_timeout"):
         if option in kwargs:
@@ -67,17 +72,18 @@ def create_session(base_url=None, product=None, version=None, nats_url=None, dae
                            use_daemon=use_daemon, disabled=disabled, **kwargs)
     session_id = uuid7()
     if disabled:
-        return Session(client, session_id, product=product, version=version, registered=False)
+        return Session(client, session_id, product=product, version=version, registered=False,
+                       **labels)
     if async_mode:
         session = Session(client, session_id, product=product, version=version, registered=None,
-                          max_breadcrumbs=max_breadcrumbs)
+                          **labels)
         session = AsyncSession(session, queue_size=queue_size, drop_on_full=drop_on_full,
                                **async_options)
     else:
-        answered = client.create_session(product, version, session_id=session_id)
+        answered = client.create_session(product, version, session_id=session_id,
+                                         environment=environment, tags=tags)
         session = Session(client, answered or session_id, product=product, version=version,
-                          max_breadcrumbs=max_breadcrumbs,
-                          registered=answered is not None)
+                          registered=answered is not None, **labels)
     if capture_uncaught:
         install_uncaught_hook()
     return session

@@ -161,12 +161,18 @@ def _base(session_id, timestamp):
     return body
 
 
-def build_register(product, version, parent_pid=None, timestamp=None):
+def build_register(product, version, parent_pid=None, timestamp=None, environment=None,
+                   tags=None):
     _require_text(product, "product")
     _require_text(version, "version")
     body = {"product": product, "version": version}
     _put(body, "parent_pid", parent_pid, int)
     _put(body, "timestamp", timestamp, float)
+    _put(body, "environment", environment, _as_text)
+    if tags:
+        if not isinstance(tags, dict):
+            raise TypeError("tags must be a dict of names to values, got %s" % (type(tags).__name__,))
+        body["tags"] = dict((_as_text(key), _as_text(value)) for key, value in tags.items())
     return body
 
 

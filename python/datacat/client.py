@@ -237,11 +237,14 @@ class DatacatClient(object):
 
     # -- the endpoints -------------------------------------------------------------
 
-    def create_session(self, product, version, session_id=None, timeout=None):
+    def create_session(self, product, version, session_id=None, timeout=None, environment=None,
+                       tags=None):
         """Register a session; return its id, or None if it could not be registered.
 
         ``session_id`` names it (a UUID; by default the client mints a
         time-ordered one). Registering the same id again is harmless.
+        ``environment`` (``production``, ``ci``, ...) and ``tags`` (a dict of text) are
+        what the API filters on (``environment=``, ``tag=key:value``).
         """
         if not product or not version:
             raise ValueError("Product and version are required to create a session")
@@ -254,6 +257,8 @@ class DatacatClient(object):
             version,
             session_id,
             self.base_url if self.use_daemon else None,
+            environment,
+            tags,
             _timeout=timeout,
         )
         if result is False:
@@ -427,8 +432,9 @@ class DatacatClient(object):
             return None
 
 
-def _register_body(product, version, session_id, query_url):
-    body = _payload.build_register(product, version, parent_pid=os.getpid(), timestamp=time.time())
+def _register_body(product, version, session_id, query_url, environment=None, tags=None):
+    body = _payload.build_register(product, version, parent_pid=os.getpid(), timestamp=time.time(),
+                                   environment=environment, tags=tags)
     body["session_id"] = session_id
     if query_url:
         body["query_url"] = query_url

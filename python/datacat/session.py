@@ -126,8 +126,10 @@ class Session(_TypedMetrics):
     """
 
     def __init__(self, client, session_id, product=None, version=None, registered=True,
-                 exit_timeout=None, max_breadcrumbs=_BREADCRUMBS):
+                 exit_timeout=None, max_breadcrumbs=_BREADCRUMBS, environment=None, tags=None):
         self.client = client
+        self.environment = environment
+        self.tags = tags
         self.breadcrumbs = Breadcrumbs(max_breadcrumbs)
         self.session_id = session_id
         self.product = product

@@ -7,8 +7,8 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::Json;
 use datacat_api::answers::{CreatedSession, ErrorBody, WriteAnswer};
 use datacat_api::calls::{
-    client_session_id, parse_lenient, product_and_version, ts, BadBody, Batch, BatchBody,
-    ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, Refusal, StateBody,
+    client_session_id, parse_lenient, product_and_version, session_labels, ts, BadBody, Batch,
+    BatchBody, ClientTime, EndBody, EventBody, HeartbeatBody, MetricBody, Refusal, StateBody,
 };
 use datacat_protocol::codec::encoded_size;
 use datacat_protocol::record::{SessionEnd, SessionStart};
@@ -99,6 +99,10 @@ pub struct CreateBody {
     machine_id: Option<String>,
     hostname: Option<String>,
     timestamp: Option<ClientTime>,
+    /// Where the program runs (`production`, `ci`, ...), at most 64 bytes.
+    environment: Option<String>,
+    /// Free tags, at most 32; keys of 1 to 64 bytes without `:`, values of at most 256.
+    tags: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[utoipa::path(post, path = "/api/sessions", tag = "direct writes", request_body = CreateBody,
@@ -111,6 +115,7 @@ pub async fn create(
 ) -> Result<Json<CreatedSession>, ApiError> {
     let body: CreateBody = parse_lenient(&body)?;
     let (product, version) = product_and_version(body.product, body.version)?;
+    let (environment, tags) = session_labels(body.environment, body.tags)?;
     let session_id =
         client_session_id(body.session_id)?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let start = Record::Start(SessionStart {
@@ -122,6 +127,8 @@ pub async fn create(
             machine_id: body.machine_id.unwrap_or_default(),
             ..Default::default()
         },
+        environment,
+        tags,
     });
     state.writer.create(&session_id, vec![start]).await?;
     Ok(Json(CreatedSession { session_id, seq: 0 }))

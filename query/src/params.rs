@@ -91,6 +91,11 @@ pub struct SessionFilters {
     to: Option<String>,
     hostname: Option<String>,
     machine_id: Option<String>,
+    /// Where the session ran, as its client said (`production`, `ci`, ...).
+    environment: Option<String>,
+    /// `key:value`: the session has this tag (repeatable: every one).
+    #[param(pattern = "^[^:]+:.*$")]
+    tag: Option<Vec<String>>,
     /// `path=value`: the state now has this leaf (repeatable).
     #[param(pattern = "^[^=]+=.*$")]
     state: Option<Vec<String>>,

@@ -124,10 +124,17 @@ fn attribute_conditions(query: &SessionQuery) -> Conditions {
         ("status", &status),
         ("hostname", &query.hostname),
         ("machine_id", &query.machine_id),
+        ("environment", &query.environment),
     ] {
         if let Some(value) = value {
             attributes.add(&format!("{column} = ?"), [s(value)]);
         }
+    }
+    for tag in &query.tags {
+        attributes.add(
+            "arrayExists((k, v) -> k = ? AND v = ?, tag_keys, tag_values)",
+            [s(&tag.key), s(&tag.value)],
+        );
     }
     if let Some(from) = query.from_ms {
         attributes.add("started_ms >= ?", [Param::U64(from)]);

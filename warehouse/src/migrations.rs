@@ -227,6 +227,28 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 6,
+        name: "a session's environment and tags",
+        steps: &[
+            Step::AddColumn {
+                table: "sessions",
+                column: "environment",
+                definition: "String",
+            },
+            // Tags as two arrays of the same length (18.16 has no Map).
+            Step::AddColumn {
+                table: "sessions",
+                column: "tag_keys",
+                definition: "Array(String)",
+            },
+            Step::AddColumn {
+                table: "sessions",
+                column: "tag_values",
+                definition: "Array(String)",
+            },
+        ],
+    },
 ];
 
 #[derive(Row, Serialize, Deserialize)]

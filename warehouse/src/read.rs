@@ -68,6 +68,14 @@ pub(crate) struct SessionListRow {
     hostname: String,
     machine_id: String,
     event_count: u64,
+    environment: String,
+    tag_keys: Vec<String>,
+    tag_values: Vec<String>,
+}
+
+/// A session's tags from their two columns.
+fn tags(keys: Vec<String>, values: Vec<String>) -> std::collections::BTreeMap<String, String> {
+    keys.into_iter().zip(values).collect()
 }
 
 impl Reader {
@@ -279,6 +287,8 @@ pub(crate) fn summary(row: SessionListRow) -> SessionSummary {
         hostname: row.hostname,
         machine_id: row.machine_id,
         event_count: row.event_count,
+        environment: row.environment,
+        tags: tags(row.tag_keys, row.tag_values),
     }
 }
 
@@ -326,6 +336,8 @@ fn detail(
         hostname: row.hostname,
         machine_id: row.machine_id,
         machine,
+        environment: row.environment,
+        tags: tags(row.tag_keys, row.tag_values),
         hang_count: row.hang_count,
         hung_at: optional_time(row.hung_ms),
         dropped_records: row.dropped_records,

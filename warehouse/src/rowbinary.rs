@@ -365,6 +365,9 @@ impl RowSink for EncodedRows {
         for number in [row.hung_ms, row.dropped_records, row.gaps, row.seen_ms] {
             bytes.extend_from_slice(&number.to_le_bytes());
         }
+        put_str(bytes, &row.environment);
+        put_strs(bytes, &row.tag_keys);
+        put_strs(bytes, &row.tag_values);
         self.sessions.rows += 1;
     }
 

@@ -36,6 +36,10 @@ pub struct SessionRow {
     pub gaps: u64,
     /// When ingest last applied a batch of the session (ingest's clock).
     pub seen_ms: u64,
+    pub environment: String,
+    /// The tags' keys, in order, and their values.
+    pub tag_keys: Vec<String>,
+    pub tag_values: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ pub mod sessions;
 mod state;
 mod timeline;
 
-use datacat_api::answers::{Order, PathValue, SessionQuery, SortKey};
+use datacat_api::answers::{Order, PathValue, SessionQuery, SortKey, Tag};
 use datacat_protocol::{Level, Status};
 use dioxus::prelude::*;
 
@@ -18,6 +18,16 @@ pub use loading::{use_answer, use_live_answer};
 #[component]
 pub fn StatusBadge(status: Status) -> Element {
     rsx! { span { class: "badge status-{status}", "{status}" } }
+}
+
+/// The tag filters as `key:value` boxes, and one empty box to add another.
+fn tag_values(tags: &[Tag]) -> Vec<String> {
+    let mut values: Vec<String> = tags
+        .iter()
+        .map(|tag| format!("{}:{}", tag.key, tag.value))
+        .collect();
+    values.push(String::new());
+    values
 }
 
 fn path_values(list: &[PathValue]) -> Vec<String> {
@@ -92,6 +102,10 @@ pub fn FilterForm(query: SessionQuery, action: String, extra: Vec<(String, Strin
                 label { "Status " NameSelect { name: "status", names: Status::NAMES, chosen: status, any: true } }
                 label { "Host " input { name: "hostname", value: "{text(&query.hostname)}", size: "10" } }
                 label { "Machine id " input { name: "machine_id", value: "{text(&query.machine_id)}", size: "10" } }
+                label { "Environment " input { name: "environment", value: "{text(&query.environment)}", size: "10" } }
+                for value in tag_values(&query.tags) {
+                    label { "Tag " input { name: "tag", value: "{value}", placeholder: "key:value", size: "12" } }
+                }
             }
             div { class: "row",
                 label { "From " input { name: "from", value: "{time_value(query.from_ms)}", placeholder: "2026-11-01T00:00:00Z", size: "22" } }

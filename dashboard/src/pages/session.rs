@@ -10,7 +10,7 @@ use datacat_protocol::Status;
 use dioxus::prelude::*;
 
 use crate::chart::{BarChart, LineChart};
-use crate::format::short_time;
+use crate::format::{short_time, url_encode};
 use crate::pages::state::{JsonTree, StateHistory};
 use crate::pages::timeline::Timeline;
 use crate::pages::{use_live_answer, StatusBadge};
@@ -110,6 +110,18 @@ fn SessionView(session: SessionDetail) -> Element {
                 if !session.end_reason.is_empty() {
                     dt { "End reason" } dd { class: "end-reason", "{session.end_reason}" }
                 }
+                if !session.environment.is_empty() {
+                    dt { "Environment" } dd { a { href: "/?environment={url_encode(&session.environment)}", "{session.environment}" } }
+                }
+                if !session.tags.is_empty() {
+                    dt { "Tags" }
+                    dd {
+                        for (key, value, filter) in tag_links(&session.tags) {
+                            a { class: "tag", href: "/?tag={filter}", "{key}: {value}" }
+                            " "
+                        }
+                    }
+                }
                 dt { "Machine" } dd { "{machine_line}" }
                 dt { "Process" } dd { "{process}" }
                 if session.hang_count > 0 {
@@ -186,4 +198,14 @@ fn Metrics(metrics: Vec<MetricView>) -> Element {
         }
     });
     rsx! { for chart in charts { {chart} } }
+}
+
+/// Each tag with the query value that lists the sessions having it.
+fn tag_links(tags: &BTreeMap<String, String>) -> Vec<(String, String, String)> {
+    tags.iter()
+        .map(|(key, value)| {
+            let filter = url_encode(&format!("{key}:{value}"));
+            (key.clone(), value.clone(), filter)
+        })
+        .collect()
 }

@@ -52,7 +52,7 @@ pub fn SessionsPage(query: SessionQuery) -> Element {
                     th { a { href: "{started_href}", "{started_label}" } }
                     th { a { href: "{updated_href}", "{updated_label}" } }
                     th { a { href: "{ended_href}", "{ended_label}" } }
-                    th { "Host" }
+                    th { "Host" } th { "Environment" }
                     th { a { href: "{events_href}", "{events_label}" } }
                     th { "End reason" } th { "Session" }
                 } }
@@ -66,6 +66,13 @@ pub fn SessionsPage(query: SessionQuery) -> Element {
                             td { "{short_time(&session.updated_at)}" }
                             td { "{session.ended_at.as_deref().map(short_time).unwrap_or_default()}" }
                             td { "{session.hostname}" }
+                            td { class: "environment",
+                                "{session.environment}"
+                                for (key, value) in session.tags.iter() {
+                                    " "
+                                    span { class: "tag", "{key}: {value}" }
+                                }
+                            }
                             td { "{session.event_count}" }
                             td { "{session.end_reason}" }
                             td { a { class: "mono", href: "/sessions/{url_encode(&session.id)}", "{session.id}" } }
