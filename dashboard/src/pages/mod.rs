@@ -20,24 +20,18 @@ pub fn StatusBadge(status: Status) -> Element {
     rsx! { span { class: "badge status-{status}", "{status}" } }
 }
 
-/// The tag filters as `key:value` boxes, and one empty box to add another.
+/// A repeatable filter's boxes: one per value given, and an empty one to add another.
+fn boxes(values: impl Iterator<Item = String>) -> Vec<String> {
+    values.chain(std::iter::once(String::new())).collect()
+}
+
+/// The tag filters as `key:value` boxes.
 fn tag_values(tags: &[Tag]) -> Vec<String> {
-    let mut values: Vec<String> = tags
-        .iter()
-        .map(|tag| format!("{}:{}", tag.key, tag.value))
-        .collect();
-    values.push(String::new());
-    values
+    boxes(tags.iter().map(|tag| format!("{}:{}", tag.key, tag.value)))
 }
 
 fn path_values(list: &[PathValue]) -> Vec<String> {
-    let mut values: Vec<String> = list
-        .iter()
-        .map(|pv| format!("{}={}", pv.path, pv.value))
-        .collect();
-    // One empty box to add another.
-    values.push(String::new());
-    values
+    boxes(list.iter().map(|pv| format!("{}={}", pv.path, pv.value)))
 }
 
 fn time_value(ms: Option<u64>) -> String {
