@@ -442,4 +442,30 @@ mod tests {
         assert!((h.mean() - 2.26).abs() < 1e-9);
         assert_eq!(Histogram::new(&[]).mean(), 0.0);
     }
+
+    #[test]
+    fn environment_and_tags_are_kept_up_to_their_limits_and_refused_beyond() {
+        let tags = |n: usize, key: usize, value: usize| -> BTreeMap<String, String> {
+            (0..n)
+                .map(|i| (format!("{i:0key$}"), "v".repeat(value)))
+                .collect()
+        };
+        let at_most = tags(MAX_TAGS, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES);
+        assert_eq!(
+            labels_refusal(&"e".repeat(MAX_ENVIRONMENT_BYTES), &at_most),
+            None
+        );
+        assert_eq!(labels_refusal("", &BTreeMap::new()), None);
+        let refused = [
+            labels_refusal(&"e".repeat(MAX_ENVIRONMENT_BYTES + 1), &BTreeMap::new()),
+            labels_refusal("", &tags(MAX_TAGS + 1, 2, 1)),
+            labels_refusal("", &tags(1, MAX_TAG_KEY_BYTES + 1, 1)),
+            labels_refusal("", &tags(1, 2, MAX_TAG_VALUE_BYTES + 1)),
+            labels_refusal("", &[("a:b".to_string(), "c".to_string())].into()),
+            labels_refusal("", &[(" ".to_string(), "c".to_string())].into()),
+        ];
+        for (i, refusal) in refused.iter().enumerate() {
+            assert!(refusal.is_some(), "case {i} was kept");
+        }
+    }
 }

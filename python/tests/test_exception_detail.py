@@ -112,3 +112,25 @@ def test_the_clients_setting_decides_unless_the_call_does():
         session.log_exception(with_locals=False)
     first, second = [body["exception"] for body in stub.bodies("/event")]
     assert "locals" in first["frames"][-1] and "locals" not in second["frames"][-1]
+
+
+@py3
+def test_a_long_chain_is_cut():
+    def nested(depth):
+        try:
+            if depth == 0:
+                raise KeyError("bottom")
+            nested(depth - 1)
+        except KeyError as error:
+            raise KeyError("level %d" % depth) if depth else error
+
+    try:
+        nested(_payload.MAX_CAUSES + 5)
+    except KeyError:
+        exception = _payload.build_exception()
+    assert len(exception["causes"]) == _payload.MAX_CAUSES
+    try:
+        nested(3)
+    except KeyError:
+        exception = _payload.build_exception()
+    assert len(exception["causes"]) == 3
