@@ -118,6 +118,7 @@ func NewClientWithOptions(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Environment == "" {
 		opts.Environment = strings.TrimSpace(os.Getenv("DATACAT_ENVIRONMENT"))
 	}
+	labelsErr := keepLabels(&opts)
 	opts.ServerURL = strings.TrimRight(opts.ServerURL, "/")
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
@@ -146,7 +147,7 @@ func NewClientWithOptions(ctx context.Context, opts Options) (*Client, error) {
 			token = os.Getenv("DATACAT_WRITE_TOKEN")
 		}
 		c.transport = newTransport(base, token, opts.Timeout)
-		return c, nil
+		return c, labelsErr
 	}
 	c.daemon = &DaemonManager{
 		Binary:     opts.DaemonBinary,
@@ -157,7 +158,49 @@ func NewClientWithOptions(ctx context.Context, opts Options) (*Client, error) {
 	if err := c.startDaemon(ctx); err != nil {
 		return nil, err
 	}
-	return c, nil
+	return c, labelsErr
+}
+
+// The limits of a session's environment and tags, as the daemon and the query service
+// take them (beyond them they refuse the whole registration).
+const (
+	MaxEnvironmentBytes = 64
+	MaxTags             = 32
+	MaxTagKeyBytes      = 64
+	MaxTagValueBytes    = 256
+)
+
+// keepLabels leaves out of opts the environment and the tags beyond the limits, so that
+// sessions are still registered, and says which it left out (nil: none).
+func keepLabels(opts *Options) error {
+	var left []string
+	if len(opts.Environment) > MaxEnvironmentBytes {
+		left = append(left, fmt.Sprintf("environment (%d bytes)", len(opts.Environment)))
+		opts.Environment = ""
+	}
+	keys := make([]string, 0, len(opts.Tags))
+	for key := range opts.Tags {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	kept := map[string]string{}
+	for _, key := range keys {
+		value := opts.Tags[key]
+		if strings.TrimSpace(key) == "" || strings.Contains(key, ":") || len(key) > MaxTagKeyBytes ||
+			len(value) > MaxTagValueBytes || len(kept) == MaxTags {
+			left = append(left, fmt.Sprintf("tag %q", key))
+			continue
+		}
+		kept[key] = value
+	}
+	if opts.Tags != nil {
+		opts.Tags = kept
+	}
+	if len(left) == 0 {
+		return nil
+	}
+	return fmt.Errorf("datacat: left out (at most %d tags; keys of 1 to %d bytes without ':', values of at most %d, an environment of at most %d): %s",
+		MaxTags, MaxTagKeyBytes, MaxTagValueBytes, MaxEnvironmentBytes, strings.Join(left, ", "))
 }
 
 func (c *Client) startDaemon(ctx context.Context) error {

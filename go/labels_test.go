@@ -3,8 +3,10 @@ package datacat
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -40,5 +42,29 @@ func TestSessionsCarryTheClientsEnvironmentAndTags(t *testing.T) {
 			t.Errorf("tags: %s (client's: %v)", got, tags)
 		}
 		_ = c.Close()
+	}
+}
+
+// Labels beyond the limits are left out (and said), the rest kept: the client still works.
+func TestLabelsBeyondTheLimitsAreLeftOut(t *testing.T) {
+	tags := map[string]string{"a:b": "colon", "long": strings.Repeat("x", MaxTagValueBytes+1),
+		"edge": strings.Repeat("y", MaxTagValueBytes)}
+	for i := 0; i < MaxTags+5; i++ {
+		tags[fmt.Sprintf("k%02d", i)] = "v"
+	}
+	opts := Options{Environment: strings.Repeat("e", MaxEnvironmentBytes), Tags: tags}
+	err := keepLabels(&opts)
+	if err == nil || !strings.Contains(err.Error(), `tag "a:b"`) || !strings.Contains(err.Error(), `tag "long"`) {
+		t.Errorf("error: %v", err)
+	}
+	if opts.Environment == "" || len(opts.Tags) != MaxTags || opts.Tags["edge"] == "" {
+		t.Errorf("kept environment %q and %d tags (edge %q)", opts.Environment, len(opts.Tags), opts.Tags["edge"])
+	}
+	opts = Options{Environment: strings.Repeat("e", MaxEnvironmentBytes+1)}
+	if err := keepLabels(&opts); err == nil || opts.Environment != "" {
+		t.Errorf("a long environment: %v, kept %q", err, opts.Environment)
+	}
+	if err := keepLabels(&Options{Tags: map[string]string{"team": "render"}}); err != nil {
+		t.Errorf("good labels: %v", err)
 	}
 }

@@ -19,12 +19,15 @@ from __future__ import absolute_import
 
 import datetime
 import json
+import logging
 import math
 import re
 import sys
 import traceback
 
 from ._compat import integer_types, string_types, text_type
+
+_log = logging.getLogger("datacat")
 
 EVENT_LEVELS = ("debug", "info", "warning", "error", "critical")
 METRIC_TYPES = ("gauge", "counter", "histogram", "timer")
@@ -168,12 +171,49 @@ def build_register(product, version, parent_pid=None, timestamp=None, environmen
     body = {"product": product, "version": version}
     _put(body, "parent_pid", parent_pid, int)
     _put(body, "timestamp", timestamp, float)
-    _put(body, "environment", environment, _as_text)
+    environment, tags = session_labels(environment, tags)
+    _put(body, "environment", environment)
     if tags:
-        if not isinstance(tags, dict):
-            raise TypeError("tags must be a dict of names to values, got %s" % (type(tags).__name__,))
-        body["tags"] = dict((_as_text(key), _as_text(value)) for key, value in tags.items())
+        body["tags"] = tags
     return body
+
+
+# A session's environment and tags, as the daemon and the query service take them (larger
+# ones are refused there, with the whole registration: the client keeps within them).
+MAX_ENVIRONMENT_BYTES = 64
+MAX_TAGS = 32
+MAX_TAG_KEY_BYTES = 64
+MAX_TAG_VALUE_BYTES = 256
+
+
+def session_labels(environment, tags):
+    """``(environment, tags)`` within the limits above: what is beyond them is left out
+    (and logged on the ``datacat`` logger), so that the session is still registered."""
+    if environment is not None:
+        environment = _as_text(environment).strip()
+        if _utf8_len(environment) > MAX_ENVIRONMENT_BYTES:
+            _log.warning("environment %r is longer than %d bytes; left out", environment,
+                        MAX_ENVIRONMENT_BYTES)
+            environment = None
+    if not tags:
+        return environment or None, None
+    if not isinstance(tags, dict):
+        raise TypeError("tags must be a dict of names to values, got %s" % (type(tags).__name__,))
+    kept = {}
+    for key, value in sorted((_as_text(k), _as_text(v)) for k, v in tags.items()):
+        if (not key.strip() or ":" in key or _utf8_len(key) > MAX_TAG_KEY_BYTES
+                or _utf8_len(value) > MAX_TAG_VALUE_BYTES or len(kept) == MAX_TAGS):
+            _log.warning("tag %r left out: at most %d tags, keys of 1 to %d bytes without ':', "
+                        "values of at most %d bytes", key, MAX_TAGS, MAX_TAG_KEY_BYTES,
+                        MAX_TAG_VALUE_BYTES)
+            continue
+        kept[key] = value
+    return environment or None, kept or None
+
+
+def _utf8_len(text):
+    # Python 2's str is already bytes.
+    return len(text) if isinstance(text, bytes) else len(text.encode("utf-8"))
 
 
 def build_state(session_id, state, timestamp=None):

@@ -105,3 +105,18 @@ def test_debug_reports_the_first_problem_once_on_stderr():
         s.log_event("e")
         """, DATACAT_DAEMON_BIN="/nonexistent/datacat-daemon")
     assert "DATACAT_DEBUG" not in quiet and "not delivered" in quiet, quiet
+
+
+def test_labels_beyond_the_limits_are_left_out_and_the_session_kept():
+    from datacat import _payload
+
+    tags = dict(("k%02d" % i, "v") for i in range(40))
+    tags.update({"a:b": "colon", "long": "x" * 257, "": "empty", "edge": "y" * 256})
+    environment, kept = _payload.session_labels("e" * 64, tags)
+    assert environment == "e" * 64
+    assert len(kept) == _payload.MAX_TAGS and "edge" in kept
+    assert not set(kept) & {"a:b", "long", ""}
+    assert _payload.session_labels("e" * 65, None) == (None, None)
+    assert _payload.session_labels(" ci ", {"team": 7}) == ("ci", {"team": "7"})
+    with pytest.raises(TypeError):
+        _payload.session_labels(None, ["team"])
