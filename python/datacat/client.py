@@ -380,7 +380,15 @@ class DatacatClient(object):
             path += "&min_seq=%d" % (seq,)
         if self.use_daemon and self.base_url:
             path += "&query_url=%s" % (_quote(self.base_url, safe=""),)
-        return self._get(path, self.read_timeout)
+        # The query service waits a bounded while (2 s by default) for ingest to apply this
+        # client's last write; a busy ingest can take longer, so a read that came back
+        # behind is asked again, within the read timeout.
+        deadline = deadline_after(self.read_timeout)
+        while True:
+            answer = self._get(path, max(remaining(deadline), _MIN_READ))
+            if not _behind(answer, seq) or remaining(deadline) < _READ_AGAIN:
+                return answer
+            time.sleep(_READ_PAUSE)  # a service that does not wait is not hammered
 
     def get_all_sessions(self):
         """The sessions of this process's daemon (or, without one, the query service's
@@ -430,6 +438,24 @@ class DatacatClient(object):
         except _FAILURES as exc:
             log.debug("health check failed: %s", exc)
             return None
+
+
+# A read is asked again only with this much time left (it waits server side), and each
+# attempt gets at least the second.
+_READ_AGAIN = 0.5
+_MIN_READ = 0.5
+_READ_PAUSE = 0.05
+
+
+def _behind(answer, seq):
+    """Whether ``answer`` (a session read) is from before this client's write ``seq``."""
+    if not isinstance(answer, dict) or answer.get("source") == "daemon":
+        return False
+    if answer.get("caught_up") is False:  # the daemon compared for us
+        return True
+    applied = answer.get("last_seq")
+    return ("caught_up" not in answer and seq is not None and isinstance(applied, int)
+            and applied < seq)
 
 
 def _register_body(product, version, session_id, query_url, environment=None, tags=None):

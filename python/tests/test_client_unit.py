@@ -295,3 +295,45 @@ def test_end_not_delivered_is_success_with_warning(caplog):
     assert client.end_session("sid") == {"status": "ok", "delivered": False}
     assert client.get_stats() == {"sent": 1, "failed": 0}
     assert any("not acknowledged" in r.getMessage() for r in caplog.records)
+
+
+class BehindDaemon(StubDaemon):
+    """Answers reads from before the client's last write ``behind`` times."""
+
+    def __init__(self, behind, answer_key):
+        StubDaemon.__init__(self)
+        self.behind = behind
+        self.answer_key = answer_key
+
+    def request(self, method, path, body=None, timeout=None, deadline=None):
+        if method != "GET":
+            answer = StubDaemon.request(self, method, path, body, timeout, deadline)
+            return dict(answer, seq=7) if path == "/event" else answer
+        self.calls.append((method, path, body, timeout))
+        late = self.behind > 0
+        self.behind -= 1
+        if self.answer_key == "caught_up":
+            return {"source": "server", "caught_up": not late}
+        return {"last_seq": 6 if late else 7}
+
+
+@pytest.mark.parametrize("answer_key", ["caught_up", "last_seq"])
+def test_a_read_behind_the_clients_last_write_is_asked_again(answer_key):
+    daemon = BehindDaemon(2, answer_key)
+    client = DatacatClient(daemon=daemon, read_timeout=5)
+    client.log_event("sid-1", "e")
+    answer = client.get_session("sid-1")
+    reads = [c for c in daemon.calls if c[0] == "GET"]
+    assert len(reads) == 3 and "min_seq=7" in reads[0][1], reads
+    assert answer == ({"source": "server", "caught_up": True} if answer_key == "caught_up"
+                      else {"last_seq": 7})
+
+
+def test_a_read_still_behind_at_the_read_timeout_is_answered_as_it_is():
+    daemon = BehindDaemon(10 ** 6, "caught_up")
+    client = DatacatClient(daemon=daemon, read_timeout=0.6)
+    client.log_event("sid-1", "e")
+    started = time.time()
+    assert client.get_session("sid-1") == {"source": "server", "caught_up": False}
+    assert time.time() - started < 3
+    assert len([c for c in daemon.calls if c[0] == "GET"]) <= 4, "a service that does not wait is not hammered"
