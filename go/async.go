@@ -518,9 +518,13 @@ func (a *AsyncSession) LogTimer(ctx context.Context, name string, d time.Duratio
 	return a.calls().LogTimer(ctx, name, d, tags...)
 }
 
-// LogException queues err as an exception event with the caller's stack.
+// LogException queues err as an exception event with the caller's stack (see
+// Session.LogException).
 func (a *AsyncSession) LogException(ctx context.Context, err error, data map[string]any) error {
-	return a.calls().LogException(ctx, err, data)
+	if err == nil {
+		return nil
+	}
+	return a.calls().target().LogEventWith(ctx, exceptionEvent(ExceptionFromError(err, 1), Error, data))
 }
 
 // End flushes and ends the session normally.
