@@ -57,6 +57,19 @@ const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Every call but `/health` and `/metrics` (counts only) carries the daemon's token: other
 /// local users' processes can reach the port, and must neither read sessions nor write to
 /// them.
+/// Notes that the application called (health checks and metrics scrapes are not the
+/// application using its daemon): the daemon lingers while it does.
+async fn note_call(
+    State(daemon): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !matches!(request.uri().path(), "/health" | "/metrics") {
+        daemon.registry.called();
+    }
+    next.run(request).await
+}
+
 async fn require_token(
     State(token): State<Arc<str>>,
     request: axum::extract::Request,
@@ -110,6 +123,10 @@ pub fn router(daemon: Arc<Daemon>, max_body_bytes: usize, token: String) -> Rout
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            daemon.clone(),
+            note_call,
+        ))
         .layer(axum::middleware::from_fn_with_state(token, require_token))
         .with_state(daemon)
 }

@@ -50,7 +50,9 @@ pub struct Config {
     #[arg(long, env = "DATACAT_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Exit this long after the last session ended and was delivered (0: never).
+    /// Exit this long after the last session ended and was delivered, and after the
+    /// application last called (reads included; health checks and metrics scrapes not).
+    /// 0: never.
     #[arg(long, env = "DATACAT_IDLE_EXIT_MS", default_value_t = 2000)]
     pub idle_exit_ms: u64,
 

@@ -193,6 +193,8 @@ pub struct Registry {
     flush_interval: Duration,
     alive_interval_ms: u64,
     pub end_wait: Duration,
+    /// When the application last called (any call but health checks and metrics).
+    last_call: Mutex<tokio::time::Instant>,
 }
 
 impl Registry {
@@ -205,7 +207,20 @@ impl Registry {
             flush_interval: Duration::from_millis(config.flush_interval_ms),
             alive_interval_ms: config.alive_interval_ms,
             end_wait: Duration::from_millis(config.end_wait_ms),
+            last_call: Mutex::new(tokio::time::Instant::now()),
         }
+    }
+
+    /// The application called: it is still using this daemon (reads too).
+    pub fn called(&self) {
+        *self.last_call.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.last_call
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
     }
 
     fn lock(&self) -> MutexGuard<'_, Sessions> {
@@ -634,7 +649,8 @@ pub async fn flush_loop(registry: Arc<Registry>, shutdown: CancellationToken) {
 }
 
 /// Exits once no session is left and everything is delivered, after a short linger in case
-/// the application opens another session.
+/// the application opens another session, and once the application has not called for as
+/// long: one that still reads its ended sessions back (or lists them) keeps its daemon.
 pub async fn exit_when_idle(
     registry: Arc<Registry>,
     linger: Duration,
@@ -652,7 +668,7 @@ pub async fn exit_when_idle(
             continue;
         }
         let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
-        if since.elapsed() >= linger {
+        if since.elapsed() >= linger && registry.quiet_for() >= linger {
             info!("last session delivered; exiting");
             shutdown.cancel();
             return;

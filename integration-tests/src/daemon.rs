@@ -132,6 +132,11 @@ impl Daemon {
         self.stdin = None;
     }
 
+    /// Whether the daemon process is still running.
+    pub fn running(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
+    }
+
     /// Waits for the daemon to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + timeout;

@@ -33,8 +33,9 @@ for use_daemon in (True, False):
         if use_daemon:
             assert d["source"] == "server" and d["caught_up"] is True, d
         assert d["active"] is True and d["state"]["level"] == i, d
-        assert [e["name"] for e in d["events"]] == ["level_loaded"], d["events"]
-        assert [m["value"] for m in d["metrics"]] == [60.0 + i], d["metrics"]
+        seen = (use_daemon, i, d.get("last_seq"), d.get("caught_up"), s.client._last_seq)
+        assert [e["name"] for e in d["events"]] == ["level_loaded"], (seen, d["events"])
+        assert [m["value"] for m in d["metrics"]] == [60.0 + i], (seen, d["metrics"])
         s.end()
         after = s.get_details()
         assert after["active"] is False and after["status"] == "ended" and after["ended_at"], after

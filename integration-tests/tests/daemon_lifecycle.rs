@@ -258,3 +258,37 @@ async fn a_nats_outage_longer_than_lost_after_loses_no_session() {
     assert_eq!(session["status"], "active", "{}", session["end_reason"]);
     assert_eq!(event_names(&session), vec!["before", "after"]);
 }
+
+/// A daemon whose sessions have all ended and been delivered exits after its linger, but
+/// not while the application still calls it (reading its sessions back, listing them): a
+/// listing then comes from the daemon that holds them, not from a new, empty one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_lingers_while_its_application_still_calls() {
+    let stack = Stack::start().await.expect("stack starts");
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(
+        &stack.nats_url_as(datacat_integration_tests::NatsRole::Daemon),
+        &dir.path().join("spool"),
+        &dir.path().join("daemon.log"),
+        &[("DATACAT_IDLE_EXIT_MS", "500")],
+    )
+    .unwrap();
+    let id = daemon.register("lingers", "1.0").await.unwrap();
+    daemon
+        .post("/end", json!({"session_id": id}))
+        .await
+        .unwrap();
+    // Calls every 200 ms for 3 s: six times the linger.
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let listed = daemon.get("/sessions").await.unwrap();
+        assert!(
+            listed.as_array().unwrap().iter().any(|s| s["id"] == id),
+            "the ended session is listed: {listed}"
+        );
+        assert!(daemon.running().unwrap(), "the daemon exited while called");
+    }
+    // Left alone, it goes.
+    let status = daemon.wait_exit(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}");
+}
