@@ -54,22 +54,26 @@ type Body = Result<Bytes, BytesRejection>;
 /// The heartbeat timeout when a client starts monitoring without one.
 const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Every call but `/health` and `/metrics` (counts only) carries the daemon's token: other
-/// local users' processes can reach the port, and must neither read sessions nor write to
-/// them.
-/// Notes that the application called (health checks and metrics scrapes are not the
-/// application using its daemon): the daemon lingers while it does.
+/// `/health` and `/metrics` (counts only): what a monitor calls, not the application. They
+/// need no token and do not keep an idle daemon alive.
+fn is_monitoring(request: &axum::extract::Request) -> bool {
+    matches!(request.uri().path(), "/health" | "/metrics")
+}
+
+/// Notes that the application called: the daemon lingers while it does.
 async fn note_call(
     State(daemon): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if !matches!(request.uri().path(), "/health" | "/metrics") {
+    if !is_monitoring(&request) {
         daemon.registry.called();
     }
     next.run(request).await
 }
 
+/// Every call but the monitoring ones carries the daemon's token: other local users'
+/// processes can reach the port, and must neither read sessions nor write to them.
 async fn require_token(
     State(token): State<Arc<str>>,
     request: axum::extract::Request,
@@ -77,7 +81,7 @@ async fn require_token(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     use subtle::ConstantTimeEq;
-    if matches!(request.uri().path(), "/health" | "/metrics") {
+    if is_monitoring(&request) {
         return next.run(request).await;
     }
     let presented = request

@@ -113,17 +113,10 @@ pub fn python_wheel() -> Result<PathBuf> {
     if let Some(wheel) = std::env::var_os("DATACAT_WHEEL") {
         return Ok(PathBuf::from(wheel));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| {
-            if dir.is_absolute() {
-                dir
-            } else {
-                repo_root().join(dir)
-            }
-        })
-        .unwrap_or_else(|| repo_root().join("target"));
-    let dir = target.join("wheels");
+    let dir = target_profile_dir()
+        .parent()
+        .expect("a profile dir is in the target dir")
+        .join("wheels");
     let wheel = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
