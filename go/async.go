@@ -521,10 +521,7 @@ func (a *AsyncSession) LogTimer(ctx context.Context, name string, d time.Duratio
 // LogException queues err as an exception event with the caller's stack (see
 // Session.LogException).
 func (a *AsyncSession) LogException(ctx context.Context, err error, data map[string]any) error {
-	if err == nil {
-		return nil
-	}
-	return a.calls().target().LogEventWith(ctx, exceptionEvent(ExceptionFromError(err, 1), Error, data))
+	return a.calls().logException(ctx, err, data)
 }
 
 // End flushes and ends the session normally.

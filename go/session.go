@@ -80,13 +80,10 @@ func (s *Session) LogTimer(ctx context.Context, name string, d time.Duration, ta
 	return s.calls().LogTimer(ctx, name, d, tags...)
 }
 
-// LogException logs err as an exception event with the caller's stack (skip 1: this
-// method's own frame) and the errors behind it.
+// LogException logs err as an exception event with the caller's stack and the errors
+// behind it.
 func (s *Session) LogException(ctx context.Context, err error, data map[string]any) error {
-	if err == nil {
-		return nil
-	}
-	return s.calls().target().LogEventWith(ctx, exceptionEvent(ExceptionFromError(err, 1), Error, data))
+	return s.calls().logException(ctx, err, data)
 }
 
 // End ends the session normally, within the context's deadline (the client's EndTimeout
@@ -268,6 +265,15 @@ func (s *sessionCalls) LogHistogram(ctx context.Context, name string, value floa
 // LogTimer logs a measured duration in seconds.
 func (s *sessionCalls) LogTimer(ctx context.Context, name string, d time.Duration, tags ...string) error {
 	return s.target().LogMetricWith(ctx, timerMetric(name, d, tags))
+}
+
+// logException logs err with the stack of whoever called the exported LogException that
+// called this (skip 2: this frame and that method's).
+func (s *sessionCalls) logException(ctx context.Context, err error, data map[string]any) error {
+	if err == nil {
+		return nil
+	}
+	return s.target().LogEventWith(ctx, exceptionEvent(ExceptionFromError(err, 2), Error, data))
 }
 
 // Heartbeat tells the daemon (and this session's monitor) the application is alive.
