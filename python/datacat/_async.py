@@ -211,8 +211,7 @@ class AsyncSession(_TypedMetrics):
                   group=None, exception=None):
         """Log an event (see ``Session.log_event``)."""
         if self._crumbs:  # something to attach to an error event
-            if isinstance(level, dict) and data is None:
-                level, data = None, level
+            level, data = _payload.event_level_and_data(level, data)
             data = self._crumbs.attach(level, data)
         try:
             entry = (_EVENT, _time(), name, level, category, labels, message,

@@ -14,7 +14,6 @@ import threading
 import time
 
 from . import _payload
-from ._compat import string_types, text_type
 
 DEFAULT_LIMIT = 100
 _ERROR_LEVELS = frozenset(("error", "critical"))
@@ -32,10 +31,10 @@ class Breadcrumbs(object):
         crumb = {
             "timestamp": time.time() if timestamp is None else float(timestamp),
             "level": _payload.normalize_level(level) or "info",
-            "message": message if isinstance(message, string_types) else text_type(message),
+            "message": _payload._as_text(message),
         }
         if category is not None:
-            crumb["category"] = category if isinstance(category, string_types) else text_type(category)
+            crumb["category"] = _payload._as_text(category)
         if data:
             crumb["data"] = data
         with self._lock:
@@ -51,6 +50,7 @@ class Breadcrumbs(object):
             self._crumbs.clear()
         if not crumbs:
             return data
-        attached = dict(data) if isinstance(data, dict) else ({"data": data} if data is not None else {})
+        # A bare value is wrapped as every event's is (``_payload._as_object``).
+        attached = dict(_payload._as_object(data)) if data is not None else {}
         attached["breadcrumbs"] = crumbs
         return attached

@@ -224,13 +224,18 @@ def build_state(session_id, state, timestamp=None):
     return body
 
 
+def event_level_and_data(level, data):
+    """``(level, data)`` of an event: ``log_event("name", {"k": "v"})`` (a dict in the
+    first optional slot) is the event's data, not its level."""
+    if isinstance(level, dict) and data is None:
+        return None, level
+    return level, data
+
+
 def build_event(session_id, name, level=None, category=None, labels=None, message=None,
                 data=None, group=None, exception=None, timestamp=None):
     _require_text(name, "event name")
-    # log_event("name", {"k": "v"}): a dict in the first optional slot is the
-    # event's data, not its level.
-    if isinstance(level, dict) and data is None:
-        level, data = None, level
+    level, data = event_level_and_data(level, data)
     body = _base(session_id, timestamp)
     body["name"] = name
     _put(body, "level", normalize_level(level))

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 
+from . import _payload
 from ._breadcrumbs import DEFAULT_LIMIT as _BREADCRUMBS, Breadcrumbs
 from ._lifecycle import open_sessions
 from ._transport import TransportError
@@ -182,8 +183,7 @@ class Session(_TypedMetrics):
         """
         if self._closed("/event"):
             return False
-        if isinstance(level, dict) and data is None:
-            level, data = None, level
+        level, data = _payload.event_level_and_data(level, data)
         data = self.breadcrumbs.attach(level, data)
         return self.client.log_event(self.session_id, name, level=level, category=category,
                                      labels=labels, message=message, data=data, group=group,
